@@ -1,0 +1,11 @@
+/* commands.h -- the subcommands of bin/qh.  Each returns a process exit
+ * status (0 success, 1 failure, 2 usage error); only main() exits. */
+#ifndef QH_COMMANDS_H
+#define QH_COMMANDS_H
+
+int qh_cmd_info(int argc, char **argv);      /* experiments/cmd_info.c */
+int qh_cmd_tokenize(int argc, char **argv);  /* experiments/cmd_tokenize.c */
+int qh_cmd_ppl(int argc, char **argv);       /* experiments/cmd_ppl.c */
+int qh_cmd_methods(int argc, char **argv);   /* experiments/cmd_methods.c */
+
+#endif
