@@ -1,0 +1,76 @@
+/* config.h -- sweep configurations: one JSON file expanded into named cells.
+ *
+ * A configuration names models, evaluation datasets, a calibration set,
+ * methods with parameters, bit widths and seeds; it expands to the cross
+ * product model x method x bits x seed, each cell with an explicit id such
+ * as "opt-7m.ldlq+incoh.w2.s0".  Every key is documented in configs/README.md.
+ * Parsing is strict: unknown keys, wrong types, bad values and duplicate
+ * labels are QH_ECONFIG with the JSON path and what was expected.
+ */
+#ifndef QH_CONFIG_H
+#define QH_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qh_error.h"
+
+#define QH_CONFIG_MAX_PARAMS 16
+
+typedef struct {
+    char key[64];
+    char value[128];                 /* as written in JSON (numbers, strings, booleans) */
+} qh_config_param;
+
+typedef struct {
+    char label[96];                  /* unique; used in cell ids (default: method[+incoh]) */
+    char method[64];                 /* a name from the method table */
+    qh_config_param params[QH_CONFIG_MAX_PARAMS];
+    size_t n_params;
+    char incoherence[16];            /* "none", "kron" or "hadamard" */
+    int rescale;                     /* D~ rescaling with incoherence (default 1) */
+} qh_config_method;
+
+typedef struct {
+    char label[64];                  /* unique; defaults to the folder's base name */
+    char path[1024];
+} qh_config_entry;
+
+typedef struct {
+    char name[64];
+    qh_config_entry *models;         /* n_models */
+    size_t n_models;
+    qh_config_entry *datasets;       /* n_datasets: evaluation texts */
+    size_t n_datasets;
+    char calib_path[1024];
+    int calib_nsamples;              /* default 128 */
+    int calib_seqlen;                /* 0: the model's context length */
+    int eval_seqlen;                 /* 0: the model's context length */
+    int eval_max_windows;            /* 0: all */
+    qh_config_method *methods;       /* n_methods */
+    size_t n_methods;
+    int *bits;                       /* n_bits */
+    size_t n_bits;
+    uint64_t *seeds;                 /* n_seeds */
+    size_t n_seeds;
+} qh_config;
+
+typedef struct {
+    char id[256];                    /* "<model>.<method label>.w<bits>.s<seed>" */
+    size_t model, method;            /* indices into the config's arrays */
+    int bits;
+    uint64_t seed;
+} qh_cell;
+
+/* Parses JSON text (source names the file in messages).  *out is new. */
+int  qh_config_parse(const char *json, const char *source, qh_config **out) QH_MUST_CHECK;
+int  qh_config_load(const char *path, qh_config **out) QH_MUST_CHECK;
+void qh_config_free(qh_config *c);
+
+/* Cells in a stable order (model, method, bits, seed); *cells is new (free()). */
+int  qh_config_cells(const qh_config *c, qh_cell **cells, size_t *n) QH_MUST_CHECK;
+
+/* 1 if id matches the shell-style pattern (*, ?, [..]). */
+int  qh_cell_matches(const qh_cell *cell, const char *pattern);
+
+#endif

@@ -1,0 +1,85 @@
+/* test_config.c -- strict parsing and cell expansion of sweep configurations. */
+#include "qh_test.h"
+
+#include <string.h>
+
+#include "config.h"
+
+static const char *good =
+    "{ \"name\": \"t\", \"models\": [\"models/opt-7m\", {\"label\": \"L\", \"path\": \"x/llama\"}],\n"
+    "  \"datasets\": {\"wikitext2\": \"data/wikitext2_test.raw\"},\n"
+    "  \"calibration\": {\"nsamples\": 16, \"seqlen\": 256},\n"
+    "  \"eval\": {\"seqlen\": 512, \"max_windows\": 4},\n"
+    "  \"methods\": [{\"method\": \"gptq\", \"params\": {\"act_order\": true, \"block\": 64}},\n"
+    "              {\"method\": \"ldlq\", \"incoherence\": \"kron\"}],\n"
+    "  \"bits\": [2, 4], \"seeds\": [0, 7] }";
+
+static void test_good(void)
+{
+    qh_config *c = NULL;
+    int st = qh_config_parse(good, "good.json", &c);
+    QH_CHECK(st == QH_OK, "good config parses: %s", qh_last_error());
+    if (st != QH_OK) return;
+    QH_CHECK(c->n_models == 2 && !strcmp(c->models[0].label, "opt-7m") && !strcmp(c->models[1].label, "L"),
+             "model labels default to the folder name");
+    QH_CHECK(c->calib_nsamples == 16 && c->calib_seqlen == 256 && c->eval_seqlen == 512
+             && c->eval_max_windows == 4, "calibration and eval values");
+    QH_CHECK(!strcmp(c->calib_path, "data/gutenberg_calib_4M.txt"), "default calibration set");
+    QH_CHECK(c->methods[0].n_params == 2 && !strcmp(c->methods[0].params[0].value, "true")
+             && !strcmp(c->methods[0].params[1].value, "64"), "parameters kept as text");
+    QH_CHECK(!strcmp(c->methods[1].label, "ldlq+incoh") && c->methods[1].rescale == 1,
+             "incoherence label default");
+    qh_cell *cells = NULL;
+    size_t n = 0;
+    QH_CHECK(qh_config_cells(c, &cells, &n) == QH_OK && n == 16, "2x2x2x2 cells, got %zu", n);
+    if (n == 16) {
+        QH_CHECK(!strcmp(cells[0].id, "opt-7m.gptq.w2.s0"), "first id %s", cells[0].id);
+        QH_CHECK(!strcmp(cells[15].id, "L.ldlq+incoh.w4.s7"), "last id %s", cells[15].id);
+        int matched = 0;
+        for (size_t i = 0; i < n; i++) matched += qh_cell_matches(&cells[i], "*.ldlq+incoh.w2.*");
+        QH_CHECK(matched == 4, "--only pattern matches 4 cells, got %d", matched);
+    }
+    free(cells);
+    qh_config_free(c);
+}
+
+/* Each bad config must fail with QH_ECONFIG and a message naming the key path. */
+static void test_bad(const char *json, const char *expect_in_message)
+{
+    qh_config *c = NULL;
+    int st = qh_config_parse(json, "bad.json", &c);
+    QH_CHECK(st == QH_ECONFIG && c == NULL, "rejects %s (status %d)", expect_in_message, st);
+    QH_CHECK(strstr(qh_last_error(), expect_in_message) && strstr(qh_last_error(), "bad.json"),
+             "message names '%s' and the file: %s", expect_in_message, qh_last_error());
+    qh_config_free(c);
+}
+
+int main(void)
+{
+    test_good();
+    test_bad("{ \"name\": \"t\", ", "not valid JSON");
+    test_bad("[1]", "expected a JSON object");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],\"bogus\":1}",
+             "unknown key \"bogus\"");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}]}", "bits: missing");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2, 0]}",
+             "bits[1]: expected an integer in [1, 16]");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[\"2\"]}",
+             "bits[0]: expected an integer");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"},{\"method\":\"rtn\"}],\"bits\":[2]}",
+             "methods[1]: duplicate label");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\",\"incoherence\":\"fft\"}],\"bits\":[2]}",
+             "methods[0].incoherence");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\",\"params\":{\"x\":[1]}}],\"bits\":[2]}",
+             "methods[0].params.x");
+    test_bad("{\"name\":\"t\",\"models\":[\"a/m\",\"b/m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2]}",
+             "models[1]: duplicate label");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
+             "\"calibration\":{\"nsamples\":0}}", "calibration.nsamples");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
+             "\"eval\":{\"seqlen\":1.5}}", "eval.seqlen: expected an integer");
+    qh_config *c = NULL;
+    QH_CHECK(qh_config_load("tests/no-such-config.json", &c) == QH_EIO
+             && strstr(qh_last_error(), "tests/no-such-config.json"), "missing file names the path");
+    return qh_test_summary();
+}
