@@ -20,13 +20,21 @@ int qh_error(int status, const char *file, int line, const char *func, const cha
 
 void qh_error_prefix(const char *fmt, ...)
 {
-    char prefix[512], old[sizeof last_error];
+    char joined[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    int k = vsnprintf(joined, sizeof joined, fmt, ap);
     va_end(ap);
-    memcpy(old, last_error, sizeof old);
-    snprintf(last_error, sizeof last_error, "%s: %s", prefix, old);
+    if (k < 0) return;
+    size_t used = (size_t)k < sizeof joined ? (size_t)k : sizeof joined - 1;
+    size_t room = sizeof joined - used;                 /* includes the NUL */
+    if (room > 2) {
+        memcpy(joined + used, ": ", 2);
+        size_t keep = strnlen(last_error, room - 3);
+        memcpy(joined + used + 2, last_error, keep);
+        joined[used + 2 + keep] = '\0';
+    }
+    memcpy(last_error, joined, sizeof last_error);
 }
 
 const char *qh_last_error(void) { return last_error; }
