@@ -1,0 +1,68 @@
+#!/bin/bash
+# tests/test_info.sh -- `qh info` on the vendored models and on bad input.
+# Needs $QH (the qh binary); run from the repository root.  Prints PASS:/FAIL:
+# lines and ends with "N passed, N failed, N skipped".
+QH=${QH:-bin/qh}
+pass=0 fail=0 skip=0
+ok()  { echo "PASS: $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL: $1"; fail=$((fail + 1)); }
+tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+trap 'rm -rf "$tmp"' EXIT
+
+# expect_line NAME OUTPUT REGEX: the output has a line matching REGEX
+expect_line() {
+    if grep -Eq -- "$3" <<< "$2"; then ok "$1"; else bad "$1 (no line matching '$3')"; fi
+}
+
+out=$("$QH" info --model models/opt-7m 2>&1); rc=$?
+[ "$rc" -eq 0 ] && ok "info opt-7m exits 0" || bad "info opt-7m exits $rc: $out"
+expect_line "opt-7m model_type" "$out" '^model_type +opt'
+expect_line "opt-7m layers" "$out" '^layers +6$'
+expect_line "opt-7m hidden" "$out" '^hidden +256$'
+expect_line "opt-7m params 7.10 M" "$out" '^parameters +7098880 \(7\.10 M'
+expect_line "opt-7m dtype F16" "$out" 'dtype F16 +100 tensors'
+expect_line "opt-7m tied head" "$out" '^lm_head +tied'
+expect_line "opt-7m fc1 shape" "$out" 'fc1 +model\.decoder\.layers\.0\.fc1 +1024 x 256 +bias'
+
+out=$("$QH" info --model models/llama-9m 2>&1); rc=$?
+[ "$rc" -eq 0 ] && ok "info llama-9m exits 0" || bad "info llama-9m exits $rc: $out"
+expect_line "llama-9m model_type" "$out" '^model_type +llama'
+expect_line "llama-9m kv heads" "$out" '^heads +4 \(kv heads 2, head_dim 64\)'
+expect_line "llama-9m params 8.92 M" "$out" '^parameters +8916224 \(8\.92 M'
+expect_line "llama-9m dtype BF16" "$out" 'dtype BF16'
+expect_line "llama-9m untied head" "$out" '^lm_head +separate'
+expect_line "llama-9m k_proj shape" "$out" 'k_proj +model\.layers\.0\.self_attn\.k_proj +128 x 256'
+expect_line "llama-9m rope_theta" "$out" '^rope_theta +10000$'
+
+if [ -d ../shared/models/opt-30m ]; then
+    out=$("$QH" info --model ../shared/models/opt-30m 2>&1); rc=$?
+    [ "$rc" -eq 0 ] && ok "info opt-30m exits 0" || bad "info opt-30m exits $rc"
+    expect_line "opt-30m sharded" "$out" '^on disk +4 file\(s\) \(sharded'
+    expect_line "opt-30m params 29.94 M" "$out" '^parameters +29939712 \(29\.94 M'
+else
+    echo "SKIP: ../shared/models/opt-30m absent"; skip=$((skip + 1))
+fi
+
+out=$("$QH" info --model "$tmp/does-not-exist" 2>&1); rc=$?
+[ "$rc" -ne 0 ] && ok "nonexistent dir exits non-zero ($rc)" || bad "nonexistent dir exits 0"
+expect_line "nonexistent dir message" "$out" "does-not-exist"
+
+mkdir "$tmp/bad" && cp models/opt-7m/config.json "$tmp/bad/"
+printf '\x00\x10\x00\x00\x00\x00\x00\x00{}' > "$tmp/bad/model.safetensors"
+out=$("$QH" info --model "$tmp/bad" 2>&1); rc=$?
+[ "$rc" -ne 0 ] && ok "truncated safetensors exits non-zero ($rc)" || bad "truncated safetensors exits 0"
+expect_line "truncated safetensors message names file" "$out" 'model\.safetensors: header length 4096 runs past'
+
+printf '{"model_type": "gpt2"}' > "$tmp/bad/config.json"
+printf '\x02\x00\x00\x00\x00\x00\x00\x00{}' > "$tmp/bad/model.safetensors"
+out=$("$QH" info --model "$tmp/bad" 2>&1); rc=$?
+[ "$rc" -ne 0 ] && ok "gpt2 config exits non-zero ($rc)" || bad "gpt2 config exits 0"
+expect_line "gpt2 config message" "$out" 'config\.json: unsupported model_type "gpt2"'
+
+out=$("$QH" info 2>&1); rc=$?
+[ "$rc" -eq 2 ] && ok "missing --model is a usage error (2)" || bad "missing --model exits $rc"
+out=$("$QH" info --help 2>&1); rc=$?
+[ "$rc" -eq 0 ] && grep -q -- '--model DIR' <<< "$out" && ok "--help" || bad "--help exits $rc"
+
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]
