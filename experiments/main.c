@@ -16,6 +16,7 @@ static const qh_command commands[] = {
     { "tokenize", qh_cmd_tokenize, "tokenize a text file; print token count and SHA-256 of the ids" },
     { "ppl",      qh_cmd_ppl,      "perplexity of a model on a text file (float32 forward pass)" },
     { "methods",  qh_cmd_methods,  "list the quantization methods with their parameters" },
+    { "layer",    qh_cmd_layer,    "quantize matrices or model layers; metrics and bounds to HDF5" },
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
