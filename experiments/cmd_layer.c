@@ -67,6 +67,7 @@ static void usage(FILE *f)
         "  --bits LIST            bit widths, comma-separated (e.g. 2,3,4)\n"
         "  --incoherence LIST     none | kron | hadamard, comma-separated (default none)\n"
         "  --no-rescale           skip the D~ rescaling of incoherence processing\n"
+        "                         (with incoherence the grid defaults to QuIP's rms grid)\n"
         "  --param KEY=VALUE      method parameter (repeatable; applies to every listed method\n"
         "                         that has KEY, and at least one must)\n"
         "  --seed S               seed of every random draw (default 0)\n"
@@ -219,6 +220,12 @@ static combo *make_combos(const layer_opts *o, size_t *n_out)
                 }
                 cb[k].params = qh_method_params_new(cb[k].method);
                 cb[k].bits = o->bits[bi];
+                /* QuIP rounds processed weights on one symmetric grid at 2.4 RMS
+                 * (qfn 'b'); baseline processing keeps OPTQ's per-row grid.
+                 * An explicit --param grid=... overrides this below. */
+                if (cb[k].incoh != QH_INCOH_NONE && qh_method_param_find(cb[k].method, "grid")
+                    && qh_method_params_set(cb[k].method, cb[k].params, "grid", "rms") != QH_OK)
+                    goto fail;
                 snprintf(cb[k].label, sizeof cb[k].label, "%s%s", cb[k].method->name, suffix);
             }
     *n_out = n;
