@@ -17,6 +17,7 @@ static const qh_command commands[] = {
     { "ppl",      qh_cmd_ppl,      "perplexity of a model on a text file (float32 forward pass)" },
     { "methods",  qh_cmd_methods,  "list the quantization methods with their parameters" },
     { "layer",    qh_cmd_layer,    "quantize matrices or model layers; metrics and bounds to HDF5" },
+    { "run",      qh_cmd_run,      "run a sweep configuration (calibrate, quantize, evaluate, record)" },
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

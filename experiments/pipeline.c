@@ -1,0 +1,269 @@
+/* pipeline.c -- one sweep cell: calibrate, quantize block by block, evaluate,
+ * write the results file (see pipeline.h). */
+#include "pipeline.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "calib.h"
+#include "cell_file.h"
+#include "eval.h"
+#include "layer_eval.h"
+#include "model.h"
+#include "qh_method.h"
+#include "sequential.h"
+#include "tokenizer.h"
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static qh_incoh_kind incoh_kind(const char *name)
+{
+    return !strcmp(name, "kron") ? QH_INCOH_KRON : !strcmp(name, "hadamard") ? QH_INCOH_HADAMARD
+                                                                             : QH_INCOH_NONE;
+}
+
+/* A method's parameters from its config entry.  Under incoherence processing
+ * QuIP rounds on one symmetric grid at 2.4 RMS (qfn 'b') while baseline
+ * processing keeps OPTQ's per-row grid, so "grid" defaults to "rms" there
+ * unless the config sets it. */
+static int method_params(const qh_config_method *cm, size_t index, const qh_method_type **type,
+                         void **params)
+{
+    *params = NULL;
+    *type = qh_method_find(cm->method);
+    if (!*type) {
+        char names[256];
+        qh_method_names(names, sizeof names);
+        QH_ERROR(QH_ECONFIG, "methods[%zu].method: unknown method \"%s\" (expected one of: %s)",
+                 index, cm->method, names);
+    }
+    if (!(*params = qh_method_params_new(*type))) QH_ERROR(QH_ENOMEM, "out of memory");
+    if (incoh_kind(cm->incoherence) != QH_INCOH_NONE && qh_method_param_find(*type, "grid"))
+        QH_TRY(qh_method_params_set(*type, *params, "grid", "rms"));
+    for (size_t k = 0; k < cm->n_params; k++) {
+        int st = qh_method_params_set(*type, *params, cm->params[k].key, cm->params[k].value);
+        if (st != QH_OK) {
+            qh_error_prefix("methods[%zu].params.%s", index, cm->params[k].key);
+            return st;
+        }
+    }
+    return QH_OK;
+}
+
+int qh_pipeline_validate(const qh_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_methods; i++) {
+        const qh_method_type *t;
+        void *params = NULL;
+        int st = method_params(&cfg->methods[i], i, &t, &params);
+        free(params);
+        if (st != QH_OK) return st;
+    }
+    for (size_t b = 0; b < cfg->n_bits; b++)
+        if (cfg->bits[b] > 8)
+            QH_ERROR(QH_ECONFIG, "bits[%zu]: %d bits; the weight quantizers take 1..8", b, cfg->bits[b]);
+    return QH_OK;
+}
+
+void qh_pipeline_cell_path(const qh_pipeline *p, const qh_cell *cell, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s.h5", p->out_dir, cell->id);
+}
+
+void qh_pipeline_baseline_path(const qh_pipeline *p, size_t model, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s.baseline.h5", p->out_dir, p->cfg->models[model].label);
+}
+
+/* ---- the quantizing visitor ------------------------------------------------ */
+
+typedef struct {
+    const qh_pipeline *p;
+    const qh_cell *cell;
+    const qh_method_type *type;
+    const void *params;
+    qh_incoh_kind incoh;
+    int rescale;
+    qh_layer_record *recs;
+    size_t n_recs, cap;
+    double t0;
+} quant_ctx;
+
+static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, const qh_matd *H,
+                           int *replace, void *user)
+{
+    quant_ctx *q = user;
+    const char *name = m->blocks[layer].lin[kind].name;
+    if (q->n_recs == q->cap) {
+        size_t cap = q->cap ? 2 * q->cap : 64;
+        qh_layer_record *r = realloc(q->recs, cap * sizeof *r);
+        if (!r) QH_ERROR(QH_ENOMEM, "%s: out of memory", name);
+        q->recs = r;
+        q->cap = cap;
+    }
+    /* Each linear draws from its own streams: key (seed, layer*8 + kind). */
+    uint32_t key = (uint32_t)layer * 8u + (uint32_t)kind;
+    qh_incoh_params ip = { q->incoh, q->rescale && q->incoh != QH_INCOH_NONE, q->cell->seed, key, 0 };
+    qh_problem prob = { W, H, q->cell->bits, q->cell->seed, key, name };
+    qh_matd *What = qh_matd_alloc(W->rows, W->cols);
+    if (!What) QH_ERROR(QH_ENOMEM, "%s: out of memory", name);
+    qh_layer_record *rec = &q->recs[q->n_recs++];
+    int st = qh_layer_run(q->type, q->params, &ip, &prob, layer, kind, rec, What);
+    if (st == QH_OK) {
+        memcpy(W->data, What->data, W->rows * W->cols * sizeof(double));   /* both ld == rows */
+        *replace = 1;
+    }
+    qh_matd_free(What);
+    return st;                        /* a failed layer fails the cell: its model is unusable */
+}
+
+static void block_progress(int done, int total, void *user)
+{
+    quant_ctx *q = user;
+    if (q->p->log)
+        fprintf(q->p->log, "%s: block %d/%d quantized (%.1f s)\n", q->cell->id, done, total,
+                now_seconds() - q->t0);
+}
+
+/* ---- evaluation ------------------------------------------------------------- */
+
+typedef struct {
+    qh_cell_eval *evals;
+    qh_eval_result *results;
+    size_t n;
+} eval_set;
+
+static void eval_set_free(eval_set *e)
+{
+    for (size_t i = 0; i < e->n; i++) qh_eval_result_free(&e->results[i]);
+    free(e->results);
+    free(e->evals);
+}
+
+static int evaluate(const qh_pipeline *p, const qh_model *m, const qh_tokenizer *tok, const char *id,
+                    eval_set *e)
+{
+    const qh_config *cfg = p->cfg;
+    size_t seqlen = cfg->eval_seqlen ? (size_t)cfg->eval_seqlen : (size_t)m->cfg.max_pos;
+    e->evals = calloc(cfg->n_datasets + 1, sizeof *e->evals);
+    e->results = calloc(cfg->n_datasets + 1, sizeof *e->results);
+    if (!e->evals || !e->results) QH_ERROR(QH_ENOMEM, "out of memory");
+    for (size_t d = 0; d < cfg->n_datasets; d++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        QH_TRY(qh_tokenize_file(tok, cfg->datasets[d].path, &ids, &n));
+        int st = qh_eval_ppl(m, ids, n, seqlen, (size_t)cfg->eval_max_windows, NULL, NULL, &e->results[d]);
+        free(ids);
+        if (st != QH_OK) { qh_error_prefix("dataset %s", cfg->datasets[d].label); return st; }
+        e->n = d + 1;
+        qh_eval_result *r = &e->results[d];
+        e->evals[d] = (qh_cell_eval){ cfg->datasets[d].label, cfg->datasets[d].path, r->ppl, r->seqlen,
+                                      r->windows, r->tokens, r->window_nll };
+        if (p->log) fprintf(p->log, "%s: %s ppl %.4f (%zu windows of %zu)\n", id, cfg->datasets[d].label,
+                            r->ppl, r->windows, r->seqlen);
+    }
+    return QH_OK;
+}
+
+static int load_model_and_tokenizer(const char *dir, qh_model **m, qh_tokenizer **tok)
+{
+    char path[1200];
+    QH_TRY(qh_model_load(dir, m));
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    return qh_tokenizer_load(path, tok);
+}
+
+/* ---- cells ------------------------------------------------------------------ */
+
+static int quantize_model(const qh_pipeline *p, const qh_cell *cell, qh_model *m, const qh_tokenizer *tok,
+                          quant_ctx *q)
+{
+    const qh_config *cfg = p->cfg;
+    size_t seqlen = cfg->calib_seqlen ? (size_t)cfg->calib_seqlen : (size_t)m->cfg.max_pos;
+    int32_t *ids = NULL, *win = NULL;
+    size_t n = 0;
+    int st = qh_tokenize_file(tok, cfg->calib_path, &ids, &n);
+    if (st == QH_OK)
+        st = qh_calib_windows(ids, n, (size_t)cfg->calib_nsamples, seqlen, cell->seed, cfg->calib_path, &win);
+    free(ids);
+    if (st == QH_OK) {
+        qh_layer_visitor v = { quantize_linear, block_progress, q };
+        st = qh_sequential_visit(m, win, (size_t)cfg->calib_nsamples, seqlen, &v);
+    }
+    free(win);
+    return st;
+}
+
+int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
+{
+    const qh_config *cfg = p->cfg;
+    const qh_config_method *cm = &cfg->methods[cell->method];
+    const qh_config_entry *me = &cfg->models[cell->model];
+    qh_model *m = NULL;
+    qh_tokenizer *tok = NULL;
+    eval_set ev = { 0 };
+    quant_ctx q = { p, cell, NULL, NULL, incoh_kind(cm->incoherence), cm->rescale, NULL, 0, 0, now_seconds() };
+    void *params = NULL;
+    char path[1400];
+
+    int st = method_params(cm, cell->method, &q.type, &params);
+    q.params = params;
+    if (st == QH_OK) st = load_model_and_tokenizer(me->path, &m, &tok);
+    if (st == QH_OK) st = quantize_model(p, cell, m, tok, &q);
+    if (st == QH_OK) st = evaluate(p, m, tok, cell->id, &ev);
+    if (st != QH_OK && p->log) fprintf(p->log, "%s: FAILED: %s\n", cell->id, qh_last_error());
+
+    char message[1024];
+    snprintf(message, sizeof message, "%s", st == QH_OK ? "" : qh_last_error());
+    size_t seqlen = m ? (cfg->calib_seqlen ? (size_t)cfg->calib_seqlen : (size_t)m->cfg.max_pos) : 0;
+    qh_cell_info info = {
+        .id = cell->id, .model = me->label, .model_path = me->path, .method = q.type, .params = params,
+        .method_label = cm->label, .incoherence = cm->incoherence, .rescale = cm->rescale,
+        .bits = cell->bits, .seed = cell->seed, .status = st, .message = message,
+        .seconds = now_seconds() - q.t0, .config_json = p->config_json, .calib_path = cfg->calib_path,
+        .calib_nsamples = (size_t)cfg->calib_nsamples, .calib_seqlen = seqlen,
+    };
+    qh_pipeline_cell_path(p, cell, path, sizeof path);
+    int wst = qh_cell_file_write(path, &info, q.recs, q.n_recs, ev.evals, ev.n);
+    if (wst != QH_OK && p->log) fprintf(p->log, "%s: cannot write results: %s\n", cell->id, qh_last_error());
+    eval_set_free(&ev);
+    free(q.recs);
+    free(params);
+    qh_tokenizer_free(tok);
+    qh_model_free(m);
+    return wst != QH_OK ? QH_EIO : st;
+}
+
+int qh_pipeline_run_baseline(const qh_pipeline *p, size_t model)
+{
+    const qh_config_entry *me = &p->cfg->models[model];
+    qh_model *m = NULL;
+    qh_tokenizer *tok = NULL;
+    eval_set ev = { 0 };
+    char id[128], path[1400];
+    double t0 = now_seconds();
+    snprintf(id, sizeof id, "%s.baseline", me->label);
+    int st = load_model_and_tokenizer(me->path, &m, &tok);
+    if (st == QH_OK) st = evaluate(p, m, tok, id, &ev);
+    char message[1024];
+    snprintf(message, sizeof message, "%s", st == QH_OK ? "" : qh_last_error());
+    qh_cell_info info = {
+        .id = id, .model = me->label, .model_path = me->path, .method = NULL, .params = NULL,
+        .method_label = "float32", .incoherence = "none", .rescale = 0, .bits = 32, .seed = 0,
+        .status = st, .message = message, .seconds = now_seconds() - t0, .config_json = p->config_json,
+        .calib_path = "", .calib_nsamples = 0, .calib_seqlen = 0,
+    };
+    qh_pipeline_baseline_path(p, model, path, sizeof path);
+    int wst = qh_cell_file_write(path, &info, NULL, 0, ev.evals, ev.n);
+    eval_set_free(&ev);
+    qh_tokenizer_free(tok);
+    qh_model_free(m);
+    return wst != QH_OK ? QH_EIO : st;
+}
