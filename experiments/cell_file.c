@@ -83,6 +83,20 @@ static int write_eval(qh_results *w, const qh_cell_eval *e)
     return qh_results_write_vec(w, d, e->window_nll, e->n_windows);
 }
 
+/* Timings vary between reruns, so they live under /provenance, which
+ * comparisons exclude: the cell's wall time and one entry per layer. */
+static int write_timings(qh_results *w, const qh_cell_info *c, const qh_layer_record *recs, size_t n)
+{
+    QH_TRY(qh_results_attr_double(w, "/provenance", "seconds", c->seconds));
+    if (!n) return QH_OK;
+    double *secs = malloc(n * sizeof *secs);
+    if (!secs) QH_ERROR(QH_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) secs[i] = recs[i].seconds;
+    int st = qh_results_write_vec(w, "/provenance/layer_seconds", secs, n);
+    free(secs);
+    return st;
+}
+
 int qh_cell_file_write(const char *path, const qh_cell_info *info, const qh_layer_record *recs,
                        size_t n_recs, const qh_cell_eval *evals, size_t n_evals)
 {
@@ -97,6 +111,7 @@ int qh_cell_file_write(const char *path, const qh_cell_info *info, const qh_laye
         qh_provenance_finish(&prov);
         st = qh_provenance_write(w, &prov);
     }
+    if (st == QH_OK) st = write_timings(w, info, recs, n_recs);
     if (st != QH_OK) {
         qh_results_abort(w);
         return st;

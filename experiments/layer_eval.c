@@ -174,7 +174,7 @@ int qh_layer_records_write(qh_results *w, const char *path, const qh_layer_recor
     int64_t *passes = add_int(&tb, "n_greedy_passes", n), *rank = add_int(&tb, "rank", n);
     double *damp = add_double(&tb, "damp_used", n), *bn = add_double(&tb, "bits_nominal", n);
     double *bs = add_double(&tb, "bits_side", n), *bt = add_double(&tb, "bits_total", n);
-    double *delta = add_double(&tb, "delta_rms", n), *secs = add_double(&tb, "seconds", n);
+    double *delta = add_double(&tb, "delta_rms", n);
     for (size_t i = 0; i < n; i++) {
         const qh_layer_record *r = &recs[i];
         name[i] = r->name; order[i] = r->order; message[i] = r->message;
@@ -183,7 +183,7 @@ int qh_layer_records_write(qh_results *w, const char *path, const qh_layer_recor
         damp_retries[i] = (int64_t)r->n_damp_retries; passes[i] = (int64_t)r->n_greedy_passes;
         rank[i] = (int64_t)r->metrics.orig.spec.rank;
         damp[i] = r->damp_used; bn[i] = r->bits_nominal; bs[i] = r->bits_side; bt[i] = r->bits_total;
-        delta[i] = r->delta_rms; secs[i] = r->seconds;
+        delta[i] = r->delta_rms;          /* timings go to /provenance: they vary */
     }
     add_basis_columns(&tb, recs, n, 0);
     add_basis_columns(&tb, recs, n, 1);
