@@ -1,0 +1,107 @@
+#!/bin/bash
+# tests/test_run_cli.sh -- `qh run` end to end on the vendored opt-7m with a
+# tiny sweep: results files, resumability, byte-identical reruns outside
+# /provenance, a failed cell recorded while the sweep goes on, a killed run
+# leaving no corrupt file, and bad configurations rejected with the key path.
+# The float32 baseline's first three windows must reproduce reference.json.
+# Needs $QH, h5dump and h5diff (hdf5-tools); run from the repository root.
+QH=${QH:-bin/qh}
+pass=0 fail=0 skip=0
+ok()  { echo "PASS: $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL: $1"; fail=$((fail + 1)); }
+summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ]; exit $?; }
+tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+trap 'rm -rf "$tmp"' EXIT
+if ! command -v h5dump >/dev/null || ! command -v h5diff >/dev/null; then
+    echo "SKIP: h5dump/h5diff not installed (hdf5-tools)"; skip=1; summary
+fi
+
+# attr FILE PATH NAME: prints a scalar attribute's value
+attr() { h5dump -a "$2/$3" "$1" 2>/dev/null | sed -n 's/^ *(0): //p' | tr -d '"'; }
+
+cat > "$tmp/sweep.json" <<JSON
+{ "name": "t", "models": ["models/opt-7m"],
+  "datasets": { "wikitext2": "data/wikitext2_test.raw" },
+  "calibration": { "nsamples": 2, "seqlen": 128 },
+  "eval": { "seqlen": 1024, "max_windows": 3 },
+  "methods": [ { "method": "rtn" }, { "method": "gptq" }, { "method": "ldlq", "incoherence": "kron" } ],
+  "bits": [4], "seeds": [0] }
+JSON
+
+out=$("$QH" run "$tmp/sweep.json" --dry-run --out "$tmp/a" 2>&1)
+grep -q "opt-7m.ldlq+incoh.w4.s0 .*pending" <<< "$out" && grep -q "3 cells selected" <<< "$out" \
+    && ok "dry run lists 3 pending cells" || bad "dry run: $out"
+[ ! -e "$tmp/a" ] && ok "dry run writes nothing" || bad "dry run created $tmp/a"
+
+"$QH" run "$tmp/sweep.json" --out "$tmp/a" --jobs 2 --quiet; rc=$?
+[ "$rc" -eq 0 ] && ok "sweep exits 0" || bad "sweep exits $rc"
+for id in opt-7m.rtn.w4.s0 opt-7m.gptq.w4.s0 opt-7m.ldlq+incoh.w4.s0 opt-7m.baseline; do
+    [ "$(attr "$tmp/a/$id.h5" /run status)" = 0 ] && ok "$id complete" || bad "$id status"
+done
+[ -z "$(ls "$tmp/a" | grep -v '\.h5$')" ] && ok "no temporary files left" || bad "leftovers: $(ls "$tmp/a")"
+
+# The baseline's 3 windows at 1024 against reference.json's window_nll_first3
+# (mean of the three, then exp): 1e-4 relative, as for qh ppl.
+ref=$(tr -d ' \n' < models/opt-7m/reference.json | sed 's/"gutenberg_heldout_2M.txt".*//' |
+      sed -n 's/.*"1024":{"windows":[0-9]*,"ppl":[^,]*,"window_nll_first3":\[\([^]]*\)\].*/\1/p')
+ppl=$(attr "$tmp/a/opt-7m.baseline.h5" /run/eval/wikitext2 ppl)
+if [ -n "$ref" ] && [ -n "$ppl" ]; then
+    awk -v r="$ref" -v p="$ppl" 'BEGIN { n = split(r, a, ","); s = 0; for (i = 1; i <= n; i++) s += a[i];
+         want = exp(s / n); d = (p - want) / want; exit !(d < 1e-4 && d > -1e-4) }' \
+        && ok "baseline ppl over 3 windows $ppl matches reference" || bad "baseline ppl $ppl vs reference windows $ref"
+else
+    bad "could not read reference ($ref) or baseline ppl ($ppl)"
+fi
+q=$(attr "$tmp/a/opt-7m.gptq.w4.s0.h5" /run/eval/wikitext2 ppl)
+awk -v q="$q" -v p="$ppl" 'BEGIN { exit !(q > p && q < 1.5 * p) }' \
+    && ok "4-bit GPTQ ppl $q is above float32 $ppl and within 50 %" || bad "4-bit GPTQ ppl $q vs float32 $ppl"
+[ "$(attr "$tmp/a/opt-7m.ldlq+incoh.w4.s0.h5" /run/params grid)" = rms ] \
+    && ok "incoherence cells default to the rms grid" || bad "grid under incoherence"
+
+out=$("$QH" run "$tmp/sweep.json" --out "$tmp/a" 2>&1); rc=$?
+grep -q "0 tasks to run" <<< "$out" && [ "$rc" -eq 0 ] && ok "rerun skips complete cells" || bad "rerun: $out"
+
+fast=${QH_TEST_FAST:-0}   # the sanitizer run skips the slow repeats below
+if [ "$fast" != 0 ]; then echo "SKIP: identical-rerun and kill -9 checks under QH_TEST_FAST"; skip=$((skip + 2)); fi
+[ "$fast" = 0 ] && "$QH" run "$tmp/sweep.json" --out "$tmp/b" --jobs 2 --quiet
+[ "$fast" = 0 ] && {
+same=1
+for f in "$tmp"/a/*.h5; do h5diff -q --exclude-path /provenance "$f" "$tmp/b/$(basename "$f")" >/dev/null || same=0; done
+[ "$same" = 1 ] && ok "two runs identical outside /provenance" || bad "runs differ outside /provenance"
+}
+
+# A cell that fails is recorded and the others still run.
+sed 's|"models": \["models/opt-7m"\]|"models": ["models/opt-7m", "'"$tmp"'/no-such-model"]|; s|"max_windows": 3|"max_windows": 1|' \
+    "$tmp/sweep.json" > "$tmp/fail.json"
+out=$("$QH" run "$tmp/fail.json" --out "$tmp/c" --only 'no-such-model.rtn*' --quiet 2>&1); rc=$?
+st=$(attr "$tmp/c/no-such-model.rtn.w4.s0.h5" /run status)
+[ "$rc" = 1 ] && [ -n "$st" ] && [ "$st" != 0 ] && ok "failed cell recorded with status $st, exit 1" \
+    || bad "failed cell: rc $rc status '$st' $out"
+attr "$tmp/c/no-such-model.rtn.w4.s0.h5" /run message | grep -q "no-such-model" \
+    && ok "failure message names the model folder" || bad "failure message"
+
+# kill -9 in the middle: every finished file is complete, and a rerun finishes.
+[ "$fast" = 0 ] && {
+"$QH" run "$tmp/sweep.json" --out "$tmp/d" --quiet & pid=$!
+sleep 4; kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+pkill -9 -f "qh run $tmp/sweep.json --out $tmp/d" 2>/dev/null; sleep 0.5
+corrupt=0
+for f in "$tmp"/d/*.h5; do [ -e "$f" ] || continue; [ "$(attr "$f" /run status)" = 0 ] || corrupt=1; done
+[ "$corrupt" = 0 ] && ok "killed run left no incomplete file under a final name" || bad "corrupt file after kill"
+"$QH" run "$tmp/sweep.json" --out "$tmp/d" --quiet && [ "$(ls "$tmp"/d/*.h5 | wc -l)" = 4 ] \
+    && ok "rerun after kill -9 completes the sweep" || bad "rerun after kill"
+}
+
+# Bad configurations name the key path.
+bad_config() {   # NAME JSON-SED EXPECTED-MESSAGE
+    sed "$2" "$tmp/sweep.json" > "$tmp/bad.json"
+    out=$("$QH" run "$tmp/bad.json" --out "$tmp/e" --dry-run 2>&1); rc=$?
+    [ "$rc" = 1 ] && grep -qF -- "$3" <<< "$out" && ok "$1" || bad "$1: rc $rc: $out"
+}
+bad_config "unknown key" 's/"seeds"/"sedes"/' 'unknown key "sedes"'
+bad_config "unknown method" 's/"gptq"/"gptqq"/' 'methods[1].method: unknown method "gptqq"'
+bad_config "bad parameter" 's/{ "method": "rtn" }/{ "method": "rtn", "params": { "rounding": "up" } }/' 'methods[0].params.rounding'
+bad_config "bits out of range" 's/"bits": \[4\]/"bits": [12]/' 'bits[0]'
+out=$("$QH" run "$tmp/none.json" 2>&1); rc=$?
+[ "$rc" = 1 ] && grep -q "none.json" <<< "$out" && ok "missing config named" || bad "missing config: $out"
+summary
