@@ -105,6 +105,12 @@ check-ppl: deps
 	@$(MAKE) --no-print-directory $(QH)
 	@tests/check_ppl.sh $(QH)
 
+# The QuIP paper's main table; MODEL=path (and CALIB=, SEQLEN=, NSAMPLES=,
+# WIKI=, GUTENBERG=, SEEDS=, JOBS=) run it on another checkpoint.
+repro-quip-table: deps
+	@$(MAKE) --no-print-directory $(QH)
+	@QH=$(QH) experiments/repro_quip_table.sh
+
 clean:
 	rm -rf build build-asan bin
 
