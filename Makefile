@@ -40,7 +40,7 @@ SHELL_TESTS := $(wildcard tests/test_*.sh)
 LIBS     := $(BUILD)/libqhexp.a $(BUILD)/libqhcore.a
 QH       := $(BINDIR)/qh
 
-.PHONY: all deps test test-asan test-programs bench check-ppl help clean repro-quip-table
+.PHONY: all deps test test-asan test-programs bench check-ppl help clean repro-quip-table bounds-check
 .DEFAULT_GOAL := all
 
 all: $(QH) $(TESTS) $(BENCHES)
@@ -52,7 +52,8 @@ help:
 	@echo "make test-asan         the same under AddressSanitizer + UBSan (build-asan/)"
 	@echo "make check-ppl         full perplexity of every model against reference.json (slow)"
 	@echo "make bench             forward-pass and sgemm benchmarks (GFLOP/s vs measured peak)"
-	@echo "make repro-quip-table  QuIP main table on the embedded default model"
+	@echo "make repro-quip-table  QuIP main table on the embedded default model (MODEL=path for yours)"
+	@echo "make bounds-check      measured proxy loss against QuIP's bounds on every layer (MODEL=path)"
 	@echo "make clean             remove build outputs"
 
 APT_PKGS := build-essential pkg-config libgsl-dev libhdf5-dev hdf5-tools libcjson-dev \
@@ -110,6 +111,19 @@ check-ppl: deps
 repro-quip-table: deps
 	@$(MAKE) --no-print-directory $(QH)
 	@QH=$(QH) experiments/repro_quip_table.sh
+
+# Every QuIP-family method at 2/3/4 bits, with and without incoherence, on
+# every linear layer of MODEL (Hessians at full precision), measured proxy
+# loss against each bound of the theory; table, figure and summary.
+BOUNDS_MODEL ?= $(if $(MODEL),$(MODEL),../shared/models/opt-30m)
+BOUNDS_OUT   ?= results/bounds-$(notdir $(patsubst %/,%,$(BOUNDS_MODEL)))
+bounds-check: deps
+	@$(MAKE) --no-print-directory $(QH)
+	@test -d $(BOUNDS_MODEL) || { echo "bounds-check: $(BOUNDS_MODEL) not found (set MODEL=path)"; exit 1; }
+	$(QH) layer --model $(BOUNDS_MODEL) --method gptq,ldlq,ldlq_rg,greedy --bits 2,3,4 \
+	    --incoherence none,kron --nsamples $(or $(NSAMPLES),128) --quiet --out $(BOUNDS_OUT)
+	$(QH) report $(BOUNDS_OUT)
+	@echo "bounds-check: summary in $(BOUNDS_OUT)/report/bounds.md"
 
 clean:
 	rm -rf build build-asan bin
