@@ -1,0 +1,7 @@
+/* greedy.h -- greedy coordinate descent from the unrounded W (QuIP's `allbal`,
+ * "Greedy" in the paper), methods reference §3. */
+#ifndef QH_METHOD_GREEDY_H
+#define QH_METHOD_GREEDY_H
+#include "qh_method.h"
+extern const qh_method_type qh_method_greedy;
+#endif

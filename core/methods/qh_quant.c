@@ -1,0 +1,157 @@
+/* qh_quant.c -- shared preparation and greedy passes of the scalar-grid
+ * quantizers (methods reference §1-§3).  See qh_quant.h. */
+#include "qh_quant.h"
+
+#include <string.h>
+
+double *qh_ws_take(qh_bump *b, size_t count)
+{
+    size_t bytes = qh_ws_round(count * sizeof(double));
+    QH_ASSERT(bytes <= b->left);     /* a workspace too small is a bug */
+    double *p = (double *)(void *)b->p;
+    b->p += bytes;
+    b->left -= bytes;
+    memset(p, 0, count * sizeof(double));
+    return p;
+}
+
+qh_matd qh_ws_mat(qh_bump *b, size_t rows, size_t cols)
+{
+    qh_matd M = { rows, cols, rows ? rows : 1, qh_ws_take(b, rows * cols), 0 };
+    return M;
+}
+
+size_t qh_quant_ws_bytes(size_t m, size_t n, size_t n_mn, size_t n_nn, size_t extra)
+{
+    return n_mn * qh_ws_round(m * n * sizeof(double)) + n_nn * qh_ws_round(n * n * sizeof(double))
+           + qh_ws_round(extra * sizeof(double)) + qh_ws_round(n * sizeof(double)) + QH_WS_ALIGN;
+}
+
+static void make_order(qh_order_kind kind, const qh_matd *H, size_t n, size_t *perm)
+{
+    for (size_t k = 0; k < n; k++) perm[k] = kind == QH_ORDER_REVERSE ? n - 1 - k : k;
+    if (kind == QH_ORDER_DIAG_DESC && H) qh_order_by_diag(H, 1, perm);
+}
+
+static const char *order_name(qh_order_kind kind)
+{
+    switch (kind) {
+    case QH_ORDER_NATURAL: return "natural";
+    case QH_ORDER_REVERSE: return "reverse";
+    case QH_ORDER_DIAG_DESC: return "diag_desc";
+    }
+    return "?";
+}
+
+static void copy_mat(const qh_matd *src, qh_matd *dst)
+{
+    for (size_t j = 0; j < src->cols; j++)
+        memcpy(&QH_AT(dst, 0, j), &QH_AT(src, 0, j), src->rows * sizeof(double));
+}
+
+int qh_quant_prepare(const qh_quant_params *p, const qh_problem *in, qh_result *out,
+                     qh_order_kind order, int factor, qh_bump *ws, qh_layer *L)
+{
+    size_t m = in->W->rows, n = in->W->cols;
+    memset(L, 0, sizeof *L);
+    L->m = m;
+    L->n = n;
+    QH_TRY(qh_grid_init(&out->grid, (qh_grid_kind)p->grid, in->bits, p->clamp, p->rho, m, n,
+                        (size_t)p->group));
+    /* Dead columns on copies: out->What_proc serves as the scratch copy of W. */
+    copy_mat(in->W, out->What_proc);
+    if (in->H) {
+        if (in->H != out->H_proc) copy_mat(in->H, out->H_proc);   /* the driver aliases them */
+        qh_symmetrize_upper(out->H_proc);
+        out->n_dead_cols += qh_dead_columns(out->H_proc, out->What_proc);
+    }
+    /* An ungrouped grid is fitted here, on W in its natural column order, so
+     * that it does not depend on the processing order (RMS sums are not). */
+    if (out->grid.n_groups == 1) qh_grid_fit(&out->grid, out->What_proc, 0, n, 0);
+    make_order(order, in->H ? out->H_proc : NULL, n, out->col_order);
+    out->order = order_name(order);
+    L->perm = out->col_order;
+    L->Wp = qh_ws_mat(ws, m, n);
+    qh_permute_cols(out->What_proc, L->perm, &L->Wp);
+    L->stochastic = p->rounding == QH_ROUND_STOCHASTIC;
+    L->rng = qh_rng_stream(in->seed, in->layer, QH_RNG_STOCHASTIC_ROUND);
+    if (factor == QH_NO_FACTOR) return QH_OK;
+
+    QH_ASSERT(in->H);
+    L->Hp = qh_ws_mat(ws, n, n);
+    L->F = qh_ws_mat(ws, n, n);
+    L->D = qh_ws_take(ws, n);
+    qh_permute_sym(out->H_proc, L->perm, &L->Hp);
+    double base = qh_mean_diag(out->H_proc), lam = 0.0;
+    size_t retries = 0;
+    int st = qh_factor_damped(&L->Hp, p->damp, (qh_factor_kind)factor, &L->F, L->D, &retries,
+                              &lam);
+    out->n_damp_retries += retries;
+    if (st != QH_OK) return st;
+    for (size_t i = 0; i < n; i++) QH_AT(out->H_proc, i, i) += lam * base;
+    out->damp_used = lam;
+    return QH_OK;
+}
+
+void qh_quant_store(const qh_layer *L, const qh_matd *Q, qh_result *out)
+{
+    qh_unpermute_cols(Q, L->perm, out->What_proc);
+}
+
+/* One pass over the columns in blocks: the block's columns of G = (Q−W)H are
+ * kept exact by rank-1 updates inside the block, and the whole G catches up
+ * with one dgemm per block.  Returns the number of entries changed. */
+static size_t greedy_pass(qh_layer *L, const qh_grid *g, qh_matd *Q, qh_matd *G,
+                          size_t B, double *Gb, double *Dl)
+{
+    size_t m = L->m, n = L->n, changed = 0;
+    for (size_t b0 = 0; b0 < n; b0 += B) {
+        size_t nb = n - b0 < B ? n - b0 : B;
+        for (size_t c = 0; c < nb; c++)
+            memcpy(Gb + c * m, &QH_AT(G, 0, b0 + c), m * sizeof(double));
+        for (size_t c = 0; c < nb; c++) {
+            size_t k = b0 + c, gi = qh_group_of(g, k);
+            double hkk = QH_AT(&L->Hp, k, k);
+            double *gk = Gb + c * m, *dk = Dl + c * m;
+            for (size_t r = 0; r < m; r++) {
+                double cur = QH_AT(Q, r, k);
+                double nw = qh_grid_round(g, r, gi, cur - gk[r] / hkk, 0.5);
+                dk[r] = nw - cur;
+                if (nw != cur) { QH_AT(Q, r, k) = nw; changed++; }
+            }
+            for (size_t c2 = c + 1; c2 < nb; c2++) {
+                double h = QH_AT(&L->Hp, k, b0 + c2);
+                double *g2 = Gb + c2 * m;
+                for (size_t r = 0; r < m; r++) g2[r] += dk[r] * h;
+            }
+        }
+        /* G += Δ_blk · H[blk, :] */
+        qh_lin_dgemm('N', 'N', m, n, nb, 1.0, Dl, m, &QH_AT(&L->Hp, b0, 0), L->Hp.ld, 1.0,
+                     G->data, G->ld);
+    }
+    return changed;
+}
+
+size_t qh_greedy_passes(qh_layer *L, const qh_grid *g, qh_matd *Q, int npasses,
+                        size_t blocksize, qh_bump *ws)
+{
+    size_t m = L->m, n = L->n, B = blocksize ? blocksize : 128, runs = 0;
+    if (npasses <= 0) return 0;
+    qh_matd G = qh_ws_mat(ws, m, n);
+    double *Gb = qh_ws_take(ws, m * B), *Dl = qh_ws_take(ws, m * B);
+    /* G = (Q − W) H from scratch, one column panel of Q − W (in Dl) at a time. */
+    for (size_t j0 = 0; j0 < n; j0 += B) {
+        size_t nb = n - j0 < B ? n - j0 : B;
+        /* Dl holds E[:, j0:j0+nb] = Q − W; accumulate G += E_panel H[panel, :] */
+        for (size_t c = 0; c < nb; c++)
+            for (size_t r = 0; r < m; r++)
+                Dl[r + c * m] = QH_AT(Q, r, j0 + c) - QH_AT(&L->Wp, r, j0 + c);
+        qh_lin_dgemm('N', 'N', m, n, nb, 1.0, Dl, m, &QH_AT(&L->Hp, j0, 0), L->Hp.ld,
+                     j0 == 0 ? 0.0 : 1.0, G.data, G.ld);
+    }
+    for (int pass = 0; pass < npasses; pass++) {
+        runs++;
+        if (greedy_pass(L, g, Q, &G, B, Gb, Dl) == 0) break;
+    }
+    return runs;
+}

@@ -1,0 +1,119 @@
+/* qh_quant.h -- what the scalar-grid quantizers of the OPTQ/LDLQ family share
+ * (rtn, gptq, ldlq, ldlq_rg, greedy): one parameter struct, its descriptors,
+ * workspace carving, and the preparation of a layer in processing order
+ * (dead columns, column order, damping + factor with retries, grid).
+ *
+ * Every method of the family uses qh_quant_params and exposes only the keys
+ * that matter to it in its descriptor list; the others keep their defaults.
+ */
+#ifndef QH_QUANT_H
+#define QH_QUANT_H
+
+#include <stddef.h>
+
+#include "qh_grid.h"
+#include "qh_linalg.h"
+#include "qh_method.h"
+#include "qh_rng.h"
+
+enum { QH_ROUND_NEAREST = 0, QH_ROUND_STOCHASTIC = 1 };
+enum { QH_LDLQ_REVERSE = 0, QH_LDLQ_FORWARD = 1 };
+
+typedef struct {
+    int grid;                        /* qh_grid_kind: minmax | rms | integer */
+    int group;                       /* columns per grid group, 0 = per row (minmax only) */
+    double rho;                      /* rms grid: s = rho·RMS(W) */
+    int clamp;                       /* 1: codes limited to 0..2^b−1 */
+    int rounding;                    /* QH_ROUND_* */
+    double damp;                     /* relative damping of H */
+    int act_order;                   /* gptq: columns by descending diag(H) */
+    int order;                       /* ldlq: QH_LDLQ_REVERSE | QH_LDLQ_FORWARD */
+    int npasses;                     /* greedy passes (ldlq_rg, greedy) */
+    int blocksize;                   /* lazy-batch block (gptq, ldlq) */
+} qh_quant_params;
+
+/* Descriptor entries shared by the rows; each row lists the keys it uses. */
+#define QH_QP_DESC(k, t, field, d, l, h, ch, doc) \
+    { k, t, offsetof(qh_quant_params, field), d, l, h, ch, doc }
+#define QH_QP_GRID QH_QP_DESC("grid", QH_PARAM_ENUM, grid, 0, 0, 0, "minmax|rms|integer", \
+    "minmax: per-row asymmetric OPTQ grid; rms: one symmetric grid on [-rho*RMS, rho*RMS] (QuIP); " \
+    "integer: step 1, zero 0 (theory tests)")
+#define QH_QP_GROUP QH_QP_DESC("group", QH_PARAM_INT, group, 0, 0, 1 << 20, NULL, \
+    "columns per grid group (minmax only; must divide n); 0 = one grid per row")
+#define QH_QP_RHO QH_QP_DESC("rho", QH_PARAM_DOUBLE, rho, 2.4, 1e-3, 100, NULL, \
+    "rms grid half-width in units of RMS(W)")
+#define QH_QP_CLAMP QH_QP_DESC("clamp", QH_PARAM_BOOL, clamp, 1, 0, 1, NULL, \
+    "limit codes to 0..2^b-1 (0 only for theory tests)")
+#define QH_QP_ROUNDING QH_QP_DESC("rounding", QH_PARAM_ENUM, rounding, 0, 0, 0, \
+    "nearest|stochastic", "nearest, or stochastic (unbiased: floor(u + U[0,1)))")
+#define QH_QP_DAMP QH_QP_DESC("damp", QH_PARAM_DOUBLE, damp, 0.01, 0, 1, NULL, \
+    "H += damp*mean(diag H)*I; raised tenfold per failed Cholesky (counted)")
+#define QH_QP_BLOCK QH_QP_DESC("blocksize", QH_PARAM_INT, blocksize, 128, 1, 65536, NULL, \
+    "lazy-batch block (results equal up to rounding of sums); with a group, block = group")
+
+/* ---- workspace ------------------------------------------------------------ */
+
+typedef struct { char *p; size_t left; } qh_bump;
+
+#define QH_WS_ALIGN 64
+static inline size_t qh_ws_round(size_t bytes) { return (bytes + QH_WS_ALIGN - 1) / QH_WS_ALIGN * QH_WS_ALIGN; }
+/* Takes count doubles from the bump region (asserts it is large enough). */
+double *qh_ws_take(qh_bump *b, size_t count);
+/* A rows x cols matrix view over bump memory (zeroed). */
+qh_matd qh_ws_mat(qh_bump *b, size_t rows, size_t cols);
+/* Bytes for n_mn (m x n) + n_nn (n x n) matrices + extra doubles + n indices. */
+size_t qh_quant_ws_bytes(size_t m, size_t n, size_t n_mn, size_t n_nn, size_t extra);
+
+/* ---- a layer prepared in processing order ----------------------------------- */
+
+typedef enum {
+    QH_ORDER_NATURAL = 0,            /* 0..n−1 */
+    QH_ORDER_REVERSE = 1,            /* n−1..0 (QuIP's round_ldl) */
+    QH_ORDER_DIAG_DESC = 2,          /* descending diag(H): OPTQ act-order, LDLQ-RG, greedy */
+} qh_order_kind;
+
+typedef struct {
+    size_t m, n;
+    qh_matd Wp;                      /* (m, n) W in processing order, dead columns zeroed */
+    qh_matd Hp;                      /* (n, n) damped H in processing order (when factored) */
+    qh_matd F;                       /* (n, n) factor of Hp (kind as requested) */
+    double *D;                       /* (n) LDL diagonal (QH_FACTOR_LDL_FORWARD) */
+    const size_t *perm;              /* = out->col_order */
+    qh_rng rng;                      /* stochastic rounding stream */
+    int stochastic;
+} qh_layer;
+
+#define QH_NO_FACTOR (-1)
+
+/* Prepares in (processed basis) for a method: grid init (and fit, when
+ * ungrouped, from W after dead columns; grouped grids are fitted by the
+ * method at group starts), H copy into
+ * out->H_proc with dead columns, column order, W in that order, and when
+ * factor != QH_NO_FACTOR the damped factorisation (damping also applied to
+ * out->H_proc).  Takes 1 m x n and (with a factor) 2 n x n matrices and n
+ * doubles from ws.  Returns the statuses of qh_grid_init and qh_factor_damped. */
+int qh_quant_prepare(const qh_quant_params *p, const qh_problem *in, qh_result *out,
+                     qh_order_kind order, int factor, qh_bump *ws, qh_layer *L) QH_MUST_CHECK;
+
+/* η for the next rounding: ½ or U[0, 1). */
+static inline double qh_layer_eta(qh_layer *L)
+{
+    return L->stochastic ? qh_rng_uniform(&L->rng) : 0.5;
+}
+
+/* Group of processing position k. */
+static inline size_t qh_group_of(const qh_grid *g, size_t k) { return k / g->group; }
+
+/* Greedy coordinate passes (QuIP `allbal` / the RG of LDLQ-RG), in processing
+ * order: ŵ_k ← Q_nearest(ŵ_k − ((Ŵ−W)H)_{:,k}/H_kk), the exact grid minimiser
+ * of ℓ in column k with the others fixed, so no pass increases ℓ.
+ *   Q: (m, n) current Ŵ in processing order (updated in place); L->Wp, L->Hp.
+ *   Stops after npasses or after a pass that changed nothing.
+ *   ws: takes 1 m x n + 2 m x blocksize matrices.  Returns passes run. */
+size_t qh_greedy_passes(qh_layer *L, const qh_grid *g, qh_matd *Q, int npasses,
+                        size_t blocksize, qh_bump *ws);
+
+/* Writes Q (processing order) into out->What_proc (original column order). */
+void qh_quant_store(const qh_layer *L, const qh_matd *Q, qh_result *out);
+
+#endif

@@ -1,0 +1,97 @@
+/* qh_grid.c -- fitting of the uniform scalar grids (OPTQ min-max per row,
+ * QuIP 2.4·RMS per matrix, the theory's integer grid).  See qh_grid.h. */
+#include "qh_grid.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+int qh_grid_init(qh_grid *g, qh_grid_kind kind, int bits, int clamp, double rho,
+                 size_t rows, size_t cols, size_t group)
+{
+    g->step = g->zero = NULL;
+    if (bits < 1 || bits > 8)
+        QH_ERROR(QH_EINVAL, "bits = %d: expected 1..8", bits);
+    if (kind != QH_GRID_MINMAX && kind != QH_GRID_RMS && kind != QH_GRID_INTEGER)
+        QH_ERROR(QH_EINVAL, "unknown grid kind %d", (int)kind);
+    if (group && kind != QH_GRID_MINMAX)
+        QH_ERROR(QH_EINVAL, "group = %zu: groups are defined only for grid=minmax", group);
+    if (group && cols % group != 0)
+        QH_ERROR(QH_EINVAL, "group = %zu does not divide the %zu input columns", group, cols);
+    if (kind == QH_GRID_RMS && !(rho > 0.0))
+        QH_ERROR(QH_EINVAL, "rho = %g: expected > 0", rho);
+    g->kind = kind;
+    g->bits = bits;
+    g->clamp = clamp;
+    g->maxq = (double)((1u << bits) - 1u);
+    g->rho = rho;
+    g->rows = rows;
+    g->group = group ? group : cols;
+    g->n_groups = group ? cols / group : 1;
+    size_t cells = (rows && g->n_groups) ? rows * g->n_groups : 1;
+    g->step = malloc(cells * sizeof *g->step);
+    g->zero = malloc(cells * sizeof *g->zero);
+    if (!g->step || !g->zero) {
+        qh_grid_free(g);
+        QH_ERROR(QH_ENOMEM, "grid tables %zu x %zu", rows, g->n_groups);
+    }
+    for (size_t k = 0; k < cells; k++) { g->step[k] = 1.0; g->zero[k] = 0.0; }
+    return QH_OK;
+}
+
+void qh_grid_free(qh_grid *g)
+{
+    free(g->step);
+    free(g->zero);
+    g->step = g->zero = NULL;
+}
+
+static void fit_minmax(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi)
+{
+    for (size_t r = 0; r < W->rows; r++) {
+        double lo = 0.0, hi = 0.0;   /* the range always contains 0 (OPTQ) */
+        for (size_t j = c0; j < c0 + nc; j++) {
+            double x = QH_AT(W, r, j);
+            lo = fmin(lo, x);
+            hi = fmax(hi, x);
+        }
+        if (lo == 0.0 && hi == 0.0) { lo = -1.0; hi = 1.0; }
+        double d = (hi - lo) / g->maxq;
+        g->step[r + gi * g->rows] = d;
+        g->zero[r + gi * g->rows] = nearbyint(-lo / d);   /* torch.round: half to even */
+    }
+}
+
+static void fit_rms(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi)
+{
+    /* Extended precision makes s (nearly always) independent of the order of
+     * rows and columns, so permuting W permutes Ŵ. */
+    long double ss = 0.0L;
+    for (size_t j = c0; j < c0 + nc; j++)
+        for (size_t r = 0; r < W->rows; r++) ss += (long double)QH_AT(W, r, j) * QH_AT(W, r, j);
+    double cnt = (double)W->rows * (double)nc;
+    double s = g->rho * (cnt > 0 ? sqrt((double)(ss / cnt)) : 0.0) + 1e-16;
+    for (size_t r = 0; r < g->rows; r++) {
+        g->step[r + gi * g->rows] = 2.0 * s / g->maxq;
+        g->zero[r + gi * g->rows] = g->maxq / 2.0;
+    }
+}
+
+void qh_grid_fit(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi)
+{
+    QH_ASSERT(gi < g->n_groups && c0 + nc <= W->cols && W->rows == g->rows);
+    switch (g->kind) {
+    case QH_GRID_MINMAX: fit_minmax(g, W, c0, nc, gi); return;
+    case QH_GRID_RMS: fit_rms(g, W, c0, nc, gi); return;
+    case QH_GRID_INTEGER: return;    /* Δ = 1, z = 0 from init */
+    }
+}
+
+double qh_grid_side_bits(const qh_grid *g, size_t cols)
+{
+    switch (g->kind) {
+    case QH_GRID_MINMAX: return (16.0 + g->bits) / (double)g->group;
+    case QH_GRID_RMS: return g->rows && cols ? 16.0 / ((double)g->rows * (double)cols) : 0.0;
+    case QH_GRID_INTEGER: return 0.0;
+    }
+    return 0.0;
+}

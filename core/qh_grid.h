@@ -1,0 +1,71 @@
+/* qh_grid.h -- uniform scalar grids for the OPTQ/LDLQ family.
+ *
+ * Every grid has the form  ŵ = Δ (q − z),  q ∈ {0, ..., 2^b − 1},  with one
+ * step Δ and offset z per (row, group):
+ *   QH_GRID_MINMAX  OPTQ `quant.py` (methods reference §2): per row, asymmetric;
+ *                   xmin = min(0, row min), xmax = max(0, row max) (both 0 → ±1),
+ *                   Δ = (xmax − xmin)/(2^b − 1), z = round(−xmin/Δ) (integer).
+ *                   With groups, one (Δ, z) per row and group of columns.
+ *   QH_GRID_RMS     QuIP `qfn='b'` (§4): one per matrix, s = ρ·RMS(W) + 1e−16,
+ *                   2^b points on [−s, s]: Δ = 2s/(2^b − 1), z = (2^b − 1)/2.
+ *   QH_GRID_INTEGER the theory's integer grid (§15): Δ = 1, z = 0.  With clamping
+ *                   the points are 0..2^b − 1 (the finite-grid counterexample).
+ * Rounding of u = x/Δ + z: q = ⌊u + η⌋, η = ½ (nearest; ties round up, where
+ * torch.round rounds half to even) or η ~ U[0, 1) (stochastic, unbiased).  With
+ * clamping, u is clamped to [0, 2^b − 1] first (clamp-before-round keeps
+ * stochastic rounding unbiased inside the range).
+ *
+ * Left out: OPTQ's --sym, --trits, MSE grid search and static groups.
+ */
+#ifndef QH_GRID_H
+#define QH_GRID_H
+
+#include <math.h>
+#include <stddef.h>
+
+#include "qh_error.h"
+#include "qh_mat.h"
+
+typedef enum { QH_GRID_MINMAX = 0, QH_GRID_RMS = 1, QH_GRID_INTEGER = 2 } qh_grid_kind;
+
+typedef struct {
+    qh_grid_kind kind;
+    int bits;                        /* 1..8 */
+    int clamp;                       /* 1: q restricted to 0..maxq */
+    double maxq;                     /* 2^bits − 1 */
+    double rho;                      /* QH_GRID_RMS: s = rho·RMS(W) */
+    size_t rows;                     /* m */
+    size_t group;                    /* columns per group; == cols when ungrouped */
+    size_t n_groups;                 /* cols / group (1 when ungrouped) */
+    double *step;                    /* (rows, n_groups) column-major: Δ per row and group; owns */
+    double *zero;                    /* (rows, n_groups): z per row and group; owns */
+} qh_grid;
+
+/* Allocates the (rows x n_groups) tables.  group = 0: ungrouped.
+ * Returns QH_OK, QH_EINVAL (bits outside 1..8, group not dividing cols, group
+ * with a non-MINMAX kind, rho ≤ 0), QH_ENOMEM.  On error *g is left freeable. */
+int qh_grid_init(qh_grid *g, qh_grid_kind kind, int bits, int clamp, double rho,
+                 size_t rows, size_t cols, size_t group) QH_MUST_CHECK;
+void qh_grid_free(qh_grid *g);       /* frees the tables; the struct is caller's */
+
+/* Fits group `gi` of the grid to the columns c0..c0+nc−1 of W (m x n):
+ * per-row min/max for MINMAX, RMS of those columns for RMS, nothing for INTEGER. */
+void qh_grid_fit(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi);
+
+/* Side information in bits per weight (reference §1 "Bits"): MINMAX stores an
+ * FP16 step and a b-bit zero per row and group, (16 + b)/group; RMS one FP16
+ * scale per matrix, 16/(rows·cols); INTEGER nothing. */
+double qh_grid_side_bits(const qh_grid *g, size_t cols);
+
+/* The grid point for x in row r and group gi, with η as in the file header. */
+static inline double qh_grid_round(const qh_grid *g, size_t r, size_t gi, double x, double eta)
+{
+    size_t k = r + gi * g->rows;
+    double d = g->step[k], z = g->zero[k], u = x / d + z;
+    if (g->clamp) u = fmin(fmax(u, 0.0), g->maxq);
+    double q = floor(u + eta);
+    if (g->clamp && q > g->maxq) q = g->maxq;
+    return d * (q - z);
+}
+
+#endif

@@ -1,0 +1,178 @@
+/* qh_method.h -- the method table of the per-matrix quantizers and the driver
+ * that runs one of them on one layer, optionally inside incoherence processing.
+ *
+ * A method is one row (qh_method_type): name, version, needs, parameter
+ * descriptors, workspace size, quantize (fast) and optionally quantize_ref
+ * (plain line-by-line oracle).  Parameters live in a flat struct of
+ * params_size bytes described by NULL-key-terminated descriptors; the runner
+ * creates, parses, range-checks and prints them generically through the
+ * qh_method_params_* functions, so nothing outside the table switches on
+ * method names.  Rows of this file's family: rtn, gptq, ldlq, ldlq_rg, greedy
+ * (core/methods/).  QuIP = ldlq with grid=rms under incoherence (KRON).
+ *
+ * Conventions (methods reference §1): W is m x n (rows = output channels,
+ * columns = input channels), H is n x n symmetric PSD (upper triangle read),
+ * column-major double; proxy ℓ = tr((Ŵ−W) H (Ŵ−W)ᵀ).
+ *
+ * Typical use (a runner that knows no method):
+ *     const qh_method_type *m = qh_method_find(name);          // NULL: list qh_method_names
+ *     void *params = qh_method_params_new(m);                  // defaults
+ *     st = qh_method_params_set(m, params, "group", "128");    // per config key
+ *     void *work = aligned_alloc(64, round64(qh_method_workspace_size(m, params, rows, cols)));
+ *     qh_problem p = { W, H, bits, seed, layer_index, "layers.3.fc1" };
+ *     qh_incoh_params ip = { QH_INCOH_KRON, 1, seed, layer_index, 0 };   // or pass NULL
+ *     qh_result r; qh_result_init(&r);
+ *     st = qh_quantize(m, params, &p, &ip, work, &r);          // r.What, r.proxy_loss, ...
+ *     qh_result_free(&r); free(work); free(params);
+ */
+#ifndef QH_METHOD_H
+#define QH_METHOD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qh_error.h"
+#include "qh_grid.h"
+#include "qh_incoherence.h"
+#include "qh_mat.h"
+
+/* ---- parameters ----------------------------------------------------------- */
+
+typedef enum {
+    QH_PARAM_INT = 0,                /* int; value in [lo, hi] */
+    QH_PARAM_DOUBLE = 1,             /* double; value in [lo, hi] */
+    QH_PARAM_BOOL = 2,               /* int 0/1; "0|1|true|false" */
+    QH_PARAM_ENUM = 3,               /* int index into choices "a|b|c" */
+} qh_param_type;
+
+typedef struct {
+    const char *key;                 /* stable key in configs and results; NULL ends a list */
+    qh_param_type type;
+    size_t offset;                   /* offsetof in the method's params struct */
+    double def, lo, hi;              /* default (ENUM: index); range for INT/DOUBLE */
+    const char *choices;             /* ENUM only: "nearest|stochastic" */
+    const char *doc;
+} qh_param_desc;
+
+/* ---- one quantization problem and its result ------------------------------ */
+
+typedef struct {
+    const qh_matd *W;                /* (m, n) weights; borrows */
+    const qh_matd *H;                /* (n, n) proxy Hessian; NULL allowed without QH_NEEDS_HESSIAN */
+    int bits;                        /* 1..8 */
+    uint64_t seed;                   /* with layer: qh_rng_stream keys for stochastic rounding */
+    uint32_t layer;
+    const char *name;                /* tensor name for messages (may be NULL) */
+} qh_problem;
+
+/* Everything a layer's quantization produces.  The driver allocates and owns
+ * every pointer member; release with qh_result_free.  "Processed basis" is the
+ * basis after dead columns and incoherence processing (= original basis
+ * without incoherence). */
+typedef struct {
+    size_t rows, cols;               /* m, n */
+    qh_matd *What;                   /* (m, n) quantized weights, original basis */
+    qh_matd *W_proc;                 /* (m, n) target W̃ in the processed basis */
+    qh_matd *What_proc;              /* (m, n) Ŵ in the processed basis (on the grid) */
+    qh_matd *H_proc;                 /* (n, n) the H actually rounded against: processed
+                                        basis, damped, original column order; NULL if no H */
+    size_t *col_order;               /* (n) col_order[k] = column quantized k-th */
+    const char *order;               /* static: "natural", "reverse", "act_order", "diag_desc" */
+    qh_grid grid;                    /* the grid (kind, bits, Δ and z per row and group);
+                                        group gi covers processing positions
+                                        gi·group .. (gi+1)·group−1, i.e. columns
+                                        col_order[gi·group ...] (act-order!) */
+    size_t n_dead_cols;              /* H_ii == 0 columns fixed (H_ii = 1, W[:, i] = 0) */
+    size_t n_damp_retries;           /* failed Cholesky attempts before damping sufficed */
+    double damp_used;                /* relative damping finally applied (0 without H) */
+    size_t n_greedy_passes;          /* greedy passes actually run (stops when stable) */
+    double bits_nominal;             /* b */
+    double bits_side;                /* per weight: grid scales/zeros + incoherence side info */
+    double bits_total;               /* nominal + side */
+    double proxy_loss;               /* tr((What_proc−W_proc) H_proc (·)ᵀ); 0 without H */
+    double incoh_side_bits;          /* total bits of incoherence side info (0 without) */
+} qh_result;
+
+void qh_result_init(qh_result *r);   /* zeroes; safe to free */
+void qh_result_free(qh_result *r);   /* frees members; the struct is the caller's */
+
+/* ---- the method table ----------------------------------------------------- */
+
+enum {
+    QH_NEEDS_HESSIAN = 1u << 0,      /* H required */
+    QH_NEEDS_GRID = 1u << 1,         /* rounds onto a scalar grid */
+    QH_NEEDS_RNG = 1u << 2,          /* may draw random numbers (stochastic rounding) */
+};
+
+/* quantize contract: in->W, in->H are in the processed basis and valid
+ * (checked by the driver).  The driver has allocated out->What_proc (m x n),
+ * out->H_proc (n x n, when in->H) and out->col_order (n); the method fills
+ * them, out->grid (qh_grid_init), out->order and the counters.  in->H may be
+ * out->H_proc itself (the driver passes it so, to save a copy).  work has
+ * workspace_size(params, m, n) bytes (64-byte aligned). */
+typedef struct qh_method_type {
+    const char *name;                /* stable key in configs and results */
+    uint32_t version;                /* +1 whenever outputs change for the same inputs */
+    uint32_t needs;                  /* QH_NEEDS_* */
+    const char *summary;             /* one line for `qh methods` */
+    const qh_param_desc *params;     /* NULL-key-terminated */
+    size_t params_size;
+    size_t (*workspace_size)(const void *params, size_t rows, size_t cols);
+    int (*quantize)(const void *params, const qh_problem *in, qh_result *out, void *work);
+    int (*quantize_ref)(const void *params, const qh_problem *in, qh_result *out, void *work);
+    double tol_ref;                  /* relative tolerance of proxy loss, fast vs ref */
+} qh_method_type;
+
+/* NULL-terminated list of every registered method. */
+const qh_method_type *const *qh_method_registry(void);
+/* The row named `name`, or NULL (unknown names: see qh_method_names). */
+const qh_method_type *qh_method_find(const char *name);
+/* "rtn, gptq, ..." into buf (always terminated), for error messages. */
+void qh_method_names(char *buf, size_t len);
+
+/* ---- generic parameter handling ------------------------------------------- */
+
+/* New params struct of m->params_size bytes holding the defaults; free() it. NULL on OOM. */
+void *qh_method_params_new(const qh_method_type *m);
+void qh_method_params_default(const qh_method_type *m, void *params);
+/* Parses value for key and range-checks it.  Returns QH_OK or QH_ECONFIG with a
+ * message naming the method, key and what was expected (unknown keys list the valid ones). */
+int qh_method_params_set(const qh_method_type *m, void *params, const char *key,
+                         const char *value) QH_MUST_CHECK;
+const qh_param_desc *qh_method_param_find(const qh_method_type *m, const char *key);
+/* The current value as text ("128", "0.01", "stochastic", "1"). */
+void qh_param_format(const qh_param_desc *d, const void *params, char *buf, size_t len);
+/* The default / range as text ("[0, 1]", "nearest|stochastic", "0|1"). */
+void qh_param_format_default(const qh_param_desc *d, char *buf, size_t len);
+void qh_param_format_range(const qh_param_desc *d, char *buf, size_t len);
+
+/* Bytes of workspace for a layer of rows x cols: the method's scratch, and at
+ * least what the driver's proxy loss needs (it reuses the space afterwards).
+ * Allocate once per layer shape (64-byte aligned) and pass it to qh_quantize. */
+size_t qh_method_workspace_size(const qh_method_type *m, const void *params, size_t rows,
+                                size_t cols);
+
+/* ---- the driver ----------------------------------------------------------- */
+
+/* Quantizes one layer.
+ *   m: a registry row; params: its struct (NULL = defaults); p: the problem;
+ *   incoh: incoherence processing, or NULL / kind NONE without rescale for none;
+ *   work: workspace of at least qh_method_workspace_size bytes, or NULL to let
+ *         the driver allocate one for this call;
+ *   out: caller's struct, initialised (qh_result_init) or holding a previous
+ *        result: it is reset, and its matrices are reused when the shape
+ *        matches (no new memory for a run of same-shape layers).  On return
+ *        filled (partly on error); release with qh_result_free either way.
+ * Steps: validate → copy (W, H) → dead columns → incoherence apply → method in
+ * the processed basis → Ŵ back to the original basis → proxy loss and bits.
+ * Returns QH_OK; QH_EINVAL (NULL or zero-size W, bits outside 1..8, H missing,
+ * bad parameters such as a group not dividing n); QH_EBADLEN (H not n x n);
+ * QH_ENAN (non-finite W or H, the message names the tensor); QH_ENOTPD (H not
+ * PSD, after counted damping retries); QH_ENOMEM; statuses of qh_incoh_*. */
+int qh_quantize(const qh_method_type *m, const void *params, const qh_problem *p,
+                const qh_incoh_params *incoh, void *work, qh_result *out) QH_MUST_CHECK;
+/* The same with the method's quantize_ref (QH_EUNIMPL when the row has none). */
+int qh_quantize_ref(const qh_method_type *m, const void *params, const qh_problem *p,
+                    const qh_incoh_params *incoh, void *work, qh_result *out) QH_MUST_CHECK;
+
+#endif
