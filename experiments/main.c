@@ -18,6 +18,9 @@ static const qh_command commands[] = {
     { "methods",  qh_cmd_methods,  "list the quantization methods with their parameters" },
     { "layer",    qh_cmd_layer,    "quantize matrices or model layers; metrics and bounds to HDF5" },
     { "run",      qh_cmd_run,      "run a sweep configuration (calibrate, quantize, evaluate, record)" },
+    { "report",   qh_cmd_report,   "tables and figures from a directory of cell results files" },
+    { "merge",    qh_cmd_merge,    "merge the complete cell files of a directory into one HDF5 file" },
+    { "status",   qh_cmd_status,   "done / failed / missing cells of a sweep" },
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
