@@ -13,6 +13,7 @@
 #include "layer_eval.h"
 #include "model.h"
 #include "qh_method.h"
+#include "save_model.h"
 #include "sequential.h"
 #include "tokenizer.h"
 
@@ -218,6 +219,12 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
     if (st == QH_OK) st = load_model_and_tokenizer(me->path, &m, &tok);
     if (st == QH_OK) st = quantize_model(p, cell, m, tok, &q);
     if (st == QH_OK) st = evaluate(p, m, tok, cell->id, &ev);
+    if (st == QH_OK && p->save_model_dir) {
+        char dir[1400];
+        snprintf(dir, sizeof dir, "%s/%s", p->save_model_dir, cell->id);
+        st = qh_model_save(m, dir);
+        if (st == QH_OK && p->log) fprintf(p->log, "%s: dequantized model written to %s\n", cell->id, dir);
+    }
     if (st != QH_OK && p->log) fprintf(p->log, "%s: FAILED: %s\n", cell->id, qh_last_error());
 
     char message[1024];
