@@ -8,6 +8,7 @@
 #include "greedy.h"
 #include "gptq.h"
 #include "ldlq.h"
+#include "pvq.h"
 #include "quipsharp.h"
 #include "rtn.h"
 
@@ -20,7 +21,7 @@
 
 static const qh_method_type *const registry[] = {
     &qh_method_rtn, &qh_method_gptq, &qh_method_ldlq, &qh_method_ldlq_rg, &qh_method_greedy,
-    &qh_method_quipsharp,
+    &qh_method_quipsharp, &qh_method_pvq,
     NULL,
 };
 
@@ -345,9 +346,11 @@ static int finish_result(const qh_problem *p, const qh_incoh_state *st_incoh, vo
     }
     if (out->H_proc)
         QH_TRY(qh_lin_proxy_loss_ws(out->W_proc, out->What_proc, out->H_proc, work, &out->proxy_loss));
-    out->bits_nominal = p->bits;
-    out->bits_side = qh_grid_side_bits(&out->grid, cols)
-                     + out->incoh_side_bits / ((double)rows * (double)cols);
+    /* Vector quantizers (pvq, ...) count their own bits; scalar-grid rows
+     * leave both fields zero (reset_result) and get the grid's accounting. */
+    if (!(out->bits_nominal > 0)) out->bits_nominal = p->bits;
+    double side = out->bits_side > 0 ? out->bits_side : qh_grid_side_bits(&out->grid, cols);
+    out->bits_side = side + out->incoh_side_bits / ((double)rows * (double)cols);
     out->bits_total = out->bits_nominal + out->bits_side;
     return QH_OK;
 }

@@ -31,12 +31,15 @@ static double grid_steps(const qh_grid *g, double *rows_out)
     return sqrt(total / (double)(g->rows * g->n_groups));
 }
 
-static int measure(const qh_problem *p, const qh_result *res, qh_layer_record *rec)
+static int measure(const qh_method_type *m, const qh_problem *p, const qh_result *res,
+                   qh_layer_record *rec)
 {
     qh_processed_inputs proc = { res->W_proc, res->What_proc, res->H_proc };
     QH_TRY(qh_layer_metrics_compute(p->W, res->What, p->H, res->H_proc ? &proc : NULL,
                                     res->col_order, &rec->metrics));
-    if (!res->grid.step || !res->H_proc) return QH_OK;       /* no grid or no H: no bounds */
+    /* The bounds are stated for scalar grids; vector quantizers keep other
+     * numbers (row norms, codebook scales) in their grid's step table. */
+    if (!(m->needs & QH_NEEDS_GRID) || !res->grid.step || !res->H_proc) return QH_OK;
     double *delta_rows = malloc(res->grid.rows * sizeof *delta_rows);
     if (!delta_rows) QH_ERROR(QH_ENOMEM, "%s: out of memory", rec->name);
     rec->delta_rms = grid_steps(&res->grid, delta_rows);
@@ -75,7 +78,7 @@ int qh_layer_run(const qh_method_type *m, const void *params, const qh_incoh_par
         rec->bits_nominal = res.bits_nominal;
         rec->bits_side = res.bits_side;
         rec->bits_total = res.bits_total;
-        st = measure(p, &res, rec);
+        st = measure(m, p, &res, rec);
     }
     if (st == QH_OK && What) {
         QH_ASSERT(What->rows == rec->rows && What->cols == rec->cols);
