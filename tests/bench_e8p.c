@@ -12,23 +12,8 @@
 #include "qh_linalg.h"
 #include "qh_method.h"
 #include "qh_rng.h"
+#include "bench_util.h"
 #include "quipsharp.h"
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* Process CPU seconds (all threads): robust to a loaded machine for the
- * single-threaded search loops. */
-static double cpu_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int bench_search(const qh_e8p *cb, const qh_e81b *cb1)
 {
@@ -61,28 +46,9 @@ static int bench_search(const qh_e8p *cb, const qh_e81b *cb1)
     return sink == 0.12345 ? 1 : 0;                  /* keeps the loops alive */
 }
 
-static qh_matd *make_H(size_t n, size_t T)
-{
-    qh_rng r = qh_rng_stream(5, 1, QH_RNG_SYNTHETIC);
-    double *X = malloc(n * T * sizeof *X);
-    qh_matd *H = qh_matd_alloc(n, n);
-    if (!X || !H) { free(X); qh_matd_free(H); return NULL; }
-    for (size_t t = 0; t < T; t++) {
-        double common = qh_rng_normal(&r), prev = 0.0;
-        for (size_t i = 0; i < n; i++) {
-            prev = 0.7 * prev + qh_rng_normal(&r);
-            X[i + t * n] = 0.5 * common + prev;
-        }
-    }
-    qh_dsyrk('N', n, T, 1.0 / (double)T, X, n, 0.0, H->data, n);
-    qh_symmetrize_upper(H);
-    free(X);
-    return H;
-}
-
 static int bench_layer(size_t n)
 {
-    qh_matd *H = make_H(n, 2 * n), *W = qh_matd_alloc(n, n);
+    qh_matd *H = bench_make_H(n, 2 * n, 5, 0), *W = qh_matd_alloc(n, n);
     if (!H || !W) { qh_matd_free(H); qh_matd_free(W); return 1; }
     qh_rng r = qh_rng_stream(5, 2, QH_RNG_SYNTHETIC);
     for (size_t j = 0; j < n; j++)

@@ -14,34 +14,7 @@
 #include "qh_linalg.h"
 #include "qh_method.h"
 #include "qh_rng.h"
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* H = X Xᵀ / T with X (n x T): a shared factor per sample and a smooth
- * correlation along the input index, like activations. */
-static qh_matd *make_H(size_t n, size_t T)
-{
-    qh_rng r = qh_rng_stream(3, 0, QH_RNG_SYNTHETIC);
-    double *X = malloc(n * T * sizeof *X);
-    qh_matd *H = qh_matd_alloc(n, n);
-    if (!X || !H) { free(X); qh_matd_free(H); return NULL; }
-    for (size_t t = 0; t < T; t++) {
-        double common = qh_rng_normal(&r), prev = 0.0;
-        for (size_t i = 0; i < n; i++) {
-            prev = 0.7 * prev + qh_rng_normal(&r);
-            X[i + t * n] = (0.5 * common + prev) * (0.5 + (double)(i % 13) / 6.0);
-        }
-    }
-    qh_dsyrk('N', n, T, 1.0 / (double)T, X, n, 0.0, H->data, n);
-    qh_symmetrize_upper(H);
-    free(X);
-    return H;
-}
+#include "bench_util.h"
 
 static qh_matd *make_W(size_t m, size_t n)
 {
@@ -73,7 +46,7 @@ static int run_once(const char *name, const qh_matd *W, const qh_matd *H, void *
 static int bench_size(size_t n)
 {
     static const char *const names[] = { "gptq", "ldlq" };
-    qh_matd *W = make_W(n, n), *H = make_H(n, n + n / 2);
+    qh_matd *W = make_W(n, n), *H = bench_make_H(n, n + n / 2, 3, 1);
     size_t bytes = 0;
     for (int k = 0; k < 2; k++) {
         const qh_method_type *m = qh_method_find(names[k]);

@@ -1,0 +1,53 @@
+/* bench_util.h -- clocks and a synthetic layer Hessian shared by the
+ * benchmark programs (tests/bench_*.c). */
+#ifndef QH_BENCH_UTIL_H
+#define QH_BENCH_UTIL_H
+
+#include <stdlib.h>
+#include <time.h>
+
+#include "qh_blas.h"
+#include "qh_linalg.h"
+#include "qh_mat.h"
+#include "qh_rng.h"
+
+/* Wall-clock seconds (monotonic). */
+static inline double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Process CPU seconds (all threads): robust to a loaded machine for
+ * single-threaded loops. */
+static inline double cpu_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* H = X Xᵀ / T with X (n x T): a shared factor per sample and a smooth
+ * correlation along the input index, like activations; `uneven` also scales
+ * channels by 0.5..2.5 so that diag(H) varies.  New matrix, NULL on OOM. */
+static inline qh_matd *bench_make_H(size_t n, size_t T, uint64_t seed, int uneven)
+{
+    qh_rng r = qh_rng_stream(seed, 0, QH_RNG_SYNTHETIC);
+    double *X = malloc(n * T * sizeof *X);
+    qh_matd *H = qh_matd_alloc(n, n);
+    if (!X || !H) { free(X); qh_matd_free(H); return NULL; }
+    for (size_t t = 0; t < T; t++) {
+        double common = qh_rng_normal(&r), prev = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            prev = 0.7 * prev + qh_rng_normal(&r);
+            X[i + t * n] = (0.5 * common + prev) * (uneven ? 0.5 + (double)(i % 13) / 6.0 : 1.0);
+        }
+    }
+    qh_dsyrk('N', n, T, 1.0 / (double)T, X, n, 0.0, H->data, n);
+    qh_symmetrize_upper(H);
+    free(X);
+    return H;
+}
+
+#endif
