@@ -28,16 +28,10 @@ static const qh_param_desc gptq_params[] = {
     { 0 },
 };
 
-#define SUB 16                       /* columns per sub-block of the in-block updates */
-
-static size_t block_of(const qh_quant_params *p)
-{
-    return p->group > 0 ? (size_t)p->group : (size_t)p->blocksize;
-}
 
 static size_t gptq_workspace_size(const void *params, size_t m, size_t n)
 {
-    return qh_quant_ws_bytes(m, n, 1, 2, m * block_of(params) + n);
+    return qh_quant_ws_bytes(m, n, 1, 2, m * qh_quant_block(params) + n);
 }
 
 static int gptq_prepare(const qh_quant_params *p, const qh_problem *in, qh_result *out,
@@ -76,17 +70,17 @@ static void push_error(qh_layer *L, size_t i, const double *e, size_t j0, size_t
 static int gptq_quantize(const void *params, const qh_problem *in, qh_result *out, void *work)
 {
     const qh_quant_params *p = params;
-    size_t m = in->W->rows, n = in->W->cols, B = block_of(p);
+    size_t m = in->W->rows, n = in->W->cols, B = qh_quant_block(p);
     qh_bump ws = { work, gptq_workspace_size(params, m, n) };
     qh_layer L;
     QH_TRY(gptq_prepare(p, in, out, &ws, &L));
     double *E = qh_ws_take(&ws, m * B);   /* (m, B) scaled errors of the block */
     for (size_t b0 = 0; b0 < n; b0 += B) {
         size_t b1 = b0 + B < n ? b0 + B : n;
-        /* Inside the block, rank-1 updates only within sub-blocks of SUB columns;
+        /* Inside the block, rank-1 updates only within sub-blocks of QH_QUANT_SUB columns;
          * the rest of the block catches up by one small dgemm per sub-block. */
-        for (size_t s0 = b0; s0 < b1; s0 += SUB) {
-            size_t s1 = s0 + SUB < b1 ? s0 + SUB : b1;
+        for (size_t s0 = b0; s0 < b1; s0 += QH_QUANT_SUB) {
+            size_t s1 = s0 + QH_QUANT_SUB < b1 ? s0 + QH_QUANT_SUB : b1;
             for (size_t i = s0; i < s1; i++) {
                 round_column(&L, out, i, E + (i - b0) * m);
                 push_error(&L, i, E + (i - b0) * m, i + 1, s1);

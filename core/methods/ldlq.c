@@ -41,24 +41,18 @@ static const qh_param_desc ldlq_rg_params[] = {
     { 0 },
 };
 
-#define SUB 16                       /* columns per sub-block of the in-block updates */
-
-static size_t block_of(const qh_quant_params *p)
-{
-    return p->group > 0 ? (size_t)p->group : (size_t)p->blocksize;
-}
 
 /* Prepare (W: m x n, 2 n x n) + codes Q and accumulator A (2 m x n) + block
  * error and fit scratch (2 m x B); LDLQ-RG adds G (m x n) and 2 m x B for the
  * greedy passes.  The reference path needs less. */
 static size_t ldlq_workspace_size(const void *params, size_t m, size_t n)
 {
-    return qh_quant_ws_bytes(m, n, 3, 2, 2 * m * block_of(params) + n) + 4 * QH_WS_ALIGN;
+    return qh_quant_ws_bytes(m, n, 3, 2, 2 * m * qh_quant_block(params) + n) + 4 * QH_WS_ALIGN;
 }
 
 static size_t ldlq_rg_workspace_size(const void *params, size_t m, size_t n)
 {
-    return qh_quant_ws_bytes(m, n, 4, 2, 4 * m * block_of(params) + n) + 4 * QH_WS_ALIGN;
+    return qh_quant_ws_bytes(m, n, 4, 2, 4 * m * qh_quant_block(params) + n) + 4 * QH_WS_ALIGN;
 }
 
 static int ldlq_prepare(const qh_quant_params *p, qh_order_kind order, const qh_problem *in,
@@ -100,8 +94,8 @@ static void ldlq_blocked(qh_layer *L, qh_grid *g, size_t B, qh_matd *Q, qh_bump 
     double *E = qh_ws_take(ws, m * B), *T = qh_ws_take(ws, m * B);
     for (size_t b0 = 0; b0 < n; b0 += B) {
         size_t b1 = b0 + B < n ? b0 + B : n;
-        for (size_t s0 = b0; s0 < b1; s0 += SUB) {   /* sub-blocks as in gptq.c */
-            size_t s1 = s0 + SUB < b1 ? s0 + SUB : b1;
+        for (size_t s0 = b0; s0 < b1; s0 += QH_QUANT_SUB) {   /* sub-blocks as in gptq.c */
+            size_t s1 = s0 + QH_QUANT_SUB < b1 ? s0 + QH_QUANT_SUB : b1;
             for (size_t k = s0; k < s1; k++) {
                 double *e = E + (k - b0) * m;
                 fit_group(L, g, k, &A, T);
@@ -135,7 +129,7 @@ static int ldlq_quantize(const void *params, const qh_problem *in, qh_result *ou
     QH_TRY(ldlq_prepare(p, ldlq_order(p), in, out, &ws, &L));
     /* Codes land in a processing-order copy; out->What_proc is free until the store. */
     qh_matd Q = qh_ws_mat(&ws, m, n);
-    ldlq_blocked(&L, &out->grid, block_of(p), &Q, &ws);
+    ldlq_blocked(&L, &out->grid, qh_quant_block(p), &Q, &ws);
     qh_quant_store(&L, &Q, out);
     return QH_OK;
 }
@@ -180,8 +174,8 @@ static int ldlq_rg_quantize(const void *params, const qh_problem *in, qh_result 
     qh_layer L;
     QH_TRY(ldlq_prepare(p, QH_ORDER_DIAG_DESC, in, out, &ws, &L));
     qh_matd Q = qh_ws_mat(&ws, m, n);
-    ldlq_blocked(&L, &out->grid, block_of(p), &Q, &ws);
-    out->n_greedy_passes = qh_greedy_passes(&L, &out->grid, &Q, p->npasses, block_of(p), &ws);
+    ldlq_blocked(&L, &out->grid, qh_quant_block(p), &Q, &ws);
+    out->n_greedy_passes = qh_greedy_passes(&L, &out->grid, &Q, p->npasses, qh_quant_block(p), &ws);
     qh_quant_store(&L, &Q, out);
     return QH_OK;
 }

@@ -53,6 +53,15 @@ typedef struct {
 
 /* ---- workspace ------------------------------------------------------------ */
 
+#define QH_QUANT_SUB 16              /* columns per sub-block of the in-block updates */
+
+/* Columns per lazy-update block: the group when grouped (the grid changes
+ * at group starts), else the blocksize parameter. */
+static inline size_t qh_quant_block(const qh_quant_params *p)
+{
+    return p->group > 0 ? (size_t)p->group : (size_t)p->blocksize;
+}
+
 typedef struct { char *p; size_t left; } qh_bump;
 
 #define QH_WS_ALIGN 64
