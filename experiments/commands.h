@@ -11,5 +11,6 @@ int qh_cmd_layer(int argc, char **argv);     /* experiments/cmd_layer.c */
 int qh_cmd_run(int argc, char **argv);       /* experiments/cmd_run.c */
 int qh_cmd_report(int argc, char **argv);    /* experiments/cmd_report.c */
 int qh_cmd_merge(int argc, char **argv);     /* experiments/cmd_merge.c */
+int qh_cmd_status(int argc, char **argv);    /* experiments/cmd_status.c */
 
 #endif
