@@ -28,6 +28,7 @@
 
 typedef struct {
     const char *config, *only, *out;
+    const char *save_model;          /* --save-model DIR, NULL: don't */
     int jobs, dry_run, quiet;
     long cell;                       /* --cell INDEX, -1: all */
     long baseline;                   /* --baseline MODEL, -1: as the selection implies */
@@ -65,6 +66,8 @@ static void usage(FILE *f)
         "  --cpus-per-task C   CPUs and OpenBLAS threads of each array task (default 1)\n"
         "  --array-max K  at most K array tasks at once (default: no limit)\n"
         "  --sbatch-arg ARG    an extra #SBATCH line, e.g. --sbatch-arg=--account=proj (repeatable)\n"
+        "  --save-model DIR  also write each quantized model as a Hugging Face folder\n"
+        "                 DIR/<cell id>/ (float32 safetensors + config and tokenizer)\n"
         "  --quiet        no progress lines\n"
         "  --help         this text\n"
         "Exit status: 0 when every selected cell is complete, 1 when any failed, 2 on usage.\n");
@@ -77,7 +80,8 @@ static int parse_args(int argc, char **argv, run_opts *o)
         { "cell", 1, 0, 'c' }, { "quiet", 0, 0, 'q' }, { "help", 0, 0, 'h' },
         { "baseline", 1, 0, 'B' }, { "backend", 1, 0, 'b' }, { "partition", 1, 0, 'P' },
         { "time", 1, 0, 'T' }, { "mem", 1, 0, 'M' }, { "cpus-per-task", 1, 0, 'C' },
-        { "array-max", 1, 0, 'A' }, { "sbatch-arg", 1, 0, 'S' }, { 0, 0, 0, 0 },
+        { "array-max", 1, 0, 'A' }, { "sbatch-arg", 1, 0, 'S' }, { "save-model", 1, 0, 'D' },
+        { 0, 0, 0, 0 },
     };
     memset(o, 0, sizeof *o);
     o->jobs = 1;
@@ -99,6 +103,7 @@ static int parse_args(int argc, char **argv, run_opts *o)
         case 'o': o->only = optarg; break;
         case 'n': o->dry_run = 1; break;
         case 'O': o->out = optarg; break;
+        case 'D': o->save_model = optarg; break;
         case 'c':
             o->cell = strtol(optarg, &end, 10);
             if (*end || o->cell < 0) {
@@ -173,20 +178,6 @@ static int mkdir_p(const char *path)
             *s = '/';
         }
     return mkdir(buf, 0777) != 0 && errno != EEXIST ? -1 : 0;
-}
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = NULL;
-    long len;
-    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0
-        && (buf = malloc((size_t)len + 1)) && fread(buf, 1, (size_t)len, f) == (size_t)len)
-        buf[len] = '\0';
-    else { free(buf); buf = NULL; }
-    fclose(f);
-    return buf;
 }
 
 /* A task is a baseline (cell == NULL, model index) or a cell. */
@@ -421,7 +412,12 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         free(cells);
         return 2;
     }
-    qh_pipeline p = { cfg, json, out, o->quiet ? NULL : stderr, NULL };
+    if (o->save_model && !o->dry_run && mkdir_p(o->save_model) != 0) {
+        fprintf(stderr, "qh run: cannot create --save-model folder %s\n", o->save_model);
+        free(cells);
+        return 1;
+    }
+    qh_pipeline p = { cfg, json, out, o->quiet ? NULL : stderr, o->save_model };
     task *tasks = calloc(cfg->n_models + n_cells, sizeof *tasks);
     size_t n_tasks = 0, n_selected = 0, n_complete = 0;
     for (size_t m = 0; cfg->n_datasets && o->cell < 0 && m < cfg->n_models; m++) {
@@ -469,7 +465,7 @@ int qh_cmd_run(int argc, char **argv)
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
     qh_config *cfg = NULL;
-    char *json = read_text(o.config);
+    char *json = qh_read_text_file(o.config);
     if (!json) { fprintf(stderr, "qh run: cannot read config %s\n", o.config); return 1; }
     int st = qh_config_parse(json, o.config, &cfg);
     if (st == QH_OK && (st = qh_pipeline_validate(cfg)) != QH_OK) qh_error_prefix("config %s", o.config);

@@ -90,24 +90,10 @@ static enum cell_state show_cell(const char *id, const char *path, const char *d
     return FAILED;
 }
 
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = NULL;
-    long len;
-    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0
-        && (buf = malloc((size_t)len + 1)) && fread(buf, 1, (size_t)len, f) == (size_t)len)
-        buf[len] = '\0';
-    else { free(buf); buf = NULL; }
-    fclose(f);
-    return buf;
-}
-
 /* Every expected file of the configuration: baselines, then cells in order. */
 static int status_from_config(const char *dir, const char *config_path, tally *t)
 {
-    char *json = read_text(config_path);
+    char *json = qh_read_text_file(config_path);
     qh_config *cfg = NULL;
     qh_cell *cells = NULL;
     size_t n_cells = 0;

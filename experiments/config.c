@@ -294,24 +294,28 @@ int qh_config_parse(const char *json, const char *source, qh_config **out)
     return QH_OK;
 }
 
+char *qh_read_text_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    long len;
+    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0
+        && (buf = malloc((size_t)len + 1)) && fread(buf, 1, (size_t)len, f) == (size_t)len)
+        buf[len] = '\0';
+    else { free(buf); buf = NULL; }
+    fclose(f);
+    return buf;
+}
+
 int qh_config_load(const char *path, qh_config **out)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) QH_ERROR(QH_EIO, "config %s: cannot open", path);
-    char *buf = NULL;
-    long len = -1;
-    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0
-        && (buf = malloc((size_t)len + 1)) && fread(buf, 1, (size_t)len, f) == (size_t)len) {
-        buf[len] = '\0';
-        fclose(f);
-        int st = qh_config_parse(buf, path, out);
-        free(buf);
-        return st;
-    }
-    free(buf);
-    fclose(f);
-    QH_ERROR(QH_EIO, "config %s: cannot read", path);
+    char *text = qh_read_text_file(path);
+    if (!text) QH_ERROR(QH_EIO, "config %s: cannot read", path);
+    int st = qh_config_parse(text, path, out);
+    free(text);
+    return st;
 }
 
 void qh_config_free(qh_config *c)

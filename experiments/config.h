@@ -70,6 +70,10 @@ void qh_config_free(qh_config *c);
 /* Cells in a stable order (model, method, bits, seed); *cells is new (free()). */
 int  qh_config_cells(const qh_config *c, qh_cell **cells, size_t *n) QH_MUST_CHECK;
 
+/* The whole file as a NUL-terminated string, new (free()); NULL when it
+ * cannot be read. */
+char *qh_read_text_file(const char *path);
+
 /* 1 if id matches the shell-style pattern (*, ?, [..]). */
 int  qh_cell_matches(const qh_cell *cell, const char *pattern);
 

@@ -58,6 +58,14 @@ awk -v q="$q" -v p="$ppl" 'BEGIN { exit !(q > p && q < 1.5 * p) }' \
 [ "$(attr "$tmp/a/opt-7m.ldlq+incoh.w4.s0.h5" /run/params grid)" = rms ] \
     && ok "incoherence cells default to the rms grid" || bad "grid under incoherence"
 
+# --save-model: the written folder evaluates to the perplexity the cell recorded.
+"$QH" run "$tmp/sweep.json" --out "$tmp/s" --only opt-7m.gptq.w4.s0 --save-model "$tmp/m" --quiet
+saved=$("$QH" ppl --model "$tmp/m/opt-7m.gptq.w4.s0" --data data/wikitext2_test.raw --seqlen 1024 \
+        --max-windows 3 --json 2>/dev/null | sed -n 's/.*"ppl":\([0-9.e+-]*\).*/\1/p')
+cellppl=$(attr "$tmp/s/opt-7m.gptq.w4.s0.h5" /run/eval/wikitext2 ppl)
+awk -v a="$saved" -v b="$cellppl" 'BEGIN { d = (a - b) / b; exit !(a != "" && d < 1e-5 && d > -1e-5) }' \
+    && ok "saved model's ppl $saved equals the cell's $cellppl" || bad "saved model ppl '$saved' vs cell $cellppl"
+
 out=$("$QH" run "$tmp/sweep.json" --out "$tmp/a" 2>&1); rc=$?
 grep -q "0 tasks to run" <<< "$out" && [ "$rc" -eq 0 ] && ok "rerun skips complete cells" || bad "rerun: $out"
 
