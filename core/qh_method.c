@@ -8,7 +8,10 @@
 #include "greedy.h"
 #include "gptq.h"
 #include "ldlq.h"
+#include "pbllm.h"
+#include "ptq161.h"
 #include "pvq.h"
+#include "billm.h"
 #include "quipsharp.h"
 #include "rtn.h"
 
@@ -21,7 +24,7 @@
 
 static const qh_method_type *const registry[] = {
     &qh_method_rtn, &qh_method_gptq, &qh_method_ldlq, &qh_method_ldlq_rg, &qh_method_greedy,
-    &qh_method_quipsharp, &qh_method_pvq,
+    &qh_method_quipsharp, &qh_method_pvq, &qh_method_billm, &qh_method_pbllm, &qh_method_ptq161,
     NULL,
 };
 
@@ -240,6 +243,13 @@ static const char *tensor(const qh_problem *p)
     return p->name ? p->name : "layer";
 }
 
+void qh_method_bits_range(const qh_method_type *m, int *lo, int *hi)
+{
+    int has = m->min_bits > 0 && m->max_bits >= m->min_bits;
+    *lo = has ? m->min_bits : 1;
+    *hi = has ? m->max_bits : 8;
+}
+
 static int validate(const qh_method_type *m, const qh_problem *p)
 {
     if (!m) QH_ERROR(QH_EINVAL, "no method given");
@@ -247,8 +257,10 @@ static int validate(const qh_method_type *m, const qh_problem *p)
     size_t rows = p->W->rows, cols = p->W->cols;
     if (rows == 0 || cols == 0)
         QH_ERROR(QH_EINVAL, "%s: W is %zu x %zu; a non-empty matrix is required", tensor(p), rows, cols);
-    if (p->bits < 1 || p->bits > 8)
-        QH_ERROR(QH_EINVAL, "%s: bits = %d; expected 1..8", tensor(p), p->bits);
+    int lo, hi;
+    qh_method_bits_range(m, &lo, &hi);
+    if (p->bits < lo || p->bits > hi)
+        QH_ERROR(QH_EINVAL, "%s: bits = %d; method %s takes %d..%d", tensor(p), p->bits, m->name, lo, hi);
     if ((m->needs & QH_NEEDS_HESSIAN) && !p->H)
         QH_ERROR(QH_EINVAL, "%s: method %s needs a Hessian H (%zu x %zu) and none was given",
                  tensor(p), m->name, cols, cols);

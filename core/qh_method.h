@@ -121,7 +121,12 @@ typedef struct qh_method_type {
     int (*quantize)(const void *params, const qh_problem *in, qh_result *out, void *work);
     int (*quantize_ref)(const void *params, const qh_problem *in, qh_result *out, void *work);
     double tol_ref;                  /* relative tolerance of proxy loss, fast vs ref */
+    int min_bits, max_bits;          /* bit widths the row accepts; 0, 0 means 1..8
+                                        (1-bit methods such as BiLLM set 1, 1) */
 } qh_method_type;
+
+/* The bit widths m accepts (the driver refuses others with QH_EINVAL). */
+void qh_method_bits_range(const qh_method_type *m, int *lo, int *hi);
 
 /* NULL-terminated list of every registered method. */
 const qh_method_type *const *qh_method_registry(void);

@@ -283,4 +283,6 @@ const qh_method_type qh_method_quipsharp = {
     .params_size = sizeof(qh_quipsharp_params),
     .workspace_size = quipsharp_workspace_size,
     .quantize = quipsharp_quantize,
+    .min_bits = 2,
+    .max_bits = 4,
 };

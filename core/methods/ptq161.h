@@ -1,0 +1,70 @@
+/* ptq161.h -- the "ptq161" method row: PTQ1.61 (Zhao et al. 2025, arXiv
+ * 2502.13179; methods reference §8), per-layer PTQ form.
+ *
+ * A one-dimensional structured mask over the input channels (columns): the
+ * top salient_frac columns by an activation statistic keep a salient_bits
+ * asymmetric per-row min-max grid (over the full row); every other entry is
+ *   ŵ_ij = (α_i·s_ij + μ_i)·r1_i·r2_j,   s_ij = sign(w_ij − μ_i) (sign(0) = +1),
+ * with μ_i (frozen), α_i, r1 ∈ R^m and r2 ∈ R^n; α, r1, r2 are optimised by
+ * Adam(W) against the layer's proxy loss tr((Ŵ−W) H (Ŵ−W)ᵀ) (see ptq161.c
+ * for the gradients and the deviations from the reference).
+ *
+ * Result fields: What_proc; H_proc = H (undamped: nothing is inverted);
+ * col_order natural, order "natural"; grid = the salient_bits MINMAX grid;
+ * bits_nominal and bits_side from qh_ptq161_bits.  The problem's bits must
+ * be 1 (the width is fixed by the method); anything else is QH_EINVAL.
+ */
+#ifndef QH_METHOD_PTQ161_H
+#define QH_METHOD_PTQ161_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qh_method.h"
+
+typedef struct {
+    double salient_frac;             /* fraction of the columns kept at salient_bits */
+    int salient_bits;                /* bits of the salient columns' per-row grid */
+    int steps;                       /* Adam(W) steps on the exact proxy (full batch) */
+    double lr_alpha;                 /* learning rate of α */
+    double lr_r;                     /* learning rate of r1, r2 */
+} qh_ptq161_params;
+
+extern const qh_method_type qh_method_ptq161;
+
+/* Bits per weight of PTQ1.61 for an m x n matrix with k salient columns
+ * (f = k/n):
+ *   *nominal = f·salient_bits + (1 − f) + 1/m   (the column bitmap);
+ *   *side    = (16 + salient_bits)/n            (FP16 step + integer zero per row)
+ *            + 32/n                             (FP16 α, μ per row)
+ *            + 16/n + 16/m                      (FP16 r1 (m values), r2 (n values)).
+ * At 4096 x 4096, f = 0.2: 1.600244 + 0.020508 = 1.620752 (the reference's
+ * estimate ≈ 1.62 counts an FP16 zero: 1.623682).  Outputs may be NULL. */
+void qh_ptq161_bits(size_t k, int salient_bits, size_t m, size_t n, double *nominal,
+                    double *side);
+
+/* The binarized-plus-scaled model of one layer, for the optimiser and tests. */
+typedef struct {
+    const qh_matd *W;                /* (m, n) target weights */
+    const qh_matd *H;                /* (n, n) symmetric, both triangles stored */
+    const uint8_t *salient;          /* (n) 1 = salient column */
+    const qh_matd *Qsal;             /* (m, n) values of the salient columns (others unused) */
+    const double *mu;                /* (m) frozen row means */
+} qh_ptq161_model;
+
+/* Ŵ (m x n) of the model at (α (m), r1 (m), r2 (n)). */
+void qh_ptq161_reconstruct(const qh_ptq161_model *md, const double *alpha, const double *r1,
+                           const double *r2, qh_matd *What);
+
+/* ℓ = tr((Ŵ−W) H (Ŵ−W)ᵀ) and its gradients with respect to α (m), r1 (m),
+ * r2 (n; zero on salient columns).  scratch: 2·m·n doubles. */
+void qh_ptq161_loss_grad(const qh_ptq161_model *md, const double *alpha, const double *r1,
+                         const double *r2, double *loss, double *g_alpha, double *g_r1,
+                         double *g_r2, double *scratch);
+
+/* The salient columns: the top round(frac·n) by sqrt(diag H) (ties: lower
+ * index first) into salient (n bytes).  scratch: 2n doubles.  Returns k. */
+size_t qh_ptq161_select_columns(const qh_matd *H, double frac, uint8_t *salient,
+                                double *scratch);
+
+#endif
