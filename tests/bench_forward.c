@@ -1,0 +1,129 @@
+/* bench_forward.c -- forward-pass throughput against the machine's sgemm peak.
+ *
+ * Peak: best of a few square sgemm (1024^3, 2048^3) through qh_sgemm.
+ * Forward: a few windows of 1024 tokens of wikitext2 per model (opt-7m,
+ * llama-9m, and ../shared/models/opt-30m when present), with the workspace's
+ * profile on, so that time splits into decoder linears, attention sgemm,
+ * softmax, lm_head and the rest.  FLOPs are those of the sgemm calls as
+ * executed (2 per multiply-add):
+ *   linears   2 * T * sum over layers and linears of out*in
+ *   attention 4 * head_dim * sum over heads and query blocks of keys*queries
+ *             (causal blocks of 128 queries: about T^2/2 + 64 T per head, x2 for QK^T and PV)
+ *   lm_head   2 * T * vocab * embed_dim (+ project_out)
+ * Prints timings, so it is a benchmark, never a pass/fail test.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "eval.h"
+#include "forward.h"
+#include "model.h"
+#include "qh_blas.h"
+#include "qh_rng.h"
+#include "tokenizer.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double sgemm_gflops(size_t n, int reps)
+{
+    float *A = malloc(n * n * sizeof(float)), *B = malloc(n * n * sizeof(float));
+    float *C = malloc(n * n * sizeof(float));
+    qh_rng r = qh_rng_stream(1, 0, QH_RNG_TEST);
+    for (size_t i = 0; i < n * n; i++) {
+        A[i] = (float)qh_rng_normal(&r);
+        B[i] = (float)qh_rng_normal(&r);
+    }
+    double best = 1e30;
+    for (int k = 0; k < reps; k++) {
+        double t = now_s();
+        qh_sgemm('N', 'N', n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+        t = now_s() - t;
+        best = t < best ? t : best;
+    }
+    free(A); free(B); free(C);
+    return 2.0 * (double)n * n * n / best * 1e-9;
+}
+
+static int bench_model(const char *dir, const int32_t *ids, size_t n_ids, size_t T, int windows,
+                       double peak)
+{
+    qh_model *m = NULL;
+    qh_forward_ws *ws = NULL;
+    float *logits = NULL;
+    if (qh_model_load(dir, &m) != QH_OK) {
+        printf("%-10s skipped: %s\n", dir, qh_last_error());
+        return 0;
+    }
+    int st = qh_forward_ws_alloc(m, T, &ws);
+    size_t V = (size_t)m->cfg.vocab_size;
+    logits = malloc(V * T * sizeof(float));
+    if (st != QH_OK || !logits || n_ids < T * (size_t)(windows + 1)) {
+        printf("%s: setup failed: %s\n", dir, st ? qh_last_error() : "too few tokens");
+        goto cleanup;
+    }
+    st = qh_forward_window(m, ids, T, ws, logits);            /* warm-up */
+    memset(&ws->stats, 0, sizeof ws->stats);
+    ws->profile = 1;
+    double t0 = now_s();
+    for (int w = 0; st == QH_OK && w < windows; w++)
+        st = qh_forward_window(m, ids + (size_t)(w + 1) * T, T, ws, logits);
+    double sec = now_s() - t0;
+    if (st != QH_OK) { printf("%s: forward failed: %s\n", dir, qh_last_error()); goto cleanup; }
+    const qh_forward_stats *s = &ws->stats;
+    double flops = s->linear_flops + s->attn_flops + s->head_flops;
+    double gemm_s = s->linear_s + s->attn_gemm_s + s->head_s;
+    double gf = flops / sec * 1e-9;
+    printf("%-28s T=%zu x %d windows: %8.0f tokens/s  %6.1f GFLOP/s = %4.1f %% of peak\n", dir, T,
+           windows, (double)T * windows / sec, gf, 100.0 * gf / peak);
+    printf("    GFLOP per window: linears %.2f, attention %.2f, lm_head %.2f (total %.2f)\n",
+           s->linear_flops / windows * 1e-9, s->attn_flops / windows * 1e-9,
+           s->head_flops / windows * 1e-9, flops / windows * 1e-9);
+    printf("    time: linears %4.1f %% (%5.1f GFLOP/s), attn sgemm %4.1f %% (%5.1f), lm_head %4.1f %% (%5.1f),"
+           " softmax %4.1f %%, other %4.1f %%; sgemm %.1f %% of the time\n",
+           100 * s->linear_s / sec, s->linear_flops / s->linear_s * 1e-9,
+           100 * s->attn_gemm_s / sec, s->attn_flops / s->attn_gemm_s * 1e-9,
+           100 * s->head_s / sec, s->head_flops / s->head_s * 1e-9,
+           100 * s->softmax_s / sec, 100 * s->other_s / sec, 100 * gemm_s / sec);
+cleanup:
+    free(logits);
+    qh_forward_ws_free(ws);
+    qh_model_free(m);
+    return st;
+}
+
+int main(void)
+{
+    qh_blas_info_t bi = qh_blas_info();
+    printf("OpenBLAS core %s, %d threads (%s)\n", bi.core, bi.threads, bi.config);
+    double p1 = sgemm_gflops(1024, 5), p2 = sgemm_gflops(2048, 3);
+    double peak = p1 > p2 ? p1 : p2;
+    printf("sgemm peak: 1024^3 %.1f GFLOP/s, 2048^3 %.1f GFLOP/s (best of 5 / 3)\n", p1, p2);
+    printf("FLOPs counted (2 per multiply-add, as executed by sgemm), per window of T tokens:\n"
+           "  linears   2 T sum_layers sum_linears out*in\n"
+           "  attention 4 head_dim n_heads sum_blocks keys*queries  (query blocks of 128: ~T^2/2 + 64 T)\n"
+           "  lm_head   2 T vocab embed_dim (+ 2 T embed_dim hidden for project_out)\n"
+           "not counted: norms, RoPE, softmax, activations, biases, embedding\n");
+
+    qh_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (qh_tokenizer_load("models/opt-7m/tokenizer.json", &tok) != QH_OK ||
+        qh_tokenize_file(tok, "data/wikitext2_test.raw", &ids, &n) != QH_OK) {
+        printf("cannot tokenize data/wikitext2_test.raw: %s\n", qh_last_error());
+        qh_tokenizer_free(tok);
+        return 1;
+    }
+    int st = bench_model("models/opt-7m", ids, n, 1024, 8, peak);
+    if (st == QH_OK) st = bench_model("models/llama-9m", ids, n, 1024, 8, peak);
+    if (st == QH_OK) st = bench_model("../shared/models/opt-30m", ids, n, 1024, 4, peak);
+    free(ids);
+    qh_tokenizer_free(tok);
+    return st == QH_OK ? 0 : 1;
+}
