@@ -12,8 +12,8 @@
  * bits_nominal = f·high_bits + (1 − f) (f the kept fraction actually
  * selected), bits_side = the raw mask (1 bit per weight) + per row FP16 μ, α,
  * FP16 step and high_bits zero of the grid (qh_pbllm_bits).
- * The bit budget is set by salient_frac and high_bits: the problem's bits
- * must be 1 (anything else is QH_EINVAL).
+ * The bit budget is set by salient_frac and high_bits: the row accepts bits
+ * = 1 only (min_bits = max_bits = 1; the driver refuses others, QH_EINVAL).
  */
 #ifndef QH_METHOD_PBLLM_H
 #define QH_METHOD_PBLLM_H

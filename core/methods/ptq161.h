@@ -11,8 +11,9 @@
  *
  * Result fields: What_proc; H_proc = H (undamped: nothing is inverted);
  * col_order natural, order "natural"; grid = the salient_bits MINMAX grid;
- * bits_nominal and bits_side from qh_ptq161_bits.  The problem's bits must
- * be 1 (the width is fixed by the method); anything else is QH_EINVAL.
+ * bits_nominal and bits_side from qh_ptq161_bits.  The width is fixed by
+ * the method: the row accepts bits = 1 only (min_bits = max_bits = 1; the
+ * driver refuses others, QH_EINVAL).  A non-PSD H is QH_ENOTPD.
  */
 #ifndef QH_METHOD_PTQ161_H
 #define QH_METHOD_PTQ161_H
