@@ -23,7 +23,7 @@ MODEL=${MODEL:-models/opt-7m}
 MODEL=${MODEL%/}
 label=$(basename "$MODEL")
 if [ "$MODEL" = models/opt-7m ]; then
-    NSAMPLES=${NSAMPLES:-32}; EVAL_WINDOWS=${EVAL_WINDOWS:-40}
+    NSAMPLES=${NSAMPLES:-32}; EVAL_WINDOWS=${EVAL_WINDOWS:-24}
 else
     NSAMPLES=${NSAMPLES:-128}; EVAL_WINDOWS=${EVAL_WINDOWS:-0}
 fi
