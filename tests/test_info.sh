@@ -2,10 +2,7 @@
 # tests/test_info.sh -- `qh info` on the vendored models and on bad input.
 # Needs $QH (the qh binary); run from the repository root.  Prints PASS:/FAIL:
 # lines and ends with "N passed, N failed, N skipped".
-QH=${QH:-bin/qh}
-pass=0 fail=0 skip=0
-ok()  { echo "PASS: $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL: $1"; fail=$((fail + 1)); }
+. "$(dirname "$0")/lib.sh"
 tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 trap 'rm -rf "$tmp"' EXIT
 

@@ -2,10 +2,7 @@
 # tests/test_methods_cli.sh -- `qh methods`: the method table as printed, an
 # unknown name, and usage errors.  Needs $QH (the qh binary); run from the
 # repository root.  Ends with "N passed, N failed, N skipped".
-QH=${QH:-bin/qh}
-pass=0 fail=0 skip=0
-ok()  { echo "PASS: $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL: $1"; fail=$((fail + 1)); }
+. "$(dirname "$0")/lib.sh"
 expect_line() {
     if grep -Eq -- "$3" <<< "$2"; then ok "$1"; else bad "$1 (no line matching '$3')"; fi
 }

@@ -6,11 +6,7 @@
 # all-failed ldlq cell; a corrupt .h5 and a stale .tmp).
 # Needs $QH (the qh binary); run from the repository root.  Prints PASS:/FAIL:/
 # SKIP: lines and ends with "N passed, N failed, N skipped".
-QH=${QH:-bin/qh}
-pass=0 fail=0 skip=0
-ok()   { echo "PASS: $1"; pass=$((pass + 1)); }
-bad()  { echo "FAIL: $1"; fail=$((fail + 1)); }
-skip() { echo "SKIP: $1"; skip=$((skip + 1)); }
+. "$(dirname "$0")/lib.sh"
 finish() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ]; exit; }
 tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 trap 'rm -rf "$tmp"' EXIT

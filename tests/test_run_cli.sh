@@ -5,10 +5,7 @@
 # leaving no corrupt file, and bad configurations rejected with the key path.
 # The float32 baseline's first three windows must reproduce reference.json.
 # Needs $QH, h5dump and h5diff (hdf5-tools); run from the repository root.
-QH=${QH:-bin/qh}
-pass=0 fail=0 skip=0
-ok()  { echo "PASS: $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL: $1"; fail=$((fail + 1)); }
+. "$(dirname "$0")/lib.sh"
 summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ]; exit $?; }
 tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 trap 'rm -rf "$tmp"' EXIT

@@ -14,11 +14,7 @@
 # resubmission covers only the failed cells.  Without root, apt-get or
 # working daemons it reports SKIP.  Needs $QH and hdf5-tools; run from the
 # repository root.
-QH=${QH:-bin/qh}
-pass=0 fail=0 skip=0
-ok()   { echo "PASS: $1"; pass=$((pass + 1)); }
-bad()  { echo "FAIL: $1"; fail=$((fail + 1)); }
-skip() { echo "SKIP: $1"; skip=$((skip + 1)); }
+. "$(dirname "$0")/lib.sh"
 summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ]; exit $?; }
 
 if [ "${QH_TEST_FAST:-0}" != 0 ]; then

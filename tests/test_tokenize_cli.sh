@@ -3,10 +3,7 @@
 # (token count, SHA-256 of the ids as int32 little-endian, first ids) and its
 # handling of bad input.  Plain shell tools only.  Needs $QH (the qh binary);
 # run from the repository root.  Prints PASS:/FAIL:/SKIP: lines and a summary.
-QH=${QH:-bin/qh}
-pass=0 fail=0 skip=0
-ok()   { echo "PASS: $1"; pass=$((pass + 1)); }
-bad()  { echo "FAIL: $1"; fail=$((fail + 1)); }
+. "$(dirname "$0")/lib.sh"
 skp()  { echo "SKIP: $1"; skip=$((skip + 1)); }
 check() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: got '$2', want '$3'"; fi; }
 
