@@ -5,7 +5,9 @@
  * flight.  A failed cell is recorded with its error and the sweep goes on.
  * With --backend slurm the pending cells become one Slurm job array plus an
  * afterany merge job instead (experiments/backend_slurm.h). */
+#define _GNU_SOURCE                  /* sched_getaffinity, CPU_COUNT */
 #include <errno.h>
+#include <sched.h>
 #include <limits.h>
 #include <getopt.h>
 #include <signal.h>
@@ -214,7 +216,10 @@ static int threads_per_worker(int jobs)
     char *end;
     long pinned = env && *env ? strtol(env, &end, 10) : 0;
     if (pinned >= 1 && pinned <= 1024 && !*end) return (int)pinned;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    /* The CPUs this process may run on (taskset, Slurm, cgroups), not all
+     * the machine's: OpenBLAS caps its own threads the same way. */
+    cpu_set_t set;
+    long cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
     return (int)(cores / jobs) > 0 ? (int)(cores / jobs) : 1;
 }
 
