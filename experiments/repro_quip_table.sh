@@ -7,8 +7,9 @@
 # Environment (all optional):
 #   MODEL     model folder (default models/opt-7m, the embedded default)
 #   CALIB     calibration text (default data/gutenberg_calib_4M.txt)
-#   NSAMPLES  calibration windows, SEQLEN tokens each (paper: 128 x 2048)
-#   SEQLEN    calibration and evaluation window (default: the model's context)
+#   NSAMPLES  calibration windows of CALIB_SEQLEN tokens (paper: 128 x 2048)
+#   SEQLEN    evaluation window (default: the model's context)
+#   CALIB_SEQLEN  calibration window (default: SEQLEN; 512 on the embedded default)
 #   WIKI, GUTENBERG   evaluation texts
 #   EVAL_WINDOWS      cap on evaluation windows per dataset (0: all)
 #   SEEDS     comma-separated seeds (default 0)
@@ -22,12 +23,12 @@ QH=${QH:-bin/qh}
 MODEL=${MODEL:-models/opt-7m}
 MODEL=${MODEL%/}
 label=$(basename "$MODEL")
-if [ "$MODEL" = models/opt-7m ]; then
-    NSAMPLES=${NSAMPLES:-32}; EVAL_WINDOWS=${EVAL_WINDOWS:-24}
-else
-    NSAMPLES=${NSAMPLES:-128}; EVAL_WINDOWS=${EVAL_WINDOWS:-0}
-fi
 SEQLEN=${SEQLEN:-0}
+if [ "$MODEL" = models/opt-7m ]; then
+    NSAMPLES=${NSAMPLES:-32}; EVAL_WINDOWS=${EVAL_WINDOWS:-16}; CALIB_SEQLEN=${CALIB_SEQLEN:-512}
+else
+    NSAMPLES=${NSAMPLES:-128}; EVAL_WINDOWS=${EVAL_WINDOWS:-0}; CALIB_SEQLEN=${CALIB_SEQLEN:-$SEQLEN}
+fi
 CALIB=${CALIB:-data/gutenberg_calib_4M.txt}
 WIKI=${WIKI:-data/wikitext2_test.raw}
 GUTENBERG=${GUTENBERG:-data/gutenberg_heldout_2M.txt}
@@ -37,8 +38,9 @@ JOBS=${JOBS:-$(( cores < 2 ? 1 : 2 ))}
 OUT=${OUT:-results/quip-table-$label}
 mkdir -p "$OUT"
 
-seqlen_keys=""
+seqlen_keys="" calib_keys=""
 if [ "$SEQLEN" != 0 ]; then seqlen_keys="\"seqlen\": $SEQLEN, "; fi
+if [ "$CALIB_SEQLEN" != 0 ]; then calib_keys="\"seqlen\": $CALIB_SEQLEN, "; fi
 methods=""
 for m in rtn gptq ldlq ldlq_rg greedy; do
     methods="$methods{ \"method\": \"$m\" }, { \"method\": \"$m\", \"incoherence\": \"kron\" }, "
@@ -48,7 +50,7 @@ cat > "$OUT/config.json.tmp" <<JSON
   "name": "quip-table-$label",
   "models": [ { "label": "$label", "path": "$MODEL" } ],
   "datasets": { "wikitext2": "$WIKI", "gutenberg": "$GUTENBERG" },
-  "calibration": { "data": "$CALIB", ${seqlen_keys}"nsamples": $NSAMPLES },
+  "calibration": { "data": "$CALIB", ${calib_keys}"nsamples": $NSAMPLES },
   "eval": { ${seqlen_keys}"max_windows": $EVAL_WINDOWS },
   "methods": [ ${methods%, } ],
   "bits": [4, 3, 2],
@@ -56,7 +58,7 @@ cat > "$OUT/config.json.tmp" <<JSON
 }
 JSON
 mv "$OUT/config.json.tmp" "$OUT/config.json"
-echo "repro-quip-table: $MODEL, calibration $NSAMPLES windows, evaluation windows ${EVAL_WINDOWS/#0/all}, $JOBS job(s)"
+echo "repro-quip-table: $MODEL, calibration $NSAMPLES windows (seqlen ${CALIB_SEQLEN/#0/context}), evaluation windows ${EVAL_WINDOWS/#0/all}, $JOBS job(s)"
 start=$(date +%s)
 rc=0
 "$QH" run "$OUT/config.json" --out "$OUT" --jobs "$JOBS" || rc=$?
