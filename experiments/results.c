@@ -343,13 +343,7 @@ int qh_results_commit(qh_results *w)
     free_writer(w);
     return st;
 discard:
-    if (w->file >= 0) {
-        H5Fclose(w->file);
-        w->file = -1;
-    }
-    H5Eclear2(H5E_DEFAULT);
-    remove(w->tmp_path);
-    free_writer(w);
+    qh_results_abort(w);                          /* close, remove the temporary file, free */
     return st;
 }
 
