@@ -5,6 +5,7 @@
 #include "qh_method.h"
 #include "qh_linalg.h"
 
+#include "aqlm.h"
 #include "greedy.h"
 #include "gptq.h"
 #include "ldlq.h"
@@ -25,7 +26,7 @@
 static const qh_method_type *const registry[] = {
     &qh_method_rtn, &qh_method_gptq, &qh_method_ldlq, &qh_method_ldlq_rg, &qh_method_greedy,
     &qh_method_quipsharp, &qh_method_pvq, &qh_method_billm, &qh_method_pbllm, &qh_method_ptq161,
-    NULL,
+    &qh_method_aqlm, NULL,
 };
 
 const qh_method_type *const *qh_method_registry(void) { return registry; }

@@ -108,19 +108,40 @@ double qh_mu_W(const qh_matd *W)
     return mx * sqrt((double)W->rows * (double)W->cols) / sqrt(ss);
 }
 
-int qh_spectrum_compute(const qh_matd *H, qh_spectrum *out)
+/* Summary of H's spectrum from its eigenvalues w (ascending) and the largest
+ * |entry| of its orthonormal eigenvectors, qmax. */
+static void spectrum_from_eigen(const qh_matd *H, const double *w, double qmax, qh_spectrum *out)
+{
+    size_t n = H->rows;
+    double sq = 0.0, tr = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        sq += sqrt(fmax(w[i], 0.0));   /* tiny negative eigenvalues are rounding: clamp */
+        tr += QH_AT(H, i, i);
+    }
+    out->mu_H = sqrt((double)n) * qmax;
+    out->tr_H = tr;
+    out->tr_sqrtH_sq = sq * sq;
+    out->lambda_min = w[0];
+    out->lambda_max = w[n - 1];
+    out->rank = 0;
+    double thr = (double)n * DBL_EPSILON * w[n - 1];
+    for (size_t i = 0; i < n; i++)
+        out->rank += w[n - 1] > 0.0 && w[i] > thr;
+    out->cond = w[0] > 0.0 ? w[n - 1] / w[0] : INFINITY;
+}
+
+/* Eigenvalues of H into w (n, ascending) and max|Q_ij| of its eigenvectors. */
+static int eigen(const qh_matd *H, double *w, double *qmax)
 {
     QH_TRY(check_mat(H, "H"));
     QH_TRY(check_square(H, H->rows, "H"));
-    if (!out)
-        QH_ERROR(QH_EINVAL, "metrics: NULL spectrum output");
     if (!qh_matd_all_finite(H))
         QH_ERROR(QH_ENAN, "metrics: H (%zux%zu) has NaN or Inf entries", H->rows, H->cols);
     size_t n = H->rows;
     int st = QH_OK;
-    double *Q = pack(H), *w = malloc(n * sizeof *w), *work = NULL;
+    double *Q = pack(H), *work = NULL;
     lapack_int *iwork = NULL;
-    if (!Q || !w) {
+    if (!Q) {
         QH_SET_ERROR(st, QH_ENOMEM, "metrics: eigendecomposition of %zux%zu: out of memory", n, n);
         goto cleanup;
     }
@@ -140,29 +161,127 @@ int qh_spectrum_compute(const qh_matd *H, qh_spectrum *out)
         QH_SET_ERROR(st, QH_EINVAL, "metrics: dsyevd on H %zux%zu did not converge (info %d)", n, n, (int)info);
         goto cleanup;
     }
-    double qmax = 0.0, sq = 0.0, tr = 0.0;
+    *qmax = 0.0;
     for (size_t k = 0; k < n * n; k++)
-        qmax = fmax(qmax, fabs(Q[k]));
-    for (size_t i = 0; i < n; i++) {
-        sq += sqrt(fmax(w[i], 0.0));   /* tiny negative eigenvalues are rounding: clamp */
-        tr += QH_AT(H, i, i);
-    }
-    out->mu_H = sqrt((double)n) * qmax;
-    out->tr_H = tr;
-    out->tr_sqrtH_sq = sq * sq;
-    out->lambda_min = w[0];          /* dsyevd: ascending */
-    out->lambda_max = w[n - 1];
-    out->rank = 0;
-    double thr = (double)n * DBL_EPSILON * w[n - 1];
-    for (size_t i = 0; i < n; i++)
-        out->rank += w[n - 1] > 0.0 && w[i] > thr;
-    out->cond = w[0] > 0.0 ? w[n - 1] / w[0] : INFINITY;
+        *qmax = fmax(*qmax, fabs(Q[k]));
 cleanup:
     free(Q);
-    free(w);
     free(work);
     free(iwork);
     return st;
+}
+
+int qh_spectrum_compute(const qh_matd *H, qh_spectrum *out)
+{
+    if (!out)
+        QH_ERROR(QH_EINVAL, "metrics: NULL spectrum output");
+    QH_TRY(check_mat(H, "H"));
+    double *w = malloc((H->rows ? H->rows : 1) * sizeof *w), qmax = 0.0;
+    if (!w)
+        QH_ERROR(QH_ENOMEM, "metrics: eigendecomposition of %zux%zu: out of memory", H->rows, H->cols);
+    int st = eigen(H, w, &qmax);
+    if (st == QH_OK)
+        spectrum_from_eigen(H, w, qmax, out);
+    free(w);
+    return st;
+}
+
+/* ---- the spectrum cache ---------------------------------------------------- */
+
+void qh_spectrum_cache_init(qh_spectrum_cache *c) { memset(c, 0, sizeof *c); }
+
+void qh_spectrum_cache_free(qh_spectrum_cache *c)
+{
+    if (!c)
+        return;
+    for (int k = 0; k < 2; k++) {
+        free(c->slot[k].H);
+        free(c->slot[k].lambda);
+    }
+    qh_spectrum_cache_init(c);
+}
+
+/* How H relates to a slot's matrix: 0 unrelated, 1 identical, 2 equal up to
+ * a constant shift of the diagonal (*shift = mean of H_ii − C_ii).  Off the
+ * diagonal the entries must be bit-identical; on it the differences may vary
+ * by rounding only (1e-13 of the largest diagonal entry). */
+static int relation(const qh_spectrum_slot *c, const qh_matd *H, double *shift)
+{
+    size_t n = H->rows;
+    if (!c->H || c->n != n || H->cols != n)
+        return 0;
+    double dmin = INFINITY, dmax = -INFINITY, dsum = 0.0, diag_max = 0.0;
+    for (size_t j = 0; j < n; j++) {
+        const double *h = H->data + j * H->ld, *k = c->H + j * n;
+        if (j > 0 && memcmp(h, k, j * sizeof *h) != 0)                /* above the diagonal */
+            return 0;
+        if (j + 1 < n && memcmp(h + j + 1, k + j + 1, (n - j - 1) * sizeof *h) != 0)
+            return 0;
+        double d = h[j] - k[j];
+        dmin = fmin(dmin, d);
+        dmax = fmax(dmax, d);
+        dsum += d;
+        diag_max = fmax(diag_max, fmax(fabs(h[j]), fabs(k[j])));
+    }
+    if (dmin == 0.0 && dmax == 0.0)
+        return 1;
+    if (dmax - dmin > 1e-13 * diag_max)
+        return 0;
+    *shift = dsum / (double)n;
+    return 2;
+}
+
+/* Decomposes H into slot c (replacing what it held). */
+static int fill_slot(qh_spectrum_slot *c, const qh_matd *H)
+{
+    size_t n = H->rows;
+    double *Hc = malloc(n * n * sizeof *Hc), *w = malloc(n * sizeof *w), qmax = 0.0;
+    int st = QH_OK;
+    if (!Hc || !w)
+        QH_SET_ERROR(st, QH_ENOMEM, "metrics: spectrum cache for %zux%zu: out of memory", n, n);
+    else
+        st = eigen(H, w, &qmax);
+    if (st != QH_OK) {
+        free(Hc);
+        free(w);
+        return st;
+    }
+    for (size_t j = 0; j < n; j++)
+        memcpy(Hc + j * n, H->data + j * H->ld, n * sizeof *Hc);
+    free(c->H);
+    free(c->lambda);
+    *c = (qh_spectrum_slot){ n, Hc, w, qmax };
+    return QH_OK;
+}
+
+int qh_spectrum_compute_cached(const qh_matd *H, qh_spectrum_cache *c, int slot, qh_spectrum *out)
+{
+    if (!c)
+        return qh_spectrum_compute(H, out);
+    if (!out || slot < 0 || slot > 1)
+        QH_ERROR(QH_EINVAL, "metrics: NULL spectrum output or slot %d not 0 or 1", slot);
+    QH_TRY(check_mat(H, "H"));
+    QH_TRY(check_square(H, H->rows, "H"));
+    size_t n = H->rows;
+    for (int k = 0; k < 2; k++) {
+        double shift = 0.0;
+        int rel = relation(&c->slot[k], H, &shift);
+        if (rel == 0)
+            continue;
+        double *w = malloc(n * sizeof *w);
+        if (!w)
+            QH_ERROR(QH_ENOMEM, "metrics: spectrum of %zux%zu: out of memory", n, n);
+        for (size_t i = 0; i < n; i++)   /* H + sI: the same vectors, λ + s */
+            w[i] = c->slot[k].lambda[i] + (rel == 2 ? shift : 0.0);
+        spectrum_from_eigen(H, w, c->slot[k].qmax, out);
+        free(w);
+        c->hits++;
+        return QH_OK;
+    }
+    c->misses++;
+    QH_TRY(fill_slot(&c->slot[slot], H));
+    spectrum_from_eigen(H, c->slot[slot].lambda, c->slot[slot].qmax, out);
+    return QH_OK;
 }
 
 static int check_perm(const size_t *order, size_t n)
@@ -225,7 +344,7 @@ int qh_ldl_diag(const qh_matd *H, const size_t *order, double *D_out, double *tr
 }
 
 static int basis_metrics(const qh_matd *W, const qh_matd *What, const qh_matd *H, const size_t *order,
-                         qh_basis_metrics *b)
+                         qh_spectrum_cache *cache, int slot, qh_basis_metrics *b)
 {
     b->proxy = b->proxy_rel = b->mu_What = NAN;
     QH_TRY(qh_proxy_norm(W, H, &b->proxy_norm));
@@ -235,7 +354,7 @@ static int basis_metrics(const qh_matd *W, const qh_matd *What, const qh_matd *H
         b->mu_What = qh_mu_W(What);
     }
     b->mu_W = qh_mu_W(W);
-    QH_TRY(qh_spectrum_compute(H, &b->spec));
+    QH_TRY(qh_spectrum_compute_cached(H, cache, slot, &b->spec));
     int st = qh_ldl_diag(H, order, NULL, &b->tr_D);
     if (st == QH_ENOTPD) {           /* a singular H is data, not a failure */
         b->tr_D = NAN;
@@ -249,6 +368,13 @@ static int basis_metrics(const qh_matd *W, const qh_matd *What, const qh_matd *H
 int qh_layer_metrics_compute(const qh_matd *W, const qh_matd *What, const qh_matd *H,
                              const qh_processed_inputs *proc, const size_t *order, qh_layer_metrics *out)
 {
+    return qh_layer_metrics_compute_cached(W, What, H, proc, order, NULL, out);
+}
+
+int qh_layer_metrics_compute_cached(const qh_matd *W, const qh_matd *What, const qh_matd *H,
+                                    const qh_processed_inputs *proc, const size_t *order,
+                                    qh_spectrum_cache *cache, qh_layer_metrics *out)
+{
     QH_TRY(check_mat(W, "W"));
     if (!out)
         QH_ERROR(QH_EINVAL, "metrics: NULL output");
@@ -258,7 +384,9 @@ int qh_layer_metrics_compute(const qh_matd *W, const qh_matd *What, const qh_mat
     memset(out, 0, sizeof *out);
     out->m = W->rows;
     out->n = W->cols;
-    int st = basis_metrics(W, What, H, order, &out->orig);
+    /* Separate slots, so that the next layer sharing the input still finds
+     * its H after a processed Ĥ was decomposed. */
+    int st = basis_metrics(W, What, H, order, cache, 0, &out->orig);
     if (st != QH_OK) {
         qh_error_prefix("original basis");
         return st;
@@ -269,7 +397,7 @@ int qh_layer_metrics_compute(const qh_matd *W, const qh_matd *What, const qh_mat
             QH_ERROR(QH_EBADLEN, "metrics: processed W is %zux%zu, expected %zux%zu", proc->W->rows, proc->W->cols,
                      W->rows, W->cols);
         QH_TRY(check_square(proc->H, W->cols, "processed H"));
-        st = basis_metrics(proc->W, proc->What, proc->H, order, &out->proc);
+        st = basis_metrics(proc->W, proc->What, proc->H, order, cache, 1, &out->proc);
         if (st != QH_OK) {
             qh_error_prefix("processed basis");
             return st;

@@ -45,6 +45,36 @@ typedef struct {
  * QH_EBADLEN (not square), QH_ENAN (non-finite), QH_ENOMEM, QH_EINVAL (LAPACK failed). */
 int qh_spectrum_compute(const qh_matd *H, qh_spectrum *out) QH_MUST_CHECK;
 
+/* Recent eigendecompositions, kept so that a sweep does not repeat them: q,
+ * k and v of a block share one H, `qh layer` measures many method
+ * combinations on the same H and the same processed Ĥ, and without
+ * incoherence processing Ĥ is H plus damping·I (same eigenvectors,
+ * eigenvalues shifted).  Two slots (by convention 0: original basis, 1:
+ * processed basis), each a copy of the matrix, its eigenvalues and
+ * max|Q_ij|.  Init, use, free. */
+typedef struct {
+    size_t n;
+    double *H;                       /* n x n copy of the decomposed matrix (NULL: empty) */
+    double *lambda;                  /* its eigenvalues, ascending */
+    double qmax;                     /* max |entry| of its eigenvectors */
+} qh_spectrum_slot;
+
+typedef struct {
+    qh_spectrum_slot slot[2];
+    size_t hits, misses;             /* lookups answered from a slot / decomposed */
+} qh_spectrum_cache;
+
+void qh_spectrum_cache_init(qh_spectrum_cache *c);
+void qh_spectrum_cache_free(qh_spectrum_cache *c);   /* leaves it empty and usable */
+
+/* qh_spectrum_compute through the cache c (NULL: no cache).  A hit is H equal
+ * to a slot's matrix, or equal up to a constant diagonal shift s (off-diagonal
+ * entries bit-identical; then λ_i + s and the same μ_H).  On a miss H is
+ * decomposed and replaces slot `slot` (0 or 1).  Same statuses as
+ * qh_spectrum_compute. */
+int qh_spectrum_compute_cached(const qh_matd *H, qh_spectrum_cache *c, int slot,
+                               qh_spectrum *out) QH_MUST_CHECK;
+
 /* D of the LDL factor (see header note) in processing order `order` (a
  * permutation of 0..n−1, NULL = natural). D_out[k] is the value for the k-th
  * processed column (length n, caller-allocated); *tr_D its sum. Either output may be NULL.
@@ -86,5 +116,9 @@ typedef struct {
 int qh_layer_metrics_compute(const qh_matd *W, const qh_matd *What, const qh_matd *H,
                              const qh_processed_inputs *proc, const size_t *order,
                              qh_layer_metrics *out) QH_MUST_CHECK;
+/* The same through a spectrum cache (NULL: none): H in slot 0, Ĥ in slot 1. */
+int qh_layer_metrics_compute_cached(const qh_matd *W, const qh_matd *What, const qh_matd *H,
+                                    const qh_processed_inputs *proc, const size_t *order,
+                                    qh_spectrum_cache *cache, qh_layer_metrics *out) QH_MUST_CHECK;
 
 #endif

@@ -24,6 +24,7 @@ enum qh_rng_purpose {                /* stable values: never reuse or renumber *
     QH_RNG_PERM_LEFT = 9,
     QH_RNG_PERM_RIGHT = 10,
     QH_RNG_SYNTHETIC = 11,
+    QH_RNG_AQLM = 12,
 };
 
 qh_rng   qh_rng_stream(uint64_t seed, uint32_t layer, uint32_t purpose);

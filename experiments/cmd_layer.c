@@ -247,6 +247,7 @@ typedef struct {
     combo *cb;
     size_t n_cb;
     int n_layers_run;
+    qh_spectrum_cache spectra;       /* every combination of a layer shares H (and Ĥ per kind) */
 } layer_ctx;
 
 /* Runs every combination on one (W, H) and appends a record to each. */
@@ -265,7 +266,7 @@ static int run_all(layer_ctx *ctx, const char *name, int layer, int kind, const 
                                (uint32_t)(layer < 0 ? 0 : layer), 0 };
         qh_problem p = { W, H, c->bits, ctx->o->seed, (uint32_t)(layer < 0 ? 0 : layer), name };
         qh_layer_record *rec = &c->recs[c->n_recs++];
-        qh_layer_run(c->method, c->params, &ip, &p, layer, kind, rec, NULL);
+        qh_layer_run(c->method, c->params, &ip, &p, layer, kind, &ctx->spectra, rec, NULL);
         if (!ctx->o->quiet)
             printf("%-40s %-14s w%d  proxy %.4g  rel %.4g  %s\n", name, c->label, c->bits,
                    rec->metrics.orig.proxy, rec->metrics.orig.proxy_rel,
@@ -382,13 +383,15 @@ int qh_cmd_layer(int argc, char **argv)
         free_combos(cb, n_cb);
         return 1;
     }
-    layer_ctx ctx = { &o, cb, n_cb, 0 };
+    layer_ctx ctx = { .o = &o, .cb = cb, .n_cb = n_cb };
+    qh_spectrum_cache_init(&ctx.spectra);
     qh_model *m = NULL;
     int st = o.synthetic ? run_synthetic(&ctx) : run_model(&ctx, &m);
     int n_failed = 0;
     if (st == QH_OK) st = write_outputs(&ctx, m, &n_failed);
     if (st != QH_OK) fprintf(stderr, "qh layer: %s\n", qh_last_error());
     else if (n_failed) fprintf(stderr, "qh layer: %d combination(s) had failed layers (recorded in their files)\n", n_failed);
+    qh_spectrum_cache_free(&ctx.spectra);
     qh_model_free(m);
     free_combos(cb, n_cb);
     return st != QH_OK || n_failed ? 1 : 0;

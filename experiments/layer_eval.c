@@ -32,11 +32,11 @@ static double grid_steps(const qh_grid *g, double *rows_out)
 }
 
 static int measure(const qh_method_type *m, const qh_problem *p, const qh_result *res,
-                   qh_layer_record *rec)
+                   qh_spectrum_cache *cache, qh_layer_record *rec)
 {
     qh_processed_inputs proc = { res->W_proc, res->What_proc, res->H_proc };
-    QH_TRY(qh_layer_metrics_compute(p->W, res->What, p->H, res->H_proc ? &proc : NULL,
-                                    res->col_order, &rec->metrics));
+    QH_TRY(qh_layer_metrics_compute_cached(p->W, res->What, p->H, res->H_proc ? &proc : NULL,
+                                           res->col_order, cache, &rec->metrics));
     /* The bounds are stated for scalar grids; vector quantizers keep other
      * numbers (row norms, codebook scales) in their grid's step table. */
     if (!(m->needs & QH_NEEDS_GRID) || !res->grid.step || !res->H_proc) return QH_OK;
@@ -53,7 +53,8 @@ static int measure(const qh_method_type *m, const qh_problem *p, const qh_result
 }
 
 int qh_layer_run(const qh_method_type *m, const void *params, const qh_incoh_params *incoh,
-                 const qh_problem *p, int layer, int kind, qh_layer_record *rec, qh_matd *What)
+                 const qh_problem *p, int layer, int kind, qh_spectrum_cache *cache,
+                 qh_layer_record *rec, qh_matd *What)
 {
     memset(rec, 0, sizeof *rec);
     snprintf(rec->name, sizeof rec->name, "%s", p->name ? p->name : "matrix");
@@ -78,7 +79,7 @@ int qh_layer_run(const qh_method_type *m, const void *params, const qh_incoh_par
         rec->bits_nominal = res.bits_nominal;
         rec->bits_side = res.bits_side;
         rec->bits_total = res.bits_total;
-        st = measure(m, p, &res, rec);
+        st = measure(m, p, &res, cache, rec);
     }
     if (st == QH_OK && What) {
         QH_ASSERT(What->rows == rec->rows && What->cols == rec->cols);

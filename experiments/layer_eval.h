@@ -30,12 +30,14 @@ typedef struct {
 } qh_layer_record;
 
 /* Quantizes p->W with method m (params may be NULL: defaults) inside the
- * incoherence processing incoh (NULL: none), then measures it.
+ * incoherence processing incoh (NULL: none), then measures it; cache (may
+ * be NULL) carries the last spectrum of H between calls on the same H.
  * Outputs: rec (always filled; rec->status says whether it worked), and when
  * What is non-NULL (m x n, caller-allocated) the quantized weights.
  * Returns rec->status.  A failure is data: the caller records it and goes on. */
 int qh_layer_run(const qh_method_type *m, const void *params, const qh_incoh_params *incoh,
-                 const qh_problem *p, int layer, int kind, qh_layer_record *rec, qh_matd *What);
+                 const qh_problem *p, int layer, int kind, qh_spectrum_cache *cache,
+                 qh_layer_record *rec, qh_matd *What);
 
 /* Writes n records as the table `path` (one row per record; bound columns
  * named "bound_<name>", NaN where a record lacks that bound). */

@@ -95,6 +95,7 @@ typedef struct {
     qh_layer_record *recs;
     size_t n_recs, cap;
     double t0;
+    qh_spectrum_cache spectra;       /* q, k, v share H; Ĥ = H + damping·I without incoherence */
 } quant_ctx;
 
 static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, const qh_matd *H,
@@ -116,7 +117,7 @@ static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, c
     qh_matd *What = qh_matd_alloc(W->rows, W->cols);
     if (!What) QH_ERROR(QH_ENOMEM, "%s: out of memory", name);
     qh_layer_record *rec = &q->recs[q->n_recs++];
-    int st = qh_layer_run(q->type, q->params, &ip, &prob, layer, kind, rec, What);
+    int st = qh_layer_run(q->type, q->params, &ip, &prob, layer, kind, &q->spectra, rec, What);
     if (st == QH_OK) {
         memcpy(W->data, What->data, W->rows * W->cols * sizeof(double));   /* both ld == rows */
         *replace = 1;
@@ -210,7 +211,9 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
     qh_model *m = NULL;
     qh_tokenizer *tok = NULL;
     eval_set ev = { 0 };
-    quant_ctx q = { p, cell, NULL, NULL, incoh_kind(cm->incoherence), cm->rescale, NULL, 0, 0, now_seconds() };
+    quant_ctx q = { .p = p, .cell = cell, .incoh = incoh_kind(cm->incoherence), .rescale = cm->rescale,
+                    .t0 = now_seconds() };
+    qh_spectrum_cache_init(&q.spectra);
     void *params = NULL;
     char path[1400];
 
@@ -242,6 +245,7 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
     if (wst != QH_OK && p->log) fprintf(p->log, "%s: cannot write results: %s\n", cell->id, qh_last_error());
     eval_set_free(&ev);
     free(q.recs);
+    qh_spectrum_cache_free(&q.spectra);
     free(params);
     qh_tokenizer_free(tok);
     qh_model_free(m);

@@ -455,9 +455,11 @@ qh_report_bound_stat qh_report_bound(const qh_report_set *set, const char *model
 /* ---- names and ordering ------------------------------------------------------------ */
 
 static const char *const method_order[] = { "float32", "gptq", "ldlq", "ldlq_rg", "greedy",
-                                            "rtn", NULL };
+                                            "rtn", "quipsharp", "pvq", "aqlm", "billm",
+                                            "pbllm", "ptq161", NULL };
 static const char *const method_display[] = { "FP32", "OPTQ", "LDLQ", "LDLQ-RG", "Greedy",
-                                              "Nearest", NULL };
+                                              "Nearest", "QuIP#", "PVQ", "AQLM", "BiLLM",
+                                              "PB-LLM", "PTQ1.61", NULL };
 static const char *const incoh_order[] = { "none", "kron", "hadamard", NULL };
 
 static int rank_of(const char *const *table, const char *s)
@@ -559,13 +561,18 @@ static void name_labels(model_index *mi)
     for (size_t i = 0; i < mi->n_labels; i++)
         qh_report_display_name(mi->labels[i].first->method, mi->labels[i].first->incoherence,
                                mi->labels[i].display, sizeof mi->labels[i].display);
+    /* Mark every label of a colliding group before renaming any: renaming
+     * one at a time would leave the group's last member under the shared name. */
+    unsigned char *clash = calloc(mi->n_labels ? mi->n_labels : 1, 1);
     for (size_t i = 0; i < mi->n_labels; i++)
-        for (size_t j = 0; j < mi->n_labels; j++)
-            if (i != j && strcmp(mi->labels[i].display, mi->labels[j].display) == 0) {
-                snprintf(mi->labels[i].display, sizeof mi->labels[i].display, "%s",
-                         mi->labels[i].first->label);
-                break;
-            }
+        for (size_t j = i + 1; j < mi->n_labels; j++)
+            if (strcmp(mi->labels[i].display, mi->labels[j].display) == 0)
+                if (clash) clash[i] = clash[j] = 1;
+    for (size_t i = 0; i < mi->n_labels; i++)
+        if (!clash || clash[i])
+            snprintf(mi->labels[i].display, sizeof mi->labels[i].display, "%s",
+                     mi->labels[i].first->label);
+    free(clash);
 }
 
 /* Layer order: the table with the most rows among the model's complete cells. */
@@ -832,12 +839,17 @@ static void bpw_entry(fmt_kind k, const qh_report_set *set, const char *model, c
             accum_add(c->status == QH_OK ? &tot : &tot_any, c->bpw_total);
     }
     const accum *a = nom.n ? &nom : &nom_any, *b = tot.n ? &tot : &tot_any;
+    /* Integer nominal widths read as "4"; fractional ones (BiLLM's salient
+     * columns, PVQ's mixed radix) with three decimals like the total. */
+    char nominal[32];
+    double nm = a->n ? a->mean : NAN;
+    snprintf(nominal, sizeof nominal, nm == floor(nm) ? "%.0f" : "%.3f", nm);
     if (!a->n && !b->n)
         snprintf(buf, cap, "%s", k == FMT_MD ? "—" : "--");
     else if (!b->n)
-        snprintf(buf, cap, "%g / ?", a->mean);
+        snprintf(buf, cap, "%s / ?", nominal);
     else
-        snprintf(buf, cap, "%g / %.3f", a->n ? a->mean : NAN, b->mean);
+        snprintf(buf, cap, "%s / %.3f", nominal, b->mean);
 }
 
 static void write_footnotes(fmt_kind k, FILE *f, const footnotes *fn, size_t from)

@@ -41,7 +41,7 @@ int main(void)
 
     qh_layer_record recs[3];
     qh_problem p = { W, H, 2, 0, 0, "synthetic.uniform" };
-    int st = qh_layer_run(ldlq, params, NULL, &p, 0, 0, &recs[0], Q);
+    int st = qh_layer_run(ldlq, params, NULL, &p, 0, 0, NULL, &recs[0], Q);
     QH_CHECK(st == QH_OK, "ldlq runs: %s", recs[0].message);
     QH_CHECK_CLOSE(recs[0].metrics.orig.proxy, naive_proxy(W, Q, H), 0, 1e-9, "record proxy vs naive sum");
     const qh_bound *worst = bound(&recs[0], "thm1_ldlq_worst"), *avg = bound(&recs[0], "thm1_ldlq_avg_nearest");
@@ -53,14 +53,14 @@ int main(void)
     /* With incoherence the record carries both bases; without damping (which only
      * the processed H carries) the proxy agrees between them. */
     qh_incoh_params ip = { QH_INCOH_KRON, 1, 7, 0, 0 };
-    st = qh_layer_run(ldlq, params, &ip, &p, 0, 1, &recs[1], NULL);
+    st = qh_layer_run(ldlq, params, &ip, &p, 0, 1, NULL, &recs[1], NULL);
     QH_CHECK(st == QH_OK && recs[1].metrics.has_processed, "ldlq + incoherence runs: %s", recs[1].message);
     QH_CHECK_CLOSE(recs[1].metrics.orig.proxy, recs[1].metrics.proc.proxy, 0, 1e-8,
                    "proxy is basis-independent (original vs processed)");
 
     /* A failing layer is a record, not a crash. */
     p.bits = 9;
-    st = qh_layer_run(ldlq, NULL, NULL, &p, 0, 2, &recs[2], NULL);
+    st = qh_layer_run(ldlq, NULL, NULL, &p, 0, 2, NULL, &recs[2], NULL);
     QH_CHECK(st == QH_EINVAL && recs[2].status == QH_EINVAL && strstr(recs[2].message, "bits"),
              "bits 9 recorded as a failure: %s", recs[2].message);
 

@@ -483,10 +483,68 @@ static void test_bounds_3x3(void)
     qh_matd_free(W);
 }
 
+/* The spectrum cache answers exactly what a fresh decomposition gives: the
+ * same H bit for bit, H + sI within rounding of λ_max, and misses on any
+ * other matrix (one changed off-diagonal entry, an uneven diagonal change). */
+static void test_spectrum_cache(void)
+{
+    qh_rng g = qh_rng_stream(41, 0, QH_RNG_TEST);
+    size_t n = 40;
+    qh_matd *H = rand_spd(n, 60, 2.0, 1e-3, &g), *Hs = qh_matd_alloc(n, n), *Hx = qh_matd_alloc(n, n);
+    QH_ASSERT(Hs && Hx);
+    double shift = 0.37 * QH_AT(H, 0, 0);
+    for (size_t j = 0; j < n; j++)
+        for (size_t i = 0; i < n; i++) {
+            QH_AT(Hs, i, j) = QH_AT(H, i, j) + (i == j ? shift : 0.0);
+            QH_AT(Hx, i, j) = QH_AT(H, i, j);
+        }
+    QH_AT(Hx, 3, 7) += 1e-9;
+    QH_AT(Hx, 7, 3) += 1e-9;
+    qh_spectrum_cache c;
+    qh_spectrum_cache_init(&c);
+    qh_spectrum fresh, cached;
+    QH_CHECK(qh_spectrum_compute(H, &fresh) == QH_OK, "fresh spectrum");
+    QH_CHECK(qh_spectrum_compute_cached(H, &c, 0, &cached) == QH_OK && c.misses == 1 && c.hits == 0,
+             "first lookup decomposes (misses %zu)", c.misses);
+    QH_CHECK(qh_spectrum_compute_cached(H, &c, 0, &cached) == QH_OK && c.hits == 1, "same H: a hit");
+    QH_CHECK(memcmp(&fresh, &cached, sizeof fresh) == 0, "same H: identical summary");
+
+    QH_CHECK(qh_spectrum_compute(Hs, &fresh) == QH_OK, "fresh spectrum of H + sI");
+    QH_CHECK(qh_spectrum_compute_cached(Hs, &c, 1, &cached) == QH_OK && c.hits == 2,
+             "H + sI: a hit from slot 0 (hits %zu)", c.hits);
+    double scale = fresh.lambda_max;
+    QH_CHECK_CLOSE(cached.lambda_min, fresh.lambda_min, 1e-12 * scale, 0, "H + sI: λ_min");
+    QH_CHECK_CLOSE(cached.lambda_max, fresh.lambda_max, 1e-12 * scale, 0, "H + sI: λ_max");
+    QH_CHECK_CLOSE(cached.tr_sqrtH_sq, fresh.tr_sqrtH_sq, 0, 1e-10, "H + sI: tr(H^1/2)^2");
+    QH_CHECK_CLOSE(cached.tr_H, fresh.tr_H, 0, 1e-14, "H + sI: tr H");
+    QH_CHECK_CLOSE(cached.cond, fresh.cond, 0, 1e-9, "H + sI: condition number");
+    QH_CHECK(cached.rank == fresh.rank, "H + sI: rank %zu vs %zu", cached.rank, fresh.rank);
+    QH_CHECK_CLOSE(cached.mu_H, fresh.mu_H, 0, 1e-6, "H + sI: mu_H (same eigenvectors)");
+
+    size_t misses = c.misses;
+    QH_CHECK(qh_spectrum_compute_cached(Hx, &c, 1, &cached) == QH_OK && c.misses == misses + 1,
+             "one changed off-diagonal entry: a miss");
+    QH_CHECK(qh_spectrum_compute(Hx, &fresh) == QH_OK && memcmp(&fresh, &cached, sizeof fresh) == 0,
+             "a miss gives the fresh decomposition");
+    QH_CHECK(qh_spectrum_compute_cached(H, &c, 0, &cached) == QH_OK && c.misses == misses + 1,
+             "slot 0 kept H while slot 1 took the other matrix");
+    QH_AT(Hs, 5, 5) += 1e-6 * shift;   /* uneven diagonal change: not a shift */
+    QH_CHECK(qh_spectrum_compute_cached(Hs, &c, 1, &cached) == QH_OK && c.misses == misses + 2,
+             "uneven diagonal change: a miss");
+    QH_CHECK(qh_spectrum_compute_cached(H, &c, 2, &cached) == QH_EINVAL, "slot 2 refused");
+    qh_error_clear();
+    qh_spectrum_cache_free(&c);
+    QH_CHECK(c.slot[0].H == NULL && c.hits == 0, "free empties the cache");
+    qh_matd_free(H);
+    qh_matd_free(Hs);
+    qh_matd_free(Hx);
+}
+
 int main(void)
 {
     test_proxy();
     test_spectrum();
+    test_spectrum_cache();
     test_ldl();
     test_lemma2();
     test_kron_example();
