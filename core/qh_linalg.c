@@ -390,3 +390,34 @@ int qh_lin_proxy_loss(const qh_matd *W, const qh_matd *What, const qh_matd *H, d
     free(scratch);
     return st;
 }
+
+int qh_chol_small(double *A, size_t g)
+{
+    for (size_t j = 0; j < g; j++) {
+        double d = A[j + j * g];
+        for (size_t k = 0; k < j; k++) d -= A[j + k * g] * A[j + k * g];
+        if (!(d > 0.0)) return 0;
+        d = sqrt(d);
+        A[j + j * g] = d;
+        for (size_t i = j + 1; i < g; i++) {
+            double s = A[i + j * g];
+            for (size_t k = 0; k < j; k++) s -= A[i + k * g] * A[j + k * g];
+            A[i + j * g] = s / d;
+        }
+    }
+    return 1;
+}
+
+void qh_chol_small_solve(const double *L, size_t g, double *x)
+{
+    for (size_t i = 0; i < g; i++) {                        /* L y = x */
+        double s = x[i];
+        for (size_t k = 0; k < i; k++) s -= L[i + k * g] * x[k];
+        x[i] = s / L[i + i * g];
+    }
+    for (size_t i = g; i-- > 0;) {                          /* Lᵀ z = y */
+        double s = x[i];
+        for (size_t k = i + 1; k < g; k++) s -= L[k + i * g] * x[k];
+        x[i] = s / L[i + i * g];
+    }
+}

@@ -74,6 +74,15 @@ int qh_factor_damped(qh_matd *H, double damp, qh_factor_kind kind, qh_matd *F, d
 int qh_chol_upper(const qh_matd *H, qh_matd *F) QH_MUST_CHECK;          /* H = FᵀF */
 int qh_hinv_upper_chol(const qh_matd *H, qh_matd *F) QH_MUST_CHECK;     /* H⁻¹ = FᵀF */
 
+/* Small dense blocks (g x g, column-major, g of a few to a few dozen) where a
+ * LAPACK call would cost more than the arithmetic: the g x g diagonal blocks
+ * of BlockLDLQ and AQLM's preconditioner.  qh_chol_small factors A = L Lᵀ in
+ * place (lower triangle; the upper is left as it was) and returns 1, or 0 when
+ * A is not positive definite; qh_chol_small_solve overwrites x with
+ * A⁻¹x = L⁻ᵀ L⁻¹ x. */
+int qh_chol_small(double *A, size_t g);
+void qh_chol_small_solve(const double *L, size_t g, double *x);
+
 typedef enum { QH_LDL_FORWARD = 0, QH_LDL_REVERSE = 1 } qh_ldl_order;
 
 /* H = F D Fᵀ with F unit upper (forward) or unit lower (reverse); see the file

@@ -28,49 +28,9 @@
 #include "qh_rng.h"
 #include "bench_util.h"
 
-static double gemm_gflops(int dbl, size_t n, int reps)
-{
-    qh_rng r = qh_rng_stream(1, 0, QH_RNG_SYNTHETIC);
-    double best = 1e30;
-    if (dbl) {
-        double *A = malloc(3 * n * n * sizeof *A);
-        if (!A) return 0.0;
-        for (size_t i = 0; i < 2 * n * n; i++) A[i] = qh_rng_normal(&r);
-        for (int k = 0; k < reps; k++) {
-            double t = now_s();
-            qh_dgemm('N', 'N', n, n, n, 1.0, A, n, A + n * n, n, 0.0, A + 2 * n * n, n);
-            t = now_s() - t;
-            best = t < best ? t : best;
-        }
-        free(A);
-    } else {
-        float *A = malloc(3 * n * n * sizeof *A);
-        if (!A) return 0.0;
-        for (size_t i = 0; i < 2 * n * n; i++) A[i] = (float)qh_rng_normal(&r);
-        for (int k = 0; k < reps; k++) {
-            double t = now_s();
-            qh_sgemm('N', 'N', n, n, n, 1.0f, A, n, A + n * n, n, 0.0f, A + 2 * n * n, n);
-            t = now_s() - t;
-            best = t < best ? t : best;
-        }
-        free(A);
-    }
-    return 2.0 * (double)n * n * n / best * 1e-9;
-}
-
-static qh_matd *make_W(size_t m, size_t n)
-{
-    qh_rng r = qh_rng_stream(9, 1, QH_RNG_SYNTHETIC);
-    qh_matd *W = qh_matd_alloc(m, n);
-    if (!W) return NULL;
-    for (size_t j = 0; j < n; j++)
-        for (size_t i = 0; i < m; i++) QH_AT(W, i, j) = 0.02 * qh_rng_normal(&r);
-    return W;
-}
-
 static int bench_layer(size_t m, size_t n, int M, int bits)
 {
-    qh_matd *W = make_W(m, n), *H = bench_make_H(n, 2 * n, 9, 1), *zero = qh_matd_alloc(m, n);
+    qh_matd *W = bench_make_W(m, n, 9, 0), *H = bench_make_H(n, 2 * n, 9, 1), *zero = qh_matd_alloc(m, n);
     void *params = qh_method_params_new(&qh_method_aqlm);
     char buf[16];
     snprintf(buf, sizeof buf, "%d", M);
@@ -105,7 +65,7 @@ static int bench_layer(size_t m, size_t n, int M, int bits)
 /* One beam pass (and, for K ≤ 256, one Lloyd iteration and one CG step) on the solver. */
 static int bench_steps(size_t m, size_t n, int M, int B, double dpeak, double speak)
 {
-    qh_matd *W = make_W(m, n), *H = bench_make_H(n, 2 * n, 9, 1);
+    qh_matd *W = bench_make_W(m, n, 9, 0), *H = bench_make_H(n, 2 * n, 9, 1);
     size_t bytes = (qh_aqlm_ctx_bytes(m, n, M, B, 8, 2) + 63) / 64 * 64;
     void *mem = aligned_alloc(64, bytes);
     if (!W || !H || !mem) { qh_matd_free(W); qh_matd_free(H); free(mem); return QH_ENOMEM; }
@@ -151,7 +111,7 @@ static int bench_steps(size_t m, size_t n, int M, int B, double dpeak, double sp
 int main(void)
 {
     qh_blas_info_t info = qh_blas_info();
-    double speak = gemm_gflops(0, 1024, 3), dpeak = gemm_gflops(1, 1024, 3);
+    double speak = bench_gemm_gflops(0, 1024, 3), dpeak = bench_gemm_gflops(1, 1024, 3);
     printf("bench_aqlm (OpenBLAS core %s, %d threads): peak sgemm %.1f GFLOP/s, dgemm %.1f GFLOP/s (1024^3, best of 3)\n\n",
            info.core, info.threads, speak, dpeak);
     printf("Whole layers through the driver, default parameters (rel. proxy = proxy / tr(W H W^T)):\n\n");

@@ -23,33 +23,7 @@
 #include "qh_blas.h"
 #include "qh_rng.h"
 #include "tokenizer.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double sgemm_gflops(size_t n, int reps)
-{
-    float *A = malloc(n * n * sizeof(float)), *B = malloc(n * n * sizeof(float));
-    float *C = malloc(n * n * sizeof(float));
-    qh_rng r = qh_rng_stream(1, 0, QH_RNG_TEST);
-    for (size_t i = 0; i < n * n; i++) {
-        A[i] = (float)qh_rng_normal(&r);
-        B[i] = (float)qh_rng_normal(&r);
-    }
-    double best = 1e30;
-    for (int k = 0; k < reps; k++) {
-        double t = now_s();
-        qh_sgemm('N', 'N', n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-        t = now_s() - t;
-        best = t < best ? t : best;
-    }
-    free(A); free(B); free(C);
-    return 2.0 * (double)n * n * n / best * 1e-9;
-}
+#include "bench_util.h"
 
 static int bench_model(const char *dir, const int32_t *ids, size_t n_ids, size_t T, int windows,
                        double peak)
@@ -102,7 +76,7 @@ int main(void)
 {
     qh_blas_info_t bi = qh_blas_info();
     printf("OpenBLAS core %s, %d threads (%s)\n", bi.core, bi.threads, bi.config);
-    double p1 = sgemm_gflops(1024, 5), p2 = sgemm_gflops(2048, 3);
+    double p1 = bench_gemm_gflops(0, 1024, 5), p2 = bench_gemm_gflops(0, 2048, 3);
     double peak = p1 > p2 ? p1 : p2;
     printf("sgemm peak: 1024^3 %.1f GFLOP/s, 2048^3 %.1f GFLOP/s (best of 5 / 3)\n", p1, p2);
     printf("FLOPs counted (2 per multiply-add, as executed by sgemm), per window of T tokens:\n"

@@ -19,19 +19,6 @@
 #include "qh_rng.h"
 #include "bench_util.h"
 
-/* W ~ N(0, 0.02²) with a few heavy columns, like trained projections. */
-static qh_matd *make_W(size_t m, size_t n)
-{
-    qh_rng r = qh_rng_stream(5, 2, QH_RNG_SYNTHETIC);
-    qh_matd *W = qh_matd_alloc(m, n);
-    if (!W) return NULL;
-    for (size_t j = 0; j < n; j++) {
-        double col = (j % 97 == 0) ? 4.0 : 1.0;
-        for (size_t i = 0; i < m; i++) QH_AT(W, i, j) = 0.02 * col * qh_rng_normal(&r);
-    }
-    return W;
-}
-
 static int bench_bits(const qh_method_type *m)
 {
     int lo, hi;
@@ -78,7 +65,7 @@ static int bench_row(const qh_method_type *m, const qh_matd *W, const qh_matd *H
 
 static int bench_shape(size_t rows, size_t cols)
 {
-    qh_matd *W = make_W(rows, cols), *H = bench_make_H(cols, 2 * cols, 5, 1);
+    qh_matd *W = bench_make_W(rows, cols, 5, 97), *H = bench_make_H(cols, 2 * cols, 5, 1);
     qh_matd *zero = qh_matd_alloc(rows, cols);
     double wnorm = 0.0;              /* tr(W H Wᵀ): the proxy of Ŵ = 0 (alloc zeroes) */
     int st = (W && H && zero) ? qh_lin_proxy_loss(W, zero, H, &wnorm) : QH_ENOMEM;

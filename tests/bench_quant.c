@@ -16,16 +16,6 @@
 #include "qh_rng.h"
 #include "bench_util.h"
 
-static qh_matd *make_W(size_t m, size_t n)
-{
-    qh_rng r = qh_rng_stream(3, 1, QH_RNG_SYNTHETIC);
-    qh_matd *W = qh_matd_alloc(m, n);
-    if (!W) return NULL;
-    for (size_t j = 0; j < n; j++)
-        for (size_t i = 0; i < m; i++) QH_AT(W, i, j) = 0.02 * qh_rng_normal(&r);
-    return W;
-}
-
 /* One timed call of method `name`; returns 0 on success. */
 static int run_once(const char *name, const qh_matd *W, const qh_matd *H, void *work,
                     qh_result *r, double *t, double *t_blas)
@@ -46,7 +36,7 @@ static int run_once(const char *name, const qh_matd *W, const qh_matd *H, void *
 static int bench_size(size_t n)
 {
     static const char *const names[] = { "gptq", "ldlq" };
-    qh_matd *W = make_W(n, n), *H = bench_make_H(n, n + n / 2, 3, 1);
+    qh_matd *W = bench_make_W(n, n, 3, 0), *H = bench_make_H(n, n + n / 2, 3, 1);
     size_t bytes = 0;
     for (int k = 0; k < 2; k++) {
         const qh_method_type *m = qh_method_find(names[k]);

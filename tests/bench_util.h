@@ -50,4 +50,48 @@ static inline qh_matd *bench_make_H(size_t n, size_t T, uint64_t seed, int uneve
     return H;
 }
 
+/* Best-of-reps GFLOP/s of an n³ GEMM (dbl: dgemm, else sgemm), random
+ * operands; the machine's measured peak that benchmarks report against. */
+static inline double bench_gemm_gflops(int dbl, size_t n, int reps)
+{
+    qh_rng r = qh_rng_stream(1, 0, QH_RNG_SYNTHETIC);
+    double best = 1e30;
+    size_t elem = dbl ? sizeof(double) : sizeof(float);
+    void *A = malloc(3 * n * n * elem);
+    if (!A) return 0.0;
+    for (size_t i = 0; i < 2 * n * n; i++) {
+        if (dbl) ((double *)A)[i] = qh_rng_normal(&r);
+        else ((float *)A)[i] = (float)qh_rng_normal(&r);
+    }
+    for (int k = 0; k < reps; k++) {
+        double t = now_s();
+        if (dbl) {
+            double *D = A;
+            qh_dgemm('N', 'N', n, n, n, 1.0, D, n, D + n * n, n, 0.0, D + 2 * n * n, n);
+        } else {
+            float *F = A;
+            qh_sgemm('N', 'N', n, n, n, 1.0f, F, n, F + n * n, n, 0.0f, F + 2 * n * n, n);
+        }
+        t = now_s() - t;
+        best = t < best ? t : best;
+    }
+    free(A);
+    return 2.0 * (double)n * n * n / best * 1e-9;
+}
+
+/* W (m x n) with entries 0.02·N(0, 1) from stream `seed`; every `heavy`-th
+ * column (0: none) scaled by 4, like the outlier inputs of trained layers.
+ * New matrix, NULL on OOM. */
+static inline qh_matd *bench_make_W(size_t m, size_t n, uint64_t seed, size_t heavy)
+{
+    qh_rng r = qh_rng_stream(seed, 1, QH_RNG_SYNTHETIC);
+    qh_matd *W = qh_matd_alloc(m, n);
+    if (!W) return NULL;
+    for (size_t j = 0; j < n; j++) {
+        double col = (heavy && j % heavy == 0) ? 4.0 : 1.0;
+        for (size_t i = 0; i < m; i++) QH_AT(W, i, j) = 0.02 * col * qh_rng_normal(&r);
+    }
+    return W;
+}
+
 #endif

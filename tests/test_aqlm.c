@@ -154,6 +154,15 @@ static void test_bits(void)
     st = qh_aqlm_code_bits(2, 3, 2, 64, &B);
     QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "group g = 3 does not divide"), "g = 3 of n = 64: %s",
              qh_last_error());
+    qh_error_clear();
+
+    /* codebooks = 0: the fewest codebooks of at most 8 code bits each. */
+    static const struct { int g, bits, M; } autos[] = { { 8, 1, 1 }, { 8, 2, 2 }, { 8, 3, 3 }, { 8, 4, 4 },
+                                                         { 4, 2, 1 }, { 4, 3, 2 }, { 16, 2, 4 }, { 2, 3, 1 } };
+    for (size_t i = 0; i < sizeof autos / sizeof autos[0]; i++)
+        QH_CHECK(qh_aqlm_auto_codebooks(autos[i].g, autos[i].bits) == autos[i].M, "auto codebooks g=%d bits=%d: %d "
+                 "(want %d)", autos[i].g, autos[i].bits, qh_aqlm_auto_codebooks(autos[i].g, autos[i].bits),
+                 autos[i].M);
 }
 
 /* ---- planted codebook ------------------------------------------------------------- */
@@ -628,6 +637,15 @@ static void test_driver(void)
     qh_result_free(&b);
     qh_result_free(&c);
     qh_result_free(&h);
+
+    /* default codebooks = 0 at 3 bits: 3x8 g8, bits by the §10 formula */
+    const char *kva[] = { "epochs", "1", NULL };
+    qh_result_init(&a);
+    st = run_aqlm(kva, W, H, 3, 7, NULL, &a);
+    double side = (3.0 * 256 * 8 * 16 + 16.0 * m) / ((double)m * n);
+    QH_CHECK(st == QH_OK && a.bits_nominal == 3.0 && fabs(a.bits_side - side) < 1e-12,
+             "auto 3x8 at 3 bits: nominal %g (want 3), side %.6g (want %.6g)", a.bits_nominal, a.bits_side, side);
+    qh_result_free(&a);
 
     /* bad input */
     qh_result r;

@@ -44,8 +44,9 @@
 #define AQLM_CG_RTOL 1e-10
 
 static const qh_param_desc aqlm_params[] = {
-    { "codebooks", QH_PARAM_INT, offsetof(qh_aqlm_params, codebooks), 2, 1, 8, NULL,
-      "M: additive codebooks per group (code bits per codebook B = bits*group/M, an integer in 1..16)" },
+    { "codebooks", QH_PARAM_INT, offsetof(qh_aqlm_params, codebooks), 0, 0, 8, NULL,
+      "M: additive codebooks per group (code bits per codebook B = bits*group/M, an integer in 1..16); "
+      "0 = the fewest codebooks of at most 8 bits each (2x8 at 2 bits, 3x8 at 3 bits with group 8)" },
     { "group", QH_PARAM_INT, offsetof(qh_aqlm_params, group), 8, 1, 64, NULL,
       "g: consecutive input columns per vector (must divide n)" },
     { "epochs", QH_PARAM_INT, offsetof(qh_aqlm_params, epochs), 20, 0, 1000, NULL,
@@ -94,6 +95,15 @@ int qh_aqlm_code_bits(int M, int g, int bits, size_t n, int *B)
                  M > 0 ? (double)bits * g / M : 0.0, AQLM_MAX_B);
     if (B) *B = bits * g / M;
     return QH_OK;
+}
+
+int qh_aqlm_auto_codebooks(int g, int bits)
+{
+    int total = bits * g;            /* code bits per group */
+    for (int M = 1; M <= total; M++)
+        if (total % M == 0 && total / M <= 8)
+            return M;
+    return 1;
 }
 
 /* ---- solver memory ------------------------------------------------------------ */
@@ -446,24 +456,6 @@ void qh_aqlm_beam_pass(qh_aqlm_ctx *c, qh_rng *rng)
 
 /* ---- codebook updates -------------------------------------------------------------- */
 
-/* In-place lower Cholesky of a g x g block; 0 when not positive definite. */
-static int chol_block(double *A, size_t g)
-{
-    for (size_t j = 0; j < g; j++) {
-        double d = A[j + j * g];
-        for (size_t k = 0; k < j; k++) d -= A[j + k * g] * A[j + k * g];
-        if (!(d > 0.0)) return 0;
-        d = sqrt(d);
-        A[j + j * g] = d;
-        for (size_t i = j + 1; i < g; i++) {
-            double s = A[i + j * g];
-            for (size_t k = 0; k < j; k++) s -= A[i + k * g] * A[j + k * g];
-            A[i + j * g] = s / d;
-        }
-    }
-    return 1;
-}
-
 /* Block-Jacobi preconditioner (file header) into c->prec, factored. */
 static void build_prec(qh_aqlm_ctx *c)
 {
@@ -487,7 +479,7 @@ static void build_prec(qh_aqlm_ctx *c)
         }
     for (size_t i = 0; i < c->M * K; i++) {
         double *P = c->prec + i * g2;
-        if (!chol_block(P, g)) {                            /* unused codeword: identity */
+        if (!qh_chol_small(P, g)) {                            /* unused codeword: identity */
             memset(P, 0, g2 * sizeof *P);
             for (size_t a = 0; a < g; a++) P[a + a * g] = 1.0;
         }
@@ -497,21 +489,9 @@ static void build_prec(qh_aqlm_ctx *c)
 /* z = P⁻¹ r blockwise (P = L Lᵀ per block). */
 static void apply_prec(const qh_aqlm_ctx *c, const double *r, double *z)
 {
-    size_t g = c->g, g2 = g * g;
-    for (size_t i = 0; i < c->M * c->K; i++) {
-        const double *L = c->prec + i * g2, *ri = r + i * g;
-        double *zi = z + i * g;
-        for (size_t a = 0; a < g; a++) {                    /* L y = r */
-            double s = ri[a];
-            for (size_t b = 0; b < a; b++) s -= L[a + b * g] * zi[b];
-            zi[a] = s / L[a + a * g];
-        }
-        for (size_t a = g; a-- > 0;) {                      /* Lᵀ z = y */
-            double s = zi[a];
-            for (size_t b = a + 1; b < g; b++) s -= L[b + a * g] * zi[b];
-            zi[a] = s / L[a + a * g];
-        }
-    }
+    size_t g = c->g;
+    memcpy(z, r, c->M * c->K * g * sizeof *z);
+    for (size_t i = 0; i < c->M * c->K; i++) qh_chol_small_solve(c->prec + i * g * g, g, z + i * g);
 }
 
 /* Ap = A p, leaving T = the scaled decode of p and X = T H (what p adds to E and G). */
@@ -676,9 +656,17 @@ int qh_aqlm_run(qh_aqlm_ctx *c, const qh_aqlm_params *p, qh_rng *rng)
 
 /* ---- the method row ------------------------------------------------------------------- */
 
+/* M for this bit width: the parameter, or the automatic choice for 0. */
+static int codebooks_for(const qh_aqlm_params *p, int bits)
+{
+    return p->codebooks > 0 ? p->codebooks : qh_aqlm_auto_codebooks(p->group, bits);
+}
+
 /* The largest B the row may need for any bit width 1..8 (workspace size). */
 static int max_code_bits(const qh_aqlm_params *p)
 {
+    if (p->codebooks == 0)
+        return 8;
     int best = 1;
     for (int bits = 1; bits <= 8; bits++)
         if ((bits * p->group) % p->codebooks == 0) {
@@ -693,7 +681,8 @@ static size_t aqlm_workspace_size(const void *params, size_t m, size_t n)
     const qh_aqlm_params *p = params;
     size_t g = p->group > 0 ? (size_t)p->group : 1;
     size_t nn = n / g * g;                                  /* quantize refuses n % g != 0 */
-    return qh_aqlm_ctx_bytes(m, nn ? nn : g, p->codebooks, max_code_bits(p), (int)g, p->epochs)
+    int M = p->codebooks > 0 ? p->codebooks : (int)g;   /* auto: M <= bits*g/8 <= g */
+    return qh_aqlm_ctx_bytes(m, nn ? nn : g, M, max_code_bits(p), (int)g, p->epochs)
            + qh_ws_round(n * n * sizeof(double)) + 2 * QH_WS_ALIGN;
 }
 
@@ -703,8 +692,8 @@ static int aqlm_quantize(const void *params, const qh_problem *in, qh_result *ou
 {
     const qh_aqlm_params *p = params;
     size_t m = in->W->rows, n = in->W->cols;
-    int B;
-    QH_TRY(qh_aqlm_code_bits(p->codebooks, p->group, in->bits, n, &B));
+    int B, M = codebooks_for(p, in->bits);
+    QH_TRY(qh_aqlm_code_bits(M, p->group, in->bits, n, &B));
     if (!in->H) QH_ERROR(QH_EINVAL, "%s: aqlm needs a Hessian H", layer_name(in));
     size_t bytes = aqlm_workspace_size(params, m, n);
     qh_bump ws = { work, bytes };
@@ -719,7 +708,7 @@ static int aqlm_quantize(const void *params, const qh_problem *in, qh_result *ou
     out->order = "natural";
 
     qh_aqlm_ctx c;
-    qh_aqlm_ctx_init(&c, in->W, out->H_proc, p->codebooks, B, p->group, p->epochs, ws.p);
+    qh_aqlm_ctx_init(&c, in->W, out->H_proc, M, B, p->group, p->epochs, ws.p);
     qh_rng rng = qh_rng_stream(in->seed, in->layer, QH_RNG_AQLM);
     out->n_greedy_passes = (size_t)qh_aqlm_run(&c, p, &rng);
     qh_aqlm_decode(&c, out->What_proc);
@@ -729,8 +718,8 @@ static int aqlm_quantize(const void *params, const qh_problem *in, qh_result *ou
         out->grid.step[r] = c.scale[r];
         out->grid.zero[r] = 0.0;
     }
-    out->bits_nominal = (double)p->codebooks * B / p->group;
-    out->bits_side = ((double)p->codebooks * ldexp(1.0, B) * p->group * 16.0 + 16.0 * (double)m)
+    out->bits_nominal = (double)M * B / p->group;
+    out->bits_side = ((double)M * ldexp(1.0, B) * p->group * 16.0 + 16.0 * (double)m)
                      / ((double)m * (double)n);
     return QH_OK;
 }

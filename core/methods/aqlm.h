@@ -7,7 +7,10 @@
  * C_k a codebook of K = 2^B vectors of dimension g, s_r one scale per output
  * row.  The problem's bit width is the NOMINAL bits per weight: B = bits·g/M
  * must be an integer in 1..16 (bits 2 with codebooks 2, group 8 is "2x8";
- * codebooks 1 is "1x16"), else QH_EINVAL naming M, g and bits.
+ * codebooks 1 is "1x16"), else QH_EINVAL naming M, g and bits.  The default
+ * codebooks = 0 picks the fewest codebooks of at most 8 bits each: with
+ * group 8, 1x8 at 1 bit, 2x8 at 2, 3x8 at 3, 4x8 at 4 (a sweep over bit
+ * widths then stays in the family the reference recommends on CPU).
  *
  * Algorithm (aqlm.c has the details), proxy ℓ = tr((Ŵ−W̃) H (Ŵ−W̃)ᵀ) with
  * H damped by damp·mean(diag H)·I (raised tenfold per failed Cholesky):
@@ -86,7 +89,7 @@
 enum { QH_AQLM_LSTSQ = 0, QH_AQLM_ADAM = 1 };
 
 typedef struct {
-    int codebooks;                   /* M */
+    int codebooks;                   /* M; 0 = qh_aqlm_auto_codebooks */
     int group;                       /* g: columns per group (must divide n) */
     int epochs;                      /* maximum alternations */
     double tolerance;                /* stop below this relative improvement per epoch */
@@ -112,6 +115,12 @@ double qh_aqlm_bits_per_weight(int M, int B, int g, const size_t *rows, const si
  * does not divide n or B is not an integer in 1..16 (the message names M, g
  * and bits). */
 int qh_aqlm_code_bits(int M, int g, int bits, size_t n, int *B) QH_MUST_CHECK;
+
+/* The codebook count of parameter codebooks = 0 for groups of g at `bits`
+ * nominal bits: the smallest M with B = bits·g/M an integer of at most 8
+ * (8-bit codebooks are the reference's CPU-friendly 2x8 and 1x8; 2^16-entry
+ * codebooks cost more than the weights of a small layer). */
+int qh_aqlm_auto_codebooks(int g, int bits);
 
 /* ---- the solver (tests, benchmarks) ---------------------------------------- */
 

@@ -136,39 +136,6 @@ static void block_ldlq(const qs_codebook *cb, const qh_matd *Y, const qh_matd *U
     }
 }
 
-/* Cholesky of an 8 x 8 SPD block in place (lower, column-major); 0 on failure. */
-static int chol8(double *C)
-{
-    for (size_t j = 0; j < QS_G; j++) {
-        double d = C[j + j * QS_G];
-        for (size_t k = 0; k < j; k++) d -= C[j + k * QS_G] * C[j + k * QS_G];
-        if (!(d > 0.0)) return 0;
-        d = sqrt(d);
-        C[j + j * QS_G] = d;
-        for (size_t i = j + 1; i < QS_G; i++) {
-            double s = C[i + j * QS_G];
-            for (size_t k = 0; k < j; k++) s -= C[i + k * QS_G] * C[j + k * QS_G];
-            C[i + j * QS_G] = s / d;
-        }
-    }
-    return 1;
-}
-
-/* x ← C⁻ᵀ C⁻¹ x with C the lower Cholesky factor (solves H_bb y = x). */
-static void cholsolve8(const double *C, double *x)
-{
-    for (size_t i = 0; i < QS_G; i++) {
-        double s = x[i];
-        for (size_t k = 0; k < i; k++) s -= C[i + k * QS_G] * x[k];
-        x[i] = s / C[i + i * QS_G];
-    }
-    for (size_t i = QS_G; i-- > 0;) {
-        double s = x[i];
-        for (size_t k = i + 1; k < QS_G; k++) s -= C[k + i * QS_G] * x[k];
-        x[i] = s / C[i + i * QS_G];
-    }
-}
-
 /* Tune passes (step 5).  E (m x n) = Y − Q on entry and kept current; G m x 8. */
 static void tune_passes(const qs_codebook *cb, const qh_matd *Y, const qh_matd *H, int iters, qh_matd *E,
                         qh_matd *G, double *C, qh_matd *Q)
@@ -179,11 +146,11 @@ static void tune_passes(const qs_codebook *cb, const qh_matd *Y, const qh_matd *
             qh_dgemm('N', 'N', m, QS_G, n, 1.0, E->data, E->ld, &QH_AT(H, 0, k), H->ld, 0.0, G->data, G->ld);
             for (size_t j = 0; j < QS_G; j++)
                 for (size_t i = 0; i < QS_G; i++) C[i + j * QS_G] = QH_AT(H, k + i, k + j);
-            QH_ASSERT(chol8(C));                        /* a principal block of a PD matrix */
+            QH_ASSERT(qh_chol_small(C, QS_G));                        /* a principal block of a PD matrix */
             for (size_t r = 0; r < m; r++) {
                 double x[QS_G], q[QS_G];
                 for (size_t i = 0; i < QS_G; i++) x[i] = QH_AT(G, r, i);
-                cholsolve8(C, x);
+                qh_chol_small_solve(C, QS_G, x);
                 for (size_t i = 0; i < QS_G; i++) x[i] += QH_AT(Q, r, k + i);
                 int st = qh_e8p_rvq_quantize(cb->e8p, cb->e81b, cb->bits, x, q);
                 QH_ASSERT(st == QH_OK);
