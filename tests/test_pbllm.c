@@ -70,6 +70,9 @@ static void test_bits(void)
     QH_CHECK_CLOSE(nom, 1.7 + 7.0 * 0.4 / 16777216.0, 1e-12, 0, "4096²: nominal %.9f", nom);
     QH_CHECK_CLOSE(side, 1.0 + 56.0 / 4096.0, 1e-12, 0, "4096²: side 1 + 56/4096 (%.9f)", side);
     QH_NOTE("PB-LLM 4096^2: nominal %.6f, side %.6f, total %.6f", nom, side, nom + side);
+    qh_pbllm_bits(0, 8, 4096, 4096, &nom, &side);            /* nothing salient: no mask, no grid */
+    QH_CHECK(nom == 1.0 && fabs(side - 32.0 / 4096.0) < 1e-15, "no salient weights: nominal %g, side %g "
+             "(want 1 and 32/4096)", nom, side);
 
     size_t m = 10, n = 20;                   /* 200 weights, 20 kept */
     qh_matd *W = random_W(m, n, 1), *H = random_H(n, 40, 1);

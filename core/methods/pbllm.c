@@ -26,7 +26,9 @@
  *
  * Bits (qh_pbllm_bits): nominal f·8 + (1 − f)·1 = 1.7 at f = 0.1; the mask
  * stored as a raw bitmap costs 1 bit per weight (2.7 in all, PTQ1.61's count
- * of PB-LLM), plus per row FP16 μ, α, FP16 grid step and an 8-bit zero.
+ * of PB-LLM), plus per row FP16 μ, α, FP16 grid step and an 8-bit zero;
+ * with nothing salient (salient_frac 0: plain binarization with feedback)
+ * only the per-row μ and α remain, 32/n.
  * The CSR alternative (reference `quant/outlier_quantizer.py`): per salient
  * entry its 8-bit value and a ⌈log₂n⌉-bit column index, a 32-bit row pointer
  * per row, and the 1-bit signs of all entries (dense sign plane): at f = 0.1,
@@ -70,7 +72,8 @@ void qh_pbllm_bits(size_t n_salient, int high_bits, size_t m, size_t n, double *
 {
     double f = (double)n_salient / ((double)m * (double)n);
     if (nominal) *nominal = f * (double)high_bits + (1.0 - f);
-    if (side) *side = 1.0 + (48.0 + (double)high_bits) / (double)n;
+    /* Nothing salient: no mask and no high-bit grid to store, only μ and α. */
+    if (side) *side = n_salient ? 1.0 + (48.0 + (double)high_bits) / (double)n : 32.0 / (double)n;
 }
 
 /* ---- the salient mask ------------------------------------------------------ */
@@ -238,7 +241,7 @@ static int pbllm_quantize(const void *params, const qh_problem *in, qh_result *o
 
 const qh_method_type qh_method_pbllm = {
     .name = "pbllm",
-    .version = 1,
+    .version = 2,                    /* 2: no mask bits counted when nothing is salient */
     .needs = QH_NEEDS_HESSIAN,
     .summary = "PB-LLM (GPTQ-PB): top salient_frac weights on an 8-bit row grid, the rest "
                "binarized (mu, alpha per row), OPTQ feedback; bits must be 1",

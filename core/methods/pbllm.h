@@ -41,7 +41,8 @@ extern const qh_method_type qh_method_pbllm;
 /* Bits per weight of PB-LLM for an m x n matrix with n_salient kept entries:
  *   *nominal = f·high_bits + (1 − f), f = n_salient/(m·n);
  *   *side    = 1 (raw bitmap mask) + (16 + 16 + 16 + high_bits)/n
- *              (per row: FP16 μ, FP16 α, FP16 grid step, high_bits grid zero).
+ *              (per row: FP16 μ, FP16 α, FP16 grid step, high_bits grid zero);
+ *              32/n when n_salient = 0 (no mask, no grid: per row μ and α only).
  * Either output may be NULL. */
 void qh_pbllm_bits(size_t n_salient, int high_bits, size_t m, size_t n, double *nominal,
                    double *side);
