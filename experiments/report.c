@@ -871,9 +871,36 @@ static void write_footnotes(fmt_kind k, FILE *f, const footnotes *fn, size_t fro
 
 /* ---- the main table ------------------------------------------------------------------ */
 
-static void md_table(FILE *f, const qh_report_set *set, const model_index *mi, footnotes *fn)
+/* The body rows of the perplexity table, one per label: perplexity per bit
+ * width and dataset, then the bits; Markdown pipes or LaTeX ampersands (with
+ * a rule under the float32 baseline). */
+static void table_rows(fmt_kind k, FILE *f, const qh_report_set *set, const model_index *mi,
+                       footnotes *fn)
 {
     char entry[512], name[256];
+    const char *sep = k == FMT_MD ? " %s |" : " & %s";
+    for (size_t l = 0; l < mi->n_labels; l++) {
+        const char *label = mi->labels[l].first->label;
+        escape(k, mi->labels[l].display, name, sizeof name);
+        fprintf(f, k == FMT_MD ? "| %s |" : "%s", name);
+        for (size_t b = 0; b < mi->n_bits; b++) {
+            for (size_t d = 0; d < mi->n_datasets; d++) {
+                ppl_entry(k, set, mi->model, label, mi->bits[b], mi->datasets[d], fn, entry,
+                          sizeof entry);
+                fprintf(f, sep, entry);
+            }
+            bpw_entry(k, set, mi->model, label, mi->bits[b], entry, sizeof entry);
+            fprintf(f, sep, entry);
+        }
+        fprintf(f, k == FMT_MD ? "\n" : " \\\\\n");
+        if (k == FMT_TEX && mi->labels[l].first->is_baseline)
+            fprintf(f, "\\midrule\n");
+    }
+}
+
+static void md_table(FILE *f, const qh_report_set *set, const model_index *mi, footnotes *fn)
+{
+    char name[256];
     size_t fn_from = fn->n;
     escape(FMT_MD, mi->model, name, sizeof name);
     fprintf(f, "## %s\n\nPerplexity (lower is better): mean ± sample standard deviation over "
@@ -889,21 +916,7 @@ static void md_table(FILE *f, const qh_report_set *set, const model_index *mi, f
         for (size_t d = 0; d <= mi->n_datasets; d++)
             fprintf(f, "---:|");
     fprintf(f, "\n");
-    for (size_t l = 0; l < mi->n_labels; l++) {
-        const char *label = mi->labels[l].first->label;
-        escape(FMT_MD, mi->labels[l].display, name, sizeof name);
-        fprintf(f, "| %s |", name);
-        for (size_t b = 0; b < mi->n_bits; b++) {
-            for (size_t d = 0; d < mi->n_datasets; d++) {
-                ppl_entry(FMT_MD, set, mi->model, label, mi->bits[b], mi->datasets[d], fn, entry,
-                          sizeof entry);
-                fprintf(f, " %s |", entry);
-            }
-            bpw_entry(FMT_MD, set, mi->model, label, mi->bits[b], entry, sizeof entry);
-            fprintf(f, " %s |", entry);
-        }
-        fprintf(f, "\n");
-    }
+    table_rows(FMT_MD, f, set, mi, fn);
     if (fn->n > fn_from) {
         fprintf(f, "\n");
         write_footnotes(FMT_MD, f, fn, fn_from);
@@ -934,23 +947,7 @@ static void tex_table(FILE *f, const qh_report_set *set, const model_index *mi, 
         fprintf(f, " & bpw");
     }
     fprintf(f, " \\\\\n\\midrule\n");
-    for (size_t l = 0; l < mi->n_labels; l++) {
-        const char *label = mi->labels[l].first->label;
-        escape(FMT_TEX, mi->labels[l].display, name, sizeof name);
-        fprintf(f, "%s", name);
-        for (size_t b = 0; b < mi->n_bits; b++) {
-            for (size_t d = 0; d < mi->n_datasets; d++) {
-                ppl_entry(FMT_TEX, set, mi->model, label, mi->bits[b], mi->datasets[d], fn,
-                          entry, sizeof entry);
-                fprintf(f, " & %s", entry);
-            }
-            bpw_entry(FMT_TEX, set, mi->model, label, mi->bits[b], entry, sizeof entry);
-            fprintf(f, " & %s", entry);
-        }
-        fprintf(f, " \\\\\n");
-        if (mi->labels[l].first->is_baseline)
-            fprintf(f, "\\midrule\n");
-    }
+    table_rows(FMT_TEX, f, set, mi, fn);
     fprintf(f, "\\bottomrule\n\\end{tabular}\n");
     if (fn->n > fn_from) {
         fprintf(f, "\n\\par\\footnotesize\n");
