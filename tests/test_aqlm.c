@@ -17,20 +17,12 @@
 #include "qh_method.h"
 #include "qh_rng.h"
 #include "qh_test.h"
+#include "qh_fixtures.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- helpers ------------------------------------------------------------------ */
-
-static qh_matd *gaussian_W(size_t m, size_t n, uint32_t key)
-{
-    qh_rng r = qh_rng_stream(11, key, QH_RNG_TEST);
-    qh_matd *W = qh_matd_alloc(m, n);
-    for (size_t j = 0; j < n; j++)
-        for (size_t i = 0; i < m; i++) QH_AT(W, i, j) = qh_rng_normal(&r) * (1.0 + 0.3 * (double)(i % 3));
-    return W;
-}
 
 /* H = X Xᵀ/T + 0.05 I with X correlated along the input index (full symmetric). */
 static qh_matd *correlated_H(size_t n, size_t T, uint32_t key)
@@ -209,7 +201,7 @@ static void test_beam_exact(void)
 {
     size_t m = 7, n = 12;
     int M = 2, B = 3, g = 3;
-    qh_matd *W = gaussian_W(m, n, 1), *H = correlated_H(n, 30, 2), *What = qh_matd_alloc(m, n);
+    qh_matd *W = fixture_gaussian_W(m, n, 11, 1, 0.3), *H = correlated_H(n, 30, 2), *What = qh_matd_alloc(m, n);
     solver s;
     solver_new(&s, W, H, M, B, g, 4);
     qh_aqlm_ctx *c = &s.c;
@@ -299,7 +291,7 @@ static double norm2(const double *x, size_t n)
 static void test_codebook_updates(void)
 {
     size_t m = 12, n = 16;
-    qh_matd *W = gaussian_W(m, n, 4), *H = correlated_H(n, 40, 5), *What = qh_matd_alloc(m, n);
+    qh_matd *W = fixture_gaussian_W(m, n, 11, 4, 0.3), *H = correlated_H(n, 40, 5), *What = qh_matd_alloc(m, n);
     solver s;
     solver_new(&s, W, H, 2, 3, 4, 4);
     qh_aqlm_ctx *c = &s.c;
@@ -381,7 +373,7 @@ static void test_codebook_updates(void)
 static void test_monotone(void)
 {
     size_t m = 32, n = 32;
-    qh_matd *W = gaussian_W(m, n, 9), *H = correlated_H(n, 60, 10);
+    qh_matd *W = fixture_gaussian_W(m, n, 11, 9, 0.3), *H = correlated_H(n, 60, 10);
     solver s;
     solver_new(&s, W, H, 2, 4, 4, 10);
     qh_aqlm_ctx *c = &s.c;
@@ -462,7 +454,7 @@ static void test_identity_kmeans(void)
 {
     size_t m = 40, n = 16, g = 4, K = 16;
     int iters = 6;
-    qh_matd *W = gaussian_W(m, n, 14), *H = qh_matd_alloc(n, n);
+    qh_matd *W = fixture_gaussian_W(m, n, 11, 14, 0.3), *H = qh_matd_alloc(n, n);
     for (size_t i = 0; i < n; i++) QH_AT(H, i, i) = 1.0;
     solver s;
     solver_new(&s, W, H, 1, 4, (int)g, 2);
@@ -518,7 +510,7 @@ static void test_identity_kmeans(void)
 static void test_quality(void)
 {
     size_t m = 64, n = 64;
-    qh_matd *W = gaussian_W(m, n, 15), *H = correlated_H(n, 200, 16);
+    qh_matd *W = fixture_gaussian_W(m, n, 11, 15, 0.3), *H = correlated_H(n, 200, 16);
     qh_result a, b, rtn, gptq;
     qh_result_init(&a);
     qh_result_init(&b);
@@ -558,7 +550,7 @@ static void test_quality(void)
 static void test_structure(void)
 {
     size_t m = 64, n = 64, g = 8, J = n / g, K = 256;
-    qh_matd *W = gaussian_W(m, n, 17), *H = correlated_H(n, 100, 18);
+    qh_matd *W = fixture_gaussian_W(m, n, 11, 17, 0.3), *H = correlated_H(n, 100, 18);
     qh_result r;
     qh_result_init(&r);
     const char *kv[] = { "codebooks", "1", "epochs", "3", NULL };
@@ -597,7 +589,7 @@ static void test_structure(void)
 static void test_driver(void)
 {
     size_t m = 64, n = 64;
-    qh_matd *W = gaussian_W(m, n, 19), *H = correlated_H(n, 100, 20);
+    qh_matd *W = fixture_gaussian_W(m, n, 11, 19, 0.3), *H = correlated_H(n, 100, 20);
     qh_result a, b, c, h;
     qh_result_init(&a);
     qh_result_init(&b);

@@ -16,18 +16,10 @@
 #include "qh_method.h"
 #include "qh_rng.h"
 #include "qh_test.h"
+#include "qh_fixtures.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-static qh_matd *gaussian_W(size_t m, size_t n, uint32_t key)
-{
-    qh_matd *W = qh_matd_alloc(m, n);
-    qh_rng r = qh_rng_stream(41, key, QH_RNG_TEST);
-    for (size_t j = 0; j < n; j++)
-        for (size_t i = 0; i < m; i++) QH_AT(W, i, j) = qh_rng_normal(&r);
-    return W;
-}
 
 /* H = XᵀX/k with a shared factor (correlated columns) and uneven scales. */
 static qh_matd *correlated_H(size_t n, size_t k, uint32_t key)
@@ -96,7 +88,7 @@ static void test_bits(void)
 static void test_salient_planted(void)
 {
     size_t m = 32, n = 64;
-    qh_matd *W = gaussian_W(m, n, 1), *S = qh_matd_alloc(m, n);
+    qh_matd *W = fixture_gaussian_W(m, n, 41, 1, 0.0), *S = qh_matd_alloc(m, n);
     double d[64];
     const size_t planted[3] = { 7, 30, 51 };
     for (size_t j = 0; j < n; j++) d[j] = 0.8 + 0.4 * (double)(j % 5) / 4.0;
@@ -146,7 +138,7 @@ static void test_layer(void)
     size_t m = fast ? 64 : 256, n = fast ? 128 : 256;
     const char *bs = fast ? "64" : "128";
     size_t B = fast ? 64 : 128;
-    qh_matd *W = gaussian_W(m, n, 2), *H = correlated_H(n, 2 * n, 2);
+    qh_matd *W = fixture_gaussian_W(m, n, 41, 2, 0.0), *H = correlated_H(n, 2 * n, 2);
     qh_result on, off, again;
     qh_result_init(&on);
     qh_result_init(&off);
@@ -178,7 +170,7 @@ static void test_layer(void)
              again.proxy_loss == on.proxy_loss, "deterministic");
 
     /* The switches run and give sensible layers (on a smaller layer, for time). */
-    qh_matd *W2 = gaussian_W(64, 128, 4), *H2 = correlated_H(128, 256, 4);
+    qh_matd *W2 = fixture_gaussian_W(64, 128, 41, 4, 0.0), *H2 = correlated_H(128, 256, 4);
     const char *kv_off2[] = { "blocksize", "64", "feedback", "0", NULL };
     QH_CHECK(run_billm(kv_off2, W2, H2, 1, &off) == QH_OK, "small no feedback: %s", qh_last_error());
     const char *variants[][7] = {
@@ -207,7 +199,7 @@ static void test_layer(void)
 
 static void test_bad_input(void)
 {
-    qh_matd *W = gaussian_W(8, 32, 3), *H = correlated_H(32, 64, 3);
+    qh_matd *W = fixture_gaussian_W(8, 32, 41, 3, 0.0), *H = correlated_H(32, 64, 3);
     qh_result r;
     qh_result_init(&r);
     int st = run_billm(NULL, W, H, 2, &r);

@@ -14,6 +14,7 @@
 #include "qh_method.h"
 #include "qh_rng.h"
 #include "qh_test.h"
+#include "qh_fixtures.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -268,15 +269,7 @@ static void test_small_shapes(void)
     for (size_t s = 0; s < 3; s++) {
         size_t m = shapes[s][0], n = shapes[s][1];
         qh_matd *W = random_W(m, n, 70 + (uint32_t)s), *H = planted_H(n, n + 4, NULL, 70 + (uint32_t)s);
-        for (size_t j = 0; n > 1 && j < n; j++) QH_AT(H, 0, j) = QH_AT(H, j, 0) = 0.0;   /* input 0 dead */
-        qh_result r;
-        qh_result_init(&r);
-        int st = run(NULL, W, H, 1, &r);
-        QH_CHECK(st == QH_OK && qh_matd_all_finite(r.What) && r.n_dead_cols == (n > 1)
-                 && isfinite(r.proxy_loss) && r.bits_total > 1.0,
-                 "%zux%zu with a dead input: status %d, dead %zu, proxy %g (%s)", m, n, st, r.n_dead_cols,
-                 r.proxy_loss, qh_last_error());
-        qh_result_free(&r);
+        fixture_check_dead_input(&qh_method_ptq161, 1, W, H);
         qh_matd_free(W);
         qh_matd_free(H);
     }

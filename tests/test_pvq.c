@@ -19,6 +19,7 @@
 #include "qh_pvq.h"
 #include "qh_rng.h"
 #include "qh_test.h"
+#include "qh_fixtures.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -335,15 +336,6 @@ static void test_amp_levels(void)
 
 /* ---- the method row ----------------------------------------------------------- */
 
-static qh_matd *gaussian_W(size_t m, size_t n, uint32_t key)
-{
-    qh_matd *W = qh_matd_alloc(m, n);
-    qh_rng r = qh_rng_stream(21, key, QH_RNG_TEST);
-    for (size_t j = 0; j < n; j++)
-        for (size_t i = 0; i < m; i++) QH_AT(W, i, j) = qh_rng_normal(&r);
-    return W;
-}
-
 /* H = XᵀX/k with correlated columns of decaying scale (SPD for k ≥ n). */
 static qh_matd *random_spd_H(size_t n, size_t k, uint32_t key)
 {
@@ -401,7 +393,7 @@ static size_t structure_violations(const qh_result *r, size_t D, unsigned K, con
 static void test_method_structure(void)
 {
     size_t m = 32, n = 64;
-    qh_matd *W = gaussian_W(m, n, 1), *H = random_spd_H(n, 2 * n, 2);
+    qh_matd *W = fixture_gaussian_W(m, n, 21, 1, 0.0), *H = random_spd_H(n, 2 * n, 2);
     qh_result r;
     qh_result_init(&r);
     QH_CHECK(run_pvq(NULL, W, H, 2, NULL, &r) == QH_OK, "pvq defaults, 2 bits: %s", qh_last_error());
@@ -436,7 +428,7 @@ static void test_method_feedback(void)
         static const char *const names[4] = { "plain PVQ", "Hessian search only", "GPTQ feedback",
                                               "feedback + Hessian search" };
         for (size_t d = 0; d < draws; d++) {
-            qh_matd *W = gaussian_W(m, n, (uint32_t)(10 + d)), *H = random_spd_H(n, 2 * n, (uint32_t)(20 + d));
+            qh_matd *W = fixture_gaussian_W(m, n, 21, (uint32_t)(10 + d), 0.0), *H = random_spd_H(n, 2 * n, (uint32_t)(20 + d));
             for (int v = 0; v < 4; v++) {
                 const char *kv[] = { "feedback", v >= 2 ? "1" : "0", "hessian_search", v % 2 ? "1" : "0", NULL };
                 qh_result r;
@@ -453,7 +445,7 @@ static void test_method_feedback(void)
                  bits, loss[0], loss[1], loss[2], loss[3]);
         for (int v = 0; v < 4; v++) QH_NOTE("%d bits, mean proxy loss over %zu layers: %-26s %.5g", bits, draws, names[v], loss[v]);
         /* The scalar GPTQ row at the same nominal bits, for scale. */
-        qh_matd *W = gaussian_W(m, n, 10), *H = random_spd_H(n, 2 * n, 20);
+        qh_matd *W = fixture_gaussian_W(m, n, 21, 10, 0.0), *H = random_spd_H(n, 2 * n, 20);
         qh_problem pb = { W, H, bits, 0, 0, "gptq" };
         qh_result r;
         qh_result_init(&r);
@@ -477,7 +469,7 @@ static size_t count_close(const qh_matd *A, const qh_matd *B, double rtol)
 static void test_method_lazy_determinism_incoherence(void)
 {
     size_t m = 24, n = 96;
-    qh_matd *W = gaussian_W(m, n, 31), *H = random_spd_H(n, 2 * n, 32);
+    qh_matd *W = fixture_gaussian_W(m, n, 21, 31, 0.0), *H = random_spd_H(n, 2 * n, 32);
     qh_result a, b, c;
     qh_result_init(&a);
     qh_result_init(&b);
@@ -566,7 +558,7 @@ static void ref_group(const ref_ctx *c, const double *w, const double *M, double
 static void test_method_two_groups(void)
 {
     size_t m = 6, n = 16;
-    qh_matd *W = gaussian_W(m, n, 51), *H = random_spd_H(n, 40, 52);
+    qh_matd *W = fixture_gaussian_W(m, n, 21, 51, 0.0), *H = random_spd_H(n, 40, 52);
     qh_result r;
     qh_result_init(&r);
     const char *kv[] = { "hessian_search", "1", "feedback", "1", NULL };
@@ -637,11 +629,11 @@ static void expect(const char *const *kv, const qh_matd *W, const qh_matd *H, in
 
 static void test_method_bad_input(void)
 {
-    qh_matd *W = gaussian_W(4, 60, 41), *H = random_spd_H(60, 80, 42);
+    qh_matd *W = fixture_gaussian_W(4, 60, 21, 41, 0.0), *H = random_spd_H(60, 80, 42);
     expect(NULL, W, H, 2, QH_EINVAL, "D = 8 does not divide", "n = 60 with D = 8");
     qh_matd_free(W);
     qh_matd_free(H);
-    W = gaussian_W(4, 64, 43);
+    W = fixture_gaussian_W(4, 64, 21, 43, 0.0);
     H = random_spd_H(64, 80, 44);
     expect((const char *const[]){ "group", "32", "pulses", "200", NULL }, W, H, 2, QH_EINVAL, "K = 200",
            "D = 32, K = 200 overflows");

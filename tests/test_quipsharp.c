@@ -16,20 +16,12 @@
 #include "qh_metrics.h"
 #include "qh_rng.h"
 #include "qh_test.h"
+#include "qh_fixtures.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 static qh_e8p cb;
-
-static qh_matd *gaussian_W(size_t m, size_t n, uint32_t key)
-{
-    qh_matd *W = qh_matd_alloc(m, n);
-    qh_rng r = qh_rng_stream(11, key, QH_RNG_TEST);
-    for (size_t j = 0; j < n; j++)
-        for (size_t i = 0; i < m; i++) QH_AT(W, i, j) = qh_rng_normal(&r);
-    return W;
-}
 
 /* H = XᵀX/k, X (k x n): Gaussian columns of decaying scale plus a common factor. */
 static qh_matd *random_spd_H(size_t n, size_t k, uint32_t key)
@@ -158,7 +150,7 @@ static size_t count_close(const qh_matd *A, const qh_matd *B, double tol)
 static void test_two_bit_hadamard(void)
 {
     size_t m = 64, n = 64;
-    qh_matd *W = gaussian_W(m, n, 1), *H = random_spd_H(n, 96, 2);
+    qh_matd *W = fixture_gaussian_W(m, n, 11, 1, 0.0), *H = random_spd_H(n, 96, 2);
     qh_result r;
     qh_result_init(&r);
     QH_CHECK(run(NULL, W, H, 2, 1, &r) == QH_OK, "quipsharp 2 bits with hadamard runs: %s", qh_last_error());
@@ -255,7 +247,7 @@ static void test_two_bit_hadamard(void)
 static void test_no_incoherence_and_scale(void)
 {
     size_t m = 24, n = 48;
-    qh_matd *W = gaussian_W(m, n, 3), *H = random_spd_H(n, 80, 4), *W4 = qh_matd_copy(W);
+    qh_matd *W = fixture_gaussian_W(m, n, 11, 3, 0.0), *H = random_spd_H(n, 80, 4), *W4 = qh_matd_copy(W);
     for (size_t j = 0; j < n; j++)
         for (size_t i = 0; i < m; i++) QH_AT(W4, i, j) *= 4.0;
     qh_result a, b;
@@ -303,8 +295,8 @@ static void expect(int st, int want, const char *needle, const char *what)
 static void test_bad_input(void)
 {
     size_t m = 8, n = 16;
-    qh_matd *W = gaussian_W(m, n, 5), *H = random_spd_H(n, 30, 6);
-    qh_matd *W60 = gaussian_W(m, 60, 7), *H60 = random_spd_H(60, 70, 8), *Wnan = qh_matd_copy(W);
+    qh_matd *W = fixture_gaussian_W(m, n, 11, 5, 0.0), *H = random_spd_H(n, 30, 6);
+    qh_matd *W60 = fixture_gaussian_W(m, 60, 11, 7, 0.0), *H60 = random_spd_H(60, 70, 8), *Wnan = qh_matd_copy(W);
     QH_AT(Wnan, 3, 5) = NAN;
     qh_result r;
     qh_result_init(&r);
