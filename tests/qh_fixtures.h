@@ -24,6 +24,18 @@ static inline qh_matd *fixture_gaussian_W(size_t m, size_t n, uint64_t seed, uin
     return W;
 }
 
+/* The proxy Σ_r Σ_ab e_ra H_ab e_rb (e = Ŵ − W) by the definition, line by
+ * line: the reference against which BLAS-based losses are checked. */
+static inline double fixture_naive_proxy(const qh_matd *W, const qh_matd *What, const qh_matd *H)
+{
+    double L = 0.0;
+    for (size_t r = 0; r < W->rows; r++)
+        for (size_t a = 0; a < W->cols; a++)
+            for (size_t b = 0; b < W->cols; b++)
+                L += (QH_AT(What, r, a) - QH_AT(W, r, a)) * QH_AT(H, a, b) * (QH_AT(What, r, b) - QH_AT(W, r, b));
+    return L;
+}
+
 /* Runs row m (default parameters, at `bits`) on W and H with input 0 made
  * dead (row and column 0 of H zeroed when n > 1; H is modified) and checks
  * what every method owes a dead input: success, a finite Ŵ, the dead column

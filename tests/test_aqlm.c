@@ -44,17 +44,6 @@ static qh_matd *correlated_H(size_t n, size_t T, uint32_t key)
     return H;
 }
 
-/* Naive proxy Σ_r Σ_ab e_ra H_ab e_rb. */
-static double naive_proxy(const qh_matd *W, const qh_matd *What, const qh_matd *H)
-{
-    double L = 0.0;
-    for (size_t r = 0; r < W->rows; r++)
-        for (size_t a = 0; a < W->cols; a++)
-            for (size_t b = 0; b < W->cols; b++)
-                L += (QH_AT(What, r, a) - QH_AT(W, r, a)) * QH_AT(H, a, b) * (QH_AT(What, r, b) - QH_AT(W, r, b));
-    return L;
-}
-
 /* Naive decode of the solver's model. */
 static void naive_decode(const qh_aqlm_ctx *c, qh_matd *What)
 {
@@ -180,7 +169,7 @@ static void test_planted(void)
             for (size_t a = 0; a < g; a++) QH_AT(W, i, j * g + a) = s * pat[perm[j]][a];
     }
     qh_matd *zero = qh_matd_alloc(m, n);
-    double wn = naive_proxy(W, zero, H);
+    double wn = fixture_naive_proxy(W, zero, H);
     const char *kv[] = { "codebooks", "1", "group", "4", "fp16", "0", NULL };
     qh_result res;
     qh_result_init(&res);
@@ -221,7 +210,7 @@ static void test_beam_exact(void)
             for (size_t cc = 0; cc < c->K; cc++) {
                 code[r] = (uint16_t)cc;
                 naive_decode(c, What);
-                Lc[cc] = naive_proxy(W, What, H);
+                Lc[cc] = fixture_naive_proxy(W, What, H);
             }
             for (size_t cc = 0; cc < c->K; cc++)          /* the old code wins ties */
                 if (Lc[cc] < Lc[best]) best = cc;
@@ -238,7 +227,7 @@ static void test_beam_exact(void)
             memcpy(code, before, m * sizeof *code);
             code[r] = tmp[r];
             naive_decode(c, What);
-            double L = naive_proxy(W, What, H);
+            double L = fixture_naive_proxy(W, What, H);
             memcpy(code, tmp, m * sizeof *code);
             free(tmp);
             worse += L > Lmin[r] + 1e-10 * fabs(Lmin[r]);
@@ -258,7 +247,7 @@ static void test_beam_exact(void)
     qh_matd *Ecopy = qh_matd_copy(&c->E), *Gcopy = qh_matd_copy(&c->G);
     double L = qh_aqlm_loss(c);
     naive_decode(c, What);
-    double Ln = naive_proxy(W, What, H);
+    double Ln = fixture_naive_proxy(W, What, H);
     qh_aqlm_refresh(c);
     QH_CHECK(rel_diff_mat(Gcopy, &c->G) < 1e-12 && rel_diff_mat(Ecopy, &c->E) < 1e-12,
              "E and G kept current by the steps (rel. %.2g, %.2g; <= 1e-12)", rel_diff_mat(Ecopy, &c->E),
@@ -314,10 +303,10 @@ static void test_codebook_updates(void)
     double h = 1e-6, save = c->cb[probe];
     c->cb[probe] = save + h;
     naive_decode(c, What);
-    double Lp = naive_proxy(W, What, H);
+    double Lp = fixture_naive_proxy(W, What, H);
     c->cb[probe] = save - h;
     naive_decode(c, What);
-    double Lm = naive_proxy(W, What, H);
+    double Lm = fixture_naive_proxy(W, What, H);
     c->cb[probe] = save;
     QH_CHECK_CLOSE((Lp - Lm) / (2 * h), g0[probe], 1e-6, 1e-6, "gradient entry %zu: finite difference %.9g vs %.9g",
                    probe, (Lp - Lm) / (2 * h), g0[probe]);
@@ -604,8 +593,8 @@ static void test_driver(void)
                  "same seed: bit-identical What");
         QH_CHECK(memcmp(a.What->data, c.What->data, m * n * sizeof(double)) != 0, "another seed: another What");
         qh_matd *zero = qh_matd_alloc(m, n);
-        double wn = naive_proxy(W, zero, a.H_proc);
-        QH_CHECK_CLOSE(a.proxy_loss, naive_proxy(W, a.What, a.H_proc), 0, 1e-9, "driver proxy = naive proxy");
+        double wn = fixture_naive_proxy(W, zero, a.H_proc);
+        QH_CHECK_CLOSE(a.proxy_loss, fixture_naive_proxy(W, a.What, a.H_proc), 0, 1e-9, "driver proxy = naive proxy");
         QH_CHECK(a.proxy_loss < 0.5 * wn, "relative proxy %.4g < 0.5", a.proxy_loss / wn);
         qh_matd_free(zero);
     }
@@ -617,7 +606,7 @@ static void test_driver(void)
         double Lorig;
         qh_matd *Hs = qh_matd_copy(H);
         for (size_t i = 0; i < n; i++) QH_AT(Hs, i, i) += h.damp_used * qh_mean_diag(H);
-        Lorig = naive_proxy(W, h.What, Hs);
+        Lorig = fixture_naive_proxy(W, h.What, Hs);
         QH_CHECK_CLOSE(h.proxy_loss, Lorig, 0, 1e-6, "hadamard: processed proxy %.8g = original-basis proxy %.8g",
                        h.proxy_loss, Lorig);
         QH_CHECK(h.proxy_loss < 2.0 * a.proxy_loss && h.incoh_side_bits >= 0.0,

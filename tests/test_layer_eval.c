@@ -12,16 +12,7 @@
 #include "qh_method.h"
 #include "results.h"
 #include "synthetic.h"
-
-static double naive_proxy(const qh_matd *W, const qh_matd *Q, const qh_matd *H)
-{
-    double s = 0;
-    for (size_t r = 0; r < W->rows; r++)
-        for (size_t i = 0; i < W->cols; i++)
-            for (size_t j = 0; j < W->cols; j++)
-                s += (QH_AT(Q, r, i) - QH_AT(W, r, i)) * QH_AT(H, i, j) * (QH_AT(Q, r, j) - QH_AT(W, r, j));
-    return s;
-}
+#include "qh_fixtures.h"
 
 static const qh_bound *bound(const qh_layer_record *r, const char *name)
 {
@@ -43,7 +34,7 @@ int main(void)
     qh_problem p = { W, H, 2, 0, 0, "synthetic.uniform" };
     int st = qh_layer_run(ldlq, params, NULL, &p, 0, 0, NULL, &recs[0], Q);
     QH_CHECK(st == QH_OK, "ldlq runs: %s", recs[0].message);
-    QH_CHECK_CLOSE(recs[0].metrics.orig.proxy, naive_proxy(W, Q, H), 0, 1e-9, "record proxy vs naive sum");
+    QH_CHECK_CLOSE(recs[0].metrics.orig.proxy, fixture_naive_proxy(W, Q, H), 0, 1e-9, "record proxy vs naive sum");
     const qh_bound *worst = bound(&recs[0], "thm1_ldlq_worst"), *avg = bound(&recs[0], "thm1_ldlq_avg_nearest");
     QH_CHECK(worst && avg, "Theorem 1 bounds present");
     if (worst) QH_CHECK(recs[0].metrics.proc.proxy <= worst->value,
