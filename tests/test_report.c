@@ -34,6 +34,7 @@ typedef struct {
     const char *model, *method, *label, *incoherence;
     int bits, seed, status;
     const char *message;
+    double nominal;                  /* nominal bits per weight; 0: bits */
 } cell_spec;
 
 /* ---- the closed forms the files are written with ---------------------------------- */
@@ -174,7 +175,7 @@ static int write_cell(const char *dir, const cell_spec *c)
     W(qh_results_attr_int(w, "/run", "seed", c->seed));
     W(qh_results_attr_int(w, "/run", "status", c->status));
     W(qh_results_attr_string(w, "/run", "message", c->message));
-    W(qh_results_attr_double(w, "/run", "bits_per_weight_nominal", c->bits));
+    W(qh_results_attr_double(w, "/run", "bits_per_weight_nominal", c->nominal > 0 ? c->nominal : c->bits));
     W(qh_results_attr_double(w, "/run", "bits_per_weight_total", base ? 32.0 : c->bits + 0.25));
     W(qh_results_attr_double(w, "/run", "seconds", 1.5));
     W(qh_results_attr_double(w, "/run/params", "damp", 0.01));
@@ -205,7 +206,7 @@ static int build_dir(const char *dir, size_t *n_cells)
                                          { "rtn", "rtn", "none" } };
     int st = QH_OK;
     *n_cells = 0;
-    cell_spec base = { "opt-tiny", "float32", "float32", "none", 32, 0, 0, "" };
+    cell_spec base = { "opt-tiny", "float32", "float32", "none", 32, 0, 0, "", 0 };
     st = write_cell(dir, &base);
     ++*n_cells;
     for (int i = 0; i < 3 && st == QH_OK; i++)
@@ -213,14 +214,14 @@ static int build_dir(const char *dir, size_t *n_cells)
             for (int seed = 0; seed < 2 && st == QH_OK; seed++) {
                 int failed = i == 0 && bits == 2 && seed == 1;
                 cell_spec c = { "opt-tiny", m[i][0], m[i][1], m[i][2], bits, seed,
-                                failed ? QH_ENAN : QH_OK, failed ? FAIL_MSG : "" };
+                                failed ? QH_ENAN : QH_OK, failed ? FAIL_MSG : "", 0 };
                 st = write_cell(dir, &c);
                 ++*n_cells;
             }
-    cell_spec l[4] = { { "llama-tiny", "float32", "float32", "none", 32, 0, 0, "" },
-                       { "llama-tiny", "rtn", "rtn", "none", 2, 0, 0, "" },
-                       { "llama-tiny", "rtn", "rtn", "none", 4, 0, 0, "" },
-                       { "llama-tiny", "ldlq", "ldlq", "none", 2, 0, QH_ENOTPD, "H not PD" } };
+    cell_spec l[4] = { { "llama-tiny", "float32", "float32", "none", 32, 0, 0, "", 0 },
+                       { "llama-tiny", "rtn", "rtn", "none", 2, 0, 0, "", 0 },
+                       { "llama-tiny", "rtn", "rtn", "none", 4, 0, 0, "", 0 },
+                       { "llama-tiny", "ldlq", "ldlq", "none", 2, 0, QH_ENOTPD, "H not PD", 0 } };
     for (int i = 0; i < 4 && st == QH_OK; i++, ++*n_cells)
         st = write_cell(dir, &l[i]);
     char path[4096];
@@ -608,6 +609,44 @@ static void check_cli(const char *dir, const char *tmp)
     QH_CHECK(strstr(qh_last_error(), empty) != NULL, "message names the directory");
 }
 
+/* Three labels of one method (each must show under its own label: the
+ * shared display name would make the rows indistinguishable, and the last
+ * of the group used to keep it) and a fractional nominal width (three
+ * decimals, like the total). */
+static void check_labels_and_bits(const char *tmp)
+{
+    char dir[1024], out[1024];
+    snprintf(dir, sizeof dir, "%s/labels", tmp);
+    snprintf(out, sizeof out, "%s/labels-report", tmp);
+    mkdir(dir, 0777);
+    cell_spec cells[] = { { "opt-tiny", "float32", "float32", "none", 32, 0, 0, "", 0 },
+                          { "opt-tiny", "pbllm", "pbllm-c", "none", 1, 0, 0, "", 1.7 },
+                          { "opt-tiny", "pbllm", "pbllm-a", "none", 1, 0, 0, "", 1.1 },
+                          { "opt-tiny", "pbllm", "pbllm-b", "none", 1, 0, 0, "", 1 },
+                          { "opt-tiny", "billm", "billm", "none", 1, 0, 0, "", 1.12489 } };
+    int st = QH_OK;
+    for (size_t i = 0; i < sizeof cells / sizeof cells[0] && st == QH_OK; i++)
+        st = write_cell(dir, &cells[i]);
+    qh_report_set set;
+    if (st == QH_OK) st = qh_report_load(dir, &set);
+    QH_CHECK(st == QH_OK, "label cells written and loaded: %s", st ? qh_last_error() : "");
+    if (st != QH_OK) return;
+    qh_report_options opt = { out, NULL, "none" };
+    qh_report_outputs o;
+    QH_CHECK(qh_report_write(&set, &opt, &o) == QH_OK, "label report: %s", qh_last_error());
+    qh_report_outputs_free(&o);
+    qh_report_set_free(&set);
+    char path[2048];
+    snprintf(path, sizeof path, "%s/table.md", out);
+    char *md = slurp(path);
+    QH_CHECK(md && strstr(md, "| pbllm-c |") && strstr(md, "| pbllm-a |") && strstr(md, "| pbllm-b |")
+             && !strstr(md, "| PB-LLM |"), "three PB-LLM labels each under its own label");
+    QH_CHECK(md && strstr(md, "| BiLLM |"), "a lone label keeps the display name");
+    QH_CHECK(md && strstr(md, "| 1.125 / 1.250 |") && strstr(md, "| 1.700 / 1.250 |")
+             && strstr(md, "| 1 / 1.250 |"), "nominal bits: 1.125 and 1.700 with three decimals, 1 as an integer");
+    free(md);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "--make-cells")) {
@@ -644,6 +683,7 @@ int main(int argc, char **argv)
     }
     check_merge(dir, tmp);
     check_cli(dir, tmp);
+    check_labels_and_bits(tmp);
     if (getenv("QH_KEEP_REPORT_TEST"))
         QH_NOTE("kept %s", tmp);
     else
