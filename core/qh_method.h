@@ -63,6 +63,10 @@ typedef struct {
     uint64_t seed;                   /* with layer: qh_rng_stream keys for stochastic rounding */
     uint32_t layer;
     const char *name;                /* tensor name for messages (may be NULL) */
+    void *state_out;                 /* optional (NULL: none): a method that documents it
+                                        fills this with its representation in the processed
+                                        basis, for tuning outside the row (ptq161:
+                                        qh_ptq161_state *, see ptq161.h) */
 } qh_problem;
 
 /* Everything a layer's quantization produces.  The driver allocates and owns

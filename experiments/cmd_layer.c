@@ -264,7 +264,7 @@ static int run_all(layer_ctx *ctx, const char *name, int layer, int kind, const 
         }
         qh_incoh_params ip = { c->incoh, ctx->o->rescale && c->incoh != QH_INCOH_NONE, ctx->o->seed,
                                (uint32_t)(layer < 0 ? 0 : layer), 0 };
-        qh_problem p = { W, H, c->bits, ctx->o->seed, (uint32_t)(layer < 0 ? 0 : layer), name };
+        qh_problem p = { W, H, c->bits, ctx->o->seed, (uint32_t)(layer < 0 ? 0 : layer), name, NULL };
         qh_layer_record *rec = &c->recs[c->n_recs++];
         qh_layer_run(c->method, c->params, &ip, &p, layer, kind, &ctx->spectra, rec, NULL);
         if (!ctx->o->quiet)
@@ -302,7 +302,7 @@ static int run_model(layer_ctx *ctx, qh_model **model_out)
     if ((st = qh_tokenizer_load(tokpath, &tok)) == QH_OK
         && (st = qh_tokenize_file(tok, o->calib, &ids, &n_ids)) == QH_OK
         && (st = qh_calib_windows(ids, n_ids, o->nsamples, seqlen, o->seed, o->calib, &win)) == QH_OK) {
-        qh_layer_visitor v = { visit_linear, NULL, ctx };
+        qh_layer_visitor v = { .fn = visit_linear, .user = ctx };
         st = qh_sequential_visit(m, win, o->nsamples, seqlen, &v);
     }
     if (st == QH_OK && ctx->n_layers_run == 0)

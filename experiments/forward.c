@@ -306,8 +306,7 @@ static int call_hook(const qh_forward_hook *hook, int layer, int kind, const flo
     return hook->fn(layer, kind, X, in, T, hook->user);
 }
 
-/* y (out x T) = W x + b, or y += W x + b when accumulate (residual add). */
-static void linear_apply(const qh_linear *L, const float *x, size_t T, float *y, int accumulate)
+void qh_linear_apply(const qh_linear *L, const float *x, size_t T, float *y, int accumulate)
 {
     size_t out = (size_t)L->out, in = (size_t)L->in;
     float beta = accumulate ? 1.0f : 0.0f;
@@ -335,7 +334,7 @@ static int run_linear(const qh_block *blk, int layer, int kind, const float *x, 
     int st = call_hook(hook, layer, kind, x, (size_t)L->in, T);
     if (st != QH_OK) return st;
     if (ws->profile) *t0 = now_s();                 /* hook time is not ours */
-    linear_apply(L, x, T, y, accumulate);
+    qh_linear_apply(L, x, T, y, accumulate);
     ws->stats.linear_flops += 2.0 * (double)L->out * (double)L->in * (double)T;
     lap(ws->profile, t0, &ws->stats.linear_s);
     return QH_OK;
@@ -439,7 +438,7 @@ int qh_forward_embed(const qh_model *m, const int32_t *ids, size_t T, qh_forward
     float *dst = project ? ws->tmp : x;              /* (e x T) before project_in */
     for (size_t t = 0; t < T; t++)
         memcpy(dst + t * e, m->embed_tokens + (size_t)ids[t] * e, e * sizeof(float));
-    if (project) linear_apply(&m->project_in, ws->tmp, T, x, 0);
+    if (project) qh_linear_apply(&m->project_in, ws->tmp, T, x, 0);
     if (m->embed_pos) {
         for (size_t t = 0; t < T; t++) {
             const float *p = m->embed_pos + (t + 2) * d;   /* OPT position offset 2 */
@@ -466,7 +465,7 @@ int qh_forward_head(const qh_model *m, const float *x, size_t T, qh_forward_ws *
     }
     lap(ws->profile, &t0, &ws->stats.other_s);
     if (m->project_out.W) {
-        linear_apply(&m->project_out, h, T, ws->tmp, 0);
+        qh_linear_apply(&m->project_out, h, T, ws->tmp, 0);
         ws->stats.head_flops += 2.0 * (double)e * (double)d * (double)T;
         h = ws->tmp;
     }

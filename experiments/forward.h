@@ -114,6 +114,10 @@ int qh_forward_head(const qh_model *m, const float *x, size_t T, qh_forward_ws *
 int qh_forward_window(const qh_model *m, const int32_t *ids, size_t T, qh_forward_ws *ws,
                       float *logits) QH_MUST_CHECK;
 
+/* y (out x T) = W x + b for the linear L on x (in x T), one sgemm; with
+ * accumulate, y += W x + b (a residual add).  b may be absent (L->b NULL). */
+void qh_linear_apply(const qh_linear *L, const float *x, size_t T, float *y, int accumulate);
+
 /* The pieces, exposed for tests.  Each normalises the T columns of x (dim x T)
  * into y (may equal x).  LayerNorm: (x - mean) / sqrt(var + eps) * w + b with
  * the biased variance (b may be NULL); RMSNorm: x * rsqrt(mean(x^2) + eps) * w,

@@ -166,6 +166,22 @@ static void add_bound_columns(table_builder *tb, const qh_layer_record *recs, si
     }
 }
 
+static void add_block_columns(table_builder *tb, const qh_layer_record *recs, size_t n)
+{
+    static const char *const names[4] = { "block_loss_init", "block_loss_final", "block_mse_init",
+                                          "block_mse_final" };
+    int any = 0;
+    for (size_t i = 0; i < n; i++) any |= recs[i].block_tuned;
+    if (!any) return;
+    double *c[4];
+    for (int k = 0; k < 4; k++) c[k] = add_double(tb, names[k], n);
+    for (size_t i = 0; i < n; i++) {
+        const qh_layer_record *r = &recs[i];
+        double v[4] = { r->block_loss_init, r->block_loss_final, r->block_mse_init, r->block_mse_final };
+        for (int k = 0; k < 4; k++) c[k][i] = r->block_tuned ? v[k] : NAN;
+    }
+}
+
 int qh_layer_records_write(qh_results *w, const char *path, const qh_layer_record *recs, size_t n)
 {
     table_builder tb = { .n = 0 };
@@ -192,6 +208,7 @@ int qh_layer_records_write(qh_results *w, const char *path, const qh_layer_recor
     add_basis_columns(&tb, recs, n, 0);
     add_basis_columns(&tb, recs, n, 1);
     add_bound_columns(&tb, recs, n);
+    add_block_columns(&tb, recs, n);
     int st = QH_OK;
     for (size_t k = 0; k < tb.n; k++)
         if (!tb.owned[k]) QH_SET_ERROR(st, QH_ENOMEM, "layer table: out of memory");

@@ -27,6 +27,11 @@ typedef struct {
     double delta_rms;                /* RMS over rows (and groups) of the grid step */
     qh_layer_metrics metrics;        /* orig: W, Ŵ, H; proc: W̃, Ŵ̃, Ĥ (damped, processed) */
     qh_bound_list bounds;            /* in the processed basis with the grid's steps */
+    /* Block objective (PTQ1.61, block_tune.h): when block_tuned, metrics are of
+     * the tuned Ŵ and these are the block's mean loss and MSE to the float
+     * block output before and after tuning (the same for every linear of a block). */
+    int block_tuned;
+    double block_loss_init, block_loss_final, block_mse_init, block_mse_final;
 } qh_layer_record;
 
 /* Quantizes p->W with method m (params may be NULL: defaults) inside the
@@ -40,7 +45,9 @@ int qh_layer_run(const qh_method_type *m, const void *params, const qh_incoh_par
                  qh_layer_record *rec, qh_matd *What);
 
 /* Writes n records as the table `path` (one row per record; bound columns
- * named "bound_<name>", NaN where a record lacks that bound). */
+ * named "bound_<name>", NaN where a record lacks that bound; when any record
+ * is block_tuned, columns block_loss_init, block_loss_final, block_mse_init,
+ * block_mse_final, NaN for the others). */
 int qh_layer_records_write(qh_results *w, const char *path, const qh_layer_record *recs,
                            size_t n) QH_MUST_CHECK;
 

@@ -7,11 +7,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "block_tune.h"
 #include "calib.h"
 #include "cell_file.h"
 #include "eval.h"
 #include "layer_eval.h"
 #include "model.h"
+#include "ptq161.h"
 #include "qh_method.h"
 #include "save_model.h"
 #include "sequential.h"
@@ -58,12 +60,26 @@ static int method_params(const qh_config_method *cm, size_t index, const qh_meth
     return QH_OK;
 }
 
+/* PTQ1.61 with objective = block: the pipeline tunes its scales per block. */
+static int wants_block_objective(const qh_method_type *t, const void *params)
+{
+    if (t != &qh_method_ptq161) return 0;
+    const qh_ptq161_params *p = params;
+    return p->objective == QH_PTQ161_OBJECTIVE_BLOCK;
+}
+
 int qh_pipeline_validate(const qh_config *cfg)
 {
     for (size_t i = 0; i < cfg->n_methods; i++) {
         const qh_method_type *t;
         void *params = NULL;
         int st = method_params(&cfg->methods[i], i, &t, &params);
+        /* the block objective tunes Ŵ in the model's basis */
+        if (st == QH_OK && wants_block_objective(t, params) &&
+            incoh_kind(cfg->methods[i].incoherence) != QH_INCOH_NONE)
+            QH_SET_ERROR(st, QH_ECONFIG, "methods[%zu]: ptq161 with objective \"block\" takes "
+                         "incoherence \"none\" (got \"%s\"); use objective \"layer\"",
+                         i, cfg->methods[i].incoherence);
         free(params);
         if (st != QH_OK) return st;
     }
@@ -85,6 +101,48 @@ void qh_pipeline_baseline_path(const qh_pipeline *p, size_t model, char *buf, si
 
 /* ---- the quantizing visitor ------------------------------------------------ */
 
+/* What the block objective keeps of each linear of the current block: the
+ * row's exported state, and W, H and the record index to measure the tuned Ŵ. */
+typedef struct {
+    int enabled;
+    qh_block_tune_params params;
+    qh_ptq161_state states[QH_LIN_MAX];
+    qh_matd *W[QH_LIN_MAX], *H[QH_LIN_MAX];
+    size_t rec[QH_LIN_MAX];
+} block_objective;
+
+static void block_objective_free(block_objective *b)
+{
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        qh_ptq161_state_free(&b->states[k]);
+        qh_matd_free(b->W[k]);
+        qh_matd_free(b->H[k]);
+        b->W[k] = b->H[k] = NULL;
+    }
+}
+
+/* Keeps copies of W and H of linear `kind` for measuring its tuned Ŵ. */
+static int block_objective_keep(block_objective *b, int kind, const qh_matd *W, const qh_matd *H,
+                                size_t rec)
+{
+    qh_matd_free(b->W[kind]);
+    qh_matd_free(b->H[kind]);
+    b->W[kind] = qh_matd_copy(W);
+    b->H[kind] = qh_matd_copy(H);
+    b->rec[kind] = rec;
+    if (!b->W[kind] || !b->H[kind]) QH_ERROR(QH_ENOMEM, "block objective: out of memory");
+    return QH_OK;
+}
+
+static void block_objective_setup(block_objective *b, const qh_method_type *t, const void *params)
+{
+    memset(b, 0, sizeof *b);
+    if (!wants_block_objective(t, params)) return;
+    const qh_ptq161_params *p = params;
+    b->enabled = 1;
+    b->params = (qh_block_tune_params){ p->epochs, p->lr_alpha, p->lr_r };
+}
+
 typedef struct {
     const qh_pipeline *p;
     const qh_cell *cell;
@@ -96,6 +154,7 @@ typedef struct {
     size_t n_recs, cap;
     double t0;
     qh_spectrum_cache spectra;       /* q, k, v share H; Ĥ = H + damping·I without incoherence */
+    block_objective block;           /* PTQ1.61's block objective (enabled = 0: none) */
 } quant_ctx;
 
 static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, const qh_matd *H,
@@ -113,7 +172,9 @@ static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, c
     /* Each linear draws from its own streams: key (seed, layer*8 + kind). */
     uint32_t key = (uint32_t)layer * 8u + (uint32_t)kind;
     qh_incoh_params ip = { q->incoh, q->rescale && q->incoh != QH_INCOH_NONE, q->cell->seed, key, 0 };
-    qh_problem prob = { W, H, q->cell->bits, q->cell->seed, key, name };
+    qh_problem prob = { W, H, q->cell->bits, q->cell->seed, key, name,
+                        q->block.enabled ? &q->block.states[kind] : NULL };
+    if (q->block.enabled) QH_TRY(block_objective_keep(&q->block, kind, W, H, q->n_recs));
     qh_matd *What = qh_matd_alloc(W->rows, W->cols);
     if (!What) QH_ERROR(QH_ENOMEM, "%s: out of memory", name);
     qh_layer_record *rec = &q->recs[q->n_recs++];
@@ -124,6 +185,48 @@ static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, c
     }
     qh_matd_free(What);
     return st;                        /* a failed layer fails the cell: its model is unusable */
+}
+
+/* The tuned Ŵ of every linear of the block measured into its record. */
+static int measure_tuned(quant_ctx *q, const qh_model *m, int layer, const qh_block_tune_stats *bs)
+{
+    block_objective *b = &q->block;
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        if (!m->blocks[layer].lin[k].W) continue;
+        qh_layer_record *rec = &q->recs[b->rec[k]];
+        qh_ptq161_model md = qh_ptq161_state_model(&b->states[k]);
+        qh_matd *What = qh_matd_alloc(b->W[k]->rows, b->W[k]->cols);
+        if (!What) QH_ERROR(QH_ENOMEM, "%s: out of memory", rec->name);
+        qh_ptq161_reconstruct(&md, b->states[k].alpha, b->states[k].r1, b->states[k].r2, What);
+        qh_processed_inputs proc = { b->W[k], What, b->H[k] };
+        int st = qh_layer_metrics_compute_cached(b->W[k], What, b->H[k], &proc, NULL, &q->spectra,
+                                                 &rec->metrics);
+        qh_matd_free(What);
+        QH_TRY(st);
+        rec->block_tuned = 1;
+        rec->block_loss_init = bs->loss_init;
+        rec->block_loss_final = bs->loss_final;
+        rec->block_mse_init = bs->mse_fp_init;
+        rec->block_mse_final = bs->mse_fp_final;
+    }
+    return QH_OK;
+}
+
+/* The sequential traversal's block stage: PTQ1.61's block objective. */
+static int tune_block(qh_model *m, int layer, const float *x, const float *x_fp, size_t nsamples,
+                      size_t seqlen, float *const W_fp[QH_LIN_MAX], void *user)
+{
+    quant_ctx *q = user;
+    qh_ptq161_state *states[QH_LIN_MAX] = { NULL };
+    for (int k = 0; k < QH_LIN_MAX; k++)
+        if (m->blocks[layer].lin[k].W) states[k] = &q->block.states[k];
+    qh_block_tune_stats bs;
+    QH_TRY(qh_block_tune_ptq161(m, layer, x, x_fp, nsamples, seqlen, W_fp, states, &q->block.params, &bs));
+    if (q->p->log)
+        fprintf(q->p->log, "%s: block %d tuned: loss %.6g -> %.6g, MSE to float %.6g -> %.6g "
+                "(%zu steps, %.1f s)\n", q->cell->id, layer, bs.loss_init, bs.loss_final,
+                bs.mse_fp_init, bs.mse_fp_final, bs.steps, bs.seconds);
+    return measure_tuned(q, m, layer, &bs);
 }
 
 static void block_progress(int done, int total, void *user)
@@ -196,7 +299,8 @@ static int quantize_model(const qh_pipeline *p, const qh_cell *cell, qh_model *m
         st = qh_calib_windows(ids, n, (size_t)cfg->calib_nsamples, seqlen, cell->seed, cfg->calib_path, &win);
     free(ids);
     if (st == QH_OK) {
-        qh_layer_visitor v = { quantize_linear, block_progress, q };
+        qh_layer_visitor v = { .fn = quantize_linear, .progress = block_progress, .user = q,
+                               .block_fn = q->block.enabled ? tune_block : NULL };
         st = qh_sequential_visit(m, win, (size_t)cfg->calib_nsamples, seqlen, &v);
     }
     free(win);
@@ -219,6 +323,7 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
 
     int st = method_params(cm, cell->method, &q.type, &params);
     q.params = params;
+    if (st == QH_OK) block_objective_setup(&q.block, q.type, params);
     if (st == QH_OK) st = load_model_and_tokenizer(me->path, &m, &tok);
     if (st == QH_OK) st = quantize_model(p, cell, m, tok, &q);
     if (st == QH_OK) st = evaluate(p, m, tok, cell->id, &ev);
@@ -245,6 +350,7 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
     if (wst != QH_OK && p->log) fprintf(p->log, "%s: cannot write results: %s\n", cell->id, qh_last_error());
     eval_set_free(&ev);
     free(q.recs);
+    block_objective_free(&q.block);
     qh_spectrum_cache_free(&q.spectra);
     free(params);
     qh_tokenizer_free(tok);

@@ -105,36 +105,105 @@ static int visit_block(qh_model *m, int layer, const block_hessians *bh, const q
     return st;
 }
 
+void qh_block_swap_weights(qh_model *m, int layer, float *W[QH_LIN_MAX])
+{
+    qh_block *b = &m->blocks[layer];
+    for (int kind = 0; kind < QH_LIN_MAX; kind++) {
+        if (!b->lin[kind].W) continue;
+        float *t = b->lin[kind].W;
+        b->lin[kind].W = W[kind];
+        W[kind] = t;
+    }
+}
+
+/* The float path for a block objective: the block's original weights and the
+ * hidden states every window has when no block is quantized. */
+typedef struct {
+    float *W[QH_LIN_MAX];            /* NULL where the block lacks the kind */
+    float *states;                   /* nsamples x hidden x seqlen */
+} float_path;
+
+static void float_path_free_weights(float_path *fp)
+{
+    for (int k = 0; k < QH_LIN_MAX; k++) { free(fp->W[k]); fp->W[k] = NULL; }
+}
+
+static int float_path_save_weights(float_path *fp, const qh_model *m, int layer)
+{
+    const qh_block *b = &m->blocks[layer];
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        const qh_linear *lin = &b->lin[k];
+        if (!lin->W) continue;
+        size_t bytes = (size_t)lin->out * (size_t)lin->in * sizeof(float);
+        if (!(fp->W[k] = malloc(bytes))) {
+            float_path_free_weights(fp);
+            QH_ERROR(QH_ENOMEM, "%s: cannot hold the float weights", lin->name);
+        }
+        memcpy(fp->W[k], lin->W, bytes);
+    }
+    return QH_OK;
+}
+
+/* Moves the float-path states through block `layer` with its original weights. */
+static int float_path_advance(float_path *fp, qh_model *m, int layer, size_t nsamples,
+                              size_t seqlen, qh_forward_ws *ws)
+{
+    size_t hidden = (size_t)m->cfg.hidden;
+    int st = QH_OK;
+    qh_block_swap_weights(m, layer, fp->W);
+    for (size_t s = 0; s < nsamples && st == QH_OK; s++)
+        st = qh_forward_block(m, layer, fp->states + s * hidden * seqlen, seqlen, ws, NULL);
+    qh_block_swap_weights(m, layer, fp->W);
+    return st;
+}
+
+/* Step 2b: the block objective, with the float path kept in step. */
+static int block_stage(qh_model *m, int layer, float *states, float_path *fp, size_t nsamples,
+                       size_t seqlen, qh_forward_ws *ws, const qh_layer_visitor *v)
+{
+    int st = v->block_fn(m, layer, states, fp->states, nsamples, seqlen, fp->W, v->user);
+    if (st == QH_OK) st = float_path_advance(fp, m, layer, nsamples, seqlen, ws);
+    return st;
+}
+
 int qh_sequential_visit(qh_model *m, const int32_t *windows, size_t nsamples, size_t seqlen,
                         const qh_layer_visitor *v)
 {
     size_t hidden = (size_t)m->cfg.hidden;
+    size_t n_states = nsamples * hidden * seqlen;
     qh_forward_ws *ws = NULL;
     float *states = NULL;
+    float_path fp = { { NULL }, NULL };
     int st = qh_forward_ws_alloc(m, seqlen, &ws);
     if (st != QH_OK) return st;
-    states = malloc(nsamples * hidden * seqlen * sizeof *states);
-    if (!states) {
+    states = malloc(n_states * sizeof *states);
+    if (v->block_fn) fp.states = malloc(n_states * sizeof *states);
+    if (!states || (v->block_fn && !fp.states)) {
         QH_SET_ERROR(st, QH_ENOMEM, "cannot hold %zu calibration windows of %zu x %zu hidden states",
                      nsamples, hidden, seqlen);
         goto cleanup;
     }
     for (size_t s = 0; s < nsamples && st == QH_OK; s++)
         st = qh_forward_embed(m, windows + s * seqlen, seqlen, ws, states + s * hidden * seqlen);
+    if (fp.states && st == QH_OK) memcpy(fp.states, states, n_states * sizeof *states);
 
     for (int layer = 0; layer < m->cfg.n_layers && st == QH_OK; layer++) {
         block_hessians bh;
         st = init_hessians(&bh, m, layer);
         if (st != QH_OK) break;
         st = collect_block(m, layer, states, nsamples, seqlen, ws, &bh);
+        if (st == QH_OK && v->block_fn) st = float_path_save_weights(&fp, m, layer);
         if (st == QH_OK) st = visit_block(m, layer, &bh, v);
         free_hessians(&bh);
+        if (st == QH_OK && v->block_fn) st = block_stage(m, layer, states, &fp, nsamples, seqlen, ws, v);
+        float_path_free_weights(&fp);
         /* Pass 3: the block as it now is produces the next block's inputs. */
         for (size_t s = 0; s < nsamples && st == QH_OK; s++)
             st = qh_forward_block(m, layer, states + s * hidden * seqlen, seqlen, ws, NULL);
         if (v->progress) v->progress(layer + 1, m->cfg.n_layers, v->user);
     }
 cleanup:
+    free(fp.states);
     free(states);
     qh_forward_ws_free(ws);
     return st;

@@ -31,6 +31,19 @@ typedef struct {
      * back into the model as float32.  A non-OK return stops the traversal. */
     int (*fn)(const qh_model *m, int layer, int kind, qh_matd *W, const qh_matd *H,
               int *replace, void *user);
+    /* Optional: called after fn has seen every linear of block `layer` and
+     * before the block produces the next block's inputs, for objectives that
+     * span a whole block (PTQ1.61's, experiments/block_tune.h).  x: the
+     * block's inputs on the quantized path (nsamples windows of hidden x
+     * seqlen floats); x_fp: the same windows on the float path (every block
+     * so far with its original weights); W_fp[kind]: the block's original
+     * weights in qh_linear.W's layout (NULL where the block lacks the kind).
+     * The callee may change the block's weights (not x, x_fp or W_fp) and must
+     * leave them as they should stay.  When set, the traversal also carries
+     * the float path: twice the hidden-state memory and one more block pass
+     * per block.  A non-OK return stops the traversal. */
+    int (*block_fn)(qh_model *m, int layer, const float *x, const float *x_fp, size_t nsamples,
+                    size_t seqlen, float *const W_fp[QH_LIN_MAX], void *user);
     /* Optional: called after each block with (layers done, total). */
     void (*progress)(int done, int total, void *user);
     void *user;
@@ -46,6 +59,10 @@ int qh_sequential_visit(qh_model *m, const int32_t *windows, size_t nsamples, si
 
 /* Copies between a model linear (row-major [out][in] float) and a column-major
  * out x in double matrix (caller-allocated, ld >= out). */
+/* Exchanges the weight pointers of block `layer`'s linears with W[kind]
+ * (kinds the block lacks are skipped); calling it twice restores both. */
+void qh_block_swap_weights(qh_model *m, int layer, float *W[QH_LIN_MAX]);
+
 void qh_linear_to_matd(const qh_linear *lin, qh_matd *W);
 void qh_linear_from_matd(qh_linear *lin, const qh_matd *W);
 

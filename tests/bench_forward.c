@@ -74,30 +74,19 @@ cleanup:
 
 int main(void)
 {
-    qh_blas_info_t bi = qh_blas_info();
-    printf("OpenBLAS core %s, %d threads (%s)\n", bi.core, bi.threads, bi.config);
-    double p1 = bench_gemm_gflops(0, 1024, 5), p2 = bench_gemm_gflops(0, 2048, 3);
-    double peak = p1 > p2 ? p1 : p2;
-    printf("sgemm peak: 1024^3 %.1f GFLOP/s, 2048^3 %.1f GFLOP/s (best of 5 / 3)\n", p1, p2);
+    double peak = bench_sgemm_peak_report();
     printf("FLOPs counted (2 per multiply-add, as executed by sgemm), per window of T tokens:\n"
            "  linears   2 T sum_layers sum_linears out*in\n"
            "  attention 4 head_dim n_heads sum_blocks keys*queries  (query blocks of 128: ~T^2/2 + 64 T)\n"
            "  lm_head   2 T vocab embed_dim (+ 2 T embed_dim hidden for project_out)\n"
            "not counted: norms, RoPE, softmax, activations, biases, embedding\n");
 
-    qh_tokenizer *tok = NULL;
     int32_t *ids = NULL;
     size_t n = 0;
-    if (qh_tokenizer_load("models/opt-7m/tokenizer.json", &tok) != QH_OK ||
-        qh_tokenize_file(tok, "data/wikitext2_test.raw", &ids, &n) != QH_OK) {
-        printf("cannot tokenize data/wikitext2_test.raw: %s\n", qh_last_error());
-        qh_tokenizer_free(tok);
-        return 1;
-    }
+    if (bench_wikitext_ids(&ids, &n) != QH_OK) return 1;
     int st = bench_model("models/opt-7m", ids, n, 1024, 8, peak);
     if (st == QH_OK) st = bench_model("models/llama-9m", ids, n, 1024, 8, peak);
     if (st == QH_OK) st = bench_model("../shared/models/opt-30m", ids, n, 1024, 4, peak);
     free(ids);
-    qh_tokenizer_free(tok);
     return st == QH_OK ? 0 : 1;
 }

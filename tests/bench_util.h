@@ -3,6 +3,7 @@
 #ifndef QH_BENCH_UTIL_H
 #define QH_BENCH_UTIL_H
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -10,6 +11,7 @@
 #include "qh_linalg.h"
 #include "qh_mat.h"
 #include "qh_rng.h"
+#include "tokenizer.h"
 
 /* Wall-clock seconds (monotonic). */
 static inline double now_s(void)
@@ -77,6 +79,29 @@ static inline double bench_gemm_gflops(int dbl, size_t n, int reps)
     }
     free(A);
     return 2.0 * (double)n * n * n / best * 1e-9;
+}
+
+/* Prints the BLAS build and the sgemm peak (best of 1024³ and 2048³) and
+ * returns that peak: the reference the model benchmarks report against. */
+static inline double bench_sgemm_peak_report(void)
+{
+    qh_blas_info_t bi = qh_blas_info();
+    printf("OpenBLAS core %s, %d threads (%s)\n", bi.core, bi.threads, bi.config);
+    double p1 = bench_gemm_gflops(0, 1024, 5), p2 = bench_gemm_gflops(0, 2048, 3);
+    printf("sgemm peak: 1024^3 %.1f GFLOP/s, 2048^3 %.1f GFLOP/s (best of 5 / 3)\n", p1, p2);
+    return p1 > p2 ? p1 : p2;
+}
+
+/* The WikiText-2 test text tokenized with opt-7m's tokenizer (the windows
+ * the model benchmarks run on); *ids to free().  QH_OK or the failure. */
+static inline int bench_wikitext_ids(int32_t **ids, size_t *n)
+{
+    qh_tokenizer *tok = NULL;
+    int st = qh_tokenizer_load("models/opt-7m/tokenizer.json", &tok);
+    if (st == QH_OK) st = qh_tokenize_file(tok, "data/wikitext2_test.raw", ids, n);
+    if (st != QH_OK) printf("cannot tokenize data/wikitext2_test.raw: %s\n", qh_last_error());
+    qh_tokenizer_free(tok);
+    return st;
 }
 
 /* W (m x n) with entries 0.02·N(0, 1) from stream `seed`; every `heavy`-th

@@ -20,6 +20,7 @@
 #include "eval.h"
 #include "forward.h"
 #include "model.h"
+#include "model_fixtures.h"
 #include "qh_rng.h"
 #include "qh_test.h"
 #include "tokenizer.h"
@@ -158,117 +159,10 @@ static void test_attention(void)
     qh_forward_ws_free(ws);
 }
 
-/* ---- 2. synthetic models ------------------------------------------------ */
+/* ---- 2. synthetic models (builder in model_fixtures.h) ------------------ */
 
-typedef struct {
-    qh_model m;
-    float *pool;                     /* every tensor */
-    size_t used, size;
-} synth_model;
-
-static float *synth_take(synth_model *s, size_t n, double scale, double shift, qh_rng *r)
-{
-    QH_ASSERT(s->used + n <= s->size);
-    float *p = s->pool + s->used;
-    s->used += n;
-    for (size_t i = 0; i < n; i++) p[i] = (float)(shift + scale * qh_rng_normal(r));
-    return p;
-}
-
-static void synth_linear(synth_model *s, qh_linear *L, int out, int in, int bias, qh_rng *r)
-{
-    L->out = out;
-    L->in = in;
-    L->W = synth_take(s, (size_t)out * in, 1.0 / sqrt((double)in), 0.0, r);
-    L->b = bias ? synth_take(s, (size_t)out, 0.1, 0.0, r) : NULL;
-}
-
-static void synth_norm(synth_model *s, qh_norm *n, int dim, int with_bias, qh_rng *r)
-{
-    n->w = synth_take(s, (size_t)dim, 0.2, 1.0, r);
-    n->b = with_bias ? synth_take(s, (size_t)dim, 0.1, 0.0, r) : NULL;
-}
-
-/* variant 0: OPT pre-LN; 1: OPT post-LN with project_in/out; 2: Llama GQA + qkv bias */
-static void synth_build(synth_model *s, int variant, uint64_t seed)
-{
-    memset(s, 0, sizeof *s);
-    qh_model_config *c = &s->m.cfg;
-    int llama = variant == 2;
-    *c = (qh_model_config){ .arch = llama ? QH_ARCH_LLAMA : QH_ARCH_OPT, .vocab_size = 50,
-                            .hidden = 16, .n_layers = 2, .n_heads = 4,
-                            .n_kv_heads = llama ? 2 : 4, .head_dim = llama ? 6 : 4,
-                            .ffn_dim = llama ? 20 : 24, .max_pos = 320,
-                            .embed_dim = variant == 1 ? 8 : 16, .pre_ln = variant != 1,
-                            .tied_lm_head = !llama, .norm_eps = llama ? 1e-6f : 1e-5f,
-                            .rope_theta = 10000.0, .bos_id = 0, .eos_id = 2, .pad_id = 1 };
-    s->size = 200000;
-    s->pool = malloc(s->size * sizeof(float));
-    s->m.blocks = calloc((size_t)c->n_layers, sizeof(qh_block));
-    qh_rng r = qh_rng_stream(seed, (uint32_t)variant, QH_RNG_SYNTHETIC);
-    int d = c->hidden, e = c->embed_dim, qd = c->n_heads * c->head_dim;
-    int kvd = c->n_kv_heads * c->head_dim, f = c->ffn_dim;
-    s->m.embed_tokens = synth_take(s, (size_t)c->vocab_size * e, 1.0, 0.0, &r);
-    if (!llama) s->m.embed_pos = synth_take(s, (size_t)(c->max_pos + 2) * d, 0.5, 0.0, &r);
-    if (variant == 1) {
-        synth_linear(s, &s->m.project_in, d, e, 0, &r);
-        synth_linear(s, &s->m.project_out, e, d, 0, &r);
-    }
-    for (int l = 0; l < c->n_layers; l++) {
-        qh_block *b = &s->m.blocks[l];
-        synth_norm(s, &b->attn_norm, d, !llama, &r);
-        synth_norm(s, &b->mlp_norm, d, !llama, &r);
-        synth_linear(s, &b->lin[QH_LIN_Q], qd, d, 1, &r);
-        synth_linear(s, &b->lin[QH_LIN_K], kvd, d, 1, &r);
-        synth_linear(s, &b->lin[QH_LIN_V], kvd, d, 1, &r);
-        synth_linear(s, &b->lin[QH_LIN_O], d, qd, !llama, &r);
-        synth_linear(s, &b->lin[QH_LIN_FC1], f, d, !llama, &r);
-        synth_linear(s, &b->lin[QH_LIN_FC2], d, f, !llama, &r);
-        if (llama) synth_linear(s, &b->lin[QH_LIN_UP], f, d, 0, &r);
-    }
-    if (variant != 1) synth_norm(s, &s->m.final_norm, d, !llama, &r);
-    s->m.lm_head = llama ? synth_take(s, (size_t)c->vocab_size * e, 0.3, 0.0, &r)
-                         : s->m.embed_tokens;
-}
-
-static void synth_free(synth_model *s)
-{
-    free(s->pool);
-    free(s->m.blocks);
-}
-
-/* Per-token reference in double, activations row-major [t][i]. */
-static void ref_linear(const qh_linear *L, const double *x, double *y)
-{
-    for (int o = 0; o < L->out; o++) {
-        double acc = L->b ? L->b[o] : 0.0;
-        for (int i = 0; i < L->in; i++) acc += (double)L->W[(size_t)o * L->in + i] * x[i];
-        y[o] = acc;
-    }
-}
-
-static void ref_norm(const qh_model *m, const qh_norm *n, const double *x, double *y, int dim)
-{
-    double mu = 0, var = 0, ms = 0;
-    for (int i = 0; i < dim; i++) mu += x[i] / dim;
-    for (int i = 0; i < dim; i++) var += (x[i] - mu) * (x[i] - mu) / dim;
-    for (int i = 0; i < dim; i++) ms += x[i] * x[i] / dim;
-    for (int i = 0; i < dim; i++)
-        y[i] = m->cfg.arch == QH_ARCH_LLAMA ? x[i] / sqrt(ms + m->cfg.norm_eps) * n->w[i]
-                                            : (x[i] - mu) / sqrt(var + m->cfg.norm_eps) * n->w[i]
-                                              + (n->b ? n->b[i] : 0.0);
-}
-
-static void ref_rope(double *v, int hd, int pos, double theta)
-{
-    for (int i = 0; i < hd / 2; i++) {
-        double ang = pos * pow(theta, -2.0 * i / hd), a = v[i], b = v[i + hd / 2];
-        v[i] = a * cos(ang) - b * sin(ang);
-        v[i + hd / 2] = a * sin(ang) + b * cos(ang);
-    }
-}
-
-/* logits[t][vocab] of the model on ids[0..T) */
+/* logits[t][vocab] of the model on ids[0..T): per-token reference in double
+ * (ref_linear, ref_norm, ref_rope from model_fixtures.h) */
 static void ref_forward(const qh_model *m, const int32_t *ids, int T, double *logits)
 {
     const qh_model_config *c = &m->cfg;

@@ -31,7 +31,7 @@ int main(void)
              && qh_method_params_set(ldlq, params, "damp", "0") == QH_OK, "integer grid, no clamp, no damping");
 
     qh_layer_record recs[3];
-    qh_problem p = { W, H, 2, 0, 0, "synthetic.uniform" };
+    qh_problem p = { W, H, 2, 0, 0, "synthetic.uniform", NULL };
     int st = qh_layer_run(ldlq, params, NULL, &p, 0, 0, NULL, &recs[0], Q);
     QH_CHECK(st == QH_OK, "ldlq runs: %s", recs[0].message);
     QH_CHECK_CLOSE(recs[0].metrics.orig.proxy, fixture_naive_proxy(W, Q, H), 0, 1e-9, "record proxy vs naive sum");

@@ -51,7 +51,7 @@ static int run(const char *const *kv, const qh_matd *W, const qh_matd *H, int bi
     void *p = qh_method_params_new(&qh_method_ptq161);
     for (; kv && kv[0]; kv += 2)
         if (qh_method_params_set(&qh_method_ptq161, p, kv[0], kv[1]) != QH_OK) printf("note: %s\n", qh_last_error());
-    qh_problem pb = { W, H, bits, 0, 0, "layers.2.q_proj" };
+    qh_problem pb = { W, H, bits, 0, 0, "layers.2.q_proj", NULL };
     int st = qh_quantize(&qh_method_ptq161, p, &pb, NULL, NULL, r);
     free(p);
     return st;

@@ -49,7 +49,7 @@ static int run(const char *const *kv, const qh_matd *W, const qh_matd *H, int bi
     void *p = qh_method_params_new(m);
     for (; kv && kv[0]; kv += 2)
         if (qh_method_params_set(m, p, kv[0], kv[1]) != QH_OK) printf("note: %s\n", qh_last_error());
-    qh_problem pb = { W, H, bits, 0, 0, "layers.0.fc1" };
+    qh_problem pb = { W, H, bits, 0, 0, "layers.0.fc1", NULL };
     qh_incoh_params ip = { .kind = QH_INCOH_HADAMARD, .seed = 3, .layer = 0 };
     int st = qh_quantize(m, p, &pb, incoh ? &ip : NULL, NULL, r);
     free(p);

@@ -97,6 +97,26 @@ for f in "$tmp"/d/*.h5; do [ -e "$f" ] || continue; [ "$(attr "$f" /run status)"
     && ok "rerun after kill -9 completes the sweep" || bad "rerun after kill"
 }
 
+# PTQ1.61's block objective: the cell records the block loss before and after
+# tuning, lower after on every block; the layer objective has no such columns;
+# two runs are identical outside /provenance.
+sed 's/"methods": \[.*\]/"methods": [ { "method": "ptq161", "params": { "steps": 20, "epochs": 3 } }, { "method": "ptq161", "label": "ptq161-layer", "params": { "steps": 20, "objective": "layer" } } ]/; s/"bits": \[4\]/"bits": [1]/' \
+    "$tmp/sweep.json" > "$tmp/ptq.json"
+"$QH" run "$tmp/ptq.json" --out "$tmp/p1" --quiet
+col() { h5dump -d "/run/layer_table/$2" -y -w 0 -m %.17g "$1" 2>/dev/null | sed -n '/DATA {/,/}/p' | sed '1d;$d' |
+        tr ',' '\n' | tr -d ' ' | grep -v '^$'; }
+init=$(col "$tmp/p1/opt-7m.ptq161.w1.s0.h5" block_loss_init); final=$(col "$tmp/p1/opt-7m.ptq161.w1.s0.h5" block_loss_final)
+lower=$(paste <(echo "$init") <(echo "$final") | awk '$2 < $1 { n++ } END { print n + 0 }')
+[ "$(echo "$init" | wc -l)" = 36 ] && [ "$lower" = 36 ] \
+    && ok "block objective: block loss lower after tuning in all 6 blocks (36 rows)" || bad "block loss init '$init' final '$final'"
+[ -z "$(col "$tmp/p1/opt-7m.ptq161-layer.w1.s0.h5" block_loss_init)" ] \
+    && ok "layer objective has no block-loss columns" || bad "layer objective wrote block-loss columns"
+if [ "$fast" = 0 ]; then
+    "$QH" run "$tmp/ptq.json" --out "$tmp/p2" --quiet --only 'opt-7m.ptq161.*'
+    h5diff -q --exclude-path /provenance "$tmp/p1/opt-7m.ptq161.w1.s0.h5" "$tmp/p2/opt-7m.ptq161.w1.s0.h5" >/dev/null \
+        && ok "block objective: two runs identical outside /provenance" || bad "block objective runs differ"
+else echo "SKIP: block-objective rerun under QH_TEST_FAST"; skip=$((skip + 1)); fi
+
 # Bad configurations name the key path.
 bad_config() {   # NAME JSON-SED EXPECTED-MESSAGE
     sed "$2" "$tmp/sweep.json" > "$tmp/bad.json"
@@ -107,6 +127,9 @@ bad_config "unknown key" 's/"seeds"/"sedes"/' 'unknown key "sedes"'
 bad_config "unknown method" 's/"gptq"/"gptqq"/' 'methods[1].method: unknown method "gptqq"'
 bad_config "bad parameter" 's/{ "method": "rtn" }/{ "method": "rtn", "params": { "rounding": "up" } }/' 'methods[0].params.rounding'
 bad_config "bits out of range" 's/"bits": \[4\]/"bits": [12]/' 'bits[0]'
+bad_config "block objective under incoherence" \
+    's/{ "method": "ldlq", "incoherence": "kron" }/{ "method": "ptq161", "incoherence": "kron" }/' \
+    'methods[2]: ptq161 with objective "block" takes incoherence "none"'
 out=$("$QH" run "$tmp/none.json" 2>&1); rc=$?
 [ "$rc" = 1 ] && grep -q "none.json" <<< "$out" && ok "missing config named" || bad "missing config: $out"
 summary

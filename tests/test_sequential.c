@@ -81,7 +81,7 @@ static void run_model(const char *dir, int n_linear)
     QH_CHECK(qh_calib_windows(ids, 4096, ns, L, 0, "synthetic ids", &win) == QH_OK, "windows");
 
     visit_log log = { 0, 1, -1, -1, NULL, -1 };
-    qh_layer_visitor v = { log_visit, NULL, &log };
+    qh_layer_visitor v = { .fn = log_visit, .user = &log };
     QH_CHECK(qh_sequential_visit(m, win, ns, L, &v) == QH_OK, "%s: visit: %s", dir, qh_last_error());
     QH_CHECK(log.n_visits == m->cfg.n_layers * n_linear && log.order_ok,
              "%s: %d visits in model order (want %d)", dir, log.n_visits, m->cfg.n_layers * n_linear);

@@ -9,6 +9,13 @@
  * Adam(W) against the layer's proxy loss tr((Ŵ−W) H (Ŵ−W)ᵀ) (see ptq161.c
  * for the gradients and the deviations from the reference).
  *
+ * Objective: the row itself always optimises the layer proxy (`steps`);
+ * objective = block tells the pipeline to go on tuning (α, r1, r2) of every
+ * linear of a decoder block jointly against the block output, as the
+ * reference does (`epochs` passes over the calibration windows; see
+ * experiments/block_tune.h).  Where there is no block (`qh layer`), the row's
+ * layer result is what is measured.
+ *
  * Result fields: What_proc; H_proc = H (undamped: nothing is inverted);
  * col_order natural, order "natural"; grid = the salient_bits MINMAX grid;
  * bits_nominal and bits_side from qh_ptq161_bits.  The width is fixed by
@@ -23,12 +30,16 @@
 
 #include "qh_method.h"
 
+enum { QH_PTQ161_OBJECTIVE_LAYER = 0, QH_PTQ161_OBJECTIVE_BLOCK = 1 };
+
 typedef struct {
     double salient_frac;             /* fraction of the columns kept at salient_bits */
     int salient_bits;                /* bits of the salient columns' per-row grid */
     int steps;                       /* Adam(W) steps on the exact proxy (full batch) */
     double lr_alpha;                 /* learning rate of α */
     double lr_r;                     /* learning rate of r1, r2 */
+    int objective;                   /* QH_PTQ161_OBJECTIVE_*: what the pipeline tunes against */
+    int epochs;                      /* block objective: passes over the calibration windows */
 } qh_ptq161_params;
 
 extern const qh_method_type qh_method_ptq161;
@@ -52,6 +63,29 @@ typedef struct {
     const qh_matd *Qsal;             /* (m, n) values of the salient columns (others unused) */
     const double *mu;                /* (m) frozen row means */
 } qh_ptq161_model;
+
+/* Gradients of a loss ℓ(Ŵ) with respect to α (m), r1 (m), r2 (n; zero on
+ * salient columns), given G = ∂ℓ/∂Ŵ (m x n) at (α, r1, r2).  md->H unused. */
+void qh_ptq161_param_grad(const qh_ptq161_model *md, const double *alpha, const double *r1,
+                          const double *r2, const qh_matd *G, double *g_alpha, double *g_r1,
+                          double *g_r2);
+
+/* What the row exports through qh_problem.state_out (a qh_ptq161_state *,
+ * zeroed or previously filled: its memory is reused when the shape matches):
+ * the processed-basis model (W copy, the mask, the salient values, μ) and
+ * the (α, r1, r2) the row ended with, so that a caller can go on tuning the
+ * scales against another objective (the pipeline's block objective,
+ * experiments/block_tune.h) and rebuild Ŵ with qh_ptq161_reconstruct. */
+typedef struct {
+    size_t rows, cols;
+    qh_matd *W, *Qsal;               /* (m, n) */
+    uint8_t *salient;                /* (n) */
+    double *mu, *alpha, *r1, *r2;    /* (m), (m), (m), (n) */
+} qh_ptq161_state;
+
+/* The model view of a state (H = NULL). */
+qh_ptq161_model qh_ptq161_state_model(const qh_ptq161_state *s);
+void qh_ptq161_state_free(qh_ptq161_state *s);   /* frees members, zeroes; NULL: no-op */
 
 /* Ŵ (m x n) of the model at (α (m), r1 (m), r2 (n)). */
 void qh_ptq161_reconstruct(const qh_ptq161_model *md, const double *alpha, const double *r1,

@@ -1,0 +1,375 @@
+/* test_block_tune.c -- PTQ1.61's block objective (experiments/block_tune.h).
+ *
+ * 1. The loss against a naive double-precision evaluation written here from
+ *    the formula, zero at Y_q = Y_fp = Y_fq, and its gradient against
+ *    central differences in double (relative error ≤ 1e-4: the gradient is
+ *    returned in float, 6e-8 relative, and the differences of a smooth
+ *    function in double with h = 1e-5 carry ~1e-9 truncation error).
+ * 2. The chain the tuner uses (state → Ŵ → block forward → loss → block
+ *    backward → qh_ptq161_param_grad) against central differences of the
+ *    block loss in α, r1 and r2 (each at its largest gradient entry) on a real block of the vendored opt-7m and
+ *    llama-9m (relative error ≤ 1e-2, seen ≤ 1.5e-3: the block runs in float32 and the
+ *    differences divide float rounding of the loss by 2h).
+ * 3. The tuner: epochs 0 leaves Ŵ = the states' reconstruction and
+ *    loss_final = loss_init; 8 epochs lower the mean block loss and the MSE
+ *    to the float output on both models; two runs give identical bytes;
+ *    a missing state is a named error.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block_grad.h"
+#include "block_tune.h"
+#include "forward.h"
+#include "model.h"
+#include "ptq161.h"
+#include "qh_method.h"
+#include "qh_rng.h"
+#include "qh_test.h"
+#include "sequential.h"
+
+static void fill_normal(float *x, size_t n, double scale, qh_rng *r)
+{
+    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * qh_rng_normal(r));
+}
+
+/* ---- 1. the loss ---------------------------------------------------------------- */
+
+static double naive_loss(const double *yq, const float *a, const float *b, size_t d, size_t T)
+{
+    double mse_a = 0, mse_b = 0, ca = 0, cb = 0;
+    for (size_t t = 0; t < T; t++) {
+        double qq = 0, aa = 0, bb = 0, qa = 0, qb = 0;
+        for (size_t i = 0; i < d; i++) {
+            double q = yq[t * d + i], x = a[t * d + i], y = b[t * d + i];
+            mse_a += (q - x) * (q - x);
+            mse_b += (q - y) * (q - y);
+            qq += q * q; aa += x * x; bb += y * y; qa += q * x; qb += q * y;
+        }
+        ca += qa / fmax(sqrt(qq * aa), 1e-8);
+        cb += qb / fmax(sqrt(qq * bb), 1e-8);
+    }
+    double n = (double)(d * T);
+    return mse_a / n + mse_b / n - log(fabs(ca / (double)T)) - log(fabs(cb / (double)T));
+}
+
+static void test_loss(void)
+{
+    enum { D = 8, T = 5, N = D * T };
+    qh_rng r = qh_rng_stream(1, 0, QH_RNG_TEST);
+    float yq[N], a[N], b[N], dy[N];
+    double yd[N];
+    fill_normal(a, N, 1.0, &r);
+    fill_normal(b, N, 1.0, &r);
+    for (size_t i = 0; i < N; i++) yq[i] = a[i];
+    double mse;
+    double l0 = qh_block_loss(a, a, a, D, T, dy, &mse);
+    double g0 = 0;
+    for (size_t i = 0; i < N; i++) g0 = fmax(g0, fabs(dy[i]));
+    QH_CHECK(fabs(l0) < 1e-12 && mse == 0 && g0 < 1e-6, "Y_q = Y_fp = Y_fq: loss %.2e, gradient %.2e", l0, g0);
+
+    for (size_t i = 0; i < N; i++) yq[i] = (float)(0.7 * a[i] + 0.3 * b[i] + 0.1 * qh_rng_normal(&r));
+    for (size_t i = 0; i < N; i++) yd[i] = yq[i];
+    double l = qh_block_loss(yq, a, b, D, T, dy, &mse);
+    double want = naive_loss(yd, a, b, D, T);
+    QH_CHECK(fabs(l - want) <= 1e-12 * fabs(want), "loss %.12g = naive %.12g", l, want);
+
+    double worst = 0, h = 1e-5, gmax = 0;
+    for (size_t i = 0; i < N; i++) gmax = fmax(gmax, fabs(dy[i]));
+    for (size_t i = 0; i < N; i++) {
+        double s = yd[i];
+        yd[i] = s + h;
+        double lp = naive_loss(yd, a, b, D, T);
+        yd[i] = s - h;
+        double lm = naive_loss(yd, a, b, D, T);
+        yd[i] = s;
+        worst = fmax(worst, fabs((lp - lm) / (2 * h) - dy[i]) / gmax);
+    }
+    QH_CHECK(worst < 1e-4, "dL/dY_q = central differences (max error %.2e of max |g|)", worst);
+}
+
+/* ---- a real block with ptq161 states ------------------------------------------------- */
+
+enum { NS = 3, TT = 24 };
+
+typedef struct {
+    qh_model *m;
+    int layer;
+    size_t hidden;
+    float *x, *x_fp;                 /* NS windows */
+    float *W_fp[QH_LIN_MAX];
+    qh_ptq161_state states[QH_LIN_MAX];
+    qh_ptq161_state *sp[QH_LIN_MAX];
+} block_case;
+
+static void case_free(block_case *c)
+{
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        qh_ptq161_state_free(&c->states[k]);
+        free(c->W_fp[k]);
+    }
+    free(c->x);
+    qh_model_free(c->m);
+}
+
+/* ptq161 (layer stage with `steps` proxy steps, H = I) into the states. */
+static int quantize_block(block_case *c, int steps)
+{
+    const qh_method_type *t = &qh_method_ptq161;
+    void *params = qh_method_params_new(t);
+    char sv[16];
+    snprintf(sv, sizeof sv, "%d", steps);
+    int st = params ? qh_method_params_set(t, params, "steps", sv) : QH_ENOMEM;
+    qh_block *b = &c->m->blocks[c->layer];
+    for (int k = 0; k < QH_LIN_MAX && st == QH_OK; k++) {
+        qh_linear *lin = &b->lin[k];
+        if (!lin->W) continue;
+        size_t m = (size_t)lin->out, n = (size_t)lin->in;
+        qh_matd *W = qh_matd_alloc(m, n), *H = qh_matd_alloc(n, n);
+        for (size_t j = 0; j < n; j++) QH_AT(H, j, j) = 1.0 + 0.5 * (double)(j % 7);
+        qh_linear_to_matd(lin, W);
+        qh_problem p = { W, H, 1, 0, (uint32_t)k, lin->name, &c->states[k] };
+        qh_result r;
+        qh_result_init(&r);
+        st = qh_quantize(t, params, &p, NULL, NULL, &r);
+        qh_result_free(&r);
+        qh_matd_free(W);
+        qh_matd_free(H);
+        c->sp[k] = &c->states[k];
+    }
+    free(params);
+    return st;
+}
+
+static int load_case(block_case *c, const char *dir, int layer)
+{
+    memset(c, 0, sizeof *c);
+    c->layer = layer;
+    QH_TRY(qh_model_load(dir, &c->m));
+    c->hidden = (size_t)c->m->cfg.hidden;
+    size_t win = c->hidden * TT;
+    qh_forward_ws *ws = NULL;
+    QH_TRY(qh_forward_ws_alloc(c->m, TT, &ws));
+    c->x = malloc(2 * NS * win * sizeof(float));
+    c->x_fp = c->x + NS * win;
+    qh_rng r = qh_rng_stream(7, (uint32_t)layer, QH_RNG_TEST);
+    int32_t ids[TT];
+    int st = c->x ? QH_OK : QH_ENOMEM;
+    for (size_t s = 0; s < NS && st == QH_OK; s++) {
+        for (size_t t = 0; t < TT; t++) ids[t] = (int32_t)qh_rng_below(&r, (uint64_t)c->m->cfg.vocab_size);
+        st = qh_forward_embed(c->m, ids, TT, ws, c->x_fp + s * win);
+        for (int l = 0; l < layer && st == QH_OK; l++) st = qh_forward_block(c->m, l, c->x_fp + s * win, TT, ws, NULL);
+        /* the quantized path: the float one plus a perturbation */
+        for (size_t i = 0; i < win && st == QH_OK; i++)
+            c->x[s * win + i] = c->x_fp[s * win + i] * (float)(1.0 + 0.05 * qh_rng_normal(&r));
+    }
+    qh_forward_ws_free(ws);
+    QH_TRY(st);
+    qh_block *b = &c->m->blocks[layer];
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        if (!b->lin[k].W) continue;
+        size_t bytes = (size_t)b->lin[k].out * (size_t)b->lin[k].in * sizeof(float);
+        if (!(c->W_fp[k] = malloc(bytes))) return QH_ENOMEM;
+        memcpy(c->W_fp[k], b->lin[k].W, bytes);
+    }
+    return quantize_block(c, 0);
+}
+
+/* Writes the states' Ŵ into the block. */
+static void write_block(block_case *c)
+{
+    qh_block *b = &c->m->blocks[c->layer];
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        if (!c->sp[k]) continue;
+        qh_ptq161_model md = qh_ptq161_state_model(c->sp[k]);
+        qh_matd *What = qh_matd_alloc(c->sp[k]->rows, c->sp[k]->cols);
+        qh_ptq161_reconstruct(&md, c->sp[k]->alpha, c->sp[k]->r1, c->sp[k]->r2, What);
+        qh_linear_from_matd(&b->lin[k], What);
+        qh_matd_free(What);
+    }
+}
+
+/* Targets of window s (float weights swapped in). */
+static void targets(block_case *c, qh_block_tape *tape, float *y_fp, float *y_fq)
+{
+    float *W[QH_LIN_MAX];
+    memcpy(W, c->W_fp, sizeof W);
+    size_t win = c->hidden * TT;
+    qh_block_swap_weights(c->m, c->layer, W);
+    for (size_t s = 0; s < NS; s++) {
+        if (qh_block_forward_tape(c->m, c->layer, c->x_fp + s * win, TT, y_fp + s * win, tape) != QH_OK ||
+            qh_block_forward_tape(c->m, c->layer, c->x + s * win, TT, y_fq + s * win, tape) != QH_OK)
+            QH_CHECK(0, "targets: %s", qh_last_error());
+    }
+    qh_block_swap_weights(c->m, c->layer, W);
+}
+
+/* Block loss summed over windows at the states' current scales; with
+ * grads, the gradients of linear `kind`'s α, r1, r2 (m, m, n) too. */
+static double block_loss(block_case *c, qh_block_tape *tape, const float *y_fp, const float *y_fq,
+                         int kind, double *ga)
+{
+    size_t win = c->hidden * TT;
+    qh_linear *lin = &c->m->blocks[c->layer].lin[kind];
+    size_t m = (size_t)lin->out, n = (size_t)lin->in;
+    float *yq = malloc(2 * win * sizeof(float)), *dy = yq + win;
+    float *Gf = calloc(m * n, sizeof(float));
+    float *G[QH_LIN_MAX] = { NULL };
+    G[kind] = Gf;
+    write_block(c);
+    double l = 0;
+    for (size_t s = 0; s < NS; s++) {
+        if (qh_block_forward_tape(c->m, c->layer, c->x + s * win, TT, yq, tape) != QH_OK)
+            QH_CHECK(0, "forward: %s", qh_last_error());
+        l += qh_block_loss(yq, y_fp + s * win, y_fq + s * win, c->hidden, TT, ga ? dy : NULL, NULL);
+        if (ga && qh_block_backward(c->m, c->layer, dy, tape, G) != QH_OK)
+            QH_CHECK(0, "backward: %s", qh_last_error());
+    }
+    if (ga) {
+        qh_matd *Gd = qh_matd_alloc(m, n);
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++) QH_AT(Gd, i, j) = Gf[i * n + j];
+        qh_ptq161_model md = qh_ptq161_state_model(c->sp[kind]);
+        qh_ptq161_param_grad(&md, c->sp[kind]->alpha, c->sp[kind]->r1, c->sp[kind]->r2, Gd, ga,
+                             ga + m, ga + 2 * m);
+        qh_matd_free(Gd);
+    }
+    free(Gf);
+    free(yq);
+    return l;
+}
+
+/* Central difference of the block loss in the entry of one scale vector
+ * with the largest analytic gradient, relative to that gradient. */
+static double fd_error(block_case *c, qh_block_tape *tape, const float *y_fp, const float *y_fq,
+                       int kind, double *x, const double *g, size_t count)
+{
+    size_t idx = 0;
+    for (size_t i = 1; i < count; i++) if (fabs(g[i]) > fabs(g[idx])) idx = i;
+    double gmax = fabs(g[idx]), h = 1e-2 * fmax(fabs(x[idx]), 1e-3);
+    double s = x[idx];
+    x[idx] = s + h;
+    double lp = block_loss(c, tape, y_fp, y_fq, kind, NULL);
+    x[idx] = s - h;
+    double lm = block_loss(c, tape, y_fp, y_fq, kind, NULL);
+    x[idx] = s;
+    return fabs((lp - lm) / (2 * h) - g[idx]) / gmax;
+}
+
+static void check_chain(const char *dir, int layer)
+{
+    block_case c;
+    if (load_case(&c, dir, layer) != QH_OK) {
+        QH_CHECK(0, "%s: setup: %s", dir, qh_last_error());
+        case_free(&c);
+        return;
+    }
+    qh_block_tape *tape = NULL;
+    size_t win = c.hidden * TT;
+    float *y = malloc(2 * NS * win * sizeof(float));
+    QH_CHECK(qh_block_tape_alloc(c.m, TT, &tape) == QH_OK && y, "tape: %s", qh_last_error());
+    targets(&c, tape, y, y + NS * win);
+    static const int kinds[] = { QH_LIN_Q, QH_LIN_O, QH_LIN_FC1, QH_LIN_FC2 };
+    for (size_t ki = 0; ki < sizeof kinds / sizeof *kinds; ki++) {
+        int k = kinds[ki];
+        qh_ptq161_state *s = c.sp[k];
+        size_t m = s->rows, n = s->cols;
+        double *g = malloc((2 * m + n) * sizeof *g);
+        block_loss(&c, tape, y, y + NS * win, k, g);
+        double ea = fd_error(&c, tape, y, y + NS * win, k, s->alpha, g, m);
+        double e1 = fd_error(&c, tape, y, y + NS * win, k, s->r1, g + m, m);
+        double e2 = fd_error(&c, tape, y, y + NS * win, k, s->r2, g + 2 * m, n);
+        size_t zero_on_salient = 0, n_salient = 0;
+        for (size_t j = 0; j < n; j++)
+            if (s->salient[j]) { n_salient++; zero_on_salient += g[2 * m + j] == 0.0; }
+        QH_CHECK(n_salient > 0 && zero_on_salient == n_salient, "%s %s: r2 gradient zero on the %zu salient columns",
+                 dir, qh_model_linear_short_name(c.m, k), n_salient);
+        QH_CHECK(ea < 1e-2 && e1 < 1e-2 && e2 < 1e-2,
+                 "%s block %d %s: d loss / d(alpha, r1, r2) = central differences (%.1e %.1e %.1e)",
+                 dir, layer, qh_model_linear_short_name(c.m, k), ea, e1, e2);
+        QH_NOTE("%s block %d %s: relative FD errors alpha %.1e r1 %.1e r2 %.1e", dir, layer,
+                qh_model_linear_short_name(c.m, k), ea, e1, e2);
+        free(g);
+    }
+    free(y);
+    qh_block_tape_free(tape);
+    case_free(&c);
+}
+
+/* ---- 3. the tuner -------------------------------------------------------------------- */
+
+static int tune(block_case *c, int epochs, qh_block_tune_stats *bs)
+{
+    qh_block_tune_params p = { epochs, 5e-4, 1e-3 };
+    return qh_block_tune_ptq161(c->m, c->layer, c->x, c->x_fp, NS, TT, c->W_fp, c->sp, &p, bs);
+}
+
+/* The block's weights, concatenated (for byte comparisons). */
+static float *block_weights(const block_case *c, size_t *count)
+{
+    const qh_block *b = &c->m->blocks[c->layer];
+    size_t total = 0, at = 0;
+    for (int k = 0; k < QH_LIN_MAX; k++) if (b->lin[k].W) total += (size_t)b->lin[k].out * (size_t)b->lin[k].in;
+    float *w = malloc(total * sizeof *w);
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        if (!b->lin[k].W) continue;
+        size_t n = (size_t)b->lin[k].out * (size_t)b->lin[k].in;
+        memcpy(w + at, b->lin[k].W, n * sizeof *w);
+        at += n;
+    }
+    *count = total;
+    return w;
+}
+
+static void check_tuner(const char *dir, int layer)
+{
+    block_case c, d;
+    if (load_case(&c, dir, layer) != QH_OK || load_case(&d, dir, layer) != QH_OK) {
+        QH_CHECK(0, "%s: setup: %s", dir, qh_last_error());
+        return;
+    }
+    qh_block_tune_stats b0, b1, b2;
+    QH_CHECK(tune(&c, 0, &b0) == QH_OK && b0.steps == 0 && b0.loss_final == b0.loss_init,
+             "%s: epochs 0: loss %.6g unchanged, 0 steps (%s)", dir, b0.loss_init, qh_last_error());
+    size_t n0, n1;
+    float *w_tuned0 = block_weights(&c, &n0);
+    write_block(&c);
+    float *w_states = block_weights(&c, &n1);
+    QH_CHECK(n0 == n1 && !memcmp(w_tuned0, w_states, n0 * sizeof(float)), "%s: epochs 0 writes the states' W", dir);
+    free(w_tuned0);
+    free(w_states);
+
+    QH_CHECK(tune(&c, 8, &b1) == QH_OK, "%s: 8 epochs run: %s", dir, qh_last_error());
+    QH_CHECK(b1.steps == 8 * NS && b1.loss_final < b1.loss_init && b1.mse_fp_final < b1.mse_fp_init,
+             "%s block %d: 8 epochs lower the loss %.5g -> %.5g and the MSE to float %.5g -> %.5g",
+             dir, layer, b1.loss_init, b1.loss_final, b1.mse_fp_init, b1.mse_fp_final);
+    QH_NOTE("%s block %d: 8 epochs x %d windows: loss %.5g -> %.5g, MSE to float %.5g -> %.5g", dir,
+            layer, NS, b1.loss_init, b1.loss_final, b1.mse_fp_init, b1.mse_fp_final);
+    QH_CHECK(tune(&d, 0, &b2) == QH_OK && tune(&d, 8, &b2) == QH_OK, "%s: second run", dir);
+    float *wc = block_weights(&c, &n0), *wd = block_weights(&d, &n1);
+    QH_CHECK(b2.loss_final == b1.loss_final && !memcmp(wc, wd, n0 * sizeof(float)),
+             "%s: two runs give identical weights and losses", dir);
+    free(wc);
+    free(wd);
+
+    qh_ptq161_state *keep = d.sp[QH_LIN_V];
+    d.sp[QH_LIN_V] = NULL;
+    int st = tune(&d, 1, &b2);
+    QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "v_proj") && strstr(qh_last_error(), "no ptq161 state"),
+             "missing state named: %s", qh_last_error());
+    d.sp[QH_LIN_V] = keep;
+    case_free(&c);
+    case_free(&d);
+}
+
+int main(void)
+{
+    test_loss();
+    check_chain("models/opt-7m", 1);
+    check_chain("models/llama-9m", 2);
+    check_tuner("models/opt-7m", 1);
+    check_tuner("models/llama-9m", 0);
+    return qh_test_summary();
+}
