@@ -1,7 +1,10 @@
 /* test_sequential.c -- the block-sequential traversal: visit order, Hessians
- * against an independent computation, and weight write-back. */
+ * against an independent computation, weight write-back, and the block
+ * stage's inputs (quantized and float paths, float weights) against
+ * independent forward passes. */
 #include "qh_test.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "calib.h"
@@ -103,9 +106,96 @@ static void run_model(const char *dir, int n_linear)
     qh_model_free(m);
 }
 
+/* ---- the block stage (block_fn) ---------------------------------------------- */
+
+/* The visitor halves every weight; block_fn checks what it is handed against
+ * two independent forward passes: `pristine` (the float model) and `halved`
+ * (every weight halved, built here). */
+typedef struct {
+    const qh_model *pristine, *halved;
+    const int32_t *win;
+    size_t ns, L;
+    int calls, x_ok, xfp_ok, wfp_ok, block_ok;
+} stage_log;
+
+static int halve_visit(const qh_model *m, int layer, int kind, qh_matd *W, const qh_matd *H,
+                       int *replace, void *user)
+{
+    (void)m; (void)layer; (void)kind; (void)H; (void)user;
+    for (size_t i = 0; i < W->rows * W->cols; i++) W->data[i] *= 0.5;
+    *replace = 1;
+    return QH_OK;
+}
+
+/* Hidden states of one window entering block `layer` of model m. */
+static int states_before(const qh_model *m, const int32_t *ids, size_t L, int layer, float *x)
+{
+    qh_forward_ws *ws = NULL;
+    int st = qh_forward_ws_alloc(m, L, &ws);
+    if (st == QH_OK) st = qh_forward_embed(m, ids, L, ws, x);
+    for (int l = 0; l < layer && st == QH_OK; l++) st = qh_forward_block(m, l, x, L, ws, NULL);
+    qh_forward_ws_free(ws);
+    return st;
+}
+
+static int check_stage(qh_model *m, int layer, const float *x, const float *x_fp, size_t ns,
+                       size_t L, float *const W_fp[QH_LIN_MAX], void *user)
+{
+    stage_log *g = user;
+    size_t d = (size_t)m->cfg.hidden;
+    float *want = malloc(d * L * sizeof *want);
+    g->calls++;
+    for (size_t s = 0; s < ns; s++) {
+        g->xfp_ok &= states_before(g->pristine, g->win + s * L, L, layer, want) == QH_OK &&
+                     !memcmp(want, x_fp + s * d * L, d * L * sizeof *want);
+        g->x_ok &= states_before(g->halved, g->win + s * L, L, layer, want) == QH_OK &&
+                   !memcmp(want, x + s * d * L, d * L * sizeof *want);
+    }
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        const qh_linear *orig = &g->pristine->blocks[layer].lin[k], *now = &m->blocks[layer].lin[k];
+        if (!orig->W) { g->wfp_ok &= W_fp[k] == NULL; continue; }
+        size_t n = (size_t)orig->out * (size_t)orig->in;
+        g->wfp_ok &= !memcmp(W_fp[k], orig->W, n * sizeof(float));
+        g->block_ok &= !memcmp(now->W, g->halved->blocks[layer].lin[k].W, n * sizeof(float));
+    }
+    free(want);
+    return QH_OK;
+}
+
+static void check_block_stage(const char *dir)
+{
+    qh_model *m = NULL, *pristine = NULL, *halved = NULL;
+    if (qh_model_load(dir, &m) != QH_OK || qh_model_load(dir, &pristine) != QH_OK ||
+        qh_model_load(dir, &halved) != QH_OK) {
+        QH_CHECK(0, "load %s: %s", dir, qh_last_error());
+        return;
+    }
+    for (int l = 0; l < halved->cfg.n_layers; l++)
+        for (int k = 0; k < QH_LIN_MAX; k++) {
+            qh_linear *lin = &halved->blocks[l].lin[k];
+            for (size_t i = 0; lin->W && i < (size_t)lin->out * lin->in; i++)
+                lin->W[i] = (float)(0.5 * (double)lin->W[i]);   /* as the visitor's double round trip */
+        }
+    const size_t ns = 2, L = 32;
+    int32_t ids[ns * L];
+    for (size_t i = 0; i < ns * L; i++) ids[i] = (int32_t)((i * 7919u + 13u) % 8000u);
+    stage_log g = { pristine, halved, ids, ns, L, 0, 1, 1, 1, 1 };
+    qh_layer_visitor v = { .fn = halve_visit, .block_fn = check_stage, .user = &g };
+    QH_CHECK(qh_sequential_visit(m, ids, ns, L, &v) == QH_OK, "%s: visit with a block stage: %s", dir, qh_last_error());
+    QH_CHECK(g.calls == m->cfg.n_layers, "%s: block stage called once per block (%d)", dir, g.calls);
+    QH_CHECK(g.xfp_ok, "%s: x_fp = the float model's states entering each block (bitwise)", dir);
+    QH_CHECK(g.x_ok, "%s: x = the quantized path's states entering each block (bitwise)", dir);
+    QH_CHECK(g.wfp_ok && g.block_ok, "%s: W_fp = the original weights, the block holds the visitor's", dir);
+    qh_model_free(m);
+    qh_model_free(pristine);
+    qh_model_free(halved);
+}
+
 int main(void)
 {
     run_model("models/opt-7m", 6);
     run_model("models/llama-9m", 7);
+    check_block_stage("models/opt-7m");
+    check_block_stage("models/llama-9m");
     return qh_test_summary();
 }
