@@ -54,7 +54,8 @@ static const qh_param_desc ptq161_params[] = {
     PT_DESC("salient_bits", QH_PARAM_INT, salient_bits, 4, 2, 8,
             "bits of the salient columns' per-row asymmetric min-max grid (full row)"),
     PT_DESC("steps", QH_PARAM_INT, steps, 200, 0, 1000000,
-            "Adam steps on the exact per-layer proxy (reference: 20 epochs x 128 mini-batches)"),
+            "Adam steps on the exact per-layer proxy; with objective block the start of the block "
+            "tuning (0: the reference's start, alpha = mean|w|, r = 1)"),
     PT_DESC("lr_alpha", QH_PARAM_DOUBLE, lr_alpha, 5e-4, 0, 1, "learning rate of alpha"),
     PT_DESC("lr_r", QH_PARAM_DOUBLE, lr_r, 1e-3, 0, 1, "learning rate of r1, r2"),
     { "objective", QH_PARAM_ENUM, offsetof(qh_ptq161_params, objective), QH_PTQ161_OBJECTIVE_BLOCK,
