@@ -200,15 +200,6 @@ static void linear_grad_x(const qh_linear *L, const float *dY, size_t T, float *
     qh_sgemm('N', 'N', in, T, out, 1.0f, L->W, in, dY, out, accumulate ? 1.0f : 0.0f, dX, in);
 }
 
-static void apply_norm(const qh_model *m, const qh_norm *n, const float *x, float *y,
-                       size_t dim, size_t T)
-{
-    if (m->cfg.arch == QH_ARCH_LLAMA)
-        qh_rms_norm(x, y, dim, T, n->w, m->cfg.norm_eps);
-    else
-        qh_layer_norm(x, y, dim, T, n->w, n->b, m->cfg.norm_eps);
-}
-
 /* dx = dres + (d norm(x) / dx)^T dh for the T columns of x (dim x T):
  * LayerNorm  dx = r (g - mean(g) - xhat mean(g xhat)),  xhat = (x - mu) r
  * RMSNorm    dx = r (g - x r^2 mean(g x)),
@@ -316,7 +307,7 @@ int qh_block_forward_tape(const qh_model *m, int layer, const float *x, size_t T
     t->fwd_flops = 0.0;
 
     /* attention sublayer: x1 = x + o(attn(norm1(x))) */
-    apply_norm(m, &blk->attn_norm, x, t->h1, d, T);
+    qh_norm_apply(m, &blk->attn_norm, x, t->h1, d, T);
     qh_linear_apply(&blk->lin[QH_LIN_Q], t->h1, T, t->q, 0);
     qh_linear_apply(&blk->lin[QH_LIN_K], t->h1, T, t->k, 0);
     qh_linear_apply(&blk->lin[QH_LIN_V], t->h1, T, t->v, 0);
@@ -330,7 +321,7 @@ int qh_block_forward_tape(const qh_model *m, int layer, const float *x, size_t T
     memcpy(t->x1, y, d * T * sizeof(float));
 
     /* MLP sublayer: y = x1 + down(act(norm2(x1))) */
-    apply_norm(m, &blk->mlp_norm, t->x1, t->h2, d, T);
+    qh_norm_apply(m, &blk->mlp_norm, t->x1, t->h2, d, T);
     qh_linear_apply(&blk->lin[QH_LIN_FC1], t->h2, T, t->g, 0);
     if (llama) {
         qh_linear_apply(&blk->lin[QH_LIN_UP], t->h2, T, t->u, 0);

@@ -340,8 +340,8 @@ static int run_linear(const qh_block *blk, int layer, int kind, const float *x, 
     return QH_OK;
 }
 
-static void apply_norm(const qh_model *m, const qh_norm *n, const float *x, float *y,
-                       size_t dim, size_t T)
+void qh_norm_apply(const qh_model *m, const qh_norm *n, const float *x, float *y, size_t dim,
+                   size_t T)
 {
     if (m->cfg.arch == QH_ARCH_LLAMA)
         qh_rms_norm(x, y, dim, T, n->w, m->cfg.norm_eps);
@@ -401,19 +401,19 @@ int qh_forward_block(const qh_model *m, int layer, float *x, size_t T, qh_forwar
     size_t d = ws->hidden;
     double t0 = ws->profile ? now_s() : 0.0;
     if (m->cfg.pre_ln) {
-        apply_norm(m, &blk->attn_norm, x, ws->xn, d, T);
+        qh_norm_apply(m, &blk->attn_norm, x, ws->xn, d, T);
         QH_TRY(attention_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
-        apply_norm(m, &blk->mlp_norm, x, ws->xn, d, T);
+        qh_norm_apply(m, &blk->mlp_norm, x, ws->xn, d, T);
         QH_TRY(mlp_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
     } else {
         /* OPT post-LN: x = LN(x + attn(x)); x = LN(x + mlp(x)).  The
          * sublayer input must survive the residual add, so copy it first. */
         memcpy(ws->xn, x, d * T * sizeof(float));
         QH_TRY(attention_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
-        apply_norm(m, &blk->attn_norm, x, x, d, T);
+        qh_norm_apply(m, &blk->attn_norm, x, x, d, T);
         memcpy(ws->xn, x, d * T * sizeof(float));
         QH_TRY(mlp_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
-        apply_norm(m, &blk->mlp_norm, x, x, d, T);
+        qh_norm_apply(m, &blk->mlp_norm, x, x, d, T);
     }
     lap(ws->profile, &t0, &ws->stats.other_s);
     return QH_OK;
@@ -460,7 +460,7 @@ int qh_forward_head(const qh_model *m, const float *x, size_t T, qh_forward_ws *
     size_t d = ws->hidden, e = ws->embed_dim, V = (size_t)m->cfg.vocab_size;
     const float *h = x;
     if (m->final_norm.w) {
-        apply_norm(m, &m->final_norm, x, ws->xn, d, T);
+        qh_norm_apply(m, &m->final_norm, x, ws->xn, d, T);
         h = ws->xn;
     }
     lap(ws->profile, &t0, &ws->stats.other_s);

@@ -118,6 +118,11 @@ int qh_forward_window(const qh_model *m, const int32_t *ids, size_t T, qh_forwar
  * accumulate, y += W x + b (a residual add).  b may be absent (L->b NULL). */
 void qh_linear_apply(const qh_linear *L, const float *x, size_t T, float *y, int accumulate);
 
+/* The model's norm n (RMSNorm for Llama, LayerNorm for OPT) on the T columns
+ * of x (dim x T) into y (may equal x). */
+void qh_norm_apply(const qh_model *m, const qh_norm *n, const float *x, float *y, size_t dim,
+                   size_t T);
+
 /* The pieces, exposed for tests.  Each normalises the T columns of x (dim x T)
  * into y (may equal x).  LayerNorm: (x - mean) / sqrt(var + eps) * w + b with
  * the biased variance (b may be NULL); RMSNorm: x * rsqrt(mean(x^2) + eps) * w,
