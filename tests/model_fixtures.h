@@ -132,4 +132,31 @@ static inline void ref_rope(double *v, int hd, int pos, double theta)
     }
 }
 
+/* Causal softmax attention of every head for T tokens in double: att
+ * (T x n_heads·head_dim, token-major) from q (T x q_dim) and k, v (T x
+ * kv_dim) after RoPE, grouped-query heads sharing k and v; p: T scratch. */
+static inline void ref_attention(const qh_model_config *c, const double *q, const double *k,
+                                 const double *v, int T, double *att, double *p)
+{
+    int H = c->n_heads, hd = c->head_dim, qd = H * hd, kvd = c->n_kv_heads * hd;
+    for (int t = 0; t < T; t++)
+        for (int hh = 0; hh < H; hh++) {
+            int kh = hh / (H / c->n_kv_heads);
+            double mx = -INFINITY, z = 0.0;
+            for (int j = 0; j <= t; j++) {
+                double sc = 0.0;
+                for (int i = 0; i < hd; i++)
+                    sc += q[(size_t)t * qd + hh * hd + i] * k[(size_t)j * kvd + kh * hd + i];
+                p[j] = sc / sqrt((double)hd);
+                mx = fmax(mx, p[j]);
+            }
+            for (int j = 0; j <= t; j++) z += (p[j] = exp(p[j] - mx));
+            for (int i = 0; i < hd; i++) {
+                double acc = 0.0;
+                for (int j = 0; j <= t; j++) acc += p[j] / z * v[(size_t)j * kvd + kh * hd + i];
+                att[(size_t)t * qd + hh * hd + i] = acc;
+            }
+        }
+}
+
 #endif

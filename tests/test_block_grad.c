@@ -213,24 +213,7 @@ static double ref_block_loss(const qh_model *m, int layer, const float *x, size_
                 ref_rope(k + (size_t)t * kvd + j * hd, hd, t, c->rope_theta);
         }
     }
-    for (int t = 0; t < n; t++)
-        for (int hh = 0; hh < H; hh++) {
-            int kh = hh / (H / c->n_kv_heads);
-            double mx = -INFINITY, z = 0.0;
-            for (int j = 0; j <= t; j++) {
-                double sc = 0.0;
-                for (int i = 0; i < hd; i++)
-                    sc += q[(size_t)t * qd + hh * hd + i] * k[(size_t)j * kvd + kh * hd + i];
-                p[j] = sc / sqrt((double)hd);
-                mx = fmax(mx, p[j]);
-            }
-            for (int j = 0; j <= t; j++) z += (p[j] = exp(p[j] - mx));
-            for (int i = 0; i < hd; i++) {
-                double acc = 0.0;
-                for (int j = 0; j <= t; j++) acc += p[j] / z * v[(size_t)j * kvd + kh * hd + i];
-                att[(size_t)t * qd + hh * hd + i] = acc;
-            }
-        }
+    ref_attention(c, q, k, v, n, att, p);
     for (int t = 0; t < n; t++) {
         double *xt = xr + (size_t)t * d;
         ref_lin(b, QH_LIN_O, pk, D, s, att + (size_t)t * qd, u);

@@ -196,24 +196,7 @@ static void ref_forward(const qh_model *m, const int32_t *ids, int T, double *lo
                     ref_rope(k + (size_t)t * kvd + hh * hd, hd, t, c->rope_theta);
             }
         }
-        for (int t = 0; t < T; t++)
-            for (int hh = 0; hh < H; hh++) {
-                int kh = hh * c->n_kv_heads / H;
-                double mx = -INFINITY, z = 0;
-                for (int j = 0; j <= t; j++) {
-                    double s = 0;
-                    for (int i = 0; i < hd; i++)
-                        s += q[(size_t)t * qd + hh * hd + i] * k[(size_t)j * kvd + kh * hd + i];
-                    p[j] = s / sqrt((double)hd);
-                    mx = fmax(mx, p[j]);
-                }
-                for (int j = 0; j <= t; j++) z += (p[j] = exp(p[j] - mx));
-                for (int i = 0; i < hd; i++) {
-                    double acc = 0;
-                    for (int j = 0; j <= t; j++) acc += p[j] / z * v[(size_t)j * kvd + kh * hd + i];
-                    a[(size_t)t * qd + hh * hd + i] = acc;
-                }
-            }
+        ref_attention(c, q, k, v, T, a, p);
         for (int t = 0; t < T; t++) {
             double *xt = x + (size_t)t * d;
             ref_linear(&b->lin[QH_LIN_O], a + (size_t)t * qd, u);
