@@ -28,14 +28,15 @@ static double dot_f(const float *a, const float *b, size_t n)
     return s;
 }
 
-/* Mean over tokens of cos(yq_t, y_t); cosines per token into cos_t (T). */
-static double mean_cosine(const float *yq, const float *y, size_t d, size_t T, double *cos_t,
-                          double *norm_q)
+/* Mean over tokens of cos(yq_t, y_t); per token, the cosine into cos_t (T)
+ * and ‖yq_t‖‖y_t‖ into nn_t (T), for the gradient. */
+static double mean_cosine(const float *yq, const float *y, size_t d, size_t T,
+                          const double *norm_q, double *cos_t, double *nn_t)
 {
     double c = 0.0;
     for (size_t t = 0; t < T; t++) {
         const float *a = yq + t * d, *b = y + t * d;
-        double nn = norm_q[t] * sqrt(dot_f(b, b, d));
+        double nn = nn_t[t] = norm_q[t] * sqrt(dot_f(b, b, d));
         cos_t[t] = dot_f(a, b, d) / fmax(nn, COS_EPS);
         c += cos_t[t];
     }
@@ -45,11 +46,12 @@ static double mean_cosine(const float *yq, const float *y, size_t d, size_t T, d
 /* dy += ∂(−log|c|)/∂yq for c = mean_t cos(yq_t, y_t):
  * −(1/c)(1/T) [y_t / max(‖yq_t‖‖y_t‖, ε) − cos_t yq_t / ‖yq_t‖² (when not clamped)]. */
 static void add_cosine_grad(const float *yq, const float *y, size_t d, size_t T, double c,
-                            const double *cos_t, const double *norm_q, float *dy)
+                            const double *cos_t, const double *nn_t, const double *norm_q,
+                            float *dy)
 {
     for (size_t t = 0; t < T; t++) {
         const float *a = yq + t * d, *b = y + t * d;
-        double nq = norm_q[t], nn = nq * sqrt(dot_f(b, b, d));
+        double nq = norm_q[t], nn = nn_t[t];
         double k = -1.0 / (c * (double)T);
         double inv = 1.0 / fmax(nn, COS_EPS), self = nn > COS_EPS ? cos_t[t] / (nq * nq) : 0.0;
         for (size_t i = 0; i < d; i++)
@@ -71,16 +73,16 @@ double qh_block_loss(const float *yq, const float *y_fp, const float *y_fq, size
     e_fp /= (double)n;
     e_fq /= (double)n;
     if (mse_fp) *mse_fp = e_fp;
-    /* per-token cosines and norms: 3T doubles, small next to the window */
-    double *cos_fp = malloc(3 * T * sizeof(double));
+    /* per-token cosines and norm products: 5T doubles, small next to the window */
+    double *cos_fp = malloc(5 * T * sizeof(double));
     if (!cos_fp) return NAN;
-    double *cos_fq = cos_fp + T, *norm_q = cos_fq + T;
+    double *cos_fq = cos_fp + T, *nn_fp = cos_fq + T, *nn_fq = nn_fp + T, *norm_q = nn_fq + T;
     for (size_t t = 0; t < T; t++) norm_q[t] = sqrt(dot_f(yq + t * hidden, yq + t * hidden, hidden));
-    double c_fp = mean_cosine(yq, y_fp, hidden, T, cos_fp, norm_q);
-    double c_fq = mean_cosine(yq, y_fq, hidden, T, cos_fq, norm_q);
+    double c_fp = mean_cosine(yq, y_fp, hidden, T, norm_q, cos_fp, nn_fp);
+    double c_fq = mean_cosine(yq, y_fq, hidden, T, norm_q, cos_fq, nn_fq);
     if (dy) {
-        add_cosine_grad(yq, y_fp, hidden, T, c_fp, cos_fp, norm_q, dy);
-        add_cosine_grad(yq, y_fq, hidden, T, c_fq, cos_fq, norm_q, dy);
+        add_cosine_grad(yq, y_fp, hidden, T, c_fp, cos_fp, nn_fp, norm_q, dy);
+        add_cosine_grad(yq, y_fq, hidden, T, c_fq, cos_fq, nn_fq, norm_q, dy);
     }
     free(cos_fp);
     return e_fp + e_fq - log(fabs(c_fp)) - log(fabs(c_fq));
