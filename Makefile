@@ -1,9 +1,12 @@
 # qharness -- build, test, benchmark and reproduce.  `make help` lists targets.
 #
-# Layout: core/ -> build/libqhcore.a (numerics only: BLAS/LAPACK/GSL, no I/O
-# formats), experiments/ -> build/libqhexp.a (models, tokenizer, forward pass,
-# files), experiments/main.c -> bin/qh.  Tests are tests/test_*.c (one program
-# each) and tests/test_*.sh (command-line checks), summed by tests/run.sh.
+# Layout (docs/architecture.md): core/ -> build/libqhcore.a (numerics only:
+# BLAS/LAPACK/GSL, no I/O formats); experiments/{tokenizer,model,results,
+# backends,pipeline}/ -> build/libqhexp.a; analysis/report/ ->
+# build/libqhreport.a; experiments/cli/ -> bin/qh.  Includes are path-qualified
+# from experiments/ and analysis/ ("model/forward.h", "report/report.h").
+# Tests are tests/test_*.c (one program each) and tests/test_*.sh
+# (command-line checks), summed by tests/run.sh.
 
 SANITIZE ?=
 ifeq ($(SANITIZE),1)
@@ -20,7 +23,7 @@ PKGS    := gsl hdf5-serial libcjson openblas lapacke
 CC      ?= cc
 OPT     ?= -O2
 CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -Wall -Wextra \
-           -Icore -Icore/methods -Iexperiments $(SANFLAGS) \
+           -Icore -Icore/methods -Iexperiments -Ianalysis $(SANFLAGS) \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # -lgsl must come before -lopenblas and -lgslcblas must never appear: otherwise
 # cblas_* binds to GSL's reference CBLAS (8x slower).
@@ -29,15 +32,20 @@ LDLIBS  := $(shell pkg-config --libs hdf5-serial libcjson lapacke 2>/dev/null) -
 LDFLAGS := $(SANFLAGS)
 
 CORE_SRC := $(wildcard core/*.c core/methods/*.c)
-EXP_SRC  := $(filter-out experiments/main.c,$(wildcard experiments/*.c))
+EXP_ROOMS := tokenizer model results backends pipeline
+EXP_SRC  := $(foreach r,$(EXP_ROOMS),$(wildcard experiments/$(r)/*.c))
+REPORT_SRC := $(wildcard analysis/report/*.c)
+CLI_SRC  := $(filter-out experiments/cli/main.c,$(wildcard experiments/cli/*.c))
 TEST_SRC := $(wildcard tests/test_*.c)
 BENCH_SRC := $(wildcard tests/bench_*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 EXP_OBJ  := $(EXP_SRC:%.c=$(BUILD)/%.o)
+REPORT_OBJ := $(REPORT_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES  := $(BENCH_SRC:tests/%.c=$(BUILD)/tests/%)
 SHELL_TESTS := $(wildcard tests/test_*.sh)
-LIBS     := $(BUILD)/libqhexp.a $(BUILD)/libqhcore.a
+LIBS     := $(BUILD)/libqhcli.a $(BUILD)/libqhreport.a $(BUILD)/libqhexp.a $(BUILD)/libqhcore.a
 QH       := $(BINDIR)/qh
 
 .PHONY: all deps test test-asan test-programs bench check-ppl help clean repro-quip-table bounds-check
@@ -78,8 +86,12 @@ $(BUILD)/libqhcore.a: $(CORE_OBJ)
 	@rm -f $@; ar rcs $@ $^
 $(BUILD)/libqhexp.a: $(EXP_OBJ)
 	@rm -f $@; ar rcs $@ $^
+$(BUILD)/libqhreport.a: $(REPORT_OBJ)
+	@rm -f $@; ar rcs $@ $^
+$(BUILD)/libqhcli.a: $(CLI_OBJ)
+	@rm -f $@; ar rcs $@ $^
 
-$(QH): $(BUILD)/experiments/main.o $(LIBS)
+$(QH): $(BUILD)/experiments/cli/main.o $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $< $(LIBS) $(LDLIBS) -o $@
 
@@ -110,7 +122,7 @@ check-ppl: deps
 # WIKI=, GUTENBERG=, SEEDS=, JOBS=) run it on another checkpoint.
 repro-quip-table: deps
 	@$(MAKE) --no-print-directory $(QH)
-	@QH=$(QH) experiments/repro_quip_table.sh
+	@QH=$(QH) experiments/scripts/repro_quip_table.sh
 
 # Every QuIP-family method at 2/3/4 bits, with and without incoherence, on
 # every linear layer of MODEL (Hessians at full precision), measured proxy
@@ -128,4 +140,4 @@ bounds-check: deps
 clean:
 	rm -rf build build-asan bin
 
--include $(CORE_OBJ:.o=.d) $(EXP_OBJ:.o=.d) $(BUILD)/experiments/main.d $(TESTS:=.d)
+-include $(CORE_OBJ:.o=.d) $(EXP_OBJ:.o=.d) $(REPORT_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(BUILD)/experiments/cli/main.d $(TESTS:=.d)

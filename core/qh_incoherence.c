@@ -64,6 +64,56 @@ static void side_free(side_op *s)
     memset(s, 0, sizeof *s);
 }
 
+/* ---- names ------------------------------------------------------------------ */
+
+static const qh_incoh_row incoh_rows[] = {
+    { QH_INCOH_NONE, "none", "", "" },
+    { QH_INCOH_KRON, "kron", "+incoh", "+IncP" },
+    { QH_INCOH_HADAMARD, "hadamard", "+rht", "+IncP(Had)" },
+    { QH_INCOH_NONE, NULL, NULL, NULL },
+};
+
+const qh_incoh_row *qh_incoh_table(void) { return incoh_rows; }
+
+const qh_incoh_row *qh_incoh_find(const char *name)
+{
+    for (const qh_incoh_row *r = incoh_rows; name && r->name; r++)
+        if (strcmp(r->name, name) == 0)
+            return r;
+    return NULL;
+}
+
+const qh_incoh_row *qh_incoh_row_of(qh_incoh_kind kind)
+{
+    for (const qh_incoh_row *r = incoh_rows; r->name; r++)
+        if (r->kind == kind)
+            return r;
+    return NULL;
+}
+
+void qh_incoh_names(char *buf, size_t len)
+{
+    size_t used = 0;
+    if (len) buf[0] = '\0';
+    for (const qh_incoh_row *r = incoh_rows; r->name && used < len; r++) {
+        int k = snprintf(buf + used, len - used, "%s%s", r == incoh_rows ? "" : ", ", r->name);
+        if (k < 0) break;
+        used += (size_t)k;
+    }
+}
+
+int qh_incoh_parse(const char *name, qh_incoh_kind *kind)
+{
+    const qh_incoh_row *r = qh_incoh_find(name);
+    if (!r) {
+        char names[128];
+        qh_incoh_names(names, sizeof names);
+        QH_ERROR(QH_ECONFIG, "unknown incoherence \"%s\" (expected one of: %s)", name ? name : "(null)", names);
+    }
+    *kind = r->kind;
+    return QH_OK;
+}
+
 void qh_incoh_state_free(qh_incoh_state *st)
 {
     if (!st)

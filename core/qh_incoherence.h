@@ -33,6 +33,26 @@
 
 typedef enum { QH_INCOH_NONE = 0, QH_INCOH_KRON = 1, QH_INCOH_HADAMARD = 2 } qh_incoh_kind;
 
+/* The names of the kinds, in one table used by configs, `qh layer`, the
+ * pipeline and the report: an unknown name is an error everywhere. */
+typedef struct {
+    qh_incoh_kind kind;
+    const char *name;                /* config and results key: "none", "kron", "hadamard" */
+    const char *label_suffix;        /* appended to a method's default label: "", "+incoh", "+rht" */
+    const char *display_suffix;      /* appended to its display name in tables: "+IncP", ... */
+} qh_incoh_row;
+
+/* The rows, in display order, ending with a row whose name is NULL. */
+const qh_incoh_row *qh_incoh_table(void);
+/* The row named `name`, or NULL. */
+const qh_incoh_row *qh_incoh_find(const char *name);
+/* The row of `kind` (never NULL for a valid kind; NULL otherwise). */
+const qh_incoh_row *qh_incoh_row_of(qh_incoh_kind kind);
+/* Parses name into *kind; QH_ECONFIG with a message listing the valid names. */
+int qh_incoh_parse(const char *name, qh_incoh_kind *kind) QH_MUST_CHECK;
+/* "none, kron, hadamard" into buf (always terminated), for messages. */
+void qh_incoh_names(char *buf, size_t len);
+
 typedef struct {
     qh_incoh_kind kind;
     int rescale;                     /* 1: apply the D̃ rescaling first */

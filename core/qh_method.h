@@ -108,6 +108,15 @@ enum {
     QH_NEEDS_RNG = 1u << 2,          /* may draw random numbers (stochastic rounding) */
 };
 
+/* Which of the theory's bounds (qh_bounds.h) describe a method's proxy loss:
+ * the general ones (nearest/stochastic rounding, incoherence) apply to every
+ * method; LDLQ's (Theorem 1, Theorem 3, the QuIP# variant) only to the LDL
+ * feedback family (OPTQ = LDLQ by Theorem 6, LDLQ, LDLQ-RG). */
+enum {
+    QH_BOUND_FAMILY_GENERAL = 0,
+    QH_BOUND_FAMILY_LDLQ = 1,
+};
+
 /* quantize contract: in->W, in->H are in the processed basis and valid
  * (checked by the driver).  The driver has allocated out->What_proc (m x n),
  * out->H_proc (n x n, when in->H) and out->col_order (n); the method fills
@@ -127,6 +136,10 @@ typedef struct qh_method_type {
     double tol_ref;                  /* relative tolerance of proxy loss, fast vs ref */
     int min_bits, max_bits;          /* bit widths the row accepts; 0, 0 means 1..8
                                         (1-bit methods such as BiLLM set 1, 1) */
+    /* How reports name and order it, and which theory applies. */
+    const char *display;             /* name in tables ("OPTQ"); NULL: name */
+    int display_order;               /* rows and series sort by it, then by name */
+    uint32_t bound_family;           /* QH_BOUND_FAMILY_*: which bounds describe its proxy */
 } qh_method_type;
 
 /* The bit widths m accepts (the driver refuses others with QH_EINVAL). */

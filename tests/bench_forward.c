@@ -17,12 +17,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "eval.h"
-#include "forward.h"
-#include "model.h"
+#include "pipeline/eval.h"
+#include "model/forward.h"
+#include "model/model.h"
 #include "qh_blas.h"
 #include "qh_rng.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "bench_util.h"
 
 static int bench_model(const char *dir, const int32_t *ids, size_t n_ids, size_t T, int windows,

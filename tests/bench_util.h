@@ -11,7 +11,7 @@
 #include "qh_linalg.h"
 #include "qh_mat.h"
 #include "qh_rng.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 /* Wall-clock seconds (monotonic). */
 static inline double now_s(void)

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backend_slurm.h"
+#include "backends/slurm.h"
 #include "qh_test.h"
 
 static char dir[256];

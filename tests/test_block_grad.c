@@ -40,13 +40,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "block_grad.h"
-#include "forward.h"
-#include "model.h"
+#include "model/backward.h"
+#include "model/forward.h"
+#include "model/model.h"
 #include "model_fixtures.h"
 #include "qh_rng.h"
 #include "qh_test.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 /* Forward agreement, relative to max |y|. */
 #define FWD_TOL 1e-5

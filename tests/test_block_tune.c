@@ -20,15 +20,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "block_grad.h"
-#include "block_tune.h"
-#include "forward.h"
-#include "model.h"
+#include "model/backward.h"
+#include "pipeline/block_stage.h"
+#include "model/forward.h"
+#include "model/model.h"
 #include "ptq161.h"
 #include "qh_method.h"
 #include "qh_rng.h"
 #include "qh_test.h"
-#include "sequential.h"
+#include "pipeline/sequential.h"
 
 static void fill_normal(float *x, size_t n, double scale, qh_rng *r)
 {

@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "calib.h"
+#include "pipeline/calib.h"
 
 int main(void)
 {

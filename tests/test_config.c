@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "config.h"
+#include "pipeline/config.h"
 
 static const char *good =
     "{ \"name\": \"t\", \"models\": [\"models/opt-7m\", {\"label\": \"L\", \"path\": \"x/llama\"}],\n"

@@ -17,13 +17,13 @@
 
 #include <cJSON.h>
 
-#include "eval.h"
-#include "forward.h"
-#include "model.h"
+#include "pipeline/eval.h"
+#include "model/forward.h"
+#include "model/model.h"
 #include "model_fixtures.h"
 #include "qh_rng.h"
 #include "qh_test.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 

@@ -8,10 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "layer_eval.h"
+#include "pipeline/layer_eval.h"
 #include "qh_method.h"
-#include "results.h"
-#include "synthetic.h"
+#include "results/writer.h"
+#include "pipeline/synthetic.h"
 #include "qh_fixtures.h"
 
 static const qh_bound *bound(const qh_layer_record *r, const char *name)

@@ -23,9 +23,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "model.h"
+#include "model/model.h"
 #include "qh_test.h"
-#include "safetensors.h"
+#include "model/safetensors.h"
 
 static char tmp_root[512];
 

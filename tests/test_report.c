@@ -18,11 +18,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "commands.h"
-#include "h5read.h"
+#include "cli/commands.h"
+#include "results/reader.h"
 #include "qh_test.h"
-#include "report.h"
-#include "results.h"
+#include "report/report.h"
+#include "results/writer.h"
 
 #define N_LAYERS 4
 static const char *const layer_names[N_LAYERS] = {

@@ -12,9 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "provenance.h"
+#include "results/provenance.h"
 #include "qh_test.h"
-#include "results.h"
+#include "results/writer.h"
 
 static char dir[256];
 

@@ -5,10 +5,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "eval.h"
-#include "forward.h"
-#include "model.h"
-#include "save_model.h"
+#include "pipeline/eval.h"
+#include "model/forward.h"
+#include "model/model.h"
+#include "model/save_model.h"
 
 static void check_model(const char *dir)
 {

@@ -7,11 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "calib.h"
-#include "forward.h"
-#include "model.h"
+#include "pipeline/calib.h"
+#include "model/forward.h"
+#include "model/model.h"
 #include "qh_mat.h"
-#include "sequential.h"
+#include "pipeline/sequential.h"
 
 typedef struct {
     int n_visits, order_ok;

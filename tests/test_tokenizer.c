@@ -22,10 +22,10 @@
 #include <unistd.h>
 
 #include "qh_test.h"
-#include "sha256.h"
-#include "tokenizer.h"
-#include "tokenizer_internal.h"
-#include "unicode_tables.h"
+#include "tokenizer/sha256.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_internal.h"
+#include "tokenizer/unicode_tables.h"
 
 #define OPT7M_TOKENIZER "models/opt-7m/tokenizer.json"
 #define SP_FIXTURE "tests/data/tok_sp_tokenizer.json"

@@ -726,6 +726,9 @@ static int aqlm_quantize(const void *params, const qh_problem *in, qh_result *ou
 
 const qh_method_type qh_method_aqlm = {
     .name = "aqlm",
+    .display = "AQLM",
+    .display_order = 80,
+    .bound_family = QH_BOUND_FAMILY_GENERAL,
     .version = 1,
     .needs = QH_NEEDS_HESSIAN | QH_NEEDS_RNG,
     .summary = "AQLM: additive codebooks (M x 2^B codewords of g columns, FP16 row scale); k-means init, "

@@ -266,6 +266,9 @@ static int billm_quantize(const void *params, const qh_problem *in, qh_result *o
 
 const qh_method_type qh_method_billm = {
     .name = "billm",
+    .display = "BiLLM",
+    .display_order = 90,
+    .bound_family = QH_BOUND_FAMILY_GENERAL,
     .version = 1,
     .needs = QH_NEEDS_HESSIAN,
     .summary = "BiLLM: 1-bit residual binarization, order-2 salient columns + bell-shaped "

@@ -114,6 +114,9 @@ static int gptq_quantize_ref(const void *params, const qh_problem *in, qh_result
 
 const qh_method_type qh_method_gptq = {
     .name = "gptq",
+    .display = "OPTQ",
+    .display_order = 10,
+    .bound_family = QH_BOUND_FAMILY_LDLQ,
     .version = 1,
     .needs = QH_NEEDS_HESSIAN | QH_NEEDS_GRID | QH_NEEDS_RNG,
     .summary = "OPTQ/GPTQ: column-wise rounding with error feedback through Hinv (lazy blocks)",

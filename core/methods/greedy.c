@@ -47,6 +47,9 @@ static int greedy_quantize(const void *params, const qh_problem *in, qh_result *
 
 const qh_method_type qh_method_greedy = {
     .name = "greedy",
+    .display = "Greedy",
+    .display_order = 40,
+    .bound_family = QH_BOUND_FAMILY_GENERAL,
     .version = 1,
     .needs = QH_NEEDS_HESSIAN | QH_NEEDS_GRID,
     .summary = "QuIP Greedy: coordinate passes from the unrounded W, columns by descending diag(H)",

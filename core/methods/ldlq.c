@@ -182,6 +182,9 @@ static int ldlq_rg_quantize(const void *params, const qh_problem *in, qh_result 
 
 const qh_method_type qh_method_ldlq = {
     .name = "ldlq",
+    .display = "LDLQ",
+    .display_order = 20,
+    .bound_family = QH_BOUND_FAMILY_LDLQ,
     .version = 1,
     .needs = QH_NEEDS_HESSIAN | QH_NEEDS_GRID | QH_NEEDS_RNG,
     .summary = "QuIP LDLQ: rounding with LDL feedback (reverse = reference round_ldl, forward = OPTQ)",
@@ -195,6 +198,9 @@ const qh_method_type qh_method_ldlq = {
 
 const qh_method_type qh_method_ldlq_rg = {
     .name = "ldlq_rg",
+    .display = "LDLQ-RG",
+    .display_order = 30,
+    .bound_family = QH_BOUND_FAMILY_LDLQ,
     .version = 1,
     .needs = QH_NEEDS_HESSIAN | QH_NEEDS_GRID,
     .summary = "QuIP LDLQ-RG: LDLQ by descending diag(H), then greedy coordinate passes",

@@ -241,6 +241,9 @@ static int pbllm_quantize(const void *params, const qh_problem *in, qh_result *o
 
 const qh_method_type qh_method_pbllm = {
     .name = "pbllm",
+    .display = "PB-LLM",
+    .display_order = 100,
+    .bound_family = QH_BOUND_FAMILY_GENERAL,
     .version = 2,                    /* 2: no mask bits counted when nothing is salient */
     .needs = QH_NEEDS_HESSIAN,
     .summary = "PB-LLM (GPTQ-PB): top salient_frac weights on an 8-bit row grid, the rest "

@@ -322,6 +322,9 @@ static int ptq161_quantize(const void *params, const qh_problem *in, qh_result *
 
 const qh_method_type qh_method_ptq161 = {
     .name = "ptq161",
+    .display = "PTQ1.61",
+    .display_order = 110,
+    .bound_family = QH_BOUND_FAMILY_GENERAL,
     .version = 1,
     .needs = QH_NEEDS_HESSIAN,
     .summary = "PTQ1.61: top 20% input channels (sqrt diag H) on a 4-bit row grid, the rest "

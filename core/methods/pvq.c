@@ -299,6 +299,9 @@ static int pvq_quantize(const void *params, const qh_problem *in, qh_result *out
 
 const qh_method_type qh_method_pvq = {
     .name = "pvq",
+    .display = "PVQ",
+    .display_order = 70,
+    .bound_family = QH_BOUND_FAMILY_GENERAL,
     .version = 1,
     .needs = QH_NEEDS_HESSIAN,
     .summary = "PVQ-LLM: pyramid VQ of D-groups (direction) + Beta-quantile amplitude, GPTQ-style "

@@ -242,6 +242,9 @@ double qh_quipsharp_wscale(const qh_result *r)
 
 const qh_method_type qh_method_quipsharp = {
     .name = "quipsharp",
+    .display = "QuIP#",
+    .display_order = 60,
+    .bound_family = QH_BOUND_FAMILY_GENERAL,
     .version = 1,
     .needs = QH_NEEDS_HESSIAN,
     .summary = "QuIP#: BlockLDLQ (g = 8) onto the E8P lattice codebook (2 bits; RVQ 3, 4 bits); "

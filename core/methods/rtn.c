@@ -41,6 +41,9 @@ static int rtn_quantize(const void *params, const qh_problem *in, qh_result *out
 
 const qh_method_type qh_method_rtn = {
     .name = "rtn",
+    .display = "Nearest",
+    .display_order = 50,
+    .bound_family = QH_BOUND_FAMILY_GENERAL,
     .version = 1,
     .needs = QH_NEEDS_GRID | QH_NEEDS_RNG,
     .summary = "round each weight to the grid (nearest or stochastic); no Hessian",

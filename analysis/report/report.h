@@ -1,0 +1,142 @@
+/* report.h -- tables and figures from a directory of per-cell results files
+ * (`qh report`): the QuIP-paper-style perplexity table (Chee et al. 2023,
+ * Table 1 layout: one row per method, columns per bit width and evaluation
+ * text), the mean relative proxy loss per method and bit width, and how the
+ * measured per-layer proxy loss compares with each evaluated bound of the
+ * QuIP theory (methods reference §15).  Figures are drawn by gnuplot scripts
+ * (analysis/plots/) from TSV files written here.
+ *
+ * Input: DIR/<cell id>.h5 as written by the sweep runner (layout in
+ * results/README.md and analysis/README.md); DIR/<model>.baseline.h5 holds
+ * the float32 baseline (method "float32", no layer table).
+ *
+ * Left out: zero-shot task accuracies, KL columns, confidence intervals other
+ * than the sample standard deviation over seeds.
+ */
+#ifndef QH_REPORT_H
+#define QH_REPORT_H
+
+#include <stddef.h>
+
+#include "results/reader.h"
+#include "qh_error.h"
+
+typedef struct {
+    char *path;                      /* the file it came from */
+    char *id, *model, *method, *label, *incoherence, *message;
+    int bits, seed, status;          /* status 0: complete */
+    int is_baseline;                 /* method "float32" */
+    double bpw_nominal, bpw_total;   /* NaN when absent */
+    size_t n_eval;
+    char **eval_names;               /* n_eval dataset names (sorted) */
+    double *eval_ppl;                /* n_eval perplexities */
+    qh_h5_table layers;              /* /run/layer_table; zeroed when absent */
+} qh_report_cell;
+
+typedef struct {                     /* owns every cell and string */
+    size_t n_cells;
+    qh_report_cell *cells;           /* in file-name order */
+    size_t n_warnings;
+    char **warnings;                 /* one line per skipped file, naming it */
+} qh_report_set;
+
+/* Loads every run file DIR/NAME.h5.  Files ending in .tmp, unreadable or corrupt
+ * .h5 files and .h5 files without /run (e.g. a merged file) are skipped with a
+ * warning in set->warnings; a cell whose status is not 0 is loaded (it is a
+ * result: "failed" in the tables).
+ * Output: *set (caller-provided; free with qh_report_set_free).
+ * Return: QH_OK; QH_EIO (DIR cannot be read); QH_EINVAL (no readable run file
+ *   in DIR: the message names DIR and the skipped files); QH_ENOMEM. */
+int qh_report_load(const char *dir, qh_report_set *set) QH_MUST_CHECK;
+void qh_report_set_free(qh_report_set *set);   /* leaves *set zeroed */
+
+/* The run files of DIR: every entry ending in ".h5", sorted by name, as
+ * "DIR/NAME" paths; entries ending in ".tmp" give a warning line each.
+ * Outputs: *paths, *n_paths, *warnings, *n_warnings (return new; free each
+ *   with qh_h5_free_names).
+ * Return: QH_OK (possibly with no paths); QH_EIO (DIR cannot be read);
+ *   QH_ENOMEM. */
+int qh_report_scan_dir(const char *dir, char ***paths, size_t *n_paths, char ***warnings,
+                       size_t *n_warnings) QH_MUST_CHECK;
+
+typedef struct {
+    size_t n;                        /* complete cells that contributed */
+    size_t n_failed;                 /* cells of the group whose status is not 0 */
+    double mean;                     /* NaN when n == 0 */
+    double std;                      /* sample std (n-1 denominator); 0 when n == 1, NaN when 0 */
+} qh_report_stat;
+
+/* Perplexity on `dataset` over the seeds of (model, label, bits); bits is
+ * ignored for the baseline.  Cells missing that dataset do not count. */
+qh_report_stat qh_report_ppl(const qh_report_set *set, const char *model, const char *label,
+                             int bits, const char *dataset);
+
+/* Relative proxy loss of each complete cell, sum over layers of proxy /
+ * sum of proxy_norm (processed: proxy_proc / proxy_norm_proc), layers with a
+ * non-finite value left out; mean and std over seeds. */
+qh_report_stat qh_report_proxy_rel(const qh_report_set *set, const char *model,
+                                   const char *label, int bits, int processed);
+
+typedef struct {
+    size_t n_layers;                 /* layers with a finite measured value and bound > 0 */
+    size_t n_hold;                   /* of those, measured <= bound (relative slack 1e-9) */
+    double frac_hold;                /* n_hold / n_layers; NaN when n_layers == 0 */
+    double median_ratio;             /* median of measured / bound; NaN when n_layers == 0 */
+    const char *measured;            /* the column compared (static string) */
+} qh_report_bound_stat;
+
+/* The column a bound is compared with: "tr_D_proc" for lemma2_trD,
+ * "mu_H_proc" / "mu_W_proc" for rht_mu_H / rht_mu_W, else "proxy_proc".
+ * bound: the column name with or without the "bound_" prefix. */
+const char *qh_report_bound_measured(const char *bound);
+
+/* What a bound claims: "worst case: must hold without clamping", "tr D bound: must hold",
+ * "high probability", or "average: prediction" (static strings). */
+const char *qh_report_bound_kind(const char *bound);
+
+/* 1 if bound (with or without "bound_") is a statement about method: the
+ * Thm 1 LDLQ, Thm 3 and QuIP# bounds apply to gptq (OPTQ = forward LDLQ),
+ * ldlq and ldlq_rg only; the others (nearest/stochastic, Lemma 2, RHT mu)
+ * to every method. */
+int qh_report_bound_applies(const char *method, const char *bound);
+
+/* Pools the layers of every complete cell of (model, label, bits) and
+ * compares column `bound` (e.g. "bound_thm1_ldlq_worst") with its measured
+ * column; cells whose method the bound does not apply to
+ * (qh_report_bound_applies) are left out. */
+qh_report_bound_stat qh_report_bound(const qh_report_set *set, const char *model,
+                                     const char *label, int bits, const char *bound);
+
+/* Display name of a method: gptq -> OPTQ, ldlq -> LDLQ, ldlq_rg -> LDLQ-RG,
+ * greedy -> Greedy, rtn -> Nearest, float32 -> FP32, others as given; with
+ * "+IncP" (incoherence "kron") or "+IncP(Had)" ("hadamard").  Writes into
+ * buf (cap bytes, truncating). */
+void qh_report_display_name(const char *method, const char *incoherence, char *buf, size_t cap);
+
+typedef struct {
+    const char *out_dir;             /* created (with parents) if missing */
+    const char *plots_dir;           /* gnuplot scripts; NULL: "analysis/plots" */
+    const char *gnuplot;             /* program; NULL: $QH_GNUPLOT if set, else "gnuplot"
+                                        searched in PATH; "" or "none": no figures */
+} qh_report_options;
+
+typedef struct {                     /* owns its strings */
+    size_t n_paths;
+    char **paths;                    /* every file written, in order */
+    size_t n_notes;
+    char **notes;                    /* e.g. "gnuplot not found: figures skipped" */
+} qh_report_outputs;
+
+/* Writes table.md, table.tex, proxy.md, bounds.md, the TSV files and (when
+ * gnuplot and the scripts are available) the PNG and SVG figures into
+ * opt->out_dir.  Every file is written as FILE.tmp (figures: NAME.tmp.png)
+ * and renamed into place.  A missing gnuplot or a failed figure is a note,
+ * not an error.
+ * Output: *out (caller-provided; free with qh_report_outputs_free).
+ * Return: QH_OK; QH_EIO (a table or TSV cannot be written: message names
+ *   it); QH_EINVAL (empty set); QH_ENOMEM. */
+int qh_report_write(const qh_report_set *set, const qh_report_options *opt,
+                    qh_report_outputs *out) QH_MUST_CHECK;
+void qh_report_outputs_free(qh_report_outputs *out);
+
+#endif

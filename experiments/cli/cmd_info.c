@@ -1,0 +1,113 @@
+/* cmd_info.c -- `qh info --model DIR`: loads a model folder and prints its
+ * configuration, parameter counts, on-disk dtypes and the linear layers of a
+ * decoder block.  Loading fully (not just reading headers) makes the command
+ * a check that the folder is usable by every other command. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "model/model.h"
+#include "model/safetensors.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: qh info --model DIR\n\n"
+               "Loads the Hugging Face model folder DIR (config.json + model.safetensors or\n"
+               "model.safetensors.index.json with shards) and prints its configuration,\n"
+               "parameter counts, dtypes on disk and the linear layers of each block.\n\n"
+               "options:\n"
+               "  --model DIR   model folder (required)\n"
+               "  --help        this text\n");
+}
+
+static void print_config(const qh_model *m)
+{
+    const qh_model_config *k = &m->cfg;
+    printf("model        %s\n", m->dir);
+    printf("model_type   %s (%s layout)\n", k->model_type, k->arch == QH_ARCH_OPT ? "OPT" : "Llama");
+    printf("vocab_size   %d\n", k->vocab_size);
+    printf("hidden       %d\n", k->hidden);
+    printf("layers       %d\n", k->n_layers);
+    printf("heads        %d (kv heads %d, head_dim %d)\n", k->n_heads, k->n_kv_heads, k->head_dim);
+    printf("ffn_dim      %d\n", k->ffn_dim);
+    printf("max_pos      %d\n", k->max_pos);
+    printf("embed_dim    %d%s\n", k->embed_dim, m->project_in.W ? " (project_in/project_out)" : "");
+    printf("norm         %s, eps %g, %s\n", k->arch == QH_ARCH_OPT ? "LayerNorm" : "RMSNorm",
+           (double)k->norm_eps, k->pre_ln ? "pre-LN" : "post-LN");
+    printf("final_norm   %s\n", m->final_norm.w ? "yes" : "no");
+    if (k->arch == QH_ARCH_LLAMA) printf("rope_theta   %g\n", k->rope_theta);
+    printf("lm_head      %s\n", k->tied_lm_head ? "tied to embed_tokens" : "separate");
+    printf("tokens       bos %d, eos %d, pad %d\n", k->bos_id, k->eos_id, k->pad_id);
+}
+
+static void print_counts(const qh_model *m)
+{
+    size_t n = qh_model_n_params(m), nl = qh_model_n_linear_params(m);
+    printf("parameters   %zu (%.2f M; tied head counted once)\n", n, (double)n / 1e6);
+    printf("linear W     %zu (%.2f M in decoder-block linear weights, %.1f %%)\n", nl,
+           (double)nl / 1e6, n ? 100.0 * (double)nl / (double)n : 0.0);
+}
+
+/* Dtypes as stored, summed over every tensor of every file. */
+static int print_disk(const char *dir)
+{
+    qh_st_set *set = NULL;
+    int st = qh_st_set_open(dir, &set);
+    if (st != QH_OK) return st;
+    size_t count[QH_ST_N_DTYPES] = { 0 }, elems[QH_ST_N_DTYPES] = { 0 }, n_tensors = 0, bytes = 0;
+    for (size_t i = 0; i < set->n_files; i++)
+        for (size_t j = 0; j < set->files[i]->n_tensors; j++) {
+            const qh_st_tensor *t = &set->files[i]->tensors[j];
+            count[t->dtype]++;
+            elems[t->dtype] += t->numel;
+            bytes += t->end - t->begin;
+            n_tensors++;
+        }
+    printf("on disk      %zu file(s)%s, %zu tensors, %.1f MB of data\n", set->n_files,
+           set->index_path[0] ? " (sharded, index)" : "", n_tensors, (double)bytes / 1e6);
+    for (int d = 0; d < QH_ST_N_DTYPES; d++)
+        if (count[d])
+            printf("  dtype %-5s %zu tensors, %zu values\n", qh_st_dtype_name((qh_st_dtype)d),
+                   count[d], elems[d]);
+    qh_st_set_close(set);
+    return QH_OK;
+}
+
+static void print_block(const qh_model *m)
+{
+    printf("block linears (block 0 shown; all %d blocks have these shapes, W is out x in):\n",
+           m->cfg.n_layers);
+    const qh_block *b = &m->blocks[0];
+    for (int k = 0; k < qh_model_n_linear(m); k++)
+        printf("  %-10s %-48s %6d x %-6d %s\n", qh_model_linear_short_name(m, k), b->lin[k].name,
+               b->lin[k].out, b->lin[k].in, b->lin[k].b ? "bias" : "no bias");
+}
+
+int qh_cmd_info(int argc, char **argv)
+{
+    const char *dir = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage(stdout); return 0; }
+        if (!strcmp(argv[i], "--model") && i + 1 < argc) { dir = argv[++i]; continue; }
+        fprintf(stderr, "qh info: unknown or incomplete option '%s'\n", argv[i]);
+        usage(stderr);
+        return 2;
+    }
+    if (!dir) { fprintf(stderr, "qh info: --model DIR is required\n"); usage(stderr); return 2; }
+    qh_model *m = NULL;
+    int st = qh_model_load(dir, &m);
+    if (st != QH_OK) {
+        fprintf(stderr, "qh info: %s (%s)\n", qh_last_error(), qh_status_name(st));
+        return 1;
+    }
+    print_config(m);
+    print_counts(m);
+    st = print_disk(dir);
+    print_block(m);
+    qh_model_free(m);
+    if (st != QH_OK) {
+        fprintf(stderr, "qh info: %s (%s)\n", qh_last_error(), qh_status_name(st));
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,486 @@
+/* backward.c -- reverse-mode gradient of one decoder block with respect to
+ * its linear weights (see backward.h).
+ *
+ * The forward pass follows forward.c step by step (pre-LN OPT: LayerNorm,
+ * biases, scale 1/sqrt(head_dim), ReLU; Llama: RMSNorm, rotate-half RoPE,
+ * grouped-query attention, SwiGLU) and keeps on the tape what the backward
+ * pass reads.  Attention runs per head in blocks of QBLOCK query columns;
+ * block b of a head stores its probabilities P (keys 0..i0+B-1 x B queries,
+ * column-major, masked entries exactly zero) contiguously, so the stored part
+ * of the causal T x T matrix is about half of it and every block is a plain
+ * sgemm operand.
+ *
+ * Backward, for y = x1 + mlp(norm2(x1)) and x1 = x + o(attn(norm1(x))):
+ *   MLP      dW_down += dy a^T, da = W_down^T dy, activation backward,
+ *            dW_gate/up += dg h2^T, dh2 = W_gate^T dg (+ W_up^T du)
+ *   norm2    dx1 = dy + norm2'(x1)^T dh2   (statistics in double)
+ *   o_proj   dW_o += dx1 att^T, datt = W_o^T dx1
+ *   heads    per query block: dV += dO P^T, dP = V^T dO,
+ *            dS = P .* (dP - colsum(P .* dP)), dQ = s K dS, dK += s Q dS^T
+ *            (s the score scale; the heads of a group add into one dK, dV)
+ *   RoPE     the transposed rotation (the same rotation with -sin)
+ *   q, k, v  dW += d(qkv) h1^T
+ */
+#include "model/backward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/forward.h"
+#include "qh_blas.h"
+
+/* Query columns per attention block (as forward.c uses). */
+#define QBLOCK 128
+
+struct qh_block_tape {
+    qh_arch arch;
+    size_t capacity;                 /* max tokens per call */
+    size_t hidden, q_dim, kv_dim, ffn_dim, head_dim, n_heads, n_kv_heads;
+    int layer;                       /* of the last forward; -1 before any */
+    size_t T;                        /* tokens of the last forward; 0 before any */
+    double fwd_flops, bwd_flops;     /* of the last forward / backward */
+    /* saved by the forward pass */
+    float *h1;                       /* (hidden x cap) norm1(x): input of q, k, v */
+    float *q, *k, *v;                /* (q_dim x cap), (kv_dim x cap) x2; q, k after RoPE */
+    float *P;                        /* n_heads x packed(cap): probabilities, causal blocks */
+    float *att;                      /* (q_dim x cap) attention output: input of o */
+    float *x1;                       /* (hidden x cap) residual stream after attention */
+    float *h2;                       /* (hidden x cap) norm2(x1): input of fc1 / gate, up */
+    float *g;                        /* (ffn x cap) fc1 / gate pre-activation */
+    float *u;                        /* (ffn x cap) up (Llama), else NULL */
+    float *a;                        /* (ffn x cap) activation: input of fc2 / down */
+    float *rope_cos, *rope_sin, *rope_nsin;   /* (head_dim/2 x cap) Llama only */
+    /* scratch of the backward pass */
+    float *dx1, *dh2;                /* (hidden x cap) */
+    float *datt, *dq;                /* (q_dim x cap) */
+    float *dk, *dv;                  /* (kv_dim x cap) */
+    float *dS;                       /* (cap x QBLOCK) one block's dP, then dS */
+    float *dg, *du;                  /* (ffn x cap); du Llama only */
+    float *mem;                      /* the one allocation */
+    size_t bytes;
+};
+
+/* Floats of one head's packed probabilities for T tokens: blocks of QBLOCK
+ * queries, block b holding (b+1)*QBLOCK keys (the last: T keys). */
+static size_t packed_size(size_t T)
+{
+    size_t nb = T / QBLOCK, rem = T % QBLOCK;
+    return (size_t)QBLOCK * QBLOCK * nb * (nb + 1) / 2 + rem * T;
+}
+
+/* Offset of the block starting at query i0 (a multiple of QBLOCK). */
+static size_t packed_offset(size_t i0)
+{
+    size_t b = i0 / QBLOCK;
+    return (size_t)QBLOCK * QBLOCK * b * (b + 1) / 2;
+}
+
+int qh_block_tape_alloc(const qh_model *m, size_t T, qh_block_tape **out)
+{
+    const qh_model_config *c = &m->cfg;
+    *out = NULL;
+    if (T < 1) QH_ERROR(QH_EINVAL, "block tape: capacity must be >= 1 token");
+    if (c->arch == QH_ARCH_OPT && T > (size_t)c->max_pos)
+        QH_ERROR(QH_EINVAL, "block tape: %zu tokens exceed max_position_embeddings %d", T,
+                 c->max_pos);
+    if (c->arch == QH_ARCH_OPT && !c->pre_ln)
+        QH_ERROR(QH_EUNIMPL, "block tape: post-LN OPT blocks (do_layer_norm_before = false) are "
+                 "not differentiable; only pre-LN OPT and Llama blocks are");
+    if (c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads != 0 || c->head_dim < 2 ||
+        (c->arch == QH_ARCH_LLAMA && c->head_dim % 2 != 0))
+        QH_ERROR(QH_ECONFIG, "block tape: unsupported heads %d / kv heads %d / head_dim %d",
+                 c->n_heads, c->n_kv_heads, c->head_dim);
+
+    qh_block_tape *t = calloc(1, sizeof *t);
+    if (!t) QH_ERROR(QH_ENOMEM, "block tape: out of memory");
+    int llama = c->arch == QH_ARCH_LLAMA;
+    t->arch = c->arch;
+    t->capacity = T;
+    t->hidden = (size_t)c->hidden;
+    t->head_dim = (size_t)c->head_dim;
+    t->n_heads = (size_t)c->n_heads;
+    t->n_kv_heads = (size_t)c->n_kv_heads;
+    t->q_dim = t->n_heads * t->head_dim;
+    t->kv_dim = t->n_kv_heads * t->head_dim;
+    t->ffn_dim = (size_t)c->ffn_dim;
+    t->layer = -1;
+    size_t d = t->hidden, qd = t->q_dim, kvd = t->kv_dim, f = t->ffn_dim;
+    size_t half = llama ? t->head_dim / 2 : 0, fu = llama ? f : 0;
+    size_t n_floats = T * (3 * d + 2 * qd + 2 * kvd + 2 * f + fu)    /* saved */
+                      + t->n_heads * packed_size(T) + 3 * half * T
+                      + T * (2 * d + 2 * qd + 2 * kvd + f + fu)      /* scratch */
+                      + T * QBLOCK;
+    float *p = malloc(n_floats * sizeof(float));
+    if (!p) {
+        free(t);
+        QH_ERROR(QH_ENOMEM, "block tape: cannot allocate %zu floats", n_floats);
+    }
+    t->mem = p;
+    t->bytes = n_floats * sizeof(float);
+    t->h1 = p;    p += T * d;
+    t->q = p;     p += T * qd;
+    t->k = p;     p += T * kvd;
+    t->v = p;     p += T * kvd;
+    t->P = p;     p += t->n_heads * packed_size(T);
+    t->att = p;   p += T * qd;
+    t->x1 = p;    p += T * d;
+    t->h2 = p;    p += T * d;
+    t->g = p;     p += T * f;
+    t->u = fu ? p : NULL;  p += T * fu;
+    t->a = p;     p += T * f;
+    t->dx1 = p;   p += T * d;
+    t->dh2 = p;   p += T * d;
+    t->datt = p;  p += T * qd;
+    t->dq = p;    p += T * qd;
+    t->dk = p;    p += T * kvd;
+    t->dv = p;    p += T * kvd;
+    t->dS = p;    p += T * QBLOCK;
+    t->dg = p;    p += T * f;
+    t->du = fu ? p : NULL;  p += T * fu;
+    if (half) {
+        t->rope_cos = p;   p += T * half;
+        t->rope_sin = p;   p += T * half;
+        t->rope_nsin = p;  p += T * half;
+        qh_rope_tables(t->head_dim, T, c->rope_theta, t->rope_cos, t->rope_sin);
+        for (size_t i = 0; i < T * half; i++) t->rope_nsin[i] = -t->rope_sin[i];
+    }
+    *out = t;
+    return QH_OK;
+}
+
+void qh_block_tape_free(qh_block_tape *t)
+{
+    if (!t) return;
+    free(t->mem);
+    free(t);
+}
+
+size_t qh_block_tape_bytes(const qh_block_tape *t) { return t ? t->bytes + sizeof *t : 0; }
+
+void qh_block_tape_flops(const qh_block_tape *t, double *forward, double *backward)
+{
+    if (forward) *forward = t->fwd_flops;
+    if (backward) *backward = t->bwd_flops;
+}
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static int check_shapes(const qh_model *m, int layer, const qh_block_tape *t, const char *who)
+{
+    const qh_model_config *c = &m->cfg;
+    if (layer < 0 || layer >= c->n_layers)
+        QH_ERROR(QH_EINVAL, "%s: layer %d outside [0, %d)", who, layer, c->n_layers);
+    if (c->arch != t->arch || (size_t)c->hidden != t->hidden || (size_t)c->n_heads != t->n_heads ||
+        (size_t)c->n_kv_heads != t->n_kv_heads || (size_t)c->head_dim != t->head_dim ||
+        (size_t)c->ffn_dim != t->ffn_dim)
+        QH_ERROR(QH_EBADLEN, "%s: the model's shapes differ from the tape's", who);
+    if (!c->pre_ln)
+        QH_ERROR(QH_EUNIMPL, "%s: post-LN OPT blocks are not differentiable; only pre-LN OPT and "
+                 "Llama blocks are", who);
+    const qh_block *blk = &m->blocks[layer];
+    int n = c->arch == QH_ARCH_LLAMA ? QH_LIN_MAX : QH_LIN_UP;
+    for (int k = 0; k < n; k++)
+        if (!blk->lin[k].W)
+            QH_ERROR(QH_EINVAL, "%s: layer %d lacks linear kind %d", who, layer, k);
+    return QH_OK;
+}
+
+/* G (row-major out x in, i.e. column-major in x out) += X dY^T. */
+static void linear_grad_w(const qh_linear *L, const float *X, const float *dY, size_t T, float *G)
+{
+    size_t out = (size_t)L->out, in = (size_t)L->in;
+    qh_sgemm('N', 'T', in, out, T, 1.0f, X, in, dY, out, 1.0f, G, in);
+}
+
+/* dX (in x T) = W^T dY, or dX += W^T dY when accumulate. */
+static void linear_grad_x(const qh_linear *L, const float *dY, size_t T, float *dX, int accumulate)
+{
+    size_t out = (size_t)L->out, in = (size_t)L->in;
+    qh_sgemm('N', 'N', in, T, out, 1.0f, L->W, in, dY, out, accumulate ? 1.0f : 0.0f, dX, in);
+}
+
+/* dx = dres + (d norm(x) / dx)^T dh for the T columns of x (dim x T):
+ * LayerNorm  dx = r (g - mean(g) - xhat mean(g xhat)),  xhat = (x - mu) r
+ * RMSNorm    dx = r (g - x r^2 mean(g x)),
+ * with g = w .* dh and r the forward's 1/sqrt(var + eps) or 1/sqrt(ms + eps);
+ * statistics and the per-element arithmetic in double. */
+static void norm_backward(const qh_model *m, const qh_norm *n, const float *x, const float *dh,
+                          const float *dres, float *dx, size_t dim, size_t T)
+{
+    double eps = (double)m->cfg.norm_eps;
+    int rms = m->cfg.arch == QH_ARCH_LLAMA;
+    for (size_t t = 0; t < T; t++) {
+        const float *xc = x + t * dim, *hc = dh + t * dim, *rc = dres + t * dim;
+        float *oc = dx + t * dim;
+        if (rms) {
+            double ss = 0.0, gx = 0.0;
+            for (size_t i = 0; i < dim; i++) {
+                ss += (double)xc[i] * xc[i];
+                gx += (double)n->w[i] * hc[i] * xc[i];
+            }
+            double r = 1.0 / sqrt((double)(float)(ss / (double)dim) + eps);
+            double c2 = r * r * gx / (double)dim;
+            for (size_t i = 0; i < dim; i++)
+                oc[i] = (float)((double)rc[i] + r * ((double)n->w[i] * hc[i] - xc[i] * c2));
+        } else {
+            double s = 0.0;
+            for (size_t i = 0; i < dim; i++) s += xc[i];
+            double mean = s / (double)dim, ss = 0.0, gs = 0.0, gxs = 0.0;
+            for (size_t i = 0; i < dim; i++) {
+                double dd = xc[i] - mean, gi = (double)n->w[i] * hc[i];
+                ss += dd * dd;
+                gs += gi;
+                gxs += gi * dd;
+            }
+            double r = 1.0 / sqrt(ss / (double)dim + eps);
+            double mg = gs / (double)dim, mgx = gxs * r / (double)dim;   /* mean(g), mean(g xhat) */
+            for (size_t i = 0; i < dim; i++) {
+                double xhat = (xc[i] - mean) * r;
+                oc[i] = (float)((double)rc[i] + r * ((double)n->w[i] * hc[i] - mg - xhat * mgx));
+            }
+        }
+    }
+}
+
+/* Softmax of one score column over its first `valid` entries, normalised, in
+ * place; masked entries (valid..n_keys) exactly zero.  As forward.c: max
+ * subtraction, expf, the sum in double. */
+static void softmax_column(float *col, size_t valid, size_t n_keys)
+{
+    float mx = col[0];
+    for (size_t j = 1; j < valid; j++) mx = col[j] > mx ? col[j] : mx;
+    double sum = 0.0;
+    for (size_t j = 0; j < valid; j++) {
+        float e = expf(col[j] - mx);
+        col[j] = e;
+        sum += e;
+    }
+    float inv = (float)(1.0 / sum);
+    for (size_t j = 0; j < valid; j++) col[j] *= inv;
+    for (size_t j = valid; j < n_keys; j++) col[j] = 0.0f;
+}
+
+/* ---- forward ----------------------------------------------------------- */
+
+static void attention_forward(qh_block_tape *t, size_t T)
+{
+    size_t hd = t->head_dim, qd = t->q_dim, kvd = t->kv_dim, group = t->n_heads / t->n_kv_heads;
+    float scale = (float)(1.0 / sqrt((double)hd));
+    size_t stride = packed_size(T);
+    for (size_t h = 0; h < t->n_heads; h++) {
+        size_t kvh = h / group;
+        const float *Q = t->q + h * hd, *K = t->k + kvh * hd, *V = t->v + kvh * hd;
+        float *O = t->att + h * hd, *Ph = t->P + h * stride;
+        for (size_t i0 = 0; i0 < T; i0 += QBLOCK) {
+            size_t B = T - i0 < QBLOCK ? T - i0 : QBLOCK, n_keys = i0 + B;
+            float *Pb = Ph + packed_offset(i0);
+            /* S (n_keys x B) = scale K^T Q, then P = softmax over keys <= query */
+            qh_sgemm('T', 'N', n_keys, B, hd, scale, K, kvd, Q + i0 * qd, qd, 0.0f, Pb, n_keys);
+            for (size_t c = 0; c < B; c++) softmax_column(Pb + c * n_keys, i0 + c + 1, n_keys);
+            /* O (hd x B) = V (hd x n_keys) P (n_keys x B) */
+            qh_sgemm('N', 'N', hd, B, n_keys, 1.0f, V, kvd, Pb, n_keys, 0.0f, O + i0 * qd, qd);
+            t->fwd_flops += 4.0 * (double)n_keys * (double)B * (double)hd;
+        }
+    }
+}
+
+static double linear_flops(const qh_linear *L, size_t T)
+{
+    return 2.0 * (double)L->out * (double)L->in * (double)T;
+}
+
+int qh_block_forward_tape(const qh_model *m, int layer, const float *x, size_t T, float *y,
+                          qh_block_tape *tape)
+{
+    QH_TRY(check_shapes(m, layer, tape, "block forward"));
+    if (T < 1 || T > tape->capacity)
+        QH_ERROR(QH_EINVAL, "block forward: %zu tokens outside [1, %zu] (tape capacity)", T,
+                 tape->capacity);
+    if (x == y) QH_ERROR(QH_EINVAL, "block forward: y must not be x");
+    qh_block_tape *t = tape;
+    const qh_block *blk = &m->blocks[layer];
+    int llama = m->cfg.arch == QH_ARCH_LLAMA;
+    size_t d = t->hidden, nf = t->ffn_dim * T;
+    t->layer = -1;                    /* invalid until complete */
+    t->T = 0;
+    t->fwd_flops = 0.0;
+
+    /* attention sublayer: x1 = x + o(attn(norm1(x))) */
+    qh_norm_apply(m, &blk->attn_norm, x, t->h1, d, T);
+    qh_linear_apply(&blk->lin[QH_LIN_Q], t->h1, T, t->q, 0);
+    qh_linear_apply(&blk->lin[QH_LIN_K], t->h1, T, t->k, 0);
+    qh_linear_apply(&blk->lin[QH_LIN_V], t->h1, T, t->v, 0);
+    if (llama) {
+        qh_rope_apply(t->q, t->n_heads, t->head_dim, T, t->rope_cos, t->rope_sin);
+        qh_rope_apply(t->k, t->n_kv_heads, t->head_dim, T, t->rope_cos, t->rope_sin);
+    }
+    attention_forward(t, T);
+    memcpy(y, x, d * T * sizeof(float));
+    qh_linear_apply(&blk->lin[QH_LIN_O], t->att, T, y, 1);
+    memcpy(t->x1, y, d * T * sizeof(float));
+
+    /* MLP sublayer: y = x1 + down(act(norm2(x1))) */
+    qh_norm_apply(m, &blk->mlp_norm, t->x1, t->h2, d, T);
+    qh_linear_apply(&blk->lin[QH_LIN_FC1], t->h2, T, t->g, 0);
+    if (llama) {
+        qh_linear_apply(&blk->lin[QH_LIN_UP], t->h2, T, t->u, 0);
+        for (size_t i = 0; i < nf; i++) {
+            float gi = t->g[i];
+            t->a[i] = gi / (1.0f + expf(-gi)) * t->u[i];     /* silu(gate) * up */
+        }
+    } else {
+        for (size_t i = 0; i < nf; i++) t->a[i] = t->g[i] > 0.0f ? t->g[i] : 0.0f;
+    }
+    qh_linear_apply(&blk->lin[QH_LIN_FC2], t->a, T, y, 1);
+
+    int n = llama ? QH_LIN_MAX : QH_LIN_UP;
+    for (int k = 0; k < n; k++) t->fwd_flops += linear_flops(&blk->lin[k], T);
+    t->layer = layer;
+    t->T = T;
+    return QH_OK;
+}
+
+/* ---- backward ---------------------------------------------------------- */
+
+/* dS = P .* (dP - colsum(P .* dP)) in place on one block's dP (n_keys x B);
+ * column c has valid = i0 + c + 1 keys, the rest stay exactly zero. */
+static void softmax_backward(const float *Pb, float *dS, size_t i0, size_t B, size_t n_keys)
+{
+    for (size_t c = 0; c < B; c++) {
+        const float *p = Pb + c * n_keys;
+        float *s = dS + c * n_keys;
+        size_t valid = i0 + c + 1;
+        double dot = 0.0;
+        for (size_t j = 0; j < valid; j++) dot += (double)p[j] * s[j];
+        float fdot = (float)dot;
+        for (size_t j = 0; j < valid; j++) s[j] = p[j] * (s[j] - fdot);
+        for (size_t j = valid; j < n_keys; j++) s[j] = 0.0f;
+    }
+}
+
+/* From datt (q_dim x T) to dq, dk, dv (pre-RoPE for q and k is done by the
+ * caller); only the wanted ones are formed. */
+static void attention_backward(qh_block_tape *t, size_t T, int want_q, int want_k, int want_v)
+{
+    size_t hd = t->head_dim, qd = t->q_dim, kvd = t->kv_dim, group = t->n_heads / t->n_kv_heads;
+    float scale = (float)(1.0 / sqrt((double)hd));
+    size_t stride = packed_size(T);
+    if (want_k) memset(t->dk, 0, kvd * T * sizeof(float));
+    if (want_v) memset(t->dv, 0, kvd * T * sizeof(float));
+    for (size_t h = 0; h < t->n_heads; h++) {
+        size_t kvh = h / group;
+        const float *Q = t->q + h * hd, *K = t->k + kvh * hd, *V = t->v + kvh * hd;
+        const float *dO = t->datt + h * hd, *Ph = t->P + h * stride;
+        float *dQ = t->dq + h * hd, *dK = t->dk + kvh * hd, *dV = t->dv + kvh * hd;
+        for (size_t i0 = 0; i0 < T; i0 += QBLOCK) {
+            size_t B = T - i0 < QBLOCK ? T - i0 : QBLOCK, n_keys = i0 + B;
+            const float *Pb = Ph + packed_offset(i0);
+            double nkb = (double)n_keys * (double)B * (double)hd;
+            if (want_v) {               /* dV (hd x n_keys) += dO (hd x B) P^T */
+                qh_sgemm('N', 'T', hd, n_keys, B, 1.0f, dO + i0 * qd, qd, Pb, n_keys, 1.0f, dV,
+                         kvd);
+                t->bwd_flops += 2.0 * nkb;
+            }
+            if (!want_q && !want_k) continue;
+            /* dP (n_keys x B) = V^T dO, then dS */
+            qh_sgemm('T', 'N', n_keys, B, hd, 1.0f, V, kvd, dO + i0 * qd, qd, 0.0f, t->dS, n_keys);
+            t->bwd_flops += 2.0 * nkb;
+            softmax_backward(Pb, t->dS, i0, B, n_keys);
+            if (want_q) {               /* dQ (hd x B) = scale K dS */
+                qh_sgemm('N', 'N', hd, B, n_keys, scale, K, kvd, t->dS, n_keys, 0.0f, dQ + i0 * qd,
+                         qd);
+                t->bwd_flops += 2.0 * nkb;
+            }
+            if (want_k) {               /* dK (hd x n_keys) += scale Q dS^T */
+                qh_sgemm('N', 'T', hd, n_keys, B, scale, Q + i0 * qd, qd, t->dS, n_keys, 1.0f, dK,
+                         kvd);
+                t->bwd_flops += 2.0 * nkb;
+            }
+        }
+    }
+}
+
+int qh_block_backward(const qh_model *m, int layer, const float *dy, qh_block_tape *tape,
+                      float *const G[QH_LIN_MAX])
+{
+    QH_TRY(check_shapes(m, layer, tape, "block backward"));
+    qh_block_tape *t = tape;
+    if (t->T == 0 || t->layer != layer)
+        QH_ERROR(QH_EINVAL, "block backward: the tape holds no forward pass of layer %d", layer);
+    const qh_block *blk = &m->blocks[layer];
+    int llama = m->cfg.arch == QH_ARCH_LLAMA;
+    size_t T = t->T, d = t->hidden, nf = t->ffn_dim * T;
+    int want[QH_LIN_MAX];
+    for (int k = 0; k < QH_LIN_MAX; k++) want[k] = G[k] != NULL && blk->lin[k].W != NULL;
+    if (!llama) want[QH_LIN_UP] = 0;
+    int want_qkv = want[QH_LIN_Q] || want[QH_LIN_K] || want[QH_LIN_V];
+    int want_dx1 = want_qkv || want[QH_LIN_O];
+    int want_da = want_dx1 || want[QH_LIN_FC1] || want[QH_LIN_UP];
+    const qh_linear *L;
+    t->bwd_flops = 0.0;
+
+    /* MLP: down, activation, gate / up */
+    L = &blk->lin[QH_LIN_FC2];
+    if (want[QH_LIN_FC2]) {
+        linear_grad_w(L, t->a, dy, T, G[QH_LIN_FC2]);
+        t->bwd_flops += linear_flops(L, T);
+    }
+    if (!want_da) return QH_OK;
+    linear_grad_x(L, dy, T, t->dg, 0);                  /* da into dg */
+    t->bwd_flops += linear_flops(L, T);
+    if (llama) {
+        for (size_t i = 0; i < nf; i++) {
+            float g = t->g[i], da = t->dg[i];
+            float s = 1.0f / (1.0f + expf(-g));
+            t->du[i] = da * g * s;                                /* d up = da silu(g) */
+            t->dg[i] = da * t->u[i] * s * (1.0f + g * (1.0f - s)); /* silu' = s (1 + g (1 - s)) */
+        }
+    } else {
+        for (size_t i = 0; i < nf; i++) t->dg[i] = t->g[i] > 0.0f ? t->dg[i] : 0.0f;
+    }
+    if (want[QH_LIN_FC1]) {
+        linear_grad_w(&blk->lin[QH_LIN_FC1], t->h2, t->dg, T, G[QH_LIN_FC1]);
+        t->bwd_flops += linear_flops(&blk->lin[QH_LIN_FC1], T);
+    }
+    if (want[QH_LIN_UP]) {
+        linear_grad_w(&blk->lin[QH_LIN_UP], t->h2, t->du, T, G[QH_LIN_UP]);
+        t->bwd_flops += linear_flops(&blk->lin[QH_LIN_UP], T);
+    }
+    if (!want_dx1) return QH_OK;
+    linear_grad_x(&blk->lin[QH_LIN_FC1], t->dg, T, t->dh2, 0);
+    t->bwd_flops += linear_flops(&blk->lin[QH_LIN_FC1], T);
+    if (llama) {
+        linear_grad_x(&blk->lin[QH_LIN_UP], t->du, T, t->dh2, 1);
+        t->bwd_flops += linear_flops(&blk->lin[QH_LIN_UP], T);
+    }
+
+    /* norm2 and the residual: dx1 = dy + norm2'^T dh2 */
+    norm_backward(m, &blk->mlp_norm, t->x1, t->dh2, dy, t->dx1, d, T);
+
+    /* o_proj */
+    L = &blk->lin[QH_LIN_O];
+    if (want[QH_LIN_O]) {
+        linear_grad_w(L, t->att, t->dx1, T, G[QH_LIN_O]);
+        t->bwd_flops += linear_flops(L, T);
+    }
+    if (!want_qkv) return QH_OK;
+    linear_grad_x(L, t->dx1, T, t->datt, 0);
+    t->bwd_flops += linear_flops(L, T);
+
+    /* heads, RoPE, q / k / v */
+    attention_backward(t, T, want[QH_LIN_Q], want[QH_LIN_K], want[QH_LIN_V]);
+    if (llama) {                        /* R^T: the rotation by -angle */
+        if (want[QH_LIN_Q])
+            qh_rope_apply(t->dq, t->n_heads, t->head_dim, T, t->rope_cos, t->rope_nsin);
+        if (want[QH_LIN_K])
+            qh_rope_apply(t->dk, t->n_kv_heads, t->head_dim, T, t->rope_cos, t->rope_nsin);
+    }
+    const float *dqkv[3] = { t->dq, t->dk, t->dv };
+    for (int k = QH_LIN_Q; k <= QH_LIN_V; k++) {
+        if (!want[k]) continue;
+        linear_grad_w(&blk->lin[k], t->h1, dqkv[k], T, G[k]);
+        t->bwd_flops += linear_flops(&blk->lin[k], T);
+    }
+    return QH_OK;
+}

@@ -1,0 +1,89 @@
+/* backward.h -- reverse-mode gradient of one decoder block with respect to
+ * the weights of its linear layers.
+ *
+ * For a scalar loss L of a block's output y, the backward pass turns
+ * dy = dL/dy into dL/dW for every linear W of the block (q, k, v, o and the
+ * MLP's fc1/fc2 or gate/up/down), the quantity that gradient-based
+ * fine-tuning of quantized weights or gradient-weighted proxies need.
+ *
+ * Layouts as in forward.h: activations are column-major (dim x T) matrices
+ * with token t's vector contiguous at x + t*dim.  A gradient G[k] has the
+ * layout of qh_linear.W, row-major [out][in]:
+ *     G[k][i*in + j] += sum_t dY_k[i,t] * X_k[j,t]
+ * with X_k the linear's input and dY_k = dL/d(W_k X_k) over the window.
+ *
+ * A tape holds what the backward pass needs of one window: the inputs of the
+ * linears, q and k after RoPE, v, the softmax probabilities of every head
+ * (causal-packed in blocks of 128 query columns: block b holds keys
+ * 0..end of the block, so about T^2/2 + 64 T floats per head), the MLP's
+ * pre-activations and the residual stream between the two sublayers; and the
+ * scratch of the backward pass.  It is sized once by qh_block_tape_alloc, so
+ * neither pass allocates.  Every heavy step is an sgemm (BLAS threads as
+ * configured): per linear one product forward, one for the input gradient and
+ * one accumulating dW; per head and query block QK^T and PV forward and four
+ * products backward (dV, dP, dQ, dK); norms, RoPE, softmax and activations
+ * are plain loops.
+ *
+ * Biases, norm weights and the block input are constants: no gradients are
+ * formed for them, and the backward pass stops at the inputs of q/k/v (the
+ * first norm is not differentiated).
+ *
+ * Left out: post-LN OPT blocks (do_layer_norm_before = false, as in
+ * OPT-350m).  There each sublayer's LayerNorm sits on the residual stream
+ * after the add, so the gradient would have to pass a norm at the block's
+ * output before reaching any linear, and the tape would have to keep both
+ * normalised sums; qh_block_tape_alloc returns QH_EUNIMPL for such a model
+ * rather than silently differentiating the wrong function.
+ *
+ * Memory of a tape for T tokens, in floats (qh_block_tape_bytes tells):
+ *     T (5 hidden + 4 q_dim + 4 kv_dim + 3 ffn + 128)   activations, scratch
+ *   + n_heads T (T + 128) / 2                           probabilities (at most)
+ *   + T (2 ffn + 3 head_dim / 2)                        Llama only: up, RoPE
+ * e.g. opt-30m (hidden 512, ffn 2048, 8 heads) at T = 512: 30.3 MiB, of
+ * which 5 MiB probabilities; at T = 1024, 50.5 MiB + 18 MiB.
+ */
+#ifndef QH_BLOCK_GRAD_H
+#define QH_BLOCK_GRAD_H
+
+#include <stddef.h>
+
+#include "model/model.h"
+#include "qh_error.h"
+
+typedef struct qh_block_tape qh_block_tape;   /* opaque: saved activations of one window */
+
+/* Tape for windows of up to T tokens of model m's shapes (one allocation,
+ * reused by every call; it borrows nothing from m).  QH_EINVAL for T < 1 (or
+ * T > max_pos for OPT), QH_ECONFIG for head shapes the forward pass refuses
+ * too, QH_EUNIMPL for post-LN OPT (only pre-LN OPT and Llama blocks are
+ * differentiable), QH_ENOMEM. */
+int qh_block_tape_alloc(const qh_model *m, size_t T, qh_block_tape **out) QH_MUST_CHECK;
+void qh_block_tape_free(qh_block_tape *t);  /* NULL: no-op */
+
+/* Bytes held by a tape (its buffers and its handle). */
+size_t qh_block_tape_bytes(const qh_block_tape *t);
+
+/* FLOPs of the sgemm calls (2 per multiply-add, as executed) of the tape's
+ * last forward and last backward call; either pointer may be NULL. */
+void qh_block_tape_flops(const qh_block_tape *t, double *forward, double *backward);
+
+/* y (hidden x T, column-major like forward.h) = decoder block `layer` applied
+ * to x (not modified; y != x) with the model's current weights, recording on
+ * the tape what the backward pass needs.  Equals qh_forward_block's result up
+ * to float rounding.  QH_EINVAL for a bad layer, T outside [1, capacity] or
+ * y == x; QH_EBADLEN for a model of other shapes than the tape's. */
+int qh_block_forward_tape(const qh_model *m, int layer, const float *x, size_t T, float *y,
+                          qh_block_tape *tape) QH_MUST_CHECK;
+
+/* dy = dL/dy (hidden x T) for the y of the last qh_block_forward_tape on this
+ * tape (same layer, same weights).  Adds dL/dW_k to G[k] for every kind k
+ * (enum qh_linear_kind) with G[k] != NULL and the block having that linear;
+ * G[k] has the layout of qh_linear.W (row-major out x in).  Kinds with
+ * G[k] == NULL are not written, and the parts of the backward pass that only
+ * they need are skipped.  The tape's saved activations are not modified, so
+ * a second call adds the same gradients again.  QH_EINVAL when the tape holds
+ * no forward pass of this layer, QH_EBADLEN for a model of other shapes. */
+int qh_block_backward(const qh_model *m, int layer, const float *dy, qh_block_tape *tape,
+                      float *const G[QH_LIN_MAX]) QH_MUST_CHECK;
+
+#endif

@@ -1,0 +1,485 @@
+/* forward.c -- float32 forward pass of OPT and Llama decoders (see forward.h).
+ *
+ * Follows the Hugging Face implementations (OPTForCausalLM, LlamaForCausalLM)
+ * in float32: LayerNorm/RMSNorm, causal multi-head attention with grouped
+ * key/value heads, learned positions (OPT, offset 2) or rotate-half RoPE
+ * (Llama), ReLU or SwiGLU MLP, tied or untied lm_head.  Every matrix product
+ * is one sgemm on column-major (dim x T) activations; attention is computed
+ * per head in blocks of query columns so that most of the masked upper
+ * triangle of QK^T is never formed.  Left out: rope scaling variants, KV
+ * caches, padding masks (windows always start at position 0).
+ */
+#include "model/forward.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "qh_blas.h"
+
+/* Query columns per attention block: large enough for efficient sgemm,
+ * small enough that the computed-but-masked part of QK^T stays ~12 %. */
+#define QH_ATTN_QBLOCK 128
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Adds the seconds since *t0 to *acc and restarts the clock (profile only). */
+static void lap(int profile, double *t0, double *acc)
+{
+    if (!profile) return;
+    double t = now_s();
+    *acc += t - *t0;
+    *t0 = t;
+}
+
+static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+
+int qh_forward_ws_alloc(const qh_model *m, size_t capacity, qh_forward_ws **out)
+{
+    const qh_model_config *c = &m->cfg;
+    *out = NULL;
+    if (capacity < 1)
+        QH_ERROR(QH_EINVAL, "forward workspace: capacity must be >= 1 token");
+    if (c->arch == QH_ARCH_OPT && capacity > (size_t)c->max_pos)
+        QH_ERROR(QH_EINVAL, "forward workspace: %zu tokens exceed max_position_embeddings %d",
+                 capacity, c->max_pos);
+    if (c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads != 0 || c->head_dim < 2 ||
+        (c->arch == QH_ARCH_LLAMA && c->head_dim % 2 != 0))
+        QH_ERROR(QH_ECONFIG, "forward workspace: unsupported heads %d / kv heads %d / head_dim %d",
+                 c->n_heads, c->n_kv_heads, c->head_dim);
+
+    qh_forward_ws *ws = calloc(1, sizeof *ws);
+    if (!ws) QH_ERROR(QH_ENOMEM, "forward workspace: out of memory");
+    size_t T = capacity;
+    ws->capacity = T;
+    ws->hidden = (size_t)c->hidden;
+    ws->embed_dim = (size_t)(c->embed_dim > 0 ? c->embed_dim : c->hidden);
+    ws->head_dim = (size_t)c->head_dim;
+    ws->q_dim = (size_t)c->n_heads * ws->head_dim;
+    ws->kv_dim = (size_t)c->n_kv_heads * ws->head_dim;
+    ws->ffn_dim = (size_t)c->ffn_dim;
+    ws->qblock = QH_ATTN_QBLOCK;
+    int nt = qh_blas_info().threads;
+    nt = nt < 1 ? 1 : nt > QH_FORWARD_MAX_THREADS ? QH_FORWARD_MAX_THREADS : nt;
+    nt = nt > c->n_heads ? c->n_heads : nt;
+    ws->threads = ws->max_threads = nt;
+    size_t wide = max_sz(ws->hidden, ws->embed_dim);
+    size_t half = c->arch == QH_ARCH_LLAMA ? ws->head_dim / 2 : 0;
+    size_t f2 = c->arch == QH_ARCH_LLAMA ? ws->ffn_dim : 0;
+    size_t n_floats = T * (ws->hidden + 2 * wide + 2 * ws->q_dim + 2 * ws->kv_dim +
+                           ws->ffn_dim + f2 + (size_t)nt * ws->qblock + 2 * half) +
+                      (size_t)nt * ws->qblock;
+    float *p = malloc(n_floats * sizeof(float));
+    if (!p) {
+        free(ws);
+        QH_ERROR(QH_ENOMEM, "forward workspace: cannot allocate %zu floats", n_floats);
+    }
+    ws->mem = p;
+    ws->x = p;          p += T * ws->hidden;
+    ws->xn = p;         p += T * wide;
+    ws->tmp = p;        p += T * wide;
+    ws->q = p;          p += T * ws->q_dim;
+    ws->att = p;        p += T * ws->q_dim;
+    ws->k = p;          p += T * ws->kv_dim;
+    ws->v = p;          p += T * ws->kv_dim;
+    ws->f1 = p;         p += T * ws->ffn_dim;
+    ws->f2 = f2 ? p : NULL;  p += T * f2;
+    ws->scores = p;     p += (size_t)nt * T * ws->qblock;
+    ws->inv_sum = p;    p += (size_t)nt * ws->qblock;
+    if (half) {
+        ws->rope_cos = p;  p += T * half;
+        ws->rope_sin = p;  p += T * half;
+        qh_rope_tables(ws->head_dim, T, c->rope_theta, ws->rope_cos, ws->rope_sin);
+    }
+    *out = ws;
+    return QH_OK;
+}
+
+void qh_forward_ws_free(qh_forward_ws *ws)
+{
+    if (!ws) return;
+    free(ws->mem);
+    free(ws);
+}
+
+/* ---- pieces ------------------------------------------------------------ */
+
+void qh_layer_norm(const float *x, float *y, size_t dim, size_t T, const float *w,
+                   const float *b, float eps)
+{
+    for (size_t t = 0; t < T; t++) {
+        const float *xc = x + t * dim;
+        float *yc = y + t * dim;
+        double s = 0.0;
+        for (size_t i = 0; i < dim; i++) s += xc[i];
+        double mean = s / (double)dim, ss = 0.0;
+        for (size_t i = 0; i < dim; i++) {
+            double d = xc[i] - mean;
+            ss += d * d;
+        }
+        float inv = (float)(1.0 / sqrt(ss / (double)dim + (double)eps));
+        float mu = (float)mean;
+        for (size_t i = 0; i < dim; i++) {
+            float v = (xc[i] - mu) * inv * w[i];
+            yc[i] = b ? v + b[i] : v;
+        }
+    }
+}
+
+void qh_rms_norm(const float *x, float *y, size_t dim, size_t T, const float *w, float eps)
+{
+    for (size_t t = 0; t < T; t++) {
+        const float *xc = x + t * dim;
+        float *yc = y + t * dim;
+        double ss = 0.0;
+        for (size_t i = 0; i < dim; i++) ss += (double)xc[i] * xc[i];
+        float inv = (float)(1.0 / sqrt((double)(float)(ss / (double)dim) + (double)eps));
+        for (size_t i = 0; i < dim; i++) yc[i] = w[i] * (xc[i] * inv);
+    }
+}
+
+void qh_rope_tables(size_t head_dim, size_t T, double theta, float *cos_t, float *sin_t)
+{
+    size_t half = head_dim / 2;
+    for (size_t i = 0; i < half; i++) {
+        /* Hugging Face: inv_freq = 1 / theta^(2i/d) in float32, angle = t * inv_freq in float32 */
+        float inv_freq = (float)(1.0 / pow(theta, (double)(float)(2.0 * (double)i / (double)head_dim)));
+        for (size_t t = 0; t < T; t++) {
+            float angle = (float)t * inv_freq;
+            cos_t[i + t * half] = (float)cos((double)angle);
+            sin_t[i + t * half] = (float)sin((double)angle);
+        }
+    }
+}
+
+void qh_rope_apply(float *x, size_t n_heads, size_t head_dim, size_t T, const float *cos_t,
+                   const float *sin_t)
+{
+    size_t half = head_dim / 2, dim = n_heads * head_dim;
+    for (size_t t = 0; t < T; t++) {
+        const float *c = cos_t + t * half, *s = sin_t + t * half;
+        for (size_t h = 0; h < n_heads; h++) {
+            float *v = x + t * dim + h * head_dim;
+            for (size_t i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * c[i] - b * s[i];
+                v[i + half] = b * c[i] + a * s[i];
+            }
+        }
+    }
+}
+
+/* Unnormalised softmax of one score column over its first `valid` entries,
+ * in place: col[j] = exp(col[j] - max), masked entries (valid..n_keys) set to
+ * zero.  Returns 1/sum, applied later to the (much shorter) output column.
+ * Max subtraction keeps expf in range; the sum is accumulated in double. */
+static float softmax_masked(float *col, size_t valid, size_t n_keys)
+{
+    /* four running maxima break the compare dependency chain */
+    float m4[4] = { col[0], col[0], col[0], col[0] };
+    size_t j = 0;
+    for (; j + 4 <= valid; j += 4)
+        for (int u = 0; u < 4; u++) m4[u] = col[j + u] > m4[u] ? col[j + u] : m4[u];
+    for (; j < valid; j++) m4[0] = col[j] > m4[0] ? col[j] : m4[0];
+    float mx = m4[0];
+    for (int u = 1; u < 4; u++) mx = m4[u] > mx ? m4[u] : mx;
+    double sum = 0.0;
+    for (j = 0; j < valid; j++) {
+        float e = expf(col[j] - mx);
+        col[j] = e;
+        sum += e;
+    }
+    for (j = valid; j < n_keys; j++) col[j] = 0.0f;
+    return (float)(1.0 / sum);
+}
+
+/* One head's causal attention with scratch S (n_keys x qblock) and inv_sum
+ * (qblock); counters into st. */
+static void attention_head_run(const float *Q, size_t ldq, const float *K, size_t ldk,
+                               const float *V, size_t ldv, float *O, size_t ldo, size_t T,
+                               size_t hd, float scale, size_t qblock, float *S, float *inv_sum,
+                               int profile, qh_forward_stats *st)
+{
+    double t0 = profile ? now_s() : 0.0;
+    for (size_t i0 = 0; i0 < T; i0 += qblock) {
+        size_t B = T - i0 < qblock ? T - i0 : qblock;
+        size_t n_keys = i0 + B;          /* queries i0..i0+B-1 see keys 0..i0+B-1 */
+        /* S (n_keys x B) = scale * K^T Q */
+        qh_sgemm('T', 'N', n_keys, B, hd, scale, K, ldk, Q + i0 * ldq, ldq, 0.0f, S, n_keys);
+        lap(profile, &t0, &st->attn_gemm_s);
+        for (size_t c = 0; c < B; c++) inv_sum[c] = softmax_masked(S + c * n_keys, i0 + c + 1, n_keys);
+        lap(profile, &t0, &st->softmax_s);
+        /* O (hd x B) = V (hd x n_keys) exp(S) (n_keys x B), then columns / sum */
+        float *Ob = O + i0 * ldo;
+        qh_sgemm('N', 'N', hd, B, n_keys, 1.0f, V, ldv, S, n_keys, 0.0f, Ob, ldo);
+        lap(profile, &t0, &st->attn_gemm_s);
+        for (size_t c = 0; c < B; c++)
+            for (size_t d = 0; d < hd; d++) Ob[d + c * ldo] *= inv_sum[c];
+        lap(profile, &t0, &st->softmax_s);
+        st->attn_flops += 4.0 * (double)n_keys * (double)B * (double)hd;
+    }
+}
+
+void qh_attention_head(const float *Q, size_t ldq, const float *K, size_t ldk, const float *V,
+                       size_t ldv, float *O, size_t ldo, size_t T, size_t hd, float scale,
+                       qh_forward_ws *ws)
+{
+    QH_ASSERT(T <= ws->capacity);
+    attention_head_run(Q, ldq, K, ldk, V, ldv, O, ldo, T, hd, scale, ws->qblock, ws->scores,
+                       ws->inv_sum, ws->profile, &ws->stats);
+}
+
+/* All heads of one layer, heads tid, tid+nt, ... on thread tid. */
+typedef struct {
+    const qh_model_config *c;
+    qh_forward_ws *ws;
+    size_t T;
+    int tid, nt;
+    qh_forward_stats st;
+} heads_task;
+
+static void *heads_worker(void *arg)
+{
+    heads_task *a = arg;
+    qh_forward_ws *ws = a->ws;
+    size_t hd = ws->head_dim, qd = ws->q_dim, kvd = ws->kv_dim;
+    size_t group = (size_t)(a->c->n_heads / a->c->n_kv_heads);
+    float scale = (float)(1.0 / sqrt((double)hd));
+    float *S = ws->scores + (size_t)a->tid * ws->capacity * ws->qblock;
+    float *inv_sum = ws->inv_sum + (size_t)a->tid * ws->qblock;
+    for (size_t h = (size_t)a->tid; h < (size_t)a->c->n_heads; h += (size_t)a->nt) {
+        size_t kvh = h / group;                       /* grouped-query attention */
+        attention_head_run(ws->q + h * hd, qd, ws->k + kvh * hd, kvd, ws->v + kvh * hd, kvd,
+                           ws->att + h * hd, qd, a->T, hd, scale, ws->qblock, S, inv_sum,
+                           ws->profile, &a->st);
+    }
+    return NULL;
+}
+
+/* Heads in parallel on ws->threads threads, each calling single-threaded
+ * sgemm: the per-head products are too small for BLAS threading to pay, and
+ * the softmax loops run in parallel too.  The BLAS thread count is restored
+ * afterwards.  A thread that cannot be created leaves its heads to the caller. */
+static void attention_all_heads(const qh_model_config *c, qh_forward_ws *ws, size_t T)
+{
+    heads_task tasks[QH_FORWARD_MAX_THREADS];
+    pthread_t tids[QH_FORWARD_MAX_THREADS];
+    int started[QH_FORWARD_MAX_THREADS] = { 0 };
+    int nt = ws->threads < c->n_heads ? ws->threads : c->n_heads;
+    nt = nt < 1 ? 1 : nt > ws->max_threads ? ws->max_threads : nt;
+    int blas_threads = nt > 1 ? qh_blas_info().threads : 0;
+    double t0 = ws->profile ? now_s() : 0.0;
+    if (nt > 1) qh_blas_set_threads(1);
+    for (int i = 0; i < nt; i++)
+        tasks[i] = (heads_task){ .c = c, .ws = ws, .T = T, .tid = i, .nt = nt };
+    for (int i = 1; i < nt; i++)
+        started[i] = pthread_create(&tids[i], NULL, heads_worker, &tasks[i]) == 0;
+    heads_worker(&tasks[0]);
+    for (int i = 1; i < nt; i++) {
+        if (started[i]) pthread_join(tids[i], NULL);
+        else heads_worker(&tasks[i]);
+    }
+    if (nt > 1) qh_blas_set_threads(blas_threads);
+    /* wall time of the region, split as thread 0 spent it */
+    double wall = ws->profile ? now_s() - t0 : 0.0;
+    double g0 = tasks[0].st.attn_gemm_s, s0 = tasks[0].st.softmax_s;
+    if (g0 + s0 > 0) {
+        ws->stats.attn_gemm_s += wall * g0 / (g0 + s0);
+        ws->stats.softmax_s += wall * s0 / (g0 + s0);
+    }
+    for (int i = 0; i < nt; i++) ws->stats.attn_flops += tasks[i].st.attn_flops;
+}
+
+/* ---- blocks ------------------------------------------------------------ */
+
+static int call_hook(const qh_forward_hook *hook, int layer, int kind, const float *X,
+                     size_t in, size_t T)
+{
+    if (!hook || !hook->fn) return QH_OK;
+    return hook->fn(layer, kind, X, in, T, hook->user);
+}
+
+void qh_linear_apply(const qh_linear *L, const float *x, size_t T, float *y, int accumulate)
+{
+    size_t out = (size_t)L->out, in = (size_t)L->in;
+    float beta = accumulate ? 1.0f : 0.0f;
+    if (L->b) {
+        for (size_t t = 0; t < T; t++) {
+            float *yc = y + t * out;
+            if (accumulate)
+                for (size_t i = 0; i < out; i++) yc[i] += L->b[i];
+            else
+                memcpy(yc, L->b, out * sizeof(float));
+        }
+        beta = 1.0f;
+    }
+    qh_sgemm('T', 'N', out, T, in, 1.0f, L->W, in, x, in, beta, y, out);
+}
+
+/* Hook, then the linear; timing and FLOPs into ws->stats. */
+static int run_linear(const qh_block *blk, int layer, int kind, const float *x, size_t T,
+                      float *y, int accumulate, qh_forward_ws *ws, const qh_forward_hook *hook,
+                      double *t0)
+{
+    const qh_linear *L = &blk->lin[kind];
+    QH_ASSERT(L->W != NULL);
+    lap(ws->profile, t0, &ws->stats.other_s);
+    int st = call_hook(hook, layer, kind, x, (size_t)L->in, T);
+    if (st != QH_OK) return st;
+    if (ws->profile) *t0 = now_s();                 /* hook time is not ours */
+    qh_linear_apply(L, x, T, y, accumulate);
+    ws->stats.linear_flops += 2.0 * (double)L->out * (double)L->in * (double)T;
+    lap(ws->profile, t0, &ws->stats.linear_s);
+    return QH_OK;
+}
+
+void qh_norm_apply(const qh_model *m, const qh_norm *n, const float *x, float *y, size_t dim,
+                   size_t T)
+{
+    if (m->cfg.arch == QH_ARCH_LLAMA)
+        qh_rms_norm(x, y, dim, T, n->w, m->cfg.norm_eps);
+    else
+        qh_layer_norm(x, y, dim, T, n->w, n->b, m->cfg.norm_eps);
+}
+
+/* Self-attention of block `layer` on input h (hidden x T): x += o_proj(attn(h)). */
+static int attention_sublayer(const qh_model *m, int layer, const float *h, float *x, size_t T,
+                              qh_forward_ws *ws, const qh_forward_hook *hook, double *t0)
+{
+    const qh_block *blk = &m->blocks[layer];
+    const qh_model_config *c = &m->cfg;
+    size_t hd = ws->head_dim;
+    QH_TRY(run_linear(blk, layer, QH_LIN_Q, h, T, ws->q, 0, ws, hook, t0));
+    QH_TRY(run_linear(blk, layer, QH_LIN_K, h, T, ws->k, 0, ws, hook, t0));
+    QH_TRY(run_linear(blk, layer, QH_LIN_V, h, T, ws->v, 0, ws, hook, t0));
+    if (c->arch == QH_ARCH_LLAMA) {
+        qh_rope_apply(ws->q, (size_t)c->n_heads, hd, T, ws->rope_cos, ws->rope_sin);
+        qh_rope_apply(ws->k, (size_t)c->n_kv_heads, hd, T, ws->rope_cos, ws->rope_sin);
+    }
+    lap(ws->profile, t0, &ws->stats.other_s);
+    attention_all_heads(c, ws, T);
+    if (ws->profile) *t0 = now_s();
+    return run_linear(blk, layer, QH_LIN_O, ws->att, T, x, 1, ws, hook, t0);
+}
+
+/* MLP of block `layer` on input h (hidden x T): x += mlp(h). */
+static int mlp_sublayer(const qh_model *m, int layer, const float *h, float *x, size_t T,
+                        qh_forward_ws *ws, const qh_forward_hook *hook, double *t0)
+{
+    const qh_block *blk = &m->blocks[layer];
+    size_t n = ws->ffn_dim * T;
+    float *f1 = ws->f1;
+    QH_TRY(run_linear(blk, layer, QH_LIN_FC1, h, T, f1, 0, ws, hook, t0));
+    if (m->cfg.arch == QH_ARCH_LLAMA) {
+        QH_TRY(run_linear(blk, layer, QH_LIN_UP, h, T, ws->f2, 0, ws, hook, t0));
+        for (size_t i = 0; i < n; i++) {
+            float g = f1[i];
+            f1[i] = g / (1.0f + expf(-g)) * ws->f2[i];   /* silu(gate) * up */
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) f1[i] = f1[i] > 0.0f ? f1[i] : 0.0f;
+    }
+    return run_linear(blk, layer, QH_LIN_FC2, f1, T, x, 1, ws, hook, t0);
+}
+
+int qh_forward_block(const qh_model *m, int layer, float *x, size_t T, qh_forward_ws *ws,
+                     const qh_forward_hook *hook)
+{
+    if (layer < 0 || layer >= m->cfg.n_layers)
+        QH_ERROR(QH_EINVAL, "forward: layer %d outside [0, %d)", layer, m->cfg.n_layers);
+    if (T < 1 || T > ws->capacity)
+        QH_ERROR(QH_EINVAL, "forward: %zu tokens outside [1, %zu] (workspace capacity)", T,
+                 ws->capacity);
+    const qh_block *blk = &m->blocks[layer];
+    size_t d = ws->hidden;
+    double t0 = ws->profile ? now_s() : 0.0;
+    if (m->cfg.pre_ln) {
+        qh_norm_apply(m, &blk->attn_norm, x, ws->xn, d, T);
+        QH_TRY(attention_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
+        qh_norm_apply(m, &blk->mlp_norm, x, ws->xn, d, T);
+        QH_TRY(mlp_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
+    } else {
+        /* OPT post-LN: x = LN(x + attn(x)); x = LN(x + mlp(x)).  The
+         * sublayer input must survive the residual add, so copy it first. */
+        memcpy(ws->xn, x, d * T * sizeof(float));
+        QH_TRY(attention_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
+        qh_norm_apply(m, &blk->attn_norm, x, x, d, T);
+        memcpy(ws->xn, x, d * T * sizeof(float));
+        QH_TRY(mlp_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
+        qh_norm_apply(m, &blk->mlp_norm, x, x, d, T);
+    }
+    lap(ws->profile, &t0, &ws->stats.other_s);
+    return QH_OK;
+}
+
+/* ---- ends -------------------------------------------------------------- */
+
+int qh_forward_embed(const qh_model *m, const int32_t *ids, size_t T, qh_forward_ws *ws,
+                     float *x)
+{
+    const qh_model_config *c = &m->cfg;
+    if (T < 1 || T > ws->capacity)
+        QH_ERROR(QH_EINVAL, "forward: %zu tokens outside [1, %zu] (workspace capacity)", T,
+                 ws->capacity);
+    for (size_t t = 0; t < T; t++)
+        if (ids[t] < 0 || ids[t] >= c->vocab_size)
+            QH_ERROR(QH_EINVAL, "forward: token id %d at position %zu outside [0, %d)",
+                     (int)ids[t], t, c->vocab_size);
+    double t0 = ws->profile ? now_s() : 0.0;
+    size_t d = ws->hidden, e = ws->embed_dim;
+    int project = m->project_in.W != NULL;
+    float *dst = project ? ws->tmp : x;              /* (e x T) before project_in */
+    for (size_t t = 0; t < T; t++)
+        memcpy(dst + t * e, m->embed_tokens + (size_t)ids[t] * e, e * sizeof(float));
+    if (project) qh_linear_apply(&m->project_in, ws->tmp, T, x, 0);
+    if (m->embed_pos) {
+        for (size_t t = 0; t < T; t++) {
+            const float *p = m->embed_pos + (t + 2) * d;   /* OPT position offset 2 */
+            float *xc = x + t * d;
+            for (size_t i = 0; i < d; i++) xc[i] += p[i];
+        }
+    }
+    lap(ws->profile, &t0, &ws->stats.other_s);
+    return QH_OK;
+}
+
+int qh_forward_head(const qh_model *m, const float *x, size_t T, qh_forward_ws *ws,
+                    float *logits)
+{
+    if (T < 1 || T > ws->capacity)
+        QH_ERROR(QH_EINVAL, "forward: %zu tokens outside [1, %zu] (workspace capacity)", T,
+                 ws->capacity);
+    double t0 = ws->profile ? now_s() : 0.0;
+    size_t d = ws->hidden, e = ws->embed_dim, V = (size_t)m->cfg.vocab_size;
+    const float *h = x;
+    if (m->final_norm.w) {
+        qh_norm_apply(m, &m->final_norm, x, ws->xn, d, T);
+        h = ws->xn;
+    }
+    lap(ws->profile, &t0, &ws->stats.other_s);
+    if (m->project_out.W) {
+        qh_linear_apply(&m->project_out, h, T, ws->tmp, 0);
+        ws->stats.head_flops += 2.0 * (double)e * (double)d * (double)T;
+        h = ws->tmp;
+    }
+    qh_sgemm('T', 'N', V, T, e, 1.0f, m->lm_head, e, h, e, 0.0f, logits, V);
+    ws->stats.head_flops += 2.0 * (double)V * (double)e * (double)T;
+    lap(ws->profile, &t0, &ws->stats.head_s);
+    return QH_OK;
+}
+
+int qh_forward_window(const qh_model *m, const int32_t *ids, size_t T, qh_forward_ws *ws,
+                      float *logits)
+{
+    QH_TRY(qh_forward_embed(m, ids, T, ws, ws->x));
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        QH_TRY(qh_forward_block(m, l, ws->x, T, ws, NULL));
+    return qh_forward_head(m, ws->x, T, ws, logits);
+}

@@ -1,0 +1,153 @@
+/* forward.h -- float32 forward pass of OPT and Llama decoders, block by block.
+ *
+ * Activations are column-major (dim x T) matrices: token t's vector is
+ * contiguous at x + t*dim.  A linear layer with Hugging Face row-major
+ * W[out][in] is applied as one sgemm, y = W x + b.  Every heavy step (linears,
+ * QK^T and PV per head, lm_head) is an sgemm; norms, RoPE, softmax and
+ * activations are plain loops.
+ *
+ * The pass is exposed in pieces so that the quantization pipeline can run one
+ * decoder block at a time on stored hidden states, see the input of every
+ * linear layer through a hook (to accumulate H = X X^T) and swap a layer's
+ * weights between blocks:
+ *
+ *     qh_forward_embed  ids (T)            -> x (hidden x T)
+ *     qh_forward_block  x (hidden x T)     -> x, in place, one decoder layer
+ *     qh_forward_head   x (hidden x T)     -> logits (vocab x T)
+ *     qh_forward_window ids (T)            -> logits (vocab x T), all of the above
+ *
+ * Architectures: OPT (pre- and post-LN blocks, learned positions at offset 2,
+ * ReLU MLP, optional project_in/project_out) and Llama (RMSNorm, RoPE
+ * rotate-half with the default rope type, grouped-query attention, SwiGLU).
+ * Left out: rope_scaling variants (linear, dynamic, llama3, yarn), sliding
+ * windows, KV caches (every call scores a whole window from position 0).
+ */
+#ifndef QH_FORWARD_H
+#define QH_FORWARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/model.h"
+#include "qh_error.h"
+
+/* Seconds and FLOPs spent by a workspace's calls, by kind of work.  Time is
+ * only measured when ws->profile is nonzero; FLOPs (2 per multiply-add of the
+ * sgemm calls, as executed) are always counted.  Reset with memset. */
+typedef struct {
+    double linear_s, attn_gemm_s, softmax_s, head_s, other_s;
+    double linear_flops;             /* decoder linears */
+    double attn_flops;               /* QK^T and PV, causal blocks as executed */
+    double head_flops;               /* project_out + lm_head */
+} qh_forward_stats;
+
+/* Scratch for windows of up to `capacity` tokens, sized for one model's
+ * shapes: allocated once by qh_forward_ws_alloc, reused by every call, so the
+ * forward pass itself never allocates.  Fields are read-only for callers
+ * except `profile` and `stats`; `x` (hidden x capacity) is free for a caller
+ * to hold hidden states between qh_forward_embed/block/head calls (it is what
+ * qh_forward_window uses). */
+typedef struct {
+    size_t capacity;                 /* max tokens per call */
+    size_t hidden, embed_dim, q_dim, kv_dim, ffn_dim, head_dim, qblock;
+    float *x;                        /* (hidden x capacity) */
+    float *xn;                       /* (max(hidden, embed_dim) x capacity) normalised input */
+    float *q, *k, *v;                /* (q_dim x cap), (kv_dim x cap), (kv_dim x cap) */
+    float *att;                      /* (q_dim x cap) attention output, input of o_proj */
+    float *f1, *f2;                  /* (ffn_dim x cap) MLP hidden; f2 Llama only */
+    float *tmp;                      /* (max(hidden, embed_dim) x cap) */
+    float *scores;                   /* (capacity x qblock) per thread: one head's probabilities */
+    float *inv_sum;                  /* (qblock) per thread: softmax normalisers of one block */
+    float *rope_cos, *rope_sin;      /* (head_dim/2 x capacity) Llama only */
+    int max_threads;                 /* attention threads the buffers allow */
+    int threads;                     /* attention threads to use, 1..max_threads (settable) */
+    int profile;                     /* nonzero: measure time into stats */
+    qh_forward_stats stats;
+    void *mem;                       /* private: the one allocation */
+} qh_forward_ws;
+
+/* Upper bound on attention threads per workspace. */
+#define QH_FORWARD_MAX_THREADS 64
+
+/* Allocates a workspace for model m and windows of up to capacity tokens
+ * (1 <= capacity; for OPT capacity <= max_pos).  Returns QH_OK and a new
+ * workspace in *out (free with qh_forward_ws_free), QH_EINVAL for a bad
+ * capacity, QH_ENOMEM. The workspace borrows nothing from m but must only be
+ * used with models of the same shapes.  Attention runs its heads on
+ * min(BLAS threads at allocation, n_heads) threads (ws->threads, which may be
+ * lowered later); during that part BLAS is set to one thread and restored
+ * after, so a workspace must not be used concurrently with other BLAS calls
+ * of the process. */
+int qh_forward_ws_alloc(const qh_model *m, size_t capacity, qh_forward_ws **out) QH_MUST_CHECK;
+void qh_forward_ws_free(qh_forward_ws *ws);              /* NULL: no-op */
+
+/* Called before a linear layer is applied, with its input X (in x T,
+ * column-major; borrows, valid only during the call) where in is
+ * m->blocks[layer].lin[kind].in.  Q, K and V (and Llama's gate and up) share
+ * one input: the hook is called once per linear with the same pointer.  A
+ * nonzero return stops the forward pass, which returns that status. */
+typedef int (*qh_linear_hook_fn)(int layer, int kind, const float *X, size_t in, size_t T,
+                                 void *user);
+typedef struct {
+    qh_linear_hook_fn fn;
+    void *user;
+} qh_forward_hook;
+
+/* Token (and, for OPT, position) embeddings of ids[0..T) at positions 0..T-1
+ * into x (hidden x T, caller allocated; may be ws->x).  QH_EINVAL for a token
+ * id outside [0, vocab) (the message names the position) or T > capacity. */
+int qh_forward_embed(const qh_model *m, const int32_t *ids, size_t T, qh_forward_ws *ws,
+                     float *x) QH_MUST_CHECK;
+
+/* Decoder layer `layer` applied in place to x (hidden x T), the hidden states
+ * of positions 0..T-1 of one sequence (causal attention).  hook may be NULL.
+ * Returns QH_OK, QH_EINVAL (bad layer or T), or a hook's status. */
+int qh_forward_block(const qh_model *m, int layer, float *x, size_t T, qh_forward_ws *ws,
+                     const qh_forward_hook *hook) QH_MUST_CHECK;
+
+/* Final norm (+ OPT project_out) and lm_head: x (hidden x T, not modified) to
+ * logits (vocab x T, caller allocated). */
+int qh_forward_head(const qh_model *m, const float *x, size_t T, qh_forward_ws *ws,
+                    float *logits) QH_MUST_CHECK;
+
+/* The whole model on one window ids[0..T): logits (vocab x T). */
+int qh_forward_window(const qh_model *m, const int32_t *ids, size_t T, qh_forward_ws *ws,
+                      float *logits) QH_MUST_CHECK;
+
+/* y (out x T) = W x + b for the linear L on x (in x T), one sgemm; with
+ * accumulate, y += W x + b (a residual add).  b may be absent (L->b NULL). */
+void qh_linear_apply(const qh_linear *L, const float *x, size_t T, float *y, int accumulate);
+
+/* The model's norm n (RMSNorm for Llama, LayerNorm for OPT) on the T columns
+ * of x (dim x T) into y (may equal x). */
+void qh_norm_apply(const qh_model *m, const qh_norm *n, const float *x, float *y, size_t dim,
+                   size_t T);
+
+/* The pieces, exposed for tests.  Each normalises the T columns of x (dim x T)
+ * into y (may equal x).  LayerNorm: (x - mean) / sqrt(var + eps) * w + b with
+ * the biased variance (b may be NULL); RMSNorm: x * rsqrt(mean(x^2) + eps) * w,
+ * statistics accumulated in double, products in float as Hugging Face does. */
+void qh_layer_norm(const float *x, float *y, size_t dim, size_t T, const float *w,
+                   const float *b, float eps);
+void qh_rms_norm(const float *x, float *y, size_t dim, size_t T, const float *w, float eps);
+
+/* RoPE tables for positions 0..T-1: cos/sin (head_dim/2 x T) of the angle
+ * t * inv_freq[i], inv_freq[i] = theta^(-2i/head_dim).  The angle is formed in
+ * float32 as Hugging Face does (so positions agree with its rounding); cos and
+ * sin are evaluated in double and stored as float. */
+void qh_rope_tables(size_t head_dim, size_t T, double theta, float *cos_t, float *sin_t);
+
+/* Rotate-half RoPE in place on n_heads heads of x ((n_heads*head_dim) x T):
+ * for i < d/2, (a, b) = (x[i], x[i+d/2]) -> (a cos - b sin, b cos + a sin). */
+void qh_rope_apply(float *x, size_t n_heads, size_t head_dim, size_t T, const float *cos_t,
+                   const float *sin_t);
+
+/* Causal softmax attention for one head: O (hd x T, ld ldo) = V P with
+ * P[j,i] = softmax_j<=i(scale * k_j . q_i).  Q, K, V are (hd x T) with leading
+ * dimensions ldq, ldk, ldv.  Scores go through ws->scores in query blocks of
+ * ws->qblock columns, so only the causal part is (mostly) computed. */
+void qh_attention_head(const float *Q, size_t ldq, const float *K, size_t ldk, const float *V,
+                       size_t ldv, float *O, size_t ldo, size_t T, size_t hd, float scale,
+                       qh_forward_ws *ws);
+
+#endif

@@ -1,0 +1,478 @@
+/* model.c -- loads a Hugging Face causal LM folder (config.json + safetensors)
+ * into the float32 qh_model of model.h.
+ *
+ * Architectures follow the transformers implementations' parameter layouts:
+ * OPTForCausalLM (pre- and post-LN, optional project_in/project_out when
+ * word_embed_proj_dim != hidden_size, final_layer_norm only when
+ * do_layer_norm_before and not _remove_final_layer_norm) and
+ * LlamaForCausalLM, with Qwen2 (q/k/v biases) and Mistral mapped onto the
+ * Llama layout.  Config defaults are those of the transformers config classes.
+ *
+ * Loading is two passes: the first finds and checks every tensor (name,
+ * dtype, shape against config.json) and plans its place in one 64-byte
+ * aligned float32 buffer; the second converts from the memory-mapped files and
+ * rejects non-finite values.  Left out: RoPE scaling other than "default",
+ * LayerNorm without affine parameters, activations other than ReLU (OPT) and
+ * SiLU (Llama), sliding-window attention.
+ */
+#include "model/model.h"
+
+#include <cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/safetensors.h"
+
+typedef struct {
+    float *buf;                      /* every tensor, converted */
+    size_t n_params;                 /* elements of every loaded tensor (tied head once) */
+} model_storage;
+
+/* ---- config.json ------------------------------------------------------------ */
+
+typedef struct {
+    const cJSON *root;
+    const char *path;
+} config_src;
+
+/* Integer key in [lo, hi]; absent or null gives def, unless def < lo: then the
+ * key is required (callers pass -1). */
+static int cfg_int(const config_src *c, const char *key, int def, int lo, int hi, int *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (def < lo) QH_ERROR(QH_ECONFIG, "%s: required key \"%s\" is missing", c->path, key);
+        *out = def;
+        return QH_OK;
+    }
+    double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    if (!(d >= lo && d <= hi) || d != floor(d))
+        QH_ERROR(QH_ECONFIG, "%s: key \"%s\" must be an integer in [%d, %d]", c->path, key, lo, hi);
+    *out = (int)d;
+    return QH_OK;
+}
+
+static int cfg_bool(const config_src *c, const char *key, int def, int *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, key);
+    if (!v || cJSON_IsNull(v)) { *out = def; return QH_OK; }
+    if (!cJSON_IsBool(v)) QH_ERROR(QH_ECONFIG, "%s: key \"%s\" must be true or false", c->path, key);
+    *out = cJSON_IsTrue(v);
+    return QH_OK;
+}
+
+static int cfg_positive(const config_src *c, const cJSON *v, const char *key, double *out)
+{
+    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0) || !isfinite(v->valuedouble))
+        QH_ERROR(QH_ECONFIG, "%s: key \"%s\" must be a positive number", c->path, key);
+    *out = v->valuedouble;
+    return QH_OK;
+}
+
+static int cfg_string_is(const config_src *c, const char *key, const char *want)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, key);
+    if (!v || cJSON_IsNull(v) || (cJSON_IsString(v) && !strcmp(v->valuestring, want))) return QH_OK;
+    QH_ERROR(QH_ECONFIG, "%s: key \"%s\" must be \"%s\" (others are not supported)",
+             c->path, key, want);
+}
+
+/* bos/eos/pad ids: a number, a list (first entry), or absent/null (-1). */
+static int cfg_token(const config_src *c, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, key);
+    if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1e9) return -1;
+    return (int)v->valuedouble;
+}
+
+#define MAX_DIM (1 << 20)
+
+static int parse_common(const config_src *c, qh_model_config *k)
+{
+    QH_TRY(cfg_int(c, "vocab_size", -1, 1, 1 << 24, &k->vocab_size));
+    QH_TRY(cfg_int(c, "hidden_size", -1, 1, MAX_DIM, &k->hidden));
+    QH_TRY(cfg_int(c, "num_hidden_layers", -1, 1, 4096, &k->n_layers));
+    QH_TRY(cfg_int(c, "num_attention_heads", -1, 1, 4096, &k->n_heads));
+    k->bos_id = cfg_token(c, "bos_token_id");
+    k->eos_id = cfg_token(c, "eos_token_id");
+    k->pad_id = cfg_token(c, "pad_token_id");
+    return QH_OK;
+}
+
+static int parse_opt(const config_src *c, qh_model_config *k, int *has_bias, int *final_norm)
+{
+    int remove_final = 0, affine = 1;
+    QH_TRY(cfg_int(c, "ffn_dim", -1, 1, MAX_DIM, &k->ffn_dim));
+    QH_TRY(cfg_int(c, "max_position_embeddings", -1, 1, MAX_DIM, &k->max_pos));
+    QH_TRY(cfg_int(c, "word_embed_proj_dim", k->hidden, 1, MAX_DIM, &k->embed_dim));
+    QH_TRY(cfg_bool(c, "do_layer_norm_before", 1, &k->pre_ln));
+    QH_TRY(cfg_bool(c, "_remove_final_layer_norm", 0, &remove_final));
+    QH_TRY(cfg_bool(c, "enable_bias", 1, has_bias));
+    QH_TRY(cfg_bool(c, "layer_norm_elementwise_affine", 1, &affine));
+    QH_TRY(cfg_bool(c, "tie_word_embeddings", 1, &k->tied_lm_head));
+    QH_TRY(cfg_string_is(c, "activation_function", "relu"));
+    if (!affine)
+        QH_ERROR(QH_ECONFIG, "%s: layer_norm_elementwise_affine false is not supported", c->path);
+    if (k->hidden % k->n_heads)
+        QH_ERROR(QH_ECONFIG, "%s: hidden_size %d is not a multiple of num_attention_heads %d",
+                 c->path, k->hidden, k->n_heads);
+    k->n_kv_heads = k->n_heads;
+    k->head_dim = k->hidden / k->n_heads;
+    k->norm_eps = 1e-5f;
+    k->rope_theta = 0;
+    *final_norm = k->pre_ln && !remove_final;
+    return QH_OK;
+}
+
+/* rope_parameters / rope_scaling: absent, null, or {rope_type: "default", rope_theta?}. */
+static int parse_rope_object(const config_src *c, const char *key, double *theta)
+{
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(c->root, key);
+    if (!o || cJSON_IsNull(o)) return QH_OK;
+    if (!cJSON_IsObject(o)) QH_ERROR(QH_ECONFIG, "%s: key \"%s\" must be an object", c->path, key);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "rope_type");
+    if (!type) type = cJSON_GetObjectItemCaseSensitive(o, "type");
+    if (type && !(cJSON_IsString(type) && !strcmp(type->valuestring, "default")))
+        QH_ERROR(QH_ECONFIG, "%s: %s.rope_type \"%s\" is not supported (only \"default\")",
+                 c->path, key, cJSON_IsString(type) ? type->valuestring : "?");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "rope_theta");
+    if (t) QH_TRY(cfg_positive(c, t, "rope_theta", theta));
+    return QH_OK;
+}
+
+typedef struct { int qkv, o, mlp; } llama_biases;
+
+static int parse_llama(const config_src *c, qh_model_config *k, llama_biases *bias, int is_qwen2)
+{
+    int attn_bias = 0;
+    QH_TRY(cfg_int(c, "intermediate_size", -1, 1, MAX_DIM, &k->ffn_dim));
+    QH_TRY(cfg_int(c, "max_position_embeddings", 2048, 1, 1 << 24, &k->max_pos));
+    QH_TRY(cfg_int(c, "num_key_value_heads", k->n_heads, 1, k->n_heads, &k->n_kv_heads));
+    QH_TRY(cfg_int(c, "head_dim", k->hidden / k->n_heads, 1, MAX_DIM, &k->head_dim));
+    QH_TRY(cfg_bool(c, "tie_word_embeddings", 0, &k->tied_lm_head));
+    QH_TRY(cfg_bool(c, "attention_bias", 0, &attn_bias));
+    QH_TRY(cfg_bool(c, "mlp_bias", 0, &bias->mlp));
+    QH_TRY(cfg_string_is(c, "hidden_act", "silu"));
+    if (k->n_heads % k->n_kv_heads)
+        QH_ERROR(QH_ECONFIG, "%s: num_attention_heads %d is not a multiple of "
+                 "num_key_value_heads %d", c->path, k->n_heads, k->n_kv_heads);
+    bias->qkv = is_qwen2 || attn_bias;     /* Qwen2 always has q/k/v biases, no o bias */
+    bias->o = !is_qwen2 && attn_bias;
+    double eps = 1e-6, theta = 10000.0;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, "rms_norm_eps");
+    if (v) QH_TRY(cfg_positive(c, v, "rms_norm_eps", &eps));
+    v = cJSON_GetObjectItemCaseSensitive(c->root, "rope_theta");
+    if (v && !cJSON_IsNull(v)) QH_TRY(cfg_positive(c, v, "rope_theta", &theta));
+    QH_TRY(parse_rope_object(c, "rope_scaling", &theta));
+    QH_TRY(parse_rope_object(c, "rope_parameters", &theta));
+    k->norm_eps = (float)eps;
+    k->rope_theta = theta;
+    k->embed_dim = k->hidden;
+    k->pre_ln = 1;
+    return QH_OK;
+}
+
+typedef struct {
+    int has_bias;                    /* OPT enable_bias */
+    int final_norm;                  /* OPT final_layer_norm present */
+    llama_biases lb;
+} arch_flags;
+
+static int parse_config(const char *path, const cJSON *root, qh_model_config *k, arch_flags *fl)
+{
+    config_src c = { root, path };
+    if (!cJSON_IsObject(root)) QH_ERROR(QH_ECONFIG, "%s: not a JSON object", path);
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    if (!cJSON_IsString(mt))
+        QH_ERROR(QH_ECONFIG, "%s: required key \"model_type\" is missing", path);
+    snprintf(k->model_type, sizeof k->model_type, "%s", mt->valuestring);
+    const char *t = mt->valuestring;
+    if (!strcmp(t, "opt")) k->arch = QH_ARCH_OPT;
+    else if (!strcmp(t, "llama") || !strcmp(t, "mistral") || !strcmp(t, "qwen2")) k->arch = QH_ARCH_LLAMA;
+    else QH_ERROR(QH_ECONFIG, "%s: unsupported model_type \"%s\" (supported: opt, llama, mistral, "
+                  "qwen2)", path, t);
+    QH_TRY(parse_common(&c, k));
+    if (k->arch == QH_ARCH_OPT) return parse_opt(&c, k, &fl->has_bias, &fl->final_norm);
+    return parse_llama(&c, k, &fl->lb, !strcmp(t, "qwen2"));
+}
+
+/* ---- tensor plan ----------------------------------------------------------------- */
+
+typedef struct {
+    const qh_st_file *file;
+    const qh_st_tensor *t;
+    float **dst;                     /* where the converted pointer goes */
+    size_t offset;                   /* in floats, into the storage buffer */
+} plan_slot;
+
+typedef struct {
+    const qh_st_set *set;
+    const char *where;               /* the file(s) named in "not found" errors */
+    int try_model_prefix;            /* names may start with "model." or not */
+    plan_slot *slots;
+    size_t n, cap;
+    size_t total_floats, n_params;
+} loader;
+
+#define ALIGN_FLOATS 16              /* 64-byte alignment for every tensor */
+
+/* Finds base (with "model." prefix or without), checks dtype and shape
+ * (d1 == 0: a vector), plans its slot.  Optional tensors may be absent. */
+static int want(loader *L, const char *base, int d0, int d1, float **dst, char *found_name,
+                size_t found_size, int optional)
+{
+    char name[256];
+    const qh_st_file *f = NULL;
+    const qh_st_tensor *t = NULL;
+    if (L->try_model_prefix) {
+        snprintf(name, sizeof name, "model.%s", base);
+        t = qh_st_set_find(L->set, name, &f);
+    }
+    if (!t) {
+        snprintf(name, sizeof name, "%s", base);
+        t = qh_st_set_find(L->set, name, &f);
+    }
+    *dst = NULL;
+    if (!t) {
+        if (optional) return QH_OK;
+        QH_ERROR(QH_EINVAL, "%s: missing tensor %s%s%s", L->where,
+                 L->try_model_prefix ? "model." : "", base,
+                 L->try_model_prefix ? " (or without \"model.\")" : "");
+    }
+    if (t->dtype != QH_ST_F32 && t->dtype != QH_ST_F16 && t->dtype != QH_ST_BF16)
+        QH_ERROR(QH_EINVAL, "%s: tensor %s: dtype %s not supported (F32, F16, BF16)",
+                 f->path, t->name, qh_st_dtype_name(t->dtype));
+    int ok = d1 ? t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1
+                : t->ndim == 1 && t->shape[0] == d0;
+    if (!ok) {
+        char got[128] = "";
+        for (int i = 0, len = 0; i < t->ndim && len < 100; i++)
+            len += snprintf(got + len, sizeof got - (size_t)len, "%s%lld", i ? ", " : "",
+                            (long long)t->shape[i]);
+        if (d1) QH_ERROR(QH_EBADLEN, "%s: tensor %s has shape [%s], config.json implies [%d, %d]",
+                         f->path, t->name, got, d0, d1);
+        QH_ERROR(QH_EBADLEN, "%s: tensor %s has shape [%s], config.json implies [%d]",
+                 f->path, t->name, got, d0);
+    }
+    if (L->n == L->cap) {
+        size_t cap = L->cap ? 2 * L->cap : 64;
+        plan_slot *grown = realloc(L->slots, cap * sizeof *grown);
+        if (!grown) QH_ERROR(QH_ENOMEM, "tensor plan of %zu entries", cap);
+        L->slots = grown;
+        L->cap = cap;
+    }
+    L->slots[L->n++] = (plan_slot){ f, t, dst, L->total_floats };
+    L->total_floats += (t->numel + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+    L->n_params += t->numel;
+    if (found_name) {
+        size_t len = strlen(t->name) - (strlen(t->name) > 7 ? 7 : 0);   /* drop ".weight" */
+        snprintf(found_name, found_size, "%.*s", (int)len, t->name);
+    }
+    return QH_OK;
+}
+
+static int want_linear(loader *L, const char *base, int out, int in, int bias, qh_linear *lin)
+{
+    char name[256];
+    snprintf(name, sizeof name, "%s.weight", base);
+    QH_TRY(want(L, name, out, in, &lin->W, lin->name, sizeof lin->name, 0));
+    lin->out = out;
+    lin->in = in;
+    if (!bias) return QH_OK;
+    snprintf(name, sizeof name, "%s.bias", base);
+    return want(L, name, out, 0, &lin->b, NULL, 0, 0);
+}
+
+static int want_norm(loader *L, const char *base, int dim, int with_bias, qh_norm *n)
+{
+    char name[256];
+    snprintf(name, sizeof name, "%s.weight", base);
+    QH_TRY(want(L, name, dim, 0, &n->w, NULL, 0, 0));
+    if (!with_bias) return QH_OK;
+    snprintf(name, sizeof name, "%s.bias", base);
+    return want(L, name, dim, 0, &n->b, NULL, 0, 0);
+}
+
+static int plan_opt(loader *L, qh_model *m, int bias, int final_norm)
+{
+    const qh_model_config *k = &m->cfg;
+    int h = k->hidden, f = k->ffn_dim;
+    QH_TRY(want(L, "decoder.embed_tokens.weight", k->vocab_size, k->embed_dim, &m->embed_tokens,
+                NULL, 0, 0));
+    QH_TRY(want(L, "decoder.embed_positions.weight", k->max_pos + 2, h, &m->embed_pos, NULL, 0, 0));
+    if (k->embed_dim != h) {
+        QH_TRY(want_linear(L, "decoder.project_in", h, k->embed_dim, 0, &m->project_in));
+        QH_TRY(want_linear(L, "decoder.project_out", k->embed_dim, h, 0, &m->project_out));
+    }
+    if (final_norm) QH_TRY(want_norm(L, "decoder.final_layer_norm", h, 1, &m->final_norm));
+    static const char *const lin_names[] = { "self_attn.q_proj", "self_attn.k_proj",
+        "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2" };
+    char base[160];
+    for (int i = 0; i < k->n_layers; i++) {
+        qh_block *b = &m->blocks[i];
+        snprintf(base, sizeof base, "decoder.layers.%d.self_attn_layer_norm", i);
+        QH_TRY(want_norm(L, base, h, 1, &b->attn_norm));
+        snprintf(base, sizeof base, "decoder.layers.%d.final_layer_norm", i);
+        QH_TRY(want_norm(L, base, h, 1, &b->mlp_norm));
+        for (int kind = QH_LIN_Q; kind <= QH_LIN_FC2; kind++) {
+            int out = kind == QH_LIN_FC1 ? f : h, in = kind == QH_LIN_FC2 ? f : h;
+            snprintf(base, sizeof base, "decoder.layers.%d.%s", i, lin_names[kind]);
+            QH_TRY(want_linear(L, base, out, in, bias, &b->lin[kind]));
+        }
+    }
+    return QH_OK;
+}
+
+static int plan_llama(loader *L, qh_model *m, const llama_biases *lb)
+{
+    const qh_model_config *k = &m->cfg;
+    int h = k->hidden, f = k->ffn_dim, q = k->n_heads * k->head_dim, kv = k->n_kv_heads * k->head_dim;
+    QH_TRY(want(L, "embed_tokens.weight", k->vocab_size, h, &m->embed_tokens, NULL, 0, 0));
+    QH_TRY(want_norm(L, "norm", h, 0, &m->final_norm));
+    static const char *const names[] = { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+        "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj" };
+    const int outs[] = { q, kv, kv, h, f, h, f }, ins[] = { h, h, h, q, h, f, h };
+    const int biases[] = { lb->qkv, lb->qkv, lb->qkv, lb->o, lb->mlp, lb->mlp, lb->mlp };
+    char base[160];
+    for (int i = 0; i < k->n_layers; i++) {
+        qh_block *b = &m->blocks[i];
+        snprintf(base, sizeof base, "layers.%d.input_layernorm", i);
+        QH_TRY(want_norm(L, base, h, 0, &b->attn_norm));
+        snprintf(base, sizeof base, "layers.%d.post_attention_layernorm", i);
+        QH_TRY(want_norm(L, base, h, 0, &b->mlp_norm));
+        for (int kind = 0; kind < QH_LIN_MAX; kind++) {
+            snprintf(base, sizeof base, "layers.%d.%s", i, names[kind]);
+            QH_TRY(want_linear(L, base, outs[kind], ins[kind], biases[kind], &b->lin[kind]));
+        }
+    }
+    return QH_OK;
+}
+
+/* The untied output head is "lm_head.weight" at top level in both layouts. */
+static int plan_head(loader *L, qh_model *m)
+{
+    if (m->cfg.tied_lm_head) return QH_OK;
+    int saved = L->try_model_prefix;
+    L->try_model_prefix = 0;
+    int st = want(L, "lm_head.weight", m->cfg.vocab_size, m->cfg.embed_dim, &m->lm_head, NULL, 0, 0);
+    L->try_model_prefix = saved;
+    return st;
+}
+
+static int convert_all(loader *L, float *buf)
+{
+    for (size_t i = 0; i < L->n; i++) {
+        const plan_slot *s = &L->slots[i];
+        float *dst = buf + s->offset;
+        QH_TRY(qh_st_read_f32(s->file, s->t, dst));
+        for (size_t j = 0; j < s->t->numel; j++)
+            if (!isfinite(dst[j]))
+                QH_ERROR(QH_ENAN, "%s: tensor %s: element %zu is %s (weights must be finite)",
+                         s->file->path, s->t->name, j, isnan(dst[j]) ? "NaN" : "Inf");
+        *s->dst = dst;
+    }
+    return QH_OK;
+}
+
+static int load_weights(qh_model *m, const qh_st_set *set, const arch_flags *fl)
+{
+    loader L = { .set = set, .try_model_prefix = 1 };
+    L.where = set->index_path[0] ? set->index_path : set->files[0]->path;
+    int st = m->cfg.arch == QH_ARCH_OPT ? plan_opt(&L, m, fl->has_bias, fl->final_norm)
+                                        : plan_llama(&L, m, &fl->lb);
+    if (st == QH_OK) st = plan_head(&L, m);
+    if (st != QH_OK) goto cleanup;
+    model_storage *ms = m->storage;
+    ms->buf = aligned_alloc(64, (L.total_floats ? L.total_floats : ALIGN_FLOATS) * sizeof(float));
+    if (!ms->buf) {
+        QH_SET_ERROR(st, QH_ENOMEM, "%s: %zu floats of weights", m->dir, L.total_floats);
+        goto cleanup;
+    }
+    if ((st = convert_all(&L, ms->buf)) != QH_OK) goto cleanup;
+    ms->n_params = L.n_params;
+    if (m->cfg.tied_lm_head) m->lm_head = m->embed_tokens;
+cleanup:
+    free(L.slots);
+    return st;
+}
+
+/* ---- public API ------------------------------------------------------------------- */
+
+static int load_config(qh_model *m, arch_flags *fl)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/config.json", m->dir);
+    cJSON *root = NULL;
+    int st = qh_st_json_load(path, &root);
+    if (st == QH_EINVAL) st = QH_ECONFIG;            /* config.json not JSON: a config error */
+    if (st == QH_OK) st = parse_config(path, root, &m->cfg, fl);
+    cJSON_Delete(root);
+    return st;
+}
+
+int qh_model_load(const char *dir, qh_model **out)
+{
+    *out = NULL;
+    qh_st_set *set = NULL;
+    qh_model *m = calloc(1, sizeof *m);
+    if (!m) QH_ERROR(QH_ENOMEM, "%s", dir);
+    int st = QH_OK;
+    arch_flags fl = { 0 };
+    m->storage = calloc(1, sizeof(model_storage));
+    if (!m->storage) { QH_SET_ERROR(st, QH_ENOMEM, "%s", dir); goto cleanup; }
+    if ((size_t)snprintf(m->dir, sizeof m->dir, "%s", dir) >= sizeof m->dir) {
+        QH_SET_ERROR(st, QH_EINVAL, "model folder path too long: %s", dir);
+        goto cleanup;
+    }
+    if ((st = qh_st_set_open(dir, &set)) != QH_OK) goto cleanup;
+    if ((st = load_config(m, &fl)) != QH_OK) goto cleanup;
+    m->blocks = calloc((size_t)m->cfg.n_layers, sizeof *m->blocks);
+    if (!m->blocks) { QH_SET_ERROR(st, QH_ENOMEM, "%s: %d blocks", dir, m->cfg.n_layers); goto cleanup; }
+    st = load_weights(m, set, &fl);
+cleanup:
+    qh_st_set_close(set);
+    if (st != QH_OK) { qh_model_free(m); return st; }
+    *out = m;
+    return QH_OK;
+}
+
+void qh_model_free(qh_model *m)
+{
+    if (!m) return;
+    model_storage *ms = m->storage;
+    if (ms) free(ms->buf);
+    free(ms);
+    free(m->blocks);
+    free(m);
+}
+
+int qh_model_n_linear(const qh_model *m)
+{
+    return m->cfg.arch == QH_ARCH_LLAMA ? 7 : 6;
+}
+
+const char *qh_model_linear_short_name(const qh_model *m, int kind)
+{
+    static const char *const opt[] = { "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2" };
+    static const char *const llama[] = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                         "down_proj", "up_proj" };
+    if (kind < 0 || kind >= qh_model_n_linear(m)) return NULL;
+    return m->cfg.arch == QH_ARCH_LLAMA ? llama[kind] : opt[kind];
+}
+
+size_t qh_model_n_params(const qh_model *m)
+{
+    return ((const model_storage *)m->storage)->n_params;
+}
+
+size_t qh_model_n_linear_params(const qh_model *m)
+{
+    size_t n = 0;
+    for (int i = 0; i < m->cfg.n_layers; i++)
+        for (int k = 0; k < QH_LIN_MAX; k++)
+            if (m->blocks[i].lin[k].W) n += (size_t)m->blocks[i].lin[k].out * m->blocks[i].lin[k].in;
+    return n;
+}

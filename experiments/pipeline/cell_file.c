@@ -1,0 +1,120 @@
+/* cell_file.c -- one cell's HDF5 results file (see cell_file.h). */
+#include "pipeline/cell_file.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "results/provenance.h"
+#include "results/writer.h"
+
+static int write_params(qh_results *w, const qh_method_type *m, const void *params)
+{
+    QH_TRY(qh_results_group(w, "/run/params"));
+    if (!m) return QH_OK;
+    void *defaults = params ? NULL : qh_method_params_new(m);
+    if (!params && !defaults) QH_ERROR(QH_ENOMEM, "out of memory");
+    const void *p = params ? params : defaults;
+    int st = QH_OK;
+    for (const qh_param_desc *d = m->params; d && d->key && st == QH_OK; d++) {
+        const char *field = (const char *)p + d->offset;
+        char buf[128];
+        if (d->type == QH_PARAM_DOUBLE) {
+            double v;
+            memcpy(&v, field, sizeof v);
+            st = qh_results_attr_double(w, "/run/params", d->key, v);
+        } else if (d->type == QH_PARAM_ENUM) {        /* enums by name: stable across versions */
+            qh_param_format(d, p, buf, sizeof buf);
+            st = qh_results_attr_string(w, "/run/params", d->key, buf);
+        } else {                                      /* INT and BOOL are ints */
+            int v;
+            memcpy(&v, field, sizeof v);
+            st = qh_results_attr_int(w, "/run/params", d->key, v);
+        }
+    }
+    free(defaults);
+    return st;
+}
+
+static int write_run(qh_results *w, const qh_cell_info *c, const qh_layer_record *recs, size_t n)
+{
+    double nominal = 0, weights = 0;
+    for (size_t i = 0; i < n; i++) {
+        double k = (double)recs[i].rows * (double)recs[i].cols;
+        nominal += recs[i].bits_nominal * k;
+        weights += k;
+    }
+    QH_TRY(qh_results_attr_string(w, "/", "config_json", c->config_json ? c->config_json : ""));
+    QH_TRY(qh_results_attr_string(w, "/run", "id", c->id));
+    QH_TRY(qh_results_attr_string(w, "/run", "model", c->model));
+    QH_TRY(qh_results_attr_string(w, "/run", "model_path", c->model_path));
+    QH_TRY(qh_results_attr_string(w, "/run", "method", c->method ? c->method->name : "float32"));
+    QH_TRY(qh_results_attr_string(w, "/run", "method_label", c->method_label));
+    QH_TRY(qh_results_attr_int(w, "/run", "method_version", c->method ? c->method->version : 0));
+    QH_TRY(qh_results_attr_string(w, "/run", "incoherence", c->incoherence));
+    QH_TRY(qh_results_attr_int(w, "/run", "rescale", c->rescale));
+    QH_TRY(qh_results_attr_int(w, "/run", "bits", c->bits));
+    QH_TRY(qh_results_attr_int(w, "/run", "seed", (int64_t)c->seed));
+    QH_TRY(qh_results_attr_int(w, "/run", "status", c->status));
+    QH_TRY(qh_results_attr_string(w, "/run", "message", c->message ? c->message : ""));
+    QH_TRY(qh_results_attr_double(w, "/run", "bits_per_weight_nominal",
+                                  weights > 0 ? nominal / weights : (double)c->bits));
+    QH_TRY(qh_results_attr_double(w, "/run", "bits_per_weight_total",
+                                  weights > 0 ? qh_layer_records_bits_total(recs, n) : (double)c->bits));
+    QH_TRY(qh_results_attr_string(w, "/run", "hessian_convention", "token-mean"));
+    QH_TRY(qh_results_attr_string(w, "/run", "calib_path", c->calib_path ? c->calib_path : ""));
+    QH_TRY(qh_results_attr_int(w, "/run", "calib_nsamples", (int64_t)c->calib_nsamples));
+    QH_TRY(qh_results_attr_int(w, "/run", "calib_seqlen", (int64_t)c->calib_seqlen));
+    return write_params(w, c->method, c->params);
+}
+
+static int write_eval(qh_results *w, const qh_cell_eval *e)
+{
+    char g[256], d[300];
+    snprintf(g, sizeof g, "/run/eval/%s", e->name);
+    QH_TRY(qh_results_group(w, g));
+    QH_TRY(qh_results_attr_string(w, g, "path", e->path));
+    QH_TRY(qh_results_attr_double(w, g, "ppl", e->ppl));
+    QH_TRY(qh_results_attr_int(w, g, "seqlen", (int64_t)e->seqlen));
+    QH_TRY(qh_results_attr_int(w, g, "n_windows", (int64_t)e->n_windows));
+    QH_TRY(qh_results_attr_int(w, g, "n_tokens", (int64_t)e->n_tokens));
+    snprintf(d, sizeof d, "%s/window_nll", g);
+    return qh_results_write_vec(w, d, e->window_nll, e->n_windows);
+}
+
+/* Timings vary between reruns, so they live under /provenance, which
+ * comparisons exclude: the cell's wall time and one entry per layer. */
+static int write_timings(qh_results *w, const qh_cell_info *c, const qh_layer_record *recs, size_t n)
+{
+    QH_TRY(qh_results_attr_double(w, "/provenance", "seconds", c->seconds));
+    if (!n) return QH_OK;
+    double *secs = malloc(n * sizeof *secs);
+    if (!secs) QH_ERROR(QH_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) secs[i] = recs[i].seconds;
+    int st = qh_results_write_vec(w, "/provenance/layer_seconds", secs, n);
+    free(secs);
+    return st;
+}
+
+int qh_cell_file_write(const char *path, const qh_cell_info *info, const qh_layer_record *recs,
+                       size_t n_recs, const qh_cell_eval *evals, size_t n_evals)
+{
+    qh_provenance prov;
+    qh_provenance_collect(&prov);
+    qh_results *w = NULL;
+    QH_TRY(qh_results_open(path, &w));
+    int st = write_run(w, info, recs, n_recs);
+    if (st == QH_OK && n_recs) st = qh_layer_records_write(w, "/run/layer_table", recs, n_recs);
+    for (size_t i = 0; i < n_evals && st == QH_OK; i++) st = write_eval(w, &evals[i]);
+    if (st == QH_OK) {
+        qh_provenance_finish(&prov);
+        st = qh_provenance_write(w, &prov);
+    }
+    if (st == QH_OK) st = write_timings(w, info, recs, n_recs);
+    if (st != QH_OK) {
+        qh_results_abort(w);
+        return st;
+    }
+    return qh_results_commit(w);
+}

@@ -1,0 +1,44 @@
+/* cell_file.h -- the results file of one experiment cell (layout in
+ * results/README.md): run attributes, method parameters, the per-layer table
+ * and per-dataset perplexities, plus provenance.  Written under a temporary
+ * name and renamed, so a file under its final name is always complete. */
+#ifndef QH_CELL_FILE_H
+#define QH_CELL_FILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipeline/layer_eval.h"
+#include "qh_method.h"
+
+typedef struct {
+    const char *id;                  /* cell id, e.g. "opt-7m.ldlq+incoh.w2.s0" */
+    const char *model;               /* model label */
+    const char *model_path;
+    const qh_method_type *method;    /* NULL for the float32 baseline */
+    const void *params;              /* method parameters (NULL: defaults) */
+    const char *method_label;
+    const char *incoherence;         /* "none", "kron", "hadamard" */
+    int rescale;
+    int bits;                        /* 32 for the baseline */
+    uint64_t seed;
+    int status;                      /* QH_OK or the failure's status */
+    const char *message;
+    double seconds;
+    const char *config_json;         /* the resolved configuration ("" if none) */
+    const char *calib_path;          /* "" when not calibrated */
+    size_t calib_nsamples, calib_seqlen;
+} qh_cell_info;
+
+typedef struct {
+    const char *name;                /* dataset label */
+    const char *path;
+    double ppl;
+    size_t seqlen, n_windows, n_tokens;
+    const double *window_nll;        /* n_windows; borrows */
+} qh_cell_eval;
+
+int qh_cell_file_write(const char *path, const qh_cell_info *info, const qh_layer_record *recs,
+                       size_t n_recs, const qh_cell_eval *evals, size_t n_evals) QH_MUST_CHECK;
+
+#endif

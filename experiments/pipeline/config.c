@@ -1,0 +1,350 @@
+/* config.c -- strict JSON sweep configurations (see config.h). */
+#include "pipeline/config.h"
+
+#include <cJSON.h>
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CFG_ERR(st, src, path, ...)                                                   \
+    do { char msg_[512]; snprintf(msg_, sizeof msg_, __VA_ARGS__);                    \
+         return qh_error((st), __FILE__, __LINE__, __func__, "config %s: %s: %s",     \
+                         (src), (path), msg_); } while (0)
+
+/* Rejects keys not in allowed (NULL-terminated). */
+static int check_keys(const cJSON *obj, const char *const *allowed, const char *src, const char *path)
+{
+    for (const cJSON *it = obj->child; it; it = it->next) {
+        int ok = 0;
+        for (const char *const *a = allowed; *a; a++)
+            ok |= !strcmp(it->string, *a);
+        if (!ok) {
+            char list[256] = "";
+            for (const char *const *a = allowed; *a; a++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", a == allowed ? "" : ", ", *a);
+            CFG_ERR(QH_ECONFIG, src, path, "unknown key \"%s\" (expected one of: %s)", it->string, list);
+        }
+    }
+    return QH_OK;
+}
+
+static int get_string(const cJSON *v, char *dst, size_t cap, const char *src, const char *path)
+{
+    if (!cJSON_IsString(v)) CFG_ERR(QH_ECONFIG, src, path, "expected a string");
+    if (strlen(v->valuestring) >= cap || !v->valuestring[0])
+        CFG_ERR(QH_ECONFIG, src, path, "expected a non-empty string shorter than %zu bytes", cap);
+    strcpy(dst, v->valuestring);
+    return QH_OK;
+}
+
+static int get_int(const cJSON *v, long lo, long hi, long *out, const char *src, const char *path)
+{
+    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble)
+        CFG_ERR(QH_ECONFIG, src, path, "expected an integer");
+    if ((long)v->valuedouble < lo || (long)v->valuedouble > hi)
+        CFG_ERR(QH_ECONFIG, src, path, "expected an integer in [%ld, %ld], got %ld", lo, hi,
+                (long)v->valuedouble);
+    *out = (long)v->valuedouble;
+    return QH_OK;
+}
+
+static const char *base_name(const char *path)
+{
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;             /* ignore trailing slashes */
+    size_t i = n;
+    while (i > 0 && path[i - 1] != '/') i--;
+    static _Thread_local char buf[64];
+    snprintf(buf, sizeof buf, "%.*s", (int)(n - i), path + i);
+    return buf;
+}
+
+static int label_ok(const char *label)
+{
+    for (const char *p = label; *p; p++)
+        if (!(('a' <= *p && *p <= 'z') || ('A' <= *p && *p <= 'Z') || ('0' <= *p && *p <= '9')
+              || *p == '-' || *p == '_' || *p == '+'))
+            return 0;
+    return *label != '\0';
+}
+
+/* models: ["dir", ...] or [{"label": L, "path": P}, ...] */
+static int parse_entries(const cJSON *arr, int objects_by_key, qh_config_entry **out, size_t *n,
+                         const char *src, const char *key)
+{
+    char path[128];
+    size_t count = (size_t)cJSON_GetArraySize(arr);
+    if (objects_by_key ? !cJSON_IsObject(arr) : !cJSON_IsArray(arr))
+        CFG_ERR(QH_ECONFIG, src, key, objects_by_key ? "expected an object {label: path}"
+                                                     : "expected an array of paths");
+    if (count == 0) CFG_ERR(QH_ECONFIG, src, key, "expected at least one entry");
+    *out = calloc(count, sizeof **out);
+    if (!*out) QH_ERROR(QH_ENOMEM, "config %s: out of memory", src);
+    *n = count;
+    size_t i = 0;
+    for (const cJSON *it = arr->child; it; it = it->next, i++) {
+        qh_config_entry *e = &(*out)[i];
+        snprintf(path, sizeof path, "%s[%zu]", key, i);
+        if (objects_by_key) {
+            snprintf(path, sizeof path, "%s.%s", key, it->string);
+            snprintf(e->label, sizeof e->label, "%s", it->string);
+            QH_TRY(get_string(it, e->path, sizeof e->path, src, path));
+        } else if (cJSON_IsObject(it)) {
+            static const char *const keys[] = { "label", "path", NULL };
+            QH_TRY(check_keys(it, keys, src, path));
+            QH_TRY(get_string(cJSON_GetObjectItemCaseSensitive(it, "path"), e->path, sizeof e->path, src, path));
+            const cJSON *l = cJSON_GetObjectItemCaseSensitive(it, "label");
+            if (l) QH_TRY(get_string(l, e->label, sizeof e->label, src, path));
+            else snprintf(e->label, sizeof e->label, "%s", base_name(e->path));
+        } else {
+            QH_TRY(get_string(it, e->path, sizeof e->path, src, path));
+            snprintf(e->label, sizeof e->label, "%s", base_name(e->path));
+        }
+        if (!label_ok(e->label))
+            CFG_ERR(QH_ECONFIG, src, path, "label \"%s\" may use only letters, digits, '-', '_' and '+'", e->label);
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp((*out)[j].label, e->label))
+                CFG_ERR(QH_ECONFIG, src, path, "duplicate label \"%s\"", e->label);
+    }
+    return QH_OK;
+}
+
+static int parse_param_value(const cJSON *v, char *dst, size_t cap, const char *src, const char *path)
+{
+    if (cJSON_IsString(v)) return get_string(v, dst, cap, src, path);
+    if (cJSON_IsBool(v)) { snprintf(dst, cap, "%s", cJSON_IsTrue(v) ? "true" : "false"); return QH_OK; }
+    if (cJSON_IsNumber(v)) { snprintf(dst, cap, "%.17g", v->valuedouble); return QH_OK; }
+    CFG_ERR(QH_ECONFIG, src, path, "expected a string, number or boolean");
+}
+
+static int parse_method(const cJSON *obj, qh_config_method *m, const char *src, const char *path)
+{
+    static const char *const keys[] = { "method", "label", "params", "incoherence", "rescale", NULL };
+    char sub[192];
+    if (!cJSON_IsObject(obj)) CFG_ERR(QH_ECONFIG, src, path, "expected an object with key \"method\"");
+    QH_TRY(check_keys(obj, keys, src, path));
+    snprintf(sub, sizeof sub, "%s.method", path);
+    QH_TRY(get_string(cJSON_GetObjectItemCaseSensitive(obj, "method"), m->method, sizeof m->method, src, sub));
+    snprintf(m->incoherence, sizeof m->incoherence, "none");
+    m->rescale = 1;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "incoherence");
+    if (v) {
+        snprintf(sub, sizeof sub, "%s.incoherence", path);
+        QH_TRY(get_string(v, m->incoherence, sizeof m->incoherence, src, sub));
+        if (strcmp(m->incoherence, "none") && strcmp(m->incoherence, "kron") && strcmp(m->incoherence, "hadamard"))
+            CFG_ERR(QH_ECONFIG, src, sub, "expected \"none\", \"kron\" or \"hadamard\", got \"%s\"", m->incoherence);
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(obj, "rescale"))) {
+        snprintf(sub, sizeof sub, "%s.rescale", path);
+        if (!cJSON_IsBool(v)) CFG_ERR(QH_ECONFIG, src, sub, "expected true or false");
+        m->rescale = cJSON_IsTrue(v);
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(obj, "label"))) {
+        snprintf(sub, sizeof sub, "%s.label", path);
+        QH_TRY(get_string(v, m->label, sizeof m->label, src, sub));
+    } else {
+        snprintf(m->label, sizeof m->label, "%s%s%s", m->method,
+                 strcmp(m->incoherence, "none") ? "+" : "", strcmp(m->incoherence, "none") ? "incoh" : "");
+    }
+    if (!label_ok(m->label))
+        CFG_ERR(QH_ECONFIG, src, path, "label \"%s\" may use only letters, digits, '-', '_' and '+'", m->label);
+    if ((v = cJSON_GetObjectItemCaseSensitive(obj, "params"))) {
+        snprintf(sub, sizeof sub, "%s.params", path);
+        if (!cJSON_IsObject(v)) CFG_ERR(QH_ECONFIG, src, sub, "expected an object of parameter values");
+        for (const cJSON *p = v->child; p; p = p->next) {
+            if (m->n_params == QH_CONFIG_MAX_PARAMS)
+                CFG_ERR(QH_ECONFIG, src, sub, "more than %d parameters", QH_CONFIG_MAX_PARAMS);
+            qh_config_param *kv = &m->params[m->n_params++];
+            snprintf(sub, sizeof sub, "%s.params.%s", path, p->string);
+            if (strlen(p->string) >= sizeof kv->key) CFG_ERR(QH_ECONFIG, src, sub, "key too long");
+            strcpy(kv->key, p->string);
+            QH_TRY(parse_param_value(p, kv->value, sizeof kv->value, src, sub));
+        }
+    }
+    return QH_OK;
+}
+
+static int parse_int_list(const cJSON *arr, long lo, long hi, long **out, size_t *n, const char *src, const char *key)
+{
+    char path[96];
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0)
+        CFG_ERR(QH_ECONFIG, src, key, "expected a non-empty array of integers");
+    *n = (size_t)cJSON_GetArraySize(arr);
+    *out = calloc(*n, sizeof **out);
+    if (!*out) QH_ERROR(QH_ENOMEM, "config %s: out of memory", src);
+    size_t i = 0;
+    for (const cJSON *it = arr->child; it; it = it->next, i++) {
+        snprintf(path, sizeof path, "%s[%zu]", key, i);
+        QH_TRY(get_int(it, lo, hi, &(*out)[i], src, path));
+        for (size_t j = 0; j < i; j++)
+            if ((*out)[j] == (*out)[i]) CFG_ERR(QH_ECONFIG, src, path, "duplicate value %ld", (*out)[i]);
+    }
+    return QH_OK;
+}
+
+static int parse_section(const cJSON *obj, const char *key, const char *const *keys, const char *src)
+{
+    if (!cJSON_IsObject(obj)) CFG_ERR(QH_ECONFIG, src, key, "expected an object");
+    return check_keys(obj, keys, src, key);
+}
+
+static int parse_calibration(const cJSON *cal, qh_config *c, const char *src)
+{
+    static const char *const keys[] = { "data", "nsamples", "seqlen", NULL };
+    long v;
+    QH_TRY(parse_section(cal, "calibration", keys, src));
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(cal, "data");
+    if (it) QH_TRY(get_string(it, c->calib_path, sizeof c->calib_path, src, "calibration.data"));
+    if ((it = cJSON_GetObjectItemCaseSensitive(cal, "nsamples"))) {
+        QH_TRY(get_int(it, 1, 1 << 20, &v, src, "calibration.nsamples"));
+        c->calib_nsamples = (int)v;
+    }
+    if ((it = cJSON_GetObjectItemCaseSensitive(cal, "seqlen"))) {
+        QH_TRY(get_int(it, 2, 1 << 20, &v, src, "calibration.seqlen"));
+        c->calib_seqlen = (int)v;
+    }
+    return QH_OK;
+}
+
+static int parse_eval(const cJSON *ev, qh_config *c, const char *src)
+{
+    static const char *const keys[] = { "seqlen", "max_windows", NULL };
+    long v;
+    QH_TRY(parse_section(ev, "eval", keys, src));
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(ev, "seqlen");
+    if (it) { QH_TRY(get_int(it, 2, 1 << 20, &v, src, "eval.seqlen")); c->eval_seqlen = (int)v; }
+    if ((it = cJSON_GetObjectItemCaseSensitive(ev, "max_windows"))) {
+        QH_TRY(get_int(it, 0, 1 << 30, &v, src, "eval.max_windows"));
+        c->eval_max_windows = (int)v;
+    }
+    return QH_OK;
+}
+
+static int parse_root(const cJSON *root, qh_config *c, const char *src)
+{
+    static const char *const keys[] = { "name", "models", "datasets", "calibration", "eval",
+                                        "methods", "bits", "seeds", NULL };
+    const cJSON *it;
+    if (!cJSON_IsObject(root)) CFG_ERR(QH_ECONFIG, src, "(root)", "expected a JSON object");
+    QH_TRY(check_keys(root, keys, src, "(root)"));
+    if (!(it = cJSON_GetObjectItemCaseSensitive(root, "name"))) CFG_ERR(QH_ECONFIG, src, "name", "missing");
+    QH_TRY(get_string(it, c->name, sizeof c->name, src, "name"));
+    if (!label_ok(c->name)) CFG_ERR(QH_ECONFIG, src, "name", "use only letters, digits, '-', '_' and '+'");
+    if (!(it = cJSON_GetObjectItemCaseSensitive(root, "models"))) CFG_ERR(QH_ECONFIG, src, "models", "missing");
+    QH_TRY(parse_entries(it, 0, &c->models, &c->n_models, src, "models"));
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "datasets")))
+        QH_TRY(parse_entries(it, 1, &c->datasets, &c->n_datasets, src, "datasets"));
+    c->calib_nsamples = 128;
+    snprintf(c->calib_path, sizeof c->calib_path, "data/gutenberg_calib_4M.txt");
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "calibration"))) QH_TRY(parse_calibration(it, c, src));
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "eval"))) QH_TRY(parse_eval(it, c, src));
+
+    if (!(it = cJSON_GetObjectItemCaseSensitive(root, "methods")) || !cJSON_IsArray(it) || !it->child)
+        CFG_ERR(QH_ECONFIG, src, "methods", "expected a non-empty array of method objects");
+    c->n_methods = (size_t)cJSON_GetArraySize(it);
+    if (!(c->methods = calloc(c->n_methods, sizeof *c->methods))) QH_ERROR(QH_ENOMEM, "config %s: out of memory", src);
+    size_t i = 0;
+    for (const cJSON *m = it->child; m; m = m->next, i++) {
+        char path[64];
+        snprintf(path, sizeof path, "methods[%zu]", i);
+        QH_TRY(parse_method(m, &c->methods[i], src, path));
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(c->methods[j].label, c->methods[i].label))
+                CFG_ERR(QH_ECONFIG, src, path, "duplicate label \"%s\" (set \"label\" to tell them apart)",
+                        c->methods[i].label);
+    }
+
+    long *list = NULL;
+    if (!(it = cJSON_GetObjectItemCaseSensitive(root, "bits"))) CFG_ERR(QH_ECONFIG, src, "bits", "missing");
+    int st = parse_int_list(it, 1, 16, &list, &c->n_bits, src, "bits");
+    if (st == QH_OK && (c->bits = calloc(c->n_bits, sizeof *c->bits)))
+        for (size_t k = 0; k < c->n_bits; k++) c->bits[k] = (int)list[k];
+    free(list);
+    list = NULL;
+    if (st != QH_OK) return st;
+    if (!c->bits) QH_ERROR(QH_ENOMEM, "config %s: out of memory", src);
+
+    c->n_seeds = 1;
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "seeds"))) {
+        st = parse_int_list(it, 0, 0x7fffffffL, &list, &c->n_seeds, src, "seeds");
+        if (st != QH_OK) { free(list); return st; }
+    }
+    if (!(c->seeds = calloc(c->n_seeds, sizeof *c->seeds))) { free(list); QH_ERROR(QH_ENOMEM, "config %s: out of memory", src); }
+    for (size_t k = 0; k < c->n_seeds; k++) c->seeds[k] = list ? (uint64_t)list[k] : 0;
+    free(list);
+    return QH_OK;
+}
+
+int qh_config_parse(const char *json, const char *source, qh_config **out)
+{
+    *out = NULL;
+    cJSON *root = cJSON_Parse(json);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        size_t line = 1;
+        for (const char *p = json; at && p < at; p++) line += (*p == '\n');
+        QH_ERROR(QH_ECONFIG, "config %s: not valid JSON (near line %zu)", source, line);
+    }
+    qh_config *c = calloc(1, sizeof *c);
+    int st = c ? parse_root(root, c, source) : qh_error(QH_ENOMEM, __FILE__, __LINE__, __func__, "out of memory");
+    cJSON_Delete(root);
+    if (st != QH_OK) { qh_config_free(c); return st; }
+    *out = c;
+    return QH_OK;
+}
+
+char *qh_read_text_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    long len;
+    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0
+        && (buf = malloc((size_t)len + 1)) && fread(buf, 1, (size_t)len, f) == (size_t)len)
+        buf[len] = '\0';
+    else { free(buf); buf = NULL; }
+    fclose(f);
+    return buf;
+}
+
+int qh_config_load(const char *path, qh_config **out)
+{
+    *out = NULL;
+    char *text = qh_read_text_file(path);
+    if (!text) QH_ERROR(QH_EIO, "config %s: cannot read", path);
+    int st = qh_config_parse(text, path, out);
+    free(text);
+    return st;
+}
+
+void qh_config_free(qh_config *c)
+{
+    if (!c) return;
+    free(c->models); free(c->datasets); free(c->methods); free(c->bits); free(c->seeds);
+    free(c);
+}
+
+int qh_config_cells(const qh_config *c, qh_cell **cells, size_t *n)
+{
+    size_t total = c->n_models * c->n_methods * c->n_bits * c->n_seeds, k = 0;
+    *cells = calloc(total ? total : 1, sizeof **cells);
+    if (!*cells) QH_ERROR(QH_ENOMEM, "out of memory expanding %zu cells", total);
+    for (size_t mo = 0; mo < c->n_models; mo++)
+        for (size_t me = 0; me < c->n_methods; me++)
+            for (size_t b = 0; b < c->n_bits; b++)
+                for (size_t s = 0; s < c->n_seeds; s++, k++) {
+                    qh_cell *cell = &(*cells)[k];
+                    cell->model = mo; cell->method = me;
+                    cell->bits = c->bits[b]; cell->seed = c->seeds[s];
+                    snprintf(cell->id, sizeof cell->id, "%s.%s.w%d.s%llu", c->models[mo].label,
+                             c->methods[me].label, cell->bits, (unsigned long long)cell->seed);
+                }
+    *n = total;
+    return QH_OK;
+}
+
+int qh_cell_matches(const qh_cell *cell, const char *pattern)
+{
+    return fnmatch(pattern, cell->id, 0) == 0;
+}

@@ -1,0 +1,386 @@
+/* pipeline.c -- one sweep cell: calibrate, quantize block by block, evaluate,
+ * write the results file (see pipeline.h). */
+#include "pipeline/pipeline.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pipeline/block_stage.h"
+#include "pipeline/calib.h"
+#include "pipeline/cell_file.h"
+#include "pipeline/eval.h"
+#include "pipeline/layer_eval.h"
+#include "model/model.h"
+#include "ptq161.h"
+#include "qh_method.h"
+#include "model/save_model.h"
+#include "pipeline/sequential.h"
+#include "tokenizer/tokenizer.h"
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static qh_incoh_kind incoh_kind(const char *name)
+{
+    return !strcmp(name, "kron") ? QH_INCOH_KRON : !strcmp(name, "hadamard") ? QH_INCOH_HADAMARD
+                                                                             : QH_INCOH_NONE;
+}
+
+/* A method's parameters from its config entry.  Under incoherence processing
+ * QuIP rounds on one symmetric grid at 2.4 RMS (qfn 'b') while baseline
+ * processing keeps OPTQ's per-row grid, so "grid" defaults to "rms" there
+ * unless the config sets it. */
+static int method_params(const qh_config_method *cm, size_t index, const qh_method_type **type,
+                         void **params)
+{
+    *params = NULL;
+    *type = qh_method_find(cm->method);
+    if (!*type) {
+        char names[256];
+        qh_method_names(names, sizeof names);
+        QH_ERROR(QH_ECONFIG, "methods[%zu].method: unknown method \"%s\" (expected one of: %s)",
+                 index, cm->method, names);
+    }
+    if (!(*params = qh_method_params_new(*type))) QH_ERROR(QH_ENOMEM, "out of memory");
+    if (incoh_kind(cm->incoherence) != QH_INCOH_NONE && qh_method_param_find(*type, "grid"))
+        QH_TRY(qh_method_params_set(*type, *params, "grid", "rms"));
+    for (size_t k = 0; k < cm->n_params; k++) {
+        int st = qh_method_params_set(*type, *params, cm->params[k].key, cm->params[k].value);
+        if (st != QH_OK) {
+            qh_error_prefix("methods[%zu].params.%s", index, cm->params[k].key);
+            return st;
+        }
+    }
+    return QH_OK;
+}
+
+/* PTQ1.61 with objective = block: the pipeline tunes its scales per block. */
+static int wants_block_objective(const qh_method_type *t, const void *params)
+{
+    if (t != &qh_method_ptq161) return 0;
+    const qh_ptq161_params *p = params;
+    return p->objective == QH_PTQ161_OBJECTIVE_BLOCK;
+}
+
+int qh_pipeline_validate(const qh_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_methods; i++) {
+        const qh_method_type *t;
+        void *params = NULL;
+        int st = method_params(&cfg->methods[i], i, &t, &params);
+        /* the block objective tunes Ŵ in the model's basis */
+        if (st == QH_OK && wants_block_objective(t, params) &&
+            incoh_kind(cfg->methods[i].incoherence) != QH_INCOH_NONE)
+            QH_SET_ERROR(st, QH_ECONFIG, "methods[%zu]: ptq161 with objective \"block\" takes "
+                         "incoherence \"none\" (got \"%s\"); use objective \"layer\"",
+                         i, cfg->methods[i].incoherence);
+        free(params);
+        if (st != QH_OK) return st;
+    }
+    for (size_t b = 0; b < cfg->n_bits; b++)
+        if (cfg->bits[b] > 8)
+            QH_ERROR(QH_ECONFIG, "bits[%zu]: %d bits; the weight quantizers take 1..8", b, cfg->bits[b]);
+    return QH_OK;
+}
+
+void qh_pipeline_cell_path(const qh_pipeline *p, const qh_cell *cell, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s.h5", p->out_dir, cell->id);
+}
+
+void qh_pipeline_baseline_path(const qh_pipeline *p, size_t model, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s.baseline.h5", p->out_dir, p->cfg->models[model].label);
+}
+
+/* ---- the quantizing visitor ------------------------------------------------ */
+
+/* What the block objective keeps of each linear of the current block: the
+ * row's exported state, and W, H and the record index to measure the tuned Ŵ. */
+typedef struct {
+    int enabled;
+    qh_block_tune_params params;
+    qh_ptq161_state states[QH_LIN_MAX];
+    qh_matd *W[QH_LIN_MAX], *H[QH_LIN_MAX];
+    size_t rec[QH_LIN_MAX];
+} block_objective;
+
+static void block_objective_free(block_objective *b)
+{
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        qh_ptq161_state_free(&b->states[k]);
+        qh_matd_free(b->W[k]);
+        qh_matd_free(b->H[k]);
+        b->W[k] = b->H[k] = NULL;
+    }
+}
+
+/* Keeps copies of W and H of linear `kind` for measuring its tuned Ŵ. */
+static int block_objective_keep(block_objective *b, int kind, const qh_matd *W, const qh_matd *H,
+                                size_t rec)
+{
+    qh_matd_free(b->W[kind]);
+    qh_matd_free(b->H[kind]);
+    b->W[kind] = qh_matd_copy(W);
+    b->H[kind] = qh_matd_copy(H);
+    b->rec[kind] = rec;
+    if (!b->W[kind] || !b->H[kind]) QH_ERROR(QH_ENOMEM, "block objective: out of memory");
+    return QH_OK;
+}
+
+static void block_objective_setup(block_objective *b, const qh_method_type *t, const void *params)
+{
+    memset(b, 0, sizeof *b);
+    if (!wants_block_objective(t, params)) return;
+    const qh_ptq161_params *p = params;
+    b->enabled = 1;
+    b->params = (qh_block_tune_params){ p->epochs, p->lr_alpha, p->lr_r };
+}
+
+typedef struct {
+    const qh_pipeline *p;
+    const qh_cell *cell;
+    const qh_method_type *type;
+    const void *params;
+    qh_incoh_kind incoh;
+    int rescale;
+    qh_layer_record *recs;
+    size_t n_recs, cap;
+    double t0;
+    qh_spectrum_cache spectra;       /* q, k, v share H; Ĥ = H + damping·I without incoherence */
+    block_objective block;           /* PTQ1.61's block objective (enabled = 0: none) */
+} quant_ctx;
+
+static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, const qh_matd *H,
+                           int *replace, void *user)
+{
+    quant_ctx *q = user;
+    const char *name = m->blocks[layer].lin[kind].name;
+    if (q->n_recs == q->cap) {
+        size_t cap = q->cap ? 2 * q->cap : 64;
+        qh_layer_record *r = realloc(q->recs, cap * sizeof *r);
+        if (!r) QH_ERROR(QH_ENOMEM, "%s: out of memory", name);
+        q->recs = r;
+        q->cap = cap;
+    }
+    /* Each linear draws from its own streams: key (seed, layer*8 + kind). */
+    uint32_t key = (uint32_t)layer * 8u + (uint32_t)kind;
+    qh_incoh_params ip = { q->incoh, q->rescale && q->incoh != QH_INCOH_NONE, q->cell->seed, key, 0 };
+    qh_problem prob = { W, H, q->cell->bits, q->cell->seed, key, name,
+                        q->block.enabled ? &q->block.states[kind] : NULL };
+    if (q->block.enabled) QH_TRY(block_objective_keep(&q->block, kind, W, H, q->n_recs));
+    qh_matd *What = qh_matd_alloc(W->rows, W->cols);
+    if (!What) QH_ERROR(QH_ENOMEM, "%s: out of memory", name);
+    qh_layer_record *rec = &q->recs[q->n_recs++];
+    int st = qh_layer_run(q->type, q->params, &ip, &prob, layer, kind, &q->spectra, rec, What);
+    if (st == QH_OK) {
+        memcpy(W->data, What->data, W->rows * W->cols * sizeof(double));   /* both ld == rows */
+        *replace = 1;
+    }
+    qh_matd_free(What);
+    return st;                        /* a failed layer fails the cell: its model is unusable */
+}
+
+/* The tuned Ŵ of every linear of the block measured into its record. */
+static int measure_tuned(quant_ctx *q, const qh_model *m, int layer, const qh_block_tune_stats *bs)
+{
+    block_objective *b = &q->block;
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        if (!m->blocks[layer].lin[k].W) continue;
+        qh_layer_record *rec = &q->recs[b->rec[k]];
+        qh_ptq161_model md = qh_ptq161_state_model(&b->states[k]);
+        qh_matd *What = qh_matd_alloc(b->W[k]->rows, b->W[k]->cols);
+        if (!What) QH_ERROR(QH_ENOMEM, "%s: out of memory", rec->name);
+        qh_ptq161_reconstruct(&md, b->states[k].alpha, b->states[k].r1, b->states[k].r2, What);
+        qh_processed_inputs proc = { b->W[k], What, b->H[k] };
+        int st = qh_layer_metrics_compute_cached(b->W[k], What, b->H[k], &proc, NULL, &q->spectra,
+                                                 &rec->metrics);
+        qh_matd_free(What);
+        QH_TRY(st);
+        rec->block_tuned = 1;
+        rec->block_loss_init = bs->loss_init;
+        rec->block_loss_final = bs->loss_final;
+        rec->block_mse_init = bs->mse_fp_init;
+        rec->block_mse_final = bs->mse_fp_final;
+    }
+    return QH_OK;
+}
+
+/* The sequential traversal's block stage: PTQ1.61's block objective. */
+static int tune_block(qh_model *m, int layer, const float *x, const float *x_fp, size_t nsamples,
+                      size_t seqlen, float *const W_fp[QH_LIN_MAX], void *user)
+{
+    quant_ctx *q = user;
+    qh_ptq161_state *states[QH_LIN_MAX] = { NULL };
+    for (int k = 0; k < QH_LIN_MAX; k++)
+        if (m->blocks[layer].lin[k].W) states[k] = &q->block.states[k];
+    qh_block_tune_stats bs;
+    QH_TRY(qh_block_tune_ptq161(m, layer, x, x_fp, nsamples, seqlen, W_fp, states, &q->block.params, &bs));
+    if (q->p->log)
+        fprintf(q->p->log, "%s: block %d tuned: loss %.6g -> %.6g, MSE to float %.6g -> %.6g "
+                "(%zu steps, %.1f s)\n", q->cell->id, layer, bs.loss_init, bs.loss_final,
+                bs.mse_fp_init, bs.mse_fp_final, bs.steps, bs.seconds);
+    return measure_tuned(q, m, layer, &bs);
+}
+
+static void block_progress(int done, int total, void *user)
+{
+    quant_ctx *q = user;
+    if (q->p->log)
+        fprintf(q->p->log, "%s: block %d/%d quantized (%.1f s)\n", q->cell->id, done, total,
+                now_seconds() - q->t0);
+}
+
+/* ---- evaluation ------------------------------------------------------------- */
+
+typedef struct {
+    qh_cell_eval *evals;
+    qh_eval_result *results;
+    size_t n;
+} eval_set;
+
+static void eval_set_free(eval_set *e)
+{
+    for (size_t i = 0; i < e->n; i++) qh_eval_result_free(&e->results[i]);
+    free(e->results);
+    free(e->evals);
+}
+
+static int evaluate(const qh_pipeline *p, const qh_model *m, const qh_tokenizer *tok, const char *id,
+                    eval_set *e)
+{
+    const qh_config *cfg = p->cfg;
+    size_t seqlen = cfg->eval_seqlen ? (size_t)cfg->eval_seqlen : (size_t)m->cfg.max_pos;
+    e->evals = calloc(cfg->n_datasets + 1, sizeof *e->evals);
+    e->results = calloc(cfg->n_datasets + 1, sizeof *e->results);
+    if (!e->evals || !e->results) QH_ERROR(QH_ENOMEM, "out of memory");
+    for (size_t d = 0; d < cfg->n_datasets; d++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        QH_TRY(qh_tokenize_file(tok, cfg->datasets[d].path, &ids, &n));
+        int st = qh_eval_ppl(m, ids, n, seqlen, (size_t)cfg->eval_max_windows, NULL, NULL, &e->results[d]);
+        free(ids);
+        if (st != QH_OK) { qh_error_prefix("dataset %s", cfg->datasets[d].label); return st; }
+        e->n = d + 1;
+        qh_eval_result *r = &e->results[d];
+        e->evals[d] = (qh_cell_eval){ cfg->datasets[d].label, cfg->datasets[d].path, r->ppl, r->seqlen,
+                                      r->windows, r->tokens, r->window_nll };
+        if (p->log) fprintf(p->log, "%s: %s ppl %.4f (%zu windows of %zu)\n", id, cfg->datasets[d].label,
+                            r->ppl, r->windows, r->seqlen);
+    }
+    return QH_OK;
+}
+
+static int load_model_and_tokenizer(const char *dir, qh_model **m, qh_tokenizer **tok)
+{
+    char path[1200];
+    QH_TRY(qh_model_load(dir, m));
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    return qh_tokenizer_load(path, tok);
+}
+
+/* ---- cells ------------------------------------------------------------------ */
+
+static int quantize_model(const qh_pipeline *p, const qh_cell *cell, qh_model *m, const qh_tokenizer *tok,
+                          quant_ctx *q)
+{
+    const qh_config *cfg = p->cfg;
+    size_t seqlen = cfg->calib_seqlen ? (size_t)cfg->calib_seqlen : (size_t)m->cfg.max_pos;
+    int32_t *ids = NULL, *win = NULL;
+    size_t n = 0;
+    int st = qh_tokenize_file(tok, cfg->calib_path, &ids, &n);
+    if (st == QH_OK)
+        st = qh_calib_windows(ids, n, (size_t)cfg->calib_nsamples, seqlen, cell->seed, cfg->calib_path, &win);
+    free(ids);
+    if (st == QH_OK) {
+        qh_layer_visitor v = { .fn = quantize_linear, .progress = block_progress, .user = q,
+                               .block_fn = q->block.enabled ? tune_block : NULL };
+        st = qh_sequential_visit(m, win, (size_t)cfg->calib_nsamples, seqlen, &v);
+    }
+    free(win);
+    return st;
+}
+
+int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
+{
+    const qh_config *cfg = p->cfg;
+    const qh_config_method *cm = &cfg->methods[cell->method];
+    const qh_config_entry *me = &cfg->models[cell->model];
+    qh_model *m = NULL;
+    qh_tokenizer *tok = NULL;
+    eval_set ev = { 0 };
+    quant_ctx q = { .p = p, .cell = cell, .incoh = incoh_kind(cm->incoherence), .rescale = cm->rescale,
+                    .t0 = now_seconds() };
+    qh_spectrum_cache_init(&q.spectra);
+    void *params = NULL;
+    char path[1400];
+
+    int st = method_params(cm, cell->method, &q.type, &params);
+    q.params = params;
+    if (st == QH_OK) block_objective_setup(&q.block, q.type, params);
+    if (st == QH_OK) st = load_model_and_tokenizer(me->path, &m, &tok);
+    if (st == QH_OK) st = quantize_model(p, cell, m, tok, &q);
+    if (st == QH_OK) st = evaluate(p, m, tok, cell->id, &ev);
+    if (st == QH_OK && p->save_model_dir) {
+        char dir[1400];
+        snprintf(dir, sizeof dir, "%s/%s", p->save_model_dir, cell->id);
+        st = qh_model_save(m, dir);
+        if (st == QH_OK && p->log) fprintf(p->log, "%s: dequantized model written to %s\n", cell->id, dir);
+    }
+    if (st != QH_OK && p->log) fprintf(p->log, "%s: FAILED: %s\n", cell->id, qh_last_error());
+
+    char message[1024];
+    snprintf(message, sizeof message, "%s", st == QH_OK ? "" : qh_last_error());
+    size_t seqlen = m ? (cfg->calib_seqlen ? (size_t)cfg->calib_seqlen : (size_t)m->cfg.max_pos) : 0;
+    qh_cell_info info = {
+        .id = cell->id, .model = me->label, .model_path = me->path, .method = q.type, .params = params,
+        .method_label = cm->label, .incoherence = cm->incoherence, .rescale = cm->rescale,
+        .bits = cell->bits, .seed = cell->seed, .status = st, .message = message,
+        .seconds = now_seconds() - q.t0, .config_json = p->config_json, .calib_path = cfg->calib_path,
+        .calib_nsamples = (size_t)cfg->calib_nsamples, .calib_seqlen = seqlen,
+    };
+    qh_pipeline_cell_path(p, cell, path, sizeof path);
+    int wst = qh_cell_file_write(path, &info, q.recs, q.n_recs, ev.evals, ev.n);
+    if (wst != QH_OK && p->log) fprintf(p->log, "%s: cannot write results: %s\n", cell->id, qh_last_error());
+    eval_set_free(&ev);
+    free(q.recs);
+    block_objective_free(&q.block);
+    qh_spectrum_cache_free(&q.spectra);
+    free(params);
+    qh_tokenizer_free(tok);
+    qh_model_free(m);
+    return wst != QH_OK ? QH_EIO : st;
+}
+
+int qh_pipeline_run_baseline(const qh_pipeline *p, size_t model)
+{
+    const qh_config_entry *me = &p->cfg->models[model];
+    qh_model *m = NULL;
+    qh_tokenizer *tok = NULL;
+    eval_set ev = { 0 };
+    char id[128], path[1400];
+    double t0 = now_seconds();
+    snprintf(id, sizeof id, "%s.baseline", me->label);
+    int st = load_model_and_tokenizer(me->path, &m, &tok);
+    if (st == QH_OK) st = evaluate(p, m, tok, id, &ev);
+    char message[1024];
+    snprintf(message, sizeof message, "%s", st == QH_OK ? "" : qh_last_error());
+    qh_cell_info info = {
+        .id = id, .model = me->label, .model_path = me->path, .method = NULL, .params = NULL,
+        .method_label = "float32", .incoherence = "none", .rescale = 0, .bits = 32, .seed = 0,
+        .status = st, .message = message, .seconds = now_seconds() - t0, .config_json = p->config_json,
+        .calib_path = "", .calib_nsamples = 0, .calib_seqlen = 0,
+    };
+    qh_pipeline_baseline_path(p, model, path, sizeof path);
+    int wst = qh_cell_file_write(path, &info, NULL, 0, ev.evals, ev.n);
+    eval_set_free(&ev);
+    qh_tokenizer_free(tok);
+    qh_model_free(m);
+    return wst != QH_OK ? QH_EIO : st;
+}
