@@ -463,6 +463,12 @@ const char *qh_model_linear_short_name(const qh_model *m, int kind)
     return m->cfg.arch == QH_ARCH_LLAMA ? llama[kind] : opt[kind];
 }
 
+uint32_t qh_model_linear_key(const qh_model *m, int layer, int kind)
+{
+    (void)m;
+    return (uint32_t)layer * 8u + (uint32_t)kind;
+}
+
 size_t qh_model_n_params(const qh_model *m)
 {
     return ((const model_storage *)m->storage)->n_params;

@@ -97,6 +97,12 @@ void qh_model_free(qh_model *m);                        /* NULL: no-op */
 int qh_model_n_linear(const qh_model *m);
 const char *qh_model_linear_short_name(const qh_model *m, int kind);
 
+/* The key of linear `kind` of block `layer` for random streams (incoherence
+ * rotations, stochastic rounding): layer * 8 + a number fixed per tensor of
+ * the family, so that a linear draws the same numbers in `qh run` and
+ * `qh layer` and whatever order the kinds are listed in. */
+uint32_t qh_model_linear_key(const qh_model *m, int layer, int kind);
+
 /* Parameter counts: every stored tensor, and the decoder linears alone. */
 size_t qh_model_n_params(const qh_model *m);
 size_t qh_model_n_linear_params(const qh_model *m);
