@@ -1,0 +1,21 @@
+/* qh_path.h -- formatting into a fixed buffer that refuses to truncate.
+ *
+ * File names are built from user input (results folders, labels, model
+ * folders); a silently truncated path writes or reads the wrong file.  Every
+ * path the harness builds goes through qh_path_format, which fails with a
+ * message naming what was being built instead.
+ */
+#ifndef QH_PATH_H
+#define QH_PATH_H
+
+#include <stddef.h>
+
+#include "qh_error.h"
+
+/* snprintf(buf, cap, fmt, ...) that returns QH_OK when the whole text fits,
+ * else QH_EINVAL with a message "<what>: path too long (N bytes, at most M)"
+ * (buf then holds a truncated, terminated prefix that must not be used). */
+int qh_path_format(char *buf, size_t cap, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5))) QH_MUST_CHECK;
+
+#endif
