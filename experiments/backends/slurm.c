@@ -14,6 +14,8 @@
 
 #include "backends/slurm.h"
 
+#include "qh_path.h"
+
 /* A growing string; `failed` records an allocation failure so that callers
  * check once at the end instead of after every append. */
 typedef struct {
@@ -179,8 +181,8 @@ int qh_slurm_array_script(const qh_slurm_job *j, size_t n_tasks, char **text)
     if (st != QH_OK) { free(b.s); return st; }
     char *map = NULL;
     char map_path[4200];
-    snprintf(map_path, sizeof map_path, "%s/tasks.map", dir);
-    if ((st = qh_shell_quote(map_path, &map)) != QH_OK) { free(b.s); return st; }
+    if ((st = qh_path_format(map_path, sizeof map_path, "Slurm task map", "%s/tasks.map", dir)) != QH_OK
+        || (st = qh_shell_quote(map_path, &map)) != QH_OK) { free(b.s); return st; }
     append(&b, "MAP=%s\n", map);
     free(map);
     append(&b,
@@ -229,8 +231,9 @@ int qh_slurm_sbatch(const char *script_path, char *job_id, size_t len)
     char *quoted = NULL;
     QH_TRY(qh_shell_quote(script_path, &quoted));
     char cmd[8192];
-    snprintf(cmd, sizeof cmd, "sbatch --parsable %s 2>&1", quoted);
+    int st = qh_path_format(cmd, sizeof cmd, "sbatch command", "sbatch --parsable %s 2>&1", quoted);
     free(quoted);
+    if (st != QH_OK) return st;
     fflush(NULL);
     FILE *p = popen(cmd, "r");
     if (!p) QH_ERROR(QH_EIO, "cannot run sbatch for %s", script_path);

@@ -23,6 +23,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "qh_path.h"
+
 #define PATH_CAP 1024                /* longest object path, in bytes with the NUL */
 #define MAT_BLOCK_ELEMS (1u << 20)   /* transposition buffer of the matrix writer */
 
@@ -299,7 +301,8 @@ static int sync_path(const char *path, int dir)
 static int sync_parent_dir(const char *path)
 {
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
+    if (qh_path_format(dir, sizeof dir, "results file", "%s", path) != QH_OK)
+        return -1;
     char *slash = strrchr(dir, '/');
     if (!slash)
         snprintf(dir, sizeof dir, ".");
