@@ -8,6 +8,10 @@
  * median ratios, the TSV columns, footnoted failures, skipped corrupt and
  * temporary files, the empty-directory error, and that figures are optional
  * (gnuplot disabled, missing, or present: then the PNG files are checked).
+ * Names, row order and which bounds apply come from the method and
+ * incoherence tables: checked against every row of both, and on a folder
+ * with an unregistered method (kept under its name) and an unknown
+ * incoherence name (the file is skipped with a warning naming it).
  */
 #include <dirent.h>
 #include <math.h>
@@ -19,6 +23,8 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "qh_incoherence.h"
+#include "qh_method.h"
 #include "results/reader.h"
 #include "qh_test.h"
 #include "report/report.h"
@@ -609,33 +615,52 @@ static void check_cli(const char *dir, const char *tmp)
     QH_CHECK(strstr(qh_last_error(), empty) != NULL, "message names the directory");
 }
 
+/* Writes cells into TMP/NAME and loads them (*set: free with
+ * qh_report_set_free); out receives the report folder TMP/NAME-report. */
+static int load_cells(const char *tmp, const char *name, const cell_spec *cells, size_t n,
+                      qh_report_set *set, char *out, size_t cap)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/%s", tmp, name);
+    snprintf(out, cap, "%s/%s-report", tmp, name);
+    mkdir(dir, 0777);
+    int st = QH_OK;
+    for (size_t i = 0; i < n && st == QH_OK; i++)
+        st = write_cell(dir, &cells[i]);
+    if (st == QH_OK)
+        st = qh_report_load(dir, set);
+    QH_CHECK(st == QH_OK, "%s cells written and loaded: %s", name, st ? qh_last_error() : "");
+    return st;
+}
+
+/* The report of set into out, without figures; frees set. */
+static void write_report(qh_report_set *set, const char *out)
+{
+    qh_report_options opt = { out, NULL, "none" };
+    qh_report_outputs o;
+    QH_CHECK(qh_report_write(set, &opt, &o) == QH_OK, "report into %s: %s", out,
+             qh_last_error());
+    qh_report_outputs_free(&o);
+    qh_report_set_free(set);
+}
+
 /* Three labels of one method (each must show under its own label: the
  * shared display name would make the rows indistinguishable, and the last
  * of the group used to keep it) and a fractional nominal width (three
  * decimals, like the total). */
 static void check_labels_and_bits(const char *tmp)
 {
-    char dir[1024], out[1024];
-    snprintf(dir, sizeof dir, "%s/labels", tmp);
-    snprintf(out, sizeof out, "%s/labels-report", tmp);
-    mkdir(dir, 0777);
+    char out[1024];
     cell_spec cells[] = { { "opt-tiny", "float32", "float32", "none", 32, 0, 0, "", 0 },
                           { "opt-tiny", "pbllm", "pbllm-c", "none", 1, 0, 0, "", 1.7 },
                           { "opt-tiny", "pbllm", "pbllm-a", "none", 1, 0, 0, "", 1.1 },
                           { "opt-tiny", "pbllm", "pbllm-b", "none", 1, 0, 0, "", 1 },
                           { "opt-tiny", "billm", "billm", "none", 1, 0, 0, "", 1.12489 } };
-    int st = QH_OK;
-    for (size_t i = 0; i < sizeof cells / sizeof cells[0] && st == QH_OK; i++)
-        st = write_cell(dir, &cells[i]);
     qh_report_set set;
-    if (st == QH_OK) st = qh_report_load(dir, &set);
-    QH_CHECK(st == QH_OK, "label cells written and loaded: %s", st ? qh_last_error() : "");
-    if (st != QH_OK) return;
-    qh_report_options opt = { out, NULL, "none" };
-    qh_report_outputs o;
-    QH_CHECK(qh_report_write(&set, &opt, &o) == QH_OK, "label report: %s", qh_last_error());
-    qh_report_outputs_free(&o);
-    qh_report_set_free(&set);
+    if (load_cells(tmp, "labels", cells, sizeof cells / sizeof cells[0], &set, out,
+                   sizeof out) != QH_OK)
+        return;
+    write_report(&set, out);
     char path[2048];
     snprintf(path, sizeof path, "%s/table.md", out);
     char *md = slurp(path);
@@ -645,6 +670,103 @@ static void check_labels_and_bits(const char *tmp)
     QH_CHECK(md && strstr(md, "| 1.125 / 1.250 |") && strstr(md, "| 1.700 / 1.250 |")
              && strstr(md, "| 1 / 1.250 |"), "nominal bits: 1.125 and 1.700 with three decimals, 1 as an integer");
     free(md);
+}
+
+/* Every method row's display name and bound family, every incoherence
+ * row's suffix, as the report uses them. */
+static void check_table_rows(void)
+{
+    char name[128], want[128];
+    const qh_method_type *const *reg = qh_method_registry();
+    for (size_t i = 0; reg[i]; i++) {
+        const char *disp = reg[i]->display ? reg[i]->display : reg[i]->name;
+        qh_report_display_name(reg[i]->name, "none", name, sizeof name);
+        QH_CHECK(!strcmp(name, disp), "%s displays as its row's %s (%s)", reg[i]->name, disp,
+                 name);
+        int ldlq = reg[i]->bound_family == QH_BOUND_FAMILY_LDLQ;
+        QH_CHECK(qh_report_bound_applies(reg[i]->name, "bound_thm1_ldlq_worst") == ldlq
+                 && qh_report_bound_applies(reg[i]->name, "thm3_worst") == ldlq
+                 && qh_report_bound_applies(reg[i]->name, "bound_quipsharp_avg") == ldlq
+                 && qh_report_bound_applies(reg[i]->name, "bound_nearest_avg"),
+                 "%s: LDLQ bounds apply iff its bound family is LDLQ", reg[i]->name);
+    }
+    for (const qh_incoh_row *r = qh_incoh_table(); r->name; r++) {
+        qh_report_display_name("gptq", r->name, name, sizeof name);
+        snprintf(want, sizeof want, "OPTQ%s", r->display_suffix);
+        QH_CHECK(!strcmp(name, want), "incoherence %s: %s, want %s", r->name, name, want);
+    }
+    qh_report_display_name("float32", "none", name, sizeof name);
+    QH_CHECK(!strcmp(name, "FP32"), "the baseline displays as FP32");
+    qh_report_display_name("oldmethod", "none", name, sizeof name);
+    QH_CHECK(!strcmp(name, "oldmethod"), "an unregistered method keeps its name");
+    QH_CHECK(!qh_report_bound_applies("ldlq_new", "bound_thm1_ldlq_worst")
+             && qh_report_bound_applies("ldlq_new", "bound_lemma2_trD"),
+             "an unregistered method gets the general bounds only, whatever its name");
+}
+
+/* "OPTQ/LDLQ/LDLQ-RG": the LDLQ family's display names in display order,
+ * computed here from the registry. */
+static void ldlq_family(char *buf, size_t cap)
+{
+    const qh_method_type *const *reg = qh_method_registry();
+    const qh_method_type *fam[64];
+    size_t n = 0;
+    for (size_t i = 0; reg[i] && n < 64; i++)
+        if (reg[i]->bound_family == QH_BOUND_FAMILY_LDLQ)
+            fam[n++] = reg[i];
+    for (size_t i = 1; i < n; i++)   /* insertion sort by display_order */
+        for (size_t j = i; j > 0 && fam[j]->display_order < fam[j - 1]->display_order; j--) {
+            const qh_method_type *t = fam[j];
+            fam[j] = fam[j - 1];
+            fam[j - 1] = t;
+        }
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        snprintf(buf + strlen(buf), cap - strlen(buf), "%s%s", i ? "/" : "",
+                 fam[i]->display ? fam[i]->display : fam[i]->name);
+}
+
+/* Files in name order a-old (a method the table does not know), b-ldlq,
+ * c-gptq-had (hadamard), d-bad (incoherence "rotate"): rows follow
+ * display_order (OPTQ 10 before LDLQ 20), the unregistered method last under
+ * its stored name; the unknown incoherence name is a warning naming the
+ * file, which is skipped. */
+static void check_names_from_tables(const char *tmp)
+{
+    char out[1024], path[2048], fam[256], want[512];
+    cell_spec cells[] = { { "opt-tiny", "float32", "float32", "none", 32, 0, 0, "", 0 },
+                          { "opt-tiny", "oldmethod", "a-old", "none", 3, 0, 0, "", 0 },
+                          { "opt-tiny", "ldlq", "b-ldlq", "none", 3, 0, 0, "", 0 },
+                          { "opt-tiny", "gptq", "c-gptq-had", "hadamard", 3, 0, 0, "", 0 },
+                          { "opt-tiny", "ldlq", "d-bad", "rotate", 3, 0, 0, "", 0 } };
+    qh_report_set set;
+    if (load_cells(tmp, "names", cells, sizeof cells / sizeof cells[0], &set, out,
+                   sizeof out) != QH_OK)
+        return;
+    QH_CHECK(set.n_cells == 4 && set.n_warnings == 1, "4 cells and 1 warning (%zu, %zu)",
+             set.n_cells, set.n_warnings);
+    QH_CHECK(set.n_warnings == 1 && strstr(set.warnings[0], "opt-tiny.d-bad.w3.s0.h5")
+             && strstr(set.warnings[0], "'rotate'") && strstr(set.warnings[0], "hadamard"),
+             "warning names the file, the bad name and the valid ones: %s",
+             set.n_warnings ? set.warnings[0] : "");
+    write_report(&set, out);
+    snprintf(path, sizeof path, "%s/table.md", out);
+    char *md = slurp(path);
+    const char *fp = md ? strstr(md, "| FP32 |") : NULL;
+    const char *optq = md ? strstr(md, "| OPTQ+IncP(Had) |") : NULL;
+    const char *ldlq = md ? strstr(md, "| LDLQ |") : NULL;
+    const char *old = md ? strstr(md, "| oldmethod |") : NULL;
+    QH_CHECK(fp && optq && ldlq && old && fp < optq && optq < ldlq && ldlq < old,
+             "rows FP32, OPTQ+IncP(Had), LDLQ, oldmethod (display order, not file order)");
+    free(md);
+    snprintf(path, sizeof path, "%s/bounds.md", out);
+    char *bd = slurp(path);
+    ldlq_family(fam, sizeof fam);
+    snprintf(want, sizeof want, "bounds are applied to %s cells only.", fam);
+    QH_CHECK(bd && strstr(bd, want), "bounds.md names the LDLQ family from the table: %s", want);
+    QH_CHECK(bd && !strstr(bd, "| oldmethod | 3 | thm1_ldlq"), "no LDLQ bound rows for an "
+             "unregistered method");
+    free(bd);
 }
 
 int main(int argc, char **argv)
@@ -684,6 +806,8 @@ int main(int argc, char **argv)
     check_merge(dir, tmp);
     check_cli(dir, tmp);
     check_labels_and_bits(tmp);
+    check_table_rows();
+    check_names_from_tables(tmp);
     if (getenv("QH_KEEP_REPORT_TEST"))
         QH_NOTE("kept %s", tmp);
     else

@@ -2,8 +2,9 @@
  *
  * Every writer function is read back through the HDF5 C API (values, stored
  * types, dims, no timestamps); the temporary-name protocol, abort, poisoned
- * commits, byte-identical output, merge with missing inputs, the status reader
- * and bad paths are checked with files in a fresh temporary directory.
+ * commits, byte-identical output, merge with missing inputs, the status reader,
+ * the folder listing and bad paths are checked with files in a fresh
+ * temporary directory.
  */
 #include <hdf5.h>
 #include <stdint.h>
@@ -14,6 +15,7 @@
 
 #include "results/provenance.h"
 #include "qh_test.h"
+#include "results/reader.h"
 #include "results/writer.h"
 
 static char dir[256];
@@ -618,6 +620,79 @@ static void test_status_and_bad_paths(void)
     remove(failed);
 }
 
+/* A chain of nested folders under top whose path is longer than 2 KiB: a
+ * listing that formats paths into a fixed buffer would cut them.  Writes the
+ * deepest folder into out (cap bytes); returns the depth made. */
+static int make_deep(const char *top, char *out, size_t cap)
+{
+    char seg[201];
+    memset(seg, 'd', 200);
+    seg[200] = '\0';
+    int depth = 0;
+    snprintf(out, cap, "%s", top);
+    while (strlen(out) < 2200 && strlen(out) + 202 < cap) {
+        strcat(out, "/");
+        strcat(out, seg);
+        if (mkdir(out, 0777) != 0)
+            break;
+        depth++;
+    }
+    return depth;
+}
+
+/* qh_results_scan_dir: the .h5 entries sorted by name as DIR/NAME, each .tmp
+ * entry one warning naming it, other entries ignored; long paths whole; a
+ * folder that cannot be read is EIO naming it. */
+static void test_scan_dir(void)
+{
+    char top[512], a[600], b[600], t[600], other[600], deep[4096], x[4200];
+    char **paths = NULL, **warnings = NULL;
+    size_t n_paths = 0, n_warnings = 0;
+    snprintf(top, sizeof top, "%s", in_dir("scan"));
+    QH_CHECK(mkdir(top, 0777) == 0, "mkdir %s", top);
+    snprintf(a, sizeof a, "%s/a.h5", top);
+    snprintf(b, sizeof b, "%s/b.h5", top);
+    snprintf(t, sizeof t, "%s/c.h5.tmp", top);
+    snprintf(other, sizeof other, "%s/notes.txt", top);
+    put_file(b, "b");
+    put_file(a, "a");
+    put_file(t, "partial");
+    put_file(other, "not a run file");
+    int st = qh_results_scan_dir(top, &paths, &n_paths, &warnings, &n_warnings);
+    QH_CHECK(st == QH_OK && n_paths == 2 && !strcmp(paths[0], a) && !strcmp(paths[1], b),
+             "two .h5 files, sorted, as DIR/NAME (%zu)", n_paths);
+    QH_CHECK(st == QH_OK && n_warnings == 1 && strstr(warnings[0], t)
+             && strstr(warnings[0], "unfinished"), "the .tmp file is a warning naming it");
+    qh_h5_free_names(paths, n_paths);
+    qh_h5_free_names(warnings, n_warnings);
+
+    int depth = make_deep(top, deep, sizeof deep);
+    snprintf(x, sizeof x, "%s/x.h5", deep);
+    put_file(x, "x");
+    st = qh_results_scan_dir(deep, &paths, &n_paths, &warnings, &n_warnings);
+    QH_CHECK(st == QH_OK && n_paths == 1 && strlen(deep) > 2048 && !strcmp(paths[0], x),
+             "a %zu-byte path is listed whole", strlen(x));
+    qh_h5_free_names(paths, n_paths);
+    qh_h5_free_names(warnings, n_warnings);
+    remove(x);
+    for (; depth > 0; depth--) {     /* the deepest folder first */
+        rmdir(deep);
+        *strrchr(deep, '/') = '\0';
+    }
+
+    const char *missing = in_dir("no_such_folder");
+    paths = warnings = (char **)1;   /* must come back NULL */
+    st = qh_results_scan_dir(missing, &paths, &n_paths, &warnings, &n_warnings);
+    QH_CHECK(st == QH_EIO && strstr(qh_last_error(), missing) && !paths && !warnings
+             && n_paths == 0 && n_warnings == 0, "missing folder -> EIO naming it: %s",
+             qh_last_error());
+    remove(a);
+    remove(b);
+    remove(t);
+    remove(other);
+    QH_CHECK(rmdir(top) == 0, "scan folder empty at the end");
+}
+
 int main(void)
 {
     const char *base = getenv("TMPDIR");
@@ -632,6 +707,7 @@ int main(void)
     test_provenance();
     test_merge();
     test_status_and_bad_paths();
+    test_scan_dir();
     const char *leftovers[] = { "round.h5", "keep.h5", "det_a.h5", "det_b.h5", "prov.h5" };
     for (size_t i = 0; i < sizeof leftovers / sizeof leftovers[0]; i++)
         remove(in_dir(leftovers[i]));

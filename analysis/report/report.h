@@ -6,6 +6,14 @@
  * QuIP theory (methods reference §15).  Figures are drawn by gnuplot scripts
  * (analysis/plots/) from TSV files written here.
  *
+ * Method display names, row order and which bounds apply come from the
+ * method table (core/qh_method.h: display, display_order, bound_family);
+ * incoherence suffixes and order from the incoherence table
+ * (core/qh_incoherence.h).  The code is split by job: load.c (reading
+ * cells), stats.c (statistics), tables.c (index, Markdown and LaTeX),
+ * figures.c (TSV files and gnuplot), write.c (qh_report_write, output files);
+ * report_internal.h holds what they share.
+ *
  * Input: DIR/<cell id>.h5 as written by the sweep runner (layout in
  * results/README.md and analysis/README.md); DIR/<model>.baseline.h5 holds
  * the float32 baseline (method "float32", no layer table).
@@ -18,8 +26,8 @@
 
 #include <stddef.h>
 
-#include "results/reader.h"
 #include "qh_error.h"
+#include "results/reader.h"
 
 typedef struct {
     char *path;                      /* the file it came from */
@@ -40,24 +48,19 @@ typedef struct {                     /* owns every cell and string */
     char **warnings;                 /* one line per skipped file, naming it */
 } qh_report_set;
 
-/* Loads every run file DIR/NAME.h5.  Files ending in .tmp, unreadable or corrupt
- * .h5 files and .h5 files without /run (e.g. a merged file) are skipped with a
- * warning in set->warnings; a cell whose status is not 0 is loaded (it is a
- * result: "failed" in the tables).
+/* Loads every run file DIR/NAME.h5 (the folder listed by qh_results_scan_dir).
+ * Files ending in .tmp, unreadable or corrupt .h5 files, .h5 files without
+ * /run (e.g. a merged file) and files whose /run incoherence is not a name of
+ * the incoherence table (qh_incoh_find; an absent attribute reads "none") are
+ * skipped with a warning in set->warnings naming the file; a cell whose
+ * status is not 0 is loaded (it is a result: "failed" in the tables).  A
+ * method the method table does not know is loaded under its stored name
+ * (reports read old files).
  * Output: *set (caller-provided; free with qh_report_set_free).
  * Return: QH_OK; QH_EIO (DIR cannot be read); QH_EINVAL (no readable run file
  *   in DIR: the message names DIR and the skipped files); QH_ENOMEM. */
 int qh_report_load(const char *dir, qh_report_set *set) QH_MUST_CHECK;
 void qh_report_set_free(qh_report_set *set);   /* leaves *set zeroed */
-
-/* The run files of DIR: every entry ending in ".h5", sorted by name, as
- * "DIR/NAME" paths; entries ending in ".tmp" give a warning line each.
- * Outputs: *paths, *n_paths, *warnings, *n_warnings (return new; free each
- *   with qh_h5_free_names).
- * Return: QH_OK (possibly with no paths); QH_EIO (DIR cannot be read);
- *   QH_ENOMEM. */
-int qh_report_scan_dir(const char *dir, char ***paths, size_t *n_paths, char ***warnings,
-                       size_t *n_warnings) QH_MUST_CHECK;
 
 typedef struct {
     size_t n;                        /* complete cells that contributed */
@@ -95,9 +98,11 @@ const char *qh_report_bound_measured(const char *bound);
 const char *qh_report_bound_kind(const char *bound);
 
 /* 1 if bound (with or without "bound_") is a statement about method: the
- * Thm 1 LDLQ, Thm 3 and QuIP# bounds apply to gptq (OPTQ = forward LDLQ),
- * ldlq and ldlq_rg only; the others (nearest/stochastic, Lemma 2, RHT mu)
- * to every method. */
+ * Thm 1 LDLQ, Thm 3 and QuIP# bounds (thm1_ldlq*, thm3*, quipsharp*) apply
+ * to the methods whose row in the method table has bound_family
+ * QH_BOUND_FAMILY_LDLQ (gptq = forward LDLQ, ldlq, ldlq_rg) and to no
+ * unregistered method; the others (nearest/stochastic, Lemma 2, RHT mu) to
+ * every method. */
 int qh_report_bound_applies(const char *method, const char *bound);
 
 /* Pools the layers of every complete cell of (model, label, bits) and
@@ -107,10 +112,13 @@ int qh_report_bound_applies(const char *method, const char *bound);
 qh_report_bound_stat qh_report_bound(const qh_report_set *set, const char *model,
                                      const char *label, int bits, const char *bound);
 
-/* Display name of a method: gptq -> OPTQ, ldlq -> LDLQ, ldlq_rg -> LDLQ-RG,
- * greedy -> Greedy, rtn -> Nearest, float32 -> FP32, others as given; with
- * "+IncP" (incoherence "kron") or "+IncP(Had)" ("hadamard").  Writes into
- * buf (cap bytes, truncating). */
+/* Display name of a method: the display field of its row in the method table
+ * (gptq -> OPTQ, rtn -> Nearest, ...), "FP32" for the float32 baseline, the
+ * name itself for a method the table does not know; followed by the
+ * display_suffix of the incoherence's row in the incoherence table ("",
+ * "+IncP" for kron, "+IncP(Had)" for hadamard), or "+NAME" for a name not in
+ * it (the loader never yields one).  Writes into buf (cap bytes, truncating:
+ * a label, not a path). */
 void qh_report_display_name(const char *method, const char *incoherence, char *buf, size_t cap);
 
 typedef struct {

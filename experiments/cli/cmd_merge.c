@@ -1,7 +1,8 @@
 /* cmd_merge.c -- `qh merge DIR -o FILE`: copies every complete cell file of
  * DIR (/run status 0) into one HDF5 file, /runs/<cell id>, with
- * qh_results_merge (experiments/results.h).  Incomplete and unreadable files
- * are listed on stderr and counted; temporary files are skipped. */
+ * qh_results_merge (results/writer.h); DIR is listed by qh_results_scan_dir
+ * (results/reader.h).  Incomplete and unreadable files are listed on stderr
+ * and counted; temporary files are skipped. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,6 @@
 
 #include "cli/commands.h"
 #include "results/reader.h"
-#include "report/report.h"
 #include "results/writer.h"
 
 static void usage(FILE *f)
@@ -75,7 +75,7 @@ int qh_cmd_merge(int argc, char **argv)
     const char **complete = NULL;
     size_t n_paths = 0, n_warnings = 0, n_complete = 0, n_incomplete = 0, n_unreadable = 0;
     int rc = 1;
-    if (qh_report_scan_dir(dir, &paths, &n_paths, &warnings, &n_warnings) != QH_OK) {
+    if (qh_results_scan_dir(dir, &paths, &n_paths, &warnings, &n_warnings) != QH_OK) {
         fprintf(stderr, "qh merge: %s\n", qh_last_error());
         return 1;
     }

@@ -1,11 +1,12 @@
 /* cmd_report.c -- `qh report DIR [--out OUTDIR]`: tables (Markdown, LaTeX),
  * TSV files and gnuplot figures from a directory of per-cell results files
- * (experiments/report.h).  Prints every path written; warnings about skipped
+ * (report/report.h).  Prints every path written; warnings about skipped
  * files and notes (e.g. gnuplot missing) go to stderr. */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/commands.h"
+#include "qh_path.h"
 #include "report/report.h"
 
 static void usage(FILE *f)
@@ -53,7 +54,11 @@ int qh_cmd_report(int argc, char **argv)
     }
     char default_out[4096];
     if (!out_dir) {
-        snprintf(default_out, sizeof default_out, "%s/report", dir);
+        if (qh_path_format(default_out, sizeof default_out, "qh report --out", "%s/report",
+                           dir) != QH_OK) {
+            fprintf(stderr, "qh report: %s\n", qh_last_error());
+            return 1;
+        }
         out_dir = default_out;
     }
     opt.out_dir = out_dir;

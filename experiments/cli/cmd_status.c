@@ -15,7 +15,7 @@
 #include "pipeline/config.h"
 #include "results/reader.h"
 #include "pipeline/pipeline.h"
-#include "report/report.h"
+#include "qh_path.h"
 #include "results/writer.h"
 
 enum cell_state { DONE, FAILED, MISSING };
@@ -84,9 +84,11 @@ static enum cell_state show_cell(const char *id, const char *path, const char *d
     }
     char msg[1024], log[2048];
     read_message(path, msg, sizeof msg);
-    snprintf(log, sizeof log, "%s/logs/%s.log", dir, id);
+    /* A log path too long to build is no log to point at. */
+    int has_log = qh_path_format(log, sizeof log, "log", "%s/logs/%s.log", dir, id) == QH_OK
+                  && file_exists(log);
     printf("failed   %s: status %d (%s): %s%s%s\n", id, status, qh_status_name(status),
-           msg[0] ? msg : "no message", file_exists(log) ? "; log " : "", file_exists(log) ? log : "");
+           msg[0] ? msg : "no message", has_log ? "; log " : "", has_log ? log : "");
     return FAILED;
 }
 
@@ -131,7 +133,7 @@ static int status_from_files(const char *dir, tally *t)
 {
     char **paths = NULL, **warnings = NULL;
     size_t n_paths = 0, n_warnings = 0;
-    if (qh_report_scan_dir(dir, &paths, &n_paths, &warnings, &n_warnings) != QH_OK) {
+    if (qh_results_scan_dir(dir, &paths, &n_paths, &warnings, &n_warnings) != QH_OK) {
         fprintf(stderr, "qh status: %s\n", qh_last_error());
         return 1;
     }
@@ -175,7 +177,11 @@ int qh_cmd_status(int argc, char **argv)
         return 2;
     }
     char recorded[2048];
-    snprintf(recorded, sizeof recorded, "%s/slurm/config.json", dir);
+    if (!config && qh_path_format(recorded, sizeof recorded, "qh status", "%s/slurm/config.json",
+                                  dir) != QH_OK) {
+        fprintf(stderr, "qh status: %s\n", qh_last_error());
+        return 1;
+    }
     if (!config && file_exists(recorded)) config = recorded;
     tally t = { { 0, 0, 0 } };
     int rc = config ? status_from_config(dir, config, &t) : status_from_files(dir, &t);

@@ -1,10 +1,13 @@
 /* reader.c -- read-only helpers for results files: scalar attributes, 1-D
- * datasets, group listings and tables (see h5read.h and results/README.md).
+ * datasets, group listings, tables and the run files of a folder (see
+ * reader.h and results/README.md).
  *
  * Left out: matrices, attribute arrays, partial reads.
  */
 #include "results/reader.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -455,4 +458,66 @@ double qh_h5_column_value(const qh_h5_column *c, size_t n_rows, size_t row)
     if (c->type == QH_RESULTS_INT64)
         return (double)c->i[row];
     return NAN;
+}
+
+/* ---- the run files of a folder ----------------------------------------------- */
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Appends "dir/name" + tail to (*list, *n), sized to fit: a long name is
+ * kept whole rather than truncated into a different file's name. */
+static int push_entry(char ***list, size_t *n, const char *dir, const char *name,
+                      const char *prefix, const char *tail)
+{
+    size_t len = strlen(prefix) + strlen(dir) + 1 + strlen(name) + strlen(tail) + 1;
+    char *s = malloc(len);
+    char **grown = s ? realloc(*list, (*n + 1) * sizeof **list) : NULL;
+    if (!grown) {
+        free(s);
+        QH_ERROR(QH_ENOMEM, "out of memory listing %s", dir);
+    }
+    snprintf(s, len, "%s%s/%s%s", prefix, dir, name, tail);
+    *list = grown;
+    grown[(*n)++] = s;
+    return QH_OK;
+}
+
+int qh_results_scan_dir(const char *dir, char ***paths, size_t *n_paths, char ***warnings,
+                        size_t *n_warnings)
+{
+    int st = QH_OK;
+    *paths = *warnings = NULL;
+    *n_paths = *n_warnings = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        QH_ERROR(QH_EIO, "results directory %s: cannot read (%s)", dir, strerror(errno));
+    for (struct dirent *e; st == QH_OK && (e = readdir(d));) {
+        if (ends_with(e->d_name, ".tmp"))
+            st = push_entry(warnings, n_warnings, dir, e->d_name, "skipping temporary file ",
+                            " (an unfinished write)");
+        else if (ends_with(e->d_name, ".h5"))
+            st = push_entry(paths, n_paths, dir, e->d_name, "", "");
+    }
+    closedir(d);
+    if (st != QH_OK) {
+        qh_h5_free_names(*paths, *n_paths);
+        qh_h5_free_names(*warnings, *n_warnings);
+        *paths = *warnings = NULL;
+        *n_paths = *n_warnings = 0;
+        return st;
+    }
+    if (*n_paths)                    /* readdir order is the file system's: sort */
+        qsort(*paths, *n_paths, sizeof **paths, cmp_name);
+    if (*n_warnings)
+        qsort(*warnings, *n_warnings, sizeof **warnings, cmp_name);
+    return QH_OK;
 }

@@ -1,12 +1,13 @@
-/* h5read.h -- small readers for the HDF5 results files of experiments/results.h:
- * scalar attributes, 1-D datasets, group listings and the table format (a
- * group with one 1-D dataset per column and the attribute "columns").
+/* reader.h -- small readers for the HDF5 results files of results/writer.h:
+ * scalar attributes, 1-D datasets, group listings, the table format (a
+ * group with one 1-D dataset per column and the attribute "columns") and the
+ * listing of a folder of run files (for `qh merge`, `qh status` and the report).
  *
  * Every function works on a file opened read-only by qh_h5_open_read(); error
  * messages name the file, the object path and what was expected.  HDF5's own
  * error printing is switched off (process-wide) on open.
  *
- * Left out: writing (results.h does it), matrices, chunked/partial reads,
+ * Left out: writing (writer.h does it), matrices, chunked/partial reads,
  * attribute arrays.
  */
 #ifndef QH_H5READ_H
@@ -81,5 +82,16 @@ const qh_h5_column *qh_h5_table_find(const qh_h5_table *t, const char *name);
 /* Numeric value of row `row` of column c (int64 converted); NaN for a NULL
  * column, a string column or a row out of range. */
 double qh_h5_column_value(const qh_h5_column *c, size_t n_rows, size_t row);
+
+/* The run files of folder DIR: every entry ending in ".h5", sorted by name,
+ * as "DIR/NAME" paths; each entry ending in ".tmp" (an unfinished write)
+ * gives one warning line naming it, sorted too.  Names are kept whole
+ * (never truncated).
+ * Outputs: *paths, *n_paths, *warnings, *n_warnings (return new; free each
+ *   with qh_h5_free_names; NULL and 0 on error).
+ * Return: QH_OK (possibly with no paths); QH_EIO (DIR cannot be read: message
+ *   names it); QH_ENOMEM. */
+int qh_results_scan_dir(const char *dir, char ***paths, size_t *n_paths, char ***warnings,
+                        size_t *n_warnings) QH_MUST_CHECK;
 
 #endif

@@ -1,0 +1,153 @@
+/* write.c -- `qh report`'s output: qh_report_write builds one index per
+ * model (tables.c) and runs the table and figure writers; every file is
+ * written under a temporary name and renamed into place, so a reader never
+ * sees half a table.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "qh_path.h"
+#include "report/report_internal.h"
+
+/* ---- small utilities -------------------------------------------------------- */
+
+int rep_push_fmt(char ***list, size_t *n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = len < 0 ? NULL : malloc((size_t)len + 1);
+    char **grown = s ? realloc(*list, (*n + 1) * sizeof **list) : NULL;
+    if (!grown) {
+        free(s);
+        QH_ERROR(QH_ENOMEM, "out of memory (report list)");
+    }
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)len + 1, fmt, ap);
+    va_end(ap);
+    *list = grown;
+    grown[(*n)++] = s;
+    return QH_OK;
+}
+
+int rep_has_str(const char **v, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i], s) == 0)
+            return 1;
+    return 0;
+}
+
+/* ---- output files: temporary name, then rename ------------------------------------ */
+
+int rep_out_open(rep_out_file *o, const char *dir, const char *name)
+{
+    o->f = NULL;
+    QH_TRY(qh_path_format(o->path, sizeof o->path, "report file", "%s/%s", dir, name));
+    QH_TRY(qh_path_format(o->tmp, sizeof o->tmp, "report file", "%s.tmp", o->path));
+    if (!(o->f = fopen(o->tmp, "w")))
+        QH_ERROR(QH_EIO, "cannot create %s (%s)", o->tmp, strerror(errno));
+    return QH_OK;
+}
+
+int rep_out_commit(rep_out_file *o, qh_report_outputs *out)
+{
+    int bad = ferror(o->f);
+    if (fclose(o->f) != 0)
+        bad = 1;
+    o->f = NULL;
+    if (bad || rename(o->tmp, o->path) != 0) {
+        remove(o->tmp);
+        QH_ERROR(QH_EIO, "cannot write %s (%s)", o->path, strerror(errno));
+    }
+    return rep_push_fmt(&out->paths, &out->n_paths, "%s", o->path);
+}
+
+void rep_out_abort(rep_out_file *o)
+{
+    if (o->f) {
+        fclose(o->f);
+        remove(o->tmp);
+        o->f = NULL;
+    }
+}
+
+static int mkdir_p(const char *dir)
+{
+    char buf[REP_PATH_CAP];
+    QH_TRY(qh_path_format(buf, sizeof buf, "output directory", "%s", dir));
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char saved = *p;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            QH_ERROR(QH_EIO, "cannot create directory %s (%s)", buf, strerror(errno));
+        *p = saved;
+        if (!saved)
+            break;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        QH_ERROR(QH_EIO, "output path %s is not a directory", dir);
+    return QH_OK;
+}
+
+/* ---- top level --------------------------------------------------------------------------- */
+
+void qh_report_outputs_free(qh_report_outputs *out)
+{
+    if (!out)
+        return;
+    qh_h5_free_names(out->paths, out->n_paths);
+    qh_h5_free_names(out->notes, out->n_notes);
+    memset(out, 0, sizeof *out);
+}
+
+/* One index per model, in model order.  Output: *idx (n_models entries; free
+ * each with rep_model_index_free, then the array).  Return: QH_OK; QH_ENOMEM. */
+static int build_indexes(const qh_report_set *set, const char **models, size_t n_models,
+                         rep_model_index **idx)
+{
+    if (!(*idx = calloc(n_models ? n_models : 1, sizeof **idx)))
+        QH_ERROR(QH_ENOMEM, "out of memory");
+    for (size_t m = 0; m < n_models; m++) {
+        int st = rep_build_index(set, models[m], &(*idx)[m]);
+        if (st != QH_OK) {
+            for (size_t k = 0; k < m; k++)
+                rep_model_index_free(&(*idx)[k]);
+            free(*idx);
+            *idx = NULL;
+            return st;
+        }
+    }
+    return QH_OK;
+}
+
+int qh_report_write(const qh_report_set *set, const qh_report_options *opt,
+                    qh_report_outputs *out)
+{
+    const char **models = NULL;
+    size_t n_models = 0;
+    rep_model_index *idx = NULL;
+    memset(out, 0, sizeof *out);
+    if (!set || set->n_cells == 0)
+        QH_ERROR(QH_EINVAL, "report: no cells to report");
+    QH_TRY(mkdir_p(opt->out_dir));
+    QH_TRY(rep_list_models(set, &models, &n_models));
+    int st = build_indexes(set, models, n_models, &idx);
+    if (st == QH_OK)
+        st = rep_write_tables(set, idx, n_models, opt->out_dir, out);
+    if (st == QH_OK)
+        st = rep_write_figures(set, idx, n_models, opt, out);
+    for (size_t m = 0; idx && m < n_models; m++)
+        rep_model_index_free(&idx[m]);
+    free(idx);
+    free(models);
+    return st;
+}
