@@ -1,7 +1,7 @@
 /* qh_adam.h -- one Adam step (Kingma & Ba 2015; AdamW with weight decay 0 as
  * PTQ1.61's reference uses it): β = (0.9, 0.999), ε = 1e-8, bias correction.
- * Shared by the ptq161 row's layer objective and the pipeline's block
- * objective (experiments/block_tune.h). */
+ * Used by the ptq161 row for its layer objective and for its block stage's
+ * step (core/methods/ptq161.c); any method's optimiser may share it. */
 #ifndef QH_ADAM_H
 #define QH_ADAM_H
 

@@ -6,24 +6,17 @@
  */
 #include "qh_linalg.h"
 #include "qh_blas.h"
+#include "qh_clock.h"
 
 #include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ---- timing of BLAS/LAPACK calls (bench only) ---------------------------- */
 
 static _Thread_local int timing_on;
 static _Thread_local double timing_s;
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 void qh_lin_timing_enable(int on) { timing_on = on; }
 double qh_lin_timing_seconds(void) { return timing_s; }
@@ -31,9 +24,9 @@ void qh_lin_timing_reset(void) { timing_s = 0.0; }
 
 #define TIMED(call)                                                   \
     do {                                                              \
-        double t0_ = timing_on ? now_s() : 0.0;                       \
+        double t0_ = timing_on ? qh_seconds() : 0.0;                       \
         call;                                                         \
-        if (timing_on) timing_s += now_s() - t0_;                     \
+        if (timing_on) timing_s += qh_seconds() - t0_;                     \
     } while (0)
 
 void qh_lin_dgemm(char ta, char tb, size_t m, size_t n, size_t k, double alpha,

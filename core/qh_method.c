@@ -210,6 +210,17 @@ void qh_param_format_range(const qh_param_desc *d, char *buf, size_t len)
     }
 }
 
+/* QuIP rounds the processed weights on one symmetric grid at 2.4 RMS, while
+ * baseline processing keeps OPTQ's per-row min-max grid: the one place both
+ * drivers take this default from. */
+int qh_method_params_defaults_for(const qh_method_type *m, void *params, qh_incoh_kind incoh)
+{
+    qh_method_params_default(m, params);
+    if (incoh != QH_INCOH_NONE && qh_method_param_find(m, "grid"))
+        return qh_method_params_set(m, params, "grid", "rms");
+    return QH_OK;
+}
+
 /* The method's scratch, which the driver reuses afterwards for the proxy loss. */
 size_t qh_method_workspace_size(const qh_method_type *m, const void *params, size_t rows,
                                 size_t cols)
@@ -233,6 +244,7 @@ void qh_result_free(qh_result *r)
     qh_matd_free(r->What_proc);
     qh_matd_free(r->H_proc);
     free(r->col_order);
+    free(r->row_scale);
     qh_grid_free(&r->grid);
     qh_result_init(r);
 }
@@ -300,6 +312,7 @@ static int reset_result(qh_result *out, size_t m, size_t n, int has_H)
 {
     qh_result keep = *out;
     qh_grid_free(&keep.grid);
+    free(keep.row_scale);              /* a row fills it afresh, or leaves it NULL */
     qh_result_init(out);
     out->What = keep.What;
     out->W_proc = keep.W_proc;
@@ -362,7 +375,8 @@ static int finish_result(const qh_problem *p, const qh_incoh_state *st_incoh, vo
     /* Vector quantizers (pvq, ...) count their own bits; scalar-grid rows
      * leave both fields zero (reset_result) and get the grid's accounting. */
     if (!(out->bits_nominal > 0)) out->bits_nominal = p->bits;
-    double side = out->bits_side > 0 ? out->bits_side : qh_grid_side_bits(&out->grid, cols);
+    double grid_side = out->grid.step ? qh_grid_side_bits(&out->grid, cols) : 0.0;
+    double side = out->bits_side > 0 ? out->bits_side : grid_side;
     out->bits_side = side + out->incoh_side_bits / ((double)rows * (double)cols);
     out->bits_total = out->bits_nominal + out->bits_side;
     return QH_OK;

@@ -3,7 +3,8 @@
  *
  * A method is one row (qh_method_type): name, version, needs, parameter
  * descriptors, workspace size, quantize (fast) and optionally quantize_ref
- * (plain line-by-line oracle).  Parameters live in a flat struct of
+ * (plain line-by-line oracle), and for a method tuned further against a
+ * decoder block's output its block ops (qh_block_ops).  Parameters live in a flat struct of
  * params_size bytes described by NULL-key-terminated descriptors; the runner
  * creates, parses, range-checks and prints them generically through the
  * qh_method_params_* functions, so nothing outside the table switches on
@@ -63,10 +64,10 @@ typedef struct {
     uint64_t seed;                   /* with layer: qh_rng_stream keys for stochastic rounding */
     uint32_t layer;
     const char *name;                /* tensor name for messages (may be NULL) */
-    void *state_out;                 /* optional (NULL: none): a method that documents it
-                                        fills this with its representation in the processed
-                                        basis, for tuning outside the row (ptq161:
-                                        qh_ptq161_state *, see ptq161.h) */
+    void *state_out;                 /* optional (NULL: none): a state from the row's
+                                        block->state_new; a method with a block stage fills
+                                        it with the representation its block ops tune
+                                        (see qh_block_ops); others ignore it */
 } qh_problem;
 
 /* Everything a layer's quantization produces.  The driver allocates and owns
@@ -89,7 +90,16 @@ typedef struct {
     size_t n_dead_cols;              /* H_ii == 0 columns fixed (H_ii = 1, W[:, i] = 0) */
     size_t n_damp_retries;           /* failed Cholesky attempts before damping sufficed */
     double damp_used;                /* relative damping finally applied (0 without H) */
-    size_t n_greedy_passes;          /* greedy passes actually run (stops when stable) */
+    size_t n_greedy_passes;          /* greedy passes actually run (stops when stable);
+                                        scalar-grid rows only (greedy, ldlq npasses) */
+    /* Methods that are not a scalar grid (aqlm, pvq, quipsharp) leave grid
+     * empty and say what they hold here instead. */
+    double *row_scale;               /* (m) or NULL: the scale of each output row of
+                                        Ŵ_proc (aqlm, pvq: s_r; quipsharp: Wscale on
+                                        every row); malloc'ed by the method, freed by
+                                        qh_result_free, NULL for scalar-grid rows */
+    size_t n_iterations;             /* the row's own refinement iterations run
+                                        (aqlm: epochs; quipsharp: tune passes; 0 else) */
     double bits_nominal;             /* b */
     double bits_side;                /* per weight: grid scales/zeros + incoherence side info */
     double bits_total;               /* nominal + side */
@@ -117,6 +127,39 @@ enum {
     QH_BOUND_FAMILY_LDLQ = 1,
 };
 
+/* ---- the block stage ------------------------------------------------------ */
+
+/* A method that goes on tuning its parameters against a decoder block's
+ * output (PTQ1.61's reference objective) declares these ops in its row; the
+ * pipeline (experiments/pipeline/block_stage.h) owns the block forward, the
+ * loss and the backward pass and calls only these, so it knows no method.
+ *
+ * A state is the method's tunable representation of one linear, created by
+ * state_new and handed to quantize as qh_problem.state_out; quantize fills
+ * it (in the model's basis: the pipeline refuses incoherence processing
+ * with a block stage at config time).  Then, per calibration window, the
+ * stage writes reconstruct's Ŵ of every linear of the block into the model,
+ * runs the block forward, the loss and the backward pass, and hands each
+ * state its G = ∂loss/∂Ŵ through step; epochs passes over the windows; the
+ * last iterate is kept.  All hooks are required. */
+typedef struct qh_block_ops {
+    const char *setting;             /* the parameter setting that asks for the stage, for
+                                        messages ("objective \"block\"") */
+    int (*wants)(const void *params);   /* 1: these params tune against the block */
+    int (*epochs)(const void *params);  /* passes over the windows, one step per window */
+    void *(*state_new)(void);           /* an empty state; NULL: out of memory */
+    void (*state_free)(void *state);    /* NULL: no-op */
+    /* The m x n of the linear the state holds; 0 x 0 while quantize never filled it. */
+    void (*state_shape)(const void *state, size_t *rows, size_t *cols);
+    /* Ŵ (m x n, caller-allocated) of the state's current parameters. */
+    void (*reconstruct)(const void *params, const void *state, qh_matd *What);
+    /* One optimiser step of the state's parameters from G = ∂loss/∂Ŵ (m x n) at
+     * reconstruct's Ŵ; step_no counts from 1 in each tuning of a block (an
+     * optimiser with memory starts it afresh at 1).  Returns QH_OK or a status
+     * with a message naming the state's problem. */
+    int (*step)(const void *params, void *state, const qh_matd *G, int step_no);
+} qh_block_ops;
+
 /* quantize contract: in->W, in->H are in the processed basis and valid
  * (checked by the driver).  The driver has allocated out->What_proc (m x n),
  * out->H_proc (n x n, when in->H) and out->col_order (n); the method fills
@@ -140,6 +183,9 @@ typedef struct qh_method_type {
     const char *display;             /* name in tables ("OPTQ"); NULL: name */
     int display_order;               /* rows and series sort by it, then by name */
     uint32_t bound_family;           /* QH_BOUND_FAMILY_*: which bounds describe its proxy */
+    /* NULL, or the ops of a stage that tunes the row's parameters against the
+     * decoder block's output when block->wants(params) (ptq161, objective = block). */
+    const qh_block_ops *block;
 } qh_method_type;
 
 /* The bit widths m accepts (the driver refuses others with QH_EINVAL). */
@@ -167,6 +213,13 @@ void qh_param_format(const qh_param_desc *d, const void *params, char *buf, size
 /* The default / range as text ("[0, 1]", "nearest|stochastic", "0|1"). */
 void qh_param_format_default(const qh_param_desc *d, char *buf, size_t len);
 void qh_param_format_range(const qh_param_desc *d, char *buf, size_t len);
+/* Resets params to m's defaults for a run under incoherence `incoh`: the
+ * row's defaults, except that a row with a "grid" parameter rounds on QuIP's
+ * symmetric grid at 2.4 RMS ("rms", qfn 'b') under any incoherence kind.
+ * Drivers call it before applying explicit settings, which override it.
+ * Returns QH_OK or qh_method_params_set's status. */
+int qh_method_params_defaults_for(const qh_method_type *m, void *params,
+                                  qh_incoh_kind incoh) QH_MUST_CHECK;
 
 /* Bytes of workspace for a layer of rows x cols: the method's scratch, and at
  * least what the driver's proxy loss needs (it reuses the space afterwards).

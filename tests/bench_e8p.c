@@ -22,22 +22,22 @@ static int bench_search(const qh_e8p *cb, const qh_e81b *cb1)
     if (!X) return 1;
     qh_rng r = qh_rng_stream(5, 0, QH_RNG_SYNTHETIC);
     for (size_t i = 0; i < nvec * 8; i++) X[i] = 1.03 * qh_rng_normal(&r);
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = qh_seconds(), c0 = cpu_s();
     for (size_t v = 0; v < nvec; v++) {
         sink += qh_e8p_nearest(cb, X + 8 * v, q);
     }
-    double t = now_s() - t0, c = cpu_s() - c0;
+    double t = qh_seconds() - t0, c = cpu_s() - c0;
     printf("e8p nearest (exact, 2*256*8): %zu vectors in %.3f s wall = %.3g vectors/s; CPU %.3f s = %.3g vectors/s "
            "(%.0f ns each)\n", nvec, t, (double)nvec / t, c, (double)nvec / c, 1e9 * c / (double)nvec);
     for (int bits = 3; bits <= 4; bits++) {
         size_t nv = nvec / 4;
-        t0 = now_s();
+        t0 = qh_seconds();
         c0 = cpu_s();
         for (size_t v = 0; v < nv; v++) {
             if (qh_e8p_rvq_quantize(cb, cb1, bits, X + 8 * v, q) != QH_OK) { free(X); return 1; }
             sink += q[0];
         }
-        t = now_s() - t0;
+        t = qh_seconds() - t0;
         c = cpu_s() - c0;
         printf("e8p rvq %d bits: %zu vectors in %.3f s wall = %.3g vectors/s; CPU %.3f s = %.3g vectors/s\n", bits,
                nv, t, (double)nv / t, c, (double)nv / c);
@@ -57,9 +57,9 @@ static int bench_layer(size_t n)
     qh_incoh_params ip = { .kind = QH_INCOH_HADAMARD, .seed = 1, .layer = 0 };
     qh_result res;
     qh_result_init(&res);
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = qh_seconds(), c0 = cpu_s();
     int st = qh_quantize(&qh_method_quipsharp, NULL, &pb, &ip, NULL, &res);
-    double t = now_s() - t0, c = cpu_s() - c0;
+    double t = qh_seconds() - t0, c = cpu_s() - c0;
     if (st != QH_OK) fprintf(stderr, "bench_e8p: %s\n", qh_last_error());
     else
         printf("quipsharp 2 bits %zux%zu (hadamard; driver incl. RHT and proxy): %.2f s wall (CPU %.2f s, all "

@@ -45,10 +45,10 @@ static int bench_model(const char *dir, const int32_t *ids, size_t n_ids, size_t
     st = qh_forward_window(m, ids, T, ws, logits);            /* warm-up */
     memset(&ws->stats, 0, sizeof ws->stats);
     ws->profile = 1;
-    double t0 = now_s();
+    double t0 = qh_seconds();
     for (int w = 0; st == QH_OK && w < windows; w++)
         st = qh_forward_window(m, ids + (size_t)(w + 1) * T, T, ws, logits);
-    double sec = now_s() - t0;
+    double sec = qh_seconds() - t0;
     if (st != QH_OK) { printf("%s: forward failed: %s\n", dir, qh_last_error()); goto cleanup; }
     const qh_forward_stats *s = &ws->stats;
     double flops = s->linear_flops + s->attn_flops + s->head_flops;

@@ -43,9 +43,9 @@ static int bench_row(const qh_method_type *m, const qh_matd *W, const qh_matd *H
     for (int rep = 0; rep < 2 && st == QH_OK; rep++) {
         qh_lin_timing_reset();
         qh_lin_timing_enable(1);
-        double t0 = now_s();
+        double t0 = qh_seconds();
         st = qh_quantize(m, params, &p, NULL, work, &r);
-        t = now_s() - t0;
+        t = qh_seconds() - t0;
         t_blas = qh_lin_timing_seconds();
         qh_lin_timing_enable(0);
     }

@@ -74,9 +74,9 @@ static int bench_layer(size_t n)
         qh_incoh_params ip = { .kind = QH_INCOH_HADAMARD, .seed = 1, .layer = 0 };
         qh_result res;
         qh_result_init(&res);
-        double t0 = now_s(), c0 = cpu_s();
+        double t0 = qh_seconds(), c0 = cpu_s();
         st = qh_quantize(&qh_method_pvq, p, &pb, &ip, NULL, &res);
-        double t = now_s() - t0, c = cpu_s() - c0;
+        double t = qh_seconds() - t0, c = cpu_s() - c0;
         if (st != QH_OK) fprintf(stderr, "bench_pvq: %s\n", qh_last_error());
         else
             printf("pvq 2 bits D = 8 %zux%zu (hadamard, hessian_search %d; driver incl. RHT and proxy): %.2f s wall "

@@ -24,9 +24,9 @@ static int run_once(const char *name, const qh_matd *W, const qh_matd *H, void *
     qh_problem p = { W, H, 4, 0, 0, "bench", NULL };
     qh_lin_timing_reset();
     qh_lin_timing_enable(1);
-    double t0 = now_s();
+    double t0 = qh_seconds();
     int st = qh_quantize(m, NULL, &p, NULL, work, r);
-    *t = now_s() - t0;
+    *t = qh_seconds() - t0;
     *t_blas = qh_lin_timing_seconds();
     qh_lin_timing_enable(0);
     if (st != QH_OK) fprintf(stderr, "bench_quant: %s\n", qh_last_error());
@@ -48,9 +48,9 @@ static int bench_size(size_t n)
     bytes = (bytes + 63) / 64 * 64;
     void *work = aligned_alloc(64, bytes);   /* one workspace per layer shape, as a pipeline does */
     if (!W || !H || !work) { fprintf(stderr, "bench_quant: out of memory at n = %zu\n", n); return 1; }
-    double loss = 0.0, t0 = now_s();
+    double loss = 0.0, t0 = qh_seconds();
     if (qh_lin_proxy_loss(W, W, H, &loss) != QH_OK) return 1;
-    double t_loss = now_s() - t0;
+    double t_loss = qh_seconds() - t0;
     qh_result r;                     /* reused, like the workspace */
     qh_result_init(&r);
     for (int k = 0; k < 2; k++) {

@@ -12,14 +12,7 @@
 #include "qh_mat.h"
 #include "qh_rng.h"
 #include "tokenizer/tokenizer.h"
-
-/* Wall-clock seconds (monotonic). */
-static inline double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#include "qh_clock.h"
 
 /* Process CPU seconds (all threads): robust to a loaded machine for
  * single-threaded loops. */
@@ -66,7 +59,7 @@ static inline double bench_gemm_gflops(int dbl, size_t n, int reps)
         else ((float *)A)[i] = (float)qh_rng_normal(&r);
     }
     for (int k = 0; k < reps; k++) {
-        double t = now_s();
+        double t = qh_seconds();
         if (dbl) {
             double *D = A;
             qh_dgemm('N', 'N', n, n, n, 1.0, D, n, D + n * n, n, 0.0, D + 2 * n * n, n);
@@ -74,7 +67,7 @@ static inline double bench_gemm_gflops(int dbl, size_t n, int reps)
             float *F = A;
             qh_sgemm('N', 'N', n, n, n, 1.0f, F, n, F + n * n, n, 0.0f, F + 2 * n * n, n);
         }
-        t = now_s() - t;
+        t = qh_seconds() - t;
         best = t < best ? t : best;
     }
     free(A);

@@ -15,6 +15,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,13 +58,21 @@ static inline void synth_build(synth_model *s, int variant, uint64_t seed)
     memset(s, 0, sizeof *s);
     qh_model_config *c = &s->m.cfg;
     int llama = variant == 2;
-    *c = (qh_model_config){ .arch = llama ? QH_ARCH_LLAMA : QH_ARCH_OPT, .vocab_size = 50,
+    const qh_family *fam = qh_family_find(llama ? "llama" : "opt");
+    QH_ASSERT(fam);
+    *c = (qh_model_config){ .family = fam, .vocab_size = 50,
                             .hidden = 16, .n_layers = 2, .n_heads = 4,
                             .n_kv_heads = llama ? 2 : 4, .head_dim = llama ? 6 : 4,
                             .ffn_dim = llama ? 20 : 24, .max_pos = 320,
-                            .embed_dim = variant == 1 ? 8 : 16, .pre_ln = variant != 1,
-                            .tied_lm_head = !llama, .norm_eps = llama ? 1e-6f : 1e-5f,
+                            .embed_dim = variant == 1 ? 8 : 16, .features = fam->features,
+                            .norm_eps = llama ? 1e-6f : 1e-5f,
                             .rope_theta = 10000.0, .bos_id = 0, .eos_id = 2, .pad_id = 1 };
+    snprintf(c->model_type, sizeof c->model_type, "%s", fam->model_type);
+    c->features.pre_ln = variant != 1;
+    c->features.tied_head = !llama;
+    c->features.rotary_dims = llama ? c->head_dim : 0;
+    c->features.bias = llama ? QH_LIN_BIT(QH_LIN_Q) | QH_LIN_BIT(QH_LIN_K) | QH_LIN_BIT(QH_LIN_V)
+                             : QH_LIN_ALL & ~QH_LIN_BIT(QH_LIN_GATE);
     s->size = 200000;
     s->pool = malloc(s->size * sizeof(float));
     s->m.blocks = calloc((size_t)c->n_layers, sizeof(qh_block));
@@ -84,8 +93,9 @@ static inline void synth_build(synth_model *s, int variant, uint64_t seed)
         synth_linear(s, &b->lin[QH_LIN_K], kvd, d, 1, &r);
         synth_linear(s, &b->lin[QH_LIN_V], kvd, d, 1, &r);
         synth_linear(s, &b->lin[QH_LIN_O], d, qd, !llama, &r);
-        synth_linear(s, &b->lin[QH_LIN_FC1], f, d, !llama, &r);
-        synth_linear(s, &b->lin[QH_LIN_FC2], d, f, !llama, &r);
+        /* OPT's fc1 is UP; Llama draws gate, down, up in its stable-number order */
+        synth_linear(s, &b->lin[llama ? QH_LIN_GATE : QH_LIN_UP], f, d, !llama, &r);
+        synth_linear(s, &b->lin[QH_LIN_DOWN], d, f, !llama, &r);
         if (llama) synth_linear(s, &b->lin[QH_LIN_UP], f, d, 0, &r);
     }
     if (variant != 1) synth_norm(s, &s->m.final_norm, d, !llama, &r);
@@ -118,7 +128,7 @@ static inline void ref_norm(const qh_model *m, const qh_norm *n, const double *x
     for (int i = 0; i < dim; i++) var += (x[i] - mu) * (x[i] - mu) / dim;
     for (int i = 0; i < dim; i++) ms += x[i] * x[i] / dim;
     for (int i = 0; i < dim; i++)
-        y[i] = m->cfg.arch == QH_ARCH_LLAMA ? x[i] / sqrt(ms + m->cfg.norm_eps) * n->w[i]
+        y[i] = m->cfg.features.norm == QH_NORM_RMS ? x[i] / sqrt(ms + m->cfg.norm_eps) * n->w[i]
                                             : (x[i] - mu) / sqrt(var + m->cfg.norm_eps) * n->w[i]
                                               + (n->b ? n->b[i] : 0.0);
 }

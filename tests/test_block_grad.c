@@ -102,7 +102,8 @@ static double max_abs_diff(const float *a, const float *b, size_t n)
     return m;
 }
 
-static int n_kinds(const qh_model *m) { return m->cfg.arch == QH_ARCH_LLAMA ? QH_LIN_MAX : QH_LIN_UP; }
+/* Whether the model's family has linear kind k (OPT lacks GATE). */
+static int has_kind(const qh_model *m, int k) { return qh_model_linear_number(m, k) >= 0; }
 
 static size_t w_size(const qh_model *m, int layer, int k)
 {
@@ -114,7 +115,7 @@ static size_t w_size(const qh_model *m, int layer, int k)
 static void grads_alloc(const qh_model *m, int layer, float *G[QH_LIN_MAX])
 {
     for (int k = 0; k < QH_LIN_MAX; k++)
-        G[k] = k < n_kinds(m) ? calloc(w_size(m, layer, k), sizeof(float)) : NULL;
+        G[k] = has_kind(m, k) ? calloc(w_size(m, layer, k), sizeof(float)) : NULL;
 }
 
 static void grads_free(float *G[QH_LIN_MAX])
@@ -194,7 +195,8 @@ static double ref_block_loss(const qh_model *m, int layer, const float *x, size_
     const qh_model_config *c = &m->cfg;
     const qh_block *b = &m->blocks[layer];
     int d = c->hidden, H = c->n_heads, hd = c->head_dim, f = c->ffn_dim;
-    int qd = H * hd, kvd = c->n_kv_heads * hd, llama = c->arch == QH_ARCH_LLAMA, n = (int)T;
+    int qd = H * hd, kvd = c->n_kv_heads * hd, n = (int)T;
+    int rotary = c->features.pos == QH_POS_ROTARY, gated = c->features.gated_mlp;
     size_t wide = (size_t)(d + f + qd);
     double *xr = malloc((size_t)n * d * sizeof(double)), *q = malloc((size_t)n * qd * sizeof(double));
     double *k = malloc((size_t)n * kvd * sizeof(double)), *v = malloc((size_t)n * kvd * sizeof(double));
@@ -207,7 +209,7 @@ static double ref_block_loss(const qh_model *m, int layer, const float *x, size_
         ref_lin(b, QH_LIN_Q, pk, D, s, h, q + (size_t)t * qd);
         ref_lin(b, QH_LIN_K, pk, D, s, h, k + (size_t)t * kvd);
         ref_lin(b, QH_LIN_V, pk, D, s, h, v + (size_t)t * kvd);
-        if (llama) {
+        if (rotary) {
             for (int j = 0; j < H; j++) ref_rope(q + (size_t)t * qd + j * hd, hd, t, c->rope_theta);
             for (int j = 0; j < c->n_kv_heads; j++)
                 ref_rope(k + (size_t)t * kvd + j * hd, hd, t, c->rope_theta);
@@ -219,14 +221,14 @@ static double ref_block_loss(const qh_model *m, int layer, const float *x, size_
         ref_lin(b, QH_LIN_O, pk, D, s, att + (size_t)t * qd, u);
         for (int i = 0; i < d; i++) xt[i] += u[i];
         ref_norm(m, &b->mlp_norm, xt, h, d);
-        ref_lin(b, QH_LIN_FC1, pk, D, s, h, g);
-        if (llama) {
+        ref_lin(b, gated ? QH_LIN_GATE : QH_LIN_UP, pk, D, s, h, g);
+        if (gated) {
             ref_lin(b, QH_LIN_UP, pk, D, s, h, u);
             for (int i = 0; i < f; i++) g[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
         } else {
             for (int i = 0; i < f; i++) g[i] = g[i] > 0.0 ? g[i] : 0.0;
         }
-        ref_lin(b, QH_LIN_FC2, pk, D, s, g, u);
+        ref_lin(b, QH_LIN_DOWN, pk, D, s, g, u);
         for (int i = 0; i < d; i++) {
             xt[i] += u[i];
             L += (double)R[(size_t)t * d + i] * xt[i];
@@ -272,7 +274,8 @@ static void check_grad(const char *name, qh_model *m, int layer, const float *x,
                  name, layer, e / sc);
     }
 
-    for (int k = 0; k < n_kinds(m); k++) {
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        if (!has_kind(m, k)) continue;
         qh_linear *L = &m->blocks[layer].lin[k];
         const char *kn = qh_model_linear_short_name(m, k);
         size_t nw = w_size(m, layer, k);
@@ -352,7 +355,8 @@ static void check_grad(const char *name, qh_model *m, int layer, const float *x,
     if (st == QH_OK) st = qh_block_backward(m, layer, R, tape, G2);
     if (st == QH_OK) st = qh_block_backward(m, layer, R, tape, G2);
     double add_err = 0.0, pre_err = 0.0;
-    for (int k = 0; st == QH_OK && k < n_kinds(m); k++) {
+    for (int k = 0; st == QH_OK && k < QH_LIN_MAX; k++) {
+        if (!has_kind(m, k)) continue;
         size_t nw = w_size(m, layer, k);
         double gmax = max_abs(G[k], nw);
         for (size_t i = 0; i < nw; i++)
@@ -369,7 +373,8 @@ static void check_grad(const char *name, qh_model *m, int layer, const float *x,
         }
     }
     if (st == QH_OK) st = qh_block_backward(m, layer, R, tape, G2);
-    for (int k = 0; st == QH_OK && k < n_kinds(m); k++) {
+    for (int k = 0; st == QH_OK && k < QH_LIN_MAX; k++) {
+        if (!has_kind(m, k)) continue;
         size_t nw = w_size(m, layer, k);
         double gmax = max_abs(G[k], nw);
         for (size_t i = 0; i < nw; i++)
@@ -382,12 +387,13 @@ static void check_grad(const char *name, qh_model *m, int layer, const float *x,
              name, pre_err);
     for (int k = 0; k < QH_LIN_MAX; k++) free(Z[k]);
 
-    /* G[k] == NULL: subsets give the same gradients for the kinds asked for;
-     * a kind the block lacks (OPT up) is not written */
+    /* G[k] == NULL: subsets give the same gradients for the kinds asked for
+     * (up without gate, gate without up); a kind the block lacks (OPT gate) is
+     * not written */
     static const int subsets[3][QH_LIN_MAX] = {
-        { [QH_LIN_V] = 1, [QH_LIN_FC1] = 1 },
+        { [QH_LIN_V] = 1, [QH_LIN_UP] = 1 },
         { [QH_LIN_Q] = 1 },
-        { [QH_LIN_K] = 1, [QH_LIN_O] = 1, [QH_LIN_FC2] = 1, [QH_LIN_UP] = 1 },
+        { [QH_LIN_K] = 1, [QH_LIN_O] = 1, [QH_LIN_DOWN] = 1, [QH_LIN_GATE] = 1 },
     };
     float sentinel[8];
     for (int s = 0; s < 3 && st == QH_OK; s++) {
@@ -400,8 +406,8 @@ static void check_grad(const char *name, qh_model *m, int layer, const float *x,
         for (int i = 0; i < 8; i++) sentinel[i] = 7.0f;
         st = qh_block_backward(m, layer, R, tape, Gs);
         double diff = 0.0;
-        for (int k = 0; k < n_kinds(m); k++)
-            if (subsets[s][k])
+        for (int k = 0; k < QH_LIN_MAX; k++)
+            if (has_kind(m, k) && subsets[s][k])
                 diff = fmax(diff, max_abs_diff(G2[k], G[k], w_size(m, layer, k)) /
                                       max_abs(G[k], w_size(m, layer, k)));
         int intact = 1;
@@ -511,9 +517,21 @@ static void test_errors(void)
     qh_block_tape *tape = NULL;
     synth_build(&s, 1, 31);                                /* post-LN OPT */
     int st = qh_block_tape_alloc(&s.m, 8, &tape);
-    QH_CHECK(st == QH_EUNIMPL && tape == NULL && strstr(qh_last_error(), "pre-LN") &&
-             strstr(qh_last_error(), "Llama"), "post-LN OPT refused with QH_EUNIMPL: %d (%s)", st,
-             qh_last_error());
+    QH_CHECK(st == QH_EUNIMPL && tape == NULL && strstr(qh_last_error(), "post-LN"),
+             "post-LN OPT refused with QH_EUNIMPL: %d (%s)", st, qh_last_error());
+    synth_free(&s);
+
+    /* features the forward pass computes but the backward pass cannot differentiate */
+    synth_build(&s, 0, 31);
+    s.m.cfg.features.act = QH_ACT_SILU;                    /* a plain SiLU MLP */
+    st = qh_block_tape_alloc(&s.m, 8, &tape);
+    QH_CHECK(st == QH_EUNIMPL && tape == NULL && strstr(qh_last_error(), "plain SiLU"),
+             "plain SiLU MLP refused with QH_EUNIMPL: %d (%s)", st, qh_last_error());
+    s.m.cfg.features.act = QH_ACT_RELU;
+    s.m.cfg.features.parallel_residual = 1;
+    st = qh_block_tape_alloc(&s.m, 8, &tape);
+    QH_CHECK(st == QH_EUNIMPL && tape == NULL && strstr(qh_last_error(), "parallel residual"),
+             "parallel residual refused with QH_EUNIMPL: %d (%s)", st, qh_last_error());
     synth_free(&s);
 
     synth_build(&s, 0, 31);

@@ -1,4 +1,5 @@
-/* test_block_tune.c -- PTQ1.61's block objective (experiments/block_tune.h).
+/* test_block_tune.c -- the block stage (experiments/pipeline/block_stage.h)
+ * and PTQ1.61's block objective on it.
  *
  * 1. The loss against a naive double-precision evaluation written here from
  *    the formula, zero at Y_q = Y_fp = Y_fq, and its gradient against
@@ -10,10 +11,15 @@
  *    block loss in α, r1 and r2 (each at its largest gradient entry) on a real block of the vendored opt-7m and
  *    llama-9m (relative error ≤ 1e-2, seen ≤ 1.5e-3: the block runs in float32 and the
  *    differences divide float rounding of the loss by 2h).
- * 3. The tuner: epochs 0 leaves Ŵ = the states' reconstruction and
- *    loss_final = loss_init; 8 epochs lower the mean block loss and the MSE
- *    to the float output on both models; two runs give identical bytes;
- *    a missing state is a named error.
+ * 3. The stage with ptq161's block ops: epochs 0 leaves Ŵ = the states'
+ *    reconstruction and loss_final = loss_init; 8 epochs lower the mean block
+ *    loss and the MSE to the float output on both models; two runs give
+ *    identical bytes; a missing state is a named error.
+ * 4. The stage knows no method: a row defined here ("gd": its state is Ŵ,
+ *    its step plain gradient descent) runs through it, and its result equals
+ *    bit for bit a replay written here (per window: Ŵ into the block,
+ *    forward, loss, backward, Ŵ −= lr·G), with step numbers 1, 2, ... in
+ *    order; a row without block ops and a missing state are named errors.
  */
 #include <math.h>
 #include <stdio.h>
@@ -177,6 +183,15 @@ static int load_case(block_case *c, const char *dir, int layer)
     return quantize_block(c, 0);
 }
 
+/* load_case, or a failed check (and nothing to free): 1 when loaded. */
+static int open_case(block_case *c, const char *dir, int layer)
+{
+    if (load_case(c, dir, layer) == QH_OK) return 1;
+    QH_CHECK(0, "%s: setup: %s", dir, qh_last_error());
+    case_free(c);
+    return 0;
+}
+
 /* Writes the states' Ŵ into the block. */
 static void write_block(block_case *c)
 {
@@ -261,17 +276,13 @@ static double fd_error(block_case *c, qh_block_tape *tape, const float *y_fp, co
 static void check_chain(const char *dir, int layer)
 {
     block_case c;
-    if (load_case(&c, dir, layer) != QH_OK) {
-        QH_CHECK(0, "%s: setup: %s", dir, qh_last_error());
-        case_free(&c);
-        return;
-    }
+    if (!open_case(&c, dir, layer)) return;
     qh_block_tape *tape = NULL;
     size_t win = c.hidden * TT;
     float *y = malloc(2 * NS * win * sizeof(float));
     QH_CHECK(qh_block_tape_alloc(c.m, TT, &tape) == QH_OK && y, "tape: %s", qh_last_error());
     targets(&c, tape, y, y + NS * win);
-    static const int kinds[] = { QH_LIN_Q, QH_LIN_O, QH_LIN_FC1, QH_LIN_FC2 };
+    static const int kinds[] = { QH_LIN_Q, QH_LIN_O, QH_LIN_UP, QH_LIN_DOWN };
     for (size_t ki = 0; ki < sizeof kinds / sizeof *kinds; ki++) {
         int k = kinds[ki];
         qh_ptq161_state *s = c.sp[k];
@@ -298,12 +309,19 @@ static void check_chain(const char *dir, int layer)
     case_free(&c);
 }
 
-/* ---- 3. the tuner -------------------------------------------------------------------- */
+/* ---- 3. the stage with ptq161's block ops ---------------------------------------------- */
 
-static int tune(block_case *c, int epochs, qh_block_tune_stats *bs)
+static int tune(block_case *c, int epochs, qh_block_stage_stats *bs)
 {
-    qh_block_tune_params p = { epochs, 5e-4, 1e-3 };
-    return qh_block_tune_ptq161(c->m, c->layer, c->x, c->x_fp, NS, TT, c->W_fp, c->sp, &p, bs);
+    const qh_method_type *t = &qh_method_ptq161;
+    void *p = qh_method_params_new(t), *states[QH_LIN_MAX];
+    char ev[16];
+    snprintf(ev, sizeof ev, "%d", epochs);
+    int st = p ? qh_method_params_set(t, p, "epochs", ev) : QH_ENOMEM;
+    for (int k = 0; k < QH_LIN_MAX; k++) states[k] = c->sp[k];
+    if (st == QH_OK) st = qh_block_stage_tune(c->m, c->layer, c->x, c->x_fp, NS, TT, c->W_fp, t, p, states, bs);
+    free(p);
+    return st;
 }
 
 /* The block's weights, concatenated (for byte comparisons). */
@@ -330,7 +348,7 @@ static void check_tuner(const char *dir, int layer)
         QH_CHECK(0, "%s: setup: %s", dir, qh_last_error());
         return;
     }
-    qh_block_tune_stats b0, b1, b2;
+    qh_block_stage_stats b0, b1, b2;
     QH_CHECK(tune(&c, 0, &b0) == QH_OK && b0.steps == 0 && b0.loss_final == b0.loss_init,
              "%s: epochs 0: loss %.6g unchanged, 0 steps (%s)", dir, b0.loss_init, qh_last_error());
     size_t n0, n1;
@@ -364,6 +382,189 @@ static void check_tuner(const char *dir, int layer)
     case_free(&d);
 }
 
+/* ---- 4. a block-tuned row defined here ------------------------------------------------- */
+
+typedef struct { int epochs; double lr; } gd_params;
+typedef struct {
+    qh_matd *What;                   /* the state is Ŵ itself */
+    int last_step, in_order;         /* step numbers seen: 1, 2, ... */
+} gd_state;
+
+static int gd_wants(const void *params) { (void)params; return 1; }
+static int gd_epochs(const void *params) { return ((const gd_params *)params)->epochs; }
+static void *gd_state_new(void) { return calloc(1, sizeof(gd_state)); }
+
+static void gd_state_free(void *state)
+{
+    if (state) qh_matd_free(((gd_state *)state)->What);
+    free(state);
+}
+
+static void gd_state_shape(const void *state, size_t *rows, size_t *cols)
+{
+    const gd_state *s = state;
+    *rows = s->What ? s->What->rows : 0;
+    *cols = s->What ? s->What->cols : 0;
+}
+
+static void gd_copy(const qh_matd *from, qh_matd *to)
+{
+    for (size_t j = 0; j < from->cols; j++)
+        for (size_t i = 0; i < from->rows; i++) QH_AT(to, i, j) = QH_AT(from, i, j);
+}
+
+static void gd_reconstruct(const void *params, const void *state, qh_matd *What)
+{
+    (void)params;
+    gd_copy(((const gd_state *)state)->What, What);
+}
+
+static void gd_descend(qh_matd *What, const qh_matd *G, double lr)
+{
+    for (size_t j = 0; j < What->cols; j++)
+        for (size_t i = 0; i < What->rows; i++) QH_AT(What, i, j) -= lr * QH_AT(G, i, j);
+}
+
+static int gd_step(const void *params, void *state, const qh_matd *G, int step_no)
+{
+    gd_state *s = state;
+    s->in_order &= step_no == s->last_step + 1;
+    s->last_step = step_no;
+    gd_descend(s->What, G, ((const gd_params *)params)->lr);
+    return QH_OK;
+}
+
+static const qh_block_ops gd_ops = {
+    .setting = "gd", .wants = gd_wants, .epochs = gd_epochs, .state_new = gd_state_new,
+    .state_free = gd_state_free, .state_shape = gd_state_shape, .reconstruct = gd_reconstruct,
+    .step = gd_step,
+};
+static const qh_method_type gd_row = { .name = "gd", .block = &gd_ops };
+
+/* Ŵ0 = 0.9 W_fp of every linear of the block, as gd states and as plain copies. */
+static void gd_start(block_case *c, void *states[QH_LIN_MAX], qh_matd *copy[QH_LIN_MAX])
+{
+    qh_block *b = &c->m->blocks[c->layer];
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        states[k] = NULL;
+        copy[k] = NULL;
+        if (!b->lin[k].W) continue;
+        gd_state *s = states[k] = gd_state_new();
+        size_t m = (size_t)b->lin[k].out, n = (size_t)b->lin[k].in;
+        s->What = qh_matd_alloc(m, n);
+        s->in_order = 1;
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++) QH_AT(s->What, i, j) = 0.9 * (double)c->W_fp[k][i * n + j];
+        copy[k] = qh_matd_alloc(m, n);
+        gd_copy(s->What, copy[k]);
+    }
+}
+
+/* One window of the replay: Ŵ into the block, forward, loss, backward, descent. */
+static void gd_replay_window(block_case *c, qh_block_tape *tape, size_t s, const float *y, qh_matd *What[QH_LIN_MAX],
+                             double lr)
+{
+    size_t win = c->hidden * TT;
+    qh_block *b = &c->m->blocks[c->layer];
+    float *yq = malloc(2 * win * sizeof(float)), *dy = yq + win, *G[QH_LIN_MAX] = { NULL };
+    for (int k = 0; k < QH_LIN_MAX; k++)
+        if (What[k]) {
+            qh_linear_from_matd(&b->lin[k], What[k]);
+            G[k] = calloc(What[k]->rows * What[k]->cols, sizeof(float));
+        }
+    if (qh_block_forward_tape(c->m, c->layer, c->x + s * win, TT, yq, tape) != QH_OK)
+        QH_CHECK(0, "replay forward: %s", qh_last_error());
+    qh_block_loss(yq, y + s * win, y + (NS + s) * win, c->hidden, TT, dy, NULL);
+    if (qh_block_backward(c->m, c->layer, dy, tape, G) != QH_OK)
+        QH_CHECK(0, "replay backward: %s", qh_last_error());
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        if (!What[k]) continue;
+        size_t m = What[k]->rows, n = What[k]->cols;
+        qh_matd *Gd = qh_matd_alloc(m, n);
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++) QH_AT(Gd, i, j) = (double)G[k][i * n + j];
+        gd_descend(What[k], Gd, lr);
+        qh_matd_free(Gd);
+        free(G[k]);
+    }
+    free(yq);
+}
+
+/* The replay's Ŵ equal (bitwise) to the states'. */
+static int gd_same(void *states[QH_LIN_MAX], qh_matd *What[QH_LIN_MAX])
+{
+    int same = 1;
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        if (!What[k]) continue;
+        const qh_matd *S = ((gd_state *)states[k])->What;
+        for (size_t j = 0; j < What[k]->cols; j++)
+            for (size_t i = 0; i < What[k]->rows; i++) same &= QH_AT(S, i, j) == QH_AT(What[k], i, j);
+    }
+    return same;
+}
+
+/* Replays `epochs` passes from the copies in What; 1 when the block's weights
+ * the stage left equal the replay's final Ŵ bitwise (the replay writes its
+ * final Ŵ into the block to compare). */
+static int gd_replay(block_case *c, qh_matd *What[QH_LIN_MAX], int epochs, double lr)
+{
+    qh_block_tape *tape = NULL;
+    size_t win = c->hidden * TT, n0, n1;
+    float *y = malloc(2 * NS * win * sizeof(float));
+    QH_CHECK(qh_block_tape_alloc(c->m, TT, &tape) == QH_OK && y, "tape: %s", qh_last_error());
+    float *tuned = block_weights(c, &n0);
+    targets(c, tape, y, y + NS * win);
+    for (int e = 0; e < epochs; e++)
+        for (size_t s = 0; s < NS; s++) gd_replay_window(c, tape, s, y, What, lr);
+    for (int k = 0; k < QH_LIN_MAX; k++)
+        if (What[k]) qh_linear_from_matd(&c->m->blocks[c->layer].lin[k], What[k]);
+    float *replayed = block_weights(c, &n1);
+    int same = n0 == n1 && !memcmp(tuned, replayed, n0 * sizeof(float));
+    free(tuned);
+    free(replayed);
+    free(y);
+    qh_block_tape_free(tape);
+    return same;
+}
+
+static void check_fake_row(const char *dir, int layer)
+{
+    block_case c;
+    if (!open_case(&c, dir, layer)) return;
+    void *states[QH_LIN_MAX];
+    qh_matd *replay[QH_LIN_MAX];
+    gd_start(&c, states, replay);
+    gd_params p = { 2, 0.05 };
+    qh_block_stage_stats bs;
+    int st = qh_block_stage_tune(c.m, c.layer, c.x, c.x_fp, NS, TT, c.W_fp, &gd_row, &p, states, &bs);
+    QH_CHECK(st == QH_OK && bs.steps == 2 * NS, "%s: the stage runs a row defined in the test (%zu steps): %s",
+             dir, bs.steps, qh_last_error());
+    QH_NOTE("%s block %d, gd lr %.2g: loss %.5g -> %.5g", dir, layer, p.lr, bs.loss_init, bs.loss_final);
+    QH_CHECK(bs.loss_final < bs.loss_init, "%s: gradient descent through the stage lowers the block loss", dir);
+    int in_order = 1;
+    for (int k = 0; k < QH_LIN_MAX; k++)
+        if (states[k]) in_order &= ((gd_state *)states[k])->in_order && ((gd_state *)states[k])->last_step == 2 * NS;
+    QH_CHECK(in_order, "%s: every state saw steps 1 .. %d in order", dir, 2 * NS);
+    QH_CHECK(gd_replay(&c, replay, p.epochs, p.lr) && gd_same(states, replay),
+             "%s: the stage's states and block weights = a replay written here, bitwise", dir);
+
+    qh_method_type plain = { .name = "plain" };
+    st = qh_block_stage_tune(c.m, c.layer, c.x, c.x_fp, NS, TT, c.W_fp, &plain, &p, states, &bs);
+    QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "plain has no block stage"), "no block ops: %s",
+             qh_last_error());
+    void *keep = states[QH_LIN_O];
+    states[QH_LIN_O] = NULL;
+    st = qh_block_stage_tune(c.m, c.layer, c.x, c.x_fp, NS, TT, c.W_fp, &gd_row, &p, states, &bs);
+    QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "no gd state"), "missing gd state named: %s",
+             qh_last_error());
+    states[QH_LIN_O] = keep;
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        gd_state_free(states[k]);
+        qh_matd_free(replay[k]);
+    }
+    case_free(&c);
+}
+
 int main(void)
 {
     test_loss();
@@ -371,5 +572,7 @@ int main(void)
     check_chain("models/llama-9m", 2);
     check_tuner("models/opt-7m", 1);
     check_tuner("models/llama-9m", 0);
+    check_fake_row("models/opt-7m", 1);
+    check_fake_row("models/llama-9m", 1);
     return qh_test_summary();
 }

@@ -1,6 +1,8 @@
 /* test_config.c -- strict parsing and cell expansion of sweep configurations. */
 #include "qh_test.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "pipeline/config.h"
@@ -43,6 +45,51 @@ static void test_good(void)
     qh_config_free(c);
 }
 
+/* Default labels come from the incoherence table: kron and hadamard entries
+ * of one method get distinct labels, so they no longer collide. */
+static void test_default_labels(void)
+{
+    const char *json =
+        "{\"name\":\"t\",\"models\":[\"m\"],\"bits\":[2],\"methods\":["
+        "{\"method\":\"ldlq\"},{\"method\":\"ldlq\",\"incoherence\":\"kron\"},"
+        "{\"method\":\"ldlq\",\"incoherence\":\"hadamard\"},"
+        "{\"method\":\"ldlq\",\"incoherence\":\"none\",\"label\":\"mine\"}]}";
+    qh_config *c = NULL;
+    int st = qh_config_parse(json, "labels.json", &c);
+    QH_CHECK(st == QH_OK, "none, kron and hadamard entries of one method parse: %s", qh_last_error());
+    if (st != QH_OK) return;
+    QH_CHECK(!strcmp(c->methods[0].label, "ldlq") && !strcmp(c->methods[1].label, "ldlq+incoh")
+             && !strcmp(c->methods[2].label, "ldlq+rht") && !strcmp(c->methods[3].label, "mine"),
+             "labels ldlq, ldlq+incoh, ldlq+rht, mine: %s %s %s %s", c->methods[0].label,
+             c->methods[1].label, c->methods[2].label, c->methods[3].label);
+    qh_cell *cells = NULL;
+    size_t n = 0;
+    QH_CHECK(qh_config_cells(c, &cells, &n) == QH_OK && n == 4 && !strcmp(cells[2].id, "m.ldlq+rht.w2.s0"),
+             "hadamard cell id m.ldlq+rht.w2.s0: %s", n == 4 ? cells[2].id : "(none)");
+    free(cells);
+    qh_config_free(c);
+    /* the table's suffix for every kind */
+    char buf[96];
+    for (const qh_incoh_row *r = qh_incoh_table(); r->name; r++) {
+        char want[96];
+        snprintf(want, sizeof want, "gptq%s", r->label_suffix);
+        QH_CHECK(qh_config_default_label(buf, sizeof buf, "gptq", r->kind) == QH_OK && !strcmp(buf, want),
+                 "default label under %s: %s (want %s)", r->name, buf, want);
+    }
+}
+
+/* One cell id for `qh run` and `qh layer`; an id that does not fit is an
+ * error, never a truncated (and possibly colliding) name. */
+static void test_cell_id(void)
+{
+    char id[32];
+    QH_CHECK(qh_config_cell_id(id, sizeof id, "opt-7m", "ldlq+incoh", 2, 7) == QH_OK
+             && !strcmp(id, "opt-7m.ldlq+incoh.w2.s7"), "cell id %s", id);
+    QH_CHECK(qh_config_cell_id(id, 23, "opt-7m", "ldlq+incoh", 2, 7) == QH_EINVAL
+             && strstr(qh_last_error(), "cell id"), "an id one byte too long is refused: %s", qh_last_error());
+    QH_CHECK(qh_config_cell_id(id, 24, "opt-7m", "ldlq+incoh", 2, 7) == QH_OK, "an id that just fits");
+}
+
 /* Each bad config must fail with QH_ECONFIG and a message naming the key path. */
 static void test_bad(const char *json, const char *expect_in_message)
 {
@@ -57,6 +104,8 @@ static void test_bad(const char *json, const char *expect_in_message)
 int main(void)
 {
     test_good();
+    test_default_labels();
+    test_cell_id();
     test_bad("{ \"name\": \"t\", ", "not valid JSON");
     test_bad("[1]", "expected a JSON object");
     test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],\"bogus\":1}",
@@ -70,8 +119,12 @@ int main(void)
              "methods[1]: duplicate label");
     test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\",\"incoherence\":\"fft\"}],\"bits\":[2]}",
              "methods[0].incoherence");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\",\"incoherence\":\"fft\"}],\"bits\":[2]}",
+             "unknown incoherence \"fft\" (expected one of: none, kron, hadamard)");
     test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\",\"params\":{\"x\":[1]}}],\"bits\":[2]}",
              "methods[0].params.x");
+    test_bad("{\"name\":\"t\",\"models\":[\"a/m0123456789m0123456789m0123456789m0123456789m0123456789m0123456789\"],"
+             "\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2]}", "models[0]: folder name");
     test_bad("{\"name\":\"t\",\"models\":[\"a/m\",\"b/m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2]}",
              "models[1]: duplicate label");
     test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"

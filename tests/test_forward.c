@@ -121,9 +121,10 @@ static void test_attention(void)
 {
     qh_model m;
     memset(&m, 0, sizeof m);
-    m.cfg = (qh_model_config){ .arch = QH_ARCH_OPT, .vocab_size = 4, .hidden = 8, .n_layers = 1,
+    const qh_family *opt = qh_family_find("opt");
+    m.cfg = (qh_model_config){ .family = opt, .vocab_size = 4, .hidden = 8, .n_layers = 1,
                                .n_heads = 1, .n_kv_heads = 1, .head_dim = 8, .ffn_dim = 4,
-                               .max_pos = 512, .embed_dim = 8 };
+                               .max_pos = 512, .embed_dim = 8, .features = opt->features };
     size_t T = 300, hd = 8, ld = 11;                       /* ld > hd: strided heads */
     qh_forward_ws *ws = NULL;
     if (qh_forward_ws_alloc(&m, T, &ws) != QH_OK) { QH_CHECK(0, "ws alloc: %s", qh_last_error()); return; }
@@ -167,7 +168,9 @@ static void ref_forward(const qh_model *m, const int32_t *ids, int T, double *lo
 {
     const qh_model_config *c = &m->cfg;
     int d = c->hidden, e = c->embed_dim, H = c->n_heads, hd = c->head_dim, f = c->ffn_dim;
-    int qd = H * hd, kvd = c->n_kv_heads * hd, llama = c->arch == QH_ARCH_LLAMA;
+    int qd = H * hd, kvd = c->n_kv_heads * hd, pre_ln = c->features.pre_ln;
+    int rotary = c->features.pos == QH_POS_ROTARY, gated = c->features.gated_mlp;
+    int silu = c->features.act == QH_ACT_SILU;
     int W = 64 + d + e + qd + f;                           /* widest scratch row */
     double *x = calloc((size_t)T * d, sizeof(double)), *q = calloc((size_t)T * qd, sizeof(double));
     double *k = calloc((size_t)T * kvd, sizeof(double)), *v = calloc((size_t)T * kvd, sizeof(double));
@@ -179,18 +182,19 @@ static void ref_forward(const qh_model *m, const int32_t *ids, int T, double *lo
         if (m->project_in.W) ref_linear(&m->project_in, u, x + (size_t)t * d);
         else memcpy(x + (size_t)t * d, u, (size_t)d * sizeof(double));
         if (m->embed_pos)
-            for (int i = 0; i < d; i++) x[(size_t)t * d + i] += m->embed_pos[(size_t)(t + 2) * d + i];
+            for (int i = 0; i < d; i++)
+                x[(size_t)t * d + i] += m->embed_pos[(size_t)(t + c->features.pos_offset) * d + i];
     }
     for (int l = 0; l < c->n_layers; l++) {
         const qh_block *b = &m->blocks[l];
         for (int t = 0; t < T; t++) {
             double *xt = x + (size_t)t * d;
-            if (c->pre_ln) ref_norm(m, &b->attn_norm, xt, h, d);
+            if (pre_ln) ref_norm(m, &b->attn_norm, xt, h, d);
             else memcpy(h, xt, (size_t)d * sizeof(double));
             ref_linear(&b->lin[QH_LIN_Q], h, q + (size_t)t * qd);
             ref_linear(&b->lin[QH_LIN_K], h, k + (size_t)t * kvd);
             ref_linear(&b->lin[QH_LIN_V], h, v + (size_t)t * kvd);
-            if (llama) {
+            if (rotary) {
                 for (int hh = 0; hh < H; hh++) ref_rope(q + (size_t)t * qd + hh * hd, hd, t, c->rope_theta);
                 for (int hh = 0; hh < c->n_kv_heads; hh++)
                     ref_rope(k + (size_t)t * kvd + hh * hd, hd, t, c->rope_theta);
@@ -201,19 +205,18 @@ static void ref_forward(const qh_model *m, const int32_t *ids, int T, double *lo
             double *xt = x + (size_t)t * d;
             ref_linear(&b->lin[QH_LIN_O], a + (size_t)t * qd, u);
             for (int i = 0; i < d; i++) xt[i] += u[i];
-            if (!c->pre_ln) ref_norm(m, &b->attn_norm, xt, xt, d);
-            if (c->pre_ln) ref_norm(m, &b->mlp_norm, xt, h, d);
+            if (!pre_ln) ref_norm(m, &b->attn_norm, xt, xt, d);
+            if (pre_ln) ref_norm(m, &b->mlp_norm, xt, h, d);
             else memcpy(h, xt, (size_t)d * sizeof(double));
-            ref_linear(&b->lin[QH_LIN_FC1], h, g);
-            if (llama) {
+            ref_linear(&b->lin[gated ? QH_LIN_GATE : QH_LIN_UP], h, g);
+            for (int i = 0; i < f; i++) g[i] = silu ? g[i] / (1 + exp(-g[i])) : g[i] > 0 ? g[i] : 0;
+            if (gated) {
                 ref_linear(&b->lin[QH_LIN_UP], h, u);
-                for (int i = 0; i < f; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
-            } else {
-                for (int i = 0; i < f; i++) g[i] = g[i] > 0 ? g[i] : 0;
+                for (int i = 0; i < f; i++) g[i] *= u[i];
             }
-            ref_linear(&b->lin[QH_LIN_FC2], g, u);
+            ref_linear(&b->lin[QH_LIN_DOWN], g, u);
             for (int i = 0; i < d; i++) xt[i] += u[i];
-            if (!c->pre_ln) ref_norm(m, &b->mlp_norm, xt, xt, d);
+            if (!pre_ln) ref_norm(m, &b->mlp_norm, xt, xt, d);
         }
     }
     for (int t = 0; t < T; t++) {
@@ -233,6 +236,7 @@ static void ref_forward(const qh_model *m, const int32_t *ids, int T, double *lo
 
 typedef struct {
     int calls[QH_LIN_MAX];
+    int order[QH_LIN_MAX], n_order;  /* kinds of layer 0's calls, as called */
     const float *qkv_ptr[3];
     int bad_shape;
     float q_in0[64];                 /* layer 0's q input, first column */
@@ -243,6 +247,7 @@ static int log_hook(int layer, int kind, const float *X, size_t in, size_t T, vo
     hook_log *hl = user;
     (void)T;
     hl->calls[kind]++;
+    if (layer == 0 && hl->n_order < QH_LIN_MAX) hl->order[hl->n_order++] = kind;
     if (layer == 0 && kind <= QH_LIN_V) hl->qkv_ptr[kind] = X;
     if (layer == 0 && kind == QH_LIN_Q)
         memcpy(hl->q_in0, X, (in < 64 ? in : 64) * sizeof(float));
@@ -253,7 +258,7 @@ static int log_hook(int layer, int kind, const float *X, size_t in, size_t T, vo
 static int failing_hook(int layer, int kind, const float *X, size_t in, size_t T, void *user)
 {
     (void)X; (void)in; (void)T; (void)user;
-    return layer == 1 && kind == QH_LIN_FC2 ? QH_EIO : QH_OK;
+    return layer == 1 && kind == QH_LIN_DOWN ? QH_EIO : QH_OK;
 }
 
 static void test_synthetic(int variant, int T)
@@ -306,11 +311,16 @@ static void test_synthetic(int variant, int T)
     err = max_rel_err(got, want, Th * V);
     QH_CHECK(err < 2e-5, "%s: causal prefix of %zu tokens matches: rel err %.3g", names[variant],
              Th, err);
-    int nl = m->cfg.n_layers, expect_up = variant == 2 ? nl : 0;
+    int nl = m->cfg.n_layers, expect_gate = variant == 2 ? nl : 0;
     QH_CHECK(hl.calls[QH_LIN_Q] == nl && hl.calls[QH_LIN_K] == nl && hl.calls[QH_LIN_V] == nl &&
-             hl.calls[QH_LIN_O] == nl && hl.calls[QH_LIN_FC1] == nl && hl.calls[QH_LIN_FC2] == nl &&
-             hl.calls[QH_LIN_UP] == expect_up && !hl.bad_shape,
+             hl.calls[QH_LIN_O] == nl && hl.calls[QH_LIN_GATE] == expect_gate &&
+             hl.calls[QH_LIN_UP] == nl && hl.calls[QH_LIN_DOWN] == nl && !hl.bad_shape,
              "%s: hook called once per linear per layer", names[variant]);
+    /* model order is enum order: q k v o (gate) up down */
+    int in_order = hl.n_order == (variant == 2 ? 7 : 6);
+    for (int i = 1; i < hl.n_order; i++) in_order &= hl.order[i] > hl.order[i - 1];
+    QH_CHECK(in_order, "%s: the hook sees the %d linears in enum (model) order", names[variant],
+             hl.n_order);
     QH_CHECK(hl.qkv_ptr[0] && hl.qkv_ptr[0] == hl.qkv_ptr[1] && hl.qkv_ptr[1] == hl.qkv_ptr[2],
              "%s: q, k, v hooks see one input", names[variant]);
 
@@ -322,7 +332,7 @@ static void test_synthetic(int variant, int T)
         if (m->project_in.W) ref_linear(&m->project_in, emb, x0);
         else memcpy(x0, emb, (size_t)d * sizeof(double));
         for (int i = 0; m->embed_pos && i < d; i++) x0[i] += m->embed_pos[2 * d + i];
-        if (m->cfg.pre_ln) ref_norm(m, &m->blocks[0].attn_norm, x0, h0, d);
+        if (m->cfg.features.pre_ln) ref_norm(m, &m->blocks[0].attn_norm, x0, h0, d);
         else memcpy(h0, x0, (size_t)d * sizeof(double));
         QH_CHECK(max_rel_err(hl.q_in0, h0, (size_t)d) < 1e-5, "%s: hook sees layer 0's q input",
                  names[variant]);
@@ -512,6 +522,46 @@ cleanup:
     cJSON_Delete(ref);
 }
 
+/* The passes follow features, not families: a plain SiLU MLP (no family has
+ * one) matches the reference; features the forward pass lacks are refused. */
+static void test_features(void)
+{
+    synth_model s;
+    synth_build(&s, 0, 17);
+    qh_model *m = &s.m;
+    m->cfg.features.act = QH_ACT_SILU;
+    int T = 19;
+    size_t V = (size_t)m->cfg.vocab_size;
+    int32_t ids[19];
+    for (int t = 0; t < T; t++) ids[t] = (int32_t)((t * 7 + 3) % (int)V);
+    double *want = malloc((size_t)T * V * sizeof(double));
+    float *got = malloc((size_t)T * V * sizeof(float));
+    ref_forward(m, ids, T, want);
+    qh_forward_ws *ws = NULL;
+    int st = qh_forward_ws_alloc(m, (size_t)T, &ws);
+    if (st == QH_OK) st = qh_forward_window(m, ids, (size_t)T, ws, got);
+    QH_CHECK(st == QH_OK && max_rel_err(got, want, (size_t)T * V) < 2e-5,
+             "plain SiLU MLP follows the feature: status %d", st);
+    qh_forward_ws_free(ws);
+    ws = NULL;
+
+    m->cfg.features.act = QH_ACT_RELU;
+    m->cfg.features.parallel_residual = 1;
+    st = qh_forward_ws_alloc(m, 8, &ws);
+    QH_CHECK(st == QH_EUNIMPL && ws == NULL && strstr(qh_last_error(), "parallel residual"),
+             "parallel residual refused: %d %s", st, qh_last_error());
+    synth_free(&s);
+
+    synth_build(&s, 2, 17);
+    s.m.cfg.features.rotary_dims = s.m.cfg.head_dim / 2;
+    st = qh_forward_ws_alloc(&s.m, 8, &ws);
+    QH_CHECK(st == QH_EUNIMPL && ws == NULL && strstr(qh_last_error(), "RoPE on 3 of 6"),
+             "partial RoPE refused: %d %s", st, qh_last_error());
+    synth_free(&s);
+    free(want);
+    free(got);
+}
+
 int main(void)
 {
     test_norms();
@@ -521,6 +571,7 @@ int main(void)
     test_synthetic(1, 29);
     test_synthetic(2, qh_test_fast() ? 41 : 300);
     test_synthetic(0, qh_test_fast() ? 45 : 300);
+    test_features();
     test_eval_synthetic();
     check_model("models/opt-7m", 1);
     check_model("models/llama-9m", 0);

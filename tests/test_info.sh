@@ -19,7 +19,11 @@ expect_line "opt-7m hidden" "$out" '^hidden +256$'
 expect_line "opt-7m params 7.10 M" "$out" '^parameters +7098880 \(7\.10 M'
 expect_line "opt-7m dtype F16" "$out" 'dtype F16 +100 tensors'
 expect_line "opt-7m tied head" "$out" '^lm_head +tied'
-expect_line "opt-7m fc1 shape" "$out" 'fc1 +model\.decoder\.layers\.0\.fc1 +1024 x 256 +bias'
+expect_line "opt-7m fc1 shape and number" "$out" 'fc1 +#4 +model\.decoder\.layers\.0\.fc1 +1024 x 256 +bias'
+expect_line "opt-7m norm" "$out" '^norm +LayerNorm, eps 1e-05, pre-LN$'
+expect_line "opt-7m mlp" "$out" '^mlp +ReLU$'
+expect_line "opt-7m positions" "$out" '^positions +learned, offset 2$'
+expect_line "opt-7m layout" "$out" '^model_type +opt \(OPT layout\)$'
 
 out=$("$QH" info --model models/llama-9m 2>&1); rc=$?
 [ "$rc" -eq 0 ] && ok "info llama-9m exits 0" || bad "info llama-9m exits $rc: $out"
@@ -28,8 +32,15 @@ expect_line "llama-9m kv heads" "$out" '^heads +4 \(kv heads 2, head_dim 64\)'
 expect_line "llama-9m params 8.92 M" "$out" '^parameters +8916224 \(8\.92 M'
 expect_line "llama-9m dtype BF16" "$out" 'dtype BF16'
 expect_line "llama-9m untied head" "$out" '^lm_head +separate'
-expect_line "llama-9m k_proj shape" "$out" 'k_proj +model\.layers\.0\.self_attn\.k_proj +128 x 256'
+expect_line "llama-9m k_proj shape" "$out" 'k_proj +#1 +model\.layers\.0\.self_attn\.k_proj +128 x 256'
 expect_line "llama-9m rope_theta" "$out" '^rope_theta +10000$'
+expect_line "llama-9m mlp" "$out" '^mlp +gated SiLU$'
+expect_line "llama-9m positions" "$out" '^positions +RoPE on 64 of 64 head dims$'
+expect_line "llama-9m norm" "$out" '^norm +RMSNorm'
+# linears in model order (gate, up, down), each with its stable number in results
+order=$(grep -Eo '^  (gate|up|down)_proj +#[0-9]' <<< "$out" | awk '{ printf "%s%s,", $1, $2 }')
+[ "$order" = "gate_proj#4,up_proj#6,down_proj#5," ] && ok "llama-9m MLP linears in model order" \
+    || bad "llama-9m MLP linears: '$order'"
 
 if [ -d ../shared/models/opt-30m ]; then
     out=$("$QH" info --model ../shared/models/opt-30m 2>&1); rc=$?
@@ -55,6 +66,7 @@ printf '\x02\x00\x00\x00\x00\x00\x00\x00{}' > "$tmp/bad/model.safetensors"
 out=$("$QH" info --model "$tmp/bad" 2>&1); rc=$?
 [ "$rc" -ne 0 ] && ok "gpt2 config exits non-zero ($rc)" || bad "gpt2 config exits 0"
 expect_line "gpt2 config message" "$out" 'config\.json: unsupported model_type "gpt2"'
+expect_line "gpt2 config lists the families" "$out" 'supported: opt, llama, mistral, qwen2'
 
 out=$("$QH" info 2>&1); rc=$?
 [ "$rc" -eq 2 ] && ok "missing --model is a usage error (2)" || bad "missing --model exits $rc"

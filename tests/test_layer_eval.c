@@ -1,10 +1,13 @@
 /* test_layer_eval.c -- one layer quantized and measured: the record's proxy
  * equals an independent computation, the theory's worst-case bound holds on
- * the integer grid without clamping, and the table round-trips through HDF5. */
+ * the integer grid without clamping, and the table round-trips through HDF5,
+ * with the row scales and iterations of non-grid methods in columns of their
+ * own (absent from tables of grid methods). */
 #include "qh_test.h"
 
 #include <hdf5.h>
 #include <hdf5_hl.h>
+#include <math.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -17,6 +20,44 @@
 static const qh_bound *bound(const qh_layer_record *r, const char *name)
 {
     return qh_bounds_find(&r->bounds, name);
+}
+
+/* A quipsharp record (not a scalar grid) beside a grid record: its Wscale
+ * and tune passes land in row_scale_mean and n_iterations, not in the grid's
+ * delta_rms or n_greedy_passes; the grid record reads NaN and 0 there. */
+static void test_vector_columns(const qh_matd *W, const qh_matd *H, const qh_layer_record *grid_rec)
+{
+    const qh_method_type *qs = qh_method_find("quipsharp");
+    void *params = qh_method_params_new(qs);
+    QH_CHECK(qh_method_params_set(qs, params, "tune_iters", "2") == QH_OK, "tune_iters 2");
+    qh_layer_record recs[2] = { *grid_rec };
+    qh_problem p = { W, H, 2, 0, 0, "synthetic.uniform", NULL };
+    QH_CHECK(qh_layer_run(qs, params, NULL, &p, 0, 0, NULL, &recs[1], NULL) == QH_OK, "quipsharp runs: %s",
+             recs[1].message);
+    double rms = 0;
+    for (size_t j = 0; j < W->cols; j++)
+        for (size_t i = 0; i < W->rows; i++) rms += QH_AT(W, i, j) * QH_AT(W, i, j);
+    rms = sqrt(rms / (double)(W->rows * W->cols));
+    QH_CHECK(recs[1].n_iterations == 2 && recs[1].n_greedy_passes == 0 && isnan(recs[1].delta_rms)
+             && recs[1].row_scale_mean > 0 && recs[1].row_scale_mean < rms,
+             "record: 2 iterations, no greedy passes, no grid step, Wscale %g below RMS %g",
+             recs[1].row_scale_mean, rms);
+    char path[] = "/tmp/qh_layer_eval_XXXXXX";
+    close(mkstemp(path));
+    qh_results *w = NULL;
+    QH_CHECK(qh_results_open(path, &w) == QH_OK && qh_layer_records_write(w, "/run/layer_table", recs, 2) == QH_OK
+             && qh_results_commit(w) == QH_OK, "write a mixed table: %s", qh_last_error());
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    double scale[2] = { 0 };
+    long long iters[2] = { -1, -1 };
+    QH_CHECK(f >= 0 && H5LTread_dataset_double(f, "/run/layer_table/row_scale_mean", scale) >= 0
+             && H5LTread_dataset(f, "/run/layer_table/n_iterations", H5T_NATIVE_LLONG, iters) >= 0,
+             "row_scale_mean and n_iterations columns");
+    QH_CHECK(isnan(scale[0]) && scale[1] == recs[1].row_scale_mean && iters[0] == 0 && iters[1] == 2,
+             "grid row NaN and 0; quipsharp row %g and %lld", scale[1], iters[1]);
+    if (f >= 0) H5Fclose(f);
+    remove(path);
+    free(params);
 }
 
 int main(void)
@@ -68,8 +109,13 @@ int main(void)
              && H5LTread_dataset_double(f, "/run/layer_table/bound_thm1_ldlq_worst", wb) >= 0, "read back");
     QH_CHECK(proxy[0] == recs[0].metrics.orig.proxy && isnan(proxy[2]), "proxy column round trip, NaN for failure");
     QH_CHECK(worst && wb[0] == worst->value && isnan(wb[2]), "bound column round trip");
+    QH_CHECK(f >= 0 && H5Lexists(f, "/run/layer_table/delta_rms", H5P_DEFAULT) > 0
+             && H5Lexists(f, "/run/layer_table/row_scale_mean", H5P_DEFAULT) == 0
+             && H5Lexists(f, "/run/layer_table/n_iterations", H5P_DEFAULT) == 0,
+             "a table of grid methods has no row-scale or iteration columns");
     if (f >= 0) H5Fclose(f);
     remove(path);
+    test_vector_columns(W, H, &recs[0]);
     free(params);
     qh_matd_free(W); qh_matd_free(H); qh_matd_free(Q);
     return qh_test_summary();

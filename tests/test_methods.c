@@ -57,16 +57,19 @@ static qh_matd *random_H(size_t n, size_t T, uint32_t key)
     return H;
 }
 
+/* New params of m with key/value overrides.  Every key must be m's and its
+ * value valid: a typo or a key the method lacks fails the test instead of
+ * silently running the defaults. */
 static void *params_with(const qh_method_type *m, const char *const *kv)
 {
     void *p = qh_method_params_new(m);
     for (; kv && kv[0]; kv += 2)
-        if (qh_method_param_find(m, kv[0]) && qh_method_params_set(m, p, kv[0], kv[1]) != QH_OK)
-            printf("note: %s\n", qh_last_error());
+        if (qh_method_params_set(m, p, kv[0], kv[1]) != QH_OK)
+            QH_CHECK(0, "%s: parameter %s = %s: %s", m->name, kv[0], kv[1], qh_last_error());
     return p;
 }
 
-/* Runs method `name` with key/value overrides (keys the method lacks are skipped). */
+/* Runs method `name` with key/value overrides (each must be the method's). */
 static int quantize(const char *name, const char *const *kv, const qh_matd *W, const qh_matd *H,
                     int bits, uint64_t seed, qh_result *res, int ref)
 {
@@ -151,6 +154,28 @@ static void test_registry(void)
     free(p);
 }
 
+/* The defaults both drivers take: QuIP's rms grid under any incoherence for
+ * rows with a grid, the row's own defaults otherwise (and for other rows). */
+static void test_params_defaults_for(void)
+{
+    for (const qh_method_type *const *m = qh_method_registry(); *m; m++) {
+        const qh_param_desc *grid = qh_method_param_find(*m, "grid");
+        void *p = qh_method_params_new(*m), *d = qh_method_params_new(*m);
+        for (const qh_incoh_row *r = qh_incoh_table(); r->name; r++) {
+            char buf[64] = "";
+            QH_CHECK(qh_method_params_defaults_for(*m, p, r->kind) == QH_OK, "%s under %s", (*m)->name, r->name);
+            if (grid) qh_param_format(grid, p, buf, sizeof buf);
+            int want_rms = grid && r->kind != QH_INCOH_NONE;
+            QH_CHECK(want_rms ? !strcmp(buf, "rms") : !memcmp(p, d, (*m)->params_size),
+                     "%s under %s: %s", (*m)->name, r->name, want_rms ? "grid rms" : "the row's defaults");
+        }
+        QH_CHECK(qh_method_params_defaults_for(*m, p, QH_INCOH_NONE) == QH_OK && !memcmp(p, d, (*m)->params_size),
+                 "%s: back to the row's defaults without incoherence", (*m)->name);
+        free(p);
+        free(d);
+    }
+}
+
 /* ---- fast vs reference ---------------------------------------------------- */
 
 static void test_fast_vs_ref(void)
@@ -159,9 +184,11 @@ static void test_fast_vs_ref(void)
     static const char *const variants[][8] = {
         { NULL },
         { "rounding", "stochastic", NULL },
-        { "grid", "rms", "order", "forward", "act_order", "1", NULL },
+        { "grid", "rms", "order", "forward", NULL },
         { "blocksize", "7", NULL },
     };
+    /* gptq's counterpart of ldlq's variant 2: act_order where ldlq has order */
+    static const char *const gptq_v2[] = { "grid", "rms", "act_order", "1", NULL };
     for (const qh_method_type *const *m = qh_method_registry(); *m; m++) {
         if (!(*m)->quantize_ref) continue;
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
@@ -171,8 +198,9 @@ static void test_fast_vs_ref(void)
                 qh_result fast, ref;
                 qh_result_init(&fast);
                 qh_result_init(&ref);
-                int st1 = quantize((*m)->name, variants[v], W, H, 3, 5, &fast, 0);
-                int st2 = quantize((*m)->name, variants[v], W, H, 3, 5, &ref, 1);
+                const char *const *kv = v == 2 && !qh_method_param_find(*m, "order") ? gptq_v2 : variants[v];
+                int st1 = quantize((*m)->name, kv, W, H, 3, 5, &fast, 0);
+                int st2 = quantize((*m)->name, kv, W, H, 3, 5, &ref, 1);
                 QH_CHECK(st1 == QH_OK && st2 == QH_OK, "%s %zux%zu v%zu runs: %s", (*m)->name, r, c, v,
                          qh_last_error());
                 if (st1 == QH_OK && st2 == QH_OK) {
@@ -194,7 +222,9 @@ static void test_fast_vs_ref(void)
         qh_result a, b;
         qh_result_init(&a);
         qh_result_init(&b);
-        const char *kv[] = { "group", "32", "order", "forward", NULL };
+        const char *kv_all[] = { "group", "32", "order", "forward", NULL };
+        const char **kv = kv_all;
+        if (!qh_method_param_find(qh_method_find(*name), "order")) kv[2] = NULL;   /* gptq: forward always */
         QH_CHECK(quantize(*name, kv, W, H, 4, 1, &a, 0) == QH_OK && quantize(*name, kv, W, H, 4, 1, &b, 1) == QH_OK,
                  "%s group 32 runs", *name);
         QH_CHECK(a.What && b.What && count_close(a.What, b.What, 1e-9) == 9 * 96,
@@ -215,11 +245,12 @@ static void test_gptq_equals_forward_ldlq(void)
 {
     /* The reference's check: n = 48, W ∈ [0, 7]^{64×48}, integer grid, no clamp, no damping. */
     qh_matd *W = uniform_W(64, 48, 0.0, 7.0, 1), *H = random_H(48, 60, 21);
+    const char *kv_g[] = { "grid", "integer", "clamp", "0", "damp", "0", NULL };
     const char *kv[] = { "grid", "integer", "clamp", "0", "damp", "0", "order", "forward", NULL };
     qh_result g, l;
     qh_result_init(&g);
     qh_result_init(&l);
-    QH_CHECK(quantize("gptq", kv, W, H, 3, 0, &g, 0) == QH_OK && quantize("ldlq", kv, W, H, 3, 0, &l, 0) == QH_OK,
+    QH_CHECK(quantize("gptq", kv_g, W, H, 3, 0, &g, 0) == QH_OK && quantize("ldlq", kv, W, H, 3, 0, &l, 0) == QH_OK,
              "gptq and forward ldlq run");
     size_t eq = count_equal(g.What, l.What);
     QH_CHECK(eq == 64 * 48, "GPTQ == forward LDLQ bit-identical on the integer grid: %zu / %d", eq, 64 * 48);
@@ -234,7 +265,7 @@ static void test_gptq_equals_forward_ldlq(void)
     const char *kv2[] = { "order", "forward", NULL };
     qh_result_init(&g);
     qh_result_init(&l);
-    QH_CHECK(quantize("gptq", kv2, W, H, 3, 0, &g, 0) == QH_OK && quantize("ldlq", kv2, W, H, 3, 0, &l, 0) == QH_OK,
+    QH_CHECK(quantize("gptq", NULL, W, H, 3, 0, &g, 0) == QH_OK && quantize("ldlq", kv2, W, H, 3, 0, &l, 0) == QH_OK,
              "gptq and forward ldlq run (minmax)");
     double frac = (double)count_equal(g.What, l.What) / (64.0 * 256.0);
     QH_CHECK(frac >= 0.999, "GPTQ vs forward LDLQ, minmax grid: agreement %.6f >= 0.999", frac);
@@ -300,6 +331,7 @@ static void test_theorem1(void)
     const char *ldlq_st[] = { "grid", "integer", "clamp", "0", "damp", "0", "order", "forward",
                               "rounding", "stochastic", NULL };
     const char *ldlq_nr[] = { "grid", "integer", "clamp", "0", "damp", "0", "order", "forward", NULL };
+    const char *rtn_nr[] = { "grid", "integer", "clamp", "0", NULL };    /* rtn has no damping */
     const char *rtn_st[] = { "grid", "integer", "clamp", "0", "rounding", "stochastic", NULL };
     stat s_ldlq_st = { 0 }, s_ldlq_nr = { 0 }, s_ldlq_rev = { 0 }, s_rtn_nr = { 0 }, s_rtn_st = { 0 };
     size_t over_worst = 0;
@@ -316,7 +348,7 @@ static void test_theorem1(void)
             stat_add(&s_ldlq_rev, r.proxy_loss);
             over_worst += r.proxy_loss > (double)m / 4.0 * trDrev;
         }
-        if (quantize("rtn", base, W, H, 2, d, &r, 0) == QH_OK) stat_add(&s_rtn_nr, r.proxy_loss);
+        if (quantize("rtn", rtn_nr, W, H, 2, d, &r, 0) == QH_OK) stat_add(&s_rtn_nr, r.proxy_loss);
         if (quantize("rtn", rtn_st, W, H, 2, d, &r, 0) == QH_OK) stat_add(&s_rtn_st, r.proxy_loss);
         qh_result_free(&r);
         qh_matd_free(W);
@@ -358,6 +390,7 @@ static void test_ldlq_beats_nearest(void)
     size_t m = 16, n = 32, n_h = qh_test_fast() ? 6 : 20, draws = 20, worse = 0;
     double sum_ldlq = 0.0, sum_rtn = 0.0;
     const char *kv[] = { "grid", "integer", "clamp", "0", "damp", "0", NULL };
+    const char *kv_rtn[] = { "grid", "integer", "clamp", "0", NULL };
     for (size_t h = 0; h < n_h; h++) {
         qh_matd *H = random_H(n, n + (h % 3) * 8, (uint32_t)(500 + h));
         double a = 0.0, b = 0.0;
@@ -366,7 +399,7 @@ static void test_ldlq_beats_nearest(void)
             qh_result r;
             qh_result_init(&r);
             if (quantize("ldlq", kv, W, H, 2, d, &r, 0) == QH_OK) a += r.proxy_loss;
-            if (quantize("rtn", kv, W, H, 2, d, &r, 0) == QH_OK) b += r.proxy_loss;
+            if (quantize("rtn", kv_rtn, W, H, 2, d, &r, 0) == QH_OK) b += r.proxy_loss;
             qh_result_free(&r);
             qh_matd_free(W);
         }
@@ -397,10 +430,11 @@ static void counterexample(size_t n, double want_ldlq, double want_nearest)
     for (size_t j = 0; j < n; j++)
         for (size_t i = 0; i < n; i++) QH_AT(W, i, j) = j % 2 ? 0.501 : 0.499;
     const char *kv[] = { "grid", "integer", "clamp", "1", "damp", "0", "order", "forward", NULL };
+    const char *kv_rtn[] = { "grid", "integer", "clamp", "1", NULL };
     qh_result l, r;
     qh_result_init(&l);
     qh_result_init(&r);
-    QH_CHECK(quantize("ldlq", kv, W, H, 2, 0, &l, 0) == QH_OK && quantize("rtn", kv, W, H, 2, 0, &r, 0) == QH_OK,
+    QH_CHECK(quantize("ldlq", kv, W, H, 2, 0, &l, 0) == QH_OK && quantize("rtn", kv_rtn, W, H, 2, 0, &r, 0) == QH_OK,
              "counterexample n=%zu runs: %s", n, qh_last_error());
     QH_CHECK_CLOSE(l.proxy_loss, want_ldlq, 0.0, 0.005, "n=%zu: LDLQ det. clamped %.4g vs %.3g", n,
                    l.proxy_loss, want_ldlq);
@@ -524,9 +558,11 @@ static void test_determinism(void)
         qh_result_init(&b);
         qh_result_init(&c);
         int b3 = valid_bits(*mt, 3);
-        int ok = quantize((*mt)->name, kv, W, H, b3, 123, &a, 0) == QH_OK
-                 && quantize((*mt)->name, kv, W, H, b3, 123, &b, 0) == QH_OK
-                 && quantize((*mt)->name, kv, W, H, b3, 124, &c, 0) == QH_OK;
+        /* stochastic rounding where the row has it; the others' own randomness */
+        const char *const *kvm = qh_method_param_find(*mt, "rounding") ? kv : NULL;
+        int ok = quantize((*mt)->name, kvm, W, H, b3, 123, &a, 0) == QH_OK
+                 && quantize((*mt)->name, kvm, W, H, b3, 123, &b, 0) == QH_OK
+                 && quantize((*mt)->name, kvm, W, H, b3, 124, &c, 0) == QH_OK;
         QH_CHECK(ok, "%s runs", (*mt)->name);
         QH_CHECK(ok && !memcmp(a.What->data, b.What->data, m * n * sizeof(double))
                  && a.proxy_loss == b.proxy_loss, "%s: same seed, identical bytes", (*mt)->name);
@@ -689,6 +725,7 @@ static void test_bad_inputs(void)
 int main(void)
 {
     test_registry();
+    test_params_defaults_for();
     test_fast_vs_ref();
     test_gptq_equals_forward_ldlq();
     test_identity_hessian();

@@ -23,6 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "model/family.h"
+#include "model/forward.h"
 #include "model/model.h"
 #include "qh_test.h"
 #include "model/safetensors.h"
@@ -347,9 +349,11 @@ static void test_tiny_opt_variants(void)
     if (st == QH_OK) {
         static const char *const lin[] = { "self_attn.q_proj", "self_attn.k_proj",
             "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2" };
+        static const int kinds[] = { QH_LIN_Q, QH_LIN_K, QH_LIN_V, QH_LIN_O, QH_LIN_UP,
+                                     QH_LIN_DOWN };
         int routed = 1;
         for (int k = 0; k < 6; k++) {
-            const qh_linear *L = &m->blocks[1].lin[k];
+            const qh_linear *L = &m->blocks[1].lin[kinds[k]];
             snprintf(name, sizeof name, "model.decoder.layers.1.%s.weight", lin[k]);
             routed &= same_data(L->W, &tl, name, (size_t)L->out * L->in);
             snprintf(name, sizeof name, "model.decoder.layers.1.%s.bias", lin[k]);
@@ -362,8 +366,25 @@ static void test_tiny_opt_variants(void)
                  && same_data(m->final_norm.w, &tl, "model.decoder.final_layer_norm.weight", 8)
                  && same_data(m->embed_pos, &tl, "model.decoder.embed_positions.weight", 64),
                  "tiny OPT: norms and positions routed");
-        QH_CHECK(m->lm_head == m->embed_tokens && m->blocks[0].lin[QH_LIN_UP].W == NULL,
-                 "tiny OPT: tied head aliases embed_tokens; no up_proj");
+        QH_CHECK(m->lm_head == m->embed_tokens && m->blocks[0].lin[QH_LIN_GATE].W == NULL,
+                 "tiny OPT: tied head aliases embed_tokens; no gate");
+        QH_CHECK(!strcmp(m->blocks[1].lin[QH_LIN_UP].name, "model.decoder.layers.1.fc1")
+                 && !strcmp(m->blocks[1].lin[QH_LIN_DOWN].name, "model.decoder.layers.1.fc2"),
+                 "tiny OPT: fc1 is UP, fc2 is DOWN");
+        /* the stable numbers: OPT q0 k1 v2 o3 fc1 4 fc2 5, keys layer * 8 + number */
+        QH_CHECK(qh_model_n_linear(m) == 6 && qh_model_linear_key(m, 1, QH_LIN_UP) == 12
+                 && qh_model_linear_key(m, 1, QH_LIN_DOWN) == 13
+                 && qh_model_linear_key(m, 0, QH_LIN_O) == 3
+                 && qh_model_linear_number(m, QH_LIN_GATE) == -1
+                 && qh_model_linear_at(m, 4) == QH_LIN_UP && qh_model_linear_at(m, 5) == QH_LIN_DOWN
+                 && qh_model_linear_at(m, 6) == -1
+                 && qh_model_linear_short_name(m, QH_LIN_GATE) == NULL
+                 && !strcmp(qh_model_linear_short_name(m, QH_LIN_UP), "fc1"),
+                 "tiny OPT: stable numbers, keys and short names");
+        QH_CHECK(m->cfg.features.bias == (QH_LIN_ALL & ~QH_LIN_BIT(QH_LIN_GATE))
+                 && m->cfg.features.norm == QH_NORM_LAYER && m->cfg.features.pos == QH_POS_LEARNED
+                 && m->cfg.features.pos_offset == 2 && !m->cfg.features.gated_mlp,
+                 "tiny OPT: features (biases on all six linears, LayerNorm, learned positions)");
         size_t want = 16 * 8 + 8 * 8 + 16 + 2 * (4 * 8 + 4 * 72 + 2 * 16 * 8 + 16 + 8);
         QH_CHECK(qh_model_n_params(m) == want, "tiny OPT params %zu, want %zu",
                  qh_model_n_params(m), want);
@@ -381,15 +402,15 @@ static void test_tiny_opt_variants(void)
     st = qh_model_load(dir, &m);
     QH_CHECK(st == QH_OK, "post-LN projected OPT loads: %s", qh_last_error());
     if (st == QH_OK) {
-        QH_CHECK(!m->cfg.pre_ln && m->final_norm.w == NULL, "post-LN: no final norm");
+        QH_CHECK(!m->cfg.features.pre_ln && m->final_norm.w == NULL, "post-LN: no final norm");
         QH_CHECK(m->project_in.out == 8 && m->project_in.in == 4
                  && same_data(m->project_in.W, &tl, "decoder.project_in.weight", 32)
                  && same_data(m->project_out.W, &tl, "decoder.project_out.weight", 32)
                  && m->project_in.b == NULL, "project_in (8x4) / project_out (4x8)");
         QH_CHECK(m->cfg.embed_dim == 4 && same_data(m->embed_tokens, &tl, "decoder.embed_tokens.weight", 64)
                  && m->lm_head == m->embed_tokens, "embed_tokens (16x4), tied head");
-        QH_CHECK(m->blocks[0].lin[QH_LIN_FC1].b == NULL
-                 && !strcmp(m->blocks[0].lin[QH_LIN_FC1].name, "decoder.layers.0.fc1"),
+        QH_CHECK(m->blocks[0].lin[QH_LIN_UP].b == NULL && m->cfg.features.bias == 0
+                 && !strcmp(m->blocks[0].lin[QH_LIN_UP].name, "decoder.layers.0.fc1"),
                  "no biases; names without model.");
         size_t want = 16 * 4 + 8 * 8 + 2 * 32 + 2 * (4 * 8 + 4 * 64 + 2 * 128);
         QH_CHECK(qh_model_n_params(m) == want, "post-LN OPT params %zu, want %zu",
@@ -410,10 +431,12 @@ static void test_tiny_llama_variants(void)
     if (st == QH_OK) {
         static const char *const lin[] = { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
             "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj" };
+        static const int kinds[] = { QH_LIN_Q, QH_LIN_K, QH_LIN_V, QH_LIN_O, QH_LIN_GATE,
+                                     QH_LIN_DOWN, QH_LIN_UP };
         const int outs[] = { 8, 4, 4, 8, 12, 8, 12 }, ins[] = { 8, 8, 8, 8, 8, 12, 8 };
         int routed = 1;
         for (int k = 0; k < 7; k++) {
-            const qh_linear *L = &m->blocks[0].lin[k];
+            const qh_linear *L = &m->blocks[0].lin[kinds[k]];
             snprintf(name, sizeof name, "model.layers.0.%s.weight", lin[k]);
             routed &= L->out == outs[k] && L->in == ins[k] && L->b == NULL
                       && same_data(L->W, &tl, name, (size_t)L->out * L->in);
@@ -429,8 +452,20 @@ static void test_tiny_llama_variants(void)
                  "rope_theta top level, eos list, head_dim hidden/heads");
         QH_CHECK(qh_model_n_params(m) == 16 * 8 * 2 + 8 + 16 + 64 * 2 + 32 * 2 + 96 * 3,
                  "tiny Llama params %zu", qh_model_n_params(m));
-        QH_CHECK(qh_model_n_linear(m) == 7 && !strcmp(qh_model_linear_short_name(m, QH_LIN_FC2), "down_proj")
+        QH_CHECK(qh_model_n_linear(m) == 7
+                 && !strcmp(qh_model_linear_short_name(m, QH_LIN_DOWN), "down_proj")
+                 && !strcmp(qh_model_linear_short_name(m, QH_LIN_GATE), "gate_proj")
                  && qh_model_linear_short_name(m, 7) == NULL, "Llama linear names");
+        /* the stable numbers predate the kinds' order: gate 4, down 5, up 6 */
+        QH_CHECK(qh_model_linear_key(m, 2, QH_LIN_GATE) == 20
+                 && qh_model_linear_key(m, 2, QH_LIN_DOWN) == 21
+                 && qh_model_linear_key(m, 2, QH_LIN_UP) == 22
+                 && qh_model_linear_at(m, 5) == QH_LIN_DOWN && qh_model_linear_at(m, 6) == QH_LIN_UP,
+                 "Llama stable numbers and keys");
+        QH_CHECK(m->cfg.features.norm == QH_NORM_RMS && m->cfg.features.gated_mlp
+                 && m->cfg.features.act == QH_ACT_SILU && m->cfg.features.pos == QH_POS_ROTARY
+                 && m->cfg.features.rotary_dims == 4 && m->cfg.features.bias == 0,
+                 "Llama features (RMSNorm, gated SiLU, RoPE on all 4 head dims, no biases)");
     }
     qh_model_free(m);
     free_list(&tl);
@@ -442,9 +477,13 @@ static void test_tiny_llama_variants(void)
     st = qh_model_load(dir, &m);
     QH_CHECK(st == QH_OK, "tiny Qwen2 loads: %s", qh_last_error());
     if (st == QH_OK) {
-        QH_CHECK(m->cfg.arch == QH_ARCH_LLAMA && same_data(m->blocks[0].lin[QH_LIN_K].b, &tl,
-                 "layers.0.self_attn.k_proj.bias", 4) && m->blocks[0].lin[QH_LIN_O].b == NULL,
-                 "Qwen2 maps to Llama with q/k/v biases, no o bias");
+        QH_CHECK(m->cfg.family->layout == qh_family_find("llama")->layout
+                 && same_data(m->blocks[0].lin[QH_LIN_K].b, &tl,
+                              "layers.0.self_attn.k_proj.bias", 4)
+                 && m->blocks[0].lin[QH_LIN_O].b == NULL
+                 && m->cfg.features.bias == (QH_LIN_BIT(QH_LIN_Q) | QH_LIN_BIT(QH_LIN_K)
+                                             | QH_LIN_BIT(QH_LIN_V)),
+                 "Qwen2 has the Llama layout with q/k/v biases, no o bias");
         QH_CHECK(m->lm_head == m->embed_tokens, "Qwen2 tied head");
     }
     qh_model_free(m);
@@ -461,6 +500,109 @@ static void test_tiny_llama_variants(void)
                  && m->blocks[0].lin[QH_LIN_O].in == 12 && m->blocks[0].lin[QH_LIN_V].out == 12
                  && same_data(m->blocks[0].lin[QH_LIN_O].W, &tl, "model.layers.0.self_attn.o_proj.weight", 96),
                  "head_dim from config sets q/k/v/o shapes");
+    qh_model_free(m);
+    free_list(&tl);
+}
+
+/* ---- the family table --------------------------------------------------------------- */
+
+/* Every row: a unique model_type that qh_family_find returns; its layout has
+ * q, k, v, o, up and down, and stable numbers 0..n-1 each once (results and
+ * random-stream keys depend on them); the list names every row. */
+static void test_family_table(void)
+{
+    char list[256];
+    qh_family_list(list, sizeof list);
+    QH_CHECK(qh_family_count() >= 4 && qh_family_at(qh_family_count()) == NULL, "family rows");
+    for (size_t i = 0; i < qh_family_count(); i++) {
+        const qh_family *f = qh_family_at(i);
+        const qh_layout *ly = f->layout;
+        int n = 0, seen[8] = { 0 }, ok = 1;
+        for (int k = 0; k < QH_LIN_MAX; k++) {
+            if (!ly->lin[k].name) { ok &= k == QH_LIN_GATE; continue; }
+            n++;
+            ok &= ly->lin[k].number >= 0 && ly->lin[k].number < 8 && !seen[ly->lin[k].number]++;
+        }
+        for (int j = 0; j < n; j++) ok &= seen[j] == 1;
+        ok &= (ly->lin[QH_LIN_GATE].name != NULL) == (f->features.gated_mlp != 0);
+        QH_CHECK(ok, "%s: linears q k v o up down (gate iff gated), numbers 0..%d once each",
+                 f->model_type, n - 1);
+        QH_CHECK(qh_family_find(f->model_type) == f && strstr(list, f->model_type),
+                 "%s: found by name and listed in \"%s\"", f->model_type, list);
+    }
+    QH_CHECK(qh_family_find("gpt2") == NULL, "unknown model_type: no row");
+}
+
+/* Bit-identical logits of two models on the same window. */
+static int same_logits(const qh_model *a, const qh_model *b)
+{
+    int32_t ids[5] = { 1, 7, 3, 15, 0 };
+    size_t n = 5 * (size_t)a->cfg.vocab_size;
+    qh_forward_ws *wa = NULL, *wb = NULL;
+    float *la = malloc(n * sizeof(float)), *lb = malloc(n * sizeof(float));
+    int ok = qh_forward_ws_alloc(a, 5, &wa) == QH_OK && qh_forward_ws_alloc(b, 5, &wb) == QH_OK
+             && qh_forward_window(a, ids, 5, wa, la) == QH_OK
+             && qh_forward_window(b, ids, 5, wb, lb) == QH_OK && !memcmp(la, lb, n * sizeof(float));
+    qh_forward_ws_free(wa);
+    qh_forward_ws_free(wb);
+    free(la);
+    free(lb);
+    return ok;
+}
+
+/* A family that kept Llama's tensor names is one row of the table: "mistral"
+ * (that row alone) loads the same tensors as "llama" into the same model,
+ * features, keys and logits. */
+static void test_llama_layout_row(void)
+{
+    char dir[768];
+    tensor_list tl, tl2;
+    qh_model *a = NULL, *b = NULL;
+    tiny_spec s = tiny_llama;
+    write_tiny(&s, "row_llama", dir, sizeof dir, &tl);
+    int st = qh_model_load(dir, &a);
+    s.model_type = "mistral";
+    write_tiny(&s, "row_mistral", dir, sizeof dir, &tl2);
+    if (st == QH_OK) st = qh_model_load(dir, &b);
+    QH_CHECK(st == QH_OK, "llama and mistral folders load: %s", qh_last_error());
+    if (st == QH_OK) {
+        int same = !memcmp(&a->cfg.features, &b->cfg.features, sizeof a->cfg.features)
+                   && a->cfg.family->layout == b->cfg.family->layout
+                   && !strcmp(b->cfg.model_type, "mistral")
+                   && qh_model_n_params(a) == qh_model_n_params(b);
+        for (int k = 0; k < QH_LIN_MAX; k++) {
+            const qh_linear *la = &a->blocks[0].lin[k], *lb = &b->blocks[0].lin[k];
+            same &= !strcmp(la->name, lb->name) && la->out == lb->out && la->in == lb->in
+                    && !memcmp(la->W, lb->W, sizeof(float) * (size_t)la->out * la->in)
+                    && qh_model_linear_key(a, 0, k) == qh_model_linear_key(b, 0, k);
+        }
+        QH_CHECK(same, "mistral row: same features, linears and keys as llama");
+        QH_CHECK(same_logits(a, b), "mistral row: logits bit-identical to llama's");
+    }
+    qh_model_free(a);
+    qh_model_free(b);
+    free_list(&tl);
+    free_list(&tl2);
+}
+
+/* config.json's bias switches: Llama's attention_bias gives q, k, v and o
+ * biases, which must then be in the file. */
+static void test_bias_switches(void)
+{
+    char dir[768], path[1100];
+    tensor_list tl;
+    qh_model *m = NULL;
+    tiny_spec s = tiny_llama;
+    s.qkv_bias = 1;
+    write_tiny(&s, "bias_switch", dir, sizeof dir, &tl);
+    cJSON *c = tiny_config(&s);
+    cJSON_AddBoolToObject(c, "attention_bias", 1);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    write_json(path, c);
+    cJSON_Delete(c);
+    int st = qh_model_load(dir, &m);
+    QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "layers.0.self_attn.o_proj.bias"),
+             "attention_bias true: o_proj.bias required: %s", qh_last_error());
     qh_model_free(m);
     free_list(&tl);
 }
@@ -683,6 +825,8 @@ static void test_bad_configs(void)
     expect_failure("OPT config missing ffn_dim", dir, QH_ECONFIG, "config.json", "ffn_dim");
     write_config_edit(dir, &tiny_opt, NULL, "model_type", cJSON_CreateString("gpt2"));
     expect_failure("unsupported model_type", dir, QH_ECONFIG, "config.json", "gpt2");
+    expect_failure("unsupported model_type lists the families", dir, QH_ECONFIG,
+                   "supported: opt, llama, mistral, qwen2", NULL);
     write_config_edit(dir, &tiny_opt, NULL, "num_attention_heads", cJSON_CreateString("four"));
     expect_failure("heads not a number", dir, QH_ECONFIG, "config.json", "num_attention_heads");
     write_config_edit(dir, &tiny_opt, NULL, "activation_function", cJSON_CreateString("gelu"));
@@ -753,7 +897,7 @@ static void test_tiny_sharded(void)
     int st = qh_model_load(dir, &m);
     QH_CHECK(st == QH_OK, "tiny sharded OPT loads: %s", qh_last_error());
     if (st == QH_OK)
-        QH_CHECK(same_data(m->blocks[1].lin[QH_LIN_FC2].W, &tl, "model.decoder.layers.1.fc2.weight", 128)
+        QH_CHECK(same_data(m->blocks[1].lin[QH_LIN_DOWN].W, &tl, "model.decoder.layers.1.fc2.weight", 128)
                  && same_data(m->embed_tokens, &tl, "model.decoder.embed_tokens.weight", 128),
                  "sharded: tensors from both shards");
     qh_model_free(m);
@@ -872,10 +1016,10 @@ static void test_opt7m(void)
     QH_CHECK(st == QH_OK, "opt-7m loads: %s", qh_last_error());
     if (st != QH_OK) return;
     const qh_model_config *k = &m->cfg;
-    QH_CHECK(k->arch == QH_ARCH_OPT && !strcmp(k->model_type, "opt") && k->n_layers == 6
+    QH_CHECK(k->family == qh_family_find("opt") && !strcmp(k->model_type, "opt") && k->n_layers == 6
              && k->hidden == 256 && k->n_heads == 4 && k->n_kv_heads == 4 && k->head_dim == 64
              && k->ffn_dim == 1024 && k->vocab_size == 8192 && k->max_pos == 1024
-             && k->embed_dim == 256 && k->pre_ln && k->tied_lm_head, "opt-7m config numbers");
+             && k->embed_dim == 256 && k->features.pre_ln && k->features.tied_head, "opt-7m config numbers");
     QH_CHECK(k->bos_id == 0 && k->eos_id == 2 && k->pad_id == 1, "opt-7m token ids");
     size_t n = qh_model_n_params(m);
     /* embed 8192x256, positions 1026x256, final LN, 6 x (4 (256x256+256) + fc1 + fc2 + 2 LN) */
@@ -886,7 +1030,7 @@ static void test_opt7m(void)
     QH_CHECK(m->lm_head == m->embed_tokens && m->embed_pos && m->final_norm.b
              && m->project_in.W == NULL, "opt-7m tied head, positions, final norm, no projection");
     const char *file = "models/opt-7m/model.safetensors";
-    QH_CHECK(matches_raw(file, "model.decoder.layers.0.fc1.weight", m->blocks[0].lin[QH_LIN_FC1].W, 16),
+    QH_CHECK(matches_raw(file, "model.decoder.layers.0.fc1.weight", m->blocks[0].lin[QH_LIN_UP].W, 16),
              "opt-7m fc1 weights vs independent F16 decode");
     QH_CHECK(matches_raw(file, "model.decoder.layers.5.self_attn.v_proj.bias",
                          m->blocks[5].lin[QH_LIN_V].b, 16), "opt-7m layer 5 v bias");
@@ -894,8 +1038,8 @@ static void test_opt7m(void)
              && matches_raw(file, "model.decoder.final_layer_norm.weight", m->final_norm.w, 16),
              "opt-7m positions and final norm");
     /* spot value: the first fc1 weight is stored as 0x2C5F (bytes 5f 2c) */
-    QH_CHECK(m->blocks[0].lin[QH_LIN_FC1].W[0] == (float)ldexp(1024 + 0x05F, 11 - 25),
-             "opt-7m fc1[0] = 0x2C5F = %.9g", (double)m->blocks[0].lin[QH_LIN_FC1].W[0]);
+    QH_CHECK(m->blocks[0].lin[QH_LIN_UP].W[0] == (float)ldexp(1024 + 0x05F, 11 - 25),
+             "opt-7m fc1[0] = 0x2C5F = %.9g", (double)m->blocks[0].lin[QH_LIN_UP].W[0]);
     QH_CHECK(((uintptr_t)m->blocks[3].lin[QH_LIN_Q].W % 64) == 0, "weights 64-byte aligned");
     qh_model_free(m);
 }
@@ -907,15 +1051,15 @@ static void test_llama9m(void)
     QH_CHECK(st == QH_OK, "llama-9m loads: %s", qh_last_error());
     if (st != QH_OK) return;
     const qh_model_config *k = &m->cfg;
-    QH_CHECK(k->arch == QH_ARCH_LLAMA && k->n_layers == 6 && k->hidden == 256 && k->n_heads == 4
+    QH_CHECK(k->family == qh_family_find("llama") && k->n_layers == 6 && k->hidden == 256 && k->n_heads == 4
              && k->n_kv_heads == 2 && k->head_dim == 64 && k->ffn_dim == 768 && k->vocab_size == 8192
-             && !k->tied_lm_head && k->rope_theta == 10000.0 && fabs(k->norm_eps - 1e-5) < 1e-12,
+             && !k->features.tied_head && k->rope_theta == 10000.0 && fabs(k->norm_eps - 1e-5) < 1e-12,
              "llama-9m config numbers");
     size_t n = qh_model_n_params(m);
     size_t closed = 2 * 8192 * 256 + 256 + 6 * (2 * 256 + 2 * 65536 + 2 * 128 * 256 + 3 * 768 * 256);
     QH_CHECK(n == closed && millions_match(n, 8.92), "llama-9m params %zu (README 8.92 M)", n);
     QH_CHECK(m->blocks[2].lin[QH_LIN_K].out == 128 && m->blocks[2].lin[QH_LIN_K].in == 256
-             && m->blocks[2].lin[QH_LIN_UP].out == 768 && m->blocks[2].lin[QH_LIN_FC2].in == 768,
+             && m->blocks[2].lin[QH_LIN_UP].out == 768 && m->blocks[2].lin[QH_LIN_DOWN].in == 768,
              "llama-9m GQA and MLP shapes");
     const char *file = "models/llama-9m/model.safetensors";
     QH_CHECK(m->lm_head != m->embed_tokens && matches_raw(file, "lm_head.weight", m->lm_head, 16),
@@ -936,7 +1080,7 @@ static void test_opt30m(void)
     QH_CHECK(st == QH_OK, "opt-30m (sharded) loads: %s", qh_last_error());
     if (st != QH_OK) return;
     QH_CHECK(m->cfg.n_layers == 8 && m->cfg.hidden == 512 && m->cfg.n_heads == 8
-             && m->cfg.ffn_dim == 2048 && m->cfg.tied_lm_head, "opt-30m config numbers");
+             && m->cfg.ffn_dim == 2048 && m->cfg.features.tied_head, "opt-30m config numbers");
     size_t n = qh_model_n_params(m);
     QH_CHECK(n == 29939712 && millions_match(n, 29.94), "opt-30m params %zu (README 29.94 M, index 29939712)", n);
     /* compare one tensor from each shard the index names for it */
@@ -947,7 +1091,7 @@ static void test_opt30m(void)
     cJSON *idx = text ? cJSON_ParseWithLength(text, len) : NULL;
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(idx, "weight_map");
     const char *names[] = { "model.decoder.layers.0.fc1.weight", "model.decoder.layers.7.fc2.weight" };
-    const float *ptrs[] = { m->blocks[0].lin[QH_LIN_FC1].W, m->blocks[7].lin[QH_LIN_FC2].W };
+    const float *ptrs[] = { m->blocks[0].lin[QH_LIN_UP].W, m->blocks[7].lin[QH_LIN_DOWN].W };
     for (int i = 0; i < 2; i++) {
         const cJSON *shard = cJSON_GetObjectItemCaseSensitive(map, names[i]);
         char spath[512];
@@ -968,6 +1112,9 @@ int main(void)
     test_writer_round_trip();
     test_tiny_opt_variants();
     test_tiny_llama_variants();
+    test_family_table();
+    test_llama_layout_row();
+    test_bias_switches();
     test_tiny_sharded();
     test_bad_files();
     test_bad_headers();

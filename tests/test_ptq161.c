@@ -8,8 +8,13 @@
  *   - analytic gradients against central finite differences (rel. < 1e-5);
  *   - Adam lowers the proxy loss (non-increasing over 0, 25, 50, 100, 200
  *     steps, final < initial); determinism; awkward shapes with a dead input;
- *     bad input (bits 2, missing H, NaN, non-PSD H). */
+ *     bad input (bits 2, missing H, NaN, non-PSD H);
+ *   - the row's block ops: wants follows objective, epochs the parameter; the
+ *     state quantize fills reconstructs the row's Ŵ bit for bit; step is one
+ *     Adam step of (α, r1, r2) from ∂ℓ/∂Ŵ (qh_ptq161_param_grad +
+ *     qh_adam_step, checked bytewise) whose moments restart at step 1. */
 #include "ptq161.h"
+#include "qh_adam.h"
 #include "qh_linalg.h"
 #include "qh_method.h"
 #include "qh_rng.h"
@@ -50,7 +55,7 @@ static int run(const char *const *kv, const qh_matd *W, const qh_matd *H, int bi
 {
     void *p = qh_method_params_new(&qh_method_ptq161);
     for (; kv && kv[0]; kv += 2)
-        if (qh_method_params_set(&qh_method_ptq161, p, kv[0], kv[1]) != QH_OK) printf("note: %s\n", qh_last_error());
+        QH_CHECK(qh_method_params_set(&qh_method_ptq161, p, kv[0], kv[1]) == QH_OK, "param %s = %s: %s", kv[0], kv[1], qh_last_error());
     qh_problem pb = { W, H, bits, 0, 0, "layers.2.q_proj", NULL };
     int st = qh_quantize(&qh_method_ptq161, p, &pb, NULL, NULL, r);
     free(p);
@@ -275,6 +280,116 @@ static void test_small_shapes(void)
     }
 }
 
+/* ---- the block stage's ops ------------------------------------------------------------ */
+
+static void check_wants_epochs(const qh_block_ops *ops)
+{
+    void *p = qh_method_params_new(&qh_method_ptq161);
+    QH_CHECK(ops->wants(p) == 1, "default objective (block) wants the block stage");
+    QH_CHECK(qh_method_params_set(&qh_method_ptq161, p, "epochs", "7") == QH_OK && ops->epochs(p) == 7,
+             "epochs = the parameter");
+    QH_CHECK(qh_method_params_set(&qh_method_ptq161, p, "objective", "layer") == QH_OK && !ops->wants(p),
+             "objective layer does not want it");
+    free(p);
+}
+
+/* G = 2 (Ŵ − W) H, the proxy's ∂ℓ/∂Ŵ at the state's Ŵ. */
+static qh_matd *proxy_grad(const qh_block_ops *ops, const void *p, const void *state,
+                           const qh_matd *W, const qh_matd *H)
+{
+    size_t m = W->rows, n = W->cols;
+    qh_matd *D = qh_matd_alloc(m, n), *G = qh_matd_alloc(m, n);
+    ops->reconstruct(p, state, D);
+    for (size_t k = 0; k < m * n; k++) D->data[k] -= W->data[k];
+    qh_lin_dgemm('N', 'N', m, n, n, 2.0, D->data, m, H->data, H->ld, 0.0, G->data, m);
+    qh_matd_free(D);
+    return G;
+}
+
+/* (α, r1, r2) of a state to and from one vector of 2m + n. */
+static void pack(const qh_ptq161_state *s, double *x)
+{
+    memcpy(x, s->alpha, s->rows * sizeof *x);
+    memcpy(x + s->rows, s->r1, s->rows * sizeof *x);
+    memcpy(x + 2 * s->rows, s->r2, s->cols * sizeof *x);
+}
+
+static void unpack(qh_ptq161_state *s, const double *x)
+{
+    memcpy(s->alpha, x, s->rows * sizeof *x);
+    memcpy(s->r1, x + s->rows, s->rows * sizeof *x);
+    memcpy(s->r2, x + 2 * s->rows, s->cols * sizeof *x);
+}
+
+/* What one step from G should give: fresh moments, step 1, the row's lrs. */
+static void expected_step(const qh_ptq161_state *s, const qh_matd *G, double *x)
+{
+    size_t m = s->rows, n = s->cols, c = 2 * m + n;
+    double *g = malloc(c * sizeof *g), *mo = calloc(2 * c, sizeof *mo);
+    pack(s, x);
+    qh_ptq161_model md = qh_ptq161_state_model(s);
+    qh_ptq161_param_grad(&md, s->alpha, s->r1, s->r2, G, g, g + m, g + 2 * m);
+    qh_adam_moments a = { mo, mo + c }, b = { mo + m, mo + c + m }, r = { mo + 2 * m, mo + c + 2 * m };
+    qh_adam_step(x, g, &a, m, 5e-4, 1);
+    qh_adam_step(x + m, g + m, &b, m, 1e-3, 1);
+    qh_adam_step(x + 2 * m, g + 2 * m, &r, n, 1e-3, 1);
+    free(g);
+    free(mo);
+}
+
+static void test_block_ops(void)
+{
+    const qh_block_ops *ops = qh_method_ptq161.block;
+    QH_CHECK(ops && ops->setting && ops->wants && ops->epochs && ops->state_new && ops->state_free &&
+             ops->state_shape && ops->reconstruct && ops->step, "the ptq161 row declares block ops");
+    if (!ops) return;
+    check_wants_epochs(ops);
+    size_t m = 12, n = 40, sm = 1, sn = 1, c = 2 * m + n;
+    qh_matd *W = random_W(m, n, 9), *H = planted_H(n, 80, NULL, 9), *What = qh_matd_alloc(m, n);
+    void *p = qh_method_params_new(&qh_method_ptq161);
+    qh_ptq161_state *s = ops->state_new();
+    ops->state_shape(s, &sm, &sn);
+    QH_CHECK(sm == 0 && sn == 0, "a new state is empty (0 x 0)");
+    QH_CHECK(qh_method_params_set(&qh_method_ptq161, p, "steps", "25") == QH_OK, "steps 25");
+    qh_problem pb = { W, H, 1, 0, 0, "layers.0.fc1", s };
+    qh_result r;
+    qh_result_init(&r);
+    QH_CHECK(qh_quantize(&qh_method_ptq161, p, &pb, NULL, NULL, &r) == QH_OK, "quantize: %s", qh_last_error());
+    ops->state_shape(s, &sm, &sn);
+    ops->reconstruct(p, s, What);
+    QH_CHECK(sm == m && sn == n && !memcmp(What->data, r.What->data, m * n * sizeof(double)),
+             "quantize fills the state (%zu x %zu); reconstruct = the row's W-hat bitwise", sm, sn);
+
+    qh_matd *G = proxy_grad(ops, p, s, W, H);
+    double *start = malloc(c * sizeof *start), *want = malloc(c * sizeof *want), *got = malloc(c * sizeof *got);
+    pack(s, start);
+    expected_step(s, G, want);
+    int st = ops->step(p, s, G, 1);
+    pack(s, got);
+    QH_CHECK(st == QH_OK && !memcmp(got, want, c * sizeof *want),
+             "step 1 = one Adam step of (alpha, r1, r2) with lr_alpha, lr_r (bitwise)");
+    st = ops->step(p, s, G, 2);
+    if (st == QH_OK) st = ops->step(p, s, G, 3);
+    pack(s, got);
+    QH_CHECK(st == QH_OK && memcmp(got, want, c * sizeof *want), "steps 2, 3 move on");
+    unpack(s, start);
+    st = ops->step(p, s, G, 1);
+    pack(s, got);
+    QH_CHECK(st == QH_OK && !memcmp(got, want, c * sizeof *want),
+             "step 1 again starts from zero moments (bitwise as the first)");
+    free(start);
+    free(want);
+    free(got);
+    qh_matd_free(G);
+    qh_result_free(&r);
+    ops->state_free(s);
+    ops->state_free(NULL);
+    free(p);
+    qh_matd_free(W);
+    qh_matd_free(H);
+    qh_matd_free(What);
+}
+
 int main(void)
 {
     test_bits();
@@ -283,5 +398,6 @@ int main(void)
     test_optimisation();
     test_small_shapes();
     test_bad_input();
+    test_block_ops();
     return qh_test_summary();
 }

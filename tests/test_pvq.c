@@ -361,7 +361,8 @@ static int run_pvq(const char *const *kv, const qh_matd *W, const qh_matd *H, in
 {
     void *p = qh_method_params_new(&qh_method_pvq);
     for (; kv && kv[0]; kv += 2)
-        if (qh_method_params_set(&qh_method_pvq, p, kv[0], kv[1]) != QH_OK) printf("note: %s\n", qh_last_error());
+        if (qh_method_params_set(&qh_method_pvq, p, kv[0], kv[1]) != QH_OK)
+            QH_CHECK(0, "pvq parameter %s = %s: %s", kv[0], kv[1], qh_last_error());
     qh_problem pb = { W, H, bits, 0, 0, "layers.0.fc1", NULL };
     int st = qh_quantize(&qh_method_pvq, p, &pb, ip, NULL, r);
     free(p);
@@ -384,7 +385,7 @@ static size_t structure_violations(const qh_result *r, size_t D, unsigned K, con
                 double y = QH_AT(r->What_proc, i, c0 + j) * K / l1;
                 bad += fabs(y - round(y)) > 1e-9;
             }
-            double a = sqrt(l2) / r->grid.step[i];
+            double a = sqrt(l2) / r->row_scale[i];
             bad += fabs(a - levels[qh_pvq_nearest_level(levels, L, a)]) > 1e-12;
         }
     return bad;
@@ -409,7 +410,9 @@ static void test_method_structure(void)
         QH_CHECK(structure_violations(&r, 8, K, lv, 16) == 0, "every group is s*a_l*y/|y| on P(8, 4)");
         double rn = 0;
         for (size_t j = 0; j < n; j++) rn += QH_AT(W, 5, j) * QH_AT(W, 5, j);
-        QH_CHECK_CLOSE(r.grid.step[5], sqrt(rn), 0, 1.0 / 2048.0, "row scale is the FP16 row norm");
+        QH_CHECK(r.row_scale && !r.grid.step && r.n_iterations == 0, "row scales of their own, no grid");
+        if (r.row_scale)
+            QH_CHECK_CLOSE(r.row_scale[5], sqrt(rn), 0, 1.0 / 2048.0, "row scale is the FP16 row norm");
         QH_CHECK(!strcmp(r.order, "natural") && r.col_order[7] == 7 && r.damp_used == 0.01, "layout, damping");
         QH_NOTE("pvq 32x64 2 bits: K = %u, nominal %.4f + side %.4f bpw (driver reports %g + %g)", K, nominal,
                 side, r.bits_nominal, r.bits_side);
@@ -585,7 +588,7 @@ static void test_method_two_groups(void)
     QH_CHECK(qh_pvq_bits(&p, 3, n, &K, NULL, NULL) == QH_OK && qh_pvq_amp_levels(8, n, 4, lv) == QH_OK, "K, levels");
     size_t agree = 0;
     for (size_t i = 0; i < m; i++) {
-        ref_ctx c = { lv, 16, K, r.grid.step[i] };
+        ref_ctx c = { lv, 16, K, r.row_scale[i] };
         double w1[8], x2[8], q1[8], q2[8];
         for (int j = 0; j < 8; j++) { w1[j] = QH_AT(W, i, j); x2[j] = QH_AT(W, i, 8 + j); }
         ref_group(&c, w1, S, q1);

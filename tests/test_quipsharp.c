@@ -48,7 +48,8 @@ static int run(const char *const *kv, const qh_matd *W, const qh_matd *H, int bi
     const qh_method_type *m = &qh_method_quipsharp;
     void *p = qh_method_params_new(m);
     for (; kv && kv[0]; kv += 2)
-        if (qh_method_params_set(m, p, kv[0], kv[1]) != QH_OK) printf("note: %s\n", qh_last_error());
+        if (qh_method_params_set(m, p, kv[0], kv[1]) != QH_OK)
+            QH_CHECK(0, "quipsharp parameter %s = %s: %s", kv[0], kv[1], qh_last_error());
     qh_problem pb = { W, H, bits, 0, 0, "layers.0.fc1", NULL };
     qh_incoh_params ip = { .kind = QH_INCOH_HADAMARD, .seed = 3, .layer = 0 };
     int st = qh_quantize(m, p, &pb, incoh ? &ip : NULL, NULL, r);
@@ -165,6 +166,9 @@ static void test_two_bit_hadamard(void)
              && r.col_order[n - 1] == 7, "col_order: last 8-block first, ascending inside");
     QH_CHECK(r.bits_nominal == 2.0 && fabs(r.bits_side - 16.0 / (double)(m * n)) < 1e-15 && r.incoh_side_bits == 0.0,
              "bits: nominal 2, side 16/(mn) (one FP16 Wscale; seeded signs cost 0): %g", r.bits_side);
+    size_t same = 0;
+    for (size_t i = 0; r.row_scale && i < m; i++) same += r.row_scale[i] == ws;
+    QH_CHECK(same == m && !r.grid.step, "Wscale on every row of row_scale (%zu of %zu), no grid", same, m);
     size_t off = 0;
     for (size_t i = 0; i < m; i++)
         for (size_t k = 0; k < n; k += 8) {
@@ -225,7 +229,8 @@ static void test_two_bit_hadamard(void)
     qh_result_free(&r2);
     const char *tune[] = { "tune_iters", "10", NULL };
     qh_result_init(&r2);
-    QH_CHECK(run(tune, W, H, 2, 1, &r2) == QH_OK && r2.n_greedy_passes == 10, "tune_iters 10 runs");
+    QH_CHECK(run(tune, W, H, 2, 1, &r2) == QH_OK && r2.n_iterations == 10
+             && r2.n_greedy_passes == 0, "tune_iters 10 runs, counted as iterations");
     QH_NOTE("tune_iters 10: proxy %.6g (plain BlockLDLQ %.6g)", r2.proxy_loss, r.proxy_loss);
     QH_CHECK(r2.proxy_loss < lnear, "tuned BlockLDLQ still beats nearest (%.6g < %.6g)", r2.proxy_loss, lnear);
     qh_result_free(&r2);

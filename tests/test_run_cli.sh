@@ -2,7 +2,8 @@
 # tests/test_run_cli.sh -- `qh run` end to end on the vendored opt-7m with a
 # tiny sweep: results files, resumability, byte-identical reruns outside
 # /provenance, a failed cell recorded while the sweep goes on, a killed run
-# leaving no corrupt file, and bad configurations rejected with the key path.
+# leaving no corrupt file, `qh layer` agreeing with `qh run` on the same cell,
+# and bad configurations rejected with the key path.
 # The float32 baseline's first three windows must reproduce reference.json.
 # Needs $QH, h5dump and h5diff (hdf5-tools); run from the repository root.
 . "$(dirname "$0")/lib.sh"
@@ -117,6 +118,23 @@ if [ "$fast" = 0 ]; then
         && ok "block objective: two runs identical outside /provenance" || bad "block objective runs differ"
 else echo "SKIP: block-objective rerun under QH_TEST_FAST"; skip=$((skip + 1)); fi
 
+# `qh layer` and `qh run` draw the same random streams for a linear (key of
+# layer and kind): with the same calibration, block 0 (whose Hessians come
+# from the float model in both) gets the same Ŵ, so the same proxies, under
+# kron rotations that differ per linear.
+"$QH" layer --model models/opt-7m --tensor 'model.decoder.layers.0.*' --method ldlq --bits 4 \
+    --incoherence kron,hadamard --nsamples 2 --seqlen 128 --out "$tmp/l" --quiet; rc=$?
+[ "$rc" = 0 ] && [ -e "$tmp/l/opt-7m.ldlq+incoh.w4.s0.h5" ] && [ -e "$tmp/l/opt-7m.ldlq+rht.w4.s0.h5" ] \
+    && ok "qh layer names kron and hadamard files +incoh and +rht" || bad "qh layer: rc $rc, $(ls "$tmp/l" 2>&1)"
+for c in proxy proxy_proc mu_What; do
+    lay=$(col "$tmp/l/opt-7m.ldlq+incoh.w4.s0.h5" $c); run=$(col "$tmp/a/opt-7m.ldlq+incoh.w4.s0.h5" $c | head -6)
+    [ "$(echo "$lay" | wc -l)" = 6 ] && [ "$lay" = "$run" ] && [ "$(echo "$lay" | sort -u | wc -l)" = 6 ] \
+        && ok "block 0 $c: qh layer equals qh run on all 6 linears" || bad "block 0 $c: layer '$lay' run '$run'"
+done
+out=$("$QH" layer --model models/opt-7m --method ldlq --bits 4 --incoherence fft --out "$tmp/l" 2>&1); rc=$?
+[ "$rc" = 2 ] && grep -qF 'unknown incoherence "fft" (expected one of: none, kron, hadamard)' <<< "$out" \
+    && ok "qh layer: unknown incoherence lists the valid names" || bad "qh layer --incoherence fft: rc $rc: $out"
+
 # Bad configurations name the key path.
 bad_config() {   # NAME JSON-SED EXPECTED-MESSAGE
     sed "$2" "$tmp/sweep.json" > "$tmp/bad.json"
@@ -126,6 +144,8 @@ bad_config() {   # NAME JSON-SED EXPECTED-MESSAGE
 bad_config "unknown key" 's/"seeds"/"sedes"/' 'unknown key "sedes"'
 bad_config "unknown method" 's/"gptq"/"gptqq"/' 'methods[1].method: unknown method "gptqq"'
 bad_config "bad parameter" 's/{ "method": "rtn" }/{ "method": "rtn", "params": { "rounding": "up" } }/' 'methods[0].params.rounding'
+bad_config "unknown incoherence" 's/"kron"/"fft"/' \
+    'methods[2].incoherence: unknown incoherence "fft" (expected one of: none, kron, hadamard)'
 bad_config "bits out of range" 's/"bits": \[4\]/"bits": [12]/' 'bits[0]'
 bad_config "block objective under incoherence" \
     's/{ "method": "ldlq", "incoherence": "kron" }/{ "method": "ptq161", "incoherence": "kron" }/' \

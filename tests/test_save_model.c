@@ -36,8 +36,9 @@ static void check_model(const char *dir)
         QH_CHECK(same, "%s: every decoder linear round-trips exactly", dir);
         size_t emb = (size_t)m->cfg.vocab_size * m->cfg.embed_dim;
         QH_CHECK(!memcmp(m->embed_tokens, r->embed_tokens, emb * sizeof(float)), "%s: embeddings kept", dir);
-        QH_CHECK(!memcmp(m->lm_head, r->lm_head, emb * sizeof(float)) && r->cfg.tied_lm_head == m->cfg.tied_lm_head,
-                 "%s: head kept (tied %d)", dir, m->cfg.tied_lm_head);
+        QH_CHECK(!memcmp(m->lm_head, r->lm_head, emb * sizeof(float))
+                 && r->cfg.features.tied_head == m->cfg.features.tied_head,
+                 "%s: head kept (tied %d)", dir, m->cfg.features.tied_head);
         int32_t ids[64];
         for (int i = 0; i < 64; i++) ids[i] = (i * 131 + 7) % 8000;
         qh_eval_result ra, rb;

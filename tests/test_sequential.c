@@ -25,10 +25,11 @@ static int log_visit(const qh_model *m, int layer, int kind, qh_matd *W, const q
 {
     visit_log *log = user;
     const qh_linear *lin = &m->blocks[layer].lin[kind];
-    log->order_ok &= (layer > log->last_layer || (layer == log->last_layer && kind > log->last_kind));
+    int number = qh_model_linear_number(m, kind);  /* results list a block's linears by it */
+    log->order_ok &= (layer > log->last_layer || (layer == log->last_layer && number > log->last_kind));
     log->order_ok &= W->rows == (size_t)lin->out && W->cols == (size_t)lin->in && H->rows == W->cols;
     log->last_layer = layer;
-    log->last_kind = kind;
+    log->last_kind = number;
     log->n_visits++;
     if (layer == 0 && kind == QH_LIN_Q && !log->H_q0) log->H_q0 = qh_matd_copy(H);
     if (layer == log->zero_layer) {
@@ -51,7 +52,7 @@ static void check_first_hessian(const qh_model *m, const int32_t *win, size_t ns
     for (size_t s = 0; s < ns; s++) {
         QH_CHECK(qh_forward_embed(m, win + s * L, L, ws, x) == QH_OK, "embed");
         const qh_norm *nrm = &m->blocks[0].attn_norm;
-        if (m->cfg.arch == QH_ARCH_OPT)
+        if (m->cfg.features.norm == QH_NORM_LAYER)
             qh_layer_norm(x, x, d, L, nrm->w, nrm->b, m->cfg.norm_eps);
         else
             qh_rms_norm(x, x, d, L, nrm->w, m->cfg.norm_eps);
@@ -87,7 +88,7 @@ static void run_model(const char *dir, int n_linear)
     qh_layer_visitor v = { .fn = log_visit, .user = &log };
     QH_CHECK(qh_sequential_visit(m, win, ns, L, &v) == QH_OK, "%s: visit: %s", dir, qh_last_error());
     QH_CHECK(log.n_visits == m->cfg.n_layers * n_linear && log.order_ok,
-             "%s: %d visits in model order (want %d)", dir, log.n_visits, m->cfg.n_layers * n_linear);
+             "%s: %d visits in stable-number order (want %d)", dir, log.n_visits, m->cfg.n_layers * n_linear);
     if (log.H_q0) check_first_hessian(m, win, ns, L, log.H_q0);
 
     /* Zeroing layer 2's weights through the visitor must reach the model. */

@@ -38,6 +38,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define AQLM_MAX_B 16
@@ -710,14 +711,12 @@ static int aqlm_quantize(const void *params, const qh_problem *in, qh_result *ou
     qh_aqlm_ctx c;
     qh_aqlm_ctx_init(&c, in->W, out->H_proc, M, B, p->group, p->epochs, ws.p);
     qh_rng rng = qh_rng_stream(in->seed, in->layer, QH_RNG_AQLM);
-    out->n_greedy_passes = (size_t)qh_aqlm_run(&c, p, &rng);
+    out->n_iterations = (size_t)qh_aqlm_run(&c, p, &rng);
     qh_aqlm_decode(&c, out->What_proc);
 
-    QH_TRY(qh_grid_init(&out->grid, QH_GRID_MINMAX, in->bits, 0, 1.0, m, n, 0));
-    for (size_t r = 0; r < m; r++) {
-        out->grid.step[r] = c.scale[r];
-        out->grid.zero[r] = 0.0;
-    }
+    if (!(out->row_scale = malloc(m * sizeof *out->row_scale)))
+        QH_ERROR(QH_ENOMEM, "%s: row scales of %zu rows", layer_name(in), m);
+    memcpy(out->row_scale, c.scale, m * sizeof *out->row_scale);
     out->bits_nominal = (double)M * B / p->group;
     out->bits_side = ((double)M * ldexp(1.0, B) * p->group * 16.0 + 16.0 * (double)m)
                      / ((double)m * (double)n);

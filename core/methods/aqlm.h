@@ -30,9 +30,8 @@
  *      scale fit for the rounded codebooks, scales rounded to FP16.
  *
  * Result fields: What_proc = decoded Ŵ; H_proc = the damped H; col_order
- * natural, order "natural"; grid = an ungrouped MINMAX-kind grid used only to
- * carry the row scales (grid.step[r] = s_r, zero 0), as pvq does;
- * n_greedy_passes = epochs run; bits_nominal = M·B/g; bits_side =
+ * natural, order "natural"; grid empty (not a scalar grid); row_scale[r] =
+ * s_r; n_iterations = epochs run; bits_nominal = M·B/g; bits_side =
  * (M·2^B·g·16 + 16·m)/(m·n) (FP16 codebooks and one FP16 scale per row,
  * the reference's estimate_nbits_per_parameter).
  *

@@ -30,9 +30,10 @@
  * MSE(Y_q, Y_fq) − log cos terms, with all linears of a block tuned together
  * over 20 epochs of 128 windows (2560 updates, AMP).  This row optimises the
  * layer's own output MSE on the calibration inputs, E‖(Ŵ−W)x‖² = tr(ΔHΔᵀ),
- * exact and full batch; with objective = block (the default) the pipeline
- * then tunes the exported state against the block output as the reference
- * does (experiments/block_tune.h); steps = 0 starts that tuning from the
+ * exact and full batch; with objective = block (the default) the row's
+ * block ops (end of this file: Adam on α, r1, r2 from the block's ∂ℓ/∂Ŵ) go
+ * on tuning the exported state against the block output as the reference
+ * does (experiments/pipeline/block_stage.h); steps = 0 starts that tuning from the
  * reference's initialisation.  The restorative-LoRA preprocessing is out of
  * scope.
  */
@@ -154,7 +155,8 @@ void qh_ptq161_state_free(qh_ptq161_state *s)
     memset(s, 0, sizeof *s);
 }
 
-/* (Re)allocates s for m x n: one block of 3m + n doubles after μ holds α, r1, r2. */
+/* (Re)allocates s for m x n: one block of doubles holds μ, α, r1, r2 (4m + n),
+ * the block step's gradient (2m + n) and its Adam moments (2 (2m + n)). */
 static int state_reserve(qh_ptq161_state *s, size_t m, size_t n)
 {
     if (s->W && s->rows == m && s->cols == n) return QH_OK;
@@ -164,7 +166,7 @@ static int state_reserve(qh_ptq161_state *s, size_t m, size_t n)
     s->W = qh_matd_alloc(m, n);
     s->Qsal = qh_matd_alloc(m, n);
     s->salient = malloc(n);
-    s->mu = malloc((4 * m + n) * sizeof(double));
+    s->mu = malloc((10 * m + 4 * n) * sizeof(double));
     if (!s->W || !s->Qsal || !s->salient || !s->mu) {
         qh_ptq161_state_free(s);
         QH_ERROR(QH_ENOMEM, "ptq161 state (%zu x %zu): out of memory", m, n);
@@ -172,6 +174,8 @@ static int state_reserve(qh_ptq161_state *s, size_t m, size_t n)
     s->alpha = s->mu + m;
     s->r1 = s->alpha + m;
     s->r2 = s->r1 + m;
+    s->grad = s->r2 + n;
+    s->moments = s->grad + 2 * m + n;
     return QH_OK;
 }
 
@@ -320,6 +324,69 @@ static int ptq161_quantize(const void *params, const qh_problem *in, qh_result *
     return QH_OK;
 }
 
+/* ---- the block stage (qh_block_ops) ------------------------------------------ */
+
+static int block_wants(const void *params)
+{
+    return ((const qh_ptq161_params *)params)->objective == QH_PTQ161_OBJECTIVE_BLOCK;
+}
+
+static int block_epochs(const void *params) { return ((const qh_ptq161_params *)params)->epochs; }
+
+static void *block_state_new(void) { return calloc(1, sizeof(qh_ptq161_state)); }
+
+static void block_state_free(void *state)
+{
+    qh_ptq161_state_free(state);
+    free(state);
+}
+
+static void block_state_shape(const void *state, size_t *rows, size_t *cols)
+{
+    const qh_ptq161_state *s = state;
+    *rows = s->W ? s->rows : 0;
+    *cols = s->W ? s->cols : 0;
+}
+
+static void block_reconstruct(const void *params, const void *state, qh_matd *What)
+{
+    (void)params;
+    const qh_ptq161_state *s = state;
+    qh_ptq161_model md = qh_ptq161_state_model(s);
+    qh_ptq161_reconstruct(&md, s->alpha, s->r1, s->r2, What);
+}
+
+/* One Adam step of (α, r1, r2) from G = ∂ℓ/∂Ŵ; μ, the signs and the salient
+ * columns stay fixed. */
+static int block_step(const void *params, void *state, const qh_matd *G, int step_no)
+{
+    const qh_ptq161_params *p = params;
+    qh_ptq161_state *s = state;
+    size_t m = s->rows, n = s->cols;
+    double *mo = s->moments;
+    if (step_no == 1) memset(mo, 0, 2 * (2 * m + n) * sizeof *mo);
+    qh_adam_moments ma = { mo, mo + m }, m1 = { mo + 2 * m, mo + 3 * m },
+                    m2 = { mo + 4 * m, mo + 4 * m + n };
+    double *ga = s->grad, *g1 = ga + m, *g2 = g1 + m;
+    qh_ptq161_model md = qh_ptq161_state_model(s);
+    qh_ptq161_param_grad(&md, s->alpha, s->r1, s->r2, G, ga, g1, g2);
+    qh_adam_step(s->alpha, ga, &ma, m, p->lr_alpha, step_no);
+    qh_adam_step(s->r1, g1, &m1, m, p->lr_r, step_no);
+    qh_adam_step(s->r2, g2, &m2, n, p->lr_r, step_no);
+    return QH_OK;
+}
+
+static const qh_block_ops ptq161_block_ops = {
+    .setting = "objective \"block\"",
+    .wants = block_wants,
+    .epochs = block_epochs,
+    .state_new = block_state_new,
+    .state_free = block_state_free,
+    .state_shape = block_state_shape,
+    .reconstruct = block_reconstruct,
+    .step = block_step,
+};
+
 const qh_method_type qh_method_ptq161 = {
     .name = "ptq161",
     .display = "PTQ1.61",
@@ -336,4 +403,5 @@ const qh_method_type qh_method_ptq161 = {
     .quantize = ptq161_quantize,
     .min_bits = 1,
     .max_bits = 1,
+    .block = &ptq161_block_ops,
 };

@@ -10,11 +10,12 @@
  * for the gradients and the deviations from the reference).
  *
  * Objective: the row itself always optimises the layer proxy (`steps`);
- * objective = block tells the pipeline to go on tuning (α, r1, r2) of every
- * linear of a decoder block jointly against the block output, as the
- * reference does (`epochs` passes over the calibration windows; see
- * experiments/block_tune.h).  Where there is no block (`qh layer`), the row's
- * layer result is what is measured.
+ * objective = block asks for the row's block stage (qh_method_ptq161.block,
+ * see qh_block_ops): the pipeline goes on tuning (α, r1, r2) of every linear
+ * of a decoder block jointly against the block output, as the reference does
+ * (`epochs` passes over the calibration windows, one Adam step per window,
+ * lr_alpha and lr_r; experiments/pipeline/block_stage.h).  Where there is no
+ * block (`qh layer`), the row's layer result is what is measured.
  *
  * Result fields: What_proc; H_proc = H (undamped: nothing is inverted);
  * col_order natural, order "natural"; grid = the salient_bits MINMAX grid;
@@ -70,17 +71,21 @@ void qh_ptq161_param_grad(const qh_ptq161_model *md, const double *alpha, const 
                           const double *r2, const qh_matd *G, double *g_alpha, double *g_r1,
                           double *g_r2);
 
-/* What the row exports through qh_problem.state_out (a qh_ptq161_state *,
- * zeroed or previously filled: its memory is reused when the shape matches):
- * the processed-basis model (W copy, the mask, the salient values, μ) and
- * the (α, r1, r2) the row ended with, so that a caller can go on tuning the
- * scales against another objective (the pipeline's block objective,
- * experiments/block_tune.h) and rebuild Ŵ with qh_ptq161_reconstruct. */
+/* The block stage's state: what the row exports through qh_problem.state_out
+ * (a qh_ptq161_state *, from qh_method_ptq161.block->state_new or zeroed, or
+ * previously filled: its memory is reused when the shape matches): the
+ * processed-basis model (W copy, the mask, the salient values, μ) and the
+ * (α, r1, r2) the row ended with, which the block ops' step goes on tuning by
+ * Adam against the block output (experiments/pipeline/block_stage.h); Ŵ is
+ * qh_ptq161_reconstruct of them.  grad and moments are that step's memory
+ * (the moments are zeroed at step 1). */
 typedef struct {
     size_t rows, cols;
     qh_matd *W, *Qsal;               /* (m, n) */
     uint8_t *salient;                /* (n) */
     double *mu, *alpha, *r1, *r2;    /* (m), (m), (m), (n) */
+    double *grad;                    /* α (m), r1 (m), r2 (n) */
+    double *moments;                 /* Adam's first and second moments of α, r1, r2 */
 } qh_ptq161_state;
 
 /* The model view of a state (H = NULL). */

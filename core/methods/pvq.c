@@ -42,6 +42,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define PVQ_MAX_AMP_BITS 8
@@ -266,16 +267,16 @@ static int pvq_quantize(const void *params, const qh_problem *in, qh_result *out
                             &out->damp_used));
     fill_layout(out, n);
 
-    /* Step 3: row scales (carried in an ungrouped grid) and amplitude levels. */
+    /* Step 3: row scales (kept in the result) and amplitude levels. */
     size_t L = (size_t)1 << p->amp_bits;
     double *levels = qh_ws_take(&ws, L), *scale = qh_ws_take(&ws, m);
     QH_TRY(qh_pvq_amp_levels((unsigned)D, n, p->amp_bits, levels));
-    QH_TRY(qh_grid_init(&out->grid, QH_GRID_MINMAX, in->bits, 0, 1.0, m, n, 0));
+    if (!(out->row_scale = malloc(m * sizeof *out->row_scale)))
+        QH_ERROR(QH_ENOMEM, "%s: row scales of %zu rows", layer_name(in), m);
     for (size_t r = 0; r < m; r++) {
         double ss = 0.0;
         for (size_t j = 0; j < n; j++) ss += QH_AT(in->W, r, j) * QH_AT(in->W, r, j);
-        scale[r] = out->grid.step[r] = round_fp16(sqrt(ss));
-        out->grid.zero[r] = 0.0;
+        scale[r] = out->row_scale[r] = round_fp16(sqrt(ss));
     }
 
     /* Steps 4-5. */
@@ -292,7 +293,7 @@ static int pvq_quantize(const void *params, const qh_problem *in, qh_result *out
                            qh_ws_take(&ws, D), qh_ws_take(&ws, 2 * D), (int *)(void *)qh_ws_take(&ws, D),
                            (int *)(void *)qh_ws_take(&ws, D) };
     run_groups(&R, out);
-    out->bits_nominal = nominal;           /* the driver currently overwrites these two */
+    out->bits_nominal = nominal;           /* the driver keeps both (they are > 0) */
     out->bits_side = side;
     return QH_OK;
 }

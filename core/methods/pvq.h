@@ -12,10 +12,8 @@
  * error feedback between groups (see pvq.c).
  *
  * Result fields: What_proc; H_proc = the damped H; col_order natural,
- * order "natural"; grid = an ungrouped MINMAX-kind grid used only to carry
- * the row scales (grid.step[r] = s_r, zero 0; its side bits (16 + b)/n are
- * what the driver reports today, see qh_pvq_bits for the exact count);
- * bits_nominal = (log₂V(D, K) + amp_bits)/D, fractional (a row's group
+ * order "natural"; grid empty (not a scalar grid); row_scale[r] = s_r;
+ * n_iterations = 0 (one pass, nothing iterated); bits_nominal = (log₂V(D, K) + amp_bits)/D, fractional (a row's group
  * indices packed in mixed radix), bits_side = 16/n (one FP16 norm per row).
  */
 #ifndef QH_METHOD_PVQ_H

@@ -37,6 +37,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define QS_G QH_E8P_DIM                  /* block size g */
@@ -171,18 +172,18 @@ static double rms_of(const qh_matd *W)
     return sqrt(ss / ((double)W->rows * (double)W->cols));
 }
 
-/* Result bookkeeping that does not depend on the codes. */
-static int fill_layout(const qh_problem *in, double s, double wscale, qh_result *out)
+/* Result bookkeeping that does not depend on the codes: the order, the one
+ * FP16 scale on every row, and its 16 bits over the layer. */
+static int fill_layout(const qh_problem *in, double wscale, qh_result *out)
 {
     size_t m = in->W->rows, n = in->W->cols, idx = 0;
     for (size_t b0 = n; b0 > 0; b0 -= QS_G)
         for (size_t i = 0; i < QS_G; i++) out->col_order[idx++] = b0 - QS_G + i;
     out->order = "reverse";
-    QH_TRY(qh_grid_init(&out->grid, QH_GRID_RMS, in->bits, 0, s, m, n, 0));
-    for (size_t r = 0; r < m; r++) {
-        out->grid.step[r] = wscale;
-        out->grid.zero[r] = 0.0;
-    }
+    if (!(out->row_scale = malloc(m * sizeof *out->row_scale)))
+        QH_ERROR(QH_ENOMEM, "%s: row scales of %zu rows", layer_name(in), m);
+    for (size_t r = 0; r < m; r++) out->row_scale[r] = wscale;
+    out->bits_side = 16.0 / ((double)m * (double)n);
     return QH_OK;
 }
 
@@ -209,7 +210,7 @@ static int quipsharp_quantize(const void *params, const qh_problem *in, qh_resul
     /* Step 3: scale. */
     double s = p->scale_override > 0.0 ? p->scale_override : qh_e8p_opt_scale(in->bits);
     double rms = rms_of(in->W), wscale = rms / s;
-    QH_TRY(fill_layout(in, s, wscale, out));
+    QH_TRY(fill_layout(in, wscale, out));
     if (!(rms > 0.0)) {                              /* W̃ = 0: Ŵ = 0 (E8P has no zero point) */
         for (size_t j = 0; j < n; j++) memset(&QH_AT(out->What_proc, 0, j), 0, m * sizeof(double));
         return QH_OK;
@@ -227,7 +228,7 @@ static int quipsharp_quantize(const void *params, const qh_problem *in, qh_resul
             for (size_t i = 0; i < m; i++) QH_AT(E, i, j) = QH_AT(&Y, i, j) - QH_AT(out->What_proc, i, j);
         qh_matd G = { m, QS_G, m, qh_ws_take(&ws, m * QS_G), 0 };
         tune_passes(&cb, &Y, out->H_proc, p->tune_iters, E, &G, B, out->What_proc);
-        out->n_greedy_passes = (size_t)p->tune_iters;
+        out->n_iterations = (size_t)p->tune_iters;
     }
     /* Step 6. */
     for (size_t j = 0; j < n; j++)
@@ -237,7 +238,7 @@ static int quipsharp_quantize(const void *params, const qh_problem *in, qh_resul
 
 double qh_quipsharp_wscale(const qh_result *r)
 {
-    return r && r->grid.step && r->grid.rows ? r->grid.step[0] : 0.0;
+    return r && r->row_scale && r->rows ? r->row_scale[0] : 0.0;
 }
 
 const qh_method_type qh_method_quipsharp = {

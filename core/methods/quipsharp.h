@@ -10,10 +10,10 @@
  * H rounded against, H + damp·mean(diag H)·I (H's own scale: the method works
  * with H/mean(diag H) + damp·I, which has the same LDL feedback);
  * col_order = the 8-column blocks in processing order (last block first,
- * ascending inside a block), order = "reverse"; grid = an RMS-kind grid used
- * only to carry the one FP16 scale: grid.step[r] = Wscale for every row (so
- * bits_side = 16/(mn) plus the incoherence side bits, 0 for seeded signs);
- * n_greedy_passes = tune passes run.
+ * ascending inside a block), order = "reverse"; grid empty (not a scalar
+ * grid); row_scale[r] = Wscale for every row (one FP16 scale, so bits_side =
+ * 16/(mn) plus the incoherence side bits, 0 for seeded signs);
+ * n_iterations = tune passes run.
  */
 #ifndef QH_METHOD_QUIPSHARP_H
 #define QH_METHOD_QUIPSHARP_H
@@ -28,7 +28,7 @@ typedef struct {
 
 extern const qh_method_type qh_method_quipsharp;
 
-/* Wscale of a quipsharp result (grid.step[0]); 0 when there is none. */
+/* Wscale of a quipsharp result (row_scale[0]); 0 when there is none. */
 double qh_quipsharp_wscale(const qh_result *r);
 
 #endif

@@ -6,17 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "qh_blas.h"
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "qh_clock.h"
 
 int qh_local_threads_per_worker(int jobs)
 {
@@ -34,7 +27,7 @@ int qh_local_threads_per_worker(int jobs)
 static void report_progress(const qh_local_opts *o, size_t i, size_t done, size_t n, int ok, double t0)
 {
     if (o->quiet) return;
-    double el = now_seconds() - t0;
+    double el = qh_seconds() - t0;
     fprintf(stderr, "[%zu/%zu] %s %s (%.0f s elapsed, ETA %.0f s)\n", done, n,
             o->ids && i < n ? o->ids[i] : "?", ok ? "done" : "FAILED", el,
             el / (double)done * (double)(n - done));
@@ -47,7 +40,7 @@ int qh_local_run(qh_local_task_fn run, void *ctx, size_t n, const qh_local_opts 
     pid_t *pids = calloc(n ? n : 1, sizeof *pids);
     size_t next = 0, done = 0;
     int running = 0, failed = 0;
-    double t0 = now_seconds();
+    double t0 = qh_seconds();
     if (!pids) return (int)n;
     fflush(NULL);
     while (done < n) {

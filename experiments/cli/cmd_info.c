@@ -20,11 +20,30 @@ static void usage(FILE *f)
                "  --help        this text\n");
 }
 
+/* The decoder's features in words. */
+static void print_features(const qh_model *m)
+{
+    const qh_model_config *k = &m->cfg;
+    const qh_model_features *f = &k->features;
+    printf("norm         %s, eps %g, %s\n", f->norm == QH_NORM_RMS ? "RMSNorm" : "LayerNorm",
+           (double)k->norm_eps, f->pre_ln ? "pre-LN" : "post-LN");
+    printf("final_norm   %s\n", m->final_norm.w ? "yes" : "no");
+    printf("mlp          %s%s\n", f->gated_mlp ? "gated " : "",
+           f->act == QH_ACT_SILU ? "SiLU" : "ReLU");
+    if (f->pos == QH_POS_ROTARY) {
+        printf("positions    RoPE on %d of %d head dims\n", f->rotary_dims, k->head_dim);
+        printf("rope_theta   %g\n", k->rope_theta);
+    } else {
+        printf("positions    learned, offset %d\n", f->pos_offset);
+    }
+    printf("residual     %s\n", f->parallel_residual ? "parallel" : "sequential");
+}
+
 static void print_config(const qh_model *m)
 {
     const qh_model_config *k = &m->cfg;
     printf("model        %s\n", m->dir);
-    printf("model_type   %s (%s layout)\n", k->model_type, k->arch == QH_ARCH_OPT ? "OPT" : "Llama");
+    printf("model_type   %s (%s layout)\n", k->model_type, k->family->layout->name);
     printf("vocab_size   %d\n", k->vocab_size);
     printf("hidden       %d\n", k->hidden);
     printf("layers       %d\n", k->n_layers);
@@ -32,11 +51,8 @@ static void print_config(const qh_model *m)
     printf("ffn_dim      %d\n", k->ffn_dim);
     printf("max_pos      %d\n", k->max_pos);
     printf("embed_dim    %d%s\n", k->embed_dim, m->project_in.W ? " (project_in/project_out)" : "");
-    printf("norm         %s, eps %g, %s\n", k->arch == QH_ARCH_OPT ? "LayerNorm" : "RMSNorm",
-           (double)k->norm_eps, k->pre_ln ? "pre-LN" : "post-LN");
-    printf("final_norm   %s\n", m->final_norm.w ? "yes" : "no");
-    if (k->arch == QH_ARCH_LLAMA) printf("rope_theta   %g\n", k->rope_theta);
-    printf("lm_head      %s\n", k->tied_lm_head ? "tied to embed_tokens" : "separate");
+    print_features(m);
+    printf("lm_head      %s\n", k->features.tied_head ? "tied to embed_tokens" : "separate");
     printf("tokens       bos %d, eos %d, pad %d\n", k->bos_id, k->eos_id, k->pad_id);
 }
 
@@ -73,14 +89,18 @@ static int print_disk(const char *dir)
     return QH_OK;
 }
 
+/* In model order, each with its stable number (the "kind" of results tables). */
 static void print_block(const qh_model *m)
 {
-    printf("block linears (block 0 shown; all %d blocks have these shapes, W is out x in):\n",
-           m->cfg.n_layers);
+    printf("block linears (block 0 shown; all %d blocks have these shapes, W is out x in;\n"
+           "#: the linear's number in results):\n", m->cfg.n_layers);
     const qh_block *b = &m->blocks[0];
-    for (int k = 0; k < qh_model_n_linear(m); k++)
-        printf("  %-10s %-48s %6d x %-6d %s\n", qh_model_linear_short_name(m, k), b->lin[k].name,
-               b->lin[k].out, b->lin[k].in, b->lin[k].b ? "bias" : "no bias");
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        if (qh_model_linear_number(m, k) < 0) continue;
+        printf("  %-10s #%d %-48s %6d x %-6d %s\n", qh_model_linear_short_name(m, k),
+               qh_model_linear_number(m, k), b->lin[k].name, b->lin[k].out, b->lin[k].in,
+               b->lin[k].b ? "bias" : "no bias");
+    }
 }
 
 int qh_cmd_info(int argc, char **argv)

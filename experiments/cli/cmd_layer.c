@@ -13,11 +13,13 @@
 
 #include "pipeline/calib.h"
 #include "pipeline/cell_file.h"
+#include "pipeline/config.h"
 #include "cli/commands.h"
 #include "pipeline/layer_eval.h"
 #include "model/model.h"
 #include "qh_blas.h"
 #include "qh_method.h"
+#include "qh_path.h"
 #include "pipeline/sequential.h"
 #include "pipeline/synthetic.h"
 #include "tokenizer/tokenizer.h"
@@ -70,7 +72,9 @@ static void usage(FILE *f)
         "                         (with incoherence the grid defaults to QuIP's rms grid)\n"
         "  --param KEY=VALUE      method parameter (repeatable; applies to every listed method\n"
         "                         that has KEY, and at least one must)\n"
-        "  --seed S               seed of every random draw (default 0)\n"
+        "  --seed S               seed of every random draw (default 0); a model's linear draws\n"
+        "                         from streams keyed by its layer and kind, as under `qh run`,\n"
+        "                         so both give the same weights for the same cell and calibration\n"
         "  --calib FILE           calibration text (default data/gutenberg_calib_4M.txt)\n"
         "  --nsamples N           calibration windows (default 128)\n"
         "  --seqlen L             tokens per window (default: the model's context length)\n"
@@ -169,14 +173,6 @@ static int parse_args(int argc, char **argv, layer_opts *o)
     return 0;
 }
 
-static int incoh_from_name(const char *s, qh_incoh_kind *k, const char **suffix)
-{
-    if (!strcmp(s, "none")) { *k = QH_INCOH_NONE; *suffix = ""; return 1; }
-    if (!strcmp(s, "kron")) { *k = QH_INCOH_KRON; *suffix = "+incoh"; return 1; }
-    if (!strcmp(s, "hadamard")) { *k = QH_INCOH_HADAMARD; *suffix = "+rht"; return 1; }
-    return 0;
-}
-
 /* Applies every --param to the methods that know the key; each key must fit one. */
 static int apply_params(const layer_opts *o, combo *cb, size_t n)
 {
@@ -198,6 +194,33 @@ static int apply_params(const layer_opts *o, combo *cb, size_t n)
     return 1;
 }
 
+/* One combination with the defaults `qh run` gives the same entry (grid rms
+ * under incoherence) and its label; 1 on success, else 0 after a message. */
+static int init_combo(combo *c, const char *method, const char *incoh, int bits)
+{
+    c->bits = bits;
+    if (!(c->method = qh_method_find(method))) {
+        char names[256];
+        qh_method_names(names, sizeof names);
+        fprintf(stderr, "qh layer: unknown method '%s' (expected one of: %s)\n", method, names);
+        return 0;
+    }
+    if (qh_incoh_parse(incoh, &c->incoh) != QH_OK) {
+        fprintf(stderr, "qh layer: --incoherence: %s\n", qh_last_error());
+        return 0;
+    }
+    if (!(c->params = qh_method_params_new(c->method))) {
+        fprintf(stderr, "qh layer: out of memory\n");
+        return 0;
+    }
+    if (qh_method_params_defaults_for(c->method, c->params, c->incoh) != QH_OK
+        || qh_config_default_label(c->label, sizeof c->label, c->method->name, c->incoh) != QH_OK) {
+        fprintf(stderr, "qh layer: %s\n", qh_last_error());
+        return 0;
+    }
+    return 1;
+}
+
 static combo *make_combos(const layer_opts *o, size_t *n_out)
 {
     size_t n = o->n_methods * o->n_bits * o->n_incohs, k = 0;
@@ -205,31 +228,10 @@ static combo *make_combos(const layer_opts *o, size_t *n_out)
     if (!cb) return NULL;
     for (size_t mi = 0; mi < o->n_methods; mi++)
         for (size_t ii = 0; ii < o->n_incohs; ii++)
-            for (size_t bi = 0; bi < o->n_bits; bi++, k++) {
-                const char *suffix;
-                cb[k].method = qh_method_find(o->methods[mi]);
-                if (!cb[k].method) {
-                    char names[256];
-                    qh_method_names(names, sizeof names);
-                    fprintf(stderr, "qh layer: unknown method '%s' (expected one of: %s)\n", o->methods[mi], names);
-                    goto fail;
-                }
-                if (!incoh_from_name(o->incohs[ii], &cb[k].incoh, &suffix)) {
-                    fprintf(stderr, "qh layer: --incoherence expects none, kron or hadamard, got '%s'\n", o->incohs[ii]);
-                    goto fail;
-                }
-                cb[k].params = qh_method_params_new(cb[k].method);
-                cb[k].bits = o->bits[bi];
-                /* QuIP rounds processed weights on one symmetric grid at 2.4 RMS
-                 * (qfn 'b'); baseline processing keeps OPTQ's per-row grid.
-                 * An explicit --param grid=... overrides this below. */
-                if (cb[k].incoh != QH_INCOH_NONE && qh_method_param_find(cb[k].method, "grid")
-                    && qh_method_params_set(cb[k].method, cb[k].params, "grid", "rms") != QH_OK)
-                    goto fail;
-                snprintf(cb[k].label, sizeof cb[k].label, "%s%s", cb[k].method->name, suffix);
-            }
+            for (size_t bi = 0; bi < o->n_bits; bi++, k++)
+                if (!init_combo(&cb[k], o->methods[mi], o->incohs[ii], o->bits[bi])) goto fail;
     *n_out = n;
-    if (apply_params(o, cb, n)) return cb;
+    if (apply_params(o, cb, n)) return cb;     /* explicit --param overrides the defaults */
 fail:
     for (size_t i = 0; i < n; i++) free(cb[i].params);
     free(cb);
@@ -250,8 +252,11 @@ typedef struct {
     qh_spectrum_cache spectra;       /* every combination of a layer shares H (and Ĥ per kind) */
 } layer_ctx;
 
-/* Runs every combination on one (W, H) and appends a record to each. */
-static int run_all(layer_ctx *ctx, const char *name, int layer, int kind, const qh_matd *W, const qh_matd *H)
+/* Runs every combination on one (W, H) and appends a record to each; key
+ * seeds the random streams (qh_model_linear_key for a model's linear, as
+ * under `qh run`; 0 for a synthetic matrix). */
+static int run_all(layer_ctx *ctx, const char *name, int layer, int kind, uint32_t key,
+                   const qh_matd *W, const qh_matd *H)
 {
     for (size_t i = 0; i < ctx->n_cb; i++) {
         combo *c = &ctx->cb[i];
@@ -263,8 +268,8 @@ static int run_all(layer_ctx *ctx, const char *name, int layer, int kind, const 
             c->cap = cap;
         }
         qh_incoh_params ip = { c->incoh, ctx->o->rescale && c->incoh != QH_INCOH_NONE, ctx->o->seed,
-                               (uint32_t)(layer < 0 ? 0 : layer), 0 };
-        qh_problem p = { W, H, c->bits, ctx->o->seed, (uint32_t)(layer < 0 ? 0 : layer), name, NULL };
+                               key, 0 };
+        qh_problem p = { W, H, c->bits, ctx->o->seed, key, name, NULL };
         qh_layer_record *rec = &c->recs[c->n_recs++];
         qh_layer_run(c->method, c->params, &ip, &p, layer, kind, &ctx->spectra, rec, NULL);
         if (!ctx->o->quiet)
@@ -283,7 +288,8 @@ static int visit_linear(const qh_model *m, int layer, int kind, qh_matd *W, cons
     const char *name = m->blocks[layer].lin[kind].name;
     *replace = 0;                                  /* Hessians stay full precision */
     if (ctx->o->tensor && fnmatch(ctx->o->tensor, name, 0) != 0) return QH_OK;
-    return run_all(ctx, name, layer, kind, W, H);
+    return run_all(ctx, name, layer, qh_model_linear_number(m, kind),
+                   qh_model_linear_key(m, layer, kind), W, H);
 }
 
 static int run_model(layer_ctx *ctx, qh_model **model_out)
@@ -298,8 +304,9 @@ static int run_model(layer_ctx *ctx, qh_model **model_out)
     if (st != QH_OK) return st;
     *model_out = m;
     size_t seqlen = o->seqlen ? o->seqlen : (size_t)m->cfg.max_pos;
-    snprintf(tokpath, sizeof tokpath, "%s/tokenizer.json", o->model_dir);
-    if ((st = qh_tokenizer_load(tokpath, &tok)) == QH_OK
+    if ((st = qh_path_format(tokpath, sizeof tokpath, "tokenizer path", "%s/tokenizer.json",
+                             o->model_dir)) == QH_OK
+        && (st = qh_tokenizer_load(tokpath, &tok)) == QH_OK
         && (st = qh_tokenize_file(tok, o->calib, &ids, &n_ids)) == QH_OK
         && (st = qh_calib_windows(ids, n_ids, o->nsamples, seqlen, o->seed, o->calib, &win)) == QH_OK) {
         qh_layer_visitor v = { .fn = visit_linear, .user = ctx };
@@ -319,7 +326,7 @@ static int run_synthetic(layer_ctx *ctx)
     qh_matd *W = qh_matd_alloc(o->rows, o->cols), *H = qh_matd_alloc(o->cols, o->cols);
     int st = (W && H) ? qh_synthetic_problem(o->synthetic, o->seed, W, H)
                       : qh_error(QH_ENOMEM, __FILE__, __LINE__, __func__, "synthetic %zu x %zu: out of memory", o->rows, o->cols);
-    if (st == QH_OK) st = run_all(ctx, o->synthetic, -1, -1, W, H);
+    if (st == QH_OK) st = run_all(ctx, o->synthetic, -1, -1, 0, W, H);
     qh_matd_free(W);
     qh_matd_free(H);
     return st;
@@ -340,14 +347,15 @@ static int write_outputs(const layer_ctx *ctx, const qh_model *m, int *n_failed)
 {
     const layer_opts *o = ctx->o;
     char model_label[64];
-    snprintf(model_label, sizeof model_label, "%s", o->model_dir ? label_of(o->model_dir) : o->synthetic);
+    QH_TRY(qh_path_format(model_label, sizeof model_label, "model label", "%s",
+                          o->model_dir ? label_of(o->model_dir) : o->synthetic));
     char *slash = strchr(model_label, '/');
     if (slash) *slash = '\0';
     for (size_t i = 0; i < ctx->n_cb; i++) {
         const combo *c = &ctx->cb[i];
         char id[256], path[1400];
-        snprintf(id, sizeof id, "%s.%s.w%d.s%llu", model_label, c->label, c->bits, (unsigned long long)o->seed);
-        snprintf(path, sizeof path, "%s/%s.h5", o->out, id);
+        QH_TRY(qh_config_cell_id(id, sizeof id, model_label, c->label, c->bits, o->seed));
+        QH_TRY(qh_path_format(path, sizeof path, "results file", "%s/%s.h5", o->out, id));
         int status = QH_OK;
         const char *message = "";
         for (size_t r = 0; r < c->n_recs; r++)
@@ -358,7 +366,7 @@ static int write_outputs(const layer_ctx *ctx, const qh_model *m, int *n_failed)
         qh_cell_info info = {
             .id = id, .model = model_label, .model_path = o->model_dir ? o->model_dir : "",
             .method = c->method, .params = c->params, .method_label = c->label,
-            .incoherence = c->incoh == QH_INCOH_KRON ? "kron" : c->incoh == QH_INCOH_HADAMARD ? "hadamard" : "none",
+            .incoherence = qh_incoh_row_of(c->incoh)->name,
             .rescale = o->rescale && c->incoh != QH_INCOH_NONE, .bits = c->bits, .seed = o->seed,
             .status = status, .message = message, .seconds = seconds, .config_json = "",
             .calib_path = m ? o->calib : "", .calib_nsamples = m ? o->nsamples : 0,

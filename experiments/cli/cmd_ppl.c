@@ -6,14 +6,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli/commands.h"
 #include "pipeline/eval.h"
 #include "model/model.h"
 #include "qh_blas.h"
+#include "qh_path.h"
 #include "tokenizer/tokenizer.h"
+#include "qh_clock.h"
 
 typedef struct {
     const char *model, *data, *tokenizer;
@@ -90,13 +91,6 @@ static int parse_args(int argc, char **argv, ppl_args *a)
     return 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 typedef struct { size_t seqlen; } progress_state;
 
 /* \r-updated line on stderr: windows done/total, tokens/s, ETA. */
@@ -164,18 +158,18 @@ int qh_cmd_ppl(int argc, char **argv)
         rc = 2;
         goto cleanup;
     }
-    if (a.tokenizer) snprintf(tok_path, sizeof tok_path, "%s", a.tokenizer);
-    else snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", a.model);
-    if (qh_tokenizer_load(tok_path, &tok) != QH_OK) {
+    int pst = a.tokenizer ? qh_path_format(tok_path, sizeof tok_path, "--tokenizer", "%s", a.tokenizer)
+                          : qh_path_format(tok_path, sizeof tok_path, "tokenizer", "%s/tokenizer.json", a.model);
+    if (pst != QH_OK || qh_tokenizer_load(tok_path, &tok) != QH_OK) {
         fprintf(stderr, "qh ppl: cannot load tokenizer '%s': %s\n", tok_path, qh_last_error());
         goto cleanup;
     }
-    double t0 = now_s();
+    double t0 = qh_seconds();
     if (qh_tokenize_file(tok, a.data, &ids, &n_ids) != QH_OK) {
         fprintf(stderr, "qh ppl: cannot read data '%s': %s\n", a.data, qh_last_error());
         goto cleanup;
     }
-    double tok_seconds = now_s() - t0;
+    double tok_seconds = qh_seconds() - t0;
     if (n_ids < (size_t)a.seqlen) {
         fprintf(stderr, "qh ppl: '%s' has %zu tokens, fewer than one window of %ld\n", a.data,
                 n_ids, a.seqlen);

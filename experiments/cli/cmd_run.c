@@ -22,6 +22,7 @@
 #include "cli/commands.h"
 #include "pipeline/config.h"
 #include "pipeline/pipeline.h"
+#include "qh_path.h"
 #include "results/writer.h"
 
 #define MAX_SBATCH_ARGS 64
@@ -170,7 +171,7 @@ static int parse_args(int argc, char **argv, run_opts *o)
 static int mkdir_p(const char *path)
 {
     char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
+    if (qh_path_format(buf, sizeof buf, "folder", "%s", path) != QH_OK) return -1;
     for (char *s = buf + 1; *s; s++)
         if (*s == '/') {
             *s = '\0';
@@ -221,12 +222,13 @@ static int run_local(const qh_pipeline *p, const task *tasks, size_t n, int jobs
 
 /* An absolute form of path: realpath when it exists, else joined to the
  * working directory (a results folder that --dry-run does not create). */
-static void absolute_path(const char *path, char *buf, size_t len)
+static int absolute_path(const char *path, char *buf, size_t len)
 {
     char resolved[PATH_MAX], cwd[PATH_MAX];
-    if (realpath(path, resolved)) snprintf(buf, len, "%s", resolved);
-    else if (path[0] == '/' || !getcwd(cwd, sizeof cwd)) snprintf(buf, len, "%s", path);
-    else if (snprintf(buf, len, "%s/%s", cwd, path) >= (int)len) snprintf(buf, len, "%s", path);
+    if (realpath(path, resolved)) return qh_path_format(buf, len, "results folder", "%s", resolved);
+    if (path[0] == '/' || !getcwd(cwd, sizeof cwd))
+        return qh_path_format(buf, len, "results folder", "%s", path);
+    return qh_path_format(buf, len, "results folder", "%s/%s", cwd, path);
 }
 
 /* Prints one generated file under a header line (for --dry-run). */
@@ -244,21 +246,22 @@ static int submit_jobs(const qh_slurm_job *j, const char *map, const char *array
     char dir[4096], path[4200], aid[64], mid[64];
     char *merge = NULL;
     int rc = 1;
-    snprintf(path, sizeof path, "%s/logs", j->out);
-    if (qh_slurm_dir(j, dir, sizeof dir) != QH_OK || mkdir_p(path) != 0 || mkdir_p(dir) != 0) {
-        fprintf(stderr, "qh run: cannot create %s and %s/logs\n", dir, j->out);
+    if (qh_path_format(path, sizeof path, "log folder", "%s/logs", j->out) != QH_OK
+        || qh_slurm_dir(j, dir, sizeof dir) != QH_OK || mkdir_p(path) != 0 || mkdir_p(dir) != 0) {
+        fprintf(stderr, "qh run: cannot create the submission folder and the logs under %s\n", j->out);
         return 1;
     }
-    snprintf(path, sizeof path, "%s/slurm/config.json", j->out);   /* for `qh status DIR` */
-    int st = qh_slurm_write_text(path, json, 0);
-    snprintf(path, sizeof path, "%s/tasks.map", dir);
+    /* config.json is for `qh status DIR` */
+    int st = qh_path_format(path, sizeof path, "config copy", "%s/slurm/config.json", j->out);
+    if (st == QH_OK) st = qh_slurm_write_text(path, json, 0);
+    if (st == QH_OK) st = qh_path_format(path, sizeof path, "task map", "%s/tasks.map", dir);
     if (st == QH_OK) st = qh_slurm_write_text(path, map, 0);
-    snprintf(path, sizeof path, "%s/array.sbatch", dir);
+    if (st == QH_OK) st = qh_path_format(path, sizeof path, "array script", "%s/array.sbatch", dir);
     if (st == QH_OK) st = qh_slurm_write_text(path, array_script, 1);
     if (st == QH_OK) st = qh_slurm_sbatch(path, aid, sizeof aid);
     if (st != QH_OK) goto cleanup;
-    snprintf(path, sizeof path, "%s/merge.sbatch", dir);
-    if ((st = qh_slurm_merge_script(j, aid, &merge)) != QH_OK
+    if ((st = qh_path_format(path, sizeof path, "merge script", "%s/merge.sbatch", dir)) != QH_OK
+        || (st = qh_slurm_merge_script(j, aid, &merge)) != QH_OK
         || (st = qh_slurm_write_text(path, merge, 1)) != QH_OK
         || (st = qh_slurm_sbatch(path, mid, sizeof mid)) != QH_OK) {
         fprintf(stderr, "qh run: array job %s was submitted, but not its merge job\n", aid);
@@ -266,8 +269,8 @@ static int submit_jobs(const qh_slurm_job *j, const char *map, const char *array
     }
     char ids[160];
     snprintf(ids, sizeof ids, "array %s\nmerge %s\n", aid, mid);
-    snprintf(path, sizeof path, "%s/jobs", dir);
-    if ((st = qh_slurm_write_text(path, ids, 0)) != QH_OK) goto cleanup;
+    if ((st = qh_path_format(path, sizeof path, "job list", "%s/jobs", dir)) != QH_OK
+        || (st = qh_slurm_write_text(path, ids, 0)) != QH_OK) goto cleanup;
     printf("submitted array job %s (%zu tasks) and merge job %s (afterany); scripts in %s\n",
            aid, n_tasks, mid, dir);
     if (!quiet)
@@ -293,7 +296,10 @@ static int submit_slurm(const run_opts *o, const qh_config *cfg, const char *jso
         fprintf(stderr, "qh run: cannot resolve the absolute paths of qh, %s or the working folder\n", o->config);
         return 1;
     }
-    absolute_path(out, out_abs, sizeof out_abs);
+    if (absolute_path(out, out_abs, sizeof out_abs) != QH_OK) {
+        fprintf(stderr, "qh run: %s\n", qh_last_error());
+        return 1;
+    }
     qh_slurm_job j = {
         .qh = qh, .config = config, .out = out_abs, .workdir = workdir, .name = cfg->name,
         .partition = o->partition, .time = o->time, .mem = o->mem,
@@ -311,7 +317,11 @@ static int submit_slurm(const run_opts *o, const qh_config *cfg, const char *jso
     for (size_t k = 0, b = 0; k < n_tasks; k++)
         if (!tasks[k].cell) {
             if (b == 64) { fprintf(stderr, "qh run: more than 64 models\n"); goto cleanup; }
-            snprintf(baseline_ids[b], sizeof baseline_ids[b], "%s.baseline", tasks[k].id);
+            if (qh_path_format(baseline_ids[b], sizeof baseline_ids[b], "baseline id", "%s.baseline",
+                               tasks[k].id) != QH_OK) {
+                fprintf(stderr, "qh run: %s\n", qh_last_error());
+                goto cleanup;
+            }
             st[k].id = baseline_ids[b++];
         }
     if (qh_slurm_next_submission(out_abs, &j.submission) != QH_OK
@@ -328,12 +338,15 @@ static int submit_slurm(const run_opts *o, const qh_config *cfg, const char *jso
         }
         printf("dry run: would submit %zu array tasks and a merge job (submission %d)\n", n_tasks, j.submission);
         char path[4200];
-        snprintf(path, sizeof path, "%s/tasks.map", dir);
-        print_file(path, map);
-        snprintf(path, sizeof path, "%s/array.sbatch", dir);
-        print_file(path, array);
-        snprintf(path, sizeof path, "%s/merge.sbatch", dir);
-        print_file(path, merge);
+        static const char *const names[3] = { "tasks.map", "array.sbatch", "merge.sbatch" };
+        const char *texts[3] = { map, array, merge };
+        for (int k = 0; k < 3; k++) {
+            if (qh_path_format(path, sizeof path, "submission file", "%s/%s", dir, names[k]) != QH_OK) {
+                fprintf(stderr, "qh run: %s\n", qh_last_error());
+                goto cleanup;
+            }
+            print_file(path, texts[k]);
+        }
         rc = 0;
     } else {
         rc = submit_jobs(&j, map, array, json, n_tasks, o->quiet);
@@ -349,8 +362,12 @@ cleanup:
 static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
 {
     char out[1024];
-    snprintf(out, sizeof out, "%s", o->out ? o->out : "");
-    if (!o->out) snprintf(out, sizeof out, "results/%s", cfg->name);
+    int fits = o->out ? qh_path_format(out, sizeof out, "results folder", "%s", o->out)
+                      : qh_path_format(out, sizeof out, "results folder", "results/%s", cfg->name);
+    if (fits != QH_OK) {
+        fprintf(stderr, "qh run: %s\n", qh_last_error());
+        return 1;
+    }
     if (!o->dry_run && mkdir_p(out) != 0) {
         fprintf(stderr, "qh run: cannot create results folder %s\n", out);
         return 1;
@@ -376,13 +393,18 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
     }
     qh_pipeline p = { cfg, json, out, o->quiet ? NULL : stderr, o->save_model };
     task *tasks = calloc(cfg->n_models + n_cells, sizeof *tasks);
+    if (!tasks) {
+        fprintf(stderr, "qh run: out of memory\n");
+        free(cells);
+        return 1;
+    }
     size_t n_tasks = 0, n_selected = 0, n_complete = 0;
     for (size_t m = 0; cfg->n_datasets && o->cell < 0 && m < cfg->n_models; m++) {
         if (o->baseline >= 0 && (long)m != o->baseline) continue;
         task *t = &tasks[n_tasks];
         t->model = m;
         t->id = cfg->models[m].label;
-        qh_pipeline_baseline_path(&p, m, t->path, sizeof t->path);
+        if (qh_pipeline_baseline_path(&p, m, t->path, sizeof t->path) != QH_OK) goto bad_path;
         if (!task_done(t)) n_tasks++;
     }
     for (size_t i = 0; i < n_cells; i++) {
@@ -391,7 +413,7 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         task *t = &tasks[n_tasks];
         t->cell = &cells[i];
         t->id = cells[i].id;
-        qh_pipeline_cell_path(&p, &cells[i], t->path, sizeof t->path);
+        if (qh_pipeline_cell_path(&p, &cells[i], t->path, sizeof t->path) != QH_OK) goto bad_path;
         n_selected++;
         int complete = task_done(t);
         n_complete += complete;
@@ -414,6 +436,11 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
     free(tasks);
     free(cells);
     return failed ? 1 : 0;
+bad_path:
+    fprintf(stderr, "qh run: %s\n", qh_last_error());
+    free(tasks);
+    free(cells);
+    return 1;
 }
 
 int qh_cmd_run(int argc, char **argv)

@@ -112,12 +112,18 @@ static int status_from_config(const char *dir, const char *config_path, tally *t
     }
     qh_pipeline p = { cfg, json, dir, NULL, NULL };
     for (size_t m = 0; cfg->n_datasets && m < cfg->n_models; m++) {
-        qh_pipeline_baseline_path(&p, m, path, sizeof path);
+        if (qh_pipeline_baseline_path(&p, m, path, sizeof path) != QH_OK) {
+            fprintf(stderr, "qh status: %s\n", qh_last_error());
+            break;
+        }
         snprintf(id, sizeof id, "%s.baseline", cfg->models[m].label);
         t->n[show_cell(id, path, dir)]++;
     }
     for (size_t i = 0; i < n_cells; i++) {
-        qh_pipeline_cell_path(&p, &cells[i], path, sizeof path);
+        if (qh_pipeline_cell_path(&p, &cells[i], path, sizeof path) != QH_OK) {
+            fprintf(stderr, "qh status: %s\n", qh_last_error());
+            break;
+        }
         t->n[show_cell(cells[i].id, path, dir)]++;
     }
     printf("%s (%s): %zu expected, %zu done, %zu failed, %zu missing\n", dir, cfg->name,

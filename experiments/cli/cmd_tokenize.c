@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "cli/commands.h"
 #include "tokenizer/tokenizer.h"
+#include "qh_clock.h"
 
 #define FIRST_IDS 32   /* as many as reference.json stores */
 
@@ -34,13 +34,6 @@ static char *tokenizer_path(const char *model)
     char *p = malloc(len);
     if (p) snprintf(p, len, "%s/tokenizer.json", model);
     return p;
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static int print_json(const char *tok_path, const char *data, const int32_t *ids, size_t n,
@@ -94,12 +87,12 @@ int qh_cmd_tokenize(int argc, char **argv)
         fprintf(stderr, "qh tokenize: cannot load tokenizer: %s\n", qh_last_error());
         goto cleanup;
     }
-    double t0 = now_seconds();
+    double t0 = qh_seconds();
     if (qh_tokenize_file(tok, data, &ids, &n) != QH_OK) {
         fprintf(stderr, "qh tokenize: cannot tokenize: %s\n", qh_last_error());
         goto cleanup;
     }
-    double seconds = now_seconds() - t0;
+    double seconds = qh_seconds() - t0;
     char hex[65];
     qh_ids_sha256_hex(ids, n, hex);
     if (json) {

@@ -1,18 +1,19 @@
 /* backward.c -- reverse-mode gradient of one decoder block with respect to
  * its linear weights (see backward.h).
  *
- * The forward pass follows forward.c step by step (pre-LN OPT: LayerNorm,
- * biases, scale 1/sqrt(head_dim), ReLU; Llama: RMSNorm, rotate-half RoPE,
- * grouped-query attention, SwiGLU) and keeps on the tape what the backward
- * pass reads.  Attention runs per head in blocks of QBLOCK query columns;
- * block b of a head stores its probabilities P (keys 0..i0+B-1 x B queries,
+ * The forward pass follows forward.c step by step, choosing by the model's
+ * features as it does (LayerNorm or RMSNorm, biases, rotate-half RoPE or none,
+ * grouped-query attention, scale 1/sqrt(head_dim), a plain ReLU MLP or a gated
+ * SiLU one) and keeps on the tape what the backward pass reads.  Attention
+ * runs per head in blocks of QBLOCK query columns; block b of a head stores its probabilities P (keys 0..i0+B-1 x B queries,
  * column-major, masked entries exactly zero) contiguously, so the stored part
  * of the causal T x T matrix is about half of it and every block is a plain
  * sgemm operand.
  *
- * Backward, for y = x1 + mlp(norm2(x1)) and x1 = x + o(attn(norm1(x))):
+ * Backward, for y = x1 + mlp(norm2(x1)) and x1 = x + o(attn(norm1(x))), with
+ * g the pre-activation (gate's output when gated, else up's):
  *   MLP      dW_down += dy a^T, da = W_down^T dy, activation backward,
- *            dW_gate/up += dg h2^T, dh2 = W_gate^T dg (+ W_up^T du)
+ *            dW_gate/up += dg h2^T (du h2^T), dh2 = W^T dg (+ W_up^T du)
  *   norm2    dx1 = dy + norm2'(x1)^T dh2   (statistics in double)
  *   o_proj   dW_o += dx1 att^T, datt = W_o^T dx1
  *   heads    per query block: dV += dO P^T, dP = V^T dO,
@@ -34,7 +35,7 @@
 #define QBLOCK 128
 
 struct qh_block_tape {
-    qh_arch arch;
+    int gated, rotary;               /* the features the buffers were sized for */
     size_t capacity;                 /* max tokens per call */
     size_t hidden, q_dim, kv_dim, ffn_dim, head_dim, n_heads, n_kv_heads;
     int layer;                       /* of the last forward; -1 before any */
@@ -46,17 +47,17 @@ struct qh_block_tape {
     float *P;                        /* n_heads x packed(cap): probabilities, causal blocks */
     float *att;                      /* (q_dim x cap) attention output: input of o */
     float *x1;                       /* (hidden x cap) residual stream after attention */
-    float *h2;                       /* (hidden x cap) norm2(x1): input of fc1 / gate, up */
-    float *g;                        /* (ffn x cap) fc1 / gate pre-activation */
-    float *u;                        /* (ffn x cap) up (Llama), else NULL */
-    float *a;                        /* (ffn x cap) activation: input of fc2 / down */
-    float *rope_cos, *rope_sin, *rope_nsin;   /* (head_dim/2 x cap) Llama only */
+    float *h2;                       /* (hidden x cap) norm2(x1): input of gate, up */
+    float *g;                        /* (ffn x cap) pre-activation: gate's (gated) or up's output */
+    float *u;                        /* (ffn x cap) up's output when gated, else NULL */
+    float *a;                        /* (ffn x cap) activation: input of down */
+    float *rope_cos, *rope_sin, *rope_nsin;   /* (head_dim/2 x cap) RoPE only */
     /* scratch of the backward pass */
     float *dx1, *dh2;                /* (hidden x cap) */
     float *datt, *dq;                /* (q_dim x cap) */
     float *dk, *dv;                  /* (kv_dim x cap) */
     float *dS;                       /* (cap x QBLOCK) one block's dP, then dS */
-    float *dg, *du;                  /* (ffn x cap); du Llama only */
+    float *dg, *du;                  /* (ffn x cap); du gated only */
     float *mem;                      /* the one allocation */
     size_t bytes;
 };
@@ -76,26 +77,36 @@ static size_t packed_offset(size_t i0)
     return (size_t)QBLOCK * QBLOCK * b * (b + 1) / 2;
 }
 
+/* The features the backward pass can differentiate (besides what the forward
+ * pass refuses): pre-LN blocks, a gated SiLU or a plain ReLU MLP. */
+static int check_differentiable(const qh_model *m, const char *who)
+{
+    const qh_model_features *f = &m->cfg.features;
+    QH_TRY(qh_forward_check_features(m, who));
+    if (!f->pre_ln)
+        QH_ERROR(QH_EUNIMPL, "%s: post-LN blocks (do_layer_norm_before = false) are not "
+                 "differentiable; only pre-LN blocks are", who);
+    if (f->gated_mlp != (f->act == QH_ACT_SILU))
+        QH_ERROR(QH_EUNIMPL, "%s: a %s %s MLP is not differentiable; gated SiLU and plain ReLU "
+                 "are", who, f->gated_mlp ? "gated" : "plain",
+                 f->act == QH_ACT_SILU ? "SiLU" : "ReLU");
+    return QH_OK;
+}
+
 int qh_block_tape_alloc(const qh_model *m, size_t T, qh_block_tape **out)
 {
     const qh_model_config *c = &m->cfg;
     *out = NULL;
     if (T < 1) QH_ERROR(QH_EINVAL, "block tape: capacity must be >= 1 token");
-    if (c->arch == QH_ARCH_OPT && T > (size_t)c->max_pos)
+    if (c->features.pos == QH_POS_LEARNED && T > (size_t)c->max_pos)
         QH_ERROR(QH_EINVAL, "block tape: %zu tokens exceed max_position_embeddings %d", T,
                  c->max_pos);
-    if (c->arch == QH_ARCH_OPT && !c->pre_ln)
-        QH_ERROR(QH_EUNIMPL, "block tape: post-LN OPT blocks (do_layer_norm_before = false) are "
-                 "not differentiable; only pre-LN OPT and Llama blocks are");
-    if (c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads != 0 || c->head_dim < 2 ||
-        (c->arch == QH_ARCH_LLAMA && c->head_dim % 2 != 0))
-        QH_ERROR(QH_ECONFIG, "block tape: unsupported heads %d / kv heads %d / head_dim %d",
-                 c->n_heads, c->n_kv_heads, c->head_dim);
+    QH_TRY(check_differentiable(m, "block tape"));
 
     qh_block_tape *t = calloc(1, sizeof *t);
     if (!t) QH_ERROR(QH_ENOMEM, "block tape: out of memory");
-    int llama = c->arch == QH_ARCH_LLAMA;
-    t->arch = c->arch;
+    t->gated = c->features.gated_mlp;
+    t->rotary = c->features.pos == QH_POS_ROTARY;
     t->capacity = T;
     t->hidden = (size_t)c->hidden;
     t->head_dim = (size_t)c->head_dim;
@@ -106,7 +117,7 @@ int qh_block_tape_alloc(const qh_model *m, size_t T, qh_block_tape **out)
     t->ffn_dim = (size_t)c->ffn_dim;
     t->layer = -1;
     size_t d = t->hidden, qd = t->q_dim, kvd = t->kv_dim, f = t->ffn_dim;
-    size_t half = llama ? t->head_dim / 2 : 0, fu = llama ? f : 0;
+    size_t half = t->rotary ? t->head_dim / 2 : 0, fu = t->gated ? f : 0;
     size_t n_floats = T * (3 * d + 2 * qd + 2 * kvd + 2 * f + fu)    /* saved */
                       + t->n_heads * packed_size(T) + 3 * half * T
                       + T * (2 * d + 2 * qd + 2 * kvd + f + fu)      /* scratch */
@@ -171,18 +182,17 @@ static int check_shapes(const qh_model *m, int layer, const qh_block_tape *t, co
     const qh_model_config *c = &m->cfg;
     if (layer < 0 || layer >= c->n_layers)
         QH_ERROR(QH_EINVAL, "%s: layer %d outside [0, %d)", who, layer, c->n_layers);
-    if (c->arch != t->arch || (size_t)c->hidden != t->hidden || (size_t)c->n_heads != t->n_heads ||
+    if (c->features.gated_mlp != t->gated || (c->features.pos == QH_POS_ROTARY) != t->rotary ||
+        (size_t)c->hidden != t->hidden || (size_t)c->n_heads != t->n_heads ||
         (size_t)c->n_kv_heads != t->n_kv_heads || (size_t)c->head_dim != t->head_dim ||
         (size_t)c->ffn_dim != t->ffn_dim)
         QH_ERROR(QH_EBADLEN, "%s: the model's shapes differ from the tape's", who);
-    if (!c->pre_ln)
-        QH_ERROR(QH_EUNIMPL, "%s: post-LN OPT blocks are not differentiable; only pre-LN OPT and "
-                 "Llama blocks are", who);
+    QH_TRY(check_differentiable(m, who));
     const qh_block *blk = &m->blocks[layer];
-    int n = c->arch == QH_ARCH_LLAMA ? QH_LIN_MAX : QH_LIN_UP;
-    for (int k = 0; k < n; k++)
-        if (!blk->lin[k].W)
-            QH_ERROR(QH_EINVAL, "%s: layer %d lacks linear kind %d", who, layer, k);
+    for (int k = 0; k < QH_LIN_MAX; k++)
+        if (qh_model_linear_number(m, k) >= 0 && !blk->lin[k].W)
+            QH_ERROR(QH_EINVAL, "%s: layer %d lacks its %s", who, layer,
+                     qh_model_linear_short_name(m, k));
     return QH_OK;
 }
 
@@ -209,7 +219,7 @@ static void norm_backward(const qh_model *m, const qh_norm *n, const float *x, c
                           const float *dres, float *dx, size_t dim, size_t T)
 {
     double eps = (double)m->cfg.norm_eps;
-    int rms = m->cfg.arch == QH_ARCH_LLAMA;
+    int rms = m->cfg.features.norm == QH_NORM_RMS;
     for (size_t t = 0; t < T; t++) {
         const float *xc = x + t * dim, *hc = dh + t * dim, *rc = dres + t * dim;
         float *oc = dx + t * dim;
@@ -300,7 +310,6 @@ int qh_block_forward_tape(const qh_model *m, int layer, const float *x, size_t T
     if (x == y) QH_ERROR(QH_EINVAL, "block forward: y must not be x");
     qh_block_tape *t = tape;
     const qh_block *blk = &m->blocks[layer];
-    int llama = m->cfg.arch == QH_ARCH_LLAMA;
     size_t d = t->hidden, nf = t->ffn_dim * T;
     t->layer = -1;                    /* invalid until complete */
     t->T = 0;
@@ -311,7 +320,7 @@ int qh_block_forward_tape(const qh_model *m, int layer, const float *x, size_t T
     qh_linear_apply(&blk->lin[QH_LIN_Q], t->h1, T, t->q, 0);
     qh_linear_apply(&blk->lin[QH_LIN_K], t->h1, T, t->k, 0);
     qh_linear_apply(&blk->lin[QH_LIN_V], t->h1, T, t->v, 0);
-    if (llama) {
+    if (t->rotary) {
         qh_rope_apply(t->q, t->n_heads, t->head_dim, T, t->rope_cos, t->rope_sin);
         qh_rope_apply(t->k, t->n_kv_heads, t->head_dim, T, t->rope_cos, t->rope_sin);
     }
@@ -320,10 +329,10 @@ int qh_block_forward_tape(const qh_model *m, int layer, const float *x, size_t T
     qh_linear_apply(&blk->lin[QH_LIN_O], t->att, T, y, 1);
     memcpy(t->x1, y, d * T * sizeof(float));
 
-    /* MLP sublayer: y = x1 + down(act(norm2(x1))) */
+    /* MLP sublayer: y = x1 + down(silu(gate h2) * up h2) or x1 + down(relu(up h2)) */
     qh_norm_apply(m, &blk->mlp_norm, t->x1, t->h2, d, T);
-    qh_linear_apply(&blk->lin[QH_LIN_FC1], t->h2, T, t->g, 0);
-    if (llama) {
+    qh_linear_apply(&blk->lin[t->gated ? QH_LIN_GATE : QH_LIN_UP], t->h2, T, t->g, 0);
+    if (t->gated) {
         qh_linear_apply(&blk->lin[QH_LIN_UP], t->h2, T, t->u, 0);
         for (size_t i = 0; i < nf; i++) {
             float gi = t->g[i];
@@ -332,10 +341,10 @@ int qh_block_forward_tape(const qh_model *m, int layer, const float *x, size_t T
     } else {
         for (size_t i = 0; i < nf; i++) t->a[i] = t->g[i] > 0.0f ? t->g[i] : 0.0f;
     }
-    qh_linear_apply(&blk->lin[QH_LIN_FC2], t->a, T, y, 1);
+    qh_linear_apply(&blk->lin[QH_LIN_DOWN], t->a, T, y, 1);
 
-    int n = llama ? QH_LIN_MAX : QH_LIN_UP;
-    for (int k = 0; k < n; k++) t->fwd_flops += linear_flops(&blk->lin[k], T);
+    for (int k = 0; k < QH_LIN_MAX; k++)
+        if (blk->lin[k].W) t->fwd_flops += linear_flops(&blk->lin[k], T);
     t->layer = layer;
     t->T = T;
     return QH_OK;
@@ -409,48 +418,49 @@ int qh_block_backward(const qh_model *m, int layer, const float *dy, qh_block_ta
     if (t->T == 0 || t->layer != layer)
         QH_ERROR(QH_EINVAL, "block backward: the tape holds no forward pass of layer %d", layer);
     const qh_block *blk = &m->blocks[layer];
-    int llama = m->cfg.arch == QH_ARCH_LLAMA;
+    int gated = t->gated;
+    int act_in = gated ? QH_LIN_GATE : QH_LIN_UP;   /* the linear whose output is g */
     size_t T = t->T, d = t->hidden, nf = t->ffn_dim * T;
     int want[QH_LIN_MAX];
     for (int k = 0; k < QH_LIN_MAX; k++) want[k] = G[k] != NULL && blk->lin[k].W != NULL;
-    if (!llama) want[QH_LIN_UP] = 0;
     int want_qkv = want[QH_LIN_Q] || want[QH_LIN_K] || want[QH_LIN_V];
     int want_dx1 = want_qkv || want[QH_LIN_O];
-    int want_da = want_dx1 || want[QH_LIN_FC1] || want[QH_LIN_UP];
+    int want_du = gated && want[QH_LIN_UP];
+    int want_da = want_dx1 || want[act_in] || want_du;
     const qh_linear *L;
     t->bwd_flops = 0.0;
 
     /* MLP: down, activation, gate / up */
-    L = &blk->lin[QH_LIN_FC2];
-    if (want[QH_LIN_FC2]) {
-        linear_grad_w(L, t->a, dy, T, G[QH_LIN_FC2]);
+    L = &blk->lin[QH_LIN_DOWN];
+    if (want[QH_LIN_DOWN]) {
+        linear_grad_w(L, t->a, dy, T, G[QH_LIN_DOWN]);
         t->bwd_flops += linear_flops(L, T);
     }
     if (!want_da) return QH_OK;
     linear_grad_x(L, dy, T, t->dg, 0);                  /* da into dg */
     t->bwd_flops += linear_flops(L, T);
-    if (llama) {
+    if (gated) {                      /* silu(g) * u */
         for (size_t i = 0; i < nf; i++) {
             float g = t->g[i], da = t->dg[i];
             float s = 1.0f / (1.0f + expf(-g));
             t->du[i] = da * g * s;                                /* d up = da silu(g) */
             t->dg[i] = da * t->u[i] * s * (1.0f + g * (1.0f - s)); /* silu' = s (1 + g (1 - s)) */
         }
-    } else {
+    } else {                          /* relu(g) */
         for (size_t i = 0; i < nf; i++) t->dg[i] = t->g[i] > 0.0f ? t->dg[i] : 0.0f;
     }
-    if (want[QH_LIN_FC1]) {
-        linear_grad_w(&blk->lin[QH_LIN_FC1], t->h2, t->dg, T, G[QH_LIN_FC1]);
-        t->bwd_flops += linear_flops(&blk->lin[QH_LIN_FC1], T);
+    if (want[act_in]) {
+        linear_grad_w(&blk->lin[act_in], t->h2, t->dg, T, G[act_in]);
+        t->bwd_flops += linear_flops(&blk->lin[act_in], T);
     }
-    if (want[QH_LIN_UP]) {
+    if (want_du) {
         linear_grad_w(&blk->lin[QH_LIN_UP], t->h2, t->du, T, G[QH_LIN_UP]);
         t->bwd_flops += linear_flops(&blk->lin[QH_LIN_UP], T);
     }
     if (!want_dx1) return QH_OK;
-    linear_grad_x(&blk->lin[QH_LIN_FC1], t->dg, T, t->dh2, 0);
-    t->bwd_flops += linear_flops(&blk->lin[QH_LIN_FC1], T);
-    if (llama) {
+    linear_grad_x(&blk->lin[act_in], t->dg, T, t->dh2, 0);
+    t->bwd_flops += linear_flops(&blk->lin[act_in], T);
+    if (gated) {
         linear_grad_x(&blk->lin[QH_LIN_UP], t->du, T, t->dh2, 1);
         t->bwd_flops += linear_flops(&blk->lin[QH_LIN_UP], T);
     }
@@ -470,7 +480,7 @@ int qh_block_backward(const qh_model *m, int layer, const float *dy, qh_block_ta
 
     /* heads, RoPE, q / k / v */
     attention_backward(t, T, want[QH_LIN_Q], want[QH_LIN_K], want[QH_LIN_V]);
-    if (llama) {                        /* R^T: the rotation by -angle */
+    if (t->rotary) {                    /* R^T: the rotation by -angle */
         if (want[QH_LIN_Q])
             qh_rope_apply(t->dq, t->n_heads, t->head_dim, T, t->rope_cos, t->rope_nsin);
         if (want[QH_LIN_K])

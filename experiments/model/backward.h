@@ -3,7 +3,7 @@
  *
  * For a scalar loss L of a block's output y, the backward pass turns
  * dy = dL/dy into dL/dW for every linear W of the block (q, k, v, o and the
- * MLP's fc1/fc2 or gate/up/down), the quantity that gradient-based
+ * MLP's up/down or gate/up/down), the quantity that gradient-based
  * fine-tuning of quantized weights or gradient-weighted proxies need.
  *
  * Layouts as in forward.h: activations are column-major (dim x T) matrices
@@ -28,17 +28,20 @@
  * formed for them, and the backward pass stops at the inputs of q/k/v (the
  * first norm is not differentiated).
  *
- * Left out: post-LN OPT blocks (do_layer_norm_before = false, as in
+ * Left out: post-LN blocks (OPT's do_layer_norm_before = false, as in
  * OPT-350m).  There each sublayer's LayerNorm sits on the residual stream
  * after the add, so the gradient would have to pass a norm at the block's
  * output before reaching any linear, and the tape would have to keep both
  * normalised sums; qh_block_tape_alloc returns QH_EUNIMPL for such a model
- * rather than silently differentiating the wrong function.
+ * rather than silently differentiating the wrong function.  Likewise for the
+ * MLPs other than gated SiLU and plain ReLU, and for what the forward pass
+ * refuses (qh_forward_check_features).
  *
  * Memory of a tape for T tokens, in floats (qh_block_tape_bytes tells):
  *     T (5 hidden + 4 q_dim + 4 kv_dim + 3 ffn + 128)   activations, scratch
  *   + n_heads T (T + 128) / 2                           probabilities (at most)
- *   + T (2 ffn + 3 head_dim / 2)                        Llama only: up, RoPE
+ *   + T (2 ffn)                                         gated MLP only: up
+ *   + T (3 head_dim / 2)                                RoPE only
  * e.g. opt-30m (hidden 512, ffn 2048, 8 heads) at T = 512: 30.3 MiB, of
  * which 5 MiB probabilities; at T = 1024, 50.5 MiB + 18 MiB.
  */
@@ -54,9 +57,9 @@ typedef struct qh_block_tape qh_block_tape;   /* opaque: saved activations of on
 
 /* Tape for windows of up to T tokens of model m's shapes (one allocation,
  * reused by every call; it borrows nothing from m).  QH_EINVAL for T < 1 (or
- * T > max_pos for OPT), QH_ECONFIG for head shapes the forward pass refuses
- * too, QH_EUNIMPL for post-LN OPT (only pre-LN OPT and Llama blocks are
- * differentiable), QH_ENOMEM. */
+ * T > max_pos with learned positions), QH_ECONFIG for head shapes the forward
+ * pass refuses too, QH_EUNIMPL for features it cannot differentiate (post-LN
+ * blocks, see above), QH_ENOMEM. */
 int qh_block_tape_alloc(const qh_model *m, size_t T, qh_block_tape **out) QH_MUST_CHECK;
 void qh_block_tape_free(qh_block_tape *t);  /* NULL: no-op */
 

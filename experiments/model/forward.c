@@ -1,9 +1,10 @@
 /* forward.c -- float32 forward pass of OPT and Llama decoders (see forward.h).
  *
  * Follows the Hugging Face implementations (OPTForCausalLM, LlamaForCausalLM)
- * in float32: LayerNorm/RMSNorm, causal multi-head attention with grouped
- * key/value heads, learned positions (OPT, offset 2) or rotate-half RoPE
- * (Llama), ReLU or SwiGLU MLP, tied or untied lm_head.  Every matrix product
+ * in float32, choosing each step by the model's features (family.h), never by
+ * its family: LayerNorm/RMSNorm, causal multi-head attention with grouped
+ * key/value heads, learned positions (with an offset) or rotate-half RoPE,
+ * ReLU or SiLU MLP, plain or gated, tied or untied lm_head.  Every matrix product
  * is one sgemm on column-major (dim x T) activations; attention is computed
  * per head in blocks of query columns so that most of the masked upper
  * triangle of QK^T is never formed.  Left out: rope scaling variants, KV
@@ -15,45 +16,58 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "qh_blas.h"
+#include "qh_clock.h"
 
 /* Query columns per attention block: large enough for efficient sgemm,
  * small enough that the computed-but-masked part of QK^T stays ~12 %. */
 #define QH_ATTN_QBLOCK 128
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Adds the seconds since *t0 to *acc and restarts the clock (profile only). */
 static void lap(int profile, double *t0, double *acc)
 {
     if (!profile) return;
-    double t = now_s();
+    double t = qh_seconds();
     *acc += t - *t0;
     *t0 = t;
 }
 
 static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
+int qh_forward_check_features(const qh_model *m, const char *who)
+{
+    const qh_model_config *c = &m->cfg;
+    const qh_model_features *f = &c->features;
+    if (f->parallel_residual)
+        QH_ERROR(QH_EUNIMPL, "%s: %s: parallel residual blocks are not implemented", who,
+                 c->model_type);
+    if (f->pos == QH_POS_ROTARY && f->rotary_dims != c->head_dim)
+        QH_ERROR(QH_EUNIMPL, "%s: %s: RoPE on %d of %d head dims is not implemented", who,
+                 c->model_type, f->rotary_dims, c->head_dim);
+    if ((f->norm != QH_NORM_LAYER && f->norm != QH_NORM_RMS) ||
+        (f->act != QH_ACT_RELU && f->act != QH_ACT_SILU) ||
+        (f->pos != QH_POS_LEARNED && f->pos != QH_POS_ROTARY))
+        QH_ERROR(QH_EUNIMPL, "%s: %s: unknown norm, activation or position kind", who,
+                 c->model_type);
+    if (c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads != 0 || c->head_dim < 2 ||
+        (f->pos == QH_POS_ROTARY && c->head_dim % 2 != 0))
+        QH_ERROR(QH_ECONFIG, "%s: unsupported heads %d / kv heads %d / head_dim %d", who,
+                 c->n_heads, c->n_kv_heads, c->head_dim);
+    return QH_OK;
+}
+
 int qh_forward_ws_alloc(const qh_model *m, size_t capacity, qh_forward_ws **out)
 {
     const qh_model_config *c = &m->cfg;
+    const qh_model_features *f = &c->features;
     *out = NULL;
     if (capacity < 1)
         QH_ERROR(QH_EINVAL, "forward workspace: capacity must be >= 1 token");
-    if (c->arch == QH_ARCH_OPT && capacity > (size_t)c->max_pos)
+    if (f->pos == QH_POS_LEARNED && capacity > (size_t)c->max_pos)
         QH_ERROR(QH_EINVAL, "forward workspace: %zu tokens exceed max_position_embeddings %d",
                  capacity, c->max_pos);
-    if (c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads != 0 || c->head_dim < 2 ||
-        (c->arch == QH_ARCH_LLAMA && c->head_dim % 2 != 0))
-        QH_ERROR(QH_ECONFIG, "forward workspace: unsupported heads %d / kv heads %d / head_dim %d",
-                 c->n_heads, c->n_kv_heads, c->head_dim);
+    QH_TRY(qh_forward_check_features(m, "forward workspace"));
 
     qh_forward_ws *ws = calloc(1, sizeof *ws);
     if (!ws) QH_ERROR(QH_ENOMEM, "forward workspace: out of memory");
@@ -71,8 +85,8 @@ int qh_forward_ws_alloc(const qh_model *m, size_t capacity, qh_forward_ws **out)
     nt = nt > c->n_heads ? c->n_heads : nt;
     ws->threads = ws->max_threads = nt;
     size_t wide = max_sz(ws->hidden, ws->embed_dim);
-    size_t half = c->arch == QH_ARCH_LLAMA ? ws->head_dim / 2 : 0;
-    size_t f2 = c->arch == QH_ARCH_LLAMA ? ws->ffn_dim : 0;
+    size_t half = f->pos == QH_POS_ROTARY ? ws->head_dim / 2 : 0;
+    size_t f2 = f->gated_mlp ? ws->ffn_dim : 0;
     size_t n_floats = T * (ws->hidden + 2 * wide + 2 * ws->q_dim + 2 * ws->kv_dim +
                            ws->ffn_dim + f2 + (size_t)nt * ws->qblock + 2 * half) +
                       (size_t)nt * ws->qblock;
@@ -207,7 +221,7 @@ static void attention_head_run(const float *Q, size_t ldq, const float *K, size_
                                size_t hd, float scale, size_t qblock, float *S, float *inv_sum,
                                int profile, qh_forward_stats *st)
 {
-    double t0 = profile ? now_s() : 0.0;
+    double t0 = profile ? qh_seconds() : 0.0;
     for (size_t i0 = 0; i0 < T; i0 += qblock) {
         size_t B = T - i0 < qblock ? T - i0 : qblock;
         size_t n_keys = i0 + B;          /* queries i0..i0+B-1 see keys 0..i0+B-1 */
@@ -275,7 +289,7 @@ static void attention_all_heads(const qh_model_config *c, qh_forward_ws *ws, siz
     int nt = ws->threads < c->n_heads ? ws->threads : c->n_heads;
     nt = nt < 1 ? 1 : nt > ws->max_threads ? ws->max_threads : nt;
     int blas_threads = nt > 1 ? qh_blas_info().threads : 0;
-    double t0 = ws->profile ? now_s() : 0.0;
+    double t0 = ws->profile ? qh_seconds() : 0.0;
     if (nt > 1) qh_blas_set_threads(1);
     for (int i = 0; i < nt; i++)
         tasks[i] = (heads_task){ .c = c, .ws = ws, .T = T, .tid = i, .nt = nt };
@@ -288,7 +302,7 @@ static void attention_all_heads(const qh_model_config *c, qh_forward_ws *ws, siz
     }
     if (nt > 1) qh_blas_set_threads(blas_threads);
     /* wall time of the region, split as thread 0 spent it */
-    double wall = ws->profile ? now_s() - t0 : 0.0;
+    double wall = ws->profile ? qh_seconds() - t0 : 0.0;
     double g0 = tasks[0].st.attn_gemm_s, s0 = tasks[0].st.softmax_s;
     if (g0 + s0 > 0) {
         ws->stats.attn_gemm_s += wall * g0 / (g0 + s0);
@@ -333,7 +347,7 @@ static int run_linear(const qh_block *blk, int layer, int kind, const float *x, 
     lap(ws->profile, t0, &ws->stats.other_s);
     int st = call_hook(hook, layer, kind, x, (size_t)L->in, T);
     if (st != QH_OK) return st;
-    if (ws->profile) *t0 = now_s();                 /* hook time is not ours */
+    if (ws->profile) *t0 = qh_seconds();                 /* hook time is not ours */
     qh_linear_apply(L, x, T, y, accumulate);
     ws->stats.linear_flops += 2.0 * (double)L->out * (double)L->in * (double)T;
     lap(ws->profile, t0, &ws->stats.linear_s);
@@ -343,7 +357,7 @@ static int run_linear(const qh_block *blk, int layer, int kind, const float *x, 
 void qh_norm_apply(const qh_model *m, const qh_norm *n, const float *x, float *y, size_t dim,
                    size_t T)
 {
-    if (m->cfg.arch == QH_ARCH_LLAMA)
+    if (m->cfg.features.norm == QH_NORM_RMS)
         qh_rms_norm(x, y, dim, T, n->w, m->cfg.norm_eps);
     else
         qh_layer_norm(x, y, dim, T, n->w, n->b, m->cfg.norm_eps);
@@ -359,34 +373,44 @@ static int attention_sublayer(const qh_model *m, int layer, const float *h, floa
     QH_TRY(run_linear(blk, layer, QH_LIN_Q, h, T, ws->q, 0, ws, hook, t0));
     QH_TRY(run_linear(blk, layer, QH_LIN_K, h, T, ws->k, 0, ws, hook, t0));
     QH_TRY(run_linear(blk, layer, QH_LIN_V, h, T, ws->v, 0, ws, hook, t0));
-    if (c->arch == QH_ARCH_LLAMA) {
+    if (c->features.pos == QH_POS_ROTARY) {
         qh_rope_apply(ws->q, (size_t)c->n_heads, hd, T, ws->rope_cos, ws->rope_sin);
         qh_rope_apply(ws->k, (size_t)c->n_kv_heads, hd, T, ws->rope_cos, ws->rope_sin);
     }
     lap(ws->profile, t0, &ws->stats.other_s);
     attention_all_heads(c, ws, T);
-    if (ws->profile) *t0 = now_s();
+    if (ws->profile) *t0 = qh_seconds();
     return run_linear(blk, layer, QH_LIN_O, ws->att, T, x, 1, ws, hook, t0);
 }
 
-/* MLP of block `layer` on input h (hidden x T): x += mlp(h). */
+/* a[i] = act(a[i]), times u[i] when u is given (a gated MLP). */
+static void mlp_activation(qh_act_kind act, float *a, const float *u, size_t n)
+{
+    if (act == QH_ACT_SILU) {
+        for (size_t i = 0; i < n; i++) {
+            float g = a[i];
+            a[i] = u ? g / (1.0f + expf(-g)) * u[i] : g / (1.0f + expf(-g));
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            float r = a[i] > 0.0f ? a[i] : 0.0f;
+            a[i] = u ? r * u[i] : r;
+        }
+    }
+}
+
+/* MLP of block `layer` on input h (hidden x T): x += down(act(gate h) * up h)
+ * when gated, else x += down(act(up h)). */
 static int mlp_sublayer(const qh_model *m, int layer, const float *h, float *x, size_t T,
                         qh_forward_ws *ws, const qh_forward_hook *hook, double *t0)
 {
     const qh_block *blk = &m->blocks[layer];
-    size_t n = ws->ffn_dim * T;
+    int gated = m->cfg.features.gated_mlp;
     float *f1 = ws->f1;
-    QH_TRY(run_linear(blk, layer, QH_LIN_FC1, h, T, f1, 0, ws, hook, t0));
-    if (m->cfg.arch == QH_ARCH_LLAMA) {
-        QH_TRY(run_linear(blk, layer, QH_LIN_UP, h, T, ws->f2, 0, ws, hook, t0));
-        for (size_t i = 0; i < n; i++) {
-            float g = f1[i];
-            f1[i] = g / (1.0f + expf(-g)) * ws->f2[i];   /* silu(gate) * up */
-        }
-    } else {
-        for (size_t i = 0; i < n; i++) f1[i] = f1[i] > 0.0f ? f1[i] : 0.0f;
-    }
-    return run_linear(blk, layer, QH_LIN_FC2, f1, T, x, 1, ws, hook, t0);
+    QH_TRY(run_linear(blk, layer, gated ? QH_LIN_GATE : QH_LIN_UP, h, T, f1, 0, ws, hook, t0));
+    if (gated) QH_TRY(run_linear(blk, layer, QH_LIN_UP, h, T, ws->f2, 0, ws, hook, t0));
+    mlp_activation(m->cfg.features.act, f1, gated ? ws->f2 : NULL, ws->ffn_dim * T);
+    return run_linear(blk, layer, QH_LIN_DOWN, f1, T, x, 1, ws, hook, t0);
 }
 
 int qh_forward_block(const qh_model *m, int layer, float *x, size_t T, qh_forward_ws *ws,
@@ -399,14 +423,14 @@ int qh_forward_block(const qh_model *m, int layer, float *x, size_t T, qh_forwar
                  ws->capacity);
     const qh_block *blk = &m->blocks[layer];
     size_t d = ws->hidden;
-    double t0 = ws->profile ? now_s() : 0.0;
-    if (m->cfg.pre_ln) {
+    double t0 = ws->profile ? qh_seconds() : 0.0;
+    if (m->cfg.features.pre_ln) {
         qh_norm_apply(m, &blk->attn_norm, x, ws->xn, d, T);
         QH_TRY(attention_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
         qh_norm_apply(m, &blk->mlp_norm, x, ws->xn, d, T);
         QH_TRY(mlp_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
     } else {
-        /* OPT post-LN: x = LN(x + attn(x)); x = LN(x + mlp(x)).  The
+        /* post-LN (OPT-350m): x = LN(x + attn(x)); x = LN(x + mlp(x)).  The
          * sublayer input must survive the residual add, so copy it first. */
         memcpy(ws->xn, x, d * T * sizeof(float));
         QH_TRY(attention_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
@@ -432,7 +456,7 @@ int qh_forward_embed(const qh_model *m, const int32_t *ids, size_t T, qh_forward
         if (ids[t] < 0 || ids[t] >= c->vocab_size)
             QH_ERROR(QH_EINVAL, "forward: token id %d at position %zu outside [0, %d)",
                      (int)ids[t], t, c->vocab_size);
-    double t0 = ws->profile ? now_s() : 0.0;
+    double t0 = ws->profile ? qh_seconds() : 0.0;
     size_t d = ws->hidden, e = ws->embed_dim;
     int project = m->project_in.W != NULL;
     float *dst = project ? ws->tmp : x;              /* (e x T) before project_in */
@@ -441,7 +465,7 @@ int qh_forward_embed(const qh_model *m, const int32_t *ids, size_t T, qh_forward
     if (project) qh_linear_apply(&m->project_in, ws->tmp, T, x, 0);
     if (m->embed_pos) {
         for (size_t t = 0; t < T; t++) {
-            const float *p = m->embed_pos + (t + 2) * d;   /* OPT position offset 2 */
+            const float *p = m->embed_pos + (t + (size_t)c->features.pos_offset) * d;
             float *xc = x + t * d;
             for (size_t i = 0; i < d; i++) xc[i] += p[i];
         }
@@ -456,7 +480,7 @@ int qh_forward_head(const qh_model *m, const float *x, size_t T, qh_forward_ws *
     if (T < 1 || T > ws->capacity)
         QH_ERROR(QH_EINVAL, "forward: %zu tokens outside [1, %zu] (workspace capacity)", T,
                  ws->capacity);
-    double t0 = ws->profile ? now_s() : 0.0;
+    double t0 = ws->profile ? qh_seconds() : 0.0;
     size_t d = ws->hidden, e = ws->embed_dim, V = (size_t)m->cfg.vocab_size;
     const float *h = x;
     if (m->final_norm.w) {

@@ -16,11 +16,14 @@
  *     qh_forward_head   x (hidden x T)     -> logits (vocab x T)
  *     qh_forward_window ids (T)            -> logits (vocab x T), all of the above
  *
- * Architectures: OPT (pre- and post-LN blocks, learned positions at offset 2,
- * ReLU MLP, optional project_in/project_out) and Llama (RMSNorm, RoPE
- * rotate-half with the default rope type, grouped-query attention, SwiGLU).
- * Left out: rope_scaling variants (linear, dynamic, llama3, yarn), sliding
- * windows, KV caches (every call scores a whole window from position 0).
+ * What is computed follows the model's features (model/family.h): pre- or
+ * post-LN blocks, LayerNorm or RMSNorm, learned positions at an offset or
+ * rotate-half RoPE (default rope type) on every head dim, grouped-query
+ * attention, a ReLU or SiLU MLP, plain (up, down) or gated (gate, up, down),
+ * optional project_in/project_out.  Left out, and refused with QH_EUNIMPL:
+ * parallel residual blocks, partial RoPE.  Also left out: rope_scaling
+ * variants (linear, dynamic, llama3, yarn), sliding windows, KV caches (every
+ * call scores a whole window from position 0).
  */
 #ifndef QH_FORWARD_H
 #define QH_FORWARD_H
@@ -54,11 +57,11 @@ typedef struct {
     float *xn;                       /* (max(hidden, embed_dim) x capacity) normalised input */
     float *q, *k, *v;                /* (q_dim x cap), (kv_dim x cap), (kv_dim x cap) */
     float *att;                      /* (q_dim x cap) attention output, input of o_proj */
-    float *f1, *f2;                  /* (ffn_dim x cap) MLP hidden; f2 Llama only */
+    float *f1, *f2;                  /* (ffn_dim x cap) MLP hidden; f2 gated MLPs only */
     float *tmp;                      /* (max(hidden, embed_dim) x cap) */
     float *scores;                   /* (capacity x qblock) per thread: one head's probabilities */
     float *inv_sum;                  /* (qblock) per thread: softmax normalisers of one block */
-    float *rope_cos, *rope_sin;      /* (head_dim/2 x capacity) Llama only */
+    float *rope_cos, *rope_sin;      /* (head_dim/2 x capacity) RoPE only */
     int max_threads;                 /* attention threads the buffers allow */
     int threads;                     /* attention threads to use, 1..max_threads (settable) */
     int profile;                     /* nonzero: measure time into stats */
@@ -69,11 +72,17 @@ typedef struct {
 /* Upper bound on attention threads per workspace. */
 #define QH_FORWARD_MAX_THREADS 64
 
+/* QH_OK when the forward pass computes what m's features say, else
+ * QH_EUNIMPL (a feature it lacks) or QH_ECONFIG (head shapes it refuses), the
+ * message starting with `who`. */
+int qh_forward_check_features(const qh_model *m, const char *who) QH_MUST_CHECK;
+
 /* Allocates a workspace for model m and windows of up to capacity tokens
- * (1 <= capacity; for OPT capacity <= max_pos).  Returns QH_OK and a new
- * workspace in *out (free with qh_forward_ws_free), QH_EINVAL for a bad
- * capacity, QH_ENOMEM. The workspace borrows nothing from m but must only be
- * used with models of the same shapes.  Attention runs its heads on
+ * (1 <= capacity; with learned positions capacity <= max_pos).  Returns QH_OK
+ * and a new workspace in *out (free with qh_forward_ws_free), QH_EINVAL for a
+ * bad capacity, the status of qh_forward_check_features, QH_ENOMEM.  The
+ * workspace borrows nothing from m but must only be used with models of the
+ * same shapes.  Attention runs its heads on
  * min(BLAS threads at allocation, n_heads) threads (ws->threads, which may be
  * lowered later); during that part BLAS is set to one thread and restored
  * after, so a workspace must not be used concurrently with other BLAS calls
@@ -83,8 +92,9 @@ void qh_forward_ws_free(qh_forward_ws *ws);              /* NULL: no-op */
 
 /* Called before a linear layer is applied, with its input X (in x T,
  * column-major; borrows, valid only during the call) where in is
- * m->blocks[layer].lin[kind].in.  Q, K and V (and Llama's gate and up) share
- * one input: the hook is called once per linear with the same pointer.  A
+ * m->blocks[layer].lin[kind].in, in model order (enum qh_linear_kind).  Q, K
+ * and V (and a gated MLP's gate and up) share one input: the hook is called
+ * once per linear with the same pointer.  A
  * nonzero return stops the forward pass, which returns that status. */
 typedef int (*qh_linear_hook_fn)(int layer, int kind, const float *X, size_t in, size_t T,
                                  void *user);
@@ -93,7 +103,7 @@ typedef struct {
     void *user;
 } qh_forward_hook;
 
-/* Token (and, for OPT, position) embeddings of ids[0..T) at positions 0..T-1
+/* Token (and, when learned, position) embeddings of ids[0..T) at positions 0..T-1
  * into x (hidden x T, caller allocated; may be ws->x).  QH_EINVAL for a token
  * id outside [0, vocab) (the message names the position) or T > capacity. */
 int qh_forward_embed(const qh_model *m, const int32_t *ids, size_t T, qh_forward_ws *ws,
@@ -105,7 +115,7 @@ int qh_forward_embed(const qh_model *m, const int32_t *ids, size_t T, qh_forward
 int qh_forward_block(const qh_model *m, int layer, float *x, size_t T, qh_forward_ws *ws,
                      const qh_forward_hook *hook) QH_MUST_CHECK;
 
-/* Final norm (+ OPT project_out) and lm_head: x (hidden x T, not modified) to
+/* Final norm (+ project_out when present) and lm_head: x (hidden x T, not modified) to
  * logits (vocab x T, caller allocated). */
 int qh_forward_head(const qh_model *m, const float *x, size_t T, qh_forward_ws *ws,
                     float *logits) QH_MUST_CHECK;
@@ -118,7 +128,7 @@ int qh_forward_window(const qh_model *m, const int32_t *ids, size_t T, qh_forwar
  * accumulate, y += W x + b (a residual add).  b may be absent (L->b NULL). */
 void qh_linear_apply(const qh_linear *L, const float *x, size_t T, float *y, int accumulate);
 
-/* The model's norm n (RMSNorm for Llama, LayerNorm for OPT) on the T columns
+/* The model's norm n (its features' RMSNorm or LayerNorm) on the T columns
  * of x (dim x T) into y (may equal x). */
 void qh_norm_apply(const qh_model *m, const qh_norm *n, const float *x, float *y, size_t dim,
                    size_t T);

@@ -1,19 +1,20 @@
 /* model.c -- loads a Hugging Face causal LM folder (config.json + safetensors)
  * into the float32 qh_model of model.h.
  *
- * Architectures follow the transformers implementations' parameter layouts:
- * OPTForCausalLM (pre- and post-LN, optional project_in/project_out when
- * word_embed_proj_dim != hidden_size, final_layer_norm only when
- * do_layer_norm_before and not _remove_final_layer_norm) and
- * LlamaForCausalLM, with Qwen2 (q/k/v biases) and Mistral mapped onto the
- * Llama layout.  Config defaults are those of the transformers config classes.
+ * The family row of config.json's model_type (family.h) gives the tensor
+ * names and the decoder's features; its config dialect says which keys give
+ * the shapes: the OPT dialect (OPTConfig: ffn_dim, word_embed_proj_dim with
+ * project_in/project_out, do_layer_norm_before, final_layer_norm only when
+ * pre-LN and not _remove_final_layer_norm) or the Llama one (LlamaConfig:
+ * intermediate_size, num_key_value_heads, head_dim, rms_norm_eps, rope_theta).
+ * Config defaults are those of the transformers config classes.
  *
  * Loading is two passes: the first finds and checks every tensor (name,
  * dtype, shape against config.json) and plans its place in one 64-byte
  * aligned float32 buffer; the second converts from the memory-mapped files and
  * rejects non-finite values.  Left out: RoPE scaling other than "default",
- * LayerNorm without affine parameters, activations other than ReLU (OPT) and
- * SiLU (Llama), sliding-window attention.
+ * LayerNorm without affine parameters, activations other than the row's,
+ * sliding-window attention.
  */
 #include "model/model.h"
 
@@ -24,6 +25,7 @@
 #include <string.h>
 
 #include "model/safetensors.h"
+#include "qh_path.h"
 
 typedef struct {
     float *buf;                      /* every tensor, converted */
@@ -102,18 +104,24 @@ static int parse_common(const config_src *c, qh_model_config *k)
     return QH_OK;
 }
 
-static int parse_opt(const config_src *c, qh_model_config *k, int *has_bias, int *final_norm)
+/* Hugging Face's name of an activation in config.json. */
+static const char *act_name(qh_act_kind a)
 {
+    return a == QH_ACT_SILU ? "silu" : "relu";
+}
+
+static int parse_opt(const config_src *c, qh_model_config *k, int *final_norm)
+{
+    qh_model_features *f = &k->features;
     int remove_final = 0, affine = 1;
     QH_TRY(cfg_int(c, "ffn_dim", -1, 1, MAX_DIM, &k->ffn_dim));
     QH_TRY(cfg_int(c, "max_position_embeddings", -1, 1, MAX_DIM, &k->max_pos));
     QH_TRY(cfg_int(c, "word_embed_proj_dim", k->hidden, 1, MAX_DIM, &k->embed_dim));
-    QH_TRY(cfg_bool(c, "do_layer_norm_before", 1, &k->pre_ln));
+    QH_TRY(cfg_bool(c, "do_layer_norm_before", f->pre_ln, &f->pre_ln));
     QH_TRY(cfg_bool(c, "_remove_final_layer_norm", 0, &remove_final));
-    QH_TRY(cfg_bool(c, "enable_bias", 1, has_bias));
     QH_TRY(cfg_bool(c, "layer_norm_elementwise_affine", 1, &affine));
-    QH_TRY(cfg_bool(c, "tie_word_embeddings", 1, &k->tied_lm_head));
-    QH_TRY(cfg_string_is(c, "activation_function", "relu"));
+    QH_TRY(cfg_bool(c, "tie_word_embeddings", f->tied_head, &f->tied_head));
+    QH_TRY(cfg_string_is(c, "activation_function", act_name(f->act)));
     if (!affine)
         QH_ERROR(QH_ECONFIG, "%s: layer_norm_elementwise_affine false is not supported", c->path);
     if (k->hidden % k->n_heads)
@@ -123,7 +131,7 @@ static int parse_opt(const config_src *c, qh_model_config *k, int *has_bias, int
     k->head_dim = k->hidden / k->n_heads;
     k->norm_eps = 1e-5f;
     k->rope_theta = 0;
-    *final_norm = k->pre_ln && !remove_final;
+    *final_norm = f->pre_ln && !remove_final;
     return QH_OK;
 }
 
@@ -143,24 +151,18 @@ static int parse_rope_object(const config_src *c, const char *key, double *theta
     return QH_OK;
 }
 
-typedef struct { int qkv, o, mlp; } llama_biases;
-
-static int parse_llama(const config_src *c, qh_model_config *k, llama_biases *bias, int is_qwen2)
+static int parse_llama(const config_src *c, qh_model_config *k, int *final_norm)
 {
-    int attn_bias = 0;
+    qh_model_features *f = &k->features;
     QH_TRY(cfg_int(c, "intermediate_size", -1, 1, MAX_DIM, &k->ffn_dim));
     QH_TRY(cfg_int(c, "max_position_embeddings", 2048, 1, 1 << 24, &k->max_pos));
     QH_TRY(cfg_int(c, "num_key_value_heads", k->n_heads, 1, k->n_heads, &k->n_kv_heads));
     QH_TRY(cfg_int(c, "head_dim", k->hidden / k->n_heads, 1, MAX_DIM, &k->head_dim));
-    QH_TRY(cfg_bool(c, "tie_word_embeddings", 0, &k->tied_lm_head));
-    QH_TRY(cfg_bool(c, "attention_bias", 0, &attn_bias));
-    QH_TRY(cfg_bool(c, "mlp_bias", 0, &bias->mlp));
-    QH_TRY(cfg_string_is(c, "hidden_act", "silu"));
+    QH_TRY(cfg_bool(c, "tie_word_embeddings", f->tied_head, &f->tied_head));
+    QH_TRY(cfg_string_is(c, "hidden_act", act_name(f->act)));
     if (k->n_heads % k->n_kv_heads)
         QH_ERROR(QH_ECONFIG, "%s: num_attention_heads %d is not a multiple of "
                  "num_key_value_heads %d", c->path, k->n_heads, k->n_kv_heads);
-    bias->qkv = is_qwen2 || attn_bias;     /* Qwen2 always has q/k/v biases, no o bias */
-    bias->o = !is_qwen2 && attn_bias;
     double eps = 1e-6, theta = 10000.0;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, "rms_norm_eps");
     if (v) QH_TRY(cfg_positive(c, v, "rms_norm_eps", &eps));
@@ -171,32 +173,50 @@ static int parse_llama(const config_src *c, qh_model_config *k, llama_biases *bi
     k->norm_eps = (float)eps;
     k->rope_theta = theta;
     k->embed_dim = k->hidden;
-    k->pre_ln = 1;
+    *final_norm = 1;
     return QH_OK;
 }
 
-typedef struct {
-    int has_bias;                    /* OPT enable_bias */
-    int final_norm;                  /* OPT final_layer_norm present */
-    llama_biases lb;
-} arch_flags;
+/* The row's always-biased linears plus those its config.json switches turn on,
+ * among the linears the layout has. */
+static int parse_biases(const config_src *c, const qh_family *fam, qh_model_features *f)
+{
+    unsigned has = 0;
+    for (int kind = 0; kind < QH_LIN_MAX; kind++)
+        if (fam->layout->lin[kind].name) has |= QH_LIN_BIT(kind);
+    for (size_t i = 0; i < sizeof fam->bias_keys / sizeof *fam->bias_keys; i++) {
+        const qh_bias_key *b = &fam->bias_keys[i];
+        int on = 0;
+        if (!b->key) continue;
+        QH_TRY(cfg_bool(c, b->key, b->def, &on));
+        if (on) f->bias |= b->kinds;
+    }
+    f->bias &= has;
+    return QH_OK;
+}
 
-static int parse_config(const char *path, const cJSON *root, qh_model_config *k, arch_flags *fl)
+static int parse_config(const char *path, const cJSON *root, qh_model_config *k, int *final_norm)
 {
     config_src c = { root, path };
     if (!cJSON_IsObject(root)) QH_ERROR(QH_ECONFIG, "%s: not a JSON object", path);
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (!cJSON_IsString(mt))
         QH_ERROR(QH_ECONFIG, "%s: required key \"model_type\" is missing", path);
-    snprintf(k->model_type, sizeof k->model_type, "%s", mt->valuestring);
-    const char *t = mt->valuestring;
-    if (!strcmp(t, "opt")) k->arch = QH_ARCH_OPT;
-    else if (!strcmp(t, "llama") || !strcmp(t, "mistral") || !strcmp(t, "qwen2")) k->arch = QH_ARCH_LLAMA;
-    else QH_ERROR(QH_ECONFIG, "%s: unsupported model_type \"%s\" (supported: opt, llama, mistral, "
-                  "qwen2)", path, t);
+    const qh_family *fam = qh_family_find(mt->valuestring);
+    if (!fam) {
+        char list[256];
+        qh_family_list(list, sizeof list);
+        QH_ERROR(QH_ECONFIG, "%s: unsupported model_type \"%s\" (supported: %s)", path,
+                 mt->valuestring, list);
+    }
+    snprintf(k->model_type, sizeof k->model_type, "%s", fam->model_type);
+    k->family = fam;
+    k->features = fam->features;
     QH_TRY(parse_common(&c, k));
-    if (k->arch == QH_ARCH_OPT) return parse_opt(&c, k, &fl->has_bias, &fl->final_norm);
-    return parse_llama(&c, k, &fl->lb, !strcmp(t, "qwen2"));
+    QH_TRY(fam->layout->config == QH_CONFIG_OPT ? parse_opt(&c, k, final_norm)
+                                                : parse_llama(&c, k, final_norm));
+    if (k->features.pos == QH_POS_ROTARY) k->features.rotary_dims = k->head_dim;
+    return parse_biases(&c, fam, &k->features);
 }
 
 /* ---- tensor plan ----------------------------------------------------------------- */
@@ -228,13 +248,10 @@ static int want(loader *L, const char *base, int d0, int d1, float **dst, char *
     const qh_st_file *f = NULL;
     const qh_st_tensor *t = NULL;
     if (L->try_model_prefix) {
-        snprintf(name, sizeof name, "model.%s", base);
+        QH_TRY(qh_path_format(name, sizeof name, "tensor name", "model.%s", base));
         t = qh_st_set_find(L->set, name, &f);
     }
-    if (!t) {
-        snprintf(name, sizeof name, "%s", base);
-        t = qh_st_set_find(L->set, name, &f);
-    }
+    if (!t) t = qh_st_set_find(L->set, base, &f);
     *dst = NULL;
     if (!t) {
         if (optional) return QH_OK;
@@ -269,95 +286,106 @@ static int want(loader *L, const char *base, int d0, int d1, float **dst, char *
     L->n_params += t->numel;
     if (found_name) {
         size_t len = strlen(t->name) - (strlen(t->name) > 7 ? 7 : 0);   /* drop ".weight" */
-        snprintf(found_name, found_size, "%.*s", (int)len, t->name);
+        QH_TRY(qh_path_format(found_name, found_size, "linear name", "%.*s", (int)len, t->name));
     }
     return QH_OK;
+}
+
+/* want() of "<base>.<suffix>" ("weight" or "bias"). */
+static int want_part(loader *L, const char *base, const char *suffix, int d0, int d1, float **dst,
+                     char *found_name, size_t found_size)
+{
+    char name[256];
+    QH_TRY(qh_path_format(name, sizeof name, "tensor name", "%s.%s", base, suffix));
+    return want(L, name, d0, d1, dst, found_name, found_size, 0);
 }
 
 static int want_linear(loader *L, const char *base, int out, int in, int bias, qh_linear *lin)
 {
-    char name[256];
-    snprintf(name, sizeof name, "%s.weight", base);
-    QH_TRY(want(L, name, out, in, &lin->W, lin->name, sizeof lin->name, 0));
+    QH_TRY(want_part(L, base, "weight", out, in, &lin->W, lin->name, sizeof lin->name));
     lin->out = out;
     lin->in = in;
-    if (!bias) return QH_OK;
-    snprintf(name, sizeof name, "%s.bias", base);
-    return want(L, name, out, 0, &lin->b, NULL, 0, 0);
+    return bias ? want_part(L, base, "bias", out, 0, &lin->b, NULL, 0) : QH_OK;
 }
 
-static int want_norm(loader *L, const char *base, int dim, int with_bias, qh_norm *n)
+/* A norm's weight, and its bias for LayerNorm. */
+static int want_norm(loader *L, const qh_model *m, const char *base, qh_norm *n)
 {
-    char name[256];
-    snprintf(name, sizeof name, "%s.weight", base);
-    QH_TRY(want(L, name, dim, 0, &n->w, NULL, 0, 0));
-    if (!with_bias) return QH_OK;
-    snprintf(name, sizeof name, "%s.bias", base);
-    return want(L, name, dim, 0, &n->b, NULL, 0, 0);
+    int dim = m->cfg.hidden;
+    QH_TRY(want_part(L, base, "weight", dim, 0, &n->w, NULL, 0));
+    if (m->cfg.features.norm != QH_NORM_LAYER) return QH_OK;
+    return want_part(L, base, "bias", dim, 0, &n->b, NULL, 0);
 }
 
-static int plan_opt(loader *L, qh_model *m, int bias, int final_norm)
+/* (out, in) of linear `kind` from the config's shapes. */
+static void linear_shape(const qh_model_config *k, int kind, int *out, int *in)
+{
+    int h = k->hidden, q = k->n_heads * k->head_dim, kv = k->n_kv_heads * k->head_dim;
+    switch (kind) {
+    case QH_LIN_Q:    *out = q;  *in = h; break;
+    case QH_LIN_K:
+    case QH_LIN_V:    *out = kv; *in = h; break;
+    case QH_LIN_O:    *out = h;  *in = q; break;
+    case QH_LIN_DOWN: *out = h;  *in = k->ffn_dim; break;
+    default:          *out = k->ffn_dim; *in = h; break;      /* gate, up */
+    }
+}
+
+/* Embeddings, positions and projections, final norm, in the layout's names. */
+static int plan_ends(loader *L, qh_model *m, int final_norm)
 {
     const qh_model_config *k = &m->cfg;
-    int h = k->hidden, f = k->ffn_dim;
-    QH_TRY(want(L, "decoder.embed_tokens.weight", k->vocab_size, k->embed_dim, &m->embed_tokens,
-                NULL, 0, 0));
-    QH_TRY(want(L, "decoder.embed_positions.weight", k->max_pos + 2, h, &m->embed_pos, NULL, 0, 0));
+    const qh_layout *ly = k->family->layout;
+    int h = k->hidden;
+    QH_TRY(want_part(L, ly->embed_tokens, "weight", k->vocab_size, k->embed_dim, &m->embed_tokens,
+                     NULL, 0));
+    if (k->features.pos == QH_POS_LEARNED)
+        QH_TRY(want_part(L, ly->embed_pos, "weight", k->max_pos + k->features.pos_offset, h,
+                         &m->embed_pos, NULL, 0));
     if (k->embed_dim != h) {
-        QH_TRY(want_linear(L, "decoder.project_in", h, k->embed_dim, 0, &m->project_in));
-        QH_TRY(want_linear(L, "decoder.project_out", k->embed_dim, h, 0, &m->project_out));
+        if (!ly->project_in || !ly->project_out)
+            QH_ERROR(QH_ECONFIG, "%s: embedding width %d differs from hidden_size %d and the %s "
+                     "layout has no projections", m->dir, k->embed_dim, h, ly->name);
+        QH_TRY(want_linear(L, ly->project_in, h, k->embed_dim, 0, &m->project_in));
+        QH_TRY(want_linear(L, ly->project_out, k->embed_dim, h, 0, &m->project_out));
     }
-    if (final_norm) QH_TRY(want_norm(L, "decoder.final_layer_norm", h, 1, &m->final_norm));
-    static const char *const lin_names[] = { "self_attn.q_proj", "self_attn.k_proj",
-        "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2" };
-    char base[160];
-    for (int i = 0; i < k->n_layers; i++) {
-        qh_block *b = &m->blocks[i];
-        snprintf(base, sizeof base, "decoder.layers.%d.self_attn_layer_norm", i);
-        QH_TRY(want_norm(L, base, h, 1, &b->attn_norm));
-        snprintf(base, sizeof base, "decoder.layers.%d.final_layer_norm", i);
-        QH_TRY(want_norm(L, base, h, 1, &b->mlp_norm));
-        for (int kind = QH_LIN_Q; kind <= QH_LIN_FC2; kind++) {
-            int out = kind == QH_LIN_FC1 ? f : h, in = kind == QH_LIN_FC2 ? f : h;
-            snprintf(base, sizeof base, "decoder.layers.%d.%s", i, lin_names[kind]);
-            QH_TRY(want_linear(L, base, out, in, bias, &b->lin[kind]));
-        }
-    }
-    return QH_OK;
+    return final_norm ? want_norm(L, m, ly->final_norm, &m->final_norm) : QH_OK;
 }
 
-static int plan_llama(loader *L, qh_model *m, const llama_biases *lb)
+/* Every block's norms and linears (in stable-number order). */
+static int plan_blocks(loader *L, qh_model *m)
 {
     const qh_model_config *k = &m->cfg;
-    int h = k->hidden, f = k->ffn_dim, q = k->n_heads * k->head_dim, kv = k->n_kv_heads * k->head_dim;
-    QH_TRY(want(L, "embed_tokens.weight", k->vocab_size, h, &m->embed_tokens, NULL, 0, 0));
-    QH_TRY(want_norm(L, "norm", h, 0, &m->final_norm));
-    static const char *const names[] = { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-        "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj" };
-    const int outs[] = { q, kv, kv, h, f, h, f }, ins[] = { h, h, h, q, h, f, h };
-    const int biases[] = { lb->qkv, lb->qkv, lb->qkv, lb->o, lb->mlp, lb->mlp, lb->mlp };
+    const qh_layout *ly = k->family->layout;
     char base[160];
     for (int i = 0; i < k->n_layers; i++) {
         qh_block *b = &m->blocks[i];
-        snprintf(base, sizeof base, "layers.%d.input_layernorm", i);
-        QH_TRY(want_norm(L, base, h, 0, &b->attn_norm));
-        snprintf(base, sizeof base, "layers.%d.post_attention_layernorm", i);
-        QH_TRY(want_norm(L, base, h, 0, &b->mlp_norm));
-        for (int kind = 0; kind < QH_LIN_MAX; kind++) {
-            snprintf(base, sizeof base, "layers.%d.%s", i, names[kind]);
-            QH_TRY(want_linear(L, base, outs[kind], ins[kind], biases[kind], &b->lin[kind]));
+        QH_TRY(qh_path_format(base, sizeof base, "tensor name", "%s.%d.%s", ly->layers, i,
+                              ly->attn_norm));
+        QH_TRY(want_norm(L, m, base, &b->attn_norm));
+        QH_TRY(qh_path_format(base, sizeof base, "tensor name", "%s.%d.%s", ly->layers, i,
+                              ly->mlp_norm));
+        QH_TRY(want_norm(L, m, base, &b->mlp_norm));
+        for (int j = 0; j < qh_model_n_linear(m); j++) {
+            int kind = qh_model_linear_at(m, j), out, in;
+            linear_shape(k, kind, &out, &in);
+            QH_TRY(qh_path_format(base, sizeof base, "tensor name", "%s.%d.%s", ly->layers, i,
+                                  ly->lin[kind].name));
+            QH_TRY(want_linear(L, base, out, in, !!(k->features.bias & QH_LIN_BIT(kind)),
+                               &b->lin[kind]));
         }
     }
     return QH_OK;
 }
 
-/* The untied output head is "lm_head.weight" at top level in both layouts. */
+/* An untied output head is at top level ("lm_head.weight") in every layout. */
 static int plan_head(loader *L, qh_model *m)
 {
-    if (m->cfg.tied_lm_head) return QH_OK;
+    if (m->cfg.features.tied_head) return QH_OK;
     int saved = L->try_model_prefix;
     L->try_model_prefix = 0;
-    int st = want(L, "lm_head.weight", m->cfg.vocab_size, m->cfg.embed_dim, &m->lm_head, NULL, 0, 0);
+    int st = want_part(L, m->cfg.family->layout->lm_head, "weight", m->cfg.vocab_size,
+                       m->cfg.embed_dim, &m->lm_head, NULL, 0);
     L->try_model_prefix = saved;
     return st;
 }
@@ -377,12 +405,12 @@ static int convert_all(loader *L, float *buf)
     return QH_OK;
 }
 
-static int load_weights(qh_model *m, const qh_st_set *set, const arch_flags *fl)
+static int load_weights(qh_model *m, const qh_st_set *set, int final_norm)
 {
     loader L = { .set = set, .try_model_prefix = 1 };
     L.where = set->index_path[0] ? set->index_path : set->files[0]->path;
-    int st = m->cfg.arch == QH_ARCH_OPT ? plan_opt(&L, m, fl->has_bias, fl->final_norm)
-                                        : plan_llama(&L, m, &fl->lb);
+    int st = plan_ends(&L, m, final_norm);
+    if (st == QH_OK) st = plan_blocks(&L, m);
     if (st == QH_OK) st = plan_head(&L, m);
     if (st != QH_OK) goto cleanup;
     model_storage *ms = m->storage;
@@ -393,7 +421,7 @@ static int load_weights(qh_model *m, const qh_st_set *set, const arch_flags *fl)
     }
     if ((st = convert_all(&L, ms->buf)) != QH_OK) goto cleanup;
     ms->n_params = L.n_params;
-    if (m->cfg.tied_lm_head) m->lm_head = m->embed_tokens;
+    if (m->cfg.features.tied_head) m->lm_head = m->embed_tokens;
 cleanup:
     free(L.slots);
     return st;
@@ -401,14 +429,14 @@ cleanup:
 
 /* ---- public API ------------------------------------------------------------------- */
 
-static int load_config(qh_model *m, arch_flags *fl)
+static int load_config(qh_model *m, int *final_norm)
 {
     char path[1100];
-    snprintf(path, sizeof path, "%s/config.json", m->dir);
+    QH_TRY(qh_path_format(path, sizeof path, "config path", "%s/config.json", m->dir));
     cJSON *root = NULL;
     int st = qh_st_json_load(path, &root);
     if (st == QH_EINVAL) st = QH_ECONFIG;            /* config.json not JSON: a config error */
-    if (st == QH_OK) st = parse_config(path, root, &m->cfg, fl);
+    if (st == QH_OK) st = parse_config(path, root, &m->cfg, final_norm);
     cJSON_Delete(root);
     return st;
 }
@@ -419,19 +447,16 @@ int qh_model_load(const char *dir, qh_model **out)
     qh_st_set *set = NULL;
     qh_model *m = calloc(1, sizeof *m);
     if (!m) QH_ERROR(QH_ENOMEM, "%s", dir);
-    int st = QH_OK;
-    arch_flags fl = { 0 };
+    int st = QH_OK, final_norm = 0;
     m->storage = calloc(1, sizeof(model_storage));
     if (!m->storage) { QH_SET_ERROR(st, QH_ENOMEM, "%s", dir); goto cleanup; }
-    if ((size_t)snprintf(m->dir, sizeof m->dir, "%s", dir) >= sizeof m->dir) {
-        QH_SET_ERROR(st, QH_EINVAL, "model folder path too long: %s", dir);
+    if ((st = qh_path_format(m->dir, sizeof m->dir, "model folder", "%s", dir)) != QH_OK)
         goto cleanup;
-    }
     if ((st = qh_st_set_open(dir, &set)) != QH_OK) goto cleanup;
-    if ((st = load_config(m, &fl)) != QH_OK) goto cleanup;
+    if ((st = load_config(m, &final_norm)) != QH_OK) goto cleanup;
     m->blocks = calloc((size_t)m->cfg.n_layers, sizeof *m->blocks);
     if (!m->blocks) { QH_SET_ERROR(st, QH_ENOMEM, "%s: %d blocks", dir, m->cfg.n_layers); goto cleanup; }
-    st = load_weights(m, set, &fl);
+    st = load_weights(m, set, final_norm);
 cleanup:
     qh_st_set_close(set);
     if (st != QH_OK) { qh_model_free(m); return st; }
@@ -451,22 +476,40 @@ void qh_model_free(qh_model *m)
 
 int qh_model_n_linear(const qh_model *m)
 {
-    return m->cfg.arch == QH_ARCH_LLAMA ? 7 : 6;
+    int n = 0;
+    for (int kind = 0; kind < QH_LIN_MAX; kind++)
+        n += m->cfg.family->layout->lin[kind].name != NULL;
+    return n;
 }
 
 const char *qh_model_linear_short_name(const qh_model *m, int kind)
 {
-    static const char *const opt[] = { "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2" };
-    static const char *const llama[] = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                         "down_proj", "up_proj" };
-    if (kind < 0 || kind >= qh_model_n_linear(m)) return NULL;
-    return m->cfg.arch == QH_ARCH_LLAMA ? llama[kind] : opt[kind];
+    if (kind < 0 || kind >= QH_LIN_MAX) return NULL;
+    const char *name = m->cfg.family->layout->lin[kind].name;
+    if (!name) return NULL;
+    const char *dot = strrchr(name, '.');          /* "mlp.up_proj" -> "up_proj" */
+    return dot ? dot + 1 : name;
+}
+
+int qh_model_linear_number(const qh_model *m, int kind)
+{
+    if (kind < 0 || kind >= QH_LIN_MAX) return -1;
+    const qh_family_linear *l = &m->cfg.family->layout->lin[kind];
+    return l->name ? l->number : -1;
+}
+
+int qh_model_linear_at(const qh_model *m, int i)
+{
+    for (int kind = 0; kind < QH_LIN_MAX; kind++)
+        if (qh_model_linear_number(m, kind) == i) return kind;
+    return -1;
 }
 
 uint32_t qh_model_linear_key(const qh_model *m, int layer, int kind)
 {
-    (void)m;
-    return (uint32_t)layer * 8u + (uint32_t)kind;
+    int number = qh_model_linear_number(m, kind);
+    QH_ASSERT(layer >= 0 && number >= 0);
+    return (uint32_t)layer * 8u + (uint32_t)number;
 }
 
 size_t qh_model_n_params(const qh_model *m)

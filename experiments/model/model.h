@@ -1,9 +1,12 @@
 /* model.h -- a causal language model loaded from a Hugging Face folder.
  *
- * Supported: model_type "opt" (pre-/post-LN, ReLU, learned positions with
- * offset 2, biases, optional project_in/project_out, tied lm_head) and "llama"
+ * Supported: the families of family.h's table -- model_type "opt" (pre-/post-LN,
+ * ReLU, learned positions with offset 2, biases, optional
+ * project_in/project_out, tied lm_head) and "llama", "mistral", "qwen2"
  * (RMSNorm, SwiGLU, RoPE rotate-half, grouped-query attention, tied or untied
- * lm_head; Qwen2/Mistral-style name variants and q/k/v biases).
+ * lm_head, optional biases; Qwen2 with q/k/v biases).  What the decoder
+ * computes is in cfg.features; code outside the loader reads those, never the
+ * family's name.
  *
  * Every tensor is converted to float32 on load (F32, F16, BF16 on disk) into
  * storage the model owns, so the quantization pipeline may overwrite a linear
@@ -19,12 +22,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/family.h"
 #include "qh_error.h"
 
-typedef enum { QH_ARCH_OPT = 1, QH_ARCH_LLAMA = 2 } qh_arch;
-
 typedef struct {
-    qh_arch arch;
+    const qh_family *family;         /* the row of model_type */
     char model_type[32];             /* as in config.json */
     int vocab_size;
     int hidden;                      /* hidden_size */
@@ -35,22 +37,11 @@ typedef struct {
     int ffn_dim;                     /* OPT ffn_dim, Llama intermediate_size */
     int max_pos;                     /* max_position_embeddings */
     int embed_dim;                   /* OPT word_embed_proj_dim (== hidden unless projected) */
-    int pre_ln;                      /* OPT do_layer_norm_before; 1 for Llama */
-    int tied_lm_head;                /* tie_word_embeddings */
+    qh_model_features features;      /* the row's, with config.json's switches applied */
     float norm_eps;                  /* OPT 1e-5 (LayerNorm); Llama rms_norm_eps */
     double rope_theta;               /* Llama; top level or rope_parameters.rope_theta */
     int bos_id, eos_id, pad_id;      /* -1 when absent */
 } qh_model_config;
-
-/* The linear layers of one decoder block, in model order. OPT uses
- * Q K V O FC1 FC2; Llama uses Q K V O GATE UP DOWN. */
-enum qh_linear_kind {
-    QH_LIN_Q = 0, QH_LIN_K, QH_LIN_V, QH_LIN_O,
-    QH_LIN_FC1,                      /* OPT fc1, Llama gate_proj */
-    QH_LIN_FC2,                      /* OPT fc2, Llama down_proj */
-    QH_LIN_UP,                       /* Llama up_proj only */
-    QH_LIN_MAX
-};
 
 typedef struct {
     char name[96];                   /* full tensor prefix, e.g. "model.decoder.layers.0.fc1" */
@@ -67,7 +58,7 @@ typedef struct {
 typedef struct {
     qh_norm attn_norm;               /* OPT self_attn_layer_norm, Llama input_layernorm */
     qh_norm mlp_norm;                /* OPT final_layer_norm, Llama post_attention_layernorm */
-    qh_linear lin[QH_LIN_MAX];       /* lin[k].W == NULL when the architecture lacks kind k */
+    qh_linear lin[QH_LIN_MAX];       /* by enum qh_linear_kind; W NULL where the family lacks it */
 } qh_block;
 
 typedef struct {
@@ -92,15 +83,23 @@ typedef struct {
 int qh_model_load(const char *dir, qh_model **out) QH_MUST_CHECK;
 void qh_model_free(qh_model *m);                        /* NULL: no-op */
 
-/* Number of linear kinds a block of this architecture has (6 OPT, 7 Llama),
- * and the short name of kind k ("q_proj", "fc1", "gate_proj", ...). */
+/* Number of linears a block of this family has (6 OPT, 7 Llama), and the
+ * short name of kind k ("q_proj", "fc1", "gate_proj", ...; NULL for a kind the
+ * family lacks or one outside [0, QH_LIN_MAX)). */
 int qh_model_n_linear(const qh_model *m);
 const char *qh_model_linear_short_name(const qh_model *m, int kind);
 
-/* The key of linear `kind` of block `layer` for random streams (incoherence
- * rotations, stochastic rounding): layer * 8 + a number fixed per tensor of
- * the family, so that a linear draws the same numbers in `qh run` and
- * `qh layer` and whatever order the kinds are listed in. */
+/* The family's stable number of linear `kind` (family.h), -1 for a kind it
+ * lacks.  Results record it as the linear's "kind" and list a block's
+ * linears in its order: qh_model_linear_at(m, i) is the kind numbered i-th,
+ * i in [0, qh_model_n_linear(m)) (-1 outside). */
+int qh_model_linear_number(const qh_model *m, int kind);
+int qh_model_linear_at(const qh_model *m, int i);
+
+/* The key of linear `kind` (one the family has) of block `layer` for random
+ * streams (incoherence rotations, stochastic rounding): layer * 8 + its stable
+ * number, so that a linear draws the same numbers in `qh run` and `qh layer`
+ * and whatever order the kinds are listed in. */
 uint32_t qh_model_linear_key(const qh_model *m, int layer, int kind);
 
 /* Parameter counts: every stored tensor, and the decoder linears alone. */

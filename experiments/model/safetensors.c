@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "qh_path.h"
+
 static const struct { const char *name; size_t size; } dtype_table[QH_ST_N_DTYPES] = {
     [QH_ST_F32] = { "F32", 4 },   [QH_ST_F16] = { "F16", 2 },   [QH_ST_BF16] = { "BF16", 2 },
     [QH_ST_F64] = { "F64", 8 },   [QH_ST_I64] = { "I64", 8 },   [QH_ST_I32] = { "I32", 4 },
@@ -455,8 +457,11 @@ int qh_st_set_open(const char *dir, qh_st_set **out)
     if (!s) QH_ERROR(QH_ENOMEM, "%s", dir);
     int st = QH_OK;
     char single[1024];
-    snprintf(s->index_path, sizeof s->index_path, "%s/model.safetensors.index.json", dir);
-    snprintf(single, sizeof single, "%s/model.safetensors", dir);
+    if (qh_path_format(s->index_path, sizeof s->index_path, "model index", "%s/model.safetensors.index.json", dir) != QH_OK
+        || qh_path_format(single, sizeof single, "model weights", "%s/model.safetensors", dir) != QH_OK) {
+        free(s);
+        return QH_EINVAL;
+    }
     if (file_exists(s->index_path)) {
         st = open_index(s, dir);
     } else {

@@ -1,23 +1,16 @@
-/* block_tune.c -- PTQ1.61's block objective (see block_tune.h). */
+/* block_stage.c -- the block stage: a method's block ops driven against the
+ * block output (see block_stage.h). */
 #include "pipeline/block_stage.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "model/backward.h"
-#include "qh_adam.h"
 #include "pipeline/sequential.h"
+#include "qh_clock.h"
 
 #define COS_EPS 1e-8
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---- the loss ------------------------------------------------------------------- */
 
@@ -88,17 +81,16 @@ double qh_block_loss(const float *yq, const float *y_fp, const float *y_fq, size
     return e_fp + e_fq - log(fabs(c_fp)) - log(fabs(c_fq));
 }
 
-/* ---- one linear's optimisation state ---------------------------------------------- */
+/* ---- one linear's state ------------------------------------------------------------ */
 
 typedef struct {
-    qh_ptq161_state *s;
-    qh_ptq161_model md;
+    const qh_block_ops *ops;
+    const void *params;
+    void *state;                     /* the method's, filled by its quantize */
     qh_linear *lin;
+    size_t rows, cols;               /* m = out, n = in */
     qh_matd *What, *G;               /* (m, n) double: Ŵ to write, ∂ℓ/∂Ŵ */
     float *Gf;                       /* (m x n) row-major float: the backward pass's output */
-    double *grad;                    /* α (m), r1 (m), r2 (n) */
-    double *moments;                 /* 2 (2m + n) */
-    qh_adam_moments ma, m1, m2;
 } tune_linear;
 
 static void tune_linear_free(tune_linear *t)
@@ -106,56 +98,48 @@ static void tune_linear_free(tune_linear *t)
     qh_matd_free(t->What);
     qh_matd_free(t->G);
     free(t->Gf);
-    free(t->grad);
-    free(t->moments);
 }
 
-static int tune_linear_init(tune_linear *t, qh_linear *lin, qh_ptq161_state *s)
+static int tune_linear_init(tune_linear *t, qh_linear *lin, const qh_method_type *mt,
+                            const void *params, void *state)
 {
     memset(t, 0, sizeof *t);
-    if (!s || !s->W)
-        QH_ERROR(QH_EINVAL, "%s: no ptq161 state to tune (was the layer quantized with ptq161?)", lin->name);
-    size_t m = (size_t)lin->out, n = (size_t)lin->in;
-    if (s->rows != m || s->cols != n)
-        QH_ERROR(QH_EINVAL, "%s: ptq161 state is %zu x %zu, the linear %zu x %zu", lin->name, s->rows,
-                 s->cols, m, n);
-    t->s = s;
-    t->md = qh_ptq161_state_model(s);
-    t->lin = lin;
+    size_t m = (size_t)lin->out, n = (size_t)lin->in, sm = 0, sn = 0;
+    if (state) mt->block->state_shape(state, &sm, &sn);
+    if (sm == 0 && sn == 0)
+        QH_ERROR(QH_EINVAL, "%s: no %s state to tune (was the layer quantized with %s?)", lin->name,
+                 mt->name, mt->name);
+    if (sm != m || sn != n)
+        QH_ERROR(QH_EINVAL, "%s: %s state is %zu x %zu, the linear %zu x %zu", lin->name, mt->name,
+                 sm, sn, m, n);
+    *t = (tune_linear){ .ops = mt->block, .params = params, .state = state, .lin = lin,
+                        .rows = m, .cols = n };
     t->What = qh_matd_alloc(m, n);
     t->G = qh_matd_alloc(m, n);
     t->Gf = malloc(m * n * sizeof(float));
-    t->grad = malloc((2 * m + n) * sizeof(double));
-    t->moments = calloc(2 * (2 * m + n), sizeof(double));
-    if (!t->What || !t->G || !t->Gf || !t->grad || !t->moments) {
+    if (!t->What || !t->G || !t->Gf) {
         tune_linear_free(t);
         QH_ERROR(QH_ENOMEM, "%s: out of memory for block tuning", lin->name);
     }
-    double *mo = t->moments;
-    t->ma = (qh_adam_moments){ mo, mo + m };
-    t->m1 = (qh_adam_moments){ mo + 2 * m, mo + 3 * m };
-    t->m2 = (qh_adam_moments){ mo + 4 * m, mo + 4 * m + n };
     return QH_OK;
 }
 
-/* Ŵ of the current scales into the model's float weights. */
+/* Ŵ of the current state into the model's float weights. */
 static void write_weights(tune_linear *t)
 {
-    qh_ptq161_reconstruct(&t->md, t->s->alpha, t->s->r1, t->s->r2, t->What);
+    t->ops->reconstruct(t->params, t->state, t->What);
     qh_linear_from_matd(t->lin, t->What);
 }
 
-/* One Adam step from the accumulated Gf (row-major out x in). */
-static void step(tune_linear *t, const qh_block_tune_params *p, int step_no)
+/* One optimiser step from the accumulated Gf (row-major out x in). */
+static int step(tune_linear *t, int step_no)
 {
-    size_t m = t->s->rows, n = t->s->cols;
+    size_t m = t->rows, n = t->cols;
     for (size_t i = 0; i < m; i++)
         for (size_t j = 0; j < n; j++) QH_AT(t->G, i, j) = (double)t->Gf[i * n + j];
-    double *ga = t->grad, *g1 = ga + m, *g2 = g1 + m;
-    qh_ptq161_param_grad(&t->md, t->s->alpha, t->s->r1, t->s->r2, t->G, ga, g1, g2);
-    qh_adam_step(t->s->alpha, ga, &t->ma, m, p->lr_alpha, step_no);
-    qh_adam_step(t->s->r1, g1, &t->m1, m, p->lr_r, step_no);
-    qh_adam_step(t->s->r2, g2, &t->m2, n, p->lr_r, step_no);
+    int st = t->ops->step(t->params, t->state, t->G, step_no);
+    if (st != QH_OK) qh_error_prefix("%s: block step %d", t->lin->name, step_no);
+    return st;
 }
 
 /* ---- the block ---------------------------------------------------------------------- */
@@ -207,15 +191,15 @@ static int full_loss(tuner *tu, double *loss, double *mse_fp)
     return QH_OK;
 }
 
-/* One Adam step of every linear on window s. */
-static int train_window(tuner *tu, size_t s, const qh_block_tune_params *p, int step_no)
+/* One optimiser step of every linear on window s. */
+static int train_window(tuner *tu, size_t s, int step_no)
 {
     float *G[QH_LIN_MAX] = { NULL };
     for (int k = 0; k < QH_LIN_MAX; k++) {
         if (!tu->have[k]) continue;
         write_weights(&tu->lin[k]);
         G[k] = tu->lin[k].Gf;
-        memset(G[k], 0, tu->lin[k].s->rows * tu->lin[k].s->cols * sizeof(float));
+        memset(G[k], 0, tu->lin[k].rows * tu->lin[k].cols * sizeof(float));
     }
     QH_TRY(qh_block_forward_tape(tu->m, tu->layer, tu->x + window(tu, s), tu->T, tu->yq, tu->tape));
     double loss = qh_block_loss(tu->yq, tu->y_fp + window(tu, s), tu->y_fq + window(tu, s),
@@ -225,7 +209,7 @@ static int train_window(tuner *tu, size_t s, const qh_block_tune_params *p, int 
                  step_no, s);
     QH_TRY(qh_block_backward(tu->m, tu->layer, tu->dy, tu->tape, G));
     for (int k = 0; k < QH_LIN_MAX; k++)
-        if (tu->have[k]) step(&tu->lin[k], p, step_no);
+        if (tu->have[k]) QH_TRY(step(&tu->lin[k], step_no));
     return QH_OK;
 }
 
@@ -239,7 +223,8 @@ static void tuner_free(tuner *tu)
 }
 
 static int tuner_init(tuner *tu, qh_model *m, int layer, const float *x, const float *x_fp,
-                      size_t nsamples, size_t T, qh_ptq161_state *const states[QH_LIN_MAX])
+                      size_t nsamples, size_t T, const qh_method_type *t, const void *params,
+                      void *const states[QH_LIN_MAX])
 {
     *tu = (tuner){ .m = m, .layer = layer, .nsamples = nsamples, .T = T,
                    .hidden = (size_t)m->cfg.hidden, .x = x, .x_fp = x_fp };
@@ -248,7 +233,7 @@ static int tuner_init(tuner *tu, qh_model *m, int layer, const float *x, const f
     qh_block *b = &m->blocks[layer];
     for (int k = 0; k < QH_LIN_MAX; k++) {
         if (!b->lin[k].W) continue;
-        QH_TRY(tune_linear_init(&tu->lin[k], &b->lin[k], states[k]));
+        QH_TRY(tune_linear_init(&tu->lin[k], &b->lin[k], t, params, states[k]));
         tu->have[k] = 1;
     }
     QH_TRY(qh_block_tape_alloc(m, T, &tu->tape));
@@ -262,33 +247,34 @@ static int tuner_init(tuner *tu, qh_model *m, int layer, const float *x, const f
     return QH_OK;
 }
 
-static int tune(tuner *tu, float *const W_fp[QH_LIN_MAX], const qh_block_tune_params *p,
-                qh_block_tune_stats *stats)
+static int tune(tuner *tu, float *const W_fp[QH_LIN_MAX], int epochs, qh_block_stage_stats *stats)
 {
     QH_TRY(compute_targets(tu, W_fp));
     for (int k = 0; k < QH_LIN_MAX; k++)
         if (tu->have[k]) write_weights(&tu->lin[k]);
     QH_TRY(full_loss(tu, &stats->loss_init, &stats->mse_fp_init));
     int step_no = 0;
-    for (int e = 0; e < p->epochs; e++)
-        for (size_t s = 0; s < tu->nsamples; s++) QH_TRY(train_window(tu, s, p, ++step_no));
+    for (int e = 0; e < epochs; e++)
+        for (size_t s = 0; s < tu->nsamples; s++) QH_TRY(train_window(tu, s, ++step_no));
     for (int k = 0; k < QH_LIN_MAX; k++)
         if (tu->have[k]) write_weights(&tu->lin[k]);
     stats->steps = (size_t)step_no;
     return full_loss(tu, &stats->loss_final, &stats->mse_fp_final);
 }
 
-int qh_block_tune_ptq161(qh_model *m, int layer, const float *x, const float *x_fp,
-                         size_t nsamples, size_t T, float *const W_fp[QH_LIN_MAX],
-                         qh_ptq161_state *const states[QH_LIN_MAX],
-                         const qh_block_tune_params *p, qh_block_tune_stats *stats)
+int qh_block_stage_tune(qh_model *m, int layer, const float *x, const float *x_fp,
+                        size_t nsamples, size_t T, float *const W_fp[QH_LIN_MAX],
+                        const qh_method_type *t, const void *params,
+                        void *const states[QH_LIN_MAX], qh_block_stage_stats *stats)
 {
-    double t0 = now_seconds();
+    double t0 = qh_seconds();
     memset(stats, 0, sizeof *stats);
+    if (!t || !t->block)
+        QH_ERROR(QH_EINVAL, "block %d: method %s has no block stage", layer, t ? t->name : "(none)");
     tuner tu;
-    int st = tuner_init(&tu, m, layer, x, x_fp, nsamples, T, states);
-    if (st == QH_OK) st = tune(&tu, W_fp, p, stats);
+    int st = tuner_init(&tu, m, layer, x, x_fp, nsamples, T, t, params, states);
+    if (st == QH_OK) st = tune(&tu, W_fp, t->block->epochs(params), stats);
     tuner_free(&tu);
-    stats->seconds = now_seconds() - t0;
+    stats->seconds = qh_seconds() - t0;
     return st;
 }

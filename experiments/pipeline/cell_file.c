@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "qh_path.h"
 #include "results/provenance.h"
 #include "results/writer.h"
 
@@ -72,14 +73,14 @@ static int write_run(qh_results *w, const qh_cell_info *c, const qh_layer_record
 static int write_eval(qh_results *w, const qh_cell_eval *e)
 {
     char g[256], d[300];
-    snprintf(g, sizeof g, "/run/eval/%s", e->name);
+    QH_TRY(qh_path_format(g, sizeof g, "evaluation group", "/run/eval/%s", e->name));
     QH_TRY(qh_results_group(w, g));
     QH_TRY(qh_results_attr_string(w, g, "path", e->path));
     QH_TRY(qh_results_attr_double(w, g, "ppl", e->ppl));
     QH_TRY(qh_results_attr_int(w, g, "seqlen", (int64_t)e->seqlen));
     QH_TRY(qh_results_attr_int(w, g, "n_windows", (int64_t)e->n_windows));
     QH_TRY(qh_results_attr_int(w, g, "n_tokens", (int64_t)e->n_tokens));
-    snprintf(d, sizeof d, "%s/window_nll", g);
+    QH_TRY(qh_path_format(d, sizeof d, "evaluation dataset", "%s/window_nll", g));
     return qh_results_write_vec(w, d, e->window_nll, e->n_windows);
 }
 

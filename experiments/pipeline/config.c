@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "qh_path.h"
+
 #define CFG_ERR(st, src, path, ...)                                                   \
     do { char msg_[512]; snprintf(msg_, sizeof msg_, __VA_ARGS__);                    \
          return qh_error((st), __FILE__, __LINE__, __func__, "config %s: %s: %s",     \
@@ -49,15 +51,20 @@ static int get_int(const cJSON *v, long lo, long hi, long *out, const char *src,
     return QH_OK;
 }
 
-static const char *base_name(const char *path)
+/* The folder's base name as the default label: a longer name is an error,
+ * not a truncated label that may collide with another. */
+static int label_from_path(const char *path, char *label, size_t cap, const char *src, const char *at)
 {
     size_t n = strlen(path);
     while (n > 1 && path[n - 1] == '/') n--;             /* ignore trailing slashes */
     size_t i = n;
     while (i > 0 && path[i - 1] != '/') i--;
-    static _Thread_local char buf[64];
-    snprintf(buf, sizeof buf, "%.*s", (int)(n - i), path + i);
-    return buf;
+    if (n - i >= cap)
+        CFG_ERR(QH_ECONFIG, src, at, "folder name \"%.*s\" is longer than a label may be (%zu bytes); "
+                "give {\"label\": L, \"path\": P}", (int)(n - i), path + i, cap - 1);
+    memcpy(label, path + i, n - i);
+    label[n - i] = '\0';
+    return QH_OK;
 }
 
 static int label_ok(const char *label)
@@ -88,7 +95,9 @@ static int parse_entries(const cJSON *arr, int objects_by_key, qh_config_entry *
         snprintf(path, sizeof path, "%s[%zu]", key, i);
         if (objects_by_key) {
             snprintf(path, sizeof path, "%s.%s", key, it->string);
-            snprintf(e->label, sizeof e->label, "%s", it->string);
+            if (strlen(it->string) >= sizeof e->label)
+                CFG_ERR(QH_ECONFIG, src, path, "label longer than %zu bytes", sizeof e->label - 1);
+            strcpy(e->label, it->string);
             QH_TRY(get_string(it, e->path, sizeof e->path, src, path));
         } else if (cJSON_IsObject(it)) {
             static const char *const keys[] = { "label", "path", NULL };
@@ -96,10 +105,10 @@ static int parse_entries(const cJSON *arr, int objects_by_key, qh_config_entry *
             QH_TRY(get_string(cJSON_GetObjectItemCaseSensitive(it, "path"), e->path, sizeof e->path, src, path));
             const cJSON *l = cJSON_GetObjectItemCaseSensitive(it, "label");
             if (l) QH_TRY(get_string(l, e->label, sizeof e->label, src, path));
-            else snprintf(e->label, sizeof e->label, "%s", base_name(e->path));
+            else QH_TRY(label_from_path(e->path, e->label, sizeof e->label, src, path));
         } else {
             QH_TRY(get_string(it, e->path, sizeof e->path, src, path));
-            snprintf(e->label, sizeof e->label, "%s", base_name(e->path));
+            QH_TRY(label_from_path(e->path, e->label, sizeof e->label, src, path));
         }
         if (!label_ok(e->label))
             CFG_ERR(QH_ECONFIG, src, path, "label \"%s\" may use only letters, digits, '-', '_' and '+'", e->label);
@@ -132,8 +141,12 @@ static int parse_method(const cJSON *obj, qh_config_method *m, const char *src, 
     if (v) {
         snprintf(sub, sizeof sub, "%s.incoherence", path);
         QH_TRY(get_string(v, m->incoherence, sizeof m->incoherence, src, sub));
-        if (strcmp(m->incoherence, "none") && strcmp(m->incoherence, "kron") && strcmp(m->incoherence, "hadamard"))
-            CFG_ERR(QH_ECONFIG, src, sub, "expected \"none\", \"kron\" or \"hadamard\", got \"%s\"", m->incoherence);
+        if (!qh_incoh_find(m->incoherence)) {
+            char names[128];
+            qh_incoh_names(names, sizeof names);
+            CFG_ERR(QH_ECONFIG, src, sub, "unknown incoherence \"%s\" (expected one of: %s)",
+                    m->incoherence, names);
+        }
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(obj, "rescale"))) {
         snprintf(sub, sizeof sub, "%s.rescale", path);
@@ -143,9 +156,9 @@ static int parse_method(const cJSON *obj, qh_config_method *m, const char *src, 
     if ((v = cJSON_GetObjectItemCaseSensitive(obj, "label"))) {
         snprintf(sub, sizeof sub, "%s.label", path);
         QH_TRY(get_string(v, m->label, sizeof m->label, src, sub));
-    } else {
-        snprintf(m->label, sizeof m->label, "%s%s%s", m->method,
-                 strcmp(m->incoherence, "none") ? "+" : "", strcmp(m->incoherence, "none") ? "incoh" : "");
+    } else if (qh_config_default_label(m->label, sizeof m->label, m->method,
+                                       qh_incoh_find(m->incoherence)->kind) != QH_OK) {
+        CFG_ERR(QH_ECONFIG, src, path, "method \"%s\": default label too long; set \"label\"", m->method);
     }
     if (!label_ok(m->label))
         CFG_ERR(QH_ECONFIG, src, path, "label \"%s\" may use only letters, digits, '-', '_' and '+'", m->label);
@@ -337,11 +350,26 @@ int qh_config_cells(const qh_config *c, qh_cell **cells, size_t *n)
                     qh_cell *cell = &(*cells)[k];
                     cell->model = mo; cell->method = me;
                     cell->bits = c->bits[b]; cell->seed = c->seeds[s];
-                    snprintf(cell->id, sizeof cell->id, "%s.%s.w%d.s%llu", c->models[mo].label,
-                             c->methods[me].label, cell->bits, (unsigned long long)cell->seed);
+                    int st = qh_config_cell_id(cell->id, sizeof cell->id, c->models[mo].label,
+                                               c->methods[me].label, cell->bits, cell->seed);
+                    if (st != QH_OK) { free(*cells); *cells = NULL; return st; }
                 }
     *n = total;
     return QH_OK;
+}
+
+int qh_config_default_label(char *buf, size_t cap, const char *method, qh_incoh_kind incoh)
+{
+    const qh_incoh_row *row = qh_incoh_row_of(incoh);
+    if (!row) QH_ERROR(QH_EINVAL, "method %s: incoherence kind %d has no name", method, (int)incoh);
+    return qh_path_format(buf, cap, "default label", "%s%s", method, row->label_suffix);
+}
+
+int qh_config_cell_id(char *buf, size_t cap, const char *model, const char *label, int bits,
+                      uint64_t seed)
+{
+    return qh_path_format(buf, cap, "cell id", "%s.%s.w%d.s%llu", model, label, bits,
+                          (unsigned long long)seed);
 }
 
 int qh_cell_matches(const qh_cell *cell, const char *pattern)

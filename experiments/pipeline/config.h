@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "qh_error.h"
+#include "qh_incoherence.h"
 
 #define QH_CONFIG_MAX_PARAMS 16
 
@@ -23,11 +24,11 @@ typedef struct {
 } qh_config_param;
 
 typedef struct {
-    char label[96];                  /* unique; used in cell ids (default: method[+incoh]) */
+    char label[96];                  /* unique; used in cell ids (default: qh_config_default_label) */
     char method[64];                 /* a name from the method table */
     qh_config_param params[QH_CONFIG_MAX_PARAMS];
     size_t n_params;
-    char incoherence[16];            /* "none", "kron" or "hadamard" */
+    char incoherence[16];            /* a name of the incoherence table (qh_incoh_find) */
     int rescale;                     /* D~ rescaling with incoherence (default 1) */
 } qh_config_method;
 
@@ -73,6 +74,20 @@ int  qh_config_cells(const qh_config *c, qh_cell **cells, size_t *n) QH_MUST_CHE
 /* The whole file as a NUL-terminated string, new (free()); NULL when it
  * cannot be read. */
 char *qh_read_text_file(const char *path);
+
+/* The default label of a method entry, the method name and the label suffix
+ * of its incoherence kind: "ldlq", "ldlq+incoh" (kron), "quipsharp+rht"
+ * (hadamard).  `qh run` and `qh layer` both name results so.  Returns QH_OK,
+ * or QH_EINVAL when it does not fit cap bytes. */
+int  qh_config_default_label(char *buf, size_t cap, const char *method,
+                             qh_incoh_kind incoh) QH_MUST_CHECK;
+
+/* A cell id, "<model>.<method label>.w<bits>.s<seed>" (e.g.
+ * "opt-7m.ldlq+incoh.w2.s0"), into buf: the one format of `qh run` cells and
+ * `qh layer` files, and the base name of their results files.  Returns QH_OK,
+ * or QH_EINVAL when it does not fit cap bytes. */
+int  qh_config_cell_id(char *buf, size_t cap, const char *model, const char *label, int bits,
+                       uint64_t seed) QH_MUST_CHECK;
 
 /* 1 if id matches the shell-style pattern (*, ?, [..]). */
 int  qh_cell_matches(const qh_cell *cell, const char *pattern);

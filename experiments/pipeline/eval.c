@@ -4,16 +4,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "model/forward.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "qh_clock.h"
 
 double qh_logsumexp(const float *x, size_t n)
 {
@@ -81,7 +74,7 @@ int qh_eval_ppl(const qh_model *m, const int32_t *ids, size_t n_ids, size_t seql
         QH_SET_ERROR(st, QH_ENOMEM, "eval: cannot allocate logits for %zu x %zu", vocab, seqlen);
         goto cleanup;
     }
-    t0 = now_s();
+    t0 = qh_seconds();
     for (size_t w = 0; w < n_win; w++) {
         const int32_t *win = ids + w * seqlen;
         st = qh_forward_window(m, win, seqlen, ws, logits);
@@ -91,9 +84,9 @@ int qh_eval_ppl(const qh_model *m, const int32_t *ids, size_t n_ids, size_t seql
             goto cleanup;
         }
         sum += nll[w];
-        if (progress) progress(w + 1, n_win, now_s() - t0, user);
+        if (progress) progress(w + 1, n_win, qh_seconds() - t0, user);
     }
-    res->seconds = now_s() - t0;
+    res->seconds = qh_seconds() - t0;
     res->mean_nll = sum / (double)n_win;
     res->ppl = exp(res->mean_nll);
     res->seqlen = seqlen;

@@ -1,18 +1,11 @@
 /* layer_eval.c -- quantize one layer, measure it, tabulate (see layer_eval.h). */
 #include "pipeline/layer_eval.h"
+#include "qh_clock.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* RMS of the grid's steps over rows and groups; per-row steps (RMS over the
  * row's groups) into rows_out for the bounds' S = Σ_r Δ_r². */
@@ -31,14 +24,21 @@ static double grid_steps(const qh_grid *g, double *rows_out)
     return sqrt(total / (double)(g->rows * g->n_groups));
 }
 
+static double mean_of(const double *x, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += x[i];
+    return n ? s / (double)n : NAN;
+}
+
 static int measure(const qh_method_type *m, const qh_problem *p, const qh_result *res,
                    qh_spectrum_cache *cache, qh_layer_record *rec)
 {
     qh_processed_inputs proc = { res->W_proc, res->What_proc, res->H_proc };
     QH_TRY(qh_layer_metrics_compute_cached(p->W, res->What, p->H, res->H_proc ? &proc : NULL,
                                            res->col_order, cache, &rec->metrics));
-    /* The bounds are stated for scalar grids; vector quantizers keep other
-     * numbers (row norms, codebook scales) in their grid's step table. */
+    /* The bounds are stated for scalar grids with steps Δ; other methods
+     * report their row scales on their own (row_scale_mean). */
     if (!(m->needs & QH_NEEDS_GRID) || !res->grid.step || !res->H_proc) return QH_OK;
     double *delta_rows = malloc(res->grid.rows * sizeof *delta_rows);
     if (!delta_rows) QH_ERROR(QH_ENOMEM, "%s: out of memory", rec->name);
@@ -64,12 +64,13 @@ int qh_layer_run(const qh_method_type *m, const void *params, const qh_incoh_par
     rec->cols = p->W->cols;
     rec->order = "";
     rec->delta_rms = NAN;
+    rec->row_scale_mean = NAN;
 
     qh_result res;
     qh_result_init(&res);
-    double t0 = now_seconds();
+    double t0 = qh_seconds();
     int st = qh_quantize(m, params, p, incoh, NULL, &res);
-    rec->seconds = now_seconds() - t0;
+    rec->seconds = qh_seconds() - t0;
     if (st == QH_OK) {
         rec->order = res.order ? res.order : "";
         rec->n_dead_cols = res.n_dead_cols;
@@ -79,6 +80,8 @@ int qh_layer_run(const qh_method_type *m, const void *params, const qh_incoh_par
         rec->bits_nominal = res.bits_nominal;
         rec->bits_side = res.bits_side;
         rec->bits_total = res.bits_total;
+        rec->n_iterations = res.n_iterations;
+        if (res.row_scale) rec->row_scale_mean = mean_of(res.row_scale, res.rows);
         st = measure(m, p, &res, cache, rec);
     }
     if (st == QH_OK && What) {
@@ -182,6 +185,23 @@ static void add_block_columns(table_builder *tb, const qh_layer_record *recs, si
     }
 }
 
+/* Methods that are not a scalar grid: their row scales and iterations, in
+ * columns of their own, written only when some record has row scales (so
+ * the tables of grid methods keep their columns). */
+static void add_vector_columns(table_builder *tb, const qh_layer_record *recs, size_t n)
+{
+    int any = 0;
+    for (size_t i = 0; i < n; i++) any |= !isnan(recs[i].row_scale_mean);
+    if (!any) return;
+    double *scale = add_double(tb, "row_scale_mean", n);
+    int64_t *iters = add_int(tb, "n_iterations", n);
+    if (!scale || !iters) return;     /* the caller reports the missing column */
+    for (size_t i = 0; i < n; i++) {
+        scale[i] = recs[i].row_scale_mean;
+        iters[i] = (int64_t)recs[i].n_iterations;
+    }
+}
+
 int qh_layer_records_write(qh_results *w, const char *path, const qh_layer_record *recs, size_t n)
 {
     table_builder tb = { .n = 0 };
@@ -209,6 +229,7 @@ int qh_layer_records_write(qh_results *w, const char *path, const qh_layer_recor
     add_basis_columns(&tb, recs, n, 1);
     add_bound_columns(&tb, recs, n);
     add_block_columns(&tb, recs, n);
+    add_vector_columns(&tb, recs, n);
     int st = QH_OK;
     for (size_t k = 0; k < tb.n; k++)
         if (!tb.owned[k]) QH_SET_ERROR(st, QH_ENOMEM, "layer table: out of memory");

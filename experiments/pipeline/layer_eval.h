@@ -15,7 +15,7 @@
 
 typedef struct {
     char name[96];                   /* tensor name */
-    int layer, kind;                 /* block index and qh_linear_kind (-1 for synthetic) */
+    int layer, kind;                 /* block index and qh_model_linear_number (-1 for synthetic) */
     size_t rows, cols;
     int status;                      /* QH_OK or the failure's status */
     char message[256];               /* the failure's message */
@@ -25,9 +25,13 @@ typedef struct {
     double damp_used;
     double bits_nominal, bits_side, bits_total;
     double delta_rms;                /* RMS over rows (and groups) of the grid step */
+    /* Methods that are not a scalar grid (qh_result.row_scale): the mean of
+     * their row scales (NaN for grid methods) and their own iteration count. */
+    double row_scale_mean;
+    size_t n_iterations;
     qh_layer_metrics metrics;        /* orig: W, Ŵ, H; proc: W̃, Ŵ̃, Ĥ (damped, processed) */
     qh_bound_list bounds;            /* in the processed basis with the grid's steps */
-    /* Block objective (PTQ1.61, block_tune.h): when block_tuned, metrics are of
+    /* Block stage (block_stage.h, e.g. ptq161): when block_tuned, metrics are of
      * the tuned Ŵ and these are the block's mean loss and MSE to the float
      * block output before and after tuning (the same for every linear of a block). */
     int block_tuned;
@@ -47,7 +51,8 @@ int qh_layer_run(const qh_method_type *m, const void *params, const qh_incoh_par
 /* Writes n records as the table `path` (one row per record; bound columns
  * named "bound_<name>", NaN where a record lacks that bound; when any record
  * is block_tuned, columns block_loss_init, block_loss_final, block_mse_init,
- * block_mse_final, NaN for the others). */
+ * block_mse_final, NaN for the others; when any record has row scales, columns
+ * row_scale_mean (NaN for the others) and n_iterations). */
 int qh_layer_records_write(qh_results *w, const char *path, const qh_layer_record *recs,
                            size_t n) QH_MUST_CHECK;
 

@@ -5,7 +5,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "pipeline/block_stage.h"
 #include "pipeline/calib.h"
@@ -13,29 +12,23 @@
 #include "pipeline/eval.h"
 #include "pipeline/layer_eval.h"
 #include "model/model.h"
-#include "ptq161.h"
 #include "qh_method.h"
+#include "qh_path.h"
 #include "model/save_model.h"
 #include "pipeline/sequential.h"
 #include "tokenizer/tokenizer.h"
+#include "qh_clock.h"
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
+/* The kind of an incoherence name from the table (none for an unknown name,
+ * which method_params refuses before any cell runs). */
 static qh_incoh_kind incoh_kind(const char *name)
 {
-    return !strcmp(name, "kron") ? QH_INCOH_KRON : !strcmp(name, "hadamard") ? QH_INCOH_HADAMARD
-                                                                             : QH_INCOH_NONE;
+    const qh_incoh_row *row = qh_incoh_find(name);
+    return row ? row->kind : QH_INCOH_NONE;
 }
 
-/* A method's parameters from its config entry.  Under incoherence processing
- * QuIP rounds on one symmetric grid at 2.4 RMS (qfn 'b') while baseline
- * processing keeps OPTQ's per-row grid, so "grid" defaults to "rms" there
- * unless the config sets it. */
+/* A method's parameters from its config entry: the defaults under its
+ * incoherence kind (qh_method_params_defaults_for), then the config's keys. */
 static int method_params(const qh_config_method *cm, size_t index, const qh_method_type **type,
                          void **params)
 {
@@ -48,8 +41,13 @@ static int method_params(const qh_config_method *cm, size_t index, const qh_meth
                  index, cm->method, names);
     }
     if (!(*params = qh_method_params_new(*type))) QH_ERROR(QH_ENOMEM, "out of memory");
-    if (incoh_kind(cm->incoherence) != QH_INCOH_NONE && qh_method_param_find(*type, "grid"))
-        QH_TRY(qh_method_params_set(*type, *params, "grid", "rms"));
+    qh_incoh_kind incoh;
+    int bad = qh_incoh_parse(cm->incoherence, &incoh);
+    if (bad != QH_OK) {
+        qh_error_prefix("methods[%zu].incoherence", index);
+        return bad;
+    }
+    QH_TRY(qh_method_params_defaults_for(*type, *params, incoh));
     for (size_t k = 0; k < cm->n_params; k++) {
         int st = qh_method_params_set(*type, *params, cm->params[k].key, cm->params[k].value);
         if (st != QH_OK) {
@@ -60,12 +58,11 @@ static int method_params(const qh_config_method *cm, size_t index, const qh_meth
     return QH_OK;
 }
 
-/* PTQ1.61 with objective = block: the pipeline tunes its scales per block. */
+/* A row with block ops whose params ask for them: the pipeline then tunes
+ * the row's parameters per block against the block output (block_stage.h). */
 static int wants_block_objective(const qh_method_type *t, const void *params)
 {
-    if (t != &qh_method_ptq161) return 0;
-    const qh_ptq161_params *p = params;
-    return p->objective == QH_PTQ161_OBJECTIVE_BLOCK;
+    return t->block && t->block->wants(params);
 }
 
 int qh_pipeline_validate(const qh_config *cfg)
@@ -74,12 +71,12 @@ int qh_pipeline_validate(const qh_config *cfg)
         const qh_method_type *t;
         void *params = NULL;
         int st = method_params(&cfg->methods[i], i, &t, &params);
-        /* the block objective tunes Ŵ in the model's basis */
+        /* the block stage tunes Ŵ in the model's basis */
         if (st == QH_OK && wants_block_objective(t, params) &&
             incoh_kind(cfg->methods[i].incoherence) != QH_INCOH_NONE)
-            QH_SET_ERROR(st, QH_ECONFIG, "methods[%zu]: ptq161 with objective \"block\" takes "
-                         "incoherence \"none\" (got \"%s\"); use objective \"layer\"",
-                         i, cfg->methods[i].incoherence);
+            QH_SET_ERROR(st, QH_ECONFIG, "methods[%zu]: %s with %s takes incoherence \"none\" "
+                         "(got \"%s\"): its block stage tunes in the model's basis",
+                         i, t->name, t->block->setting, cfg->methods[i].incoherence);
         free(params);
         if (st != QH_OK) return st;
     }
@@ -89,24 +86,26 @@ int qh_pipeline_validate(const qh_config *cfg)
     return QH_OK;
 }
 
-void qh_pipeline_cell_path(const qh_pipeline *p, const qh_cell *cell, char *buf, size_t len)
+int qh_pipeline_cell_path(const qh_pipeline *p, const qh_cell *cell, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s/%s.h5", p->out_dir, cell->id);
+    return qh_path_format(buf, len, "results file", "%s/%s.h5", p->out_dir, cell->id);
 }
 
-void qh_pipeline_baseline_path(const qh_pipeline *p, size_t model, char *buf, size_t len)
+int qh_pipeline_baseline_path(const qh_pipeline *p, size_t model, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s/%s.baseline.h5", p->out_dir, p->cfg->models[model].label);
+    return qh_path_format(buf, len, "results file", "%s/%s.baseline.h5", p->out_dir,
+                          p->cfg->models[model].label);
 }
 
 /* ---- the quantizing visitor ------------------------------------------------ */
 
 /* What the block objective keeps of each linear of the current block: the
- * row's exported state, and W, H and the record index to measure the tuned Ŵ. */
+ * row's state (its quantize fills it, the block stage tunes it), and W, H
+ * and the record index to measure the tuned Ŵ. */
 typedef struct {
-    int enabled;
-    qh_block_tune_params params;
-    qh_ptq161_state states[QH_LIN_MAX];
+    const qh_block_ops *ops;         /* NULL: no block stage */
+    const void *params;
+    void *states[QH_LIN_MAX];        /* from ops->state_new */
     qh_matd *W[QH_LIN_MAX], *H[QH_LIN_MAX];
     size_t rec[QH_LIN_MAX];
 } block_objective;
@@ -114,7 +113,8 @@ typedef struct {
 static void block_objective_free(block_objective *b)
 {
     for (int k = 0; k < QH_LIN_MAX; k++) {
-        qh_ptq161_state_free(&b->states[k]);
+        if (b->ops) b->ops->state_free(b->states[k]);
+        b->states[k] = NULL;
         qh_matd_free(b->W[k]);
         qh_matd_free(b->H[k]);
         b->W[k] = b->H[k] = NULL;
@@ -134,13 +134,16 @@ static int block_objective_keep(block_objective *b, int kind, const qh_matd *W, 
     return QH_OK;
 }
 
-static void block_objective_setup(block_objective *b, const qh_method_type *t, const void *params)
+static int block_objective_setup(block_objective *b, const qh_method_type *t, const void *params)
 {
     memset(b, 0, sizeof *b);
-    if (!wants_block_objective(t, params)) return;
-    const qh_ptq161_params *p = params;
-    b->enabled = 1;
-    b->params = (qh_block_tune_params){ p->epochs, p->lr_alpha, p->lr_r };
+    if (!wants_block_objective(t, params)) return QH_OK;
+    b->ops = t->block;
+    b->params = params;
+    for (int k = 0; k < QH_LIN_MAX; k++)
+        if (!(b->states[k] = b->ops->state_new()))
+            QH_ERROR(QH_ENOMEM, "%s block stage: out of memory", t->name);
+    return QH_OK;
 }
 
 typedef struct {
@@ -154,7 +157,7 @@ typedef struct {
     size_t n_recs, cap;
     double t0;
     qh_spectrum_cache spectra;       /* q, k, v share H; Ĥ = H + damping·I without incoherence */
-    block_objective block;           /* PTQ1.61's block objective (enabled = 0: none) */
+    block_objective block;           /* the row's block stage (ops NULL: none) */
 } quant_ctx;
 
 static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, const qh_matd *H,
@@ -169,16 +172,17 @@ static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, c
         q->recs = r;
         q->cap = cap;
     }
-    /* Each linear draws from its own streams: key (seed, layer*8 + kind). */
-    uint32_t key = (uint32_t)layer * 8u + (uint32_t)kind;
+    /* Each linear draws from its own streams, the same as under `qh layer`. */
+    uint32_t key = qh_model_linear_key(m, layer, kind);
     qh_incoh_params ip = { q->incoh, q->rescale && q->incoh != QH_INCOH_NONE, q->cell->seed, key, 0 };
     qh_problem prob = { W, H, q->cell->bits, q->cell->seed, key, name,
-                        q->block.enabled ? &q->block.states[kind] : NULL };
-    if (q->block.enabled) QH_TRY(block_objective_keep(&q->block, kind, W, H, q->n_recs));
+                        q->block.ops ? q->block.states[kind] : NULL };
+    if (q->block.ops) QH_TRY(block_objective_keep(&q->block, kind, W, H, q->n_recs));
     qh_matd *What = qh_matd_alloc(W->rows, W->cols);
     if (!What) QH_ERROR(QH_ENOMEM, "%s: out of memory", name);
     qh_layer_record *rec = &q->recs[q->n_recs++];
-    int st = qh_layer_run(q->type, q->params, &ip, &prob, layer, kind, &q->spectra, rec, What);
+    int st = qh_layer_run(q->type, q->params, &ip, &prob, layer, qh_model_linear_number(m, kind),
+                          &q->spectra, rec, What);
     if (st == QH_OK) {
         memcpy(W->data, What->data, W->rows * W->cols * sizeof(double));   /* both ld == rows */
         *replace = 1;
@@ -188,16 +192,15 @@ static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, c
 }
 
 /* The tuned Ŵ of every linear of the block measured into its record. */
-static int measure_tuned(quant_ctx *q, const qh_model *m, int layer, const qh_block_tune_stats *bs)
+static int measure_tuned(quant_ctx *q, const qh_model *m, int layer, const qh_block_stage_stats *bs)
 {
     block_objective *b = &q->block;
     for (int k = 0; k < QH_LIN_MAX; k++) {
         if (!m->blocks[layer].lin[k].W) continue;
         qh_layer_record *rec = &q->recs[b->rec[k]];
-        qh_ptq161_model md = qh_ptq161_state_model(&b->states[k]);
         qh_matd *What = qh_matd_alloc(b->W[k]->rows, b->W[k]->cols);
         if (!What) QH_ERROR(QH_ENOMEM, "%s: out of memory", rec->name);
-        qh_ptq161_reconstruct(&md, b->states[k].alpha, b->states[k].r1, b->states[k].r2, What);
+        b->ops->reconstruct(b->params, b->states[k], What);
         qh_processed_inputs proc = { b->W[k], What, b->H[k] };
         int st = qh_layer_metrics_compute_cached(b->W[k], What, b->H[k], &proc, NULL, &q->spectra,
                                                  &rec->metrics);
@@ -212,16 +215,14 @@ static int measure_tuned(quant_ctx *q, const qh_model *m, int layer, const qh_bl
     return QH_OK;
 }
 
-/* The sequential traversal's block stage: PTQ1.61's block objective. */
+/* The sequential traversal's block stage: the row's block ops against the block output. */
 static int tune_block(qh_model *m, int layer, const float *x, const float *x_fp, size_t nsamples,
                       size_t seqlen, float *const W_fp[QH_LIN_MAX], void *user)
 {
     quant_ctx *q = user;
-    qh_ptq161_state *states[QH_LIN_MAX] = { NULL };
-    for (int k = 0; k < QH_LIN_MAX; k++)
-        if (m->blocks[layer].lin[k].W) states[k] = &q->block.states[k];
-    qh_block_tune_stats bs;
-    QH_TRY(qh_block_tune_ptq161(m, layer, x, x_fp, nsamples, seqlen, W_fp, states, &q->block.params, &bs));
+    qh_block_stage_stats bs;
+    QH_TRY(qh_block_stage_tune(m, layer, x, x_fp, nsamples, seqlen, W_fp, q->type, q->params,
+                               q->block.states, &bs));
     if (q->p->log)
         fprintf(q->p->log, "%s: block %d tuned: loss %.6g -> %.6g, MSE to float %.6g -> %.6g "
                 "(%zu steps, %.1f s)\n", q->cell->id, layer, bs.loss_init, bs.loss_final,
@@ -234,7 +235,7 @@ static void block_progress(int done, int total, void *user)
     quant_ctx *q = user;
     if (q->p->log)
         fprintf(q->p->log, "%s: block %d/%d quantized (%.1f s)\n", q->cell->id, done, total,
-                now_seconds() - q->t0);
+                qh_seconds() - q->t0);
 }
 
 /* ---- evaluation ------------------------------------------------------------- */
@@ -281,7 +282,7 @@ static int load_model_and_tokenizer(const char *dir, qh_model **m, qh_tokenizer 
 {
     char path[1200];
     QH_TRY(qh_model_load(dir, m));
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    QH_TRY(qh_path_format(path, sizeof path, "tokenizer", "%s/tokenizer.json", dir));
     return qh_tokenizer_load(path, tok);
 }
 
@@ -300,7 +301,7 @@ static int quantize_model(const qh_pipeline *p, const qh_cell *cell, qh_model *m
     free(ids);
     if (st == QH_OK) {
         qh_layer_visitor v = { .fn = quantize_linear, .progress = block_progress, .user = q,
-                               .block_fn = q->block.enabled ? tune_block : NULL };
+                               .block_fn = q->block.ops ? tune_block : NULL };
         st = qh_sequential_visit(m, win, (size_t)cfg->calib_nsamples, seqlen, &v);
     }
     free(win);
@@ -316,21 +317,21 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
     qh_tokenizer *tok = NULL;
     eval_set ev = { 0 };
     quant_ctx q = { .p = p, .cell = cell, .incoh = incoh_kind(cm->incoherence), .rescale = cm->rescale,
-                    .t0 = now_seconds() };
+                    .t0 = qh_seconds() };
     qh_spectrum_cache_init(&q.spectra);
     void *params = NULL;
     char path[1400];
 
     int st = method_params(cm, cell->method, &q.type, &params);
     q.params = params;
-    if (st == QH_OK) block_objective_setup(&q.block, q.type, params);
+    if (st == QH_OK) st = block_objective_setup(&q.block, q.type, params);
     if (st == QH_OK) st = load_model_and_tokenizer(me->path, &m, &tok);
     if (st == QH_OK) st = quantize_model(p, cell, m, tok, &q);
     if (st == QH_OK) st = evaluate(p, m, tok, cell->id, &ev);
     if (st == QH_OK && p->save_model_dir) {
         char dir[1400];
-        snprintf(dir, sizeof dir, "%s/%s", p->save_model_dir, cell->id);
-        st = qh_model_save(m, dir);
+        st = qh_path_format(dir, sizeof dir, "--save-model folder", "%s/%s", p->save_model_dir, cell->id);
+        if (st == QH_OK) st = qh_model_save(m, dir);
         if (st == QH_OK && p->log) fprintf(p->log, "%s: dequantized model written to %s\n", cell->id, dir);
     }
     if (st != QH_OK && p->log) fprintf(p->log, "%s: FAILED: %s\n", cell->id, qh_last_error());
@@ -342,11 +343,11 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
         .id = cell->id, .model = me->label, .model_path = me->path, .method = q.type, .params = params,
         .method_label = cm->label, .incoherence = cm->incoherence, .rescale = cm->rescale,
         .bits = cell->bits, .seed = cell->seed, .status = st, .message = message,
-        .seconds = now_seconds() - q.t0, .config_json = p->config_json, .calib_path = cfg->calib_path,
+        .seconds = qh_seconds() - q.t0, .config_json = p->config_json, .calib_path = cfg->calib_path,
         .calib_nsamples = (size_t)cfg->calib_nsamples, .calib_seqlen = seqlen,
     };
-    qh_pipeline_cell_path(p, cell, path, sizeof path);
-    int wst = qh_cell_file_write(path, &info, q.recs, q.n_recs, ev.evals, ev.n);
+    int wst = qh_pipeline_cell_path(p, cell, path, sizeof path);
+    if (wst == QH_OK) wst = qh_cell_file_write(path, &info, q.recs, q.n_recs, ev.evals, ev.n);
     if (wst != QH_OK && p->log) fprintf(p->log, "%s: cannot write results: %s\n", cell->id, qh_last_error());
     eval_set_free(&ev);
     free(q.recs);
@@ -365,7 +366,7 @@ int qh_pipeline_run_baseline(const qh_pipeline *p, size_t model)
     qh_tokenizer *tok = NULL;
     eval_set ev = { 0 };
     char id[128], path[1400];
-    double t0 = now_seconds();
+    double t0 = qh_seconds();
     snprintf(id, sizeof id, "%s.baseline", me->label);
     int st = load_model_and_tokenizer(me->path, &m, &tok);
     if (st == QH_OK) st = evaluate(p, m, tok, id, &ev);
@@ -374,11 +375,11 @@ int qh_pipeline_run_baseline(const qh_pipeline *p, size_t model)
     qh_cell_info info = {
         .id = id, .model = me->label, .model_path = me->path, .method = NULL, .params = NULL,
         .method_label = "float32", .incoherence = "none", .rescale = 0, .bits = 32, .seed = 0,
-        .status = st, .message = message, .seconds = now_seconds() - t0, .config_json = p->config_json,
+        .status = st, .message = message, .seconds = qh_seconds() - t0, .config_json = p->config_json,
         .calib_path = "", .calib_nsamples = 0, .calib_seqlen = 0,
     };
-    qh_pipeline_baseline_path(p, model, path, sizeof path);
-    int wst = qh_cell_file_write(path, &info, NULL, 0, ev.evals, ev.n);
+    int wst = qh_pipeline_baseline_path(p, model, path, sizeof path);
+    if (wst == QH_OK) wst = qh_cell_file_write(path, &info, NULL, 0, ev.evals, ev.n);
     eval_set_free(&ev);
     qh_tokenizer_free(tok);
     qh_model_free(m);

@@ -33,7 +33,7 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell);
 int qh_pipeline_run_baseline(const qh_pipeline *p, size_t model);
 
 /* The results-file path of a cell or a baseline (buf of len bytes). */
-void qh_pipeline_cell_path(const qh_pipeline *p, const qh_cell *cell, char *buf, size_t len);
-void qh_pipeline_baseline_path(const qh_pipeline *p, size_t model, char *buf, size_t len);
+int qh_pipeline_cell_path(const qh_pipeline *p, const qh_cell *cell, char *buf, size_t len) QH_MUST_CHECK;
+int qh_pipeline_baseline_path(const qh_pipeline *p, size_t model, char *buf, size_t len) QH_MUST_CHECK;
 
 #endif

@@ -7,15 +7,22 @@
 #include "model/forward.h"
 #include "qh_hessian.h"
 
-/* Linears that share an input share a Hessian: q/k/v, and Llama's gate/up. */
+/* Linears that share an input share a Hessian: q/k/v, and a gated MLP's gate/up. */
 enum { GROUP_ATTN_IN, GROUP_ATTN_OUT, GROUP_MLP_IN, GROUP_MLP_OUT, N_GROUPS };
 static const int group_of_kind[QH_LIN_MAX] = {
     [QH_LIN_Q] = GROUP_ATTN_IN, [QH_LIN_K] = GROUP_ATTN_IN, [QH_LIN_V] = GROUP_ATTN_IN,
-    [QH_LIN_O] = GROUP_ATTN_OUT, [QH_LIN_FC1] = GROUP_MLP_IN, [QH_LIN_UP] = GROUP_MLP_IN,
-    [QH_LIN_FC2] = GROUP_MLP_OUT,
+    [QH_LIN_O] = GROUP_ATTN_OUT, [QH_LIN_GATE] = GROUP_MLP_IN, [QH_LIN_UP] = GROUP_MLP_IN,
+    [QH_LIN_DOWN] = GROUP_MLP_OUT,
 };
-/* The first kind of each group in forward order: the hook accumulates there only. */
-static const int group_leader[N_GROUPS] = { QH_LIN_Q, QH_LIN_O, QH_LIN_FC1, QH_LIN_FC2 };
+
+/* The first kind of group g that block b has in forward (enum) order: the
+ * hook accumulates there only (the MLP's input at gate when gated, else up). */
+static int group_leader(const qh_block *b, int g)
+{
+    for (int k = 0; k < QH_LIN_MAX; k++)
+        if (group_of_kind[k] == g && b->lin[k].W) return k;
+    return -1;
+}
 
 typedef struct {
     const qh_model *m;
@@ -27,7 +34,7 @@ static int accumulate_hook(int layer, int kind, const float *X, size_t in, size_
 {
     block_hessians *bh = user;
     int g = group_of_kind[kind];
-    if (kind != group_leader[g]) return QH_OK;
+    if (kind != group_leader(&bh->m->blocks[layer], g)) return QH_OK;
     QH_ASSERT(bh->acc[g].n == in);
     const qh_linear *lin = &bh->m->blocks[layer].lin[kind];
     return qh_hessian_acc_add(&bh->acc[g], X, T, lin->name);
@@ -61,7 +68,7 @@ static int init_hessians(block_hessians *bh, const qh_model *m, int layer)
     bh->layer = layer;
     const qh_block *b = &m->blocks[layer];
     for (int g = 0; g < N_GROUPS; g++) {
-        int st = qh_hessian_acc_init(&bh->acc[g], (size_t)b->lin[group_leader[g]].in);
+        int st = qh_hessian_acc_init(&bh->acc[g], (size_t)b->lin[group_leader(b, g)].in);
         if (st != QH_OK) { free_hessians(bh); return st; }
     }
     return QH_OK;
@@ -80,12 +87,14 @@ static int collect_block(const qh_model *m, int layer, const float *states, size
     return QH_OK;
 }
 
-/* Step 2: hands every linear of the block with its H to the visitor. */
+/* Step 2: hands every linear of the block with its H to the visitor, in the
+ * order of the family's stable numbers (results list a block's linears so). */
 static int visit_block(qh_model *m, int layer, const block_hessians *bh, const qh_layer_visitor *v)
 {
     qh_block *b = &m->blocks[layer];
     int st = QH_OK;
-    for (int kind = 0; kind < QH_LIN_MAX && st == QH_OK; kind++) {
+    for (int i = 0; i < qh_model_n_linear(m) && st == QH_OK; i++) {
+        int kind = qh_model_linear_at(m, i);
         qh_linear *lin = &b->lin[kind];
         if (!lin->W) continue;
         const qh_hessian_acc *acc = &bh->acc[group_of_kind[kind]];

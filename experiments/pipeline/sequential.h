@@ -4,11 +4,12 @@
  * The calibration windows are embedded once; then, block by block:
  *   1. the block runs on the stored hidden states of every window with a hook
  *      that accumulates, in float64, the token-mean Hessian H = E[x xᵀ] of
- *      each distinct linear input (q/k/v share one, Llama's gate/up another);
+ *      each distinct linear input (q/k/v share one, a gated MLP's gate/up another);
  *      all linears of a block take H from this one pass of the block as it is
  *      on entry (not "true-sequential"), like the reference code;
- *   2. the visitor sees every linear of the block in model order with its
- *      weights W (m x n, double, column-major) and H, and may replace W;
+ *   2. the visitor sees every linear of the block, in the order of the
+ *      family's stable numbers (qh_model_linear_at), with its weights W
+ *      (m x n, double, column-major) and H, and may replace W;
  *   3. the block runs again, with any replaced weights, to produce the hidden
  *      states the next block sees.
  * A visitor that replaces nothing sees full-precision Hessians of every layer
@@ -25,7 +26,7 @@
 #include "qh_mat.h"
 
 typedef struct {
-    /* Called once per decoder linear, in model order.  W: the layer's current
+    /* Called once per decoder linear, in stable-number order.  W: the layer's current
      * weights (m = out x n = in, column-major double; the callee may modify
      * it), H: the n x n Hessian of its input.  Setting *replace = 1 writes W
      * back into the model as float32.  A non-OK return stops the traversal. */
@@ -33,7 +34,7 @@ typedef struct {
               int *replace, void *user);
     /* Optional: called after fn has seen every linear of block `layer` and
      * before the block produces the next block's inputs, for objectives that
-     * span a whole block (PTQ1.61's, experiments/block_tune.h).  x: the
+     * span a whole block (a method's block stage, pipeline/block_stage.h).  x: the
      * block's inputs on the quantized path (nsamples windows of hidden x
      * seqlen floats); x_fp: the same windows on the float path (every block
      * so far with its original weights); W_fp[kind]: the block's original

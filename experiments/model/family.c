@@ -1,0 +1,86 @@
+/* family.c -- the table of model families (see family.h).
+ *
+ * To add a family whose checkpoints are named like an existing layout's, add
+ * one row below; for a new layout, add a qh_layout (with stable numbers that
+ * no other layout's results depend on) and say in the row which config.json
+ * dialect (model.c) reads its shapes.
+ */
+#include "model/family.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* OPTForCausalLM: fc1 is the MLP's up projection, fc2 its down projection. */
+static const qh_layout opt_layout = {
+    .name = "OPT", .config = QH_CONFIG_OPT,
+    .embed_tokens = "decoder.embed_tokens", .embed_pos = "decoder.embed_positions",
+    .project_in = "decoder.project_in", .project_out = "decoder.project_out",
+    .final_norm = "decoder.final_layer_norm", .layers = "decoder.layers",
+    .attn_norm = "self_attn_layer_norm", .mlp_norm = "final_layer_norm",
+    .lin = {
+        [QH_LIN_Q] = { "self_attn.q_proj", 0 }, [QH_LIN_K] = { "self_attn.k_proj", 1 },
+        [QH_LIN_V] = { "self_attn.v_proj", 2 }, [QH_LIN_O] = { "self_attn.out_proj", 3 },
+        [QH_LIN_UP] = { "fc1", 4 }, [QH_LIN_DOWN] = { "fc2", 5 },
+    },
+    .lm_head = "lm_head",
+};
+
+/* LlamaForCausalLM and the families that kept its names. */
+static const qh_layout llama_layout = {
+    .name = "Llama", .config = QH_CONFIG_LLAMA,
+    .embed_tokens = "embed_tokens", .final_norm = "norm", .layers = "layers",
+    .attn_norm = "input_layernorm", .mlp_norm = "post_attention_layernorm",
+    .lin = {
+        [QH_LIN_Q] = { "self_attn.q_proj", 0 }, [QH_LIN_K] = { "self_attn.k_proj", 1 },
+        [QH_LIN_V] = { "self_attn.v_proj", 2 }, [QH_LIN_O] = { "self_attn.o_proj", 3 },
+        [QH_LIN_GATE] = { "mlp.gate_proj", 4 }, [QH_LIN_DOWN] = { "mlp.down_proj", 5 },
+        [QH_LIN_UP] = { "mlp.up_proj", 6 },
+    },
+    .lm_head = "lm_head",
+};
+
+#define QKV (QH_LIN_BIT(QH_LIN_Q) | QH_LIN_BIT(QH_LIN_K) | QH_LIN_BIT(QH_LIN_V))
+#define MLP (QH_LIN_BIT(QH_LIN_GATE) | QH_LIN_BIT(QH_LIN_UP) | QH_LIN_BIT(QH_LIN_DOWN))
+
+/* OPT: LayerNorm, ReLU, learned positions at offset 2, biases unless
+ * enable_bias is false, tied head unless config.json says otherwise. */
+#define OPT_FEATURES { .norm = QH_NORM_LAYER, .act = QH_ACT_RELU, .pos = QH_POS_LEARNED, \
+                       .pos_offset = 2, .pre_ln = 1, .tied_head = 1 }
+/* Llama: RMSNorm, SwiGLU, rotate-half RoPE, pre-LN, untied head by default;
+ * `always` the linears that have biases whatever config.json says. */
+#define LLAMA_FEATURES(always) { .norm = QH_NORM_RMS, .act = QH_ACT_SILU, .gated_mlp = 1, \
+                                 .pos = QH_POS_ROTARY, .pre_ln = 1, .bias = (always) }
+#define ATTENTION_BIAS { "attention_bias", 0, QKV | QH_LIN_BIT(QH_LIN_O) }
+#define MLP_BIAS { "mlp_bias", 0, MLP }
+
+static const qh_family families[] = {
+    { "opt",     &opt_layout,   OPT_FEATURES,        { { "enable_bias", 1, QH_LIN_ALL } } },
+    { "llama",   &llama_layout, LLAMA_FEATURES(0),   { ATTENTION_BIAS, MLP_BIAS } },
+    { "mistral", &llama_layout, LLAMA_FEATURES(0),   { ATTENTION_BIAS, MLP_BIAS } },
+    /* Qwen2: q/k/v always biased, o never */
+    { "qwen2",   &llama_layout, LLAMA_FEATURES(QKV), { MLP_BIAS } },
+};
+
+#define N_FAMILIES (sizeof families / sizeof *families)
+
+const qh_family *qh_family_find(const char *model_type)
+{
+    for (size_t i = 0; i < N_FAMILIES; i++)
+        if (!strcmp(families[i].model_type, model_type)) return &families[i];
+    return NULL;
+}
+
+size_t qh_family_count(void) { return N_FAMILIES; }
+
+const qh_family *qh_family_at(size_t i) { return i < N_FAMILIES ? &families[i] : NULL; }
+
+void qh_family_list(char *buf, size_t size)
+{
+    size_t len = 0;
+    if (size) buf[0] = '\0';
+    for (size_t i = 0; i < N_FAMILIES && len < size; i++) {
+        int n = snprintf(buf + len, size - len, "%s%s", i ? ", " : "", families[i].model_type);
+        if (n < 0) break;
+        len += (size_t)n;
+    }
+}

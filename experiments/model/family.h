@@ -1,0 +1,107 @@
+/* family.h -- the model families qh loads: one row per config.json
+ * "model_type", giving the tensor names of its Hugging Face checkpoints and
+ * the features of its decoder.
+ *
+ * The loader (model.c) looks the row up, merges the config.json switches into
+ * the row's features and keeps both in the model; the forward and backward
+ * passes and `qh info` read features, never a family's name.  Families whose
+ * checkpoints share tensor names share a layout (opt_layout, llama_layout in
+ * family.c), so a new Llama-layout family is one row of the table.
+ *
+ * Linear kinds are named in the order a block computes them.  Each layout
+ * also gives every linear it has a stable number, 0..n-1 for its n linears
+ * (n <= 8): results tables record it as the linear's "kind" and list a
+ * block's linears in its order, and a linear's random streams are keyed
+ * layer * 8 + number, so the numbers must never change for an existing layout
+ * (they predate the kinds' names: Llama's down_proj is 5, up_proj 6).
+ */
+#ifndef QH_FAMILY_H
+#define QH_FAMILY_H
+
+#include <stddef.h>
+
+/* The linear layers of one decoder block, in model order.  OPT has
+ * Q K V O UP (fc1) DOWN (fc2) and no GATE; Llama has all seven. */
+enum qh_linear_kind {
+    QH_LIN_Q = 0, QH_LIN_K, QH_LIN_V,
+    QH_LIN_O,                        /* attention output: OPT out_proj, Llama o_proj */
+    QH_LIN_GATE,                     /* gated MLPs only: Llama gate_proj */
+    QH_LIN_UP,                       /* OPT fc1, Llama up_proj */
+    QH_LIN_DOWN,                     /* OPT fc2, Llama down_proj */
+    QH_LIN_MAX
+};
+
+#define QH_LIN_BIT(kind) (1u << (kind))
+#define QH_LIN_ALL ((1u << QH_LIN_MAX) - 1u)
+
+typedef enum { QH_NORM_LAYER = 1, QH_NORM_RMS } qh_norm_kind;  /* LayerNorm has a bias */
+typedef enum { QH_ACT_RELU = 1, QH_ACT_SILU } qh_act_kind;
+typedef enum { QH_POS_LEARNED = 1, QH_POS_ROTARY } qh_pos_kind;
+
+/* What a decoder computes.  A row gives the defaults; the loader sets
+ * rotary_dims and applies config.json's switches (pre_ln, tied_head and bias,
+ * see the config dialects in model.c).  A feature the forward pass lacks
+ * (parallel_residual, partial rotary) is kept here so that the passes refuse
+ * such a model (QH_EUNIMPL) instead of computing another function. */
+typedef struct {
+    qh_norm_kind norm;
+    qh_act_kind act;                 /* of the MLP */
+    int gated_mlp;                   /* down(act(gate x) * up x); 0: down(act(up x)) */
+    qh_pos_kind pos;
+    int pos_offset;                  /* learned positions: position t is row t + pos_offset */
+    int rotary_dims;                 /* rotary: dims rotated per head (the loader: head_dim) */
+    int parallel_residual;           /* x + attn(n(x)) + mlp(n(x)); no family has it yet */
+    int pre_ln;                      /* norm before each sublayer; 0: after the residual add */
+    int tied_head;                   /* lm_head is embed_tokens */
+    unsigned bias;                   /* linears with a bias, QH_LIN_BIT(kind); a row: always */
+} qh_model_features;
+
+/* config.json dialects: which keys give the shapes and switches. */
+typedef enum { QH_CONFIG_OPT = 1, QH_CONFIG_LLAMA } qh_config_dialect;
+
+typedef struct {
+    const char *name;                /* within a block, e.g. "self_attn.q_proj"; NULL: absent */
+    int number;                      /* the stable number, see above */
+} qh_family_linear;
+
+/* Tensor names of a checkpoint layout, under an optional "model." prefix;
+ * ".weight" / ".bias" are appended.  A block's tensors are
+ * "<layers>.<layer>.<name>". */
+typedef struct {
+    const char *name;                /* shown by qh info: "OPT", "Llama" */
+    qh_config_dialect config;
+    const char *embed_tokens;
+    const char *embed_pos;           /* learned positions, or NULL */
+    const char *project_in, *project_out;   /* when the embedding is narrower, or NULL */
+    const char *final_norm;
+    const char *layers;
+    const char *attn_norm, *mlp_norm;       /* within a block */
+    qh_family_linear lin[QH_LIN_MAX];       /* by kind */
+    const char *lm_head;             /* an untied head, at top level (no "model." prefix) */
+} qh_layout;
+
+/* A config.json boolean that gives a set of linears biases. */
+typedef struct {
+    const char *key;                 /* NULL: unused slot */
+    int def;                         /* its value when absent */
+    unsigned kinds;                  /* QH_LIN_BIT mask (only kinds the layout has count) */
+} qh_bias_key;
+
+typedef struct qh_family {
+    const char *model_type;
+    const qh_layout *layout;
+    qh_model_features features;      /* defaults */
+    qh_bias_key bias_keys[2];
+} qh_family;
+
+/* The row of model_type, or NULL. */
+const qh_family *qh_family_find(const char *model_type);
+
+/* The rows, for listing: i in [0, qh_family_count()). */
+size_t qh_family_count(void);
+const qh_family *qh_family_at(size_t i);
+
+/* "opt, llama, ..." into buf (always terminated), for error messages. */
+void qh_family_list(char *buf, size_t size);
+
+#endif
