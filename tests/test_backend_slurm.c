@@ -1,4 +1,4 @@
-/* test_backend_slurm.c -- the Slurm scripts of experiments/backend_slurm.h,
+/* test_backend_slurm.c -- the Slurm scripts of experiments/backends/slurm.h,
  * without Slurm: the text holds the array range, throttle, CPUs and the
  * afterany dependency; the scripts are then run by bash with the variables
  * Slurm would set and a stand-in `qh` that records its arguments, its
