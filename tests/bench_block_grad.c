@@ -1,5 +1,5 @@
 /* bench_block_grad.c -- forward-with-tape and backward throughput of the
- * block gradient (block_grad.h) against the machine's sgemm peak.
+ * block gradient (model/backward.h) against the machine's sgemm peak.
  *
  * Peak: best of a few square sgemm (1024^3, 2048^3) through qh_sgemm, as in
  * bench_forward.c.  Per model (opt-7m, llama-9m, and ../shared/models/opt-30m

@@ -1,5 +1,5 @@
 /* test_block_grad.c -- gradient of one decoder block with respect to its
- * linear weights (block_grad.h).
+ * linear weights (model/backward.h).
  *
  * 1. Forward: qh_block_forward_tape against qh_forward_block on the tiny
  *    synthetic pre-LN OPT and GQA Llama models (model_fixtures.h; windows of

@@ -1,5 +1,5 @@
-/* backend_slurm.c -- sbatch scripts for a sweep as a Slurm job array plus an
- * afterany merge job (see backend_slurm.h), and their submission through
+/* slurm.c -- sbatch scripts for a sweep as a Slurm job array plus an
+ * afterany merge job (see slurm.h), and their submission through
  * `sbatch --parsable`.
  *
  * Values inside the shell part of a script are single-quoted; values on

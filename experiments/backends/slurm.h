@@ -1,4 +1,4 @@
-/* backend_slurm.h -- the Slurm backend of `qh run`: a sweep's pending cells as
+/* slurm.h -- the Slurm backend of `qh run`: a sweep's pending cells as
  * one job array (one task per cell, one results file per task) and a merge
  * job that waits for the whole array with an `afterany` dependency, so that a
  * failed task never leaves the merge pending forever.
