@@ -1,4 +1,4 @@
-/* results.c -- HDF5 results writer (temporary name + rename, no timestamps),
+/* writer.c -- HDF5 results writer (temporary name + rename, no timestamps),
  * merge by whole-file H5Ocopy, and the status reader for resumed sweeps.
  *
  * Determinism: every group and dataset is created with object time tracking

@@ -1,4 +1,4 @@
-/* results.h -- HDF5 results files: one file per run, written under a temporary
+/* writer.h -- HDF5 results files: one file per run, written under a temporary
  * name and renamed into place, byte-identical for identical calls.
  *
  * A writer creates "<final_path>.tmp" in the same directory with object time
