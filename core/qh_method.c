@@ -221,6 +221,14 @@ int qh_method_params_defaults_for(const qh_method_type *m, void *params, qh_inco
     return QH_OK;
 }
 
+int qh_method_params_reference(const qh_method_type *m, void *params)
+{
+    for (const qh_param_desc *d = m->params; d && d->key; d++)
+        if (d->reference)
+            QH_TRY(qh_method_params_set(m, params, d->key, d->reference));
+    return QH_OK;
+}
+
 /* The method's scratch, which the driver reuses afterwards for the proxy loss. */
 size_t qh_method_workspace_size(const qh_method_type *m, const void *params, size_t rows,
                                 size_t cols)

@@ -53,6 +53,9 @@ typedef struct {
     double def, lo, hi;              /* default (ENUM: index); range for INT/DOUBLE */
     const char *choices;             /* ENUM only: "nearest|stochastic" */
     const char *doc;
+    const char *reference;           /* where this parameter is a documented deviation from
+                                        the authors' code: the value (as config text) that
+                                        reproduces their code; NULL: no deviation */
 } qh_param_desc;
 
 /* ---- one quantization problem and its result ------------------------------ */
@@ -220,6 +223,11 @@ void qh_param_format_range(const qh_param_desc *d, char *buf, size_t len);
  * Returns QH_OK or qh_method_params_set's status. */
 int qh_method_params_defaults_for(const qh_method_type *m, void *params,
                                   qh_incoh_kind incoh) QH_MUST_CHECK;
+/* Sets every parameter of m that has a `reference` value to it, so that the
+ * row computes what the authors' code computes (a config's "variant":
+ * "reference").  Explicit settings applied afterwards override it.
+ * Returns QH_OK or qh_method_params_set's status. */
+int qh_method_params_reference(const qh_method_type *m, void *params) QH_MUST_CHECK;
 
 /* Bytes of workspace for a layer of rows x cols: the method's scratch, and at
  * least what the driver's proxy loss needs (it reuses the space afterwards).
