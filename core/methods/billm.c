@@ -49,7 +49,7 @@
 #define BILLM_Q_HI 0.90
 #define BILLM_FP16_STATS 8           /* μ, α of salient o1, o2, concentrated, sparse */
 
-#define BP(k, t, f, d, l, h, ch, doc) { k, t, offsetof(qh_billm_params, f), d, l, h, ch, doc }
+#define BP(k, t, f, d, l, h, ch, doc) { k, t, offsetof(qh_billm_params, f), d, l, h, ch, doc, NULL }
 static const qh_param_desc billm_params[] = {
     BP("blocksize", QH_PARAM_INT, blocksize, 128, 1, 65536, NULL,
        "columns per block (masks, statistics and the salient search are per block)"),

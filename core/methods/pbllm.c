@@ -44,7 +44,7 @@
 #include <math.h>
 #include <string.h>
 
-#define PB_DESC(k, t, field, d, l, h, ch, doc) { k, t, offsetof(qh_pbllm_params, field), d, l, h, ch, doc }
+#define PB_DESC(k, t, field, d, l, h, ch, doc) { k, t, offsetof(qh_pbllm_params, field), d, l, h, ch, doc, NULL }
 
 static const qh_param_desc pbllm_params[] = {
     PB_DESC("salient_frac", QH_PARAM_DOUBLE, salient_frac, 0.1, 0, 1, NULL,

@@ -47,7 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PT_DESC(k, t, field, d, l, h, doc) { k, t, offsetof(qh_ptq161_params, field), d, l, h, NULL, doc }
+#define PT_DESC(k, t, field, d, l, h, doc) { k, t, offsetof(qh_ptq161_params, field), d, l, h, NULL, doc, NULL }
 
 static const qh_param_desc ptq161_params[] = {
     PT_DESC("salient_frac", QH_PARAM_DOUBLE, salient_frac, 0.2, 0, 1,
@@ -62,7 +62,7 @@ static const qh_param_desc ptq161_params[] = {
     { "objective", QH_PARAM_ENUM, offsetof(qh_ptq161_params, objective), QH_PTQ161_OBJECTIVE_BLOCK,
       0, 0, "layer|block",
       "layer: the row's proxy Adam only; block: the pipeline then tunes alpha, r1, r2 of a whole "
-      "decoder block against its output (reference objective)" },
+      "decoder block against its output (reference objective)", NULL },
     PT_DESC("epochs", QH_PARAM_INT, epochs, 20, 0, 100000,
             "block objective: Adam passes over the calibration windows, one step per window"),
     { 0 },

@@ -33,8 +33,11 @@ typedef struct {
 } qh_quant_params;
 
 /* Descriptor entries shared by the rows; each row lists the keys it uses. */
-#define QH_QP_DESC(k, t, field, d, l, h, ch, doc) \
-    { k, t, offsetof(qh_quant_params, field), d, l, h, ch, doc }
+#define QH_QP_DESC(k, t, field, d, l, h, ch, doc) QH_QP_DESC_REF(k, t, field, d, l, h, ch, doc, NULL)
+/* The same for a parameter that deviates from the authors' code: ref is the
+ * value (config text) that reproduces it (qh_param_desc.reference). */
+#define QH_QP_DESC_REF(k, t, field, d, l, h, ch, doc, ref) \
+    { k, t, offsetof(qh_quant_params, field), d, l, h, ch, doc, ref }
 #define QH_QP_GRID QH_QP_DESC("grid", QH_PARAM_ENUM, grid, 0, 0, 0, "minmax|rms|integer", \
     "minmax: per-row asymmetric OPTQ grid; rms: one symmetric grid on [-rho*RMS, rho*RMS] (QuIP); " \
     "integer: step 1, zero 0 (theory tests)")

@@ -45,11 +45,11 @@
 
 static const qh_param_desc quipsharp_params[] = {
     { "scale_override", QH_PARAM_DOUBLE, offsetof(qh_quipsharp_params, scale_override), 0.0, 0.0, 100.0, NULL,
-      "RMS of W/Wscale; 0 = opt scale (1.03 at 2 bits, 0.98 at 3, 1.03 at 4); README recommends 0.9 at 2 bits" },
+      "RMS of W/Wscale; 0 = opt scale (1.03 at 2 bits, 0.98 at 3, 1.03 at 4); README recommends 0.9 at 2 bits", NULL },
     { "tune_iters", QH_PARAM_INT, offsetof(qh_quipsharp_params, tune_iters), 0, 0, 100, NULL,
-      "block re-rounding passes after BlockLDLQ (reference quip_tune_iters; its runs use 10)" },
+      "block re-rounding passes after BlockLDLQ (reference quip_tune_iters; its runs use 10)", NULL },
     { "damp", QH_PARAM_DOUBLE, offsetof(qh_quipsharp_params, damp), 0.01, 0.0, 1.0, NULL,
-      "H += damp*mean(diag H)*I; raised tenfold per failed Cholesky (counted)" },
+      "H += damp*mean(diag H)*I; raised tenfold per failed Cholesky (counted)", NULL },
     { 0 },
 };
 
