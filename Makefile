@@ -8,11 +8,24 @@
 # Tests are tests/test_*.c (one program each) and tests/test_*.sh
 # (command-line checks), summed by tests/run.sh.
 
+# clang's objects go to their own folder (make test-asan CC=clang): its
+# UBSan also checks pointer arithmetic (NULL + 0) and float-to-int overflow,
+# which gcc's -fsanitize=undefined does not.
+IS_CLANG := $(findstring clang,$(notdir $(firstword $(CC))))
+ASAN_BUILD := build-asan$(if $(IS_CLANG),-clang)
 SANITIZE ?=
+FUZZ ?=
 ifeq ($(SANITIZE),1)
-BUILD   := build-asan
-BINDIR  := build-asan/bin
+BUILD   := $(ASAN_BUILD)
+BINDIR  := $(ASAN_BUILD)/bin
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else ifeq ($(FUZZ),1)
+# make fuzz: libFuzzer's coverage in every object, ASan + UBSan, clang only.
+CC      := clang
+BUILD   := build-fuzz
+BINDIR  := build-fuzz/bin
+SANFLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=undefined
 else
 BUILD   := build
 BINDIR  := bin
@@ -45,19 +58,31 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES  := $(BENCH_SRC:tests/%.c=$(BUILD)/tests/%)
 SHELL_TESTS := $(wildcard tests/test_*.sh)
+# Fuzz targets tests/fuzz/fuzz_<target>.c: linked with libFuzzer by `make fuzz`
+# (build-fuzz/fuzz_<target>), and with tests/fuzz/replay.c by the suite's
+# compiler and flags ($(BUILD)/tests/fuzz/replay_<target>, run by
+# tests/test_fuzz_replay.sh on every saved input).
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_REPLAYS := $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz/replay_%)
+FUZZ_SECONDS ?= 60
 LIBS     := $(BUILD)/libqhcli.a $(BUILD)/libqhreport.a $(BUILD)/libqhexp.a $(BUILD)/libqhcore.a
 QH       := $(BINDIR)/qh
 
-.PHONY: all deps test test-asan test-programs bench check-ppl help clean repro-quip-table bounds-check
+.PHONY: all deps deps-clang test test-asan test-programs bench check-ppl help clean repro-quip-table \
+        bounds-check fuzz fuzz-programs
 .DEFAULT_GOAL := all
 
-all: $(QH) $(TESTS) $(BENCHES)
+all: $(QH) $(TESTS) $(BENCHES) $(FUZZ_REPLAYS)
 
 help:
 	@echo "make deps              install (as root, with apt) or check the Debian packages"
+	@echo "make deps-clang        the same for clang and its sanitizer runtimes (fuzz, CC=clang)"
 	@echo "make                   build bin/qh and the test programs"
 	@echo "make test              deps + build + every test (last line: N passed, N failed, N skipped)"
-	@echo "make test-asan         the same under AddressSanitizer + UBSan (build-asan/)"
+	@echo "make test-asan         the same under AddressSanitizer + UBSan (build-asan/;"
+	@echo "                       CC=clang: build-asan-clang/, with clang's pointer checks)"
+	@echo "make fuzz              every fuzz target for FUZZ_SECONDS (60) each with libFuzzer"
+	@echo "                       (build-fuzz/); crashes go to tests/fuzz/crashes/<target>/"
 	@echo "make check-ppl         full perplexity of every model against reference.json (slow)"
 	@echo "make bench             forward-pass and sgemm benchmarks (GFLOP/s vs measured peak)"
 	@echo "make repro-quip-table  QuIP main table on the embedded default model (MODEL=path for yours)"
@@ -76,6 +101,21 @@ deps:
 	else \
 	    echo "deps: missing packages; install them with:"; \
 	    echo "  sudo apt-get install -y --no-install-recommends $(APT_PKGS)"; exit 1; \
+	fi
+
+# clang, libFuzzer and the sanitizer runtimes: for make fuzz and CC=clang.
+CLANG_APT_PKGS := clang libclang-rt-14-dev
+deps-clang:
+	@if command -v clang >/dev/null && echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }' | \
+	    clang -fsanitize=fuzzer,address,undefined -x c - -o /dev/null 2>/dev/null; then \
+	    echo "deps-clang: clang and libFuzzer present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "deps-clang: installing Debian packages"; \
+	    apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(CLANG_APT_PKGS) >/dev/null; \
+	else \
+	    echo "deps-clang: missing clang or libFuzzer; install them with:"; \
+	    echo "  sudo apt-get install -y --no-install-recommends $(CLANG_APT_PKGS)"; exit 1; \
 	fi
 
 $(BUILD)/%.o: %.c
@@ -98,17 +138,46 @@ $(QH): $(BUILD)/experiments/cli/main.o $(LIBS)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIBS)
 	$(CC) $(LDFLAGS) $< $(LIBS) $(LDLIBS) -o $@
 
-test-programs: $(QH) $(TESTS)
+$(BUILD)/tests/fuzz/replay_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/replay.o $(LIBS)
+	$(CC) $(LDFLAGS) $< $(BUILD)/tests/fuzz/replay.o $(LIBS) $(LDLIBS) -o $@
+
+build-fuzz/fuzz_%: build-fuzz/tests/fuzz/fuzz_%.o $(LIBS)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer $< $(LIBS) $(LDLIBS) -o $@
+
+test-programs: $(QH) $(TESTS) $(FUZZ_REPLAYS)
 
 # Sub-make so that `deps` finishes before pkg-config is asked for flags.
 test: deps
 	@$(MAKE) --no-print-directory test-programs
-	@QH=$(QH) tests/run.sh $(TESTS) $(SHELL_TESTS)
+	@QH=$(QH) QH_FUZZ_REPLAY=$(BUILD)/tests/fuzz tests/run.sh $(TESTS) $(SHELL_TESTS)
 
-test-asan: deps
+test-asan: deps $(if $(IS_CLANG),deps-clang)
 	@$(MAKE) --no-print-directory SANITIZE=1 test-programs
 	@QH_TEST_FAST=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	    QH=build-asan/bin/qh tests/run.sh $(patsubst build/%,build-asan/%,$(TESTS)) $(SHELL_TESTS)
+	    QH=$(ASAN_BUILD)/bin/qh QH_FUZZ_REPLAY=$(ASAN_BUILD)/tests/fuzz \
+	    tests/run.sh $(patsubst build/%,$(ASAN_BUILD)/%,$(TESTS)) $(SHELL_TESTS)
+
+# Each target for FUZZ_SECONDS from its seeds (tests/fuzz/corpus/<target>/);
+# what it learns stays in build-fuzz/corpus/<target>/, crash inputs go to
+# tests/fuzz/crashes/<target>/ (commit them with the fix: the suite replays
+# them).  FUZZ_TARGETS=name picks some; FUZZ_ARGS adds libFuzzer options.
+fuzz: deps deps-clang
+	@$(MAKE) --no-print-directory FUZZ=1 fuzz-programs
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build-fuzz/corpus/$$t tests/fuzz/crashes/$$t; \
+	    echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
+	    LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp:print_suppressions=0 \
+	    build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=20 -print_final_stats=1 \
+	        -artifact_prefix=tests/fuzz/crashes/$$t/ $(FUZZ_ARGS) \
+	        build-fuzz/corpus/$$t tests/fuzz/corpus/$$t > build-fuzz/fuzz_$$t.log 2>&1 || \
+	        failed="$$failed $$t"; \
+	    grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units|stat::average_exec_per_sec)' \
+	        build-fuzz/fuzz_$$t.log | sed 's/^/    /'; \
+	    echo "    corpus: $$(ls build-fuzz/corpus/$$t | wc -l) inputs (log: build-fuzz/fuzz_$$t.log)"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: crashes in$$failed: see tests/fuzz/crashes/"; exit 1; fi
+
+fuzz-programs: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
 
 bench: deps
 	@$(MAKE) --no-print-directory $(QH) $(BENCHES)
@@ -138,6 +207,7 @@ bounds-check: deps
 	@echo "bounds-check: summary in $(BOUNDS_OUT)/report/bounds.md"
 
 clean:
-	rm -rf build build-asan bin
+	rm -rf build build-asan build-asan-clang build-fuzz bin
 
--include $(CORE_OBJ:.o=.d) $(EXP_OBJ:.o=.d) $(REPORT_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(BUILD)/experiments/cli/main.d $(TESTS:=.d)
+-include $(CORE_OBJ:.o=.d) $(EXP_OBJ:.o=.d) $(REPORT_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(BUILD)/experiments/cli/main.d $(TESTS:=.d) \
+         $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz/fuzz_%.d) $(BUILD)/tests/fuzz/replay.d

@@ -249,12 +249,14 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int qh_binarize_abs_quantiles(const qh_matd *T, const uint8_t *mask, const double *q,
-                              size_t nq, double *out)
+/* Quantiles of |T| over the masked entries, plus, when zero_rest, a zero for
+ * every entry outside the mask (the magnitudes of T with those entries zeroed). */
+static int abs_quantiles(const qh_matd *T, const uint8_t *mask, int zero_rest, const double *q,
+                         size_t nq, double *out)
 {
     if (T == NULL || q == NULL || out == NULL) QH_ERROR(QH_EINVAL, "NULL argument");
     const size_t m = T->rows, n = T->cols;
-    size_t cnt = qh_mask_count(mask, m, n);
+    size_t cnt = zero_rest ? m * n : qh_mask_count(mask, m, n);
     if (cnt == 0) {
         for (size_t t = 0; t < nq; t++) out[t] = 0.0;
         return QH_OK;
@@ -265,6 +267,7 @@ int qh_binarize_abs_quantiles(const qh_matd *T, const uint8_t *mask, const doubl
     for (size_t j = 0; j < n; j++)
         for (size_t i = 0; i < m; i++)
             if (in_mask(mask, m, i, j)) v[k++] = fabs(QH_AT(T, i, j));
+            else if (zero_rest) v[k++] = 0.0;
     qsort(v, cnt, sizeof *v, cmp_double);
     for (size_t t = 0; t < nq; t++) {
         if (!(q[t] >= 0.0 && q[t] <= 1.0)) {
@@ -281,8 +284,21 @@ int qh_binarize_abs_quantiles(const qh_matd *T, const uint8_t *mask, const doubl
     return QH_OK;
 }
 
+int qh_binarize_abs_quantiles(const qh_matd *T, const uint8_t *mask, const double *q,
+                              size_t nq, double *out)
+{
+    return abs_quantiles(T, mask, 0, q, nq, out);
+}
+
 int qh_binarize_split_candidates(const qh_matd *T, const uint8_t *base, int n_thr,
                                  double q_lo, double q_hi, double *thr)
+{
+    return qh_binarize_split_candidates_in(T, base, QH_SPLIT_Q_BASE, n_thr, q_lo, q_hi, thr);
+}
+
+int qh_binarize_split_candidates_in(const qh_matd *T, const uint8_t *base,
+                                    qh_split_quantiles where, int n_thr, double q_lo,
+                                    double q_hi, double *thr)
 {
     if (n_thr < 1) QH_ERROR(QH_EINVAL, "split search needs at least 1 threshold, got %d", n_thr);
     if (!(q_lo >= 0.0 && q_hi <= 1.0 && q_lo <= q_hi))
@@ -291,13 +307,21 @@ int qh_binarize_split_candidates(const qh_matd *T, const uint8_t *base, int n_th
     if (q == NULL) QH_ERROR(QH_ENOMEM, "%d quantile levels", n_thr);
     for (int t = 0; t < n_thr; t++)
         q[t] = n_thr == 1 ? q_lo : q_lo + (q_hi - q_lo) * (double)t / (double)(n_thr - 1);
-    int st = qh_binarize_abs_quantiles(T, base, q, (size_t)n_thr, thr);
+    int st = abs_quantiles(T, base, where == QH_SPLIT_Q_ZEROED, q, (size_t)n_thr, thr);
     free(q);
     return st;
 }
 
 int qh_binarize_search_split(const qh_matd *T, const uint8_t *base, int n_thr, double q_lo,
                              double q_hi, int order, double *best_thr, double *best_err)
+{
+    return qh_binarize_search_split_in(T, base, QH_SPLIT_Q_BASE, n_thr, q_lo, q_hi, order,
+                                       best_thr, best_err);
+}
+
+int qh_binarize_search_split_in(const qh_matd *T, const uint8_t *base, qh_split_quantiles where,
+                                int n_thr, double q_lo, double q_hi, int order,
+                                double *best_thr, double *best_err)
 {
     QH_TRY(check_args(T, order, __func__));
     if (best_thr == NULL || best_err == NULL) QH_ERROR(QH_EINVAL, "NULL output of the split search");
@@ -311,7 +335,7 @@ int qh_binarize_search_split(const qh_matd *T, const uint8_t *base, int n_thr, d
         goto cleanup;
     }
     uint8_t *outer = inner + m * n;
-    if ((st = qh_binarize_split_candidates(T, base, n_thr, q_lo, q_hi, thr)) != QH_OK)
+    if ((st = qh_binarize_split_candidates_in(T, base, where, n_thr, q_lo, q_hi, thr)) != QH_OK)
         goto cleanup;
     *best_thr = thr[0];
     *best_err = INFINITY;

@@ -91,10 +91,22 @@ int qh_binarize_search_salient_ranked(const qh_matd *T, const size_t *rank, size
 int qh_binarize_abs_quantiles(const qh_matd *T, const uint8_t *mask, const double *q,
                               size_t nq, double *out) QH_MUST_CHECK;
 
+/* Which values the split candidates' quantiles are taken over. */
+typedef enum {
+    QH_SPLIT_Q_BASE = 0,             /* |T| on the entries of base only */
+    QH_SPLIT_Q_ZEROED = 1,           /* all m x n entries of |T|, those outside base counted
+                                        as 0: BiLLM's reference code takes the quantiles of
+                                        the block with its salient columns zeroed */
+} qh_split_quantiles;
+
 /* Candidate thresholds of the split search: the quantiles q_lo + (q_hi −
  * q_lo)·t/(n_thr − 1), t = 0..n_thr−1 (n_thr = 1: q_lo), of |T| on base. */
 int qh_binarize_split_candidates(const qh_matd *T, const uint8_t *base, int n_thr,
                                  double q_lo, double q_hi, double *thr) QH_MUST_CHECK;
+/* The same over the values `where` names (QH_SPLIT_Q_BASE: as above). */
+int qh_binarize_split_candidates_in(const qh_matd *T, const uint8_t *base,
+                                    qh_split_quantiles where, int n_thr, double q_lo,
+                                    double q_hi, double *thr) QH_MUST_CHECK;
 
 /* Split search: for each candidate threshold (qh_binarize_split_candidates),
  * binarizes the inner and outer parts of base (qh_mask_split_abs) at `order`
@@ -105,5 +117,10 @@ int qh_binarize_split_candidates(const qh_matd *T, const uint8_t *base, int n_th
 int qh_binarize_search_split(const qh_matd *T, const uint8_t *base, int n_thr, double q_lo,
                              double q_hi, int order, double *best_thr,
                              double *best_err) QH_MUST_CHECK;
+/* The same with the candidates of qh_binarize_split_candidates_in(where); the
+ * parts binarized are base's entries either way. */
+int qh_binarize_search_split_in(const qh_matd *T, const uint8_t *base, qh_split_quantiles where,
+                                int n_thr, double q_lo, double q_hi, int order,
+                                double *best_thr, double *best_err) QH_MUST_CHECK;
 
 #endif

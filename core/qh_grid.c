@@ -22,6 +22,7 @@ int qh_grid_init(qh_grid *g, qh_grid_kind kind, int bits, int clamp, double rho,
     g->kind = kind;
     g->bits = bits;
     g->clamp = clamp;
+    g->ties_even = 0;                /* the caller sets it after init */
     g->maxq = (double)((1u << bits) - 1u);
     g->rho = rho;
     g->rows = rows;

@@ -10,8 +10,10 @@
  *                   2^b points on [−s, s]: Δ = 2s/(2^b − 1), z = (2^b − 1)/2.
  *   QH_GRID_INTEGER the theory's integer grid (§15): Δ = 1, z = 0.  With clamping
  *                   the points are 0..2^b − 1 (the finite-grid counterexample).
- * Rounding of u = x/Δ + z: q = ⌊u + η⌋, η = ½ (nearest; ties round up, where
- * torch.round rounds half to even) or η ~ U[0, 1) (stochastic, unbiased).  With
+ * Rounding of u = x/Δ + z: q = ⌊u + η⌋, η = ½ (nearest) or η ~ U[0, 1)
+ * (stochastic, unbiased).  Nearest rounds ties up by default; with ties_even
+ * it rounds them to the even integer, as torch.round in the authors' code
+ * (a tie is rare on real weights; neither choice is better).  With
  * clamping, u is clamped to [0, 2^b − 1] first (clamp-before-round keeps
  * stochastic rounding unbiased inside the range).
  *
@@ -32,6 +34,7 @@ typedef struct {
     qh_grid_kind kind;
     int bits;                        /* 1..8 */
     int clamp;                       /* 1: q restricted to 0..maxq */
+    int ties_even;                   /* 1: nearest rounds ties to even (torch.round); 0: up */
     double maxq;                     /* 2^bits − 1 */
     double rho;                      /* QH_GRID_RMS: s = rho·RMS(W) */
     size_t rows;                     /* m */
@@ -57,15 +60,27 @@ void qh_grid_fit(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi);
  * scale per matrix, 16/(rows·cols); INTEGER nothing. */
 double qh_grid_side_bits(const qh_grid *g, size_t cols);
 
-/* The grid point for x in row r and group gi, with η as in the file header. */
+/* The grid point for x in row r and group gi, with η as in the file header
+ * (η = ½ is nearest, and then ties follow g->ties_even). */
 static inline double qh_grid_round(const qh_grid *g, size_t r, size_t gi, double x, double eta)
 {
     size_t k = r + gi * g->rows;
     double d = g->step[k], z = g->zero[k], u = x / d + z;
     if (g->clamp) u = fmin(fmax(u, 0.0), g->maxq);
-    double q = floor(u + eta);
+    double q = g->ties_even && eta == 0.5 ? nearbyint(u) : floor(u + eta);
     if (g->clamp && q > g->maxq) q = g->maxq;
     return d * (q - z);
+}
+
+/* x clamped into the range [Δ(0 − z), Δ(maxq − z)] of row r and group gi
+ * (x itself without clamping): QuIP's code clamps W into the grid before
+ * rounding, so its feedback carries the error to the clamped W. */
+static inline double qh_grid_clamp_value(const qh_grid *g, size_t r, size_t gi, double x)
+{
+    if (!g->clamp) return x;
+    size_t k = r + gi * g->rows;
+    double d = g->step[k], z = g->zero[k], u = x / d + z;
+    return u < 0.0 ? d * (0.0 - z) : u > g->maxq ? d * (g->maxq - z) : x;
 }
 
 #endif

@@ -67,10 +67,11 @@ static void side_free(side_op *s)
 /* ---- names ------------------------------------------------------------------ */
 
 static const qh_incoh_row incoh_rows[] = {
-    { QH_INCOH_NONE, "none", "", "" },
-    { QH_INCOH_KRON, "kron", "+incoh", "+IncP" },
-    { QH_INCOH_HADAMARD, "hadamard", "+rht", "+IncP(Had)" },
-    { QH_INCOH_NONE, NULL, NULL, NULL },
+    /* kind, name, label, display, rescale default/reference, permute default/reference */
+    { QH_INCOH_NONE, "none", "", "", 0, 0, 0, 0 },
+    { QH_INCOH_KRON, "kron", "+incoh", "+IncP", 1, 1, 0, 1 },
+    { QH_INCOH_HADAMARD, "hadamard", "+rht", "+IncP(Had)", 1, 0, 0, 0 },
+    { QH_INCOH_NONE, NULL, NULL, NULL, 0, 0, 0, 0 },
 };
 
 const qh_incoh_row *qh_incoh_table(void) { return incoh_rows; }

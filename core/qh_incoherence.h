@@ -40,6 +40,15 @@ typedef struct {
     const char *name;                /* config and results key: "none", "kron", "hadamard" */
     const char *label_suffix;        /* appended to a method's default label: "", "+incoh", "+rht" */
     const char *display_suffix;      /* appended to its display name in tables: "+IncP", ... */
+    /* Per kind, the default of the D̃ rescaling and of KRON's random
+     * permutations (config keys "rescale", "permute"), and the value that
+     * reproduces the authors' code: QuIP rescales and permutes around its
+     * Kronecker factors (pre_proj_extra 1); QuIP#'s code and PVQ's do not
+     * rescale around the Hadamard transform.  Rescaling stays on by default
+     * for hadamard (the harness's choice since the start); the permutations
+     * stay off for kron (Lemma 5 is proved without them). */
+    int rescale_default, rescale_reference;
+    int permute_default, permute_reference;
 } qh_incoh_row;
 
 /* The rows, in display order, ending with a row whose name is NULL. */
@@ -58,7 +67,8 @@ typedef struct {
     int rescale;                     /* 1: apply the D̃ rescaling first */
     uint64_t seed;
     uint32_t layer;
-    int permute;                     /* KRON only: 1 adds random P_out, P_in (default 0) */
+    int permute;                     /* KRON only: 1 adds random P_out, P_in around each
+                                        side's Kronecker product, as QuIP's code (default 0) */
 } qh_incoh_params;
 
 typedef struct qh_incoh_state qh_incoh_state;

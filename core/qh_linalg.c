@@ -114,10 +114,14 @@ static void zero_upper(qh_matd *A)
 
 size_t qh_dead_columns(qh_matd *H, qh_matd *W)
 {
-    size_t n_dead = 0;
+    size_t n_dead = 0, n_live = 0;
+    double live = 0.0;
+    for (size_t i = 0; i < H->cols; i++)
+        if (QH_AT(H, i, i) != 0.0) { live += QH_AT(H, i, i); n_live++; }
+    double fill = n_live ? live / (double)n_live : 1.0;
     for (size_t i = 0; i < H->cols; i++) {
         if (QH_AT(H, i, i) != 0.0) continue;
-        QH_AT(H, i, i) = 1.0;
+        QH_AT(H, i, i) = fill;
         if (W)
             for (size_t r = 0; r < W->rows; r++) QH_AT(W, r, i) = 0.0;
         n_dead++;
@@ -130,6 +134,15 @@ double qh_mean_diag(const qh_matd *H)
     double s = 0.0;
     for (size_t i = 0; i < H->cols; i++) s += QH_AT(H, i, i);
     return H->cols ? s / (double)H->cols : 0.0;
+}
+
+double qh_damp_base(const qh_matd *H, size_t n_dead, double dead_diag)
+{
+    size_t n = H->cols;
+    double mean = qh_mean_diag(H);
+    if (!(dead_diag > 0.0) || n == 0 || n_dead == 0) return mean;
+    if (n_dead > n) n_dead = n;
+    return ((double)(n - n_dead) * mean + (double)n_dead * dead_diag) / (double)n;
 }
 
 /* ---- factorisations ------------------------------------------------------- */
@@ -255,16 +268,23 @@ void qh_ldl_diag_from_hinv(const qh_matd *R, double *D)
 int qh_factor_damped(qh_matd *H, double damp, qh_factor_kind kind, qh_matd *F, double *D,
                      size_t *n_retries, double *damp_used)
 {
+    QH_TRY(check_square(H, F));
+    return qh_factor_damped_base(H, damp, qh_mean_diag(H), kind, F, D, n_retries, damp_used);
+}
+
+int qh_factor_damped_base(qh_matd *H, double damp, double base, qh_factor_kind kind, qh_matd *F,
+                          double *D, size_t *n_retries, double *damp_used)
+{
     size_t n = H->rows, retries = 0;
     QH_TRY(check_square(H, F));
-    QH_ASSERT(damp >= 0.0);
+    QH_ASSERT(damp >= 0.0 && base >= 0.0);
     if (n_retries) *n_retries = 0;
     for (size_t i = 0; i < n; i++)
         if (QH_AT(H, i, i) < 0.0)
             QH_ERROR(QH_ENOTPD, "H (%zu x %zu): diagonal entry %zu is %g < 0; a proxy Hessian "
                      "must be positive semidefinite", n, n, i, QH_AT(H, i, i));
     qh_symmetrize_upper(H);
-    double base = qh_mean_diag(H), lam = damp;
+    double lam = damp;
     for (;;) {
         lapack_int info;
         factor_into(kind, H, lam * base, F, D, &info);

@@ -34,14 +34,29 @@ int qh_check_finite(const qh_matd *A, const char *name) QH_MUST_CHECK;
 /* Copies the upper triangle of A (n x n) onto its lower triangle. */
 void qh_symmetrize_upper(qh_matd *A);
 
-/* Dead inputs (OPTQ): every i with H_ii == 0 gets H_ii = 1 and, when W is not
- * NULL, W[:, i] = 0 (an input that is always zero carries no information).
+/* Dead inputs: every i with H_ii == 0 gets H_ii = the mean of the live
+ * (nonzero) diagonal entries and, when W is not NULL, W[:, i] = 0 (an input
+ * that is always zero carries no information).  OPTQ's code sets H_ii = 1, a
+ * value whose size relative to the live entries depends on how H is scaled
+ * (per token here, 2/nsamples·ΣXᵀX there): with H per token that 1 can be
+ * hundreds of times the live entries and inflate the damping
+ * damp·mean(diag H) many times over.  The live mean keeps mean(diag H) equal
+ * to the mean of the live diagonal, so relative damping does not depend on
+ * the scale of H, and it survives incoherence processing (an orthogonal
+ * transform keeps the trace).  The value is 1 when no input is live.
  *   H: n x n, modified; W: m x n or NULL, modified.
  * Returns the number of dead columns. */
 size_t qh_dead_columns(qh_matd *H, qh_matd *W);
 
 /* mean(diag H); 0 for n = 0. */
 double qh_mean_diag(const qh_matd *H);
+
+/* The base of the relative damping λ·base when n_dead of the n inputs were
+ * dead (H as left by qh_dead_columns, so mean(diag H) is the live mean):
+ * dead_diag = 0 gives mean(diag H), the mean of the live diagonal;
+ * dead_diag = c > 0 gives the authors' mean over all n inputs with each dead
+ * one counted as H_ii = c, ((n − n_dead)·mean(diag H) + n_dead·c)/n. */
+double qh_damp_base(const qh_matd *H, size_t n_dead, double dead_diag);
 
 /* What a damped factorisation produces; pick one. */
 typedef enum {
@@ -65,6 +80,10 @@ typedef enum {
  * data, not as dead). */
 int qh_factor_damped(qh_matd *H, double damp, qh_factor_kind kind, qh_matd *F, double *D,
                      size_t *n_retries, double *damp_used) QH_MUST_CHECK;
+/* The same with the damping base given (λ·base is added; qh_factor_damped
+ * passes base = mean(diag H)); base ≥ 0. */
+int qh_factor_damped_base(qh_matd *H, double damp, double base, qh_factor_kind kind, qh_matd *F,
+                          double *D, size_t *n_retries, double *damp_used) QH_MUST_CHECK;
 
 /* Undamped factorisations of an SPD H (n x n, upper triangle read).
  * qh_hinv_upper_chol follows the reference route (chol → inverse → chol);

@@ -229,6 +229,27 @@ int qh_method_params_reference(const qh_method_type *m, void *params)
     return QH_OK;
 }
 
+int qh_variant_parse(const char *name, qh_variant *v)
+{
+    if (name && !strcmp(name, "default")) *v = QH_VARIANT_DEFAULT;
+    else if (name && !strcmp(name, "reference")) *v = QH_VARIANT_REFERENCE;
+    else QH_ERROR(QH_ECONFIG, "unknown variant \"%s\" (expected one of: " QH_VARIANT_NAMES ")",
+                  name ? name : "");
+    return QH_OK;
+}
+
+const char *qh_variant_name(qh_variant v)
+{
+    return v == QH_VARIANT_REFERENCE ? "reference" : "default";
+}
+
+int qh_method_params_variant(const qh_method_type *m, void *params, qh_incoh_kind incoh,
+                             qh_variant variant)
+{
+    QH_TRY(qh_method_params_defaults_for(m, params, incoh));
+    return variant == QH_VARIANT_REFERENCE ? qh_method_params_reference(m, params) : QH_OK;
+}
+
 /* The method's scratch, which the driver reuses afterwards for the proxy loss. */
 size_t qh_method_workspace_size(const qh_method_type *m, const void *params, size_t rows,
                                 size_t cols)
@@ -424,6 +445,7 @@ static int run(const qh_method_type *m, const void *params, const qh_problem *p,
     qh_problem q = *p;
     q.W = out->W_proc;
     q.H = out->H_proc;
+    if (incoh_active(incoh)) q.x_absmax = NULL;   /* per-channel maxima of another basis */
     st = (use_ref ? m->quantize_ref : m->quantize)(params, &q, out, work);
     if (st == QH_OK) st = finish_result(p, st_incoh, work, out);
 

@@ -71,6 +71,11 @@ typedef struct {
                                         block->state_new; a method with a block stage fills
                                         it with the representation its block ops tune
                                         (see qh_block_ops); others ignore it */
+    const double *x_absmax;          /* optional (NULL: unknown): (n) max over the calibration
+                                        tokens of |x_j| per input channel, in the original
+                                        basis (ptq161's reference ranking).  The driver hands
+                                        the method NULL under incoherence processing, where
+                                        the channels are mixed and these maxima mean nothing */
 } qh_problem;
 
 /* Everything a layer's quantization produces.  The driver allocates and owns
@@ -90,7 +95,8 @@ typedef struct {
                                         group gi covers processing positions
                                         gi·group .. (gi+1)·group−1, i.e. columns
                                         col_order[gi·group ...] (act-order!) */
-    size_t n_dead_cols;              /* H_ii == 0 columns fixed (H_ii = 1, W[:, i] = 0) */
+    size_t n_dead_cols;              /* H_ii == 0 columns fixed (H_ii = the live diagonal's
+                                        mean, W[:, i] = 0; qh_dead_columns) */
     size_t n_damp_retries;           /* failed Cholesky attempts before damping sufficed */
     double damp_used;                /* relative damping finally applied (0 without H) */
     size_t n_greedy_passes;          /* greedy passes actually run (stops when stable);
@@ -228,6 +234,19 @@ int qh_method_params_defaults_for(const qh_method_type *m, void *params,
  * "reference").  Explicit settings applied afterwards override it.
  * Returns QH_OK or qh_method_params_set's status. */
 int qh_method_params_reference(const qh_method_type *m, void *params) QH_MUST_CHECK;
+
+/* Which values a run starts from: the rows' defaults, or the values that
+ * reproduce the authors' code (a config's "variant", `qh layer --variant`). */
+typedef enum { QH_VARIANT_DEFAULT = 0, QH_VARIANT_REFERENCE = 1 } qh_variant;
+#define QH_VARIANT_NAMES "default, reference"
+/* "default" or "reference" into *v; else QH_ECONFIG naming the valid values. */
+int qh_variant_parse(const char *name, qh_variant *v) QH_MUST_CHECK;
+const char *qh_variant_name(qh_variant v);     /* "default", "reference" */
+/* The start of every driver: qh_method_params_defaults_for(m, params,
+ * incoh), then, for QH_VARIANT_REFERENCE, qh_method_params_reference.
+ * Explicit settings applied afterwards override both. */
+int qh_method_params_variant(const qh_method_type *m, void *params, qh_incoh_kind incoh,
+                             qh_variant variant) QH_MUST_CHECK;
 
 /* Bytes of workspace for a layer of rows x cols: the method's scratch, and at
  * least what the driver's proxy loss needs (it reuses the space afterwards).

@@ -40,7 +40,7 @@ static int bench_layer(size_t m, size_t n, int M, int bits)
     qh_result r, rt;
     qh_result_init(&r);
     qh_result_init(&rt);
-    qh_problem p = { W, H, bits, 0, 0, "bench", NULL };
+    qh_problem p = { W, H, bits, 0, 0, "bench", NULL, NULL };
     double t = 0.0;
     if (st == QH_OK) {
         double t0 = qh_seconds();

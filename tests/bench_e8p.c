@@ -53,7 +53,7 @@ static int bench_layer(size_t n)
     qh_rng r = qh_rng_stream(5, 2, QH_RNG_SYNTHETIC);
     for (size_t j = 0; j < n; j++)
         for (size_t i = 0; i < n; i++) QH_AT(W, i, j) = 0.02 * qh_rng_normal(&r);
-    qh_problem pb = { W, H, 2, 0, 0, "bench", NULL };
+    qh_problem pb = { W, H, 2, 0, 0, "bench", NULL, NULL };
     qh_incoh_params ip = { .kind = QH_INCOH_HADAMARD, .seed = 1, .layer = 0 };
     qh_result res;
     qh_result_init(&res);

@@ -35,7 +35,7 @@ static int bench_row(const qh_method_type *m, const qh_matd *W, const qh_matd *H
     size_t bytes = (qh_method_workspace_size(m, params, rows, cols) + 63) / 64 * 64;
     void *work = aligned_alloc(64, bytes ? bytes : 64);
     if (!work) { free(params); return QH_ENOMEM; }
-    qh_problem p = { W, H, bench_bits(m), 0, 0, "bench", NULL };
+    qh_problem p = { W, H, bench_bits(m), 0, 0, "bench", NULL, NULL };
     qh_result r;
     qh_result_init(&r);
     double t = 0.0, t_blas = 0.0;

@@ -70,7 +70,7 @@ static int bench_layer(size_t n)
         qh_pvq_params *p = qh_method_params_new(&qh_method_pvq);
         if (!p) { st = QH_ENOMEM; break; }
         p->hessian_search = hess;
-        qh_problem pb = { W, H, 2, 0, 0, "bench", NULL };
+        qh_problem pb = { W, H, 2, 0, 0, "bench", NULL, NULL };
         qh_incoh_params ip = { .kind = QH_INCOH_HADAMARD, .seed = 1, .layer = 0 };
         qh_result res;
         qh_result_init(&res);

@@ -21,7 +21,7 @@ static int run_once(const char *name, const qh_matd *W, const qh_matd *H, void *
                     qh_result *r, double *t, double *t_blas)
 {
     const qh_method_type *m = qh_method_find(name);
-    qh_problem p = { W, H, 4, 0, 0, "bench", NULL };
+    qh_problem p = { W, H, 4, 0, 0, "bench", NULL, NULL };
     qh_lin_timing_reset();
     qh_lin_timing_enable(1);
     double t0 = qh_seconds();

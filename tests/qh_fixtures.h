@@ -44,7 +44,7 @@ static inline void fixture_check_dead_input(const qh_method_type *m, int bits, c
 {
     size_t n = W->cols;
     for (size_t j = 0; n > 1 && j < n; j++) QH_AT(H, 0, j) = QH_AT(H, j, 0) = 0.0;
-    qh_problem p = { W, H, bits, 0, 0, "layers.0.fc1", NULL };
+    qh_problem p = { W, H, bits, 0, 0, "layers.0.fc1", NULL, NULL };
     qh_result r;
     qh_result_init(&r);
     int st = qh_quantize(m, NULL, &p, NULL, NULL, &r);

@@ -94,7 +94,7 @@ static int run_aqlm(const char *const *kv, const qh_matd *W, const qh_matd *H, i
     void *p = qh_method_params_new(&qh_method_aqlm);
     for (; kv && kv[0]; kv += 2)
         if (qh_method_params_set(&qh_method_aqlm, p, kv[0], kv[1]) != QH_OK) { free(p); return QH_ECONFIG; }
-    qh_problem pb = { W, H, bits, seed, 3, "layers.0.fc1", NULL };
+    qh_problem pb = { W, H, bits, seed, 3, "layers.0.fc1", NULL, NULL };
     int st = qh_quantize(&qh_method_aqlm, p, &pb, ip, NULL, r);
     free(p);
     return st;
@@ -507,7 +507,7 @@ static void test_quality(void)
     qh_result_init(&gptq);
     const char *kv1[] = { "codebooks", "1", NULL }, *kv2[] = { "codebooks", "2", NULL };
     int ok = run_aqlm(kv1, W, H, 1, 1, NULL, &a) == QH_OK && run_aqlm(kv2, W, H, 2, 1, NULL, &b) == QH_OK;
-    qh_problem pb = { W, H, 2, 1, 3, "layers.0.fc1", NULL };
+    qh_problem pb = { W, H, 2, 1, 3, "layers.0.fc1", NULL, NULL };
     ok = ok && qh_quantize(qh_method_find("rtn"), NULL, &pb, NULL, NULL, &rtn) == QH_OK
          && qh_quantize(qh_method_find("gptq"), NULL, &pb, NULL, NULL, &gptq) == QH_OK;
     QH_CHECK(ok, "1x8, 2x8, rtn and gptq run: %s", qh_last_error());
@@ -644,7 +644,7 @@ static void test_driver(void)
     st = run_aqlm(kvg, W, H, 2, 0, NULL, &r);
     QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "group g = 48 does not divide"), "group 48 of 64: %s",
              qh_last_error());
-    qh_problem pb = { W, NULL, 2, 0, 0, "x", NULL };
+    qh_problem pb = { W, NULL, 2, 0, 0, "x", NULL, NULL };
     st = qh_quantize(&qh_method_aqlm, NULL, &pb, NULL, NULL, &r);
     QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "needs a Hessian"), "missing H: %s", qh_last_error());
     qh_result_free(&r);

@@ -167,6 +167,22 @@ static void test_refusals(void)
     free(q);
 }
 
+/* A submission with --rerun-stale passes it to its tasks: without it a task
+ * would find its stale cell complete and leave it. */
+static void test_rerun_stale(void)
+{
+    qh_slurm_job j = { .qh = "/q", .config = "/o/slurm/1/config.json", .out = "/o", .workdir = "/",
+                       .name = "sw", .submission = 1, .cpus_per_task = 1 };
+    char *t = NULL;
+    QH_CHECK(qh_slurm_array_script(&j, 2, &t) == QH_OK && t && !strstr(t, "--rerun-stale"),
+             "no --rerun-stale by default");
+    free(t);
+    j.rerun_stale = 1;
+    QH_CHECK(qh_slurm_array_script(&j, 2, &t) == QH_OK && t
+             && strstr(t, "--out \"$OUT\" --rerun-stale >> \"$log\""), "tasks get --rerun-stale");
+    free(t);
+}
+
 static void test_sbatch(void)
 {
     char bin[768], path_env[4096], id[64] = "";
@@ -205,6 +221,7 @@ int main(void)
     }
     test_array_script();
     test_refusals();
+    test_rerun_stale();
     test_sbatch();
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

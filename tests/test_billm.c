@@ -48,7 +48,7 @@ static int run_billm(const char *const *kv, const qh_matd *W, const qh_matd *H, 
     for (; kv && kv[0]; kv += 2)
         if (qh_method_params_set(&qh_method_billm, p, kv[0], kv[1]) != QH_OK)
             printf("note: %s\n", qh_last_error());
-    qh_problem pb = { W, H, bits, 0, 0, "layers.0.fc1", NULL };
+    qh_problem pb = { W, H, bits, 0, 0, "layers.0.fc1", NULL, NULL };
     int st = qh_quantize(&qh_method_billm, p, &pb, NULL, NULL, r);
     free(p);
     return st;

@@ -136,7 +136,7 @@ static int quantize_block(block_case *c, int steps)
         qh_matd *W = qh_matd_alloc(m, n), *H = qh_matd_alloc(n, n);
         for (size_t j = 0; j < n; j++) QH_AT(H, j, j) = 1.0 + 0.5 * (double)(j % 7);
         qh_linear_to_matd(lin, W);
-        qh_problem p = { W, H, 1, 0, (uint32_t)k, lin->name, &c->states[k] };
+        qh_problem p = { W, H, 1, 0, (uint32_t)k, lin->name, &c->states[k], NULL };
         qh_result r;
         qh_result_init(&r);
         st = qh_quantize(t, params, &p, NULL, NULL, &r);

@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "cli/commands.h"
 #include "pipeline/config.h"
 
 static const char *good =
@@ -73,9 +75,48 @@ static void test_default_labels(void)
     for (const qh_incoh_row *r = qh_incoh_table(); r->name; r++) {
         char want[96];
         snprintf(want, sizeof want, "gptq%s", r->label_suffix);
-        QH_CHECK(qh_config_default_label(buf, sizeof buf, "gptq", r->kind) == QH_OK && !strcmp(buf, want),
-                 "default label under %s: %s (want %s)", r->name, buf, want);
+        QH_CHECK(qh_config_default_label(buf, sizeof buf, "gptq", r->kind, QH_VARIANT_DEFAULT) == QH_OK
+                 && !strcmp(buf, want), "default label under %s: %s (want %s)", r->name, buf, want);
     }
+}
+
+/* "variant": the top level sets every entry's, an entry's own overrides it,
+ * explicit params stay as written (the pipeline applies them after the
+ * variant's values), and a reference entry's default label ends in -ref so
+ * that it does not collide with the default entry of the same method. */
+static void test_variant(void)
+{
+    const char *json =
+        "{\"name\":\"t\",\"models\":[\"m\"],\"bits\":[2],\"variant\":\"reference\",\"methods\":["
+        "{\"method\":\"quipsharp\",\"incoherence\":\"hadamard\"},"
+        "{\"method\":\"quipsharp\",\"incoherence\":\"hadamard\",\"variant\":\"default\"},"
+        "{\"method\":\"quipsharp\",\"incoherence\":\"hadamard\",\"label\":\"qs10\","
+        "\"params\":{\"tune_iters\":3}}]}";
+    qh_config *c = NULL;
+    int st = qh_config_parse(json, "variant.json", &c);
+    QH_CHECK(st == QH_OK, "top-level and per-entry variants parse: %s", qh_last_error());
+    if (st != QH_OK) return;
+    QH_CHECK(c->variant == QH_VARIANT_REFERENCE && c->methods[0].variant == QH_VARIANT_REFERENCE
+             && c->methods[1].variant == QH_VARIANT_DEFAULT && c->methods[2].variant == QH_VARIANT_REFERENCE,
+             "entries inherit the top-level variant unless they set their own");
+    QH_CHECK(!strcmp(c->methods[0].label, "quipsharp+rht-ref") && !strcmp(c->methods[1].label, "quipsharp+rht")
+             && !strcmp(c->methods[2].label, "qs10"), "labels quipsharp+rht-ref, quipsharp+rht, qs10: %s %s %s",
+             c->methods[0].label, c->methods[1].label, c->methods[2].label);
+    QH_CHECK(c->methods[2].n_params == 1 && !strcmp(c->methods[2].params[0].key, "tune_iters")
+             && !strcmp(c->methods[2].params[0].value, "3"), "explicit params kept beside the variant");
+    qh_config_free(c);
+    /* Without a top-level variant, entries default to "default"; one entry alone may ask. */
+    const char *one =
+        "{\"name\":\"t\",\"models\":[\"m\"],\"bits\":[2],\"methods\":["
+        "{\"method\":\"aqlm\"},{\"method\":\"aqlm\",\"variant\":\"reference\"}]}";
+    st = qh_config_parse(one, "variant.json", &c);
+    QH_CHECK(st == QH_OK && c->methods[0].variant == QH_VARIANT_DEFAULT
+             && c->methods[1].variant == QH_VARIANT_REFERENCE && !strcmp(c->methods[0].label, "aqlm")
+             && !strcmp(c->methods[1].label, "aqlm-ref"), "per-entry variant alone: aqlm, aqlm-ref");
+    qh_config_free(c);
+    char buf[96];
+    QH_CHECK(qh_config_default_label(buf, sizeof buf, "ldlq", QH_INCOH_KRON, QH_VARIANT_REFERENCE) == QH_OK
+             && !strcmp(buf, "ldlq+incoh-ref"), "default label ldlq+incoh-ref: %s", buf);
 }
 
 /* One cell id for `qh run` and `qh layer`; an id that does not fit is an
@@ -101,10 +142,36 @@ static void test_bad(const char *json, const char *expect_in_message)
     qh_config_free(c);
 }
 
+/* `qh run` on a config that parses but fails validation (9 bits) returns 1;
+ * the parsed config is freed on that path (LeakSanitizer, in make test-asan,
+ * fails this program otherwise). */
+static void test_run_refuses_invalid(void)
+{
+    const char *dir = getenv("TMPDIR");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/qh_cfg_XXXXXX", dir && *dir ? dir : "/tmp");
+    int fd = mkstemp(path);
+    QH_CHECK(fd >= 0, "cannot create a temporary config");
+    if (fd < 0) return;
+    const char *json = "{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],"
+                       "\"bits\":[9]}";
+    int wrote = write(fd, json, strlen(json)) == (ssize_t)strlen(json);
+    close(fd);
+    QH_CHECK(wrote, "cannot write %s", path);
+    /* several times: LeakSanitizer scans the stack conservatively, and a
+     * stale copy of the last pointer may hide that one leak */
+    for (int i = 0; i < 4 && wrote; i++) {
+        char *argv[] = { "run", path, NULL };
+        QH_CHECK(qh_cmd_run(2, argv) == 1, "qh run refuses a config with bits 9 (call %d)", i + 1);
+    }
+    unlink(path);
+}
+
 int main(void)
 {
     test_good();
     test_default_labels();
+    test_variant();
     test_cell_id();
     test_bad("{ \"name\": \"t\", ", "not valid JSON");
     test_bad("[1]", "expected a JSON object");
@@ -131,6 +198,22 @@ int main(void)
              "\"calibration\":{\"nsamples\":0}}", "calibration.nsamples");
     test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
              "\"eval\":{\"seqlen\":1.5}}", "eval.seqlen: expected an integer");
+    /* integers beyond long's range are refused before converting (1e999 is inf) */
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[1e20]}",
+             "bits[0]: expected an integer in [1, 16], got 1e+20");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[-1e20]}",
+             "bits[0]: expected an integer in [1, 16], got -1e+20");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
+             "\"seeds\":[1e999]}", "seeds[0]: expected an integer in [0, 2147483647], got inf");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
+             "\"calibration\":{\"nsamples\":1e19}}", "calibration.nsamples: expected an integer in");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
+             "\"variant\":\"authors\"}", "variant: unknown variant \"authors\" (expected one of: default, reference)");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\",\"variant\":\"ref\"}],"
+             "\"bits\":[2]}", "methods[0].variant: unknown variant \"ref\" (expected one of: default, reference)");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\",\"variant\":1}],"
+             "\"bits\":[2]}", "methods[0].variant: expected a string, one of: default, reference");
+    test_run_refuses_invalid();
     qh_config *c = NULL;
     QH_CHECK(qh_config_load("tests/no-such-config.json", &c) == QH_EIO
              && strstr(qh_last_error(), "tests/no-such-config.json"), "missing file names the path");

@@ -347,6 +347,44 @@ static void test_lowers_mu(qh_incoh_kind kind)
     qh_matd_free(H);
 }
 
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* QuIP's Kronecker factors with its random permutations (config "permute"):
+ * V = P_out (A ⊗ B) P_in only reorders the rows and columns of A ⊗ B (the
+ * same Haar factors are drawn either way), so both V hold the same entries,
+ * in other places, and stay orthogonal. */
+static void test_kron_permute(void)
+{
+    qh_rng g = qh_rng_stream(9, 1, QH_RNG_TEST);
+    qh_matd *V[2] = { NULL, NULL };
+    for (int perm = 0; perm < 2; perm++) {
+        qh_matd *W = rand_mat(6, 12, &g), *H = rand_spd(12, &g);
+        qh_incoh_params p = { .kind = QH_INCOH_KRON, .rescale = 0, .seed = 4, .layer = 2, .permute = perm };
+        qh_incoh_state *st = NULL;
+        QH_CHECK(qh_incoh_apply(&p, W, H, &st) == QH_OK && qh_incoh_dense_transforms(st, NULL, &V[perm]) == QH_OK,
+                 "kron permute %d: %s", perm, qh_last_error());
+        qh_incoh_state_free(st);
+        qh_matd_free(W);
+        qh_matd_free(H);
+    }
+    if (V[0] && V[1]) {
+        double a[144], b[144];
+        memcpy(a, V[0]->data, sizeof a);
+        memcpy(b, V[1]->data, sizeof b);
+        QH_CHECK(max_abs_diff(V[0], V[1]) > 1e-3, "permuted V differs from A (x) B");
+        qsort(a, 144, sizeof *a, cmp_dbl);
+        qsort(b, 144, sizeof *b, cmp_dbl);
+        QH_CHECK(memcmp(a, b, sizeof a) == 0, "permuted V holds the entries of A (x) B");
+        QH_CHECK(orth_err(V[1]) < 1e-12, "permuted V orthogonal (%g)", orth_err(V[1]));
+    }
+    qh_matd_free(V[0]);
+    qh_matd_free(V[1]);
+}
+
 static int run_once(qh_incoh_kind kind, uint64_t seed, uint32_t layer, qh_matd **W, qh_matd **H)
 {
     qh_rng g = qh_rng_stream(21, 0, QH_RNG_TEST);
@@ -426,6 +464,7 @@ int main(void)
     test_lowers_mu(QH_INCOH_HADAMARD);
     test_lowers_mu(QH_INCOH_KRON);
     test_determinism();
+    test_kron_permute();
     test_errors();
     return qh_test_summary();
 }

@@ -31,7 +31,7 @@ static void test_vector_columns(const qh_matd *W, const qh_matd *H, const qh_lay
     void *params = qh_method_params_new(qs);
     QH_CHECK(qh_method_params_set(qs, params, "tune_iters", "2") == QH_OK, "tune_iters 2");
     qh_layer_record recs[2] = { *grid_rec };
-    qh_problem p = { W, H, 2, 0, 0, "synthetic.uniform", NULL };
+    qh_problem p = { W, H, 2, 0, 0, "synthetic.uniform", NULL, NULL };
     QH_CHECK(qh_layer_run(qs, params, NULL, &p, 0, 0, NULL, &recs[1], NULL) == QH_OK, "quipsharp runs: %s",
              recs[1].message);
     double rms = 0;
@@ -72,7 +72,7 @@ int main(void)
              && qh_method_params_set(ldlq, params, "damp", "0") == QH_OK, "integer grid, no clamp, no damping");
 
     qh_layer_record recs[3];
-    qh_problem p = { W, H, 2, 0, 0, "synthetic.uniform", NULL };
+    qh_problem p = { W, H, 2, 0, 0, "synthetic.uniform", NULL, NULL };
     int st = qh_layer_run(ldlq, params, NULL, &p, 0, 0, NULL, &recs[0], Q);
     QH_CHECK(st == QH_OK, "ldlq runs: %s", recs[0].message);
     QH_CHECK_CLOSE(recs[0].metrics.orig.proxy, fixture_naive_proxy(W, Q, H), 0, 1e-9, "record proxy vs naive sum");

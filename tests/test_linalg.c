@@ -146,6 +146,39 @@ static void test_hinv(void)
     qh_matd_free(R);
 }
 
+/* H = diag(2, 0, 4, 0), by hand: the dead inputs get the live mean 3, the
+ * damping 0.01·3 = 0.03, so the Cholesky factor is diag(√2.03, √3.03,
+ * √4.03, √3.03); with the dead H_jj = 1 of OPTQ's code it would be 0.01·2 on
+ * every entry.  At 1000·H everything scales by 1000 (no fixed 1 in it).
+ * qh_damp_base with a dead input counted as c = 0.5: (2·3 + 2·0.5)/4. */
+static void test_dead_damping_by_hand(void)
+{
+    for (int scaled = 0; scaled < 2; scaled++) {
+        double f = scaled ? 1000.0 : 1.0;
+        qh_matd *H = qh_matd_alloc(4, 4), *F = qh_matd_alloc(4, 4);
+        for (size_t k = 0; k < 16; k++) H->data[k] = 0.0;
+        QH_AT(H, 0, 0) = 2.0 * f;
+        QH_AT(H, 2, 2) = 4.0 * f;
+        QH_CHECK(qh_dead_columns(H, NULL) == 2 && QH_AT(H, 1, 1) == 3.0 * f
+                 && QH_AT(H, 3, 3) == 3.0 * f, "dead inputs get the live mean 3 (x%g)", f);
+        QH_CHECK(qh_damp_base(H, 2, 0.0) == 3.0 * f && qh_damp_base(H, 2, 0.5 * f) == 1.75 * f,
+                 "damping base: live mean 3, or 1.75 with dead inputs counted as 0.5 (x%g)", f);
+        double used = 0.0;
+        size_t retries = 9;
+        QH_CHECK(qh_factor_damped(H, 0.01, QH_FACTOR_CHOL, F, NULL, &retries, &used) == QH_OK
+                 && used == 0.01 && retries == 0, "damped factor: damp_used 0.01, no retries");
+        const double want[4] = { 2.03, 3.03, 4.03, 3.03 };
+        for (size_t j = 0; j < 4; j++) {
+            QH_CHECK_CLOSE(QH_AT(H, j, j), want[j] * f, 0, 1e-15, "damped H_%zu%zu = %g", j, j,
+                           want[j] * f);
+            QH_CHECK_CLOSE(QH_AT(F, j, j), sqrt(want[j] * f), 0, 1e-15, "factor F_%zu%zu = √%g",
+                           j, j, want[j] * f);
+        }
+        qh_matd_free(H);
+        qh_matd_free(F);
+    }
+}
+
 static void test_dead_and_damping(void)
 {
     size_t n = 6, m = 3;
@@ -154,8 +187,12 @@ static void test_dead_and_damping(void)
         for (size_t i = 0; i < m; i++) QH_AT(W, i, j) = 1.0 + (double)(i + j);
     for (size_t k = 0; k < n; k++) QH_AT(H, 2, k) = QH_AT(H, k, 2) = 0.0;   /* input 2 is dead */
     for (size_t k = 0; k < n; k++) QH_AT(H, 4, k) = QH_AT(H, k, 4) = 0.0;   /* and input 4 */
+    double live = (QH_AT(H, 0, 0) + QH_AT(H, 1, 1) + QH_AT(H, 3, 3) + QH_AT(H, 5, 5)) / 4.0;
     QH_CHECK(qh_dead_columns(H, W) == 2, "two dead columns counted");
-    QH_CHECK(QH_AT(H, 2, 2) == 1.0 && QH_AT(H, 4, 4) == 1.0, "dead H_ii set to 1");
+    QH_CHECK(fabs(QH_AT(H, 2, 2) - live) <= 1e-15 * live && QH_AT(H, 4, 4) == QH_AT(H, 2, 2)
+             && fabs(qh_mean_diag(H) - live) <= 1e-15 * live,
+             "dead H_ii set to the live mean %g, so mean(diag H) is the live mean (%g)", live,
+             QH_AT(H, 2, 2));
     QH_CHECK(QH_AT(W, 0, 2) == 0.0 && QH_AT(W, 2, 4) == 0.0 && QH_AT(W, 1, 3) != 0.0,
              "dead columns of W zeroed, others kept");
     QH_CHECK(qh_dead_columns(H, W) == 0, "no dead columns after the fix");
@@ -284,6 +321,7 @@ int main(void)
     test_ldl_forms();
     test_hinv();
     test_dead_and_damping();
+    test_dead_damping_by_hand();
     test_nan_and_misc();
     test_chol_small();
     return qh_test_summary();

@@ -76,7 +76,7 @@ static int quantize(const char *name, const char *const *kv, const qh_matd *W, c
     const qh_method_type *m = qh_method_find(name);
     QH_ASSERT(m);
     void *p = params_with(m, kv);
-    qh_problem pb = { W, H, bits, seed, 0, "test", NULL };
+    qh_problem pb = { W, H, bits, seed, 0, "test", NULL, NULL };
     int st = ref ? qh_quantize_ref(m, p, &pb, NULL, NULL, res) : qh_quantize(m, p, &pb, NULL, NULL, res);
     free(p);
     return st;
@@ -581,7 +581,7 @@ static void test_result_reuse(void)
 {
     qh_matd *W = random_W(17, 64, 65), *H = random_H(64, 70, 66), *W2 = random_W(3, 5, 67);
     const qh_method_type *g = qh_method_find("gptq"), *r = qh_method_find("rtn");
-    qh_problem p1 = { W, H, 3, 0, 0, "a", NULL }, p2 = { W2, NULL, 3, 0, 0, "b", NULL };
+    qh_problem p1 = { W, H, 3, 0, 0, "a", NULL, NULL }, p2 = { W2, NULL, 3, 0, 0, "b", NULL, NULL };
     qh_result res, fresh;
     qh_result_init(&res);
     qh_result_init(&fresh);
@@ -634,7 +634,7 @@ static void test_incoherence(void)
         const qh_method_type *mt = qh_method_find("ldlq");
         void *p = params_with(mt, (const char *const[]){ "grid", "rms", NULL });
         qh_incoh_params ip = { kinds[k], 0, 5, 3, 0 };
-        qh_problem pb = { W, H, 2, 5, 3, "incoh", NULL };
+        qh_problem pb = { W, H, 2, 5, 3, "incoh", NULL, NULL };
         qh_result r;
         qh_result_init(&r);
         int st = qh_quantize(mt, p, &pb, &ip, NULL, &r);
@@ -656,7 +656,7 @@ static void test_incoherence(void)
     /* With the D̃ rescale: runs, finite, side information counted (16 bits per input). */
     const qh_method_type *mt = qh_method_find("ldlq");
     qh_incoh_params ip = { QH_INCOH_KRON, 1, 5, 3, 0 };
-    qh_problem pb = { W, H, 2, 5, 3, "incoh.rescale", NULL };
+    qh_problem pb = { W, H, 2, 5, 3, "incoh.rescale", NULL, NULL };
     qh_result r;
     qh_result_init(&r);
     int st = qh_quantize(mt, NULL, &pb, &ip, NULL, &r);
@@ -673,7 +673,7 @@ static void test_incoherence(void)
 static void expect_error(const qh_method_type *mt, const qh_matd *W, const qh_matd *H, int bits,
                          int want, const char *needle, const char *what)
 {
-    qh_problem pb = { W, H, bits, 0, 0, "layers.1.fc2", NULL };
+    qh_problem pb = { W, H, bits, 0, 0, "layers.1.fc2", NULL, NULL };
     qh_result r;
     qh_result_init(&r);
     int st = qh_quantize(mt, NULL, &pb, NULL, NULL, &r);
@@ -707,7 +707,7 @@ static void test_bad_inputs(void)
         /* group not dividing n */
         if (!qh_method_param_find(*mt, "group")) continue;
         void *p = params_with(*mt, (const char *const[]){ "group", "3", NULL });
-        qh_problem pb = { W, H, 3, 0, 0, "layers.1.fc2", NULL };
+        qh_problem pb = { W, H, 3, 0, 0, "layers.1.fc2", NULL, NULL };
         qh_result r;
         qh_result_init(&r);
         int st = qh_quantize(*mt, p, &pb, NULL, NULL, &r);
@@ -716,7 +716,7 @@ static void test_bad_inputs(void)
         qh_result_free(&r);
         free(p);
     }
-    QH_CHECK(qh_quantize(NULL, NULL, &(qh_problem){ W, H, 3, 0, 0, NULL, NULL }, NULL, NULL,
+    QH_CHECK(qh_quantize(NULL, NULL, &(qh_problem){ W, H, 3, 0, 0, NULL, NULL, NULL }, NULL, NULL,
                          &(qh_result){ 0 }) == QH_EINVAL, "NULL method rejected");
     qh_matd_free(W); qh_matd_free(H); qh_matd_free(Wnan); qh_matd_free(Hnan);
     qh_matd_free(Hbad); qh_matd_free(Hwrong); qh_matd_free(W0);

@@ -911,6 +911,87 @@ static void test_tiny_sharded(void)
     free_list(&tl);
 }
 
+/* An index whose entries leave the model folder ("../x", a symlinked
+ * subfolder) is refused naming the index and the entry; a shard that is
+ * itself a symbolic link (a download cache's snapshot) still loads. */
+static void test_shard_paths(void)
+{
+    char dir[768], path[1100], other[1100], link[1100];
+    tensor_list tl;
+    write_tiny(&tiny_opt, "escape", dir, sizeof dir, &tl);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    QH_ASSERT(remove(path) == 0);
+    size_t half = tl.n / 2;
+    snprintf(path, sizeof path, "%s/model-00001-of-00002.safetensors", dir);
+    QH_ASSERT(qh_st_write(path, tl.t, half) == QH_OK);
+    snprintf(other, sizeof other, "%s/outside.safetensors", tmp_root);   /* next to the folder */
+    QH_ASSERT(qh_st_write(other, tl.t + half, tl.n - half) == QH_OK);
+    char sub[1100];
+    snprintf(sub, sizeof sub, "%s/elsewhere", tmp_root);
+    QH_ASSERT(mkdir(sub, 0700) == 0);
+    snprintf(path, sizeof path, "%s/elsewhere/model-00002-of-00002.safetensors", tmp_root);
+    QH_ASSERT(qh_st_write(path, tl.t + half, tl.n - half) == QH_OK);
+    snprintf(link, sizeof link, "%s/sub", dir);
+    QH_ASSERT(symlink(sub, link) == 0);
+
+    static const char *const escapes[2] = { "../outside.safetensors", "sub/model-00002-of-00002.safetensors" };
+    cJSON *idx = cJSON_CreateObject(), *map = cJSON_AddObjectToObject(idx, "weight_map");
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    for (int k = 0; k < 3; k++) {
+        /* k = 2: the second shard is a symbolic link to the file outside */
+        const char *second = k < 2 ? escapes[k] : "model-00002-of-00002.safetensors";
+        if (k == 2) {
+            snprintf(link, sizeof link, "%s/%s", dir, second);
+            QH_ASSERT(symlink(other, link) == 0);
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(idx, "weight_map");
+        map = cJSON_AddObjectToObject(idx, "weight_map");
+        for (size_t i = 0; i < tl.n; i++)
+            cJSON_AddStringToObject(map, tl.name[i], i < half ? "model-00001-of-00002.safetensors" : second);
+        write_json(path, idx);
+        if (k < 2) {
+            char what[128];
+            snprintf(what, sizeof what, "index entry %s", second);
+            expect_failure(what, dir, QH_EINVAL, second, "outside the model folder");
+            QH_CHECK(strstr(qh_last_error(), "model.safetensors.index.json")
+                     && strstr(qh_last_error(), tl.name[half]),
+                     "%s: the message names the index and the tensor: %s", what, qh_last_error());
+        } else {
+            qh_model *m = NULL;
+            int st = qh_model_load(dir, &m);
+            QH_CHECK(st == QH_OK, "a shard that is a symbolic link loads: %s", qh_last_error());
+            qh_model_free(m);
+        }
+    }
+    cJSON_Delete(idx);
+    free_list(&tl);
+}
+
+/* Model files that are a FIFO or a directory: a clear error at once, never a
+ * hang (an alarm ends the test if an open blocks). */
+static void test_special_files(void)
+{
+    static const char *const names[3] = { "model.safetensors", "config.json",
+                                          "model.safetensors.index.json" };
+    char dir[768], path[1100];
+    tensor_list tl;
+    alarm(60);
+    for (int k = 0; k < 3; k++)
+        for (int fifo = 0; fifo < 2; fifo++) {
+            char name[64];
+            snprintf(name, sizeof name, "special-%d-%d", k, fifo);
+            write_tiny(&tiny_opt, name, dir, sizeof dir, &tl);
+            free_list(&tl);
+            snprintf(path, sizeof path, "%s/%s", dir, names[k]);
+            remove(path);
+            QH_ASSERT(fifo ? mkfifo(path, 0600) == 0 : mkdir(path, 0700) == 0);
+            char what[128];
+            snprintf(what, sizeof what, "%s as a %s", names[k], fifo ? "FIFO" : "directory");
+            expect_failure(what, dir, QH_EIO, path, fifo ? "is a FIFO" : "is a directory");
+        }
+    alarm(0);
+}
+
 /* ---- writer ----------------------------------------------------------------------------- */
 
 static void test_writer_round_trip(void)
@@ -959,7 +1040,7 @@ static void test_writer_round_trip(void)
     QH_CHECK((f->data - (const unsigned char *)f->map) % 8 == 0, "data section 8-byte aligned");
     qh_st_close(f);
     QH_CHECK(access(path, F_OK) == 0, "final file present");
-    snprintf(path + strlen(path), sizeof path - strlen(path), ".tmp");
+    snprintf(path + strlen(path), sizeof path - strlen(path), ".%ld.tmp", (long)getpid());
     QH_CHECK(access(path, F_OK) != 0, "no temporary file left");
 
     const qh_st_write_tensor dup[] = { { "x", QH_ST_F32, 1, { 1 }, a }, { "x", QH_ST_F32, 1, { 1 }, a } };
@@ -1116,6 +1197,8 @@ int main(void)
     test_llama_layout_row();
     test_bias_switches();
     test_tiny_sharded();
+    test_shard_paths();
+    test_special_files();
     test_bad_files();
     test_bad_headers();
     test_non_finite();

@@ -56,7 +56,7 @@ static void *params_with(const char *const *kv)
 static int run(const char *const *kv, const qh_matd *W, const qh_matd *H, int bits, qh_result *r)
 {
     void *p = params_with(kv);
-    qh_problem pb = { W, H, bits, 0, 0, "layers.0.fc1", NULL };
+    qh_problem pb = { W, H, bits, 0, 0, "layers.0.fc1", NULL, NULL };
     int st = qh_quantize(&qh_method_pbllm, p, &pb, NULL, NULL, r);
     free(p);
     return st;

@@ -56,7 +56,7 @@ static int run(const char *const *kv, const qh_matd *W, const qh_matd *H, int bi
     void *p = qh_method_params_new(&qh_method_ptq161);
     for (; kv && kv[0]; kv += 2)
         QH_CHECK(qh_method_params_set(&qh_method_ptq161, p, kv[0], kv[1]) == QH_OK, "param %s = %s: %s", kv[0], kv[1], qh_last_error());
-    qh_problem pb = { W, H, bits, 0, 0, "layers.2.q_proj", NULL };
+    qh_problem pb = { W, H, bits, 0, 0, "layers.2.q_proj", NULL, NULL };
     int st = qh_quantize(&qh_method_ptq161, p, &pb, NULL, NULL, r);
     free(p);
     return st;
@@ -351,7 +351,7 @@ static void test_block_ops(void)
     ops->state_shape(s, &sm, &sn);
     QH_CHECK(sm == 0 && sn == 0, "a new state is empty (0 x 0)");
     QH_CHECK(qh_method_params_set(&qh_method_ptq161, p, "steps", "25") == QH_OK, "steps 25");
-    qh_problem pb = { W, H, 1, 0, 0, "layers.0.fc1", s };
+    qh_problem pb = { W, H, 1, 0, 0, "layers.0.fc1", s, NULL };
     qh_result r;
     qh_result_init(&r);
     QH_CHECK(qh_quantize(&qh_method_ptq161, p, &pb, NULL, NULL, &r) == QH_OK, "quantize: %s", qh_last_error());

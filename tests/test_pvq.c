@@ -363,7 +363,7 @@ static int run_pvq(const char *const *kv, const qh_matd *W, const qh_matd *H, in
     for (; kv && kv[0]; kv += 2)
         if (qh_method_params_set(&qh_method_pvq, p, kv[0], kv[1]) != QH_OK)
             QH_CHECK(0, "pvq parameter %s = %s: %s", kv[0], kv[1], qh_last_error());
-    qh_problem pb = { W, H, bits, 0, 0, "layers.0.fc1", NULL };
+    qh_problem pb = { W, H, bits, 0, 0, "layers.0.fc1", NULL, NULL };
     int st = qh_quantize(&qh_method_pvq, p, &pb, ip, NULL, r);
     free(p);
     return st;
@@ -449,7 +449,7 @@ static void test_method_feedback(void)
         for (int v = 0; v < 4; v++) QH_NOTE("%d bits, mean proxy loss over %zu layers: %-26s %.5g", bits, draws, names[v], loss[v]);
         /* The scalar GPTQ row at the same nominal bits, for scale. */
         qh_matd *W = fixture_gaussian_W(m, n, 21, 10, 0.0), *H = random_spd_H(n, 2 * n, 20);
-        qh_problem pb = { W, H, bits, 0, 0, "gptq", NULL };
+        qh_problem pb = { W, H, bits, 0, 0, "gptq", NULL, NULL };
         qh_result r;
         qh_result_init(&r);
         if (qh_method_find("gptq") && qh_quantize(qh_method_find("gptq"), NULL, &pb, NULL, NULL, &r) == QH_OK)

@@ -50,7 +50,7 @@ static int run(const char *const *kv, const qh_matd *W, const qh_matd *H, int bi
     for (; kv && kv[0]; kv += 2)
         if (qh_method_params_set(m, p, kv[0], kv[1]) != QH_OK)
             QH_CHECK(0, "quipsharp parameter %s = %s: %s", kv[0], kv[1], qh_last_error());
-    qh_problem pb = { W, H, bits, 0, 0, "layers.0.fc1", NULL };
+    qh_problem pb = { W, H, bits, 0, 0, "layers.0.fc1", NULL, NULL };
     qh_incoh_params ip = { .kind = QH_INCOH_HADAMARD, .seed = 3, .layer = 0 };
     int st = qh_quantize(m, p, &pb, incoh ? &ip : NULL, NULL, r);
     free(p);

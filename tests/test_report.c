@@ -573,12 +573,48 @@ static void check_figures(const qh_report_set *set, const char *out)
     qh_report_outputs_free(&o);
 }
 
+/* A folder whose every .h5 file reads merges with exit 0, a temporary file
+ * and an incomplete cell notwithstanding; one unreadable file makes it 1,
+ * with the readable cells still merged. */
+static void check_merge_clean(const char *tmp)
+{
+    char dir[4096], out[4200], path[4200];
+    snprintf(dir, sizeof dir, "%s/merge-clean", tmp);
+    snprintf(out, sizeof out, "%s/merge-clean.h5", tmp);
+    mkdir(dir, 0777);
+    cell_spec ok = { "opt-tiny", "rtn", "rtn", "none", 4, 0, 0, "", 0 };
+    cell_spec failed = { "opt-tiny", "gptq", "gptq", "none", 2, 1, QH_ENAN, FAIL_MSG, 0 };
+    QH_CHECK(write_cell(dir, &ok) == QH_OK && write_cell(dir, &failed) == QH_OK, "clean cells written");
+    snprintf(path, sizeof path, "%s/opt-tiny.rtn.w3.s0.h5.4242.0123456789abcdef.tmp", dir);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs("partial", f);
+        fclose(f);
+    }
+    char *argv[] = { "merge", dir, "-o", out, NULL };
+    QH_CHECK(qh_cmd_merge(4, argv) == 0, "merge of readable files exits 0 (1 incomplete, 1 temporary)");
+    snprintf(path, sizeof path, "%s/garbage.h5", dir);
+    if ((f = fopen(path, "w"))) {
+        fputs("not HDF5", f);
+        fclose(f);
+    }
+    remove(out);
+    QH_CHECK(qh_cmd_merge(4, argv) == 1, "one unreadable file: merge exits 1");
+    hid_t h = -1;
+    int64_t n_runs = -1;
+    if (qh_h5_open_read(out, &h) != QH_OK)
+        h = -1;
+    QH_CHECK(h >= 0 && qh_h5_attr_int(h, "/", "n_runs", &n_runs) == QH_OK && n_runs == 1,
+             "the readable cell is merged all the same (n_runs %lld)", (long long)n_runs);
+    qh_h5_close(h);
+}
+
 static void check_merge(const char *dir, const char *tmp)
 {
     char out[4096];
     snprintf(out, sizeof out, "%s/merged.h5", tmp);
     char *argv[] = { "merge", (char *)dir, "-o", out, NULL };
-    QH_CHECK(qh_cmd_merge(4, argv) == 0, "merge exits 0");
+    QH_CHECK(qh_cmd_merge(4, argv) == 1, "merge exits 1: it skipped the corrupt file");
     hid_t f;
     if (qh_h5_open_read(out, &f) != QH_OK) {
         QH_CHECK(0, "merged file opens: %s", qh_last_error());
@@ -594,6 +630,7 @@ static void check_merge(const char *dir, const char *tmp)
     qh_h5_close(f);
     char *bad[] = { "merge", (char *)dir, NULL };
     QH_CHECK(qh_cmd_merge(2, bad) == 2, "merge without -o is a usage error");
+    check_merge_clean(tmp);
 }
 
 static void check_cli(const char *dir, const char *tmp)
@@ -769,6 +806,46 @@ static void check_names_from_tables(const char *tmp)
     free(bd);
 }
 
+/* One table, one protocol: cells of a model may differ in method, params,
+ * bits and seed, not in calibration; a baseline has no calibration keys;
+ * a model without any record passes with a note. */
+static void check_protocols(void)
+{
+    char m[] = "m", x[] = "x";
+    char p_base[] = "{\"eval.seqlen\":64,\"method.name\":\"float32\",\"model.file.w\":\"h\"}";
+    char p_a[] = "{\"bits\":2,\"calibration.nsamples\":4,\"calibration.seed\":0,\"eval.seqlen\":64,"
+                 "\"method.name\":\"gptq\",\"model.file.w\":\"h\",\"seed\":0}";
+    char p_b[] = "{\"bits\":3,\"calibration.nsamples\":4,\"calibration.seed\":1,\"eval.seqlen\":64,"
+                 "\"method.name\":\"rtn\",\"model.file.w\":\"h\",\"seed\":1}";
+    char p_c[] = "{\"bits\":3,\"calibration.nsamples\":8,\"calibration.seed\":1,\"eval.seqlen\":64,"
+                 "\"method.name\":\"rtn\",\"model.file.w\":\"h\",\"seed\":1}";
+    char id_bl[] = "m.baseline", id_a[] = "m.gptq.w2.s0", id_b[] = "m.rtn.w3.s1", path[] = "f.h5";
+    qh_report_cell cells[4] = {
+        { .path = path, .id = id_bl, .model = m, .is_baseline = 1, .protocol = p_base },
+        { .path = path, .id = id_a, .model = m, .protocol = p_a },
+        { .path = path, .id = id_b, .model = m, .protocol = p_b },
+        { .path = path, .id = id_b, .model = x },
+    };
+    qh_report_set set = { .n_cells = 4, .cells = cells };
+    char **notes = NULL;
+    size_t n = 0;
+    QH_CHECK(qh_report_check_protocols(&set, &notes, &n) == QH_OK && n == 1 && strstr(notes[0], "model x"),
+             "rows differ in method, bits and seed; x has no record: %s", qh_last_error());
+    for (size_t i = 0; i < n; i++) free(notes[i]);
+    free(notes);
+    notes = NULL;
+    n = 0;
+    cells[2].protocol = p_c;
+    QH_CHECK(qh_report_check_protocols(&set, &notes, &n) == QH_EINVAL
+             && strstr(qh_last_error(), "model m: cells of different protocols")
+             && strstr(qh_last_error(), "differ in calibration.nsamples;"), "calibration differs: %s", qh_last_error());
+    cells[2].protocol = NULL;
+    QH_CHECK(qh_report_check_protocols(&set, &notes, &n) == QH_EINVAL
+             && strstr(qh_last_error(), "has no protocol record"), "record missing among records: %s", qh_last_error());
+    for (size_t i = 0; i < n; i++) free(notes[i]);
+    free(notes);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "--make-cells")) {
@@ -779,6 +856,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "test_report: %s\n", qh_last_error());
         return st == QH_OK ? 0 : 1;
     }
+    check_protocols();
     char tmp[] = "/tmp/qh_test_report_XXXXXX";
     if (!mkdtemp(tmp)) {
         QH_CHECK(0, "mkdtemp");

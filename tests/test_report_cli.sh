@@ -77,7 +77,8 @@ expect_line "missing gnuplot note" "$out" "note: gnuplot not found"
 
 # --- merge ---------------------------------------------------------------------------------
 out=$("$QH" merge "$tmp/cells" -o "$tmp/merged.h5" 2>"$tmp/err"); rc=$?; err=$(cat "$tmp/err")
-[ "$rc" -eq 0 ] && ok "merge exits 0" || bad "merge exits $rc: $err"
+[ "$rc" -eq 1 ] && ok "merge exits 1: it skipped the corrupt file" || bad "merge exits $rc: $err"
+expect_line "merge says what it skipped" "$err" "^qh merge: 1 unreadable and 0 uncopyable files skipped"
 expect_line "merge counts" "$out" "^merged 21 complete cells into $tmp/merged\.h5 \(2 incomplete, 1 unreadable"
 expect_line "merge lists the failed cell" "$err" "incomplete: .*opt-tiny\.gptq\.w2\.s1\.h5 \(status 5"
 if command -v h5dump >/dev/null; then

@@ -4,13 +4,16 @@
  * types, dims, no timestamps); the temporary-name protocol, abort, poisoned
  * commits, byte-identical output, merge with missing inputs, the status reader,
  * the folder listing and bad paths are checked with files in a fresh
- * temporary directory.
+ * temporary directory; so are concurrent writers of one path (forked
+ * processes) and the removal of a killed writer's temporaries.
  */
+#include <dirent.h>
 #include <hdf5.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "results/provenance.h"
@@ -35,6 +38,25 @@ static int exists(const char *path)
 {
     struct stat s;
     return stat(path, &s) == 0;
+}
+
+/* How many temporaries of final name `name` the test directory holds
+ * ("<name>.<pid>.<hex>.tmp"); the first one's name goes to first (if any). */
+static int count_tmp(const char *name, char *first, size_t cap)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    size_t nn = strlen(name);
+    if (first && cap) first[0] = '\0';
+    for (struct dirent *e; d && (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        if (len > nn + 5 && !strncmp(e->d_name, name, nn) && e->d_name[nn] == '.'
+            && !strcmp(e->d_name + len - 4, ".tmp")) {
+            if (!n++ && first) snprintf(first, cap, "%s", e->d_name);
+        }
+    }
+    if (d) closedir(d);
+    return n;
 }
 
 static char *slurp(const char *path, size_t *len)
@@ -293,7 +315,8 @@ static void check_everything(hid_t f, const double *big)
 
 static void test_round_trip(void)
 {
-    const char *final = in_dir("round.h5"), *tmp = in_dir("round.h5.tmp");
+    const char *final = in_dir("round.h5");
+    char tmp[256], want[64];
     double *big = malloc(sizeof(double) * BIG_R * BIG_C);
     for (size_t k = 0; big && k < (size_t)BIG_R * BIG_C; k++)
         big[k] = (double)k * 0.5 - 3.0;
@@ -305,9 +328,13 @@ static void test_round_trip(void)
     }
     QH_CHECK(strcmp(qh_results_final_path(w), final) == 0, "final path kept");
     write_everything(w, big);
-    QH_CHECK(!exists(final) && exists(tmp), "before commit: only %s exists", tmp);
+    snprintf(want, sizeof want, "round.h5.%ld.", (long)getpid());
+    QH_CHECK(!exists(final) && count_tmp("round.h5", tmp, sizeof tmp) == 1
+             && !strncmp(tmp, want, strlen(want)) && strlen(tmp) == strlen(want) + 16 + 4,
+             "before commit: only the temporary round.h5.<pid>.<16 hex>.tmp exists (%s)", tmp);
     QH_CHECK(qh_results_commit(w) == QH_OK, "commit: %s", qh_last_error());
-    QH_CHECK(exists(final) && !exists(tmp), "after commit: final file, no temporary");
+    QH_CHECK(exists(final) && count_tmp("round.h5", NULL, 0) == 0,
+             "after commit: final file, no temporary");
     hid_t f = H5Fopen(final, H5F_ACC_RDONLY, H5P_DEFAULT);
     QH_CHECK(f >= 0, "committed file opens");
     if (f >= 0) {
@@ -338,8 +365,7 @@ static void write_small_run(const char *path, int status)
 
 static void test_abort_and_poison(void)
 {
-    const char *final = in_dir("keep.h5"), *copy = in_dir("keep.copy"),
-               *tmp = in_dir("keep.h5.tmp");
+    const char *final = in_dir("keep.h5"), *copy = in_dir("keep.copy");
     write_small_run(final, 0);
     size_t n;
     char *orig = slurp(final, &n);
@@ -358,10 +384,12 @@ static void test_abort_and_poison(void)
     if (w) {
         QH_CHECK(qh_results_attr_int(w, "/run", "status", 5) == QH_OK
                  && qh_results_write_double(w, "/run/x", 1.0) == QH_OK, "writes to the new file");
-        QH_CHECK(same_bytes(final, copy) && exists(tmp), "during writing the old file is intact");
+        QH_CHECK(same_bytes(final, copy) && count_tmp("keep.h5", NULL, 0) == 1,
+                 "during writing the old file is intact");
         qh_results_abort(w);
     }
-    QH_CHECK(same_bytes(final, copy) && !exists(tmp), "abort: old file byte for byte, no tmp");
+    QH_CHECK(same_bytes(final, copy) && count_tmp("keep.h5", NULL, 0) == 0,
+             "abort: old file byte for byte, no tmp");
 
     /* A failed write poisons the writer: commit refuses and keeps the old file. */
     w = NULL;
@@ -377,7 +405,8 @@ static void test_abort_and_poison(void)
         QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "earlier write failed"),
                  "commit of a poisoned writer refused: %s", qh_last_error());
     }
-    QH_CHECK(same_bytes(final, copy) && !exists(tmp), "refused commit: old file intact, no tmp");
+    QH_CHECK(same_bytes(final, copy) && count_tmp("keep.h5", NULL, 0) == 0,
+             "refused commit: old file intact, no tmp");
 
     /* Table validation. */
     w = NULL;
@@ -391,7 +420,7 @@ static void test_abort_and_poison(void)
         QH_CHECK(qh_results_write_mat(w, "/m", x, 2, 1, 1) == QH_EBADLEN, "ld < rows");
         qh_results_abort(w);
     }
-    QH_CHECK(!exists(in_dir("bad_table.h5")) && !exists(in_dir("bad_table.h5.tmp")),
+    QH_CHECK(!exists(in_dir("bad_table.h5")) && count_tmp("bad_table.h5", NULL, 0) == 0,
              "aborted new file leaves nothing");
     remove(copy);
 }
@@ -549,7 +578,7 @@ static void test_merge(void)
              st, n_missing);
     QH_CHECK(strstr(qh_last_error(), "missing.s0") && strstr(qh_last_error(), r2),
              "missing input named with its path: %s", qh_last_error());
-    QH_CHECK(exists(out) && !exists(in_dir("merged.h5.tmp")), "merged file renamed into place");
+    QH_CHECK(exists(out) && count_tmp("merged.h5", NULL, 0) == 0, "merged file renamed into place");
     hid_t f = H5Fopen(out, H5F_ACC_RDONLY, H5P_DEFAULT);
     QH_CHECK(f >= 0, "merged file opens");
     if (f >= 0) {
@@ -645,7 +674,7 @@ static int make_deep(const char *top, char *out, size_t cap)
  * folder that cannot be read is EIO naming it. */
 static void test_scan_dir(void)
 {
-    char top[512], a[600], b[600], t[600], other[600], deep[4096], x[4200];
+    char top[512], a[600], b[600], t[600], t2[600], other[600], deep[4096], x[4200];
     char **paths = NULL, **warnings = NULL;
     size_t n_paths = 0, n_warnings = 0;
     snprintf(top, sizeof top, "%s", in_dir("scan"));
@@ -653,16 +682,19 @@ static void test_scan_dir(void)
     snprintf(a, sizeof a, "%s/a.h5", top);
     snprintf(b, sizeof b, "%s/b.h5", top);
     snprintf(t, sizeof t, "%s/c.h5.tmp", top);
+    snprintf(t2, sizeof t2, "%s/d.h5.4242.0123456789abcdef.tmp", top);   /* a writer's own name */
     snprintf(other, sizeof other, "%s/notes.txt", top);
     put_file(b, "b");
     put_file(a, "a");
     put_file(t, "partial");
+    put_file(t2, "partial");
     put_file(other, "not a run file");
     int st = qh_results_scan_dir(top, &paths, &n_paths, &warnings, &n_warnings);
     QH_CHECK(st == QH_OK && n_paths == 2 && !strcmp(paths[0], a) && !strcmp(paths[1], b),
              "two .h5 files, sorted, as DIR/NAME (%zu)", n_paths);
-    QH_CHECK(st == QH_OK && n_warnings == 1 && strstr(warnings[0], t)
-             && strstr(warnings[0], "unfinished"), "the .tmp file is a warning naming it");
+    QH_CHECK(st == QH_OK && n_warnings == 2 && strstr(warnings[0], t) && strstr(warnings[1], t2)
+             && strstr(warnings[0], "unfinished") && strstr(warnings[1], "unfinished"),
+             "each .tmp file (old and per-writer names) is a warning naming it");
     qh_h5_free_names(paths, n_paths);
     qh_h5_free_names(warnings, n_warnings);
 
@@ -689,8 +721,112 @@ static void test_scan_dir(void)
     remove(a);
     remove(b);
     remove(t);
+    remove(t2);
     remove(other);
     QH_CHECK(rmdir(top) == 0, "scan folder empty at the end");
+}
+
+/* ---- concurrent writers ------------------------------------------------------ */
+
+#define RACE_WRITERS 6
+#define RACE_ROUNDS 5
+#define RACE_N 20000
+
+/* One process's writes of path: RACE_ROUNDS complete files whose every value
+ * is tag(writer, round), so a file mixed from two writers shows.  Returns the
+ * number of failed commits. */
+static int race_writer(const char *path, int k)
+{
+    double *v = malloc(RACE_N * sizeof *v);
+    int failed = 0;
+    for (int r = 0; r < RACE_ROUNDS && v; r++) {
+        int tag = 100 * k + r;
+        for (size_t i = 0; i < RACE_N; i++)
+            v[i] = tag;
+        qh_results *w = NULL;
+        int st = qh_results_open(path, &w);
+        if (st == QH_OK) st = qh_results_attr_int(w, "/run", "tag", tag);
+        if (st == QH_OK) st = qh_results_write_vec(w, "/run/values", v, RACE_N);
+        if (st == QH_OK) st = qh_results_attr_int(w, "/run", "status", 0);
+        st = st == QH_OK ? qh_results_commit(w) : (qh_results_abort(w), st);
+        if (st != QH_OK) {
+            fprintf(stderr, "writer %d round %d: %s\n", k, r, qh_last_error());
+            failed++;
+        }
+    }
+    free(v);
+    return v ? failed : RACE_ROUNDS;
+}
+
+/* RACE_WRITERS processes write one cell path RACE_ROUNDS times each, at once
+ * (two runners of one cell): every commit succeeds, the file under the final
+ * name is one writer's complete file, and no temporary is left. */
+static void test_concurrent_writers(void)
+{
+    const char *path = in_dir("race.h5");
+    pid_t pids[RACE_WRITERS];
+    int started = 0, clean = 1;
+    for (int k = 0; k < RACE_WRITERS; k++) {
+        fflush(NULL);
+        pids[k] = fork();
+        if (pids[k] == 0)
+            _exit(race_writer(path, k) ? 1 : 0);
+        started += pids[k] > 0;
+    }
+    for (int k = 0; k < RACE_WRITERS; k++) {
+        int ws = 0;
+        if (pids[k] > 0 && (waitpid(pids[k], &ws, 0) != pids[k] || !WIFEXITED(ws)
+                            || WEXITSTATUS(ws) != 0))
+            clean = 0;
+    }
+    QH_CHECK(started == RACE_WRITERS && clean, "%d writers x %d commits of one path all succeed",
+             RACE_WRITERS, RACE_ROUNDS);
+    int status = -1;
+    QH_CHECK(qh_results_read_status(path, &status) == QH_OK && status == 0,
+             "the file under the final name is readable, status 0");
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    double *v = malloc(RACE_N * sizeof *v);
+    hsize_t dims[2] = { 0, 0 };
+    int whole = 0;
+    if (f >= 0 && v) {
+        int64_t tag = attr_i(f, "/run", "tag");
+        whole = dset_d(f, "/run/values", v, RACE_N, dims) == 1 && dims[0] == RACE_N && tag >= 0
+                && tag / 100 < RACE_WRITERS && tag % 100 < RACE_ROUNDS;
+        for (size_t i = 0; whole && i < RACE_N; i++)
+            whole = v[i] == (double)tag;
+    }
+    if (f >= 0) H5Fclose(f);
+    free(v);
+    QH_CHECK(whole, "the final file is one writer's complete file (values all equal its tag)");
+    QH_CHECK(count_tmp("race.h5", NULL, 0) == 0, "no temporary left");
+    remove(path);
+}
+
+/* A killed writer's temporaries go; another process's stay. */
+static void test_remove_temporaries(void)
+{
+    const char *mine1 = in_dir("rm.h5.123.00000000000000aa.tmp"), *mine2 = in_dir("rm.h5.123.bb.tmp"),
+               *other_pid = in_dir("rm.h5.1234.00000000000000aa.tmp"),
+               *other_file = in_dir("rmx.h5.123.00000000000000aa.tmp"), *final = in_dir("rm.h5");
+    char keep[3][512];
+    snprintf(keep[0], sizeof keep[0], "%s", other_pid);
+    snprintf(keep[1], sizeof keep[1], "%s", other_file);
+    snprintf(keep[2], sizeof keep[2], "%s", final);
+    put_file(mine1, "partial");
+    put_file(mine2, "partial");
+    for (int k = 0; k < 3; k++)
+        put_file(keep[k], "other");
+    size_t n = 0;
+    int st = qh_results_remove_temporaries(in_dir("rm.h5"), 123, &n);
+    QH_CHECK(st == QH_OK && n == 2 && !exists(in_dir("rm.h5.123.00000000000000aa.tmp"))
+             && !exists(in_dir("rm.h5.123.bb.tmp")), "pid 123's two temporaries removed (%zu)", n);
+    QH_CHECK(exists(keep[0]) && exists(keep[1]) && exists(keep[2]),
+             "another pid's temporary, another file's and the final file stay");
+    st = qh_results_remove_temporaries(in_dir("none/rm.h5"), 123, &n);
+    QH_CHECK(st == QH_EIO && strstr(qh_last_error(), "none"), "unreadable folder: EIO naming it: %s",
+             qh_last_error());
+    for (int k = 0; k < 3; k++)
+        remove(keep[k]);
 }
 
 int main(void)
@@ -708,6 +844,8 @@ int main(void)
     test_merge();
     test_status_and_bad_paths();
     test_scan_dir();
+    test_concurrent_writers();
+    test_remove_temporaries();
     const char *leftovers[] = { "round.h5", "keep.h5", "det_a.h5", "det_b.h5", "prov.h5" };
     for (size_t i = 0; i < sizeof leftovers / sizeof leftovers[0]; i++)
         remove(in_dir(leftovers[i]));

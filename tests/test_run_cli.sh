@@ -36,7 +36,8 @@ grep -q "opt-7m.ldlq+incoh.w4.s0 .*pending" <<< "$out" && grep -q "3 cells selec
 for id in opt-7m.rtn.w4.s0 opt-7m.gptq.w4.s0 opt-7m.ldlq+incoh.w4.s0 opt-7m.baseline; do
     [ "$(attr "$tmp/a/$id.h5" /run status)" = 0 ] && ok "$id complete" || bad "$id status"
 done
-[ -z "$(ls "$tmp/a" | grep -v '\.h5$')" ] && ok "no temporary files left" || bad "leftovers: $(ls "$tmp/a")"
+[ -z "$(ls "$tmp/a" | grep -v '\.h5$' | grep -vx sweep.json)" ] && ok "no temporary files left" || bad "leftovers: $(ls "$tmp/a")"
+cmp -s "$tmp/sweep.json" "$tmp/a/sweep.json" && ok "the config is snapshotted to OUT/sweep.json" || bad "no snapshot"
 
 # The baseline's 3 windows at 1024 against reference.json's window_nll_first3
 # (mean of the three, then exp): 1e-4 relative, as for qh ppl.

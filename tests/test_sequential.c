@@ -1,5 +1,5 @@
 /* test_sequential.c -- the block-sequential traversal: visit order, Hessians
- * against an independent computation, weight write-back, and the block
+ * and per-channel input maxima against an independent computation, weight write-back, and the block
  * stage's inputs (quantized and float paths, float weights) against
  * independent forward passes. */
 #include "qh_test.h"
@@ -17,11 +17,12 @@ typedef struct {
     int n_visits, order_ok;
     int last_layer, last_kind;
     qh_matd *H_q0;                   /* copy of layer 0's q_proj Hessian */
+    double *absmax_q0;               /* copy of layer 0's q_proj input maxima */
     int zero_layer;                  /* layer whose weights the visitor zeroes, -1: none */
 } visit_log;
 
 static int log_visit(const qh_model *m, int layer, int kind, qh_matd *W, const qh_matd *H,
-                     int *replace, void *user)
+                     const double *x_absmax, int *replace, void *user)
 {
     visit_log *log = user;
     const qh_linear *lin = &m->blocks[layer].lin[kind];
@@ -31,7 +32,12 @@ static int log_visit(const qh_model *m, int layer, int kind, qh_matd *W, const q
     log->last_layer = layer;
     log->last_kind = number;
     log->n_visits++;
-    if (layer == 0 && kind == QH_LIN_Q && !log->H_q0) log->H_q0 = qh_matd_copy(H);
+    log->order_ok &= x_absmax != NULL;
+    if (layer == 0 && kind == QH_LIN_Q && !log->H_q0) {
+        log->H_q0 = qh_matd_copy(H);
+        if ((log->absmax_q0 = malloc(H->cols * sizeof(double))))
+            memcpy(log->absmax_q0, x_absmax, H->cols * sizeof(double));
+    }
     if (layer == log->zero_layer) {
         memset(W->data, 0, W->rows * W->cols * sizeof(double));
         *replace = 1;
@@ -40,14 +46,15 @@ static int log_visit(const qh_model *m, int layer, int kind, qh_matd *W, const q
 }
 
 /* Layer 0's q/k/v input is the first norm of the embeddings: compute its
- * Hessian directly with the forward pass's pieces and a naive double sum. */
+ * Hessian directly with the forward pass's pieces and a naive double sum,
+ * and its per-channel maxima max_t |x_j| by brute force. */
 static void check_first_hessian(const qh_model *m, const int32_t *win, size_t ns, size_t L,
-                                const qh_matd *H)
+                                const qh_matd *H, const double *absmax)
 {
     size_t d = (size_t)m->cfg.hidden;
     qh_forward_ws *ws = NULL;
     float *x = malloc(d * L * sizeof *x);
-    double *ref = calloc(d * d, sizeof *ref);
+    double *ref = calloc(d * d, sizeof *ref), *amax = calloc(d, sizeof *amax);
     QH_CHECK(qh_forward_ws_alloc(m, L, &ws) == QH_OK, "workspace");
     for (size_t s = 0; s < ns; s++) {
         QH_CHECK(qh_forward_embed(m, win + s * L, L, ws, x) == QH_OK, "embed");
@@ -60,7 +67,13 @@ static void check_first_hessian(const qh_model *m, const int32_t *win, size_t ns
             for (size_t i = 0; i < d; i++)
                 for (size_t j = 0; j < d; j++)
                     ref[i + j * d] += (double)x[i + t * d] * x[j + t * d];
+        for (size_t t = 0; t < L; t++)
+            for (size_t i = 0; i < d; i++) amax[i] = fmax(amax[i], fabs((double)x[i + t * d]));
     }
+    int same = absmax != NULL;
+    for (size_t i = 0; same && i < d; i++) same = amax[i] == absmax[i] && amax[i] > 0;
+    QH_CHECK(same, "%s: layer-0 q/k/v input maxima = brute-force max_t |x_j| (exact, all > 0)",
+             m->cfg.model_type);
     double maxerr = 0, maxval = 0;
     for (size_t k = 0; k < d * d; k++) {
         ref[k] /= (double)(ns * L);
@@ -72,6 +85,7 @@ static void check_first_hessian(const qh_model *m, const int32_t *win, size_t ns
     qh_forward_ws_free(ws);
     free(x);
     free(ref);
+    free(amax);
 }
 
 static void run_model(const char *dir, int n_linear)
@@ -84,15 +98,15 @@ static void run_model(const char *dir, int n_linear)
     int32_t *win = NULL;
     QH_CHECK(qh_calib_windows(ids, 4096, ns, L, 0, "synthetic ids", &win) == QH_OK, "windows");
 
-    visit_log log = { 0, 1, -1, -1, NULL, -1 };
+    visit_log log = { 0, 1, -1, -1, NULL, NULL, -1 };
     qh_layer_visitor v = { .fn = log_visit, .user = &log };
     QH_CHECK(qh_sequential_visit(m, win, ns, L, &v) == QH_OK, "%s: visit: %s", dir, qh_last_error());
     QH_CHECK(log.n_visits == m->cfg.n_layers * n_linear && log.order_ok,
              "%s: %d visits in stable-number order (want %d)", dir, log.n_visits, m->cfg.n_layers * n_linear);
-    if (log.H_q0) check_first_hessian(m, win, ns, L, log.H_q0);
+    if (log.H_q0) check_first_hessian(m, win, ns, L, log.H_q0, log.absmax_q0);
 
     /* Zeroing layer 2's weights through the visitor must reach the model. */
-    visit_log zlog = { 0, 1, -1, -1, NULL, 2 };
+    visit_log zlog = { 0, 1, -1, -1, NULL, NULL, 2 };
     v.user = &zlog;
     QH_CHECK(qh_sequential_visit(m, win, ns, L, &v) == QH_OK, "visit with replacement");
     int zeroed = 1;
@@ -103,6 +117,8 @@ static void run_model(const char *dir, int n_linear)
     QH_CHECK(zeroed, "%s: replaced weights written back", dir);
     qh_matd_free(log.H_q0);
     qh_matd_free(zlog.H_q0);
+    free(log.absmax_q0);
+    free(zlog.absmax_q0);
     free(win);
     qh_model_free(m);
 }
@@ -120,9 +136,9 @@ typedef struct {
 } stage_log;
 
 static int halve_visit(const qh_model *m, int layer, int kind, qh_matd *W, const qh_matd *H,
-                       int *replace, void *user)
+                       const double *x_absmax, int *replace, void *user)
 {
-    (void)m; (void)layer; (void)kind; (void)H; (void)user;
+    (void)m; (void)layer; (void)kind; (void)H; (void)x_absmax; (void)user;
     for (size_t i = 0; i < W->rows * W->cols; i++) W->data[i] *= 0.5;
     *replace = 1;
     return QH_OK;

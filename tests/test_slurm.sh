@@ -67,7 +67,7 @@ has "index map: task 0 is the baseline" "baseline 0 opt-7m.baseline"
 has "index map: task 1 is cell 1 (non-contiguous)" "cell 1 opt-7m.gptq.w4.s0"
 grep -q "opt-7m.rtn.w4.s0$" <<< "$(sed -n '/tasks.map/,/array.sbatch/p' <<< "$out")" \
     && bad "index map holds a cell outside --only" || ok "index map holds only the selected cells"
-has "absolute config path" "CONFIG='$(realpath "$tmp/sweep.json")'"
+has "tasks read the submission's copy of the config" "CONFIG='$(realpath "$tmp")/dry/slurm/1/config.json'"
 has "absolute qh path" "QH='$(realpath "$QH")'"
 has "map beside the scripts, under OUT/slurm/1" "MAP='$tmp/dry/slurm/1/tasks.map'"
 has "task runs one cell into its own log" '--"$kind" "$index" --out "$OUT" >> "$log" 2>&1'
@@ -76,7 +76,7 @@ out=$("$QH" run "$tmp/sweep.json" --backend pbs --dry-run 2>&1); rc=$?
 out=$("$QH" run "$tmp/sweep.json" --backend slurm --cell 0 --dry-run 2>&1); rc=$?
 [ "$rc" = 2 ] && ok "--cell with --backend slurm is a usage error" || bad "--cell with slurm: rc $rc"
 out=$("$QH" status "$tmp/nothing" --config "$tmp/sweep.json"); rc=$?
-[ "$rc" = 1 ] && grep -q "3 expected, 0 done, 0 failed, 3 missing" <<< "$out" \
+[ "$rc" = 1 ] && grep -q "3 expected, 0 done, 0 stale, 0 failed, 3 missing" <<< "$out" \
     && ok "status of an empty sweep: 3 missing, exit 1" || bad "status empty: rc $rc $out"
 
 # ---- Part 2: a real single-node Slurm
@@ -125,6 +125,12 @@ grep -q "submitted array job [0-9]* (3 tasks) and merge job [0-9]*" <<< "$sub" \
 # The local backend at the same thread count, while the array runs.
 OPENBLAS_NUM_THREADS=1 "$QH" run "$tmp/sweep.json" --out "$tmp/local" --quiet \
     && ok "local backend run" || bad "local backend run failed"
+cmp -s "$tmp/sweep.json" "$tmp/s/slurm/1/config.json" && cmp -s "$tmp/sweep.json" "$tmp/s/sweep.json" \
+    && ok "the submission keeps its own copy of the config, and OUT/sweep.json its snapshot" \
+    || bad "config copies: $(ls "$tmp/s" "$tmp/s/slurm/1")"
+grep -qF "CONFIG='$tmp/s/slurm/1/config.json'" "$tmp/s/slurm/1/array.sbatch" \
+    && grep -qF "CONFIG='$tmp/s/slurm/1/config.json'" "$tmp/s/slurm/1/merge.sbatch" \
+    && ok "array tasks and merge job read the submission's copy" || bad "scripts do not read the copy"
 wait_jobs && ok "array and merge job finished" || bad "jobs still queued after 180 s: $(squeue -h)"
 ids="opt-7m.baseline opt-7m.rtn.w4.s0 opt-7m.gptq.w4.s0"
 for id in $ids; do
@@ -134,7 +140,7 @@ for id in $ids; do
     grep -q "OPENBLAS_NUM_THREADS=1" "$tmp/s/logs/$id.log" 2>/dev/null \
         && ok "$id logged to logs/$id.log with one BLAS thread" || bad "no log $tmp/s/logs/$id.log"
 done
-grep -q "3 expected, 3 done, 0 failed, 0 missing" "$tmp/s/status.txt" 2>/dev/null \
+grep -q "3 expected, 3 done, 0 stale, 0 failed, 0 missing" "$tmp/s/status.txt" 2>/dev/null \
     && ok "merge job recorded qh status" || bad "status.txt: $(cat "$tmp/s/status.txt" 2>&1)"
 if "$QH" merge --help >/dev/null 2>&1; then
     runs=$(h5ls "$tmp/s/merged.h5/runs" 2>/dev/null | awk '{print $1}' | sort | tr '\n' ' ')
@@ -162,13 +168,13 @@ out=$("$QH" status "$tmp/f"); rc=$?
 grep -q "^failed   m2.rtn.w4.s0: status .*m2" <<< "$out" && [ "$rc" = 1 ] \
     && ok "qh status reports the missing model's cell as failed with its message, exit 1" \
     || bad "qh status after failure: rc $rc $out"
-grep -q "6 expected, 3 done, 3 failed, 0 missing" <<< "$out" \
+grep -q "6 expected, 3 done, 0 stale, 3 failed, 0 missing" <<< "$out" \
     && ok "qh status counts 3 done, 3 failed" || bad "status counts: $out"
 grep -q "^failed   m2.baseline" "$tmp/f/status.txt" 2>/dev/null \
     && ok "merge job recorded the failures in status.txt" || bad "status.txt after failure"
 
 # Repair the model and resubmit: only the three failed tasks run.
-ln -s "$PWD/models/opt-7m" "$tmp/m2"
+ln -sfn "$PWD/models/opt-7m" "$tmp/m2"
 submit "$tmp/fail.json" "$tmp/f"
 map=$(cat "$tmp/f/slurm/2/tasks.map" 2>/dev/null)
 [ "$map" = "$(printf 'baseline 1 m2.baseline\ncell 2 m2.rtn.w4.s0\ncell 3 m2.gptq.w4.s0')" ] \

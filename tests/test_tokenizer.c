@@ -464,6 +464,46 @@ static void test_bad_files(void)
                      "{\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\"}}, "
                      "{\"Sequence\": {\"id\": \"A\"}}], \"special_tokens\": {}}}",
                      QH_EINVAL, "<s>");
+    /* 1 + the largest id is the vocabulary size, an int32 */
+    check_load_error("vocab id INT32_MAX",
+                     "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 2147483647}}}",
+                     QH_EINVAL, "token \"b\": id 2147483647 is above the largest id 2147483646");
+    check_load_error("added token id INT32_MAX",
+                     "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, "
+                     "\"added_tokens\": [{\"id\": 2147483647, \"content\": \"<s>\"}]}",
+                     QH_EINVAL, "'added_tokens'[0] (\"<s>\"): 'id': id 2147483647 is above");
+    check_load_error("vocab id 1e300",
+                     "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 1e300}}}",
+                     QH_EINVAL, "token \"a\": id 1.0000000000000001e+300 is above");
+    check_load_error("vocab id 0.5",
+                     "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0.5}}}",
+                     QH_EINVAL, "token \"a\": expected a non-negative integer id");
+}
+
+/* A word that encodes to no ids (unknown characters, no unk token), seen
+ * twice: the second time is a cache hit of 0 ids while the cache holds no
+ * ids at all (a NULL + 0 offset, which clang's UBSan reports). */
+static void test_empty_word_twice(void)
+{
+    char *path = write_temp("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, "
+                            "\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
+                            "\"use_regex\": true}}");
+    QH_CHECK(path != NULL, "empty word twice: cannot write temporary file");
+    if (!path) return;
+    qh_tokenizer *t = NULL;
+    int st = qh_tokenizer_load(path, &t);
+    QH_CHECK(st == QH_OK, "empty word twice: load: %s", st ? qh_last_error() : "");
+    if (st == QH_OK) {
+        int32_t *ids = NULL;
+        size_t n = 99;
+        st = qh_tokenizer_encode(t, "q.q.a", 5, 0, &ids, &n);
+        QH_CHECK(st == QH_OK && n == 1 && ids[0] == 0, "\"q.q.a\" encodes to [0] (status %d, %zu ids)",
+                 st, n);
+        free(ids);
+    }
+    qh_tokenizer_free(t);
+    unlink(path);
+    free(path);
 }
 
 /* ---- known answers: reference.json of every model ------------------------------------- */
@@ -540,6 +580,7 @@ int main(void)
     test_ignore_merges();
     test_fixture_files();
     test_bad_files();
+    test_empty_word_twice();
     const char *models[] = {"models/opt-7m", "models/llama-9m", "../shared/models/opt-30m"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check_reference_model(models[i]);
     QH_NOTE("Unicode tables: version %s", qh_unicode_version);

@@ -24,6 +24,7 @@ static void cell_free(qh_report_cell *c)
     qh_h5_free_names(c->eval_names, c->n_eval);
     free(c->eval_ppl);
     qh_h5_table_free(&c->layers);
+    free(c->protocol);
     memset(c, 0, sizeof *c);
 }
 
@@ -116,6 +117,8 @@ static int load_run_attrs(hid_t f, const char *path, qh_report_cell *c)
     c->bpw_nominal = opt_double(f, "bits_per_weight_nominal");
     c->bpw_total = opt_double(f, "bits_per_weight_total");
     c->is_baseline = strcmp(c->method, "float32") == 0;
+    if (qh_h5_attr_exists(f, "/run", "protocol"))
+        QH_TRY(qh_h5_attr_string(f, "/run", "protocol", &c->protocol));
     return QH_OK;
 }
 

@@ -39,6 +39,7 @@ typedef struct {
     char **eval_names;               /* n_eval dataset names (sorted) */
     double *eval_ppl;                /* n_eval perplexities */
     qh_h5_table layers;              /* /run/layer_table; zeroed when absent */
+    char *protocol;                  /* /run/protocol; NULL when absent (older files) */
 } qh_report_cell;
 
 typedef struct {                     /* owns every cell and string */
@@ -61,6 +62,18 @@ typedef struct {                     /* owns every cell and string */
  *   in DIR: the message names DIR and the skipped files); QH_ENOMEM. */
 int qh_report_load(const char *dir, qh_report_set *set) QH_MUST_CHECK;
 void qh_report_set_free(qh_report_set *set);   /* leaves *set zeroed */
+
+/* Cells of one model share one table, so they must share a protocol: the
+ * keys of their records (/run/protocol) under model., eval., code., blas.,
+ * record. and calibration. (but calibration.seed, which follows the seed)
+ * must agree; the method, its parameters, incoherence, bits and seed (the
+ * rows, columns and repeats) may differ.  A baseline has no calibration keys.
+ * A model whose cells hold no record at all (older files) passes with a note.
+ * Output: *notes (appended: one line per model not checked).
+ * Return: QH_OK; QH_EINVAL (the message names the model, two cells and the
+ *   keys they differ in, or a cell without a record among cells with one);
+ *   QH_ENOMEM. */
+int qh_report_check_protocols(const qh_report_set *set, char ***notes, size_t *n_notes) QH_MUST_CHECK;
 
 typedef struct {
     size_t n;                        /* complete cells that contributed */

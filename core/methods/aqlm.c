@@ -69,7 +69,9 @@ static const qh_param_desc aqlm_params[] = {
     { "fp16", QH_PARAM_BOOL, offsetof(qh_aqlm_params, fp16), 1, 0, 1, NULL,
       "round codebooks and row scales to FP16 precision (codes refitted to the rounded codebooks)", NULL },
     { "damp", QH_PARAM_DOUBLE, offsetof(qh_aqlm_params, damp), 0.01, 0.0, 1.0, NULL,
-      "H += damp*mean(diag H)*I; raised tenfold per failed Cholesky (counted)", NULL },
+      "H += damp*mean(live diag H)*I (see dead_diag); raised tenfold per failed Cholesky (counted); 0 = H undamped "
+      "as in the reference code (a singular H then still gets the least damping that "
+      "factors, from 1e-6, counted); 0.01 kept as default, like the other H-based rows", "0" },
     { 0 },
 };
 
@@ -728,7 +730,7 @@ const qh_method_type qh_method_aqlm = {
     .display = "AQLM",
     .display_order = 80,
     .bound_family = QH_BOUND_FAMILY_GENERAL,
-    .version = 1,
+    .version = 2,                    /* 2: dead inputs get the live diagonal mean (damping) */
     .needs = QH_NEEDS_HESSIAN | QH_NEEDS_RNG,
     .summary = "AQLM: additive codebooks (M x 2^B codewords of g columns, FP16 row scale); k-means init, "
                "beam-1 code search, least-squares codebooks, closed-form scales",

@@ -61,6 +61,11 @@
  *     stop when assignments settle): 10 iterations cost 1 % of final proxy,
  *     25 are within the noise of more, and each costs 2·m·n·K flops per
  *     codebook.
+ *   - Damping: H + damp·mean(diag H)·I with damp = 0.01, as the other
+ *     H-based rows; the reference code uses XᵀX/N undamped (damp = 0, the
+ *     parameter's reference value; a singular H then still gets the least
+ *     damping that factors, from 1e-6, counted in n_damp_retries).  Whether
+ *     the damping helps AQLM has not been measured.
  *   - All arithmetic in double (the reference trains in float32 on GPU).
  *   - Side information is rounded to FP16 precision (11 significant bits; the
  *     FP16 exponent range is not enforced), like pvq's row norm.

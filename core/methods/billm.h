@@ -20,6 +20,7 @@
 
 enum { QH_BILLM_SALIENT_HESSIAN = 0, QH_BILLM_SALIENT_MAGNITUDE = 1 };
 enum { QH_BILLM_TARGET_S = 0, QH_BILLM_TARGET_W = 1 };
+enum { QH_BILLM_SPLIT_NONSALIENT = 0, QH_BILLM_SPLIT_ZEROED = 1 };
 
 typedef struct {
     int blocksize;                   /* columns per block (128) */
@@ -30,6 +31,9 @@ typedef struct {
     int n_thresholds;                /* split candidates: quantiles 10..90 % (81) */
     int intra_block_update;          /* 1: OBC-style feedback inside a block too */
     int feedback;                    /* 1: error feedback onto later blocks (reference) */
+    int split_quantiles;             /* QH_BILLM_SPLIT_*: split candidates over the non-salient
+                                        entries, or over the block with salient columns
+                                        zeroed (reference) */
 } qh_billm_params;
 
 extern const qh_method_type qh_method_billm;

@@ -12,6 +12,11 @@
  * start from the updated weights (groups are contiguous in processing order,
  * as in the reference without --static-groups).  With a group the block size
  * is the group size so that a group's columns are up to date when it is fitted.
+ * Under grid=rms the reference's quant.py recomputes s from the RMS of the
+ * current column after feedback (methods reference §4, pitfall 4):
+ * rms_scope=column does that (side information: one FP16 s per column,
+ * 16/m bits per weight); the default keeps QuIP's one s per matrix, fitted
+ * from W before feedback, as its nearest rounding and LDLQ do.
  * Left out: --static-groups, --sym/--trits grids, the MSE grid search, the
  * per-column loss accumulator (the driver computes ℓ exactly).
  */
@@ -25,6 +30,11 @@ static const qh_param_desc gptq_params[] = {
     QH_QP_DESC("act_order", QH_PARAM_BOOL, act_order, 0, 0, 1, NULL,
                "quantize columns by descending diag(H) (reference --act-order)"),
     QH_QP_BLOCK,
+    QH_QP_DEAD_DIAG("0.0009765625", "OPTQ", "2*seqlen"), QH_QP_TIES,
+    QH_QP_DESC_REF("rms_scope", QH_PARAM_ENUM, rms_scope, QH_RMS_MATRIX, 0, 0, "matrix|column",
+                   "grid=rms only: matrix fits one s from W before feedback (QuIP; better); "
+                   "column refits s to each column after feedback, as the OPTQ path of "
+                   "QuIP's code (one FP16 s per column)", "column"),
     { 0 },
 };
 
@@ -34,20 +44,28 @@ static size_t gptq_workspace_size(const void *params, size_t m, size_t n)
     return qh_quant_ws_bytes(m, n, 1, 2, m * qh_quant_block(params) + n);
 }
 
+static int rms_per_column(const qh_quant_params *p)
+{
+    return p->grid == QH_GRID_RMS && p->rms_scope == QH_RMS_COLUMN;
+}
+
 static int gptq_prepare(const qh_quant_params *p, const qh_problem *in, qh_result *out,
                         qh_bump *ws, qh_layer *L)
 {
     qh_order_kind order = p->act_order ? QH_ORDER_DIAG_DESC : QH_ORDER_NATURAL;
-    return qh_quant_prepare(p, in, out, order, QH_FACTOR_HINV_UPPER, ws, L);
+    QH_TRY(qh_quant_prepare(p, in, out, order, QH_FACTOR_HINV_UPPER, ws, L));
+    if (rms_per_column(p)) out->bits_side = 16.0 / (double)in->W->rows;
+    return QH_OK;
 }
 
 /* Rounds processing column i of L->Wp (with its feedback applied), writes the
  * code into out->What_proc and the scaled error (w − q)/Hinv_ii into e. */
-static void round_column(qh_layer *L, qh_result *out, size_t i, double *e)
+static void round_column(qh_layer *L, qh_result *out, size_t i, double *e, int rms_column)
 {
     qh_grid *g = &out->grid;
     size_t gi = qh_group_of(g, i);
     if (g->n_groups > 1 && i % g->group == 0) qh_grid_fit(g, &L->Wp, i, g->group, gi);
+    if (rms_column) qh_grid_fit(g, &L->Wp, i, 1, 0);
     double rii = QH_AT(&L->F, i, i);
     for (size_t r = 0; r < L->m; r++) {
         double w = QH_AT(&L->Wp, r, i);
@@ -82,7 +100,7 @@ static int gptq_quantize(const void *params, const qh_problem *in, qh_result *ou
         for (size_t s0 = b0; s0 < b1; s0 += QH_QUANT_SUB) {
             size_t s1 = s0 + QH_QUANT_SUB < b1 ? s0 + QH_QUANT_SUB : b1;
             for (size_t i = s0; i < s1; i++) {
-                round_column(&L, out, i, E + (i - b0) * m);
+                round_column(&L, out, i, E + (i - b0) * m, rms_per_column(p));
                 push_error(&L, i, E + (i - b0) * m, i + 1, s1);
             }
             if (s1 < b1)
@@ -106,7 +124,7 @@ static int gptq_quantize_ref(const void *params, const qh_problem *in, qh_result
     QH_TRY(gptq_prepare(p, in, out, &ws, &L));
     double *e = qh_ws_take(&ws, m);
     for (size_t i = 0; i < n; i++) {
-        round_column(&L, out, i, e);
+        round_column(&L, out, i, e, rms_per_column(p));
         push_error(&L, i, e, i + 1, n);
     }
     return QH_OK;
@@ -117,7 +135,7 @@ const qh_method_type qh_method_gptq = {
     .display = "OPTQ",
     .display_order = 10,
     .bound_family = QH_BOUND_FAMILY_LDLQ,
-    .version = 1,
+    .version = 2,                    /* 2: dead inputs get the live diagonal mean (damping) */
     .needs = QH_NEEDS_HESSIAN | QH_NEEDS_GRID | QH_NEEDS_RNG,
     .summary = "OPTQ/GPTQ: column-wise rounding with error feedback through Hinv (lazy blocks)",
     .params = gptq_params,

@@ -18,6 +18,7 @@ static const qh_param_desc greedy_params[] = {
     QH_QP_DESC("npasses", QH_PARAM_INT, npasses, 4, 1, 100, NULL,
                "coordinate passes from the unrounded W (stops early when a pass changes nothing)"),
     QH_QP_BLOCK,
+    QH_QP_DEAD_DIAG("0.001953125", "QuIP", "seqlen"), QH_QP_TIES, QH_QP_CLAMP_W, QH_QP_PASS_CLAMP,
     { 0 },
 };
 
@@ -35,8 +36,10 @@ static int greedy_quantize(const void *params, const qh_problem *in, qh_result *
     qh_layer L;
     QH_TRY(qh_quant_prepare(p, in, out, QH_ORDER_DIAG_DESC, QH_FACTOR_CHOL, &ws, &L));
     qh_grid *g = &out->grid;
-    for (size_t gi = 0; g->n_groups > 1 && gi < g->n_groups; gi++)
+    for (size_t gi = 0; g->n_groups > 1 && gi < g->n_groups; gi++) {
         qh_grid_fit(g, &L.Wp, gi * g->group, g->group, gi);
+        qh_layer_clamp_target(&L, g, gi * g->group, g->group, gi);
+    }
     qh_matd Q = qh_ws_mat(&ws, m, n);
     for (size_t k = 0; k < n; k++)
         memcpy(&QH_AT(&Q, 0, k), &QH_AT(&L.Wp, 0, k), m * sizeof(double));
@@ -50,7 +53,7 @@ const qh_method_type qh_method_greedy = {
     .display = "Greedy",
     .display_order = 40,
     .bound_family = QH_BOUND_FAMILY_GENERAL,
-    .version = 1,
+    .version = 2,                    /* 2: dead inputs get the live diagonal mean (damping) */
     .needs = QH_NEEDS_HESSIAN | QH_NEEDS_GRID,
     .summary = "QuIP Greedy: coordinate passes from the unrounded W, columns by descending diag(H)",
     .params = greedy_params,

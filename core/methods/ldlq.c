@@ -29,7 +29,7 @@
 
 static const qh_param_desc ldlq_params[] = {
     QH_QP_GRID, QH_QP_GROUP, QH_QP_RHO, QH_QP_CLAMP, QH_QP_ROUNDING, QH_QP_DAMP, LDLQ_ORDER,
-    QH_QP_BLOCK,
+    QH_QP_BLOCK, QH_QP_DEAD_DIAG("0.001953125", "QuIP", "seqlen"), QH_QP_TIES, QH_QP_CLAMP_W,
     { 0 },
 };
 
@@ -37,7 +37,8 @@ static const qh_param_desc ldlq_rg_params[] = {
     QH_QP_GRID, QH_QP_GROUP, QH_QP_RHO, QH_QP_CLAMP, QH_QP_DAMP,
     QH_QP_DESC("npasses", QH_PARAM_INT, npasses, 1, 0, 100, NULL,
                "greedy passes after LDLQ (stops early when a pass changes nothing)"),
-    QH_QP_BLOCK,
+    QH_QP_BLOCK, QH_QP_DEAD_DIAG("0.001953125", "QuIP", "seqlen"), QH_QP_TIES, QH_QP_CLAMP_W,
+    QH_QP_PASS_CLAMP,
     { 0 },
 };
 
@@ -71,6 +72,7 @@ static void fit_group(qh_layer *L, qh_grid *g, size_t k, const qh_matd *A, doubl
         for (size_t r = 0; r < L->m; r++)
             QH_AT(&Tm, r, c) = QH_AT(&L->Wp, r, k + c) + (A ? QH_AT(A, r, k + c) : 0.0);
     qh_grid_fit(g, &Tm, 0, g->group, qh_group_of(g, k));
+    qh_layer_clamp_target(L, g, k, g->group, qh_group_of(g, k));
 }
 
 /* Rounds column k given its feedback a (length m): the grid point into q and
@@ -160,6 +162,7 @@ static int ldlq_quantize_ref(const void *params, const qh_problem *in, qh_result
                     QH_AT(&Tm, r, c) = QH_AT(&L.Wp, r, k + c) + s;
                 }
             qh_grid_fit(&out->grid, &Tm, 0, out->grid.group, qh_group_of(&out->grid, k));
+            qh_layer_clamp_target(&L, &out->grid, k, out->grid.group, qh_group_of(&out->grid, k));
         }
         round_column(&L, &out->grid, k, a, &QH_AT(out->What_proc, 0, L.perm[k]), &QH_AT(&E, 0, k));
     }
@@ -185,7 +188,7 @@ const qh_method_type qh_method_ldlq = {
     .display = "LDLQ",
     .display_order = 20,
     .bound_family = QH_BOUND_FAMILY_LDLQ,
-    .version = 1,
+    .version = 2,                    /* 2: dead inputs get the live diagonal mean (damping) */
     .needs = QH_NEEDS_HESSIAN | QH_NEEDS_GRID | QH_NEEDS_RNG,
     .summary = "QuIP LDLQ: rounding with LDL feedback (reverse = reference round_ldl, forward = OPTQ)",
     .params = ldlq_params,
@@ -201,7 +204,7 @@ const qh_method_type qh_method_ldlq_rg = {
     .display = "LDLQ-RG",
     .display_order = 30,
     .bound_family = QH_BOUND_FAMILY_LDLQ,
-    .version = 1,
+    .version = 2,                    /* 2: dead inputs get the live diagonal mean (damping) */
     .needs = QH_NEEDS_HESSIAN | QH_NEEDS_GRID,
     .summary = "QuIP LDLQ-RG: LDLQ by descending diag(H), then greedy coordinate passes",
     .params = ldlq_rg_params,

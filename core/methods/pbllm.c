@@ -63,7 +63,7 @@ static const qh_param_desc pbllm_params[] = {
     PB_DESC("blocksize", QH_PARAM_INT, blocksize, 128, 1, 65536, NULL,
             "lazy-feedback block in columns (results equal up to rounding of sums)"),
     PB_DESC("damp", QH_PARAM_DOUBLE, damp, 0.01, 0, 1, NULL,
-            "H += damp*mean(diag H)*I; raised tenfold per failed Cholesky (counted)"),
+            "H += damp*mean(live diag H)*I (see dead_diag); raised tenfold per failed Cholesky (counted)"),
     { 0 },
 };
 
@@ -244,7 +244,8 @@ const qh_method_type qh_method_pbllm = {
     .display = "PB-LLM",
     .display_order = 100,
     .bound_family = QH_BOUND_FAMILY_GENERAL,
-    .version = 2,                    /* 2: no mask bits counted when nothing is salient */
+    .version = 3,                    /* 2: no mask bits counted when nothing is salient; 3: dead
+                                        inputs get the live diagonal mean (damping) */
     .needs = QH_NEEDS_HESSIAN,
     .summary = "PB-LLM (GPTQ-PB): top salient_frac weights on an 8-bit row grid, the rest "
                "binarized (mu, alpha per row), OPTQ feedback; bits must be 1",

@@ -2,7 +2,11 @@
  * 2502.13179; methods reference §8), per-layer PTQ form.
  *
  * A one-dimensional structured mask over the input channels (columns): the
- * top salient_frac columns by an activation statistic keep a salient_bits
+ * top salient_frac columns by an activation statistic (rank: sqrt(diag H),
+ * the RMS of x_j, by default; max|x_j| over the calibration tokens, the
+ * reference code's, with rank = absmax, from qh_problem.x_absmax, which the
+ * sequential traversal fills; refused without it, and so under incoherence
+ * processing, where the driver withholds it) keep a salient_bits
  * asymmetric per-row min-max grid (over the full row); every other entry is
  *   ŵ_ij = (α_i·s_ij + μ_i)·r1_i·r2_j,   s_ij = sign(w_ij − μ_i) (sign(0) = +1),
  * with μ_i (frozen), α_i, r1 ∈ R^m and r2 ∈ R^n; α, r1, r2 are optimised by
@@ -32,6 +36,7 @@
 #include "qh_method.h"
 
 enum { QH_PTQ161_OBJECTIVE_LAYER = 0, QH_PTQ161_OBJECTIVE_BLOCK = 1 };
+enum { QH_PTQ161_RANK_RMS = 0, QH_PTQ161_RANK_ABSMAX = 1 };
 
 typedef struct {
     double salient_frac;             /* fraction of the columns kept at salient_bits */
@@ -41,6 +46,8 @@ typedef struct {
     double lr_r;                     /* learning rate of r1, r2 */
     int objective;                   /* QH_PTQ161_OBJECTIVE_*: what the pipeline tunes against */
     int epochs;                      /* block objective: passes over the calibration windows */
+    int rank;                        /* QH_PTQ161_RANK_*: salient channels by sqrt(diag H) or
+                                        by max|x| (qh_problem.x_absmax, the reference) */
 } qh_ptq161_params;
 
 extern const qh_method_type qh_method_ptq161;
@@ -106,5 +113,9 @@ void qh_ptq161_loss_grad(const qh_ptq161_model *md, const double *alpha, const d
  * index first) into salient (n bytes).  scratch: 2n doubles.  Returns k. */
 size_t qh_ptq161_select_columns(const qh_matd *H, double frac, uint8_t *salient,
                                 double *scratch);
+/* The same ranked by x_absmax (n values: max|x_j| over the calibration
+ * tokens), the reference code's statistic.  scratch: n doubles. */
+size_t qh_ptq161_select_columns_absmax(const double *x_absmax, size_t n, double frac,
+                                       uint8_t *salient, double *scratch);
 
 #endif

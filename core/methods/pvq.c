@@ -63,7 +63,7 @@ static const qh_param_desc pvq_params[] = {
     { "blocksize", QH_PARAM_INT, offsetof(qh_pvq_params, blocksize), 128, 1, 65536, NULL,
       "lazy-feedback panel in columns (rounded down to a multiple of D, at least D)", NULL },
     { "damp", QH_PARAM_DOUBLE, offsetof(qh_pvq_params, damp), 0.01, 0.0, 1.0, NULL,
-      "H += damp*mean(diag H)*I; raised tenfold per failed Cholesky (counted)", NULL },
+      "H += damp*mean(live diag H)*I (see dead_diag); raised tenfold per failed Cholesky (counted)", NULL },
     { 0 },
 };
 
@@ -303,7 +303,7 @@ const qh_method_type qh_method_pvq = {
     .display = "PVQ",
     .display_order = 70,
     .bound_family = QH_BOUND_FAMILY_GENERAL,
-    .version = 1,
+    .version = 2,                    /* 2: dead inputs get the live diagonal mean (damping) */
     .needs = QH_NEEDS_HESSIAN,
     .summary = "PVQ-LLM: pyramid VQ of D-groups (direction) + Beta-quantile amplitude, GPTQ-style "
                "feedback, Hessian-aware pulse search; use with incoherence hadamard",

@@ -58,6 +58,7 @@ int qh_quant_prepare(const qh_quant_params *p, const qh_problem *in, qh_result *
     L->n = n;
     QH_TRY(qh_grid_init(&out->grid, (qh_grid_kind)p->grid, in->bits, p->clamp, p->rho, m, n,
                         (size_t)p->group));
+    out->grid.ties_even = p->ties == QH_TIES_EVEN;
     /* Dead columns on copies: out->What_proc serves as the scratch copy of W. */
     copy_mat(in->W, out->What_proc);
     if (in->H) {
@@ -75,6 +76,9 @@ int qh_quant_prepare(const qh_quant_params *p, const qh_problem *in, qh_result *
     qh_permute_cols(out->What_proc, L->perm, &L->Wp);
     L->stochastic = p->rounding == QH_ROUND_STOCHASTIC;
     L->rng = qh_rng_stream(in->seed, in->layer, QH_RNG_STOCHASTIC_ROUND);
+    L->clamp_w = p->clamp_w;
+    L->pass_clamp = p->pass_clamp;
+    if (out->grid.n_groups == 1) qh_layer_clamp_target(L, &out->grid, 0, n, 0);
     if (factor == QH_NO_FACTOR) return QH_OK;
 
     QH_ASSERT(in->H);
@@ -82,15 +86,25 @@ int qh_quant_prepare(const qh_quant_params *p, const qh_problem *in, qh_result *
     L->F = qh_ws_mat(ws, n, n);
     L->D = qh_ws_take(ws, n);
     qh_permute_sym(out->H_proc, L->perm, &L->Hp);
-    double base = qh_mean_diag(out->H_proc), lam = 0.0;
+    /* n_dead_cols counts the driver's dead columns too (fixed before any
+     * incoherence processing), which is what the authors' mean counts. */
+    double base = qh_damp_base(out->H_proc, out->n_dead_cols, p->dead_diag), lam = 0.0;
     size_t retries = 0;
-    int st = qh_factor_damped(&L->Hp, p->damp, (qh_factor_kind)factor, &L->F, L->D, &retries,
-                              &lam);
+    int st = qh_factor_damped_base(&L->Hp, p->damp, base, (qh_factor_kind)factor, &L->F, L->D,
+                                   &retries, &lam);
     out->n_damp_retries += retries;
     if (st != QH_OK) return st;
     for (size_t i = 0; i < n; i++) QH_AT(out->H_proc, i, i) += lam * base;
     out->damp_used = lam;
     return QH_OK;
+}
+
+void qh_layer_clamp_target(qh_layer *L, const qh_grid *g, size_t c0, size_t nc, size_t gi)
+{
+    if (!L->clamp_w) return;
+    for (size_t k = c0; k < c0 + nc; k++)
+        for (size_t r = 0; r < L->m; r++)
+            QH_AT(&L->Wp, r, k) = qh_grid_clamp_value(g, r, gi, QH_AT(&L->Wp, r, k));
 }
 
 void qh_quant_store(const qh_layer *L, const qh_matd *Q, qh_result *out)
@@ -105,6 +119,8 @@ static size_t greedy_pass(qh_layer *L, const qh_grid *g, qh_matd *Q, qh_matd *G,
                           size_t B, double *Gb, double *Dl)
 {
     size_t m = L->m, n = L->n, changed = 0;
+    qh_grid free_grid = *g;          /* shares the tables; only the clamp flag differs */
+    if (L->pass_clamp == QH_PASS_CLAMP_PASS) { free_grid.clamp = 0; g = &free_grid; }
     for (size_t b0 = 0; b0 < n; b0 += B) {
         size_t nb = n - b0 < B ? n - b0 : B;
         for (size_t c = 0; c < nb; c++)
@@ -132,6 +148,30 @@ static size_t greedy_pass(qh_layer *L, const qh_grid *g, qh_matd *Q, qh_matd *G,
     return changed;
 }
 
+/* QuIP's end-of-pass clamp: Q ← clamp(Q) block by block, G following with
+ * one dgemm per block.  Returns the number of entries changed. */
+static size_t clamp_pass_end(qh_layer *L, const qh_grid *g, qh_matd *Q, qh_matd *G, size_t B,
+                             double *Dl)
+{
+    size_t m = L->m, n = L->n, changed = 0;
+    for (size_t b0 = 0; b0 < n; b0 += B) {
+        size_t nb = n - b0 < B ? n - b0 : B, here = 0;
+        for (size_t c = 0; c < nb; c++) {
+            size_t k = b0 + c, gi = qh_group_of(g, k);
+            for (size_t r = 0; r < m; r++) {
+                double cur = QH_AT(Q, r, k), nw = qh_grid_clamp_value(g, r, gi, cur);
+                Dl[r + c * m] = nw - cur;
+                if (nw != cur) { QH_AT(Q, r, k) = nw; here++; }
+            }
+        }
+        if (here)
+            qh_lin_dgemm('N', 'N', m, n, nb, 1.0, Dl, m, &QH_AT(&L->Hp, b0, 0), L->Hp.ld, 1.0,
+                         G->data, G->ld);
+        changed += here;
+    }
+    return changed;
+}
+
 size_t qh_greedy_passes(qh_layer *L, const qh_grid *g, qh_matd *Q, int npasses,
                         size_t blocksize, qh_bump *ws)
 {
@@ -151,7 +191,9 @@ size_t qh_greedy_passes(qh_layer *L, const qh_grid *g, qh_matd *Q, int npasses,
     }
     for (int pass = 0; pass < npasses; pass++) {
         runs++;
-        if (greedy_pass(L, g, Q, &G, B, Gb, Dl) == 0) break;
+        size_t changed = greedy_pass(L, g, Q, &G, B, Gb, Dl);
+        if (L->pass_clamp == QH_PASS_CLAMP_PASS) changed += clamp_pass_end(L, g, Q, &G, B, Dl);
+        if (changed == 0) break;
     }
     return runs;
 }

@@ -30,7 +30,19 @@ typedef struct {
     int order;                       /* ldlq: QH_LDLQ_REVERSE | QH_LDLQ_FORWARD */
     int npasses;                     /* greedy passes (ldlq_rg, greedy) */
     int blocksize;                   /* lazy-batch block (gptq, ldlq) */
+    /* Switches to the authors' code (each 0 by default: a struct filled by
+     * designated initialisers keeps the harness's choice). */
+    double dead_diag;                /* 0: damp relative to the live diagonal; c > 0: a dead
+                                        input counts as H_jj = c in mean(diag H) */
+    int ties;                        /* QH_TIES_UP | QH_TIES_EVEN (torch.round) */
+    int clamp_w;                     /* 1: clamp W into the grid before rounding (QuIP) */
+    int pass_clamp;                  /* greedy passes: QH_PASS_CLAMP_STEP | _PASS (QuIP) */
+    int rms_scope;                   /* gptq, grid rms: QH_RMS_MATRIX | QH_RMS_COLUMN */
 } qh_quant_params;
+
+enum { QH_TIES_UP = 0, QH_TIES_EVEN = 1 };
+enum { QH_PASS_CLAMP_STEP = 0, QH_PASS_CLAMP_PASS = 1 };
+enum { QH_RMS_MATRIX = 0, QH_RMS_COLUMN = 1 };
 
 /* Descriptor entries shared by the rows; each row lists the keys it uses. */
 #define QH_QP_DESC(k, t, field, d, l, h, ch, doc) QH_QP_DESC_REF(k, t, field, d, l, h, ch, doc, NULL)
@@ -50,7 +62,25 @@ typedef struct {
 #define QH_QP_ROUNDING QH_QP_DESC("rounding", QH_PARAM_ENUM, rounding, 0, 0, 0, \
     "nearest|stochastic", "nearest, or stochastic (unbiased: floor(u + U[0,1)))")
 #define QH_QP_DAMP QH_QP_DESC("damp", QH_PARAM_DOUBLE, damp, 0.01, 0, 1, NULL, \
-    "H += damp*mean(diag H)*I; raised tenfold per failed Cholesky (counted)")
+    "H += damp*mean(live diag H)*I (see dead_diag); raised tenfold per failed Cholesky (counted)")
+/* The reference values below assume the project's calibration windows of 512
+ * tokens; see the docs for another length. */
+#define QH_QP_DEAD_DIAG(ref, code, formula) QH_QP_DESC_REF("dead_diag", QH_PARAM_DOUBLE, dead_diag, \
+    0, 0, 1e6, NULL, "0: damping relative to the mean of the live diagonal (dead inputs, H_jj = 0, " \
+    "left out; independent of the scale of H; better); c > 0: as the authors' code, the mean runs " \
+    "over every input with a dead one counted as H_jj = c; " code "'s H is " formula " times the " \
+    "per-token H, so its dead H_jj = 1 is c = " ref " for 512-token windows", ref)
+#define QH_QP_TIES QH_QP_DESC_REF("ties", QH_PARAM_ENUM, ties, QH_TIES_UP, 0, 0, "up|even", \
+    "nearest rounding of a tie (a weight exactly between two grid points): up, or to the even " \
+    "point as torch.round in the authors' code (neither is better; ties are rare)", "even")
+#define QH_QP_CLAMP_W QH_QP_DESC_REF("clamp_w", QH_PARAM_BOOL, clamp_w, 0, 0, 1, NULL, \
+    "1: clamp W into the grid's range before rounding, so the feedback carries the error to the " \
+    "clamped W (QuIP's code); 0: feed back the error to the true W (lower proxy; better)", "1")
+#define QH_QP_PASS_CLAMP QH_QP_DESC_REF("pass_clamp", QH_PARAM_ENUM, pass_clamp, \
+    QH_PASS_CLAMP_STEP, 0, 0, "step|pass", \
+    "greedy passes: step clamps every coordinate step (each step is the exact minimiser on the " \
+    "finite grid; better); pass rounds without clamping and clamps once at the end of each pass " \
+    "(QuIP's code)", "pass")
 #define QH_QP_BLOCK QH_QP_DESC("blocksize", QH_PARAM_INT, blocksize, 128, 1, 65536, NULL, \
     "lazy-batch block (results equal up to rounding of sums); with a group, block = group")
 
@@ -93,6 +123,8 @@ typedef struct {
     const size_t *perm;              /* = out->col_order */
     qh_rng rng;                      /* stochastic rounding stream */
     int stochastic;
+    int clamp_w;                     /* clamp W into each group's grid when it is fitted */
+    int pass_clamp;                  /* QH_PASS_CLAMP_* for qh_greedy_passes */
 } qh_layer;
 
 #define QH_NO_FACTOR (-1)
@@ -107,6 +139,10 @@ typedef struct {
 int qh_quant_prepare(const qh_quant_params *p, const qh_problem *in, qh_result *out,
                      qh_order_kind order, int factor, qh_bump *ws, qh_layer *L) QH_MUST_CHECK;
 
+/* With clamp_w, clamps columns c0..c0+nc−1 of L->Wp (the target) into
+ * group gi of the grid; called when that group's grid is known. */
+void qh_layer_clamp_target(qh_layer *L, const qh_grid *g, size_t c0, size_t nc, size_t gi);
+
 /* η for the next rounding: ½ or U[0, 1). */
 static inline double qh_layer_eta(qh_layer *L)
 {
@@ -118,7 +154,9 @@ static inline size_t qh_group_of(const qh_grid *g, size_t k) { return k / g->gro
 
 /* Greedy coordinate passes (QuIP `allbal` / the RG of LDLQ-RG), in processing
  * order: ŵ_k ← Q_nearest(ŵ_k − ((Ŵ−W)H)_{:,k}/H_kk), the exact grid minimiser
- * of ℓ in column k with the others fixed, so no pass increases ℓ.
+ * of ℓ in column k with the others fixed, so no pass increases ℓ.  With
+ * L->pass_clamp = QH_PASS_CLAMP_PASS (QuIP's code) the steps round without
+ * clamping and Ŵ is clamped once at the end of each pass (no such guarantee).
  *   Q: (m, n) current Ŵ in processing order (updated in place); L->Wp, L->Hp.
  *   Stops after npasses or after a pass that changed nothing.
  *   ws: takes 1 m x n + 2 m x blocksize matrices.  Returns passes run. */

@@ -47,9 +47,11 @@ static const qh_param_desc quipsharp_params[] = {
     { "scale_override", QH_PARAM_DOUBLE, offsetof(qh_quipsharp_params, scale_override), 0.0, 0.0, 100.0, NULL,
       "RMS of W/Wscale; 0 = opt scale (1.03 at 2 bits, 0.98 at 3, 1.03 at 4); README recommends 0.9 at 2 bits", NULL },
     { "tune_iters", QH_PARAM_INT, offsetof(qh_quipsharp_params, tune_iters), 0, 0, 100, NULL,
-      "block re-rounding passes after BlockLDLQ (reference quip_tune_iters; its runs use 10)", NULL },
+      "block re-rounding passes after BlockLDLQ (reference quip_tune_iters; its runs use 10); "
+      "default 0 = plain BlockLDLQ, the object of the QuIP# bound (passes may raise the proxy)",
+      "10" },
     { "damp", QH_PARAM_DOUBLE, offsetof(qh_quipsharp_params, damp), 0.01, 0.0, 1.0, NULL,
-      "H += damp*mean(diag H)*I; raised tenfold per failed Cholesky (counted)", NULL },
+      "H += damp*mean(live diag H)*I (see dead_diag); raised tenfold per failed Cholesky (counted)", NULL },
     { 0 },
 };
 
@@ -246,7 +248,7 @@ const qh_method_type qh_method_quipsharp = {
     .display = "QuIP#",
     .display_order = 60,
     .bound_family = QH_BOUND_FAMILY_GENERAL,
-    .version = 1,
+    .version = 2,                    /* 2: dead inputs get the live diagonal mean (damping) */
     .needs = QH_NEEDS_HESSIAN,
     .summary = "QuIP#: BlockLDLQ (g = 8) onto the E8P lattice codebook (2 bits; RVQ 3, 4 bits); "
                "use with incoherence hadamard",

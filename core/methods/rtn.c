@@ -12,7 +12,7 @@
 #include "qh_quant.h"
 
 static const qh_param_desc rtn_params[] = {
-    QH_QP_GRID, QH_QP_GROUP, QH_QP_RHO, QH_QP_CLAMP, QH_QP_ROUNDING,
+    QH_QP_GRID, QH_QP_GROUP, QH_QP_RHO, QH_QP_CLAMP, QH_QP_ROUNDING, QH_QP_TIES,
     { 0 },
 };
 

@@ -193,8 +193,8 @@ int qh_slurm_array_script(const qh_slurm_job *j, size_t n_tasks, char **text)
         "log=\"$OUT/logs/$id.log\"\n"
         "echo \"== job ${SLURM_ARRAY_JOB_ID:-}_${SLURM_ARRAY_TASK_ID} on $(hostname) at $(date -u +%%FT%%TZ):"
         " $kind $index, OPENBLAS_NUM_THREADS=$OPENBLAS_NUM_THREADS\" >> \"$log\"\n"
-        "exec \"$QH\" run \"$CONFIG\" --\"$kind\" \"$index\" --out \"$OUT\" >> \"$log\" 2>&1\n",
-        j->cpus_per_task);
+        "exec \"$QH\" run \"$CONFIG\" --\"$kind\" \"$index\" --out \"$OUT\"%s >> \"$log\" 2>&1\n",
+        j->cpus_per_task, j->rerun_stale ? " --rerun-stale" : "");
     return finish(&b, text);
 }
 

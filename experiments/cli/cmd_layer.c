@@ -36,7 +36,9 @@ typedef struct {
     size_t n_methods, n_bits, n_incohs;
     char *param_keys[MAX_PARAMS], *param_values[MAX_PARAMS];
     size_t n_params;
-    int rescale, quiet;
+    int rescale, permute, quiet;     /* rescale, permute: -1 = the incoherence kind's value */
+    qh_variant variant;              /* --variant: parameters start from the defaults or the
+                                        authors' code's values */
 } layer_opts;
 
 typedef struct {                      /* one method x bits x incoherence combination */
@@ -56,7 +58,7 @@ static void usage(FILE *f)
         "                --method M[,M...] --bits B[,B...] [options] --out DIR\n\n"
         "Quantizes one matrix, or every decoder linear of a model whose name matches GLOB,\n"
         "with each method x bit width x incoherence choice, and writes one results file per\n"
-        "combination, DIR/<model>.<method>[+incoh|+rht].w<B>.s<seed>.h5, holding a table of\n"
+        "combination, DIR/<model>.<method>[+incoh|+rht][-ref].w<B>.s<seed>.h5, holding a table of\n"
         "proxy losses, incoherence metrics and every evaluable bound (one row per layer).\n"
         "Hessians of model layers come from calibration text at full precision.\n\n"
         "options:\n"
@@ -68,8 +70,16 @@ static void usage(FILE *f)
         "  --method LIST          method names from `qh methods`, comma-separated\n"
         "  --bits LIST            bit widths, comma-separated (e.g. 2,3,4)\n"
         "  --incoherence LIST     none | kron | hadamard, comma-separated (default none)\n"
-        "  --no-rescale           skip the D~ rescaling of incoherence processing\n"
+        "  --rescale, --no-rescale  do or skip the D~ rescaling of incoherence processing\n"
+        "                         (default: on for kron and hadamard; the reference variant\n"
+        "                         turns it off for hadamard, as QuIP#'s and PVQ's code)\n"
         "                         (with incoherence the grid defaults to QuIP's rms grid)\n"
+        "  --permute, --no-permute  kron: random permutations around the Kronecker factors\n"
+        "                         (default off; on in the reference variant, as QuIP's code)\n"
+        "  --variant V            default | reference: start every method's parameters from\n"
+        "                         the defaults or from the values that reproduce the authors'\n"
+        "                         code (`qh methods` lists them); --param overrides either.\n"
+        "                         reference labels end in -ref (a config's \"variant\")\n"
         "  --param KEY=VALUE      method parameter (repeatable; applies to every listed method\n"
         "                         that has KEY, and at least one must)\n"
         "  --seed S               seed of every random draw (default 0); a model's linear draws\n"
@@ -110,15 +120,17 @@ static int parse_args(int argc, char **argv, layer_opts *o)
         { "model", 1, 0, 'm' }, { "tensor", 1, 0, 't' }, { "synthetic", 1, 0, 'y' },
         { "rows", 1, 0, 'r' }, { "cols", 1, 0, 'c' }, { "method", 1, 0, 'M' },
         { "bits", 1, 0, 'b' }, { "incoherence", 1, 0, 'i' }, { "no-rescale", 0, 0, 'R' },
+        { "rescale", 0, 0, 'E' }, { "permute", 0, 0, 'P' }, { "no-permute", 0, 0, 'N' },
         { "param", 1, 0, 'p' }, { "seed", 1, 0, 's' }, { "calib", 1, 0, 'C' },
         { "nsamples", 1, 0, 'n' }, { "seqlen", 1, 0, 'L' }, { "out", 1, 0, 'o' },
-        { "quiet", 0, 0, 'q' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+        { "quiet", 0, 0, 'q' }, { "help", 0, 0, 'h' }, { "variant", 1, 0, 'V' },
+        { 0, 0, 0, 0 },
     };
     static char incoh_default[] = "none";
     memset(o, 0, sizeof *o);
     o->calib = "data/gutenberg_calib_4M.txt";
     o->nsamples = 128;
-    o->rescale = 1;
+    o->rescale = o->permute = -1;
     char *bits_list[MAX_LIST];
     size_t v;
     int c;
@@ -140,6 +152,9 @@ static int parse_args(int argc, char **argv, layer_opts *o)
             break;
         case 'i': o->n_incohs = split_list(optarg, o->incohs); break;
         case 'R': o->rescale = 0; break;
+        case 'E': o->rescale = 1; break;
+        case 'P': o->permute = 1; break;
+        case 'N': o->permute = 0; break;
         case 'p': {
             char *eq = strchr(optarg, '=');
             if (!eq || eq == optarg || o->n_params == MAX_PARAMS) {
@@ -157,6 +172,12 @@ static int parse_args(int argc, char **argv, layer_opts *o)
         case 'L': if (!parse_size(optarg, "--seqlen", &o->seqlen)) return 2; break;
         case 'o': o->out = optarg; break;
         case 'q': o->quiet = 1; break;
+        case 'V':
+            if (qh_variant_parse(optarg, &o->variant) != QH_OK) {
+                fprintf(stderr, "qh layer: --variant: %s\n", qh_last_error());
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return -1;
         default: usage(stderr); return 2;
         }
@@ -195,8 +216,10 @@ static int apply_params(const layer_opts *o, combo *cb, size_t n)
 }
 
 /* One combination with the defaults `qh run` gives the same entry (grid rms
- * under incoherence) and its label; 1 on success, else 0 after a message. */
-static int init_combo(combo *c, const char *method, const char *incoh, int bits)
+ * under incoherence, the variant's values) and its label; 1 on success, else
+ * 0 after a message. */
+static int init_combo(combo *c, const char *method, const char *incoh, int bits,
+                      qh_variant variant)
 {
     c->bits = bits;
     if (!(c->method = qh_method_find(method))) {
@@ -213,8 +236,9 @@ static int init_combo(combo *c, const char *method, const char *incoh, int bits)
         fprintf(stderr, "qh layer: out of memory\n");
         return 0;
     }
-    if (qh_method_params_defaults_for(c->method, c->params, c->incoh) != QH_OK
-        || qh_config_default_label(c->label, sizeof c->label, c->method->name, c->incoh) != QH_OK) {
+    if (qh_method_params_variant(c->method, c->params, c->incoh, variant) != QH_OK
+        || qh_config_default_label(c->label, sizeof c->label, c->method->name, c->incoh,
+                                   variant) != QH_OK) {
         fprintf(stderr, "qh layer: %s\n", qh_last_error());
         return 0;
     }
@@ -229,7 +253,8 @@ static combo *make_combos(const layer_opts *o, size_t *n_out)
     for (size_t mi = 0; mi < o->n_methods; mi++)
         for (size_t ii = 0; ii < o->n_incohs; ii++)
             for (size_t bi = 0; bi < o->n_bits; bi++, k++)
-                if (!init_combo(&cb[k], o->methods[mi], o->incohs[ii], o->bits[bi])) goto fail;
+                if (!init_combo(&cb[k], o->methods[mi], o->incohs[ii], o->bits[bi], o->variant))
+                    goto fail;
     *n_out = n;
     if (apply_params(o, cb, n)) return cb;     /* explicit --param overrides the defaults */
 fail:
@@ -244,6 +269,20 @@ static void free_combos(combo *cb, size_t n)
     free(cb);
 }
 
+/* The incoherence parameters of a combination: --rescale/--permute when
+ * given, else the kind's default or, under --variant reference, its
+ * reference value (qh_incoh_row). */
+static qh_incoh_params incoh_params_of(const layer_opts *o, qh_incoh_kind kind, uint32_t key)
+{
+    const qh_incoh_row *row = qh_incoh_row_of(kind);
+    int ref = o->variant == QH_VARIANT_REFERENCE;
+    int rescale = o->rescale >= 0 ? o->rescale : ref ? row->rescale_reference : row->rescale_default;
+    int permute = o->permute >= 0 ? o->permute : ref ? row->permute_reference : row->permute_default;
+    qh_incoh_params ip = { kind, rescale && kind != QH_INCOH_NONE, o->seed, key,
+                           permute && kind == QH_INCOH_KRON };
+    return ip;
+}
+
 typedef struct {
     const layer_opts *o;
     combo *cb;
@@ -256,7 +295,7 @@ typedef struct {
  * seeds the random streams (qh_model_linear_key for a model's linear, as
  * under `qh run`; 0 for a synthetic matrix). */
 static int run_all(layer_ctx *ctx, const char *name, int layer, int kind, uint32_t key,
-                   const qh_matd *W, const qh_matd *H)
+                   const qh_matd *W, const qh_matd *H, const double *x_absmax)
 {
     for (size_t i = 0; i < ctx->n_cb; i++) {
         combo *c = &ctx->cb[i];
@@ -267,9 +306,8 @@ static int run_all(layer_ctx *ctx, const char *name, int layer, int kind, uint32
             c->recs = r;
             c->cap = cap;
         }
-        qh_incoh_params ip = { c->incoh, ctx->o->rescale && c->incoh != QH_INCOH_NONE, ctx->o->seed,
-                               key, 0 };
-        qh_problem p = { W, H, c->bits, ctx->o->seed, key, name, NULL };
+        qh_incoh_params ip = incoh_params_of(ctx->o, c->incoh, key);
+        qh_problem p = { W, H, c->bits, ctx->o->seed, key, name, NULL, x_absmax };
         qh_layer_record *rec = &c->recs[c->n_recs++];
         qh_layer_run(c->method, c->params, &ip, &p, layer, kind, &ctx->spectra, rec, NULL);
         if (!ctx->o->quiet)
@@ -282,14 +320,14 @@ static int run_all(layer_ctx *ctx, const char *name, int layer, int kind, uint32
 }
 
 static int visit_linear(const qh_model *m, int layer, int kind, qh_matd *W, const qh_matd *H,
-                        int *replace, void *user)
+                        const double *x_absmax, int *replace, void *user)
 {
     layer_ctx *ctx = user;
     const char *name = m->blocks[layer].lin[kind].name;
     *replace = 0;                                  /* Hessians stay full precision */
     if (ctx->o->tensor && fnmatch(ctx->o->tensor, name, 0) != 0) return QH_OK;
     return run_all(ctx, name, layer, qh_model_linear_number(m, kind),
-                   qh_model_linear_key(m, layer, kind), W, H);
+                   qh_model_linear_key(m, layer, kind), W, H, x_absmax);
 }
 
 static int run_model(layer_ctx *ctx, qh_model **model_out)
@@ -326,7 +364,7 @@ static int run_synthetic(layer_ctx *ctx)
     qh_matd *W = qh_matd_alloc(o->rows, o->cols), *H = qh_matd_alloc(o->cols, o->cols);
     int st = (W && H) ? qh_synthetic_problem(o->synthetic, o->seed, W, H)
                       : qh_error(QH_ENOMEM, __FILE__, __LINE__, __func__, "synthetic %zu x %zu: out of memory", o->rows, o->cols);
-    if (st == QH_OK) st = run_all(ctx, o->synthetic, -1, -1, 0, W, H);
+    if (st == QH_OK) st = run_all(ctx, o->synthetic, -1, -1, 0, W, H, NULL);   /* no inputs */
     qh_matd_free(W);
     qh_matd_free(H);
     return st;
@@ -367,7 +405,7 @@ static int write_outputs(const layer_ctx *ctx, const qh_model *m, int *n_failed)
             .id = id, .model = model_label, .model_path = o->model_dir ? o->model_dir : "",
             .method = c->method, .params = c->params, .method_label = c->label,
             .incoherence = qh_incoh_row_of(c->incoh)->name,
-            .rescale = o->rescale && c->incoh != QH_INCOH_NONE, .bits = c->bits, .seed = o->seed,
+            .rescale = incoh_params_of(o, c->incoh, 0).rescale, .bits = c->bits, .seed = o->seed,
             .status = status, .message = message, .seconds = seconds, .config_json = "",
             .calib_path = m ? o->calib : "", .calib_nsamples = m ? o->nsamples : 0,
             .calib_seqlen = m ? (o->seqlen ? o->seqlen : (size_t)m->cfg.max_pos) : 0,

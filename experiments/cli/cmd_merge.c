@@ -2,7 +2,10 @@
  * DIR (/run status 0) into one HDF5 file, /runs/<cell id>, with
  * qh_results_merge (results/writer.h); DIR is listed by qh_results_scan_dir
  * (results/reader.h).  Incomplete and unreadable files are listed on stderr
- * and counted; temporary files are skipped. */
+ * and counted; temporary files are skipped.  A file that could not be read
+ * or copied makes the exit status 1 (the merged file is still written), so
+ * that a script or the Slurm merge job does not take a partial merge for a
+ * whole one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +19,11 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: qh merge DIR -o FILE\n"
             "  copies every complete cell file DIR/*.h5 (/run status 0) into FILE as\n"
-            "  /runs/<cell id>; lists the incomplete and unreadable ones\n");
+            "  /runs/<cell id>; lists the incomplete and unreadable ones\n"
+            "Exit status: 0 when every .h5 file was read (incomplete cells, listed, and\n"
+            "temporary files, skipped, do not count); 1 when some file could not be read\n"
+            "or copied (FILE is still written with the others, and a summary line says\n"
+            "how many were skipped) or nothing could be merged; 2 on usage.\n");
 }
 
 /* 1 if a and b name the same existing file. */
@@ -128,7 +135,10 @@ int qh_cmd_merge(int argc, char **argv)
     printf("merged %zu complete cells into %s (%zu incomplete, %zu unreadable, %zu failed to "
            "copy, %zu temporary files skipped)\n", n_complete - n_missing, out, n_incomplete,
            n_unreadable, n_missing, n_warnings);
-    rc = 0;
+    rc = n_unreadable || n_missing;
+    if (rc)
+        fprintf(stderr, "qh merge: %zu unreadable and %zu uncopyable files skipped; %s lacks "
+                "them (exit status 1)\n", n_unreadable, n_missing, out);
 cleanup:
     for (size_t i = 0; names && i < n_complete; i++)
         free(names[i]);

@@ -1,6 +1,6 @@
 /* cmd_methods.c -- `qh methods [NAME]`: prints the method table (name,
- * version, needs, summary, and each parameter with type, default, range and
- * doc), all read from the registry in core/qh_method.h. */
+ * version, needs, summary, and each parameter with type, default, reference
+ * value, range and doc), all read from the registry in core/qh_method.h. */
 #include <stdio.h>
 #include <string.h>
 
@@ -35,12 +35,15 @@ static void print_method(const qh_method_type *m)
            m->quantize_ref ? "  [has reference implementation]" : "");
     printf("  %s\n", m->summary ? m->summary : "");
     print_needs(m->needs);
-    printf("  %-10s %-7s %-10s %-22s %s\n", "parameter", "type", "default", "range", "doc");
+    printf("  %-10s %-7s %-10s %-10s %-22s %s\n", "parameter", "type", "default", "reference",
+           "range", "doc");
     for (const qh_param_desc *d = m->params; d && d->key; d++) {
         char def[64], range[96];
         qh_param_format_default(d, def, sizeof def);
         qh_param_format_range(d, range, sizeof range);
-        printf("  %-10s %-7s %-10s %-22s %s\n", d->key, type_name(d->type), def, range, d->doc);
+        /* "-": the default already computes what the authors' code does */
+        printf("  %-10s %-7s %-10s %-10s %-22s %s\n", d->key, type_name(d->type), def,
+               d->reference ? d->reference : "-", range, d->doc);
     }
 }
 
@@ -48,7 +51,10 @@ int qh_cmd_methods(int argc, char **argv)
 {
     if (argc > 2 || (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))) {
         fprintf(argc > 2 ? stderr : stdout, "usage: qh methods [NAME]\n"
-                "  prints every quantization method (or NAME) with its parameters\n");
+                "  prints every quantization method (or NAME) with its parameters: type,\n"
+                "  default, reference (the value that reproduces the authors' code, set by a\n"
+                "  config's \"variant\": \"reference\" or `qh layer --variant reference`;\n"
+                "  \"-\": the default already does), range and doc\n");
         return argc > 2 ? 2 : 0;
     }
     if (argc == 2) {

@@ -3,6 +3,7 @@
  * (report/report.h).  Prints every path written; warnings about skipped
  * files and notes (e.g. gnuplot missing) go to stderr. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/commands.h"
@@ -12,7 +13,7 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: qh report DIR [--out OUTDIR] [--no-plots] [--plots-dir DIR] "
-            "[--gnuplot PROG]\n"
+            "[--gnuplot PROG] [--mix-protocols]\n"
             "  reads DIR/*.h5 (one file per sweep cell) and writes into OUTDIR (default "
             "DIR/report):\n"
             "  table.md, table.tex (perplexity per method, bits and dataset), proxy.md, "
@@ -20,18 +21,38 @@ static void usage(FILE *f)
             "  one .tsv per figure and, when gnuplot is available, .png and .svg figures\n"
             "  drawn by the scripts in --plots-dir (default analysis/plots).\n"
             "  --no-plots      write tables and TSV files only\n"
-            "  --gnuplot PROG  the gnuplot program (default: $QH_GNUPLOT, else gnuplot in PATH)\n");
+            "  --gnuplot PROG  the gnuplot program (default: $QH_GNUPLOT, else gnuplot in PATH)\n"
+            "  --mix-protocols put cells of different protocols in one table anyway; without it\n"
+            "                  the cells of a model must agree on their protocol record\n"
+            "                  (/run/protocol) but for method, parameters, incoherence, bits\n"
+            "                  and seed, and the report names the keys that differ\n");
+}
+
+/* One table, one protocol (qh_report_check_protocols); returns 0 or 1 after saying why. */
+static int check_protocols(const qh_report_set *set)
+{
+    char **notes = NULL;
+    size_t n = 0;
+    int st = qh_report_check_protocols(set, &notes, &n);
+    if (st != QH_OK) fprintf(stderr, "qh report: %s\n", qh_last_error());
+    for (size_t i = 0; i < n; i++) fprintf(stderr, "qh report: note: %s\n", notes[i]);
+    for (size_t i = 0; i < n; i++) free(notes[i]);
+    free(notes);
+    return st == QH_OK ? 0 : 1;
 }
 
 int qh_cmd_report(int argc, char **argv)
 {
     const char *dir = NULL, *out_dir = NULL;
+    int mix = 0;
     qh_report_options opt = { NULL, NULL, NULL };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
+        } else if (!strcmp(a, "--mix-protocols")) {
+            mix = 1;
         } else if (!strcmp(a, "--no-plots")) {
             opt.gnuplot = "none";
         } else if ((!strcmp(a, "--out") || !strcmp(a, "-o")) && i + 1 < argc) {
@@ -70,6 +91,10 @@ int qh_cmd_report(int argc, char **argv)
     }
     for (size_t i = 0; i < set.n_warnings; i++)
         fprintf(stderr, "qh report: warning: %s\n", set.warnings[i]);
+    if (!mix && check_protocols(&set) != 0) {
+        qh_report_set_free(&set);
+        return 1;
+    }
     qh_report_outputs out;
     int st = qh_report_write(&set, &opt, &out);
     if (st != QH_OK)

@@ -6,6 +6,7 @@
  * With --backend slurm the pending cells become one Slurm job array plus an
  * afterany merge job instead (experiments/backends/slurm.h); locally, the worker pool of
  * experiments/backends/local.h. */
+#include <cJSON.h>
 #include <errno.h>
 #include <limits.h>
 #include <getopt.h>
@@ -22,7 +23,11 @@
 #include "cli/commands.h"
 #include "pipeline/config.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/protocol.h"
+#include "qh_blas.h"
 #include "qh_path.h"
+#include "results/reader.h"
+#include "results/record.h"
 #include "results/writer.h"
 
 #define MAX_SBATCH_ARGS 64
@@ -31,9 +36,12 @@ typedef struct {
     const char *config, *only, *out;
     const char *save_model;          /* --save-model DIR, NULL: don't */
     int jobs, dry_run, quiet;
+    int rerun_stale;                 /* --rerun-stale: recompute cells whose protocol changed */
+    int update_snapshot;             /* --update-snapshot: replace OUT/sweep.json */
     long cell;                       /* --cell INDEX, -1: all */
     long baseline;                   /* --baseline MODEL, -1: as the selection implies */
     int slurm;                       /* --backend slurm */
+    int wait_lock;                   /* --wait-lock: wait for another runner of DIR */
     const char *partition, *time, *mem;
     int cpus_per_task, array_max;
     const char *sbatch_args[MAX_SBATCH_ARGS];
@@ -44,18 +52,29 @@ static void usage(FILE *f)
 {
     fprintf(f,
         "usage: qh run CONFIG [--jobs N] [--only GLOB] [--dry-run] [--out DIR] [--cell INDEX]\n"
+        "              [--rerun-stale] [--update-snapshot]\n"
         "              [--backend slurm [--partition P] [--time T] [--cpus-per-task C] [--mem M]\n"
         "               [--array-max K] [--sbatch-arg ARG]...]\n\n"
         "Runs the sweep described by CONFIG (see configs/README.md): every cell\n"
         "model x method x bits x seed is calibrated, quantized block by block, evaluated\n"
         "and written to DIR/<cell id>.h5; the float32 baseline of each model goes to\n"
-        "DIR/<model>.baseline.h5.  Complete cells are skipped, so a rerun resumes.\n\n"
+        "DIR/<model>.baseline.h5.  Complete cells are skipped, so a rerun resumes.\n"
+        "Every file holds its protocol record (/run/protocol: file hashes, calibration,\n"
+        "evaluation, method and every parameter, code version, BLAS); a complete cell\n"
+        "whose record differs from what CONFIG gives is stale: it is listed with the\n"
+        "keys that differ, and recomputed only with --rerun-stale.  The first run\n"
+        "copies CONFIG to DIR/sweep.json; a later run with a different CONFIG is\n"
+        "refused unless --update-snapshot.\n\n"
         "options:\n"
         "  --jobs N       worker processes (default 1); OpenBLAS threads per worker are\n"
         "                 the available cores divided by N (at least 1), or\n"
         "                 OPENBLAS_NUM_THREADS when that is set\n"
         "  --only GLOB    run only cells whose id matches GLOB (e.g. '*.w2.*')\n"
         "  --dry-run      list the cells and their state; run nothing\n"
+        "  --rerun-stale  also recompute stale cells (complete, but their protocol record\n"
+        "                 differs from this configuration's, or they have none)\n"
+        "  --update-snapshot  replace DIR/sweep.json by CONFIG when they differ (the\n"
+        "                 cells whose protocol changes are then listed as stale)\n"
         "  --out DIR      results folder (default results/<config name>)\n"
         "  --cell INDEX   run exactly cell INDEX of the expansion (0-based; for job arrays)\n"
         "  --baseline M   run exactly the float32 baseline of model M (0-based; for job arrays)\n"
@@ -69,9 +88,15 @@ static void usage(FILE *f)
         "  --sbatch-arg ARG    an extra #SBATCH line, e.g. --sbatch-arg=--account=proj (repeatable)\n"
         "  --save-model DIR  also write each quantized model as a Hugging Face folder\n"
         "                 DIR/<cell id>/ (float32 safetensors + config and tokenizer)\n"
+        "  --wait-lock    when another qh run holds DIR (its lock DIR/.qh-run.lock), wait\n"
+        "                 for it to end instead of refusing at once\n"
         "  --quiet        no progress lines\n"
         "  --help         this text\n"
-        "Exit status: 0 when every selected cell is complete, 1 when any failed, 2 on usage.\n");
+        "One local runner per results folder: a second one refuses (or waits, with\n"
+        "--wait-lock).  Ctrl-C (SIGINT) or SIGTERM stops the workers too, keeps every\n"
+        "complete cell and removes the half-written ones; rerun to resume.\n"
+        "Exit status: 0 when every selected cell is complete, 1 when any failed or DIR\n"
+        "is in use, 2 on usage, 130 on SIGINT, 143 on SIGTERM.\n");
 }
 
 static int parse_args(int argc, char **argv, run_opts *o)
@@ -82,6 +107,8 @@ static int parse_args(int argc, char **argv, run_opts *o)
         { "baseline", 1, 0, 'B' }, { "backend", 1, 0, 'b' }, { "partition", 1, 0, 'P' },
         { "time", 1, 0, 'T' }, { "mem", 1, 0, 'M' }, { "cpus-per-task", 1, 0, 'C' },
         { "array-max", 1, 0, 'A' }, { "sbatch-arg", 1, 0, 'S' }, { "save-model", 1, 0, 'D' },
+        { "wait-lock", 0, 0, 'L' },
+        { "rerun-stale", 0, 0, 'R' }, { "update-snapshot", 0, 0, 'U' },
         { 0, 0, 0, 0 },
     };
     memset(o, 0, sizeof *o);
@@ -148,6 +175,9 @@ static int parse_args(int argc, char **argv, run_opts *o)
             o->sbatch_args[o->n_sbatch_args++] = optarg;
             break;
         case 'q': o->quiet = 1; break;
+        case 'L': o->wait_lock = 1; break;
+        case 'R': o->rerun_stale = 1; break;
+        case 'U': o->update_snapshot = 1; break;
         case 'h': usage(stdout); return -1;
         default: usage(stderr); return 2;
         }
@@ -195,6 +225,168 @@ static int task_done(const task *t)
     return qh_results_read_status(t->path, &status) == QH_OK && status == QH_OK;
 }
 
+/* ---- stale cells: the stored protocol record against the configuration's ---- */
+
+enum task_state { TASK_PENDING, TASK_COMPLETE, TASK_STALE };
+#define STALE_SHOWN 5                /* stale cells listed with their keys; the rest counted */
+#define QH_STR_(x) #x
+#define QH_STR(x) QH_STR_(x)
+
+typedef struct {
+    const qh_config *cfg;
+    int threads;                     /* BLAS threads the tasks would run with */
+    const char *const *skip;         /* key prefixes left out of the comparison */
+    size_t n_stale;
+} stale_check;
+
+/* /run/protocol of a results file, new; NULL when it has none. */
+static char *read_protocol(const char *path)
+{
+    hid_t f;
+    char *text = NULL;
+    if (qh_h5_open_read(path, &f) != QH_OK) return NULL;
+    if (qh_h5_attr_exists(f, "/run", "protocol") && qh_h5_attr_string(f, "/run", "protocol", &text) != QH_OK)
+        text = NULL;
+    qh_h5_close(f);
+    return text;
+}
+
+/* Why a complete task is stale into why (cap bytes); "" when it is not. */
+static void stale_reason(const stale_check *s, const task *t, char *why, size_t cap)
+{
+    char *stored = read_protocol(t->path), *want = NULL;
+    size_t n = 0;
+    why[0] = '\0';
+    if (!stored)
+        snprintf(why, cap, "no protocol record (written before cells kept one)");
+    else if (qh_protocol_record(s->cfg, t->model, t->cell, s->threads, &want) != QH_OK
+             || qh_record_diff(stored, want, NULL, s->skip, why, cap, &n) != QH_OK)
+        snprintf(why, cap, "record not comparable: %s", qh_last_error());
+    free(stored);
+    free(want);
+}
+
+/* Pending (no complete file), complete (its record is the configuration's)
+ * or stale; the first stale tasks are named on stderr with the keys that differ. */
+static enum task_state task_state(stale_check *s, const task *t)
+{
+    char why[480];
+    if (!task_done(t)) return TASK_PENDING;
+    stale_reason(s, t, why, sizeof why);
+    if (!why[0]) return TASK_COMPLETE;
+    if (s->n_stale++ < STALE_SHOWN)
+        fprintf(stderr, "qh run: stale %s%s: %s\n", t->id, t->cell ? "" : ".baseline", why);
+    return TASK_STALE;
+}
+
+/* The thread count OpenBLAS really takes when asked for `want` (it caps it
+ * at the count it was built for), which is what a worker records. */
+static int effective_threads(int want)
+{
+    qh_blas_set_threads(want);
+    return qh_blas_info().threads;
+}
+
+static void stale_summary(const stale_check *s, int rerun)
+{
+    if (!s->n_stale) return;
+    if (rerun)
+        fprintf(stderr, "qh run: %zu stale cell(s) will be recomputed (--rerun-stale)\n", s->n_stale);
+    else
+        fprintf(stderr, "qh run: %zu stale cell(s) kept, not recomputed: their protocol record differs "
+                "from this configuration's (%s listed above with the keys that differ); "
+                "rerun with --rerun-stale to recompute them\n", s->n_stale,
+                s->n_stale > STALE_SHOWN ? "the first " QH_STR(STALE_SHOWN) " are" : "they are");
+}
+
+/* Files are hashed once per process: hashing every model and data file here,
+ * before the workers fork, spares each worker doing it again. */
+static void warm_hashes(const qh_config *cfg, int threads)
+{
+    char hex[65], *rec = NULL;
+    for (size_t m = 0; m < cfg->n_models; m++) {
+        if (qh_protocol_record(cfg, m, NULL, threads, &rec) == QH_OK) free(rec);
+        rec = NULL;
+    }
+    if (qh_file_sha256(cfg->calib_path, hex) != QH_OK) return;   /* its cells say why */
+}
+
+/* ---- the snapshot of the configuration: OUT/sweep.json -------------------- */
+
+/* 1 if the two JSON texts hold the same values (formatting aside). */
+static int same_json(const char *a, const char *b)
+{
+    cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
+    int same = ja && jb && cJSON_Compare(ja, jb, 1);
+    cJSON_Delete(ja);
+    cJSON_Delete(jb);
+    return same;
+}
+
+static int write_snapshot(const char *path, const char *json)
+{
+    char tmp[1200];
+    if (qh_path_format(tmp, sizeof tmp, "snapshot", "%s.tmp.%ld", path, (long)getpid()) != QH_OK) return -1;
+    FILE *f = fopen(tmp, "w");
+    if (!f) return -1;
+    int ok = fputs(json, f) >= 0;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) { remove(tmp); return -1; }
+    return 0;
+}
+
+/* The first run snapshots the configuration into OUT/sweep.json; a later run
+ * with other contents is refused unless --update-snapshot, so that a folder's
+ * cells and its snapshot (which `qh status` reads) cannot drift apart.  Tasks
+ * of a submission (--cell, --baseline) read their submission's copy and leave
+ * the snapshot alone.  Returns 0, or 1 after printing why. */
+static int check_snapshot(const run_opts *o, const char *out, const char *json)
+{
+    char path[1100];
+    if (o->cell >= 0 || o->baseline >= 0) return 0;
+    if (qh_path_format(path, sizeof path, "snapshot", "%s/sweep.json", out) != QH_OK) {
+        fprintf(stderr, "qh run: %s\n", qh_last_error());
+        return 1;
+    }
+    char *old = qh_read_text_file(path);
+    int had = old != NULL, same = old && same_json(old, json);
+    free(old);
+    if (same) return 0;
+    if (had && !o->update_snapshot) {
+        fprintf(stderr, "qh run: %s differs from %s, the configuration this folder was first run "
+                "with; give --update-snapshot to replace the snapshot (cells whose protocol changes "
+                "are then listed as stale), or another --out\n", o->config, path);
+        return 1;
+    }
+    if (o->dry_run) return 0;
+    if (write_snapshot(path, json) != 0) {
+        fprintf(stderr, "qh run: cannot write the configuration snapshot %s\n", path);
+        return 1;
+    }
+    if (had && !o->quiet) fprintf(stderr, "qh run: %s replaced by %s\n", path, o->config);
+    return 0;
+}
+
+/* Defined with the folder lock below. */
+static int results_folder(const run_opts *o, const qh_config *cfg, char *out, size_t cap);
+
+/* --out must be a folder (or not exist yet): writing cells into a file's
+ * name would fail in every cell.  Checked before anything is created. */
+static int check_out(const run_opts *o, const qh_config *cfg)
+{
+    struct stat sb;
+    char out[1024];
+    if (results_folder(o, cfg, out, sizeof out) != QH_OK) {
+        fprintf(stderr, "qh run: %s\n", qh_last_error());
+        return 1;
+    }
+    if (stat(out, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "qh run: --out %s is an existing file, expected a results folder\n", out);
+        return 1;
+    }
+    return 0;
+}
+
 /* The local backend's task function: ctx is a run_ctx. */
 typedef struct {
     const qh_pipeline *p;
@@ -208,16 +400,36 @@ static int run_task(void *ctx, size_t i)
     return t->cell ? qh_pipeline_run_cell(r->p, t->cell) : qh_pipeline_run_baseline(r->p, t->model);
 }
 
-static int run_local(const qh_pipeline *p, const task *tasks, size_t n, int jobs, int quiet)
+/* A worker killed by a signal left its cell's temporary results file; its
+ * name carries the worker's pid, so other writers' temporaries stay. */
+static void remove_killed_temporaries(void *ctx, size_t i, long pid)
+{
+    const run_ctx *r = ctx;
+    if (qh_results_remove_temporaries(r->tasks[i].path, pid, NULL) != QH_OK)
+        fprintf(stderr, "qh run: warning: %s\n", qh_last_error());
+}
+
+/* Runs the tasks in worker processes; returns how many failed.  *sig gets
+ * the SIGINT or SIGTERM that stopped the run (0: none). */
+static int run_local(const qh_pipeline *p, const task *tasks, size_t n, int jobs, int quiet, int *sig)
 {
     const char **ids = calloc(n ? n : 1, sizeof *ids);
+    *sig = 0;
     if (!ids) return (int)n;
     for (size_t i = 0; i < n; i++) ids[i] = tasks[i].id;
     run_ctx ctx = { p, tasks };
-    qh_local_opts lo = { jobs, quiet, ids };
-    int failed = qh_local_run(run_task, &ctx, n, &lo);
+    qh_local_opts lo = { jobs, quiet, ids, remove_killed_temporaries };
+    int failed = qh_local_run(run_task, &ctx, n, &lo, sig);
     free(ids);
+    if (*sig) fprintf(stderr, "qh run: interrupted; rerun to resume\n");
     return failed;
+}
+
+/* The results folder of the sweep: --out, else results/<config name>. */
+static int results_folder(const run_opts *o, const qh_config *cfg, char *out, size_t cap)
+{
+    return o->out ? qh_path_format(out, cap, "results folder", "%s", o->out)
+                  : qh_path_format(out, cap, "results folder", "results/%s", cfg->name);
 }
 
 /* An absolute form of path: realpath when it exists, else joined to the
@@ -251,9 +463,9 @@ static int submit_jobs(const qh_slurm_job *j, const char *map, const char *array
         fprintf(stderr, "qh run: cannot create the submission folder and the logs under %s\n", j->out);
         return 1;
     }
-    /* config.json is for `qh status DIR` */
-    int st = qh_path_format(path, sizeof path, "config copy", "%s/slurm/config.json", j->out);
-    if (st == QH_OK) st = qh_slurm_write_text(path, json, 0);
+    /* The submission's own copy of the configuration: its tasks and merge job
+     * read it, so editing the original while tasks are pending cannot remap them. */
+    int st = qh_slurm_write_text(j->config, json, 0);
     if (st == QH_OK) st = qh_path_format(path, sizeof path, "task map", "%s/tasks.map", dir);
     if (st == QH_OK) st = qh_slurm_write_text(path, map, 0);
     if (st == QH_OK) st = qh_path_format(path, sizeof path, "array script", "%s/array.sbatch", dir);
@@ -291,9 +503,9 @@ static int submit_slurm(const run_opts *o, const qh_config *cfg, const char *jso
         printf("nothing to submit: every selected cell of %s is complete in %s\n", cfg->name, out);
         return 0;
     }
-    char qh[PATH_MAX], config[PATH_MAX], out_abs[PATH_MAX], workdir[PATH_MAX];
-    if (!realpath("/proc/self/exe", qh) || !realpath(o->config, config) || !getcwd(workdir, sizeof workdir)) {
-        fprintf(stderr, "qh run: cannot resolve the absolute paths of qh, %s or the working folder\n", o->config);
+    char qh[PATH_MAX], config[PATH_MAX + 64], out_abs[PATH_MAX], workdir[PATH_MAX];
+    if (!realpath("/proc/self/exe", qh) || !getcwd(workdir, sizeof workdir)) {
+        fprintf(stderr, "qh run: cannot resolve the absolute paths of qh or the working folder\n");
         return 1;
     }
     if (absolute_path(out, out_abs, sizeof out_abs) != QH_OK) {
@@ -305,6 +517,7 @@ static int submit_slurm(const run_opts *o, const qh_config *cfg, const char *jso
         .partition = o->partition, .time = o->time, .mem = o->mem,
         .cpus_per_task = o->cpus_per_task, .array_max = o->array_max,
         .sbatch_args = o->sbatch_args, .n_sbatch_args = o->n_sbatch_args,
+        .rerun_stale = o->rerun_stale,
     };
     qh_slurm_task *st = calloc(n_tasks, sizeof *st);
     char *map = NULL, *array = NULL, *merge = NULL;
@@ -325,6 +538,8 @@ static int submit_slurm(const run_opts *o, const qh_config *cfg, const char *jso
             st[k].id = baseline_ids[b++];
         }
     if (qh_slurm_next_submission(out_abs, &j.submission) != QH_OK
+        || qh_path_format(config, sizeof config, "configuration copy", "%s/slurm/%d/config.json",
+                          out_abs, j.submission) != QH_OK
         || qh_slurm_index_map(st, n_tasks, &map) != QH_OK
         || qh_slurm_array_script(&j, n_tasks, &array) != QH_OK) {
         fprintf(stderr, "qh run: %s\n", qh_last_error());
@@ -336,7 +551,8 @@ static int submit_slurm(const run_opts *o, const qh_config *cfg, const char *jso
             fprintf(stderr, "qh run: %s\n", qh_last_error());
             goto cleanup;
         }
-        printf("dry run: would submit %zu array tasks and a merge job (submission %d)\n", n_tasks, j.submission);
+        printf("dry run: would submit %zu array tasks and a merge job (submission %d), reading a copy "
+               "of %s as %s\n", n_tasks, j.submission, o->config, config);
         char path[4200];
         static const char *const names[3] = { "tasks.map", "array.sbatch", "merge.sbatch" };
         const char *texts[3] = { map, array, merge };
@@ -362,9 +578,7 @@ cleanup:
 static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
 {
     char out[1024];
-    int fits = o->out ? qh_path_format(out, sizeof out, "results folder", "%s", o->out)
-                      : qh_path_format(out, sizeof out, "results folder", "results/%s", cfg->name);
-    if (fits != QH_OK) {
+    if (results_folder(o, cfg, out, sizeof out) != QH_OK) {
         fprintf(stderr, "qh run: %s\n", qh_last_error());
         return 1;
     }
@@ -372,6 +586,7 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         fprintf(stderr, "qh run: cannot create results folder %s\n", out);
         return 1;
     }
+    if (check_snapshot(o, out, json) != 0) return 1;
     qh_cell *cells = NULL;
     size_t n_cells = 0;
     if (qh_config_cells(cfg, &cells, &n_cells) != QH_OK) { fprintf(stderr, "qh run: %s\n", qh_last_error()); return 1; }
@@ -398,14 +613,19 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         free(cells);
         return 1;
     }
-    size_t n_tasks = 0, n_selected = 0, n_complete = 0;
+    size_t n_tasks = 0, n_selected = 0, n_complete = 0, n_cell_stale = 0;
+    /* The Slurm submitter runs elsewhere than its tasks: the BLAS keys of
+     * the machine a cell ran on are not its to predict. */
+    stale_check sc = { cfg, effective_threads(o->slurm ? o->cpus_per_task : qh_local_threads_per_worker(o->jobs)),
+                       o->slurm ? qh_protocol_host_keys : NULL, 0 };
     for (size_t m = 0; cfg->n_datasets && o->cell < 0 && m < cfg->n_models; m++) {
         if (o->baseline >= 0 && (long)m != o->baseline) continue;
         task *t = &tasks[n_tasks];
         t->model = m;
         t->id = cfg->models[m].label;
         if (qh_pipeline_baseline_path(&p, m, t->path, sizeof t->path) != QH_OK) goto bad_path;
-        if (!task_done(t)) n_tasks++;
+        enum task_state ts = task_state(&sc, t);
+        if (ts == TASK_PENDING || (ts == TASK_STALE && o->rerun_stale)) n_tasks++;
     }
     for (size_t i = 0; i < n_cells; i++) {
         if (o->baseline >= 0) break;
@@ -415,32 +635,63 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         t->id = cells[i].id;
         if (qh_pipeline_cell_path(&p, &cells[i], t->path, sizeof t->path) != QH_OK) goto bad_path;
         n_selected++;
-        int complete = task_done(t);
-        n_complete += complete;
-        if (o->dry_run) printf("%5zu  %-48s %s\n", i, cells[i].id, complete ? "complete" : "pending");
-        if (!complete) n_tasks++;
+        size_t stale_before = sc.n_stale;
+        enum task_state ts = task_state(&sc, t);
+        static const char *const names[] = { "pending", "complete", "stale" };
+        n_complete += ts == TASK_COMPLETE;
+        n_cell_stale += sc.n_stale - stale_before;
+        if (o->dry_run) printf("%5zu  %-48s %s\n", i, cells[i].id, names[ts]);
+        if (ts == TASK_PENDING || (ts == TASK_STALE && o->rerun_stale)) n_tasks++;
     }
-    int failed = 0;
+    int failed = 0, sig = 0;
+    stale_summary(&sc, o->rerun_stale);
     if (o->dry_run)
-        printf("%zu cells selected, %zu complete, %zu to run (plus baselines); results in %s\n",
-               n_selected, n_complete, n_selected - n_complete, out);
+        printf("%zu cells selected, %zu complete, %zu stale, %zu to run (plus baselines); results in %s\n",
+               n_selected, n_complete, n_cell_stale,
+               n_selected - n_complete - (o->rerun_stale ? 0 : n_cell_stale), out);
     if (o->slurm)
         failed = submit_slurm(o, cfg, json, out, tasks, n_tasks, cells);
     else if (!o->dry_run) {
         if (!o->quiet)
-            fprintf(stderr, "qh run: %s: %zu cells selected, %zu complete, %zu tasks to run with %d job(s) into %s\n",
-                    cfg->name, n_selected, n_complete, n_tasks, o->jobs, out);
-        failed = run_local(&p, tasks, n_tasks, o->jobs, o->quiet);
-        if (!o->quiet) fprintf(stderr, "qh run: %d of %zu tasks failed; results in %s\n", failed, n_tasks, out);
+            fprintf(stderr, "qh run: %s: %zu cells selected, %zu complete, %zu stale, %zu tasks to run with %d job(s) into %s\n",
+                    cfg->name, n_selected, n_complete, n_cell_stale, n_tasks, o->jobs, out);
+        warm_hashes(cfg, sc.threads);
+        failed = run_local(&p, tasks, n_tasks, o->jobs, o->quiet, &sig);
+        if (!o->quiet && !sig) fprintf(stderr, "qh run: %d of %zu tasks failed; results in %s\n", failed, n_tasks, out);
     }
     free(tasks);
     free(cells);
-    return failed ? 1 : 0;
+    return sig ? 128 + sig : failed ? 1 : 0;   /* the shell's status for a signal */
 bad_path:
     fprintf(stderr, "qh run: %s\n", qh_last_error());
     free(tasks);
     free(cells);
     return 1;
+}
+
+/* One local runner per results folder: two would both compute every pending
+ * cell and race on its file.  The lock is taken before the pending cells are
+ * listed and held (by the workers too) until the run ends.  Slurm tasks
+ * (--cell, --baseline) run one cell each and share the folder; a submission
+ * and a dry run write no cells.  Returns an exit status. */
+static int lock_results_folder(const run_opts *o, const qh_config *cfg, int *lock)
+{
+    char out[1024];
+    *lock = -1;
+    if (o->dry_run || o->slurm || o->cell >= 0 || o->baseline >= 0) return 0;
+    if (results_folder(o, cfg, out, sizeof out) != QH_OK) {
+        fprintf(stderr, "qh run: %s\n", qh_last_error());
+        return 1;
+    }
+    if (mkdir_p(out) != 0) {
+        fprintf(stderr, "qh run: cannot create results folder %s\n", out);
+        return 1;
+    }
+    if (qh_local_lock(out, o->wait_lock, lock) != QH_OK) {
+        fprintf(stderr, "qh run: %s\n", qh_last_error());
+        return 1;
+    }
+    return 0;
 }
 
 int qh_cmd_run(int argc, char **argv)
@@ -455,10 +706,15 @@ int qh_cmd_run(int argc, char **argv)
     if (st == QH_OK && (st = qh_pipeline_validate(cfg)) != QH_OK) qh_error_prefix("config %s", o.config);
     if (st != QH_OK) {
         fprintf(stderr, "qh run: %s\n", qh_last_error());
+        qh_config_free(cfg);                     /* parsed, then refused by validation */
         free(json);
         return 1;
     }
-    rc = run_sweep(&o, cfg, json);
+    int lock = -1;
+    rc = check_out(&o, cfg);
+    if (rc == 0) rc = lock_results_folder(&o, cfg, &lock);
+    if (rc == 0) rc = run_sweep(&o, cfg, json);
+    qh_local_unlock(lock);
     qh_config_free(cfg);
     free(json);
     return rc;

@@ -1,9 +1,11 @@
 /* cmd_status.c -- `qh status DIR [--config CONFIG]`: which cells of a sweep
- * are done (results file with /run status 0), failed (a file with another
- * status, or one that cannot be read) or missing (no file), whichever backend
- * ran them.  With a configuration (given, or DIR/slurm/config.json recorded by
- * `qh run --backend slurm`) every expected file is listed, the float32
- * baselines included; without one, the files found in DIR are.
+ * are done (results file with /run status 0 whose protocol record is the
+ * configuration's), stale (complete, but the record differs or is absent),
+ * failed (a file with another status, or one that cannot be read) or missing
+ * (no file), whichever backend ran them.  With a configuration (given, or the
+ * snapshot DIR/sweep.json that `qh run` keeps, or DIR/slurm/config.json of
+ * older folders) every expected file is listed, the float32 baselines
+ * included; without one, the files found in DIR are.
  * Exit status: 0 when every listed cell is done, 1 otherwise (also when DIR
  * or the configuration cannot be read), 2 on usage. */
 #include <stdio.h>
@@ -15,23 +17,29 @@
 #include "pipeline/config.h"
 #include "results/reader.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/protocol.h"
 #include "qh_path.h"
+#include "results/record.h"
 #include "results/writer.h"
 
-enum cell_state { DONE, FAILED, MISSING };
+enum cell_state { DONE, STALE, FAILED, MISSING };
 
 typedef struct {
-    size_t n[3];                     /* by cell_state */
+    size_t n[4];                     /* by cell_state */
 } tally;
 
 static void usage(FILE *f)
 {
     fprintf(f,
         "usage: qh status DIR [--config CONFIG]\n\n"
-        "Lists the cells of the sweep whose results are in DIR as done (status 0),\n"
-        "failed (a file with another status: its message is shown) or missing (no\n"
-        "file).  CONFIG defaults to DIR/slurm/config.json, which `qh run --backend\n"
-        "slurm` records; without any configuration the files found in DIR are listed.\n"
+        "Lists the cells of the sweep whose results are in DIR as done (status 0 and\n"
+        "the protocol record CONFIG gives), stale (complete, but the record differs:\n"
+        "the keys are shown; `qh run --rerun-stale` recomputes them), failed (a file\n"
+        "with another status: its message is shown) or missing (no file).  CONFIG\n"
+        "defaults to DIR/sweep.json, the snapshot `qh run` keeps (DIR/slurm/config.json\n"
+        "in older folders); without any configuration the files found in DIR are\n"
+        "listed as done or failed.  The BLAS keys of a record (the machine a cell ran\n"
+        "on) are not compared here; `qh run` and `qh report` compare them.\n"
         "Exit status: 0 when every cell is done, 1 otherwise, 2 on usage.\n");
 }
 
@@ -66,8 +74,29 @@ static int is_merged_file(const char *path)
     return merged;
 }
 
-/* Classifies one results file and prints its line. */
-static enum cell_state show_cell(const char *id, const char *path, const char *dir)
+/* The keys in which the file's /run/protocol differs from want, or why it
+ * cannot be compared, into why; "" when they agree. */
+static void stale_keys(const char *path, const char *want, char *why, size_t cap)
+{
+    hid_t f;
+    char *have = NULL;
+    size_t n = 0;
+    why[0] = '\0';
+    if (qh_h5_open_read(path, &f) == QH_OK) {
+        if (qh_h5_attr_exists(f, "/run", "protocol") && qh_h5_attr_string(f, "/run", "protocol", &have) != QH_OK)
+            have = NULL;
+        qh_h5_close(f);
+    }
+    if (!have)
+        snprintf(why, cap, "no protocol record (written before cells kept one)");
+    else if (qh_record_diff(have, want, NULL, qh_protocol_host_keys, why, cap, &n) != QH_OK)
+        snprintf(why, cap, "record not comparable: %s", qh_last_error());
+    free(have);
+}
+
+/* Classifies one results file and prints its line; want: the record the
+ * configuration gives (NULL: not compared). */
+static enum cell_state show_cell(const char *id, const char *path, const char *dir, const char *want)
 {
     int status = -1;
     if (!file_exists(path)) {
@@ -77,6 +106,12 @@ static enum cell_state show_cell(const char *id, const char *path, const char *d
     if (qh_results_read_status(path, &status) != QH_OK) {
         printf("failed   %s: unreadable: %s\n", id, qh_last_error());
         return FAILED;
+    }
+    char why[600] = "";
+    if (status == QH_OK && want) stale_keys(path, want, why, sizeof why);
+    if (status == QH_OK && why[0]) {
+        printf("stale    %s: %s\n", id, why);
+        return STALE;
     }
     if (status == QH_OK) {
         printf("done     %s\n", id);
@@ -117,17 +152,24 @@ static int status_from_config(const char *dir, const char *config_path, tally *t
             break;
         }
         snprintf(id, sizeof id, "%s.baseline", cfg->models[m].label);
-        t->n[show_cell(id, path, dir)]++;
+        char *want = NULL;
+        if (qh_protocol_record(cfg, m, NULL, 0, &want) != QH_OK) want = NULL;
+        t->n[show_cell(id, path, dir, want)]++;
+        free(want);
     }
     for (size_t i = 0; i < n_cells; i++) {
         if (qh_pipeline_cell_path(&p, &cells[i], path, sizeof path) != QH_OK) {
             fprintf(stderr, "qh status: %s\n", qh_last_error());
             break;
         }
-        t->n[show_cell(cells[i].id, path, dir)]++;
+        char *want = NULL;
+        if (qh_protocol_record(cfg, cells[i].model, &cells[i], 0, &want) != QH_OK) want = NULL;
+        t->n[show_cell(cells[i].id, path, dir, want)]++;
+        free(want);
     }
-    printf("%s (%s): %zu expected, %zu done, %zu failed, %zu missing\n", dir, cfg->name,
-           t->n[DONE] + t->n[FAILED] + t->n[MISSING], t->n[DONE], t->n[FAILED], t->n[MISSING]);
+    printf("%s (%s): %zu expected, %zu done, %zu stale, %zu failed, %zu missing\n", dir, cfg->name,
+           t->n[DONE] + t->n[STALE] + t->n[FAILED] + t->n[MISSING], t->n[DONE], t->n[STALE],
+           t->n[FAILED], t->n[MISSING]);
     free(cells);
     qh_config_free(cfg);
     free(json);
@@ -148,7 +190,7 @@ static int status_from_files(const char *dir, tally *t)
         const char *base = strrchr(paths[i], '/') ? strrchr(paths[i], '/') + 1 : paths[i];
         char id[512];
         snprintf(id, sizeof id, "%.*s", (int)(strlen(base) > 3 ? strlen(base) - 3 : strlen(base)), base);
-        t->n[show_cell(id, paths[i], dir)]++;
+        t->n[show_cell(id, paths[i], dir, NULL)]++;
     }
     for (size_t i = 0; i < n_warnings; i++)
         printf("partial  %s\n", warnings[i]);
@@ -182,15 +224,17 @@ int qh_cmd_status(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    char recorded[2048];
-    if (!config && qh_path_format(recorded, sizeof recorded, "qh status", "%s/slurm/config.json",
-                                  dir) != QH_OK) {
+    char snapshot[2048], recorded[2048];
+    if (!config && (qh_path_format(snapshot, sizeof snapshot, "qh status", "%s/sweep.json", dir) != QH_OK
+                    || qh_path_format(recorded, sizeof recorded, "qh status", "%s/slurm/config.json",
+                                      dir) != QH_OK)) {
         fprintf(stderr, "qh status: %s\n", qh_last_error());
         return 1;
     }
-    if (!config && file_exists(recorded)) config = recorded;
-    tally t = { { 0, 0, 0 } };
+    if (!config && file_exists(snapshot)) config = snapshot;
+    else if (!config && file_exists(recorded)) config = recorded;
+    tally t = { { 0, 0, 0, 0 } };
     int rc = config ? status_from_config(dir, config, &t) : status_from_files(dir, &t);
     if (rc) return rc;
-    return t.n[DONE] > 0 && t.n[FAILED] == 0 && t.n[MISSING] == 0 ? 0 : 1;
+    return t.n[DONE] > 0 && t.n[STALE] == 0 && t.n[FAILED] == 0 && t.n[MISSING] == 0 ? 0 : 1;
 }

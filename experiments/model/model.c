@@ -464,6 +464,18 @@ cleanup:
     return QH_OK;
 }
 
+int qh_model_config_load(const char *dir, qh_model_config *cfg)
+{
+    qh_model *m = calloc(1, sizeof *m);
+    if (!m) QH_ERROR(QH_ENOMEM, "%s", dir);
+    int final_norm = 0;
+    int st = qh_path_format(m->dir, sizeof m->dir, "model folder", "%s", dir);
+    if (st == QH_OK) st = load_config(m, &final_norm);
+    if (st == QH_OK) *cfg = m->cfg;
+    free(m);
+    return st;
+}
+
 void qh_model_free(qh_model *m)
 {
     if (!m) return;

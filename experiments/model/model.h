@@ -83,6 +83,11 @@ typedef struct {
 int qh_model_load(const char *dir, qh_model **out) QH_MUST_CHECK;
 void qh_model_free(qh_model *m);                        /* NULL: no-op */
 
+/* config.json of dir alone, parsed as qh_model_load parses it (no weights
+ * read): for checks before a sweep starts.  Returns QH_OK or qh_model_load's
+ * config statuses. */
+int qh_model_config_load(const char *dir, qh_model_config *cfg) QH_MUST_CHECK;
+
 /* Number of linears a block of this family has (6 OPT, 7 Llama), and the
  * short name of kind k ("q_proj", "fc1", "gate_proj", ...; NULL for a kind the
  * family lacks or one outside [0, QH_LIN_MAX)). */

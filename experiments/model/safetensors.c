@@ -6,6 +6,7 @@
 #include <cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,29 +94,73 @@ uint16_t qh_f32_to_bf16(float f)
     return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
 }
 
+/* ---- opening model files ------------------------------------------------------- */
+
+static const char *file_kind(mode_t m)
+{
+    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device"
+         : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a regular file";
+}
+
+/* Opens path for reading and checks, on the descriptor, that it is a regular
+ * file: O_NONBLOCK so that a FIFO cannot block the open, cleared afterwards.
+ * A directory or device would otherwise give a hang or a bogus size. */
+static int open_regular(const char *path, int *fd, size_t *size)
+{
+    *fd = -1;
+    int f = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (f < 0) QH_ERROR(QH_EIO, "cannot open %s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(f, &sb) != 0) {
+        int e = errno;
+        close(f);
+        QH_ERROR(QH_EIO, "cannot stat %s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(f);
+        QH_ERROR(QH_EIO, "%s is %s, expected a regular file", path, file_kind(sb.st_mode));
+    }
+    int flags = fcntl(f, F_GETFL);
+    if (flags < 0 || fcntl(f, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(f);
+        QH_ERROR(QH_EIO, "cannot read %s: %s", path, strerror(e));
+    }
+    *fd = f;
+    *size = (size_t)sb.st_size;
+    return QH_OK;
+}
+
 /* ---- JSON helpers ------------------------------------------------------------ */
+
+/* Reads all len bytes of fd into text. */
+static int read_all(int fd, char *text, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t k = read(fd, text + got, len - got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k == 0) errno = 0;       /* the file shrank */
+        if (k <= 0) return -1;
+        got += (size_t)k;
+    }
+    return 0;
+}
 
 int qh_st_json_load(const char *path, cJSON **out)
 {
     *out = NULL;
-    int st = QH_OK;
-    char *text = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) QH_ERROR(QH_EIO, "cannot open %s: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) != 0) { QH_SET_ERROR(st, QH_EIO, "cannot read %s", path); goto cleanup; }
-    long len = ftell(f);
-    if (len < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        QH_SET_ERROR(st, QH_EIO, "cannot read %s", path);
-        goto cleanup;
-    }
-    text = malloc((size_t)len + 1);
-    if (!text) { QH_SET_ERROR(st, QH_ENOMEM, "%s: %ld bytes", path, len); goto cleanup; }
-    if (fread(text, 1, (size_t)len, f) != (size_t)len) {
-        QH_SET_ERROR(st, QH_EIO, "cannot read %s", path);
+    int st = QH_OK, fd;
+    size_t len;
+    QH_TRY(open_regular(path, &fd, &len));
+    char *text = malloc(len + 1);
+    if (!text) { QH_SET_ERROR(st, QH_ENOMEM, "%s: %zu bytes", path, len); goto cleanup; }
+    if (read_all(fd, text, len) != 0) {
+        QH_SET_ERROR(st, QH_EIO, "cannot read %s: %s", path, errno ? strerror(errno) : "short read");
         goto cleanup;
     }
     text[len] = '\0';
-    *out = cJSON_ParseWithLength(text, (size_t)len);
+    *out = cJSON_ParseWithLength(text, len);
     if (!*out) {
         const char *at = cJSON_GetErrorPtr();
         long off = at && at >= text && at <= text + len ? (long)(at - text) : -1;
@@ -123,7 +168,7 @@ int qh_st_json_load(const char *path, cJSON **out)
     }
 cleanup:
     free(text);
-    fclose(f);
+    close(fd);
     return st;
 }
 
@@ -269,15 +314,8 @@ cleanup:
 
 static int map_file(qh_st_file *f)
 {
-    int fd = open(f->path, O_RDONLY);
-    if (fd < 0) QH_ERROR(QH_EIO, "cannot open %s: %s", f->path, strerror(errno));
-    struct stat sb;
-    int st = QH_OK;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        QH_SET_ERROR(st, QH_EIO, "%s is not a readable regular file", f->path);
-        goto cleanup;
-    }
-    f->map_size = (size_t)sb.st_size;
+    int fd, st = QH_OK;
+    QH_TRY(open_regular(f->path, &fd, &f->map_size));
     if (f->map_size > 0) {
         void *p = mmap(NULL, f->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
@@ -396,17 +434,53 @@ static int set_has_file(const qh_st_set *s, const char *path)
     return 0;
 }
 
+/* 1 if folder `real` (a realpath) is `top` (a realpath) or lies below it. */
+static int path_within(const char *real, const char *top)
+{
+    size_t n = strlen(top);
+    if (n == 1 && top[0] == '/') return 1;
+    return !strncmp(real, top, n) && (real[n] == '\0' || real[n] == '/');
+}
+
+/* A weight_map entry must name a file inside the model folder: the folder
+ * that holds the shard, with ".." and symbolic links resolved, must be the
+ * model folder (top: its realpath) or below it, so that an index cannot read
+ * weights from elsewhere.  The shard itself may be a symbolic link, as in a
+ * download cache whose snapshot folders link every file into a blob store. */
+static int check_shard_inside(const qh_st_set *s, const char *top, const cJSON *e, const char *path)
+{
+    char parent[1024], real[PATH_MAX];
+    const char *entry = e->valuestring;
+    snprintf(parent, sizeof parent, "%s", path);
+    char *slash = strrchr(parent, '/');
+    const char *base = slash ? slash + 1 : parent;
+    if (!strcmp(base, "..") || !strcmp(base, ".") || entry[0] == '/')
+        QH_ERROR(QH_EINVAL, "%s: weight_map entry for tensor %s names \"%s\", which is not a "
+                 "file inside the model folder", s->index_path, e->string, entry);
+    if (slash) *slash = '\0';
+    else snprintf(parent, sizeof parent, ".");
+    if (!realpath(parent, real))     /* a missing subfolder: the open names it */
+        return QH_OK;
+    if (!path_within(real, top))
+        QH_ERROR(QH_EINVAL, "%s: weight_map entry for tensor %s names \"%s\", which lies "
+                 "outside the model folder (in %s)", s->index_path, e->string, entry, real);
+    return QH_OK;
+}
+
 /* Opens every shard the weight_map names and checks each mapped tensor is there. */
 static int open_shards(qh_st_set *s, const char *dir, const cJSON *map)
 {
-    char path[1024];
+    char path[1024], top[PATH_MAX];
     const cJSON *e;
+    if (!realpath(dir, top))
+        QH_ERROR(QH_EIO, "model folder %s: %s", dir, strerror(errno));
     cJSON_ArrayForEach(e, map) {
         if (!cJSON_IsString(e) || !e->valuestring[0] || e->valuestring[0] == '/')
             QH_ERROR(QH_EINVAL, "%s: weight_map entry for tensor %s is not a relative file name",
                      s->index_path, e->string);
         if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->valuestring) >= sizeof path)
             QH_ERROR(QH_EINVAL, "%s: shard path too long: %s", s->index_path, e->valuestring);
+        QH_TRY(check_shard_inside(s, top, e, path));
         if (!set_has_file(s, path)) {
             int st = set_add(s, path);
             if (st != QH_OK) {
@@ -583,7 +657,8 @@ int qh_st_write(const char *path, const qh_st_write_tensor *t, size_t n)
     char tmp[1100], *header = NULL;
     size_t hlen = 0;
     FILE *fp = NULL;
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
+    /* a name of this process's own: two writers of one path never share it */
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid()) >= sizeof tmp)
         QH_ERROR(QH_EINVAL, "path too long: %s", path);
     int st = build_header(path, t, n, &header, &hlen);
     if (st != QH_OK) goto cleanup;

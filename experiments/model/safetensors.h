@@ -61,7 +61,8 @@ const char *qh_st_dtype_name(qh_st_dtype dt);
 size_t qh_st_dtype_size(qh_st_dtype dt);
 
 /* Opens and validates path.  Returns QH_OK and a new file in *out; QH_EIO
- * (cannot open or map), QH_EBADLEN (header length past end of file or above
+ * (cannot open or map, or not a regular file: a FIFO, a directory or a
+ * device is refused without blocking), QH_EBADLEN (header length past end of file or above
  * 100 MB, data offsets out of range, overlapping, or not matching
  * shape x dtype size), QH_EINVAL (malformed JSON header, unknown dtype, bad
  * shape).  Messages name the file and, where one is at fault, the tensor. */
@@ -86,7 +87,9 @@ uint16_t qh_f32_to_bf16(float f);
 /* Opens the weights of a Hugging Face folder: dir/model.safetensors.index.json
  * (weight_map, every shard it names) when present, else dir/model.safetensors.
  * Returns QH_OK and a new set in *out; statuses of qh_st_open, QH_EIO when
- * neither file exists or a shard is missing, QH_EINVAL for a bad index. */
+ * neither file exists or a shard is missing, QH_EINVAL for a bad index or an
+ * entry that leaves the folder (absolute, "../", or through a symbolically
+ * linked subfolder; a shard file that is itself a link is accepted). */
 int qh_st_set_open(const char *dir, qh_st_set **out) QH_MUST_CHECK;
 void qh_st_set_close(qh_st_set *s);                      /* NULL: no-op */
 
@@ -97,7 +100,9 @@ const qh_st_tensor *qh_st_set_find(const qh_st_set *s, const char *name,
 
 /* Reads and parses the JSON file at path (config.json, an index).  Returns
  * QH_OK and a new tree in *out (free with cJSON_Delete); QH_EIO cannot read,
- * QH_EINVAL not valid JSON (the message names the file and byte offset). */
+ * or not a regular file (a FIFO or a directory is refused at once, never
+ * waited on); QH_EINVAL not valid JSON (the message names the file and byte
+ * offset). */
 struct cJSON;
 int qh_st_json_load(const char *path, struct cJSON **out) QH_MUST_CHECK;
 
@@ -110,7 +115,7 @@ typedef struct {
     const float *data;                /* (product of shape) values; borrows */
 } qh_st_write_tensor;
 
-/* Writes n tensors to path (via path.tmp and rename, so a failure never
+/* Writes n tensors to path (via path.<pid>.tmp and rename, so a failure never
  * leaves a partial file under the final name).  Data are laid out in the
  * given order; the header is padded with spaces to a multiple of 8 bytes.
  * QH_EINVAL bad dtype, shape or duplicate name; QH_EIO write failure. */

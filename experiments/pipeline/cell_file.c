@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "pipeline/protocol.h"
 #include "qh_path.h"
 #include "results/provenance.h"
 #include "results/writer.h"
@@ -38,6 +39,17 @@ static int write_params(qh_results *w, const qh_method_type *m, const void *para
     return st;
 }
 
+/* The protocol record and its hash: `qh run` compares the record to tell a
+ * complete cell from a stale one; the hash is for a quick eye comparison. */
+static int write_protocol(qh_results *w, const char *protocol)
+{
+    char hex[65];
+    if (!protocol) return QH_OK;
+    qh_protocol_sha256(protocol, hex);
+    QH_TRY(qh_results_attr_string(w, "/run", "protocol", protocol));
+    return qh_results_attr_string(w, "/run", "protocol_sha256", hex);
+}
+
 static int write_run(qh_results *w, const qh_cell_info *c, const qh_layer_record *recs, size_t n)
 {
     double nominal = 0, weights = 0;
@@ -67,6 +79,7 @@ static int write_run(qh_results *w, const qh_cell_info *c, const qh_layer_record
     QH_TRY(qh_results_attr_string(w, "/run", "calib_path", c->calib_path ? c->calib_path : ""));
     QH_TRY(qh_results_attr_int(w, "/run", "calib_nsamples", (int64_t)c->calib_nsamples));
     QH_TRY(qh_results_attr_int(w, "/run", "calib_seqlen", (int64_t)c->calib_seqlen));
+    QH_TRY(write_protocol(w, c->protocol));
     return write_params(w, c->method, c->params);
 }
 

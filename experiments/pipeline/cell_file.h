@@ -28,6 +28,7 @@ typedef struct {
     const char *config_json;         /* the resolved configuration ("" if none) */
     const char *calib_path;          /* "" when not calibrated */
     size_t calib_nsamples, calib_seqlen;
+    const char *protocol;            /* the protocol record (pipeline/protocol.h); NULL: none */
 } qh_cell_info;
 
 typedef struct {

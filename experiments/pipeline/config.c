@@ -3,6 +3,7 @@
 
 #include <cJSON.h>
 #include <fnmatch.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,13 +41,15 @@ static int get_string(const cJSON *v, char *dst, size_t cap, const char *src, co
     return QH_OK;
 }
 
+/* The range is checked on the double: converting one outside long's range
+ * (1e20, 1e999 = inf) to long is undefined behaviour. */
 static int get_int(const cJSON *v, long lo, long hi, long *out, const char *src, const char *path)
 {
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble)
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
         CFG_ERR(QH_ECONFIG, src, path, "expected an integer");
-    if ((long)v->valuedouble < lo || (long)v->valuedouble > hi)
-        CFG_ERR(QH_ECONFIG, src, path, "expected an integer in [%ld, %ld], got %ld", lo, hi,
-                (long)v->valuedouble);
+    if (v->valuedouble < (double)lo || v->valuedouble > (double)hi)
+        CFG_ERR(QH_ECONFIG, src, path, "expected an integer in [%ld, %ld], got %.17g", lo, hi,
+                v->valuedouble);
     *out = (long)v->valuedouble;
     return QH_OK;
 }
@@ -127,16 +130,28 @@ static int parse_param_value(const cJSON *v, char *dst, size_t cap, const char *
     CFG_ERR(QH_ECONFIG, src, path, "expected a string, number or boolean");
 }
 
-static int parse_method(const cJSON *obj, qh_config_method *m, const char *src, const char *path)
+/* "variant": "default" | "reference" (qh_variant_parse), at `path`. */
+static int get_variant(const cJSON *v, qh_variant *out, const char *src, const char *path)
 {
-    static const char *const keys[] = { "method", "label", "params", "incoherence", "rescale", NULL };
+    if (!cJSON_IsString(v))
+        CFG_ERR(QH_ECONFIG, src, path, "expected a string, one of: " QH_VARIANT_NAMES);
+    if (qh_variant_parse(v->valuestring, out) != QH_OK)
+        CFG_ERR(QH_ECONFIG, src, path, "%s", qh_last_error());
+    return QH_OK;
+}
+
+static int parse_method(const cJSON *obj, qh_config_method *m, qh_variant variant, const char *src,
+                        const char *path)
+{
+    static const char *const keys[] = { "method", "label", "params", "incoherence", "rescale",
+                                        "permute", "variant", NULL };
     char sub[192];
     if (!cJSON_IsObject(obj)) CFG_ERR(QH_ECONFIG, src, path, "expected an object with key \"method\"");
     QH_TRY(check_keys(obj, keys, src, path));
     snprintf(sub, sizeof sub, "%s.method", path);
     QH_TRY(get_string(cJSON_GetObjectItemCaseSensitive(obj, "method"), m->method, sizeof m->method, src, sub));
     snprintf(m->incoherence, sizeof m->incoherence, "none");
-    m->rescale = 1;
+    m->rescale = m->permute = -1;    /* unset: the incoherence row's value for the variant */
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "incoherence");
     if (v) {
         snprintf(sub, sizeof sub, "%s.incoherence", path);
@@ -153,11 +168,25 @@ static int parse_method(const cJSON *obj, qh_config_method *m, const char *src, 
         if (!cJSON_IsBool(v)) CFG_ERR(QH_ECONFIG, src, sub, "expected true or false");
         m->rescale = cJSON_IsTrue(v);
     }
+    if ((v = cJSON_GetObjectItemCaseSensitive(obj, "permute"))) {
+        snprintf(sub, sizeof sub, "%s.permute", path);
+        if (!cJSON_IsBool(v)) CFG_ERR(QH_ECONFIG, src, sub, "expected true or false");
+        m->permute = cJSON_IsTrue(v);
+    }
+    m->variant = variant;
+    if ((v = cJSON_GetObjectItemCaseSensitive(obj, "variant"))) {
+        snprintf(sub, sizeof sub, "%s.variant", path);
+        QH_TRY(get_variant(v, &m->variant, src, sub));
+    }
+    const qh_incoh_row *row = qh_incoh_find(m->incoherence);
+    int ref = m->variant == QH_VARIANT_REFERENCE;
+    if (m->rescale < 0) m->rescale = ref ? row->rescale_reference : row->rescale_default;
+    if (m->permute < 0) m->permute = ref ? row->permute_reference : row->permute_default;
     if ((v = cJSON_GetObjectItemCaseSensitive(obj, "label"))) {
         snprintf(sub, sizeof sub, "%s.label", path);
         QH_TRY(get_string(v, m->label, sizeof m->label, src, sub));
     } else if (qh_config_default_label(m->label, sizeof m->label, m->method,
-                                       qh_incoh_find(m->incoherence)->kind) != QH_OK) {
+                                       qh_incoh_find(m->incoherence)->kind, m->variant) != QH_OK) {
         CFG_ERR(QH_ECONFIG, src, path, "method \"%s\": default label too long; set \"label\"", m->method);
     }
     if (!label_ok(m->label))
@@ -237,7 +266,7 @@ static int parse_eval(const cJSON *ev, qh_config *c, const char *src)
 static int parse_root(const cJSON *root, qh_config *c, const char *src)
 {
     static const char *const keys[] = { "name", "models", "datasets", "calibration", "eval",
-                                        "methods", "bits", "seeds", NULL };
+                                        "methods", "bits", "seeds", "variant", NULL };
     const cJSON *it;
     if (!cJSON_IsObject(root)) CFG_ERR(QH_ECONFIG, src, "(root)", "expected a JSON object");
     QH_TRY(check_keys(root, keys, src, "(root)"));
@@ -252,6 +281,8 @@ static int parse_root(const cJSON *root, qh_config *c, const char *src)
     snprintf(c->calib_path, sizeof c->calib_path, "data/gutenberg_calib_4M.txt");
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "calibration"))) QH_TRY(parse_calibration(it, c, src));
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "eval"))) QH_TRY(parse_eval(it, c, src));
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "variant")))
+        QH_TRY(get_variant(it, &c->variant, src, "variant"));
 
     if (!(it = cJSON_GetObjectItemCaseSensitive(root, "methods")) || !cJSON_IsArray(it) || !it->child)
         CFG_ERR(QH_ECONFIG, src, "methods", "expected a non-empty array of method objects");
@@ -261,7 +292,7 @@ static int parse_root(const cJSON *root, qh_config *c, const char *src)
     for (const cJSON *m = it->child; m; m = m->next, i++) {
         char path[64];
         snprintf(path, sizeof path, "methods[%zu]", i);
-        QH_TRY(parse_method(m, &c->methods[i], src, path));
+        QH_TRY(parse_method(m, &c->methods[i], c->variant, src, path));
         for (size_t j = 0; j < i; j++)
             if (!strcmp(c->methods[j].label, c->methods[i].label))
                 CFG_ERR(QH_ECONFIG, src, path, "duplicate label \"%s\" (set \"label\" to tell them apart)",
@@ -358,11 +389,13 @@ int qh_config_cells(const qh_config *c, qh_cell **cells, size_t *n)
     return QH_OK;
 }
 
-int qh_config_default_label(char *buf, size_t cap, const char *method, qh_incoh_kind incoh)
+int qh_config_default_label(char *buf, size_t cap, const char *method, qh_incoh_kind incoh,
+                            qh_variant variant)
 {
     const qh_incoh_row *row = qh_incoh_row_of(incoh);
     if (!row) QH_ERROR(QH_EINVAL, "method %s: incoherence kind %d has no name", method, (int)incoh);
-    return qh_path_format(buf, cap, "default label", "%s%s", method, row->label_suffix);
+    return qh_path_format(buf, cap, "default label", "%s%s%s", method, row->label_suffix,
+                          variant == QH_VARIANT_REFERENCE ? "-ref" : "");
 }
 
 int qh_config_cell_id(char *buf, size_t cap, const char *model, const char *label, int bits,

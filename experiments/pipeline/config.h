@@ -15,6 +15,7 @@
 
 #include "qh_error.h"
 #include "qh_incoherence.h"
+#include "qh_method.h"
 
 #define QH_CONFIG_MAX_PARAMS 16
 
@@ -29,7 +30,14 @@ typedef struct {
     qh_config_param params[QH_CONFIG_MAX_PARAMS];
     size_t n_params;
     char incoherence[16];            /* a name of the incoherence table (qh_incoh_find) */
-    int rescale;                     /* D~ rescaling with incoherence (default 1) */
+    int rescale;                     /* D~ rescaling with incoherence (default: the
+                                        incoherence row's, qh_incoh_row.rescale_default) */
+    int permute;                     /* kron: random permutations around the Kronecker
+                                        factors (default: the row's permute_default) */
+    qh_variant variant;              /* "variant": the entry's, else the top level's, else
+                                        default; reference starts the parameters from the
+                                        values that reproduce the authors' code
+                                        (qh_method_params_variant) */
 } qh_config_method;
 
 typedef struct {
@@ -54,6 +62,7 @@ typedef struct {
     size_t n_bits;
     uint64_t *seeds;                 /* n_seeds */
     size_t n_seeds;
+    qh_variant variant;              /* top-level "variant": every entry's unless it sets its own */
 } qh_config;
 
 typedef struct {
@@ -77,10 +86,12 @@ char *qh_read_text_file(const char *path);
 
 /* The default label of a method entry, the method name and the label suffix
  * of its incoherence kind: "ldlq", "ldlq+incoh" (kron), "quipsharp+rht"
- * (hadamard).  `qh run` and `qh layer` both name results so.  Returns QH_OK,
- * or QH_EINVAL when it does not fit cap bytes. */
-int  qh_config_default_label(char *buf, size_t cap, const char *method,
-                             qh_incoh_kind incoh) QH_MUST_CHECK;
+ * (hadamard), and "-ref" for the reference variant ("ldlq+incoh-ref"), so
+ * that it does not collide with the default entry.  `qh run` and `qh layer`
+ * both name results so.  Returns QH_OK, or QH_EINVAL when it does not fit
+ * cap bytes. */
+int  qh_config_default_label(char *buf, size_t cap, const char *method, qh_incoh_kind incoh,
+                             qh_variant variant) QH_MUST_CHECK;
 
 /* A cell id, "<model>.<method label>.w<bits>.s<seed>" (e.g.
  * "opt-7m.ldlq+incoh.w2.s0"), into buf: the one format of `qh run` cells and

@@ -11,7 +11,9 @@
 #include "pipeline/cell_file.h"
 #include "pipeline/eval.h"
 #include "pipeline/layer_eval.h"
+#include "pipeline/protocol.h"
 #include "model/model.h"
+#include "qh_blas.h"
 #include "qh_method.h"
 #include "qh_path.h"
 #include "model/save_model.h"
@@ -28,7 +30,7 @@ static qh_incoh_kind incoh_kind(const char *name)
 }
 
 /* A method's parameters from its config entry: the defaults under its
- * incoherence kind (qh_method_params_defaults_for), then the config's keys. */
+ * incoherence kind and variant (qh_method_params_variant), then the config's keys. */
 static int method_params(const qh_config_method *cm, size_t index, const qh_method_type **type,
                          void **params)
 {
@@ -47,7 +49,7 @@ static int method_params(const qh_config_method *cm, size_t index, const qh_meth
         qh_error_prefix("methods[%zu].incoherence", index);
         return bad;
     }
-    QH_TRY(qh_method_params_defaults_for(*type, *params, incoh));
+    QH_TRY(qh_method_params_variant(*type, *params, incoh, cm->variant));
     for (size_t k = 0; k < cm->n_params; k++) {
         int st = qh_method_params_set(*type, *params, cm->params[k].key, cm->params[k].value);
         if (st != QH_OK) {
@@ -63,6 +65,88 @@ static int method_params(const qh_config_method *cm, size_t index, const qh_meth
 static int wants_block_objective(const qh_method_type *t, const void *params)
 {
     return t->block && t->block->wants(params);
+}
+
+int qh_pipeline_method_params(const qh_config *cfg, size_t index, const qh_method_type **type,
+                              void **params)
+{
+    return method_params(&cfg->methods[index], index, type, params);
+}
+
+/* Every bit width of the sweep against each method's range: a cell outside
+ * it would fail at run time in every cell of that entry. */
+static int validate_bits(const qh_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_methods; i++) {
+        const qh_method_type *t = qh_method_find(cfg->methods[i].method);
+        int lo, hi;
+        if (!t) continue;                /* method_params named it already */
+        qh_method_bits_range(t, &lo, &hi);
+        for (size_t b = 0; b < cfg->n_bits; b++)
+            if (cfg->bits[b] < lo || cfg->bits[b] > hi)
+                QH_ERROR(QH_ECONFIG, "bits[%zu]: methods[%zu] (%s, label \"%s\") takes bits %d..%d, "
+                         "got %d; put it in a sweep of its own bit widths", b, i, t->name,
+                         cfg->methods[i].label, lo, hi, cfg->bits[b]);
+    }
+    return QH_OK;
+}
+
+/* The value of an integer parameter `key` of methods[i] as its cells see it;
+ * 0 when the row has no such parameter. */
+static long int_param(const qh_config *cfg, size_t i, const char *key)
+{
+    const qh_method_type *t;
+    void *params = NULL;
+    long v = 0;
+    if (method_params(&cfg->methods[i], i, &t, &params) == QH_OK) {
+        const qh_param_desc *d = qh_method_param_find(t, key);
+        char buf[64];
+        if (d && d->type == QH_PARAM_INT) {
+            qh_param_format(d, params, buf, sizeof buf);
+            v = strtol(buf, NULL, 10);
+        }
+    }
+    free(params);
+    return v;
+}
+
+/* A method's `group` must divide the input width of every decoder linear:
+ * the attention inputs (hidden), the output projection (heads x head_dim)
+ * and the second MLP linear (ffn). */
+static int validate_groups(const qh_config *cfg, size_t m, const qh_model_config *mc)
+{
+    const struct { const char *what; int width; } in[] = {
+        { "hidden_size (q/k/v and first MLP linears)", mc->hidden },
+        { "heads x head_dim (attention output)", mc->n_heads * mc->head_dim },
+        { "ffn width (second MLP linear)", mc->ffn_dim },
+    };
+    for (size_t i = 0; i < cfg->n_methods; i++) {
+        long g = int_param(cfg, i, "group");
+        for (size_t k = 0; g > 0 && k < sizeof in / sizeof in[0]; k++)
+            if (in[k].width % g != 0)
+                QH_ERROR(QH_ECONFIG, "methods[%zu].params.group: %ld does not divide the input "
+                         "width %d (%s) of models[%zu] (%s, %s)", i, g, in[k].width, in[k].what, m,
+                         cfg->models[m].label, cfg->models[m].path);
+    }
+    return QH_OK;
+}
+
+/* Sequence lengths and groups against the model's config.json.  A model
+ * whose config cannot be read is left to its cells, which record why. */
+static int validate_model(const qh_config *cfg, size_t m)
+{
+    const qh_config_entry *me = &cfg->models[m];
+    qh_model_config mc;
+    if (qh_model_config_load(me->path, &mc) != QH_OK) return QH_OK;
+    const struct { const char *key; int v; } len[] = {
+        { "eval.seqlen", cfg->eval_seqlen }, { "calibration.seqlen", cfg->calib_seqlen },
+    };
+    for (size_t k = 0; k < 2; k++)
+        if (len[k].v > mc.max_pos)
+            QH_ERROR(QH_ECONFIG, "%s: %d exceeds the context of models[%zu] (%s, %s): "
+                     "max_position_embeddings %d", len[k].key, len[k].v, m, me->label, me->path,
+                     mc.max_pos);
+    return validate_groups(cfg, m, &mc);
 }
 
 int qh_pipeline_validate(const qh_config *cfg)
@@ -83,6 +167,8 @@ int qh_pipeline_validate(const qh_config *cfg)
     for (size_t b = 0; b < cfg->n_bits; b++)
         if (cfg->bits[b] > 8)
             QH_ERROR(QH_ECONFIG, "bits[%zu]: %d bits; the weight quantizers take 1..8", b, cfg->bits[b]);
+    QH_TRY(validate_bits(cfg));
+    for (size_t m = 0; m < cfg->n_models; m++) QH_TRY(validate_model(cfg, m));
     return QH_OK;
 }
 
@@ -153,6 +239,7 @@ typedef struct {
     const void *params;
     qh_incoh_kind incoh;
     int rescale;
+    int permute;                     /* kron: random permutations (config "permute") */
     qh_layer_record *recs;
     size_t n_recs, cap;
     double t0;
@@ -161,7 +248,7 @@ typedef struct {
 } quant_ctx;
 
 static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, const qh_matd *H,
-                           int *replace, void *user)
+                           const double *x_absmax, int *replace, void *user)
 {
     quant_ctx *q = user;
     const char *name = m->blocks[layer].lin[kind].name;
@@ -174,9 +261,10 @@ static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, c
     }
     /* Each linear draws from its own streams, the same as under `qh layer`. */
     uint32_t key = qh_model_linear_key(m, layer, kind);
-    qh_incoh_params ip = { q->incoh, q->rescale && q->incoh != QH_INCOH_NONE, q->cell->seed, key, 0 };
+    qh_incoh_params ip = { q->incoh, q->rescale && q->incoh != QH_INCOH_NONE, q->cell->seed, key,
+                           q->permute && q->incoh == QH_INCOH_KRON };
     qh_problem prob = { W, H, q->cell->bits, q->cell->seed, key, name,
-                        q->block.ops ? q->block.states[kind] : NULL };
+                        q->block.ops ? q->block.states[kind] : NULL, x_absmax };
     if (q->block.ops) QH_TRY(block_objective_keep(&q->block, kind, W, H, q->n_recs));
     qh_matd *What = qh_matd_alloc(W->rows, W->cols);
     if (!What) QH_ERROR(QH_ENOMEM, "%s: out of memory", name);
@@ -317,7 +405,7 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
     qh_tokenizer *tok = NULL;
     eval_set ev = { 0 };
     quant_ctx q = { .p = p, .cell = cell, .incoh = incoh_kind(cm->incoherence), .rescale = cm->rescale,
-                    .t0 = qh_seconds() };
+                    .permute = cm->permute, .t0 = qh_seconds() };
     qh_spectrum_cache_init(&q.spectra);
     void *params = NULL;
     char path[1400];
@@ -346,8 +434,12 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
         .seconds = qh_seconds() - q.t0, .config_json = p->config_json, .calib_path = cfg->calib_path,
         .calib_nsamples = (size_t)cfg->calib_nsamples, .calib_seqlen = seqlen,
     };
-    int wst = qh_pipeline_cell_path(p, cell, path, sizeof path);
+    char *record = NULL;
+    int wst = qh_protocol_record(cfg, cell->model, cell, qh_blas_info().threads, &record);
+    info.protocol = record;
+    if (wst == QH_OK) wst = qh_pipeline_cell_path(p, cell, path, sizeof path);
     if (wst == QH_OK) wst = qh_cell_file_write(path, &info, q.recs, q.n_recs, ev.evals, ev.n);
+    free(record);
     if (wst != QH_OK && p->log) fprintf(p->log, "%s: cannot write results: %s\n", cell->id, qh_last_error());
     eval_set_free(&ev);
     free(q.recs);
@@ -378,8 +470,12 @@ int qh_pipeline_run_baseline(const qh_pipeline *p, size_t model)
         .status = st, .message = message, .seconds = qh_seconds() - t0, .config_json = p->config_json,
         .calib_path = "", .calib_nsamples = 0, .calib_seqlen = 0,
     };
-    int wst = qh_pipeline_baseline_path(p, model, path, sizeof path);
+    char *record = NULL;
+    int wst = qh_protocol_record(p->cfg, model, NULL, qh_blas_info().threads, &record);
+    info.protocol = record;
+    if (wst == QH_OK) wst = qh_pipeline_baseline_path(p, model, path, sizeof path);
     if (wst == QH_OK) wst = qh_cell_file_write(path, &info, NULL, 0, ev.evals, ev.n);
+    free(record);
     eval_set_free(&ev);
     qh_tokenizer_free(tok);
     qh_model_free(m);

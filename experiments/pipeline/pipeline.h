@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "pipeline/config.h"
+#include "qh_method.h"
 
 typedef struct {
     const qh_config *cfg;
@@ -21,8 +22,18 @@ typedef struct {
 } qh_pipeline;
 
 /* Checks what can be checked before any work: method names and parameters,
- * incoherence, bit ranges.  QH_ECONFIG naming the config path on failure. */
+ * incoherence, bit ranges (each method's own, qh_method_bits_range), and
+ * against each model's config.json: eval and calibration seqlen within
+ * max_position_embeddings, a method's `group` dividing every linear's input
+ * width.  QH_ECONFIG naming the config key and the model on failure. */
 int qh_pipeline_validate(const qh_config *cfg) QH_MUST_CHECK;
+
+/* The method row and parameters of methods[index] as its cells run them:
+ * the row's defaults under the entry's incoherence, then the entry's
+ * params.  *params is new (free(); also on failure).  Return: QH_OK;
+ * QH_ECONFIG naming methods[index]; QH_ENOMEM. */
+int qh_pipeline_method_params(const qh_config *cfg, size_t index, const qh_method_type **type,
+                              void **params) QH_MUST_CHECK;
 
 /* Runs one cell and writes <out_dir>/<cell id>.h5 (also on failure, with the
  * status).  Returns the cell's status; QH_EIO when the file cannot be written. */

@@ -1,6 +1,7 @@
 /* sequential.c -- block-sequential calibration traversal (see sequential.h). */
 #include "pipeline/sequential.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +29,18 @@ typedef struct {
     const qh_model *m;
     int layer;
     qh_hessian_acc acc[N_GROUPS];
+    double *absmax[N_GROUPS];        /* (acc[g].n) max |x_j| over the tokens seen */
 } block_hessians;
+
+/* absmax[j] = max(absmax[j], |X[j, t]|) over the T columns of X (in x T). */
+static void update_absmax(double *absmax, const float *X, size_t in, size_t T)
+{
+    for (size_t t = 0; t < T; t++)
+        for (size_t j = 0; j < in; j++) {
+            double a = fabs((double)X[j + t * in]);
+            if (a > absmax[j]) absmax[j] = a;
+        }
+}
 
 static int accumulate_hook(int layer, int kind, const float *X, size_t in, size_t T, void *user)
 {
@@ -37,7 +49,9 @@ static int accumulate_hook(int layer, int kind, const float *X, size_t in, size_
     if (kind != group_leader(&bh->m->blocks[layer], g)) return QH_OK;
     QH_ASSERT(bh->acc[g].n == in);
     const qh_linear *lin = &bh->m->blocks[layer].lin[kind];
-    return qh_hessian_acc_add(&bh->acc[g], X, T, lin->name);
+    QH_TRY(qh_hessian_acc_add(&bh->acc[g], X, T, lin->name));   /* checks X is finite */
+    update_absmax(bh->absmax[g], X, in, T);
+    return QH_OK;
 }
 
 void qh_linear_to_matd(const qh_linear *lin, qh_matd *W)
@@ -58,7 +72,11 @@ void qh_linear_from_matd(qh_linear *lin, const qh_matd *W)
 
 static void free_hessians(block_hessians *bh)
 {
-    for (int g = 0; g < N_GROUPS; g++) qh_hessian_acc_free(&bh->acc[g]);
+    for (int g = 0; g < N_GROUPS; g++) {
+        qh_hessian_acc_free(&bh->acc[g]);
+        free(bh->absmax[g]);
+        bh->absmax[g] = NULL;
+    }
 }
 
 static int init_hessians(block_hessians *bh, const qh_model *m, int layer)
@@ -68,7 +86,10 @@ static int init_hessians(block_hessians *bh, const qh_model *m, int layer)
     bh->layer = layer;
     const qh_block *b = &m->blocks[layer];
     for (int g = 0; g < N_GROUPS; g++) {
-        int st = qh_hessian_acc_init(&bh->acc[g], (size_t)b->lin[group_leader(b, g)].in);
+        size_t n = (size_t)b->lin[group_leader(b, g)].in;
+        int st = qh_hessian_acc_init(&bh->acc[g], n);
+        if (st == QH_OK && !(bh->absmax[g] = calloc(n, sizeof(double))))
+            QH_SET_ERROR(st, QH_ENOMEM, "layer %d: per-channel maxima of %zu inputs", layer, n);
         if (st != QH_OK) { free_hessians(bh); return st; }
     }
     return QH_OK;
@@ -97,7 +118,8 @@ static int visit_block(qh_model *m, int layer, const block_hessians *bh, const q
         int kind = qh_model_linear_at(m, i);
         qh_linear *lin = &b->lin[kind];
         if (!lin->W) continue;
-        const qh_hessian_acc *acc = &bh->acc[group_of_kind[kind]];
+        int g = group_of_kind[kind];
+        const qh_hessian_acc *acc = &bh->acc[g];
         qh_matd *W = qh_matd_alloc((size_t)lin->out, (size_t)lin->in);
         qh_matd *H = qh_matd_alloc(acc->n, acc->n);
         int replace = 0;
@@ -105,7 +127,7 @@ static int visit_block(qh_model *m, int layer, const block_hessians *bh, const q
         if (st == QH_OK) st = qh_hessian_acc_result(acc, H);
         if (st == QH_OK) {
             qh_linear_to_matd(lin, W);
-            st = v->fn(m, layer, kind, W, H, &replace, v->user);
+            st = v->fn(m, layer, kind, W, H, bh->absmax[g], &replace, v->user);
         }
         if (st == QH_OK && replace) qh_linear_from_matd(lin, W);
         qh_matd_free(W);

@@ -4,7 +4,8 @@
  * The calibration windows are embedded once; then, block by block:
  *   1. the block runs on the stored hidden states of every window with a hook
  *      that accumulates, in float64, the token-mean Hessian H = E[x xᵀ] of
- *      each distinct linear input (q/k/v share one, a gated MLP's gate/up another);
+ *      each distinct linear input (q/k/v share one, a gated MLP's gate/up another)
+ *      and, alongside, the per-channel maxima max_t |x_j| of that input;
  *      all linears of a block take H from this one pass of the block as it is
  *      on entry (not "true-sequential"), like the reference code;
  *   2. the visitor sees every linear of the block, in the order of the
@@ -28,10 +29,12 @@
 typedef struct {
     /* Called once per decoder linear, in stable-number order.  W: the layer's current
      * weights (m = out x n = in, column-major double; the callee may modify
-     * it), H: the n x n Hessian of its input.  Setting *replace = 1 writes W
-     * back into the model as float32.  A non-OK return stops the traversal. */
+     * it), H: the n x n Hessian of its input, x_absmax: n values, the
+     * largest |x_j| of input channel j over the same tokens (qh_problem's
+     * x_absmax).  Setting *replace = 1 writes W back into the model as
+     * float32.  A non-OK return stops the traversal. */
     int (*fn)(const qh_model *m, int layer, int kind, qh_matd *W, const qh_matd *H,
-              int *replace, void *user);
+              const double *x_absmax, int *replace, void *user);
     /* Optional: called after fn has seen every linear of block `layer` and
      * before the block produces the next block's inputs, for objectives that
      * span a whole block (a method's block stage, pipeline/block_stage.h).  x: the

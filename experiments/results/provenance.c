@@ -65,7 +65,7 @@ static int command_line_out(const char *cmd, char *out, size_t cap)
     return rc == 0 && got ? 0 : -1;
 }
 
-static void collect_git(qh_provenance *p)
+static void collect_git_now(qh_provenance *p)
 {
     char line[256];
     copy_str(p->git_commit, sizeof p->git_commit, "unknown");
@@ -82,6 +82,33 @@ static void collect_git(qh_provenance *p)
         ;
     if (pclose(f) == 0)
         p->git_dirty = any;
+}
+
+/* Once per process: a sweep's workers are forked from the runner, so every
+ * cell of one run records the tree as it was when the run started, and the
+ * protocol record (qh_provenance_code_version) agrees with /provenance. */
+static void collect_git(qh_provenance *p)
+{
+    static int have;
+    static char commit[64];
+    static int dirty;
+    if (!have) {
+        qh_provenance tmp;
+        collect_git_now(&tmp);
+        memcpy(commit, tmp.git_commit, sizeof commit);
+        dirty = tmp.git_dirty;
+        have = 1;
+    }
+    memcpy(p->git_commit, commit, sizeof p->git_commit);
+    p->git_dirty = dirty;
+}
+
+void qh_provenance_code_version(char *commit, size_t cap, int *dirty)
+{
+    qh_provenance p;
+    collect_git(&p);
+    snprintf(commit, cap, "%s", p.git_commit);
+    *dirty = p.git_dirty;
 }
 
 static void collect_versions(qh_provenance *p)

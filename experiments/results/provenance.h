@@ -3,7 +3,7 @@
  * compared byte for byte.
  *
  * Collected: git commit and dirty flag (from `git` run in the current
- * directory; "unknown" / -1 when git or the repository is unavailable),
+ * directory, once per process; "unknown" / -1 when git or the repository is unavailable),
  * compiler version (__VERSION__) and whether it optimised (__OPTIMIZE__) --
  * the full CFLAGS are not known to the code, which says so in build_note --,
  * HDF5, GSL and cJSON versions, OpenBLAS config, core and threads, the host
@@ -56,6 +56,11 @@ typedef struct {
  * cannot be found is "unknown".  Runs `git` twice through popen (stderr
  * discarded), in the current directory. */
 void qh_provenance_collect(qh_provenance *p);
+
+/* The code version that qh_provenance_collect records: the git commit of
+ * the current directory ("unknown") and the dirty flag (1, 0, -1 unknown),
+ * looked up once per process.  The protocol record uses it. */
+void qh_provenance_code_version(char *commit, size_t cap, int *dirty);
 
 /* Sets end_time to now (or the fixed time). */
 void qh_provenance_finish(qh_provenance *p);

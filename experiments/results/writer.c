@@ -8,12 +8,16 @@
  * (not through HDF5's intermediate-group links) so that every group gets the
  * same creation property list.
  *
+ * Several processes may write the same final path at once (two runners of
+ * one cell): each writes its own uniquely named temporary and the last
+ * rename wins, so the final file is always one writer's complete file.
+ *
  * Left out: chunked/compressed datasets, float32 datasets, appending to or
- * reopening a committed file, concurrent writers (one file per run; see
- * results/README.md).
+ * reopening a committed file, two writers sharing one open file.
  */
 #include "results/writer.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
@@ -21,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "qh_path.h"
@@ -205,8 +210,41 @@ static char *dup_cat(const char *a, const char *b)
     return s;
 }
 
+/* 64 bits that differ between processes and between calls: the name of a
+ * temporary must not collide with another writer's, on this host or another
+ * one sharing the folder (where process ids repeat). */
+static uint64_t tmp_nonce(void)
+{
+    static uint64_t counter;
+    uint64_t r = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (read(fd, &r, sizeof r) != (ssize_t)sizeof r)
+            r = 0;
+        close(fd);
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);     /* mixed in, for a host without /dev/urandom */
+    return r ^ ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (++counter * 0x9e3779b97f4a7c15u);
+}
+
+/* Sets w->tmp_path to "<final>.<pid>.<16 hex digits>.tmp". */
+static int name_tmp_file(qh_results *w)
+{
+    size_t cap = strlen(w->final_path) + 48;
+    free(w->tmp_path);
+    if (!(w->tmp_path = malloc(cap)))
+        QH_ERROR(QH_ENOMEM, "results file %s: out of memory", w->final_path);
+    snprintf(w->tmp_path, cap, "%s.%ld.%016llx.tmp", w->final_path, (long)getpid(),
+             (unsigned long long)tmp_nonce());
+    return QH_OK;
+}
+
 /* Creates the temporary file with times off and STRONG close (closing the
- * file closes every object, so the bytes are complete before fsync). */
+ * file closes every object, so the bytes are complete before fsync).  The
+ * name is unique per writer and created exclusively, so two processes
+ * writing the same cell never write into, rename or remove each other's
+ * temporary; a name that exists already (practically never) gets another. */
 static int create_tmp_file(qh_results *w)
 {
     int st = QH_OK;
@@ -216,7 +254,15 @@ static int create_tmp_file(qh_results *w)
         st = fail(w->final_path, QH_EIO, "cannot set up file property lists");
         goto cleanup;
     }
-    w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, fcpl, fapl);
+    for (int attempt = 0; attempt < 4 && w->file < 0; attempt++) {
+        if ((st = name_tmp_file(w)) != QH_OK)
+            goto cleanup;
+        if (access(w->tmp_path, F_OK) == 0)
+            continue;
+        w->file = H5Fcreate(w->tmp_path, H5F_ACC_EXCL, fcpl, fapl);
+        if (w->file < 0 && access(w->tmp_path, F_OK) != 0)
+            break;                   /* not a name clash: report it */
+    }
     if (w->file < 0)
         st = fail(w->final_path, QH_EIO, "cannot create temporary file %s", w->tmp_path);
 cleanup:
@@ -239,8 +285,7 @@ int qh_results_open(const char *final_path, qh_results **out)
         QH_ERROR(QH_ENOMEM, "results file %s: out of memory", final_path);
     w->file = w->gcpl = w->dcpl = -1;
     w->final_path = dup_cat(final_path, "");
-    w->tmp_path = dup_cat(final_path, ".tmp");
-    if (!w->final_path || !w->tmp_path) {
+    if (!w->final_path) {
         QH_SET_ERROR(st, QH_ENOMEM, "results file %s: out of memory", final_path);
         goto fail_free;
     }
@@ -347,6 +392,54 @@ int qh_results_commit(qh_results *w)
     return st;
 discard:
     qh_results_abort(w);                          /* close, remove the temporary file, free */
+    return st;
+}
+
+/* Splits path into its folder ("." when none) and base name; 0 if too long. */
+static int split_path(const char *path, char *dir, size_t cap, const char **base)
+{
+    const char *slash = strrchr(path, '/');
+    *base = slash ? slash + 1 : path;
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    if (n + 2 > cap)
+        return 0;
+    if (!slash)
+        snprintf(dir, cap, ".");
+    else if (n == 0)
+        snprintf(dir, cap, "/");
+    else
+        snprintf(dir, cap, "%.*s", (int)n, path);
+    return 1;
+}
+
+int qh_results_remove_temporaries(const char *final_path, long pid, size_t *n_removed)
+{
+    char dir[4096], prefix[4200], victim[8400];
+    const char *base;
+    int st = QH_OK;
+    if (n_removed)
+        *n_removed = 0;
+    if (!split_path(final_path, dir, sizeof dir, &base)
+        || qh_path_format(prefix, sizeof prefix, "results file", "%s.%ld.", base, pid) != QH_OK)
+        QH_ERROR(QH_EINVAL, "results file %s: path too long", final_path);
+    DIR *d = opendir(dir);
+    if (!d)
+        QH_ERROR(QH_EIO, "results file %s: cannot read folder %s: %s", final_path, dir,
+                 strerror(errno));
+    size_t np = strlen(prefix);
+    for (struct dirent *e; st == QH_OK && (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        if (len < np + 4 || strncmp(e->d_name, prefix, np) || strcmp(e->d_name + len - 4, ".tmp"))
+            continue;
+        if (qh_path_format(victim, sizeof victim, "temporary", "%s/%s", dir, e->d_name) != QH_OK)
+            st = QH_EINVAL;
+        else if (unlink(victim) != 0 && errno != ENOENT)
+            QH_SET_ERROR(st, QH_EIO, "results file %s: cannot remove temporary %s: %s",
+                         final_path, victim, strerror(errno));
+        else if (n_removed)
+            ++*n_removed;
+    }
+    closedir(d);
     return st;
 }
 

@@ -1,8 +1,10 @@
 /* writer.h -- HDF5 results files: one file per run, written under a temporary
  * name and renamed into place, byte-identical for identical calls.
  *
- * A writer creates "<final_path>.tmp" in the same directory with object time
- * tracking off, so the same calls in the same order give the same bytes.
+ * A writer creates "<final_path>.<pid>.<16 hex digits>.tmp" in the same
+ * directory (a name of its own, so concurrent writers of one final path never
+ * share a temporary; the last rename wins) with object time tracking off, so
+ * the same calls in the same order give the same bytes.
  * qh_results_commit() closes, fsyncs and renames it to final_path; until then
  * (and after any failure or qh_results_abort()) a file already under the final
  * name is untouched.  The layout of a run file is documented in
@@ -48,7 +50,7 @@ typedef struct qh_results qh_results; /* opaque writer; owns the open temporary 
 /* Opens a writer for final_path.
  * Inputs: final_path, a file path whose directory exists.
  * Outputs: *out, a new writer (NULL on failure).
- * Work: creates (truncating a stale one) "<final_path>.tmp" with time tracking
+ * Work: creates a new "<final_path>.<pid>.<random>.tmp" with time tracking
  *   off and writes the root attribute schema_version = QH_RESULTS_SCHEMA_VERSION.
  * Return: QH_OK; QH_EINVAL (empty or over-long path); QH_EIO (cannot create the
  *   temporary file: message names final_path); QH_ENOMEM. */
@@ -125,7 +127,7 @@ int qh_results_write_table(qh_results *w, const char *path, const qh_results_col
 
 /* Merges finished run files into one file.
  * Inputs: paths[n] (run files), names[n] (run ids: non-empty, no '/', unique),
- *   out_path (written through "<out_path>.tmp" and rename).
+ *   out_path (written through a temporary, as qh_results_open, and rename).
  * Outputs: *n_missing, how many inputs were missing or unreadable.
  * Work: copies each input's root group whole (H5Ocopy: attributes, datasets,
  *   subgroups) to /runs/<name>; an input that cannot be opened or copied is
@@ -136,6 +138,13 @@ int qh_results_write_table(qh_results *w, const char *path, const qh_results_col
  *   QH_EIO (output cannot be written; out_path untouched). */
 int qh_results_merge(const char *const *paths, size_t n, const char *const *names,
                      const char *out_path, size_t *n_missing) QH_MUST_CHECK;
+
+/* Removes the temporaries that process pid left for final_path (a writer
+ * killed before its commit or abort: "<final_path>.<pid>.*.tmp"); others'
+ * temporaries are untouched.  *n_removed (if not NULL) counts them.
+ * Return: QH_OK (also when there were none); QH_EIO (the folder cannot be
+ *   read, or a temporary cannot be removed: message names it). */
+int qh_results_remove_temporaries(const char *final_path, long pid, size_t *n_removed) QH_MUST_CHECK;
 
 /* Reads the integer attribute "status" of /run in a finished file (a resumed
  * sweep skips cells whose status is QH_OK).

@@ -61,7 +61,11 @@ mv "$OUT/config.json.tmp" "$OUT/config.json"
 echo "repro-quip-table: $MODEL, calibration $NSAMPLES windows (seqlen ${CALIB_SEQLEN/#0/context}), evaluation windows ${EVAL_WINDOWS/#0/all}, $JOBS job(s)"
 start=$(date +%s)
 rc=0
-"$QH" run "$OUT/config.json" --out "$OUT" --jobs "$JOBS" || rc=$?
+# The table is always the current code's: a changed environment (seeds,
+# windows, model) replaces the folder's snapshot, and cells whose protocol
+# record no longer matches (another commit, method version or BLAS thread
+# count) are recomputed rather than mixed into the table.
+"$QH" run "$OUT/config.json" --out "$OUT" --jobs "$JOBS" --update-snapshot --rerun-stale || rc=$?
 "$QH" report "$OUT"
 echo "repro-quip-table: finished in $(( $(date +%s) - start )) s; tables and figures in $OUT/report"
 exit $rc

@@ -211,6 +211,9 @@ static int model_word(enc_state *st, const char *word, size_t len)
     int64_t *hit = tok_strmap_get(&st->cache, word, len);
     if (hit) {
         size_t off = (size_t)(*hit >> CACHE_COUNT_BITS), cnt = (size_t)(*hit & ((1 << CACHE_COUNT_BITS) - 1));
+        /* a word of no ids (unknown characters, no unk token) may be cached
+         * while cache_ids is still NULL: NULL + 0 is undefined behaviour */
+        if (cnt == 0) return QH_OK;
         return tok_ids_append(&st->out, st->cache_ids.p + off, cnt);
     }
     QH_TRY(bpe_word(st, word, len));

@@ -41,10 +41,18 @@ static int json_str(const cJSON *obj, const char *key, const char **out)
 }
 
 /* Non-negative int32 id from a JSON number. */
+/* The vocabulary size is 1 + the largest id and an int32, so the largest id
+ * is INT32_MAX - 1.  The range is checked on the double, before converting. */
+#define TOK_MAX_ID (INT32_MAX - 1)
+
 static int json_id(const cJSON *v, const char *what, int32_t *out)
 {
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 2147483647.0 ||
-        v->valuedouble != (double)(int32_t)v->valuedouble)
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0))
+        QH_ERROR(QH_EINVAL, "%s: expected a non-negative integer id", what);
+    if (v->valuedouble > TOK_MAX_ID)
+        QH_ERROR(QH_EINVAL, "%s: id %.17g is above the largest id %d (1 + the largest id is the "
+                 "vocabulary size, an int32)", what, v->valuedouble, TOK_MAX_ID);
+    if (v->valuedouble != (double)(int32_t)v->valuedouble)
         QH_ERROR(QH_EINVAL, "%s: expected a non-negative integer id", what);
     *out = (int32_t)v->valuedouble;
     return QH_OK;
@@ -94,8 +102,9 @@ static int load_vocab(qh_tokenizer *t, const cJSON *model)
     const cJSON *e;
     cJSON_ArrayForEach(e, vocab) {
         int32_t id;
-        if (json_id(e, "model.vocab entry", &id) != QH_OK)
-            QH_ERROR(QH_EINVAL, "'model.vocab': token \"%s\" has no valid integer id", e->string);
+        char what[160];
+        snprintf(what, sizeof what, "'model.vocab': token \"%s\"", e->string);
+        QH_TRY(json_id(e, what, &id));
         QH_TRY(tok_strmap_put(&t->vocab, e->string, strlen(e->string), id));
         note_id(t, id);
     }
@@ -339,8 +348,9 @@ static int load_added_token(qh_tokenizer *t, const cJSON *e, size_t index)
     QH_TRY(json_str(e, "content", &content));
     if (!content) QH_ERROR(QH_EINVAL, "'added_tokens'[%zu]: missing string 'content'", index);
     if (!valid_utf8(content)) QH_ERROR(QH_EINVAL, "'added_tokens'[%zu]: 'content' is not valid UTF-8", index);
-    if (json_id(cJSON_GetObjectItemCaseSensitive(e, "id"), "added token id", &a.id) != QH_OK)
-        QH_ERROR(QH_EINVAL, "'added_tokens'[%zu] (\"%s\"): missing or invalid 'id'", index, content);
+    char what[160];
+    snprintf(what, sizeof what, "'added_tokens'[%zu] (\"%s\"): 'id'", index, content);
+    QH_TRY(json_id(cJSON_GetObjectItemCaseSensitive(e, "id"), what, &a.id));
     QH_TRY(json_bool(e, "lstrip", 0, &lstrip));
     QH_TRY(json_bool(e, "rstrip", 0, &rstrip));
     QH_TRY(json_bool(e, "single_word", 0, &single));
