@@ -6,7 +6,6 @@
  * With --backend slurm the pending cells become one Slurm job array plus an
  * afterany merge job instead (experiments/backends/slurm.h); locally, the worker pool of
  * experiments/backends/local.h. */
-#include <cJSON.h>
 #include <errno.h>
 #include <limits.h>
 #include <getopt.h>
@@ -24,10 +23,10 @@
 #include "pipeline/config.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/protocol.h"
+#include "pipeline/sweep.h"
 #include "qh_blas.h"
 #include "qh_path.h"
 #include "results/reader.h"
-#include "results/record.h"
 #include "results/writer.h"
 
 #define MAX_SBATCH_ARGS 64
@@ -239,30 +238,12 @@ typedef struct {
     size_t n_stale;
 } stale_check;
 
-/* /run/protocol of a results file, new; NULL when it has none. */
-static char *read_protocol(const char *path)
-{
-    hid_t f;
-    char *text = NULL;
-    if (qh_h5_open_read(path, &f) != QH_OK) return NULL;
-    if (qh_h5_attr_exists(f, "/run", "protocol") && qh_h5_attr_string(f, "/run", "protocol", &text) != QH_OK)
-        text = NULL;
-    qh_h5_close(f);
-    return text;
-}
-
 /* Why a complete task is stale into why (cap bytes); "" when it is not. */
 static void stale_reason(const stale_check *s, const task *t, char *why, size_t cap)
 {
-    char *stored = read_protocol(t->path), *want = NULL;
-    size_t n = 0;
-    why[0] = '\0';
-    if (!stored)
-        snprintf(why, cap, "no protocol record (written before cells kept one)");
-    else if (qh_protocol_record(s->cfg, t->model, t->cell, s->threads, &want) != QH_OK
-             || qh_record_diff(stored, want, NULL, s->skip, why, cap, &n) != QH_OK)
-        snprintf(why, cap, "record not comparable: %s", qh_last_error());
-    free(stored);
+    char *want = NULL;
+    if (qh_protocol_record(s->cfg, t->model, t->cell, s->threads, &want) != QH_OK) want = NULL;
+    qh_sweep_stale_reason(t->path, want, s->skip, why, cap);
     free(want);
 }
 
@@ -313,28 +294,6 @@ static void warm_hashes(const qh_config *cfg, int threads)
 
 /* ---- the snapshot of the configuration: OUT/sweep.json -------------------- */
 
-/* 1 if the two JSON texts hold the same values (formatting aside). */
-static int same_json(const char *a, const char *b)
-{
-    cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
-    int same = ja && jb && cJSON_Compare(ja, jb, 1);
-    cJSON_Delete(ja);
-    cJSON_Delete(jb);
-    return same;
-}
-
-static int write_snapshot(const char *path, const char *json)
-{
-    char tmp[1200];
-    if (qh_path_format(tmp, sizeof tmp, "snapshot", "%s.tmp.%ld", path, (long)getpid()) != QH_OK) return -1;
-    FILE *f = fopen(tmp, "w");
-    if (!f) return -1;
-    int ok = fputs(json, f) >= 0;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) { remove(tmp); return -1; }
-    return 0;
-}
-
 /* The first run snapshots the configuration into OUT/sweep.json; a later run
  * with other contents is refused unless --update-snapshot, so that a folder's
  * cells and its snapshot (which `qh status` reads) cannot drift apart.  Tasks
@@ -342,28 +301,13 @@ static int write_snapshot(const char *path, const char *json)
  * the snapshot alone.  Returns 0, or 1 after printing why. */
 static int check_snapshot(const run_opts *o, const char *out, const char *json)
 {
-    char path[1100];
+    int replaced = 0;
     if (o->cell >= 0 || o->baseline >= 0) return 0;
-    if (qh_path_format(path, sizeof path, "snapshot", "%s/sweep.json", out) != QH_OK) {
+    if (qh_sweep_snapshot_sync(out, json, o->config, o->update_snapshot, o->dry_run, &replaced) != QH_OK) {
         fprintf(stderr, "qh run: %s\n", qh_last_error());
         return 1;
     }
-    char *old = qh_read_text_file(path);
-    int had = old != NULL, same = old && same_json(old, json);
-    free(old);
-    if (same) return 0;
-    if (had && !o->update_snapshot) {
-        fprintf(stderr, "qh run: %s differs from %s, the configuration this folder was first run "
-                "with; give --update-snapshot to replace the snapshot (cells whose protocol changes "
-                "are then listed as stale), or another --out\n", o->config, path);
-        return 1;
-    }
-    if (o->dry_run) return 0;
-    if (write_snapshot(path, json) != 0) {
-        fprintf(stderr, "qh run: cannot write the configuration snapshot %s\n", path);
-        return 1;
-    }
-    if (had && !o->quiet) fprintf(stderr, "qh run: %s replaced by %s\n", path, o->config);
+    if (replaced && !o->quiet) fprintf(stderr, "qh run: %s/sweep.json replaced by %s\n", out, o->config);
     return 0;
 }
 

@@ -18,8 +18,8 @@
 #include "results/reader.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/protocol.h"
+#include "pipeline/sweep.h"
 #include "qh_path.h"
-#include "results/record.h"
 #include "results/writer.h"
 
 enum cell_state { DONE, STALE, FAILED, MISSING };
@@ -74,26 +74,6 @@ static int is_merged_file(const char *path)
     return merged;
 }
 
-/* The keys in which the file's /run/protocol differs from want, or why it
- * cannot be compared, into why; "" when they agree. */
-static void stale_keys(const char *path, const char *want, char *why, size_t cap)
-{
-    hid_t f;
-    char *have = NULL;
-    size_t n = 0;
-    why[0] = '\0';
-    if (qh_h5_open_read(path, &f) == QH_OK) {
-        if (qh_h5_attr_exists(f, "/run", "protocol") && qh_h5_attr_string(f, "/run", "protocol", &have) != QH_OK)
-            have = NULL;
-        qh_h5_close(f);
-    }
-    if (!have)
-        snprintf(why, cap, "no protocol record (written before cells kept one)");
-    else if (qh_record_diff(have, want, NULL, qh_protocol_host_keys, why, cap, &n) != QH_OK)
-        snprintf(why, cap, "record not comparable: %s", qh_last_error());
-    free(have);
-}
-
 /* Classifies one results file and prints its line; want: the record the
  * configuration gives (NULL: not compared). */
 static enum cell_state show_cell(const char *id, const char *path, const char *dir, const char *want)
@@ -108,7 +88,7 @@ static enum cell_state show_cell(const char *id, const char *path, const char *d
         return FAILED;
     }
     char why[600] = "";
-    if (status == QH_OK && want) stale_keys(path, want, why, sizeof why);
+    if (status == QH_OK && want) qh_sweep_stale_reason(path, want, qh_protocol_host_keys, why, sizeof why);
     if (status == QH_OK && why[0]) {
         printf("stale    %s: %s\n", id, why);
         return STALE;
