@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "qh_test.h"
@@ -568,6 +569,32 @@ static void check_reference_model(const char *model_dir)
     free(text);
 }
 
+/* A FIFO or a directory where a text file is expected is refused by name at
+ * once: before, opening a FIFO blocked until a writer appeared (the alarm
+ * turns such a hang into a failure instead of a stuck suite). */
+static void test_not_regular_files(void)
+{
+    char dir[] = "/tmp/qh_test_tok_XXXXXX", fifo[64];
+    QH_ASSERT(mkdtemp(dir) != NULL);
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    QH_ASSERT(mkfifo(fifo, 0600) == 0);
+    char *text = NULL;
+    size_t len = 0;
+    alarm(20);
+    int st = qh_tok_read_file(fifo, &text, &len);
+    QH_CHECK(st == QH_EIO && text == NULL, "FIFO refused: status %d", st);
+    QH_CHECK(strstr(qh_last_error(), "a FIFO, expected a regular file") != NULL, "FIFO message: %s",
+             qh_last_error());
+    qh_tokenizer *t = NULL;
+    st = qh_tokenizer_load(dir, &t);
+    QH_CHECK(st == QH_EIO && t == NULL, "directory refused: status %d", st);
+    QH_CHECK(strstr(qh_last_error(), "a directory, expected a regular file") != NULL,
+             "directory message: %s", qh_last_error());
+    alarm(0);
+    unlink(fifo);
+    rmdir(dir);
+}
+
 int main(void)
 {
     test_sha256();
@@ -581,6 +608,7 @@ int main(void)
     test_fixture_files();
     test_bad_files();
     test_empty_word_twice();
+    test_not_regular_files();
     const char *models[] = {"models/opt-7m", "models/llama-9m", "../shared/models/opt-30m"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check_reference_model(models[i]);
     QH_NOTE("Unicode tables: version %s", qh_unicode_version);

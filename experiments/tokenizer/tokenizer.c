@@ -24,9 +24,12 @@
 #include "tokenizer/tokenizer.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tokenizer/sha256.h"
 #include "tokenizer/tokenizer_internal.h"
@@ -498,12 +501,35 @@ int qh_tokenizer_encode(const qh_tokenizer *t, const char *text, size_t len, int
     return status;
 }
 
+/* Opens path for reading if it is a regular file: O_NONBLOCK so that a FIFO
+ * cannot block the open, the kind checked on the descriptor, the flag cleared
+ * afterwards.  A FIFO or a directory is refused by name, never read. */
+static int open_regular_file(const char *path, FILE **out)
+{
+    struct stat sb;
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) QH_ERROR(QH_EIO, "%s: cannot open for reading (%s)", path, strerror(errno));
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        int is_dir = S_ISDIR(sb.st_mode), is_fifo = S_ISFIFO(sb.st_mode);
+        close(fd);
+        QH_ERROR(QH_EIO, "%s is %s, expected a regular file", path,
+                 is_dir ? "a directory" : is_fifo ? "a FIFO" : "not a regular file");
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0 || !(*out = fdopen(fd, "rb"))) {
+        close(fd);
+        QH_ERROR(QH_EIO, "%s: cannot open for reading (%s)", path, strerror(errno));
+    }
+    return QH_OK;
+}
+
 int qh_tok_read_file(const char *path, char **data, size_t *len)
 {
     *data = NULL;
     *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) QH_ERROR(QH_EIO, "%s: cannot open for reading (%s)", path, strerror(errno));
+    FILE *f;
+    QH_TRY(open_regular_file(path, &f));
     tok_buf b = {0};
     int status = QH_OK;
     char chunk[1 << 16];
