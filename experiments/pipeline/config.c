@@ -409,3 +409,35 @@ int qh_cell_matches(const qh_cell *cell, const char *pattern)
 {
     return fnmatch(pattern, cell->id, 0) == 0;
 }
+
+/* A method's parameters from its config entry: the defaults under its
+ * incoherence kind and variant (qh_method_params_variant), then the config's keys. */
+int qh_config_method_params(const qh_config *cfg, size_t index, const qh_method_type **type,
+                            void **params)
+{
+    const qh_config_method *cm = &cfg->methods[index];
+    *params = NULL;
+    *type = qh_method_find(cm->method);
+    if (!*type) {
+        char names[256];
+        qh_method_names(names, sizeof names);
+        QH_ERROR(QH_ECONFIG, "methods[%zu].method: unknown method \"%s\" (expected one of: %s)",
+                 index, cm->method, names);
+    }
+    if (!(*params = qh_method_params_new(*type))) QH_ERROR(QH_ENOMEM, "out of memory");
+    qh_incoh_kind incoh;
+    int bad = qh_incoh_parse(cm->incoherence, &incoh);
+    if (bad != QH_OK) {
+        qh_error_prefix("methods[%zu].incoherence", index);
+        return bad;
+    }
+    QH_TRY(qh_method_params_variant(*type, *params, incoh, cm->variant));
+    for (size_t k = 0; k < cm->n_params; k++) {
+        int st = qh_method_params_set(*type, *params, cm->params[k].key, cm->params[k].value);
+        if (st != QH_OK) {
+            qh_error_prefix("methods[%zu].params.%s", index, cm->params[k].key);
+            return st;
+        }
+    }
+    return QH_OK;
+}

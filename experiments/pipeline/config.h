@@ -103,4 +103,11 @@ int  qh_config_cell_id(char *buf, size_t cap, const char *model, const char *lab
 /* 1 if id matches the shell-style pattern (*, ?, [..]). */
 int  qh_cell_matches(const qh_cell *cell, const char *pattern);
 
+/* The method row and parameters of methods[index] as its cells run them:
+ * the row's defaults under the entry's incoherence and variant, then the entry's
+ * params.  *params is new (free(); also on failure).  Return: QH_OK;
+ * QH_ECONFIG naming methods[index]; QH_ENOMEM. */
+int qh_config_method_params(const qh_config *cfg, size_t index, const qh_method_type **type,
+                            void **params) QH_MUST_CHECK;
+
 #endif

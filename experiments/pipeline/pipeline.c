@@ -22,42 +22,11 @@
 #include "qh_clock.h"
 
 /* The kind of an incoherence name from the table (none for an unknown name,
- * which method_params refuses before any cell runs). */
+ * which qh_config_method_params refuses before any cell runs). */
 static qh_incoh_kind incoh_kind(const char *name)
 {
     const qh_incoh_row *row = qh_incoh_find(name);
     return row ? row->kind : QH_INCOH_NONE;
-}
-
-/* A method's parameters from its config entry: the defaults under its
- * incoherence kind and variant (qh_method_params_variant), then the config's keys. */
-static int method_params(const qh_config_method *cm, size_t index, const qh_method_type **type,
-                         void **params)
-{
-    *params = NULL;
-    *type = qh_method_find(cm->method);
-    if (!*type) {
-        char names[256];
-        qh_method_names(names, sizeof names);
-        QH_ERROR(QH_ECONFIG, "methods[%zu].method: unknown method \"%s\" (expected one of: %s)",
-                 index, cm->method, names);
-    }
-    if (!(*params = qh_method_params_new(*type))) QH_ERROR(QH_ENOMEM, "out of memory");
-    qh_incoh_kind incoh;
-    int bad = qh_incoh_parse(cm->incoherence, &incoh);
-    if (bad != QH_OK) {
-        qh_error_prefix("methods[%zu].incoherence", index);
-        return bad;
-    }
-    QH_TRY(qh_method_params_variant(*type, *params, incoh, cm->variant));
-    for (size_t k = 0; k < cm->n_params; k++) {
-        int st = qh_method_params_set(*type, *params, cm->params[k].key, cm->params[k].value);
-        if (st != QH_OK) {
-            qh_error_prefix("methods[%zu].params.%s", index, cm->params[k].key);
-            return st;
-        }
-    }
-    return QH_OK;
 }
 
 /* A row with block ops whose params ask for them: the pipeline then tunes
@@ -67,12 +36,6 @@ static int wants_block_objective(const qh_method_type *t, const void *params)
     return t->block && t->block->wants(params);
 }
 
-int qh_pipeline_method_params(const qh_config *cfg, size_t index, const qh_method_type **type,
-                              void **params)
-{
-    return method_params(&cfg->methods[index], index, type, params);
-}
-
 /* Every bit width of the sweep against each method's range: a cell outside
  * it would fail at run time in every cell of that entry. */
 static int validate_bits(const qh_config *cfg)
@@ -80,7 +43,7 @@ static int validate_bits(const qh_config *cfg)
     for (size_t i = 0; i < cfg->n_methods; i++) {
         const qh_method_type *t = qh_method_find(cfg->methods[i].method);
         int lo, hi;
-        if (!t) continue;                /* method_params named it already */
+        if (!t) continue;                /* qh_config_method_params named it already */
         qh_method_bits_range(t, &lo, &hi);
         for (size_t b = 0; b < cfg->n_bits; b++)
             if (cfg->bits[b] < lo || cfg->bits[b] > hi)
@@ -98,7 +61,7 @@ static long int_param(const qh_config *cfg, size_t i, const char *key)
     const qh_method_type *t;
     void *params = NULL;
     long v = 0;
-    if (method_params(&cfg->methods[i], i, &t, &params) == QH_OK) {
+    if (qh_config_method_params(cfg, i, &t, &params) == QH_OK) {
         const qh_param_desc *d = qh_method_param_find(t, key);
         char buf[64];
         if (d && d->type == QH_PARAM_INT) {
@@ -154,7 +117,7 @@ int qh_pipeline_validate(const qh_config *cfg)
     for (size_t i = 0; i < cfg->n_methods; i++) {
         const qh_method_type *t;
         void *params = NULL;
-        int st = method_params(&cfg->methods[i], i, &t, &params);
+        int st = qh_config_method_params(cfg, i, &t, &params);
         /* the block stage tunes Ŵ in the model's basis */
         if (st == QH_OK && wants_block_objective(t, params) &&
             incoh_kind(cfg->methods[i].incoherence) != QH_INCOH_NONE)
@@ -410,7 +373,7 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
     void *params = NULL;
     char path[1400];
 
-    int st = method_params(cm, cell->method, &q.type, &params);
+    int st = qh_config_method_params(cfg, cell->method, &q.type, &params);
     q.params = params;
     if (st == QH_OK) st = block_objective_setup(&q.block, q.type, params);
     if (st == QH_OK) st = load_model_and_tokenizer(me->path, &m, &tok);

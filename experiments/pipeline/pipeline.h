@@ -28,13 +28,6 @@ typedef struct {
  * width.  QH_ECONFIG naming the config key and the model on failure. */
 int qh_pipeline_validate(const qh_config *cfg) QH_MUST_CHECK;
 
-/* The method row and parameters of methods[index] as its cells run them:
- * the row's defaults under the entry's incoherence, then the entry's
- * params.  *params is new (free(); also on failure).  Return: QH_OK;
- * QH_ECONFIG naming methods[index]; QH_ENOMEM. */
-int qh_pipeline_method_params(const qh_config *cfg, size_t index, const qh_method_type **type,
-                              void **params) QH_MUST_CHECK;
-
 /* Runs one cell and writes <out_dir>/<cell id>.h5 (also on failure, with the
  * status).  Returns the cell's status; QH_EIO when the file cannot be written. */
 int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell);

@@ -10,7 +10,7 @@
 
 #include "model/model.h"
 #include "model/safetensors.h"
-#include "pipeline/pipeline.h"
+#include "pipeline/config.h"
 #include "qh_blas.h"
 #include "qh_method.h"
 #include "qh_path.h"
@@ -171,7 +171,7 @@ static int put_method(record *r, const qh_config *cfg, const qh_cell *cell)
     const qh_config_method *cm = &cfg->methods[cell->method];
     const qh_method_type *t = NULL;
     void *params = NULL;
-    int st = qh_pipeline_method_params(cfg, cell->method, &t, &params);
+    int st = qh_config_method_params(cfg, cell->method, &t, &params);
     if (st != QH_OK) { free(params); return st; }
     put(r, cJSON_CreateString(t->name), "method.name");
     put(r, cJSON_CreateNumber(t->version), "method.version");
