@@ -106,6 +106,28 @@ static int run_kv(const qh_method_type *m, qh_variant v, const char *const *kv, 
     return st;
 }
 
+/* Two runs of row m on (W, H) that differ only in variant or parameters; 1
+ * when both succeeded (a failure is reported as `what`).  Both results are
+ * initialised, so free_pair may release them either way. */
+static int run_pair(const qh_method_type *m, qh_variant va, const char *const *ka, qh_variant vb,
+                    const char *const *kb, const qh_matd *W, const qh_matd *H, int bits,
+                    qh_result *a, qh_result *b, const char *what)
+{
+    qh_result_init(a);
+    qh_result_init(b);
+    int ok = run_kv(m, va, ka, W, H, bits, a) == QH_OK && run_kv(m, vb, kb, W, H, bits, b) == QH_OK;
+    QH_CHECK(ok, "%s: %s", what, qh_last_error());
+    return ok;
+}
+
+static void free_pair(qh_result *a, qh_result *b, qh_matd *W, qh_matd *H)
+{
+    qh_result_free(a);
+    qh_result_free(b);
+    qh_matd_free(W);
+    qh_matd_free(H);
+}
+
 /* Each switch's reference value, and the default kept. */
 static void grid_reference_values(void)
 {
@@ -185,10 +207,8 @@ static void grid_ties(void)
     qh_matd *W = mat_of(1, 4, w);
     static const char *const kv[] = { "grid", "integer", NULL };
     qh_result up, even;
-    int ok = run_kv(&qh_method_rtn, QH_VARIANT_DEFAULT, kv, W, NULL, 3, &up) == QH_OK
-             && run_kv(&qh_method_rtn, QH_VARIANT_REFERENCE, kv, W, NULL, 3, &even) == QH_OK;
-    QH_CHECK(ok, "rtn on ties: %s", qh_last_error());
-    if (ok) {
+    if (run_pair(&qh_method_rtn, QH_VARIANT_DEFAULT, kv, QH_VARIANT_REFERENCE, kv, W, NULL, 3, &up,
+                 &even, "rtn on ties")) {
         const double u[4] = { 1, 2, 3, 4 }, e[4] = { 0, 2, 2, 4 };
         int a = 1, b = 1;
         for (size_t j = 0; j < 4; j++) {
@@ -200,9 +220,7 @@ static void grid_ties(void)
         QH_CHECK(b, "ties even: 0 2 2 4 (got %g %g %g %g)", QH_AT(even.What, 0, 0),
                  QH_AT(even.What, 0, 1), QH_AT(even.What, 0, 2), QH_AT(even.What, 0, 3));
     }
-    qh_result_free(&up);
-    qh_result_free(&even);
-    qh_matd_free(W);
+    free_pair(&up, &even, W, NULL);
 }
 
 /* Forward LDLQ on W = (5, 1.2), integer grid 0..3, H = [1 .5; .5 1] (U̇_01 =
@@ -217,10 +235,8 @@ static void grid_clamp_w(void)
     static const char *const kc[] = { "grid", "integer", "order", "forward", "damp", "0",
                                       "clamp_w", "1", NULL };
     qh_result t, c;
-    int ok = run_kv(&qh_method_ldlq, QH_VARIANT_DEFAULT, kv, W, H, 2, &t) == QH_OK
-             && run_kv(&qh_method_ldlq, QH_VARIANT_DEFAULT, kc, W, H, 2, &c) == QH_OK;
-    QH_CHECK(ok, "ldlq clamp_w: %s", qh_last_error());
-    if (ok) {
+    if (run_pair(&qh_method_ldlq, QH_VARIANT_DEFAULT, kv, QH_VARIANT_DEFAULT, kc, W, H, 2, &t,
+                 &c, "ldlq clamp_w")) {
         QH_CHECK(QH_AT(t.What, 0, 0) == 3 && QH_AT(t.What, 0, 1) == 2,
                  "true error fed back: (3, 2) (got %g %g)", QH_AT(t.What, 0, 0), QH_AT(t.What, 0, 1));
         QH_CHECK(QH_AT(c.What, 0, 0) == 3 && QH_AT(c.What, 0, 1) == 1,
@@ -228,10 +244,7 @@ static void grid_clamp_w(void)
         QH_CHECK_CLOSE(t.proxy_loss, 3.04, 1e-12, 0, "true error: proxy 3.04 (%.17g)", t.proxy_loss);
         QH_CHECK_CLOSE(c.proxy_loss, 4.44, 1e-12, 0, "clamped W: proxy 4.44 (%.17g)", c.proxy_loss);
     }
-    qh_result_free(&t);
-    qh_result_free(&c);
-    qh_matd_free(W);
-    qh_matd_free(H);
+    free_pair(&t, &c, W, H);
 }
 
 /* Greedy from W = (3.8, 0.2), integer grid 0..3, H = [2 1; 1 1], no damping.
@@ -245,10 +258,8 @@ static void grid_pass_clamp(void)
     static const char *const ks[] = { "grid", "integer", "damp", "0", NULL };
     static const char *const kp[] = { "grid", "integer", "damp", "0", "pass_clamp", "pass", NULL };
     qh_result s, p;
-    int ok = run_kv(&qh_method_greedy, QH_VARIANT_DEFAULT, ks, W, H, 2, &s) == QH_OK
-             && run_kv(&qh_method_greedy, QH_VARIANT_DEFAULT, kp, W, H, 2, &p) == QH_OK;
-    QH_CHECK(ok, "greedy pass_clamp: %s", qh_last_error());
-    if (ok) {
+    if (run_pair(&qh_method_greedy, QH_VARIANT_DEFAULT, ks, QH_VARIANT_DEFAULT, kp, W, H, 2, &s,
+                 &p, "greedy pass_clamp")) {
         QH_CHECK(QH_AT(s.What, 0, 0) == 3 && QH_AT(s.What, 0, 1) == 1 && s.n_greedy_passes == 2,
                  "clamp per step: (3, 1) after 2 passes (got %g %g, %zu)", QH_AT(s.What, 0, 0),
                  QH_AT(s.What, 0, 1), s.n_greedy_passes);
@@ -257,10 +268,7 @@ static void grid_pass_clamp(void)
         QH_CHECK_CLOSE(s.proxy_loss, 0.64, 1e-12, 0, "per step: proxy 0.64 (%.17g)", s.proxy_loss);
         QH_CHECK_CLOSE(p.proxy_loss, 1.64, 1e-12, 0, "per pass: proxy 1.64 (%.17g)", p.proxy_loss);
     }
-    qh_result_free(&s);
-    qh_result_free(&p);
-    qh_matd_free(W);
-    qh_matd_free(H);
+    free_pair(&s, &p, W, H);
 }
 
 /* OPTQ on the 1-bit RMS grid (points ±s), H = I, no damping: no feedback, so
@@ -273,10 +281,8 @@ static void grid_rms_scope(void)
     static const char *const km[] = { "grid", "rms", "damp", "0", NULL };
     static const char *const kc[] = { "grid", "rms", "damp", "0", "rms_scope", "column", NULL };
     qh_result a, b;
-    int ok = run_kv(&qh_method_gptq, QH_VARIANT_DEFAULT, km, W, H, 1, &a) == QH_OK
-             && run_kv(&qh_method_gptq, QH_VARIANT_DEFAULT, kc, W, H, 1, &b) == QH_OK;
-    QH_CHECK(ok, "gptq rms_scope: %s", qh_last_error());
-    if (ok) {
+    if (run_pair(&qh_method_gptq, QH_VARIANT_DEFAULT, km, QH_VARIANT_DEFAULT, kc, W, H, 1, &a,
+                 &b, "gptq rms_scope")) {
         double sm = 2.4 * sqrt(50.5);
         QH_CHECK(fabs(QH_AT(a.What, 0, 0) - sm) < 1e-12 && fabs(QH_AT(a.What, 1, 0) + sm) < 1e-12,
                  "matrix scope: column 0 = ±2.4·√50.5 (got %.17g)", QH_AT(a.What, 0, 0));
@@ -286,10 +292,7 @@ static void grid_rms_scope(void)
         QH_CHECK(b.bits_side == 8.0 && a.bits_side == 16.0 / 4.0,
                  "side bits: 16/m per column (%g), 16/(mn) per matrix (%g)", b.bits_side, a.bits_side);
     }
-    qh_result_free(&a);
-    qh_result_free(&b);
-    qh_matd_free(W);
-    qh_matd_free(H);
+    free_pair(&a, &b, W, H);
 }
 
 /* The incoherence rows name the per-kind rescale and permute values. */
