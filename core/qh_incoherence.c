@@ -103,6 +103,12 @@ void qh_incoh_names(char *buf, size_t len)
     }
 }
 
+void qh_incoh_row_settings(const qh_incoh_row *row, int reference, int *rescale, int *permute)
+{
+    if (*rescale < 0) *rescale = reference ? row->rescale_reference : row->rescale_default;
+    if (*permute < 0) *permute = reference ? row->permute_reference : row->permute_default;
+}
+
 int qh_incoh_parse(const char *name, qh_incoh_kind *kind)
 {
     const qh_incoh_row *r = qh_incoh_find(name);

@@ -61,6 +61,10 @@ const qh_incoh_row *qh_incoh_row_of(qh_incoh_kind kind);
 int qh_incoh_parse(const char *name, qh_incoh_kind *kind) QH_MUST_CHECK;
 /* "none, kron, hadamard" into buf (always terminated), for messages. */
 void qh_incoh_names(char *buf, size_t len);
+/* Fills the unset (negative) rescale and permute flags of `row` with its
+ * default or, when reference is set, with the value of the authors' code:
+ * the one rule for configs and `qh layer`. */
+void qh_incoh_row_settings(const qh_incoh_row *row, int reference, int *rescale, int *permute);
 
 typedef struct {
     qh_incoh_kind kind;

@@ -274,10 +274,9 @@ static void free_combos(combo *cb, size_t n)
  * reference value (qh_incoh_row). */
 static qh_incoh_params incoh_params_of(const layer_opts *o, qh_incoh_kind kind, uint32_t key)
 {
-    const qh_incoh_row *row = qh_incoh_row_of(kind);
-    int ref = o->variant == QH_VARIANT_REFERENCE;
-    int rescale = o->rescale >= 0 ? o->rescale : ref ? row->rescale_reference : row->rescale_default;
-    int permute = o->permute >= 0 ? o->permute : ref ? row->permute_reference : row->permute_default;
+    int rescale = o->rescale, permute = o->permute;
+    qh_incoh_row_settings(qh_incoh_row_of(kind), o->variant == QH_VARIANT_REFERENCE, &rescale,
+                          &permute);
     qh_incoh_params ip = { kind, rescale && kind != QH_INCOH_NONE, o->seed, key,
                            permute && kind == QH_INCOH_KRON };
     return ip;

@@ -178,10 +178,8 @@ static int parse_method(const cJSON *obj, qh_config_method *m, qh_variant varian
         snprintf(sub, sizeof sub, "%s.variant", path);
         QH_TRY(get_variant(v, &m->variant, src, sub));
     }
-    const qh_incoh_row *row = qh_incoh_find(m->incoherence);
-    int ref = m->variant == QH_VARIANT_REFERENCE;
-    if (m->rescale < 0) m->rescale = ref ? row->rescale_reference : row->rescale_default;
-    if (m->permute < 0) m->permute = ref ? row->permute_reference : row->permute_default;
+    qh_incoh_row_settings(qh_incoh_find(m->incoherence), m->variant == QH_VARIANT_REFERENCE,
+                          &m->rescale, &m->permute);
     if ((v = cJSON_GetObjectItemCaseSensitive(obj, "label"))) {
         snprintf(sub, sizeof sub, "%s.label", path);
         QH_TRY(get_string(v, m->label, sizeof m->label, src, sub));

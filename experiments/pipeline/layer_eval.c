@@ -1,11 +1,12 @@
 /* layer_eval.c -- quantize one layer, measure it, tabulate (see layer_eval.h). */
 #include "pipeline/layer_eval.h"
-#include "qh_clock.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "qh_clock.h"
 
 /* RMS of the grid's steps over rows and groups; per-row steps (RMS over the
  * row's groups) into rows_out for the bounds' S = Σ_r Δ_r². */
