@@ -34,20 +34,6 @@ static int same_file(const char *a, const char *b)
            && sa.st_ino == sb.st_ino;
 }
 
-/* The /run message of an incomplete cell, for the listing ("" if none). */
-static void read_message(const char *path, char *buf, size_t cap)
-{
-    hid_t f;
-    char *msg = NULL;
-    buf[0] = '\0';
-    if (qh_h5_open_read(path, &f) != QH_OK)
-        return;
-    if (qh_h5_attr_exists(f, "/run", "message")
-        && qh_h5_attr_string(f, "/run", "message", &msg) == QH_OK)
-        snprintf(buf, cap, "%s", msg);
-    free(msg);
-    qh_h5_close(f);
-}
 
 /* The run name of a cell file: its base name without ".h5" (new string). */
 static char *run_name(const char *path)
@@ -107,7 +93,7 @@ int qh_cmd_merge(int argc, char **argv)
             fprintf(stderr, "qh merge: warning: skipping %s\n", qh_last_error());
             n_unreadable++;
         } else if (status != QH_OK) {
-            read_message(paths[i], msg, sizeof msg);
+            qh_results_read_message(paths[i], msg, sizeof msg);
             fprintf(stderr, "qh merge: incomplete: %s (status %d %s: %s)\n", paths[i], status,
                     qh_status_name(status), msg[0] ? msg : "no message");
             n_incomplete++;

@@ -52,14 +52,7 @@ static int file_exists(const char *path)
 /* The /run message of a failed cell, on one line, into buf ("" if none). */
 static void read_message(const char *path, char *buf, size_t cap)
 {
-    hid_t f;
-    char *msg = NULL;
-    buf[0] = '\0';
-    if (qh_h5_open_read(path, &f) != QH_OK) return;
-    if (qh_h5_attr_exists(f, "/run", "message") && qh_h5_attr_string(f, "/run", "message", &msg) == QH_OK)
-        snprintf(buf, cap, "%s", msg);
-    free(msg);
-    qh_h5_close(f);
+    qh_results_read_message(path, buf, cap);
     for (char *c = buf; *c; c++)
         if (*c == '\n' || *c == '\r') *c = ' ';
 }

@@ -521,3 +521,15 @@ int qh_results_scan_dir(const char *dir, char ***paths, size_t *n_paths, char **
         qsort(*warnings, *n_warnings, sizeof **warnings, cmp_name);
     return QH_OK;
 }
+
+void qh_results_read_message(const char *path, char *buf, size_t cap)
+{
+    hid_t f;
+    char *msg = NULL;
+    buf[0] = '\0';
+    if (qh_h5_open_read(path, &f) != QH_OK) return;
+    if (qh_h5_attr_exists(f, "/run", "message") && qh_h5_attr_string(f, "/run", "message", &msg) == QH_OK)
+        snprintf(buf, cap, "%s", msg);
+    free(msg);
+    qh_h5_close(f);
+}

@@ -94,4 +94,8 @@ double qh_h5_column_value(const qh_h5_column *c, size_t n_rows, size_t row);
 int qh_results_scan_dir(const char *dir, char ***paths, size_t *n_paths, char ***warnings,
                         size_t *n_warnings) QH_MUST_CHECK;
 
+/* The /run message of a results file (why a cell failed) into buf (cap
+ * bytes, always terminated); "" when the file cannot be read or has none. */
+void qh_results_read_message(const char *path, char *buf, size_t cap);
+
 #endif
