@@ -139,23 +139,62 @@ enum {
 /* ---- the block stage ------------------------------------------------------ */
 
 /* A method that goes on tuning its parameters against a decoder block's
- * output (PTQ1.61's reference objective) declares these ops in its row; the
- * pipeline (experiments/pipeline/block_stage.h) owns the block forward, the
- * loss and the backward pass and calls only these, so it knows no method.
+ * output (PTQ1.61's reference objective, SignRound, AQLM's block fine-tuning,
+ * ...) declares these ops in its row; the pipeline
+ * (experiments/pipeline/block_stage.h) owns the block forward, the loss and
+ * the backward pass and calls only these, so it knows no method.
  *
  * A state is the method's tunable representation of one linear, created by
  * state_new and handed to quantize as qh_problem.state_out; quantize fills
  * it (in the model's basis: the pipeline refuses incoherence processing
- * with a block stage at config time).  Then, per calibration window, the
- * stage writes reconstruct's Ŵ of every linear of the block into the model,
- * runs the block forward, the loss and the backward pass, and hands each
- * state its G = ∂loss/∂Ŵ through step; epochs passes over the windows; the
- * last iterate is kept.  All hooks are required. */
+ * with a block stage at config time).  The row's plan says which loss, how
+ * many optimiser steps, how many windows each step averages over and how
+ * they are drawn, and whether the best iterate is kept.  Per step the stage
+ * writes reconstruct's Ŵ of every linear of the block into the model, runs
+ * the block forward, the loss and the backward pass on the step's windows,
+ * and hands each state its G = ∂loss/∂Ŵ (the mean over the step's windows)
+ * through step. */
+
+/* Which block loss the stage minimises (block_stage.h gives the formulas). */
+typedef enum {
+    QH_BLOCK_LOSS_PTQ161 = 0,        /* MSE(Yq,Yfp) + MSE(Yq,Yfq) − log|cos(Yq,Yfp)| − log|cos(Yq,Yfq)| */
+    QH_BLOCK_LOSS_MSE = 1,           /* MSE(Yq, Yfp): the float block on float inputs (SignRound, AQLM) */
+} qh_block_loss_kind;
+
+/* How the step's windows are drawn from the nsamples calibration windows. */
+typedef enum {
+    QH_BLOCK_DRAW_SEQUENTIAL = 0,    /* windows in calibration order, wrapping around (epochs) */
+    QH_BLOCK_DRAW_RANDOM = 1,        /* per step, `batch` distinct windows drawn at random from a
+                                        stream keyed by the cell's seed and the block
+                                        (auto-round's randperm(nsamples)[:batch]) */
+} qh_block_draw;
+
+typedef struct {
+    qh_block_loss_kind loss;
+    long steps;                      /* optimiser steps (0: no step; the quantize result stays) */
+    int batch;                       /* windows per step (≥ 1; capped at nsamples) */
+    qh_block_draw draw;
+    int keep_best;                   /* 1: before each step, the step's loss is compared with the
+                                        best so far and the state saved (keep) when lower; at the
+                                        end the best saved state is restored (auto-round); 0: the
+                                        last iterate is kept */
+    int patience;                    /* > 0: after every pass over the windows (nsamples/batch
+                                        steps) the mean loss over all windows is measured; stop
+                                        when it has not fallen by rel_tol for `patience` passes and
+                                        restore the best pass's state (AQLM's early stop);
+                                        needs keep */
+    double rel_tol;                  /* with patience: the relative improvement that counts */
+} qh_block_plan;
+
+/* keep's actions. */
+enum { QH_BLOCK_KEEP_SAVE = 0, QH_BLOCK_KEEP_RESTORE = 1 };
+
 typedef struct qh_block_ops {
     const char *setting;             /* the parameter setting that asks for the stage, for
                                         messages ("objective \"block\"") */
     int (*wants)(const void *params);   /* 1: these params tune against the block */
-    int (*epochs)(const void *params);  /* passes over the windows, one step per window */
+    /* The tuning's plan for these params and nsamples calibration windows. */
+    void (*plan)(const void *params, size_t nsamples, qh_block_plan *out);
     void *(*state_new)(void);           /* an empty state; NULL: out of memory */
     void (*state_free)(void *state);    /* NULL: no-op */
     /* The m x n of the linear the state holds; 0 x 0 while quantize never filled it. */
@@ -163,10 +202,14 @@ typedef struct qh_block_ops {
     /* Ŵ (m x n, caller-allocated) of the state's current parameters. */
     void (*reconstruct)(const void *params, const void *state, qh_matd *What);
     /* One optimiser step of the state's parameters from G = ∂loss/∂Ŵ (m x n) at
-     * reconstruct's Ŵ; step_no counts from 1 in each tuning of a block (an
-     * optimiser with memory starts it afresh at 1).  Returns QH_OK or a status
-     * with a message naming the state's problem. */
+     * reconstruct's Ŵ; step_no counts from 1 to plan.steps in each tuning of a
+     * block (an optimiser with memory starts it afresh at 1).  Returns QH_OK or
+     * a status with a message naming the state's problem. */
     int (*step)(const void *params, void *state, const qh_matd *G, int step_no);
+    /* Only for plans with keep_best or patience (NULL otherwise): SAVE copies the
+     * tunable parameters aside inside the state, RESTORE puts the saved copy
+     * back.  QH_OK or QH_ENOMEM. */
+    int (*keep)(void *state, int action);
 } qh_block_ops;
 
 /* quantize contract: in->W, in->H are in the processed basis and valid

@@ -319,7 +319,7 @@ static int tune(block_case *c, int epochs, qh_block_stage_stats *bs)
     snprintf(ev, sizeof ev, "%d", epochs);
     int st = p ? qh_method_params_set(t, p, "epochs", ev) : QH_ENOMEM;
     for (int k = 0; k < QH_LIN_MAX; k++) states[k] = c->sp[k];
-    if (st == QH_OK) st = qh_block_stage_tune(c->m, c->layer, c->x, c->x_fp, NS, TT, c->W_fp, t, p, states, bs);
+    if (st == QH_OK) st = qh_block_stage_tune(c->m, c->layer, c->x, c->x_fp, NS, TT, c->W_fp, t, p, states, NULL, bs);
     free(p);
     return st;
 }
@@ -384,19 +384,38 @@ static void check_tuner(const char *dir, int layer)
 
 /* ---- 4. a block-tuned row defined here ------------------------------------------------- */
 
-typedef struct { int epochs; double lr; } gd_params;
+typedef struct {
+    int epochs;
+    double lr;
+    int custom;                      /* 1: plan below instead of epochs x windows in order */
+    qh_block_plan plan;
+} gd_params;
 typedef struct {
     qh_matd *What;                   /* the state is Ŵ itself */
+    qh_matd *saved;                  /* keep's copy */
     int last_step, in_order;         /* step numbers seen: 1, 2, ... */
 } gd_state;
 
 static int gd_wants(const void *params) { (void)params; return 1; }
-static int gd_epochs(const void *params) { return ((const gd_params *)params)->epochs; }
+static void gd_plan(const void *params, size_t nsamples, qh_block_plan *out)
+{
+    const gd_params *p = params;
+    if (p->custom) {
+        *out = p->plan;
+        return;
+    }
+    *out = (qh_block_plan){ .loss = QH_BLOCK_LOSS_PTQ161,
+                            .steps = (long)((const gd_params *)params)->epochs * (long)nsamples,
+                            .batch = 1, .draw = QH_BLOCK_DRAW_SEQUENTIAL };
+}
 static void *gd_state_new(void) { return calloc(1, sizeof(gd_state)); }
 
 static void gd_state_free(void *state)
 {
-    if (state) qh_matd_free(((gd_state *)state)->What);
+    if (state) {
+        qh_matd_free(((gd_state *)state)->What);
+        qh_matd_free(((gd_state *)state)->saved);
+    }
     free(state);
 }
 
@@ -434,10 +453,23 @@ static int gd_step(const void *params, void *state, const qh_matd *G, int step_n
     return QH_OK;
 }
 
+static int gd_keep(void *state, int action)
+{
+    gd_state *s = state;
+    if (action == QH_BLOCK_KEEP_SAVE) {
+        if (!s->saved) s->saved = qh_matd_alloc(s->What->rows, s->What->cols);
+        if (!s->saved) return QH_ENOMEM;
+        gd_copy(s->What, s->saved);
+    } else if (s->saved) {
+        gd_copy(s->saved, s->What);
+    }
+    return QH_OK;
+}
+
 static const qh_block_ops gd_ops = {
-    .setting = "gd", .wants = gd_wants, .epochs = gd_epochs, .state_new = gd_state_new,
+    .setting = "gd", .wants = gd_wants, .plan = gd_plan, .state_new = gd_state_new,
     .state_free = gd_state_free, .state_shape = gd_state_shape, .reconstruct = gd_reconstruct,
-    .step = gd_step,
+    .step = gd_step, .keep = gd_keep,
 };
 static const qh_method_type gd_row = { .name = "gd", .block = &gd_ops };
 
@@ -534,9 +566,9 @@ static void check_fake_row(const char *dir, int layer)
     void *states[QH_LIN_MAX];
     qh_matd *replay[QH_LIN_MAX];
     gd_start(&c, states, replay);
-    gd_params p = { 2, 0.05 };
+    gd_params p = { 2, 0.05, 0, { 0 } };
     qh_block_stage_stats bs;
-    int st = qh_block_stage_tune(c.m, c.layer, c.x, c.x_fp, NS, TT, c.W_fp, &gd_row, &p, states, &bs);
+    int st = qh_block_stage_tune(c.m, c.layer, c.x, c.x_fp, NS, TT, c.W_fp, &gd_row, &p, states, NULL, &bs);
     QH_CHECK(st == QH_OK && bs.steps == 2 * NS, "%s: the stage runs a row defined in the test (%zu steps): %s",
              dir, bs.steps, qh_last_error());
     QH_NOTE("%s block %d, gd lr %.2g: loss %.5g -> %.5g", dir, layer, p.lr, bs.loss_init, bs.loss_final);
@@ -549,12 +581,12 @@ static void check_fake_row(const char *dir, int layer)
              "%s: the stage's states and block weights = a replay written here, bitwise", dir);
 
     qh_method_type plain = { .name = "plain" };
-    st = qh_block_stage_tune(c.m, c.layer, c.x, c.x_fp, NS, TT, c.W_fp, &plain, &p, states, &bs);
+    st = qh_block_stage_tune(c.m, c.layer, c.x, c.x_fp, NS, TT, c.W_fp, &plain, &p, states, NULL, &bs);
     QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "plain has no block stage"), "no block ops: %s",
              qh_last_error());
     void *keep = states[QH_LIN_O];
     states[QH_LIN_O] = NULL;
-    st = qh_block_stage_tune(c.m, c.layer, c.x, c.x_fp, NS, TT, c.W_fp, &gd_row, &p, states, &bs);
+    st = qh_block_stage_tune(c.m, c.layer, c.x, c.x_fp, NS, TT, c.W_fp, &gd_row, &p, states, NULL, &bs);
     QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "no gd state"), "missing gd state named: %s",
              qh_last_error());
     states[QH_LIN_O] = keep;
@@ -562,6 +594,106 @@ static void check_fake_row(const char *dir, int layer)
         gd_state_free(states[k]);
         qh_matd_free(replay[k]);
     }
+    case_free(&c);
+}
+
+/* Largest |a − b| / max|b| over the block's states. */
+static double gd_rel_diff(void *a[QH_LIN_MAX], void *b[QH_LIN_MAX])
+{
+    double d = 0.0, mx = 0.0;
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        if (!a[k]) continue;
+        const qh_matd *A = ((gd_state *)a[k])->What, *B = ((gd_state *)b[k])->What;
+        for (size_t j = 0; j < A->cols; j++)
+            for (size_t i = 0; i < A->rows; i++) {
+                d = fmax(d, fabs(QH_AT(A, i, j) - QH_AT(B, i, j)));
+                mx = fmax(mx, fabs(QH_AT(B, i, j)));
+            }
+    }
+    return d / fmax(mx, 1e-300);
+}
+
+static int gd_states_equal(void *a[QH_LIN_MAX], qh_matd *copy[QH_LIN_MAX])
+{
+    return gd_same(a, copy);
+}
+
+static void gd_free_all(void *states[QH_LIN_MAX], qh_matd *copy[QH_LIN_MAX])
+{
+    for (int k = 0; k < QH_LIN_MAX; k++) {
+        gd_state_free(states[k]);
+        qh_matd_free(copy[k]);
+    }
+}
+
+/* Runs the gd row with plan pl from Ŵ0 = 0.9 W_fp; states and start copies out. */
+static int gd_run(block_case *c, const qh_block_plan *pl, double lr, uint64_t seed,
+                  void *states[QH_LIN_MAX], qh_matd *copy[QH_LIN_MAX], qh_block_stage_stats *bs)
+{
+    gd_start(c, states, copy);
+    gd_params p = { 0, lr, 1, *pl };
+    qh_block_stage_opts o = { seed, NULL, NULL };
+    return qh_block_stage_tune(c->m, c->layer, c->x, c->x_fp, NS, TT, c->W_fp, &gd_row, &p, states, &o, bs);
+}
+
+/* The plan's features: the MSE loss, minibatches (sequential and random),
+ * seeds, keep_best and early stopping. */
+static void check_plans(const char *dir, int layer)
+{
+    block_case c;
+    if (!open_case(&c, dir, layer)) return;
+    void *a[QH_LIN_MAX], *b[QH_LIN_MAX];
+    qh_matd *ca[QH_LIN_MAX], *cb[QH_LIN_MAX];
+    qh_block_stage_stats sa, sb;
+    /* one step on all windows: in order or drawn at random, the same mean gradient */
+    qh_block_plan seq = { .loss = QH_BLOCK_LOSS_MSE, .steps = 1, .batch = NS, .draw = QH_BLOCK_DRAW_SEQUENTIAL };
+    qh_block_plan rnd = seq;
+    rnd.draw = QH_BLOCK_DRAW_RANDOM;
+    int st = gd_run(&c, &seq, 0.05, 1, a, ca, &sa);
+    st |= gd_run(&c, &rnd, 0.05, 1, b, cb, &sb);
+    double d = gd_rel_diff(a, b);
+    QH_CHECK(st == QH_OK && d < 1e-6, "%s: a minibatch of every window: same step in any order (rel %.2g)", dir, d);
+    QH_CHECK(fabs(sa.mse_fp_init - sa.loss_init) <= 1e-12 * sa.loss_init,
+             "%s: the MSE loss is the MSE to the float block (%.6g, %.6g)", dir, sa.loss_init, sa.mse_fp_init);
+    gd_free_all(a, ca);
+    gd_free_all(b, cb);
+    /* random minibatches of 2: a seed fixes them, another seed changes them */
+    rnd.batch = 2;
+    rnd.steps = 4;
+    st = gd_run(&c, &rnd, 0.05, 7, a, ca, &sa) | gd_run(&c, &rnd, 0.05, 7, b, cb, &sb);
+    QH_CHECK(st == QH_OK && gd_rel_diff(a, b) == 0.0, "%s: random draws: same seed, same states bitwise", dir);
+    gd_free_all(b, cb);
+    st = gd_run(&c, &rnd, 0.05, 8, b, cb, &sb);
+    QH_CHECK(st == QH_OK && gd_rel_diff(a, b) > 0.0, "%s: random draws: another seed, other windows", dir);
+    QH_CHECK(sa.loss_final < sa.loss_init && sa.steps == 4, "%s: MSE descent lowers the loss (%.5g -> %.5g)",
+             dir, sa.loss_init, sa.loss_final);
+    gd_free_all(a, ca);
+    gd_free_all(b, cb);
+    /* a diverging step size: keep_best returns the start, early stopping too */
+    qh_block_plan best = rnd;
+    best.keep_best = 1;
+    st = gd_run(&c, &best, 30.0, 3, a, ca, &sa);
+    QH_CHECK(st == QH_OK && gd_states_equal(a, ca) && sa.loss_final == sa.loss_init && sa.best_step_loss > 0,
+             "%s: keep_best after diverging steps keeps the start (loss %.5g -> %.5g)", dir, sa.loss_init,
+             sa.loss_final);
+    gd_free_all(a, ca);
+    qh_block_plan pat = { .loss = QH_BLOCK_LOSS_MSE, .steps = 100, .batch = NS, .patience = 2, .rel_tol = 0.0 };
+    st = gd_run(&c, &pat, 30.0, 3, a, ca, &sa);
+    QH_CHECK(st == QH_OK && sa.passes_stopped == 2 && sa.steps == 2 && gd_states_equal(a, ca) &&
+             sa.loss_final == sa.loss_init,
+             "%s: patience 2 stops after two bad passes (%zu steps) and restores the best pass (%s)", dir, sa.steps,
+             st == QH_OK ? "ok" : qh_last_error());
+    gd_free_all(a, ca);
+    /* a plan that keeps the best needs the keep op */
+    qh_block_ops nokeep = gd_ops;
+    nokeep.keep = NULL;
+    qh_method_type row = { .name = "nokeep", .block = &nokeep };
+    gd_start(&c, a, ca);
+    gd_params p = { 0, 0.05, 1, best };
+    st = qh_block_stage_tune(c.m, c.layer, c.x, c.x_fp, NS, TT, c.W_fp, &row, &p, a, NULL, &sa);
+    QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "keep op"), "keep_best without keep refused: %s",
+             qh_last_error());
+    gd_free_all(a, ca);
     case_free(&c);
 }
 
@@ -574,5 +706,7 @@ int main(void)
     check_tuner("models/llama-9m", 0);
     check_fake_row("models/opt-7m", 1);
     check_fake_row("models/llama-9m", 1);
+    check_plans("models/opt-7m", 2);
+    check_plans("models/llama-9m", 1);
     return qh_test_summary();
 }

@@ -286,8 +286,12 @@ static void check_wants_epochs(const qh_block_ops *ops)
 {
     void *p = qh_method_params_new(&qh_method_ptq161);
     QH_CHECK(ops->wants(p) == 1, "default objective (block) wants the block stage");
-    QH_CHECK(qh_method_params_set(&qh_method_ptq161, p, "epochs", "7") == QH_OK && ops->epochs(p) == 7,
-             "epochs = the parameter");
+    qh_block_plan plan = { 0 };
+    QH_CHECK(qh_method_params_set(&qh_method_ptq161, p, "epochs", "7") == QH_OK, "epochs 7");
+    ops->plan(p, 5, &plan);
+    QH_CHECK(plan.steps == 35 && plan.batch == 1 && plan.draw == QH_BLOCK_DRAW_SEQUENTIAL &&
+             plan.loss == QH_BLOCK_LOSS_PTQ161 && !plan.keep_best && !plan.patience,
+             "plan: epochs x windows steps of one window in order, PTQ1.61's loss, last iterate");
     QH_CHECK(qh_method_params_set(&qh_method_ptq161, p, "objective", "layer") == QH_OK && !ops->wants(p),
              "objective layer does not want it");
     free(p);
@@ -340,7 +344,7 @@ static void expected_step(const qh_ptq161_state *s, const qh_matd *G, double *x)
 static void test_block_ops(void)
 {
     const qh_block_ops *ops = qh_method_ptq161.block;
-    QH_CHECK(ops && ops->setting && ops->wants && ops->epochs && ops->state_new && ops->state_free &&
+    QH_CHECK(ops && ops->setting && ops->wants && ops->plan && ops->state_new && ops->state_free &&
              ops->state_shape && ops->reconstruct && ops->step, "the ptq161 row declares block ops");
     if (!ops) return;
     check_wants_epochs(ops);

@@ -369,7 +369,14 @@ static int block_wants(const void *params)
     return ((const qh_ptq161_params *)params)->objective == QH_PTQ161_OBJECTIVE_BLOCK;
 }
 
-static int block_epochs(const void *params) { return ((const qh_ptq161_params *)params)->epochs; }
+/* The reference's loop: `epochs` passes over the windows in calibration
+ * order, one Adam step per window, PTQ1.61's loss, the last iterate kept. */
+static void block_plan(const void *params, size_t nsamples, qh_block_plan *out)
+{
+    const qh_ptq161_params *p = params;
+    *out = (qh_block_plan){ .loss = QH_BLOCK_LOSS_PTQ161, .steps = (long)p->epochs * (long)nsamples,
+                            .batch = 1, .draw = QH_BLOCK_DRAW_SEQUENTIAL };
+}
 
 static void *block_state_new(void) { return calloc(1, sizeof(qh_ptq161_state)); }
 
@@ -417,7 +424,7 @@ static int block_step(const void *params, void *state, const qh_matd *G, int ste
 static const qh_block_ops ptq161_block_ops = {
     .setting = "objective \"block\"",
     .wants = block_wants,
-    .epochs = block_epochs,
+    .plan = block_plan,
     .state_new = block_state_new,
     .state_free = block_state_free,
     .state_shape = block_state_shape,

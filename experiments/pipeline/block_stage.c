@@ -9,6 +9,7 @@
 #include "model/backward.h"
 #include "pipeline/sequential.h"
 #include "qh_clock.h"
+#include "qh_rng.h"
 
 #define COS_EPS 1e-8
 
@@ -81,6 +82,17 @@ double qh_block_loss(const float *yq, const float *y_fp, const float *y_fq, size
     return e_fp + e_fq - log(fabs(c_fp)) - log(fabs(c_fq));
 }
 
+double qh_block_loss_mse(const float *yq, const float *y_fp, size_t n, double scale, float *dy)
+{
+    double e = 0.0, k = 2.0 * scale / (double)n;
+    for (size_t i = 0; i < n; i++) {
+        double a = (double)yq[i] - (double)y_fp[i];
+        e += a * a;
+        if (dy) dy[i] = (float)(k * a);
+    }
+    return e / (double)n;
+}
+
 /* ---- one linear's state ------------------------------------------------------------ */
 
 typedef struct {
@@ -149,16 +161,22 @@ typedef struct {
     int layer;
     size_t nsamples, T, hidden;
     const float *x, *x_fp;
-    float *y_fp, *y_fq;              /* targets, nsamples windows */
+    qh_block_plan plan;
+    const qh_block_ops *ops;
+    float *y_fp, *y_fq;              /* targets, nsamples windows (y_fq: PTQ1.61's loss only) */
     float *yq, *dy;                  /* one window */
+    size_t *order;                   /* (nsamples) window indices; a step takes `batch` of them */
+    size_t cursor;                   /* sequential draw: the next window */
+    qh_rng rng;                      /* random draw */
     qh_block_tape *tape;
     tune_linear lin[QH_LIN_MAX];
     int have[QH_LIN_MAX];
 } tuner;
 
 static size_t window(const tuner *tu, size_t s) { return s * tu->hidden * tu->T; }
+static int wants_fq(const tuner *tu) { return tu->plan.loss == QH_BLOCK_LOSS_PTQ161; }
 
-/* Y_fp and Y_fq with the float weights swapped in. */
+/* Y_fp (and Y_fq when the loss uses it) with the float weights swapped in. */
 static int compute_targets(tuner *tu, float *const W_fp[QH_LIN_MAX])
 {
     float *W[QH_LIN_MAX];
@@ -168,12 +186,29 @@ static int compute_targets(tuner *tu, float *const W_fp[QH_LIN_MAX])
     for (size_t s = 0; s < tu->nsamples && st == QH_OK; s++) {
         st = qh_block_forward_tape(tu->m, tu->layer, tu->x_fp + window(tu, s), tu->T,
                                    tu->y_fp + window(tu, s), tu->tape);
-        if (st == QH_OK)
+        if (st == QH_OK && wants_fq(tu))
             st = qh_block_forward_tape(tu->m, tu->layer, tu->x + window(tu, s), tu->T,
                                        tu->y_fq + window(tu, s), tu->tape);
     }
     qh_block_swap_weights(tu->m, tu->layer, W);
     return st;
+}
+
+/* The plan's loss of window s at the block's current weights (the forward
+ * already run into tu->yq); its gradient, times scale, into tu->dy when dy. */
+static double window_loss(tuner *tu, size_t s, double scale, int dy, double *mse_fp)
+{
+    size_t n = tu->hidden * tu->T;
+    if (!wants_fq(tu)) {
+        double e = qh_block_loss_mse(tu->yq, tu->y_fp + window(tu, s), n, scale, dy ? tu->dy : NULL);
+        if (mse_fp) *mse_fp = e;
+        return e;
+    }
+    double l = qh_block_loss(tu->yq, tu->y_fp + window(tu, s), tu->y_fq + window(tu, s), tu->hidden,
+                             tu->T, dy ? tu->dy : NULL, mse_fp);
+    if (dy && scale != 1.0)
+        for (size_t i = 0; i < n; i++) tu->dy[i] = (float)(scale * (double)tu->dy[i]);
+    return l;
 }
 
 /* Mean loss (and MSE to Y_fp) over all windows at the current weights. */
@@ -182,34 +217,82 @@ static int full_loss(tuner *tu, double *loss, double *mse_fp)
     double l = 0.0, e = 0.0, e1;
     for (size_t s = 0; s < tu->nsamples; s++) {
         QH_TRY(qh_block_forward_tape(tu->m, tu->layer, tu->x + window(tu, s), tu->T, tu->yq, tu->tape));
-        l += qh_block_loss(tu->yq, tu->y_fp + window(tu, s), tu->y_fq + window(tu, s), tu->hidden,
-                           tu->T, NULL, &e1);
+        l += window_loss(tu, s, 1.0, 0, &e1);
         e += e1;
     }
     *loss = l / (double)tu->nsamples;
-    *mse_fp = e / (double)tu->nsamples;
+    if (mse_fp) *mse_fp = e / (double)tu->nsamples;
     return QH_OK;
 }
 
-/* One optimiser step of every linear on window s. */
-static int train_window(tuner *tu, size_t s, int step_no)
+/* The step's windows into tu->order[0 .. batch): the next `batch` in
+ * calibration order, or `batch` distinct ones drawn at random (a partial
+ * Fisher-Yates shuffle of the identity). */
+static void draw_windows(tuner *tu)
 {
-    float *G[QH_LIN_MAX] = { NULL };
+    size_t n = tu->nsamples, b = (size_t)tu->plan.batch;
+    if (tu->plan.draw == QH_BLOCK_DRAW_SEQUENTIAL) {
+        for (size_t i = 0; i < b; i++) tu->order[i] = (tu->cursor++) % n;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) tu->order[i] = i;
+    for (size_t i = 0; i < b; i++) {
+        size_t j = i + (size_t)qh_rng_below(&tu->rng, n - i), t = tu->order[i];
+        tu->order[i] = tu->order[j];
+        tu->order[j] = t;
+    }
+}
+
+/* Ŵ of every state into the block; zeroes the gradients when G is given. */
+static void write_all(tuner *tu, float *G[QH_LIN_MAX])
+{
     for (int k = 0; k < QH_LIN_MAX; k++) {
         if (!tu->have[k]) continue;
         write_weights(&tu->lin[k]);
+        if (!G) continue;
         G[k] = tu->lin[k].Gf;
         memset(G[k], 0, tu->lin[k].rows * tu->lin[k].cols * sizeof(float));
     }
-    QH_TRY(qh_block_forward_tape(tu->m, tu->layer, tu->x + window(tu, s), tu->T, tu->yq, tu->tape));
-    double loss = qh_block_loss(tu->yq, tu->y_fp + window(tu, s), tu->y_fq + window(tu, s),
-                                tu->hidden, tu->T, tu->dy, NULL);
-    if (!isfinite(loss))
-        QH_ERROR(QH_ENAN, "block %d: non-finite block loss at step %d (window %zu)", tu->layer,
-                 step_no, s);
-    QH_TRY(qh_block_backward(tu->m, tu->layer, tu->dy, tu->tape, G));
+}
+
+static int keep_all(tuner *tu, int action)
+{
     for (int k = 0; k < QH_LIN_MAX; k++)
-        if (tu->have[k]) QH_TRY(step(&tu->lin[k], step_no));
+        if (tu->have[k]) {
+            int st = tu->ops->keep(tu->lin[k].state, action);
+            if (st != QH_OK) {
+                qh_error_prefix("%s: block tuning", tu->lin[k].lin->name);
+                return st;
+            }
+        }
+    return QH_OK;
+}
+
+/* The gradient of the mean loss over the drawn windows into every G; the
+ * mean loss into *loss. */
+static int minibatch_grad(tuner *tu, long step_no, double *loss)
+{
+    float *G[QH_LIN_MAX] = { NULL };
+    write_all(tu, G);
+    size_t b = (size_t)tu->plan.batch;
+    double l = 0.0;
+    for (size_t i = 0; i < b; i++) {
+        size_t s = tu->order[i];
+        QH_TRY(qh_block_forward_tape(tu->m, tu->layer, tu->x + window(tu, s), tu->T, tu->yq, tu->tape));
+        l += window_loss(tu, s, 1.0 / (double)b, 1, NULL);
+        QH_TRY(qh_block_backward(tu->m, tu->layer, tu->dy, tu->tape, G));
+    }
+    *loss = l / (double)b;
+    if (!isfinite(*loss))
+        QH_ERROR(QH_ENAN, "block %d: non-finite block loss at step %ld (window %zu)", tu->layer,
+                 step_no, tu->order[0]);
+    return QH_OK;
+}
+
+static int step_all(tuner *tu, long step_no)
+{
+    for (int k = 0; k < QH_LIN_MAX; k++)
+        if (tu->have[k]) QH_TRY(step(&tu->lin[k], (int)step_no));
     return QH_OK;
 }
 
@@ -219,17 +302,33 @@ static void tuner_free(tuner *tu)
         if (tu->have[k]) tune_linear_free(&tu->lin[k]);
     free(tu->y_fp);
     free(tu->yq);
+    free(tu->order);
     qh_block_tape_free(tu->tape);
+}
+
+static int check_plan(const qh_method_type *t, qh_block_plan *p, size_t nsamples)
+{
+    if (p->batch < 1 || p->steps < 0)
+        QH_ERROR(QH_EINVAL, "%s: block plan with batch %d, %ld steps", t->name, p->batch, p->steps);
+    if ((size_t)p->batch > nsamples) p->batch = (int)nsamples;
+    if ((p->keep_best || p->patience > 0) && !t->block->keep)
+        QH_ERROR(QH_EINVAL, "%s: a block plan that keeps the best iterate needs a keep op", t->name);
+    if (p->keep_best && p->patience > 0)
+        QH_ERROR(QH_EINVAL, "%s: a block plan keeps the best step or the best pass, not both", t->name);
+    return QH_OK;
 }
 
 static int tuner_init(tuner *tu, qh_model *m, int layer, const float *x, const float *x_fp,
                       size_t nsamples, size_t T, const qh_method_type *t, const void *params,
-                      void *const states[QH_LIN_MAX])
+                      void *const states[QH_LIN_MAX], uint64_t seed)
 {
-    *tu = (tuner){ .m = m, .layer = layer, .nsamples = nsamples, .T = T,
-                   .hidden = (size_t)m->cfg.hidden, .x = x, .x_fp = x_fp };
+    *tu = (tuner){ .m = m, .layer = layer, .nsamples = nsamples, .T = T, .ops = t->block,
+                   .hidden = (size_t)m->cfg.hidden, .x = x, .x_fp = x_fp,
+                   .rng = qh_rng_stream(seed, (uint32_t)layer, QH_RNG_BLOCK_DRAW) };
     if (layer < 0 || layer >= m->cfg.n_layers || nsamples < 1)
         QH_ERROR(QH_EINVAL, "block tuning: block %d of %d, %zu windows", layer, m->cfg.n_layers, nsamples);
+    t->block->plan(params, nsamples, &tu->plan);
+    QH_TRY(check_plan(t, &tu->plan, nsamples));
     qh_block *b = &m->blocks[layer];
     for (int k = 0; k < QH_LIN_MAX; k++) {
         if (!b->lin[k].W) continue;
@@ -238,42 +337,99 @@ static int tuner_init(tuner *tu, qh_model *m, int layer, const float *x, const f
     }
     QH_TRY(qh_block_tape_alloc(m, T, &tu->tape));
     size_t win = tu->hidden * T;
-    tu->y_fp = malloc(2 * nsamples * win * sizeof(float));
+    tu->y_fp = malloc((wants_fq(tu) ? 2 : 1) * nsamples * win * sizeof(float));
     tu->yq = malloc(2 * win * sizeof(float));
-    if (!tu->y_fp || !tu->yq)
+    tu->order = malloc(nsamples * sizeof(size_t));
+    if (!tu->y_fp || !tu->yq || !tu->order)
         QH_ERROR(QH_ENOMEM, "block %d: cannot hold the block targets (%zu windows)", layer, nsamples);
-    tu->y_fq = tu->y_fp + nsamples * win;
+    tu->y_fq = wants_fq(tu) ? tu->y_fp + nsamples * win : NULL;
     tu->dy = tu->yq + win;
     return QH_OK;
 }
 
-static int tune(tuner *tu, float *const W_fp[QH_LIN_MAX], int epochs, qh_block_stage_stats *stats)
+/* Early stopping after a pass: saves the state when the mean loss over all
+ * windows fell by rel_tol below the best pass, else counts a bad pass.
+ * *stop = 1 after `patience` bad passes in a row. */
+typedef struct { double best; int bad; size_t passes; } pass_watch;
+
+static int watch_pass(tuner *tu, pass_watch *w, int *stop)
+{
+    double l;
+    QH_TRY(full_loss(tu, &l, NULL));
+    w->passes++;
+    if (l < w->best * (1.0 - tu->plan.rel_tol)) {
+        w->best = l;
+        w->bad = 0;
+        return keep_all(tu, QH_BLOCK_KEEP_SAVE);
+    }
+    *stop = ++w->bad >= tu->plan.patience;
+    return QH_OK;
+}
+
+static int run_steps(tuner *tu, const qh_block_stage_opts *opts, double t0, qh_block_stage_stats *stats)
+{
+    const qh_block_plan *p = &tu->plan;
+    long per_pass = (long)((tu->nsamples + (size_t)p->batch - 1) / (size_t)p->batch);
+    double best = INFINITY;
+    pass_watch w = { stats->loss_init, 0, 0 };
+    if (p->patience > 0) QH_TRY(keep_all(tu, QH_BLOCK_KEEP_SAVE));
+    long s;
+    for (s = 1; s <= p->steps; s++) {
+        double loss;
+        draw_windows(tu);
+        QH_TRY(minibatch_grad(tu, s, &loss));
+        if (p->keep_best && loss < best) {
+            best = loss;
+            QH_TRY(keep_all(tu, QH_BLOCK_KEEP_SAVE));
+        }
+        QH_TRY(step_all(tu, s));
+        if (opts && opts->progress)
+            opts->progress(tu->layer, s, p->steps, loss, p->keep_best ? best : NAN,
+                           qh_seconds() - t0, opts->user);
+        int stop = 0;
+        if (p->patience > 0 && s % per_pass == 0) {
+            write_all(tu, NULL);
+            QH_TRY(watch_pass(tu, &w, &stop));
+        }
+        if (stop) {
+            stats->passes_stopped = w.passes;
+            s++;
+            break;
+        }
+    }
+    stats->steps = (size_t)(s - 1);
+    stats->best_step_loss = p->keep_best ? best : NAN;
+    if (p->keep_best && p->steps > 0) QH_TRY(keep_all(tu, QH_BLOCK_KEEP_RESTORE));
+    if (p->patience > 0) QH_TRY(keep_all(tu, QH_BLOCK_KEEP_RESTORE));
+    return QH_OK;
+}
+
+static int tune(tuner *tu, float *const W_fp[QH_LIN_MAX], const qh_block_stage_opts *opts,
+                double t0, qh_block_stage_stats *stats)
 {
     QH_TRY(compute_targets(tu, W_fp));
-    for (int k = 0; k < QH_LIN_MAX; k++)
-        if (tu->have[k]) write_weights(&tu->lin[k]);
+    write_all(tu, NULL);
     QH_TRY(full_loss(tu, &stats->loss_init, &stats->mse_fp_init));
-    int step_no = 0;
-    for (int e = 0; e < epochs; e++)
-        for (size_t s = 0; s < tu->nsamples; s++) QH_TRY(train_window(tu, s, ++step_no));
-    for (int k = 0; k < QH_LIN_MAX; k++)
-        if (tu->have[k]) write_weights(&tu->lin[k]);
-    stats->steps = (size_t)step_no;
+    QH_TRY(run_steps(tu, opts, t0, stats));
+    write_all(tu, NULL);
     return full_loss(tu, &stats->loss_final, &stats->mse_fp_final);
 }
 
 int qh_block_stage_tune(qh_model *m, int layer, const float *x, const float *x_fp,
                         size_t nsamples, size_t T, float *const W_fp[QH_LIN_MAX],
                         const qh_method_type *t, const void *params,
-                        void *const states[QH_LIN_MAX], qh_block_stage_stats *stats)
+                        void *const states[QH_LIN_MAX], const qh_block_stage_opts *opts,
+                        qh_block_stage_stats *stats)
 {
     double t0 = qh_seconds();
     memset(stats, 0, sizeof *stats);
+    stats->best_step_loss = NAN;
     if (!t || !t->block)
         QH_ERROR(QH_EINVAL, "block %d: method %s has no block stage", layer, t ? t->name : "(none)");
     tuner tu;
-    int st = tuner_init(&tu, m, layer, x, x_fp, nsamples, T, t, params, states);
-    if (st == QH_OK) st = tune(&tu, W_fp, t->block->epochs(params), stats);
+    int st = tuner_init(&tu, m, layer, x, x_fp, nsamples, T, t, params, states,
+                        opts ? opts->seed : 0);
+    if (st == QH_OK) st = tune(&tu, W_fp, opts, t0, stats);
     tuner_free(&tu);
     stats->seconds = qh_seconds() - t0;
     return st;

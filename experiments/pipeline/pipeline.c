@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pipeline/block_stage.h"
 #include "pipeline/calib.h"
@@ -266,14 +267,35 @@ static int measure_tuned(quant_ctx *q, const qh_model *m, int layer, const qh_bl
     return QH_OK;
 }
 
+/* A progress line per block on a terminal, redrawn at most twice a second:
+ * step, minibatch loss, best loss, ETA.  Log files (sweep workers) get the
+ * per-block summary alone. */
+typedef struct { FILE *out; double last; } step_progress;
+
+static void block_step_progress(int layer, long step, long steps, double loss, double best,
+                                double seconds, void *user)
+{
+    step_progress *sp = user;
+    if (step < steps && seconds - sp->last < 0.5) return;
+    sp->last = seconds;
+    double eta = step > 0 ? seconds * (double)(steps - step) / (double)step : 0.0;
+    fprintf(sp->out, "\r  block %d: step %ld/%ld, loss %.5g, best %.5g, ETA %.0f s   ", layer, step,
+            steps, loss, best, eta);
+    fflush(sp->out);
+}
+
 /* The sequential traversal's block stage: the row's block ops against the block output. */
 static int tune_block(qh_model *m, int layer, const float *x, const float *x_fp, size_t nsamples,
                       size_t seqlen, float *const W_fp[QH_LIN_MAX], void *user)
 {
     quant_ctx *q = user;
     qh_block_stage_stats bs;
+    step_progress sp = { q->p->log, -1.0 };
+    int tty = q->p->log && isatty(fileno(q->p->log));
+    qh_block_stage_opts opts = { q->cell->seed, tty ? block_step_progress : NULL, &sp };
     QH_TRY(qh_block_stage_tune(m, layer, x, x_fp, nsamples, seqlen, W_fp, q->type, q->params,
-                               q->block.states, &bs));
+                               q->block.states, &opts, &bs));
+    if (tty && bs.steps > 0) fputc('\n', q->p->log);   /* ends the progress line */
     if (q->p->log)
         fprintf(q->p->log, "%s: block %d tuned: loss %.6g -> %.6g, MSE to float %.6g -> %.6g "
                 "(%zu steps, %.1f s)\n", q->cell->id, layer, bs.loss_init, bs.loss_final,
