@@ -151,6 +151,9 @@ bad_config "bits out of range" 's/"bits": \[4\]/"bits": [12]/' 'bits[0]'
 bad_config "block objective under incoherence" \
     's/{ "method": "ldlq", "incoherence": "kron" }/{ "method": "ptq161", "incoherence": "kron" }/' \
     'methods[2]: ptq161 with objective "block" takes incoherence "none"'
+bad_config "aqlm fine-tuning under incoherence" \
+    's/{ "method": "ldlq", "incoherence": "kron" }/{ "method": "aqlm", "incoherence": "kron", "params": { "finetune": 2 } }/' \
+    'methods[2]: aqlm with finetune > 0 takes incoherence "none"'
 out=$("$QH" run "$tmp/none.json" 2>&1); rc=$?
 [ "$rc" = 1 ] && grep -q "none.json" <<< "$out" && ok "missing config named" || bad "missing config: $out"
 summary

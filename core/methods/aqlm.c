@@ -32,6 +32,7 @@
  * independent); then E = S U − W and G = S V − W H, W H computed once.
  */
 #include "aqlm.h"
+#include "aqlm_finetune.h"
 #include "qh_blas.h"
 #include "qh_linalg.h"
 #include "qh_quant.h"
@@ -72,6 +73,20 @@ static const qh_param_desc aqlm_params[] = {
       "H += damp*mean(live diag H)*I (see dead_diag); raised tenfold per failed Cholesky (counted); 0 = H undamped "
       "as in the reference code (a singular H then still gets the least damping that "
       "factors, from 1e-6, counted); 0.01 kept as default, like the other H-based rows", "0" },
+    { "finetune", QH_PARAM_INT, offsetof(qh_aqlm_params, finetune), 0, 0, 1000, NULL,
+      "block fine-tuning: at most this many passes over the calibration windows tuning the codebooks "
+      "and row scales of every linear of a decoder block (codes frozen) by Adam against the float "
+      "block's output (AQLM's finetune_max_epochs: 10); 0 = off, the layer result alone", NULL },
+    { "ft_lr", QH_PARAM_DOUBLE, offsetof(qh_aqlm_params, ft_lr), 1e-4, 0.0, 1.0, NULL,
+      "block fine-tuning: Adam learning rate, betas (0.9, 0.95) (the reference code's default is "
+      "1e-5; its authors recommend 1e-4, the value of the paper's runs)", "1e-5" },
+    { "ft_batch", QH_PARAM_INT, offsetof(qh_aqlm_params, ft_batch), 8, 1, 4096, NULL,
+      "block fine-tuning: calibration windows per Adam step, their gradients averaged (the "
+      "reference: finetune_batch_size 32 of 1024 sequences; capped at the windows there are)", "32" },
+    { "ft_patience", QH_PARAM_INT, offsetof(qh_aqlm_params, ft_patience), 3, 0, 1000, NULL,
+      "block fine-tuning: stop after this many passes without a lower mean block loss over the "
+      "windows and keep the best pass (finetune_early_stop; the reference measures it on 128 "
+      "held-out sequences); 0 = run every pass and keep the last", NULL },
     { 0 },
 };
 
@@ -182,8 +197,7 @@ void qh_aqlm_ctx_init(qh_aqlm_ctx *c, const qh_matd *W, const qh_matd *H, int M,
 
 /* ---- decode, loss, gradient ------------------------------------------------------- */
 
-/* out = Σ_k x_k[codes] per group, times s_r when scale != NULL (m x n, ld m). */
-static void decode_into(const qh_aqlm_ctx *c, const double *x, const double *scale, double *out)
+void qh_aqlm_decode_with(const qh_aqlm_ctx *c, const double *x, const double *scale, double *out)
 {
     size_t m = c->m, g = c->g, K = c->K;
     memset(out, 0, m * c->n * sizeof *out);
@@ -201,8 +215,8 @@ static void decode_into(const qh_aqlm_ctx *c, const double *x, const double *sca
             for (size_t r = 0; r < m; r++) out[r + col * m] *= scale[r];
 }
 
-/* out[(k, c)] = 2 Σ_{(r,j): code = c} s_r Y(r, j-block)  (the transpose of decode). */
-static void scatter_from(const qh_aqlm_ctx *c, const double *Y, double *out)
+void qh_aqlm_scatter_with(const qh_aqlm_ctx *c, const double *scale, const double *Y, double factor,
+                          double *out)
 {
     size_t m = c->m, g = c->g, K = c->K;
     memset(out, 0, c->M * K * g * sizeof *out);
@@ -212,9 +226,20 @@ static void scatter_from(const qh_aqlm_ctx *c, const double *Y, double *out)
             double *ok = out + k * K * g;
             for (size_t a = 0; a < g; a++) {
                 const double *col = Y + (j * g + a) * m;
-                for (size_t r = 0; r < m; r++) ok[(size_t)code[r] * g + a] += 2.0 * c->scale[r] * col[r];
+                for (size_t r = 0; r < m; r++) ok[(size_t)code[r] * g + a] += factor * scale[r] * col[r];
             }
         }
+}
+
+static void decode_into(const qh_aqlm_ctx *c, const double *x, const double *scale, double *out)
+{
+    qh_aqlm_decode_with(c, x, scale, out);
+}
+
+/* out[(k, c)] = 2 Σ_{(r,j): code = c} s_r Y(r, j-block)  (the transpose of decode). */
+static void scatter_from(const qh_aqlm_ctx *c, const double *Y, double *out)
+{
+    qh_aqlm_scatter_with(c, c->scale, Y, 2.0, out);
 }
 
 void qh_aqlm_decode(const qh_aqlm_ctx *c, qh_matd *What)
@@ -607,8 +632,7 @@ static void save_best(qh_aqlm_ctx *c, int restore)
     }
 }
 
-/* x rounded to FP16 precision (11 significant bits; subnormal spacing 2⁻²⁴). */
-static double round_fp16(double x)
+double qh_aqlm_round_fp16(double x)
 {
     if (x == 0.0 || !isfinite(x)) return x;
     int e;
@@ -647,11 +671,11 @@ int qh_aqlm_run(qh_aqlm_ctx *c, const qh_aqlm_params *p, qh_rng *rng)
     save_best(c, 1);
     qh_aqlm_refresh(c);
     if (p->fp16) {
-        for (size_t i = 0; i < c->M * c->K * c->g; i++) c->cb[i] = round_fp16(c->cb[i]);
+        for (size_t i = 0; i < c->M * c->K * c->g; i++) c->cb[i] = qh_aqlm_round_fp16(c->cb[i]);
         qh_aqlm_refresh(c);
         qh_aqlm_beam_pass(c, rng);
         qh_aqlm_update_scales(c);
-        for (size_t r = 0; r < c->m; r++) c->scale[r] = round_fp16(c->scale[r]);
+        for (size_t r = 0; r < c->m; r++) c->scale[r] = qh_aqlm_round_fp16(c->scale[r]);
         qh_aqlm_refresh(c);
     }
     return epochs;
@@ -719,6 +743,7 @@ static int aqlm_quantize(const void *params, const qh_problem *in, qh_result *ou
     if (!(out->row_scale = malloc(m * sizeof *out->row_scale)))
         QH_ERROR(QH_ENOMEM, "%s: row scales of %zu rows", layer_name(in), m);
     memcpy(out->row_scale, c.scale, m * sizeof *out->row_scale);
+    if (in->state_out) QH_TRY(qh_aqlm_state_fill(in->state_out, &c, p->fp16));
     out->bits_nominal = (double)M * B / p->group;
     out->bits_side = ((double)M * ldexp(1.0, B) * p->group * 16.0 + 16.0 * (double)m)
                      / ((double)m * (double)n);
@@ -738,4 +763,5 @@ const qh_method_type qh_method_aqlm = {
     .params_size = sizeof(qh_aqlm_params),
     .workspace_size = aqlm_workspace_size,
     .quantize = aqlm_quantize,
+    .block = &qh_aqlm_block_ops,
 };

@@ -69,7 +69,10 @@
  *   - All arithmetic in double (the reference trains in float32 on GPU).
  *   - Side information is rounded to FP16 precision (11 significant bits; the
  *     FP16 exponent range is not enforced), like pvq's row norm.
- * Out of scope: block fine-tuning (Adam on block outputs), PV-tuning, beam
+ * Block fine-tuning (finetune > 0): the row's block ops (aqlm_finetune.h)
+ * tune the codebooks and row scales of a whole decoder block against its
+ * output after the layer stage; finetune = 0 leaves the layer result.
+ * Out of scope: PV-tuning, beam
  * widths above 1, packed code storage (What only).
  *
  * Cost (2 flops per multiply-add): k-means 2·m·n·K per codebook and
@@ -104,6 +107,10 @@ typedef struct {
     double adam_lr;                  /* adam: learning rate */
     int fp16;                        /* 1: codebooks and scales rounded to FP16 */
     double damp;                     /* relative damping of H */
+    int finetune;                    /* block fine-tuning passes (0: off) */
+    double ft_lr;                    /* its Adam learning rate */
+    int ft_batch;                    /* windows per step */
+    int ft_patience;                 /* early stop after this many passes without progress */
 } qh_aqlm_params;
 
 extern const qh_method_type qh_method_aqlm;
@@ -173,6 +180,17 @@ void qh_aqlm_update_scales(qh_aqlm_ctx *c);
 void qh_aqlm_gradient(const qh_aqlm_ctx *c, double *grad);
 /* Ŵ = s·Σ C[codes] into What (m x n). */
 void qh_aqlm_decode(const qh_aqlm_ctx *c, qh_matd *What);
+/* out (m x n, ld m) = s_r·Σ_k x_k[codes] per group with c's shape and codes and
+ * codebooks x in c->cb's layout; scale NULL: unscaled. */
+void qh_aqlm_decode_with(const qh_aqlm_ctx *c, const double *x, const double *scale, double *out);
+/* out (M·K·g, c->cb's layout) = factor·Σ_{(r,j): code = c} s_r Y(r, columns of
+ * group j), the transpose of decode (Y m x n, ld m): with Y = ∂ℓ/∂Ŵ and
+ * factor 1 the gradient with respect to the codebooks. */
+void qh_aqlm_scatter_with(const qh_aqlm_ctx *c, const double *scale, const double *Y, double factor,
+                          double *out);
+/* x rounded to FP16 precision (11 significant bits; subnormal spacing 2⁻²⁴;
+ * the exponent range is not enforced). */
+double qh_aqlm_round_fp16(double x);
 /* The whole algorithm (steps 1-3); c->trace receives ℓ per epoch.  Returns the
  * number of epochs run. */
 int qh_aqlm_run(qh_aqlm_ctx *c, const qh_aqlm_params *p, qh_rng *rng);
