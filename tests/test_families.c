@@ -15,6 +15,8 @@
  *    a random direction per linear kind, L = <R, y>, as test_block_grad's 2a
  *    with its tolerance), on both layers at T = 24 (past the 16-token windows).
  * 3. Families not implemented are refused, naming model_type.
+ * 4. Phi-3's fused tensors survive a save: the split kinds' changed weights
+ *    are what a reload of the saved folder holds.
  */
 #include <math.h>
 #include <stdio.h>
@@ -26,6 +28,7 @@
 #include "model/backward.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "model/save_model.h"
 #include "pipeline/eval.h"
 #include "qh_rng.h"
 #include "qh_test.h"
@@ -253,6 +256,39 @@ static void check_refused(const char *name)
     qh_model_free(m);
 }
 
+/* ---- 4. fused tensors saved back -------------------------------------------- */
+
+static void check_fused_save(void)
+{
+    qh_model *m = NULL, *r = NULL;
+    char out[] = "/tmp/qh_families_saveXXXXXX";
+    if (qh_model_load(DATA "/phi3", &m) != QH_OK || !mkdtemp(out)) {
+        QH_CHECK(0, "phi3: load or temp dir: %s", qh_last_error());
+        qh_model_free(m);
+        return;
+    }
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int k = 0; k < QH_LIN_MAX; k++) {
+            qh_linear *L = &m->blocks[l].lin[k];
+            for (int i = 0; i < L->out * L->in; i++) L->W[i] = (float)(k + 1) + 0.001f * (float)i;
+        }
+    int st = qh_model_save(m, out);
+    if (st == QH_OK) st = qh_model_load(out, &r);
+    QH_CHECK(st == QH_OK, "phi3: save and reload: %s", st ? qh_last_error() : "");
+    int same = r != NULL;
+    for (int l = 0; same && l < m->cfg.n_layers; l++)
+        for (int k = 0; k < QH_LIN_MAX; k++) {
+            const qh_linear *a = &m->blocks[l].lin[k], *b = &r->blocks[l].lin[k];
+            same &= !memcmp(a->W, b->W, (size_t)a->out * a->in * sizeof(float));
+        }
+    QH_CHECK(same, "phi3: every split kind's weights round-trip through the fused tensors");
+    qh_model_free(r);
+    qh_model_free(m);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", out);
+    QH_CHECK(system(cmd) == 0, "remove %s", out);
+}
+
 int main(void)
 {
     size_t n = 0;
@@ -261,6 +297,7 @@ int main(void)
     for (const char *const *f = implemented; *f; f++) check_reference(*f, ids, n);
     for (const char *const *f = implemented; *f; f++) check_backward(*f, ids);
     for (const char *const *f = refused; *f; f++) check_refused(*f);
+    check_fused_save();
     QH_NOTE("worst relative error of the backward pass against central differences: %.3g "
             "(tol %g)", worst_fd, FD_TOL);
     free(ids);
