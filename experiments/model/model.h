@@ -2,11 +2,13 @@
  *
  * Supported: the families of family.h's table -- model_type "opt" (pre-/post-LN,
  * ReLU, learned positions with offset 2, biases, optional
- * project_in/project_out, tied lm_head) and "llama", "mistral", "qwen2"
- * (RMSNorm, SwiGLU, RoPE rotate-half, grouped-query attention, tied or untied
- * lm_head, optional biases; Qwen2 with q/k/v biases).  What the decoder
- * computes is in cfg.features; code outside the loader reads those, never the
- * family's name.
+ * project_in/project_out, tied lm_head) and "llama", "mistral", "qwen2",
+ * "qwen3", "gemma", "phi3" (RMSNorm, gated MLP, RoPE with default/linear/llama3
+ * frequencies, grouped-query attention, sliding windows, tied or untied
+ * lm_head, optional biases; Qwen3's per-head q/k norms, Gemma's 1 + w norms,
+ * tanh GELU and scaled embeddings, Phi-3's fused tensors split on load).
+ * What the decoder computes is in cfg.features; code outside the loader reads
+ * those, never the family's name.
  *
  * Every tensor is converted to float32 on load (F32, F16, BF16 on disk) into
  * storage the model owns, so the quantization pipeline may overwrite a linear
