@@ -23,7 +23,7 @@ expect_line "opt-7m fc1 shape and number" "$out" 'fc1 +#4 +model\.decoder\.layer
 expect_line "opt-7m norm" "$out" '^norm +LayerNorm, eps 1e-05, pre-LN$'
 expect_line "opt-7m mlp" "$out" '^mlp +ReLU$'
 expect_line "opt-7m positions" "$out" '^positions +learned, offset 2$'
-expect_line "opt-7m layout" "$out" '^model_type +opt \(OPT layout\)$'
+expect_line "opt-7m layout" "$out" '^model_type +opt \(family OPT, OPT layout\)$'
 
 out=$("$QH" info --model models/llama-9m 2>&1); rc=$?
 [ "$rc" -eq 0 ] && ok "info llama-9m exits 0" || bad "info llama-9m exits $rc: $out"
@@ -72,6 +72,32 @@ out=$("$QH" info 2>&1); rc=$?
 [ "$rc" -eq 2 ] && ok "missing --model is a usage error (2)" || bad "missing --model exits $rc"
 out=$("$QH" info --help 2>&1); rc=$?
 [ "$rc" -eq 0 ] && grep -q -- '--model DIR' <<< "$out" && ok "--help" || bad "--help exits $rc"
+
+# the families' features (tests/data/families)
+out=$("$QH" info --model tests/data/families/llama3 2>&1)
+expect_line "llama3 rope scaling" "$out" '^rope_scaling llama3, factor 4, low/high freq factors 1/4, original context 64$'
+out=$("$QH" info --model tests/data/families/mistral 2>&1)
+expect_line "mistral window" "$out" '^attention +sliding window of 16 on 2 of 2 layers$'
+out=$("$QH" info --model tests/data/families/gemma 2>&1)
+expect_line "gemma norm" "$out" '^norm +RMSNorm scaling by 1 \+ w'
+expect_line "gemma mlp" "$out" '^mlp +gated GELU \(tanh\)$'
+out=$("$QH" info --model tests/data/families/qwen3 2>&1)
+expect_line "qwen3 qk norm" "$out" '^qk_norm +RMSNorm per head on q and k$'
+out=$("$QH" info --model tests/data/families/phi3 2>&1)
+expect_line "phi3 fused" "$out" '^fused +self_attn.qkv_proj and mlp.gate_up_proj split on load'
+# unsupported config keys are refused by name
+mkdir -p "$tmp/yarn" "$tmp/cap"
+sed 's/"llama3"/"yarn"/' tests/data/families/llama3/config.json > "$tmp/yarn/config.json"
+cp tests/data/families/llama3/model.safetensors "$tmp/yarn/"
+out=$("$QH" info --model "$tmp/yarn" 2>&1); rc=$?
+[ "$rc" -ne 0 ] && grep -q 'rope_type "yarn" is not supported' <<< "$out" && ok "yarn refused by name" \
+    || bad "yarn: exit $rc: $out"
+sed 's/"model_type": "llama"/"model_type": "llama", "final_logit_softcapping": 30.0/' \
+    tests/data/families/llama3/config.json > "$tmp/cap/config.json"
+cp tests/data/families/llama3/model.safetensors "$tmp/cap/"
+out=$("$QH" info --model "$tmp/cap" 2>&1); rc=$?
+[ "$rc" -ne 0 ] && grep -q 'key "final_logit_softcapping" is not supported' <<< "$out" \
+    && ok "soft-capping refused by name" || bad "soft-capping: exit $rc: $out"
 
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

@@ -25,25 +25,47 @@ static void print_features(const qh_model *m)
 {
     const qh_model_config *k = &m->cfg;
     const qh_model_features *f = &k->features;
-    printf("norm         %s, eps %g, %s\n", f->norm == QH_NORM_RMS ? "RMSNorm" : "LayerNorm",
-           (double)k->norm_eps, f->pre_ln ? "pre-LN" : "post-LN");
+    printf("norm         %s%s, eps %g, %s\n", f->norm == QH_NORM_RMS ? "RMSNorm" : "LayerNorm",
+           f->norm_plus_one ? " scaling by 1 + w" : "", (double)k->norm_eps,
+           f->pre_ln ? "pre-LN" : "post-LN");
+    if (f->qk_norm) printf("qk_norm      RMSNorm per head on q and k\n");
+    if (f->embed_scale) printf("embeddings   scaled by sqrt(hidden)\n");
     printf("final_norm   %s\n", m->final_norm.w ? "yes" : "no");
+    static const char *const acts[] = { "?", "ReLU", "SiLU", "GELU (tanh)", "GELU (erf)" };
     printf("mlp          %s%s\n", f->gated_mlp ? "gated " : "",
-           f->act == QH_ACT_SILU ? "SiLU" : "ReLU");
+           f->act >= QH_ACT_RELU && f->act <= QH_ACT_GELU ? acts[f->act] : "?");
     if (f->pos == QH_POS_ROTARY) {
+        const qh_rope_scaling *r = &k->rope;
         printf("positions    RoPE on %d of %d head dims\n", f->rotary_dims, k->head_dim);
         printf("rope_theta   %g\n", k->rope_theta);
+        if (r->type == QH_ROPE_LINEAR) printf("rope_scaling linear, factor %g\n", r->factor);
+        if (r->type == QH_ROPE_LLAMA3)
+            printf("rope_scaling llama3, factor %g, low/high freq factors %g/%g, original "
+                   "context %d\n", r->factor, r->low_freq_factor, r->high_freq_factor,
+                   r->original_max_pos);
     } else {
         printf("positions    learned, offset %d\n", f->pos_offset);
     }
     printf("residual     %s\n", f->parallel_residual ? "parallel" : "sequential");
+    if (k->sliding_window) {
+        int n = 0;
+        for (int l = 0; l < k->n_layers; l++) n += qh_model_layer_window(k, l) > 0;
+        printf("attention    sliding window of %d on %d of %d layers\n", k->sliding_window, n,
+               k->n_layers);
+    } else {
+        printf("attention    full causal\n");
+    }
+    if (k->family->layout->fuse == QH_FUSE_ROWS)
+        printf("fused        %s and %s split on load into q/k/v and gate/up (rows)\n",
+               k->family->layout->qkv_fused, k->family->layout->gate_up_fused);
 }
 
 static void print_config(const qh_model *m)
 {
     const qh_model_config *k = &m->cfg;
     printf("model        %s\n", m->dir);
-    printf("model_type   %s (%s layout)\n", k->model_type, k->family->layout->name);
+    printf("model_type   %s (family %s, %s layout)\n", k->model_type, k->family->name,
+           k->family->layout->name);
     printf("vocab_size   %d\n", k->vocab_size);
     printf("hidden       %d\n", k->hidden);
     printf("layers       %d\n", k->n_layers);

@@ -35,7 +35,8 @@
 #define QBLOCK 128
 
 struct qh_block_tape {
-    int gated, rotary;               /* the features the buffers were sized for */
+    int gated, rotary, qk_norm;      /* the features the buffers were sized for */
+    size_t rot;                      /* rotary dims per head */
     size_t capacity;                 /* max tokens per call */
     size_t hidden, q_dim, kv_dim, ffn_dim, head_dim, n_heads, n_kv_heads;
     int layer;                       /* of the last forward; -1 before any */
@@ -44,6 +45,7 @@ struct qh_block_tape {
     /* saved by the forward pass */
     float *h1;                       /* (hidden x cap) norm1(x): input of q, k, v */
     float *q, *k, *v;                /* (q_dim x cap), (kv_dim x cap) x2; q, k after RoPE */
+    float *q_raw, *k_raw;            /* qk_norm only: q, k before their norms */
     float *P;                        /* n_heads x packed(cap): probabilities, causal blocks */
     float *att;                      /* (q_dim x cap) attention output: input of o */
     float *x1;                       /* (hidden x cap) residual stream after attention */
@@ -86,10 +88,11 @@ static int check_differentiable(const qh_model *m, const char *who)
     if (!f->pre_ln)
         QH_ERROR(QH_EUNIMPL, "%s: post-LN blocks (do_layer_norm_before = false) are not "
                  "differentiable; only pre-LN blocks are", who);
-    if (f->gated_mlp != (f->act == QH_ACT_SILU))
-        QH_ERROR(QH_EUNIMPL, "%s: a %s %s MLP is not differentiable; gated SiLU and plain ReLU "
-                 "are", who, f->gated_mlp ? "gated" : "plain",
-                 f->act == QH_ACT_SILU ? "SiLU" : "ReLU");
+    int gated_ok = f->act == QH_ACT_SILU || f->act == QH_ACT_GELU_TANH;
+    if (f->gated_mlp ? !gated_ok : f->act != QH_ACT_RELU)
+        QH_ERROR(QH_EUNIMPL, "%s: a %s %s MLP is not differentiable; gated SiLU or tanh-GELU "
+                 "and plain ReLU are", who, f->gated_mlp ? "gated" : "plain",
+                 f->act == QH_ACT_SILU ? "SiLU" : f->act == QH_ACT_RELU ? "ReLU" : "GELU");
     return QH_OK;
 }
 
@@ -107,6 +110,8 @@ int qh_block_tape_alloc(const qh_model *m, size_t T, qh_block_tape **out)
     if (!t) QH_ERROR(QH_ENOMEM, "block tape: out of memory");
     t->gated = c->features.gated_mlp;
     t->rotary = c->features.pos == QH_POS_ROTARY;
+    t->qk_norm = c->features.qk_norm;
+    t->rot = t->rotary ? (size_t)c->features.rotary_dims : 0;
     t->capacity = T;
     t->hidden = (size_t)c->hidden;
     t->head_dim = (size_t)c->head_dim;
@@ -117,8 +122,8 @@ int qh_block_tape_alloc(const qh_model *m, size_t T, qh_block_tape **out)
     t->ffn_dim = (size_t)c->ffn_dim;
     t->layer = -1;
     size_t d = t->hidden, qd = t->q_dim, kvd = t->kv_dim, f = t->ffn_dim;
-    size_t half = t->rotary ? t->head_dim / 2 : 0, fu = t->gated ? f : 0;
-    size_t n_floats = T * (3 * d + 2 * qd + 2 * kvd + 2 * f + fu)    /* saved */
+    size_t half = t->rot / 2, fu = t->gated ? f : 0, qkn = t->qk_norm ? qd + kvd : 0;
+    size_t n_floats = T * (3 * d + 2 * qd + 2 * kvd + 2 * f + fu + qkn)    /* saved */
                       + t->n_heads * packed_size(T) + 3 * half * T
                       + T * (2 * d + 2 * qd + 2 * kvd + f + fu)      /* scratch */
                       + T * QBLOCK;
@@ -133,6 +138,10 @@ int qh_block_tape_alloc(const qh_model *m, size_t T, qh_block_tape **out)
     t->q = p;     p += T * qd;
     t->k = p;     p += T * kvd;
     t->v = p;     p += T * kvd;
+    if (qkn) {
+        t->q_raw = p;  p += T * qd;
+        t->k_raw = p;  p += T * kvd;
+    }
     t->P = p;     p += t->n_heads * packed_size(T);
     t->att = p;   p += T * qd;
     t->x1 = p;    p += T * d;
@@ -153,7 +162,7 @@ int qh_block_tape_alloc(const qh_model *m, size_t T, qh_block_tape **out)
         t->rope_cos = p;   p += T * half;
         t->rope_sin = p;   p += T * half;
         t->rope_nsin = p;  p += T * half;
-        qh_rope_tables(t->head_dim, T, c->rope_theta, t->rope_cos, t->rope_sin);
+        qh_rope_tables_model(c, T, t->rope_cos, t->rope_sin);
         for (size_t i = 0; i < T * half; i++) t->rope_nsin[i] = -t->rope_sin[i];
     }
     *out = t;
@@ -183,6 +192,8 @@ static int check_shapes(const qh_model *m, int layer, const qh_block_tape *t, co
     if (layer < 0 || layer >= c->n_layers)
         QH_ERROR(QH_EINVAL, "%s: layer %d outside [0, %d)", who, layer, c->n_layers);
     if (c->features.gated_mlp != t->gated || (c->features.pos == QH_POS_ROTARY) != t->rotary ||
+        c->features.qk_norm != t->qk_norm ||
+        (t->rotary && (size_t)c->features.rotary_dims != t->rot) ||
         (size_t)c->hidden != t->hidden || (size_t)c->n_heads != t->n_heads ||
         (size_t)c->n_kv_heads != t->n_kv_heads || (size_t)c->head_dim != t->head_dim ||
         (size_t)c->ffn_dim != t->ffn_dim)
@@ -220,19 +231,21 @@ static void norm_backward(const qh_model *m, const qh_norm *n, const float *x, c
 {
     double eps = (double)m->cfg.norm_eps;
     int rms = m->cfg.features.norm == QH_NORM_RMS;
+    double off = m->cfg.features.norm_plus_one ? 1.0 : 0.0;  /* Gemma: 1 + w */
     for (size_t t = 0; t < T; t++) {
-        const float *xc = x + t * dim, *hc = dh + t * dim, *rc = dres + t * dim;
+        const float *xc = x + t * dim, *hc = dh + t * dim, *rc = dres ? dres + t * dim : NULL;
         float *oc = dx + t * dim;
         if (rms) {
             double ss = 0.0, gx = 0.0;
             for (size_t i = 0; i < dim; i++) {
                 ss += (double)xc[i] * xc[i];
-                gx += (double)n->w[i] * hc[i] * xc[i];
+                gx += (off + n->w[i]) * hc[i] * xc[i];
             }
             double r = 1.0 / sqrt((double)(float)(ss / (double)dim) + eps);
             double c2 = r * r * gx / (double)dim;
             for (size_t i = 0; i < dim; i++)
-                oc[i] = (float)((double)rc[i] + r * ((double)n->w[i] * hc[i] - xc[i] * c2));
+                oc[i] = (float)((rc ? (double)rc[i] : 0.0) +
+                                r * ((off + n->w[i]) * hc[i] - xc[i] * c2));
         } else {
             double s = 0.0;
             for (size_t i = 0; i < dim; i++) s += xc[i];
@@ -247,7 +260,8 @@ static void norm_backward(const qh_model *m, const qh_norm *n, const float *x, c
             double mg = gs / (double)dim, mgx = gxs * r / (double)dim;   /* mean(g), mean(g xhat) */
             for (size_t i = 0; i < dim; i++) {
                 double xhat = (xc[i] - mean) * r;
-                oc[i] = (float)((double)rc[i] + r * ((double)n->w[i] * hc[i] - mg - xhat * mgx));
+                oc[i] = (float)((rc ? (double)rc[i] : 0.0) +
+                                r * ((double)n->w[i] * hc[i] - mg - xhat * mgx));
             }
         }
     }
@@ -256,24 +270,25 @@ static void norm_backward(const qh_model *m, const qh_norm *n, const float *x, c
 /* Softmax of one score column over its first `valid` entries, normalised, in
  * place; masked entries (valid..n_keys) exactly zero.  As forward.c: max
  * subtraction, expf, the sum in double. */
-static void softmax_column(float *col, size_t valid, size_t n_keys)
+static void softmax_column(float *col, size_t lo, size_t valid, size_t n_keys)
 {
-    float mx = col[0];
-    for (size_t j = 1; j < valid; j++) mx = col[j] > mx ? col[j] : mx;
+    float mx = col[lo];
+    for (size_t j = 0; j < lo; j++) col[j] = 0.0f;       /* outside a sliding window */
+    for (size_t j = lo + 1; j < valid; j++) mx = col[j] > mx ? col[j] : mx;
     double sum = 0.0;
-    for (size_t j = 0; j < valid; j++) {
+    for (size_t j = lo; j < valid; j++) {
         float e = expf(col[j] - mx);
         col[j] = e;
         sum += e;
     }
     float inv = (float)(1.0 / sum);
-    for (size_t j = 0; j < valid; j++) col[j] *= inv;
+    for (size_t j = lo; j < valid; j++) col[j] *= inv;
     for (size_t j = valid; j < n_keys; j++) col[j] = 0.0f;
 }
 
 /* ---- forward ----------------------------------------------------------- */
 
-static void attention_forward(qh_block_tape *t, size_t T)
+static void attention_forward(qh_block_tape *t, size_t T, size_t window)
 {
     size_t hd = t->head_dim, qd = t->q_dim, kvd = t->kv_dim, group = t->n_heads / t->n_kv_heads;
     float scale = (float)(1.0 / sqrt((double)hd));
@@ -287,7 +302,10 @@ static void attention_forward(qh_block_tape *t, size_t T)
             float *Pb = Ph + packed_offset(i0);
             /* S (n_keys x B) = scale K^T Q, then P = softmax over keys <= query */
             qh_sgemm('T', 'N', n_keys, B, hd, scale, K, kvd, Q + i0 * qd, qd, 0.0f, Pb, n_keys);
-            for (size_t c = 0; c < B; c++) softmax_column(Pb + c * n_keys, i0 + c + 1, n_keys);
+            for (size_t c = 0; c < B; c++) {
+                size_t i = i0 + c, lo = window && i + 1 > window ? i + 1 - window : 0;
+                softmax_column(Pb + c * n_keys, lo, i + 1, n_keys);
+            }
             /* O (hd x B) = V (hd x n_keys) P (n_keys x B) */
             qh_sgemm('N', 'N', hd, B, n_keys, 1.0f, V, kvd, Pb, n_keys, 0.0f, O + i0 * qd, qd);
             t->fwd_flops += 4.0 * (double)n_keys * (double)B * (double)hd;
@@ -320,11 +338,18 @@ int qh_block_forward_tape(const qh_model *m, int layer, const float *x, size_t T
     qh_linear_apply(&blk->lin[QH_LIN_Q], t->h1, T, t->q, 0);
     qh_linear_apply(&blk->lin[QH_LIN_K], t->h1, T, t->k, 0);
     qh_linear_apply(&blk->lin[QH_LIN_V], t->h1, T, t->v, 0);
-    if (t->rotary) {
-        qh_rope_apply(t->q, t->n_heads, t->head_dim, T, t->rope_cos, t->rope_sin);
-        qh_rope_apply(t->k, t->n_kv_heads, t->head_dim, T, t->rope_cos, t->rope_sin);
+    if (t->qk_norm) {                 /* per head, columns of head_dim */
+        memcpy(t->q_raw, t->q, t->q_dim * T * sizeof(float));
+        memcpy(t->k_raw, t->k, t->kv_dim * T * sizeof(float));
+        qh_norm_apply(m, &blk->q_norm, t->q_raw, t->q, t->head_dim, t->n_heads * T);
+        qh_norm_apply(m, &blk->k_norm, t->k_raw, t->k, t->head_dim, t->n_kv_heads * T);
     }
-    attention_forward(t, T);
+    if (t->rotary) {
+        qh_rope_apply_partial(t->q, t->n_heads, t->head_dim, t->rot, T, t->rope_cos, t->rope_sin);
+        qh_rope_apply_partial(t->k, t->n_kv_heads, t->head_dim, t->rot, T, t->rope_cos,
+                              t->rope_sin);
+    }
+    attention_forward(t, T, (size_t)qh_model_layer_window(&m->cfg, layer));
     memcpy(y, x, d * T * sizeof(float));
     qh_linear_apply(&blk->lin[QH_LIN_O], t->att, T, y, 1);
     memcpy(t->x1, y, d * T * sizeof(float));
@@ -334,9 +359,10 @@ int qh_block_forward_tape(const qh_model *m, int layer, const float *x, size_t T
     qh_linear_apply(&blk->lin[t->gated ? QH_LIN_GATE : QH_LIN_UP], t->h2, T, t->g, 0);
     if (t->gated) {
         qh_linear_apply(&blk->lin[QH_LIN_UP], t->h2, T, t->u, 0);
+        int gelu = m->cfg.features.act == QH_ACT_GELU_TANH;
         for (size_t i = 0; i < nf; i++) {
-            float gi = t->g[i];
-            t->a[i] = gi / (1.0f + expf(-gi)) * t->u[i];     /* silu(gate) * up */
+            float gi = t->g[i];                              /* act(gate) * up */
+            t->a[i] = (gelu ? qh_gelu_tanh(gi) : gi / (1.0f + expf(-gi))) * t->u[i];
         }
     } else {
         for (size_t i = 0; i < nf; i++) t->a[i] = t->g[i] > 0.0f ? t->g[i] : 0.0f;
@@ -439,7 +465,17 @@ int qh_block_backward(const qh_model *m, int layer, const float *dy, qh_block_ta
     if (!want_da) return QH_OK;
     linear_grad_x(L, dy, T, t->dg, 0);                  /* da into dg */
     t->bwd_flops += linear_flops(L, T);
-    if (gated) {                      /* silu(g) * u */
+    if (gated && m->cfg.features.act == QH_ACT_GELU_TANH) {   /* gelu(g) * u */
+        const double kk = 0.7978845608028654;
+        for (size_t i = 0; i < nf; i++) {
+            double g = t->g[i], da = t->dg[i];
+            double th = tanh(kk * (g + 0.044715 * g * g * g));
+            double gel = 0.5 * g * (1.0 + th);
+            double dgel = 0.5 * (1.0 + th) + 0.5 * g * (1.0 - th * th) * kk * (1.0 + 3 * 0.044715 * g * g);
+            t->du[i] = (float)(da * gel);
+            t->dg[i] = (float)(da * t->u[i] * dgel);
+        }
+    } else if (gated) {               /* silu(g) * u */
         for (size_t i = 0; i < nf; i++) {
             float g = t->g[i], da = t->dg[i];
             float s = 1.0f / (1.0f + expf(-g));
@@ -482,9 +518,19 @@ int qh_block_backward(const qh_model *m, int layer, const float *dy, qh_block_ta
     attention_backward(t, T, want[QH_LIN_Q], want[QH_LIN_K], want[QH_LIN_V]);
     if (t->rotary) {                    /* R^T: the rotation by -angle */
         if (want[QH_LIN_Q])
-            qh_rope_apply(t->dq, t->n_heads, t->head_dim, T, t->rope_cos, t->rope_nsin);
+            qh_rope_apply_partial(t->dq, t->n_heads, t->head_dim, t->rot, T, t->rope_cos,
+                                  t->rope_nsin);
         if (want[QH_LIN_K])
-            qh_rope_apply(t->dk, t->n_kv_heads, t->head_dim, T, t->rope_cos, t->rope_nsin);
+            qh_rope_apply_partial(t->dk, t->n_kv_heads, t->head_dim, t->rot, T, t->rope_cos,
+                                  t->rope_nsin);
+    }
+    if (t->qk_norm) {                   /* through the per-head norms, in place */
+        if (want[QH_LIN_Q])
+            norm_backward(m, &blk->q_norm, t->q_raw, t->dq, NULL, t->dq, t->head_dim,
+                          t->n_heads * T);
+        if (want[QH_LIN_K])
+            norm_backward(m, &blk->k_norm, t->k_raw, t->dk, NULL, t->dk, t->head_dim,
+                          t->n_kv_heads * T);
     }
     const float *dqkv[3] = { t->dq, t->dk, t->dv };
     for (int k = QH_LIN_Q; k <= QH_LIN_V; k++) {

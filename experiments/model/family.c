@@ -37,6 +37,26 @@ static const qh_layout llama_layout = {
         [QH_LIN_UP] = { "mlp.up_proj", 6 },
     },
     .lm_head = "lm_head",
+    .q_norm = "self_attn.q_norm", .k_norm = "self_attn.k_norm",
+};
+
+/* Phi3ForCausalLM: Llama's names, but q/k/v in one qkv_proj and gate/up in
+ * one gate_up_proj.  They are split on load into the kinds Q, K, V and GATE,
+ * UP (rows of the fused tensors), so every method, key and results table
+ * treats them as Llama's seven linears; --save-model writes the fused
+ * tensors back. */
+static const qh_layout phi3_layout = {
+    .name = "Phi-3", .config = QH_CONFIG_LLAMA,
+    .embed_tokens = "embed_tokens", .final_norm = "norm", .layers = "layers",
+    .attn_norm = "input_layernorm", .mlp_norm = "post_attention_layernorm",
+    .lin = {
+        [QH_LIN_Q] = { "self_attn.q_proj", 0 }, [QH_LIN_K] = { "self_attn.k_proj", 1 },
+        [QH_LIN_V] = { "self_attn.v_proj", 2 }, [QH_LIN_O] = { "self_attn.o_proj", 3 },
+        [QH_LIN_GATE] = { "mlp.gate_proj", 4 }, [QH_LIN_DOWN] = { "mlp.down_proj", 5 },
+        [QH_LIN_UP] = { "mlp.up_proj", 6 },
+    },
+    .lm_head = "lm_head",
+    .fuse = QH_FUSE_ROWS, .qkv_fused = "self_attn.qkv_proj", .gate_up_fused = "mlp.gate_up_proj",
 };
 
 #define QKV (QH_LIN_BIT(QH_LIN_Q) | QH_LIN_BIT(QH_LIN_K) | QH_LIN_BIT(QH_LIN_V))
@@ -50,15 +70,26 @@ static const qh_layout llama_layout = {
  * `always` the linears that have biases whatever config.json says. */
 #define LLAMA_FEATURES(always) { .norm = QH_NORM_RMS, .act = QH_ACT_SILU, .gated_mlp = 1, \
                                  .pos = QH_POS_ROTARY, .pre_ln = 1, .bias = (always) }
+/* Qwen3: Llama's with RMSNorm per head on q and k. */
+#define QWEN3_FEATURES { .norm = QH_NORM_RMS, .act = QH_ACT_SILU, .gated_mlp = 1, \
+                         .pos = QH_POS_ROTARY, .pre_ln = 1, .qk_norm = 1 }
+/* Gemma: RMSNorm scaling by 1 + w, GeGLU with tanh GELU, embeddings times
+ * sqrt(hidden), tied head. */
+#define GEMMA_FEATURES { .norm = QH_NORM_RMS, .act = QH_ACT_GELU_TANH, .gated_mlp = 1, \
+                         .pos = QH_POS_ROTARY, .pre_ln = 1, .tied_head = 1, \
+                         .norm_plus_one = 1, .embed_scale = 1 }
 #define ATTENTION_BIAS { "attention_bias", 0, QKV | QH_LIN_BIT(QH_LIN_O) }
 #define MLP_BIAS { "mlp_bias", 0, MLP }
 
 static const qh_family families[] = {
-    { "opt",     &opt_layout,   OPT_FEATURES,        { { "enable_bias", 1, QH_LIN_ALL } } },
-    { "llama",   &llama_layout, LLAMA_FEATURES(0),   { ATTENTION_BIAS, MLP_BIAS } },
-    { "mistral", &llama_layout, LLAMA_FEATURES(0),   { ATTENTION_BIAS, MLP_BIAS } },
+    { "opt",     &opt_layout,   OPT_FEATURES,        { { "enable_bias", 1, QH_LIN_ALL } }, "OPT" },
+    { "llama",   &llama_layout, LLAMA_FEATURES(0),   { ATTENTION_BIAS, MLP_BIAS }, "Llama" },
+    { "mistral", &llama_layout, LLAMA_FEATURES(0),   { ATTENTION_BIAS, MLP_BIAS }, "Mistral" },
     /* Qwen2: q/k/v always biased, o never */
-    { "qwen2",   &llama_layout, LLAMA_FEATURES(QKV), { MLP_BIAS } },
+    { "qwen2",   &llama_layout, LLAMA_FEATURES(QKV), { MLP_BIAS }, "Qwen2" },
+    { "qwen3",   &llama_layout, QWEN3_FEATURES,      { ATTENTION_BIAS }, "Qwen3" },
+    { "gemma",   &llama_layout, GEMMA_FEATURES,      { ATTENTION_BIAS }, "Gemma" },
+    { "phi3",    &phi3_layout,  LLAMA_FEATURES(0),   { { NULL, 0, 0 } }, "Phi-3" },
 };
 
 #define N_FAMILIES (sizeof families / sizeof *families)

@@ -35,29 +35,41 @@ enum qh_linear_kind {
 #define QH_LIN_ALL ((1u << QH_LIN_MAX) - 1u)
 
 typedef enum { QH_NORM_LAYER = 1, QH_NORM_RMS } qh_norm_kind;  /* LayerNorm has a bias */
-typedef enum { QH_ACT_RELU = 1, QH_ACT_SILU } qh_act_kind;
+/* GELU_TANH: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (gelu_new,
+ * gelu_pytorch_tanh); GELU: the exact x Phi(x) with erf. */
+typedef enum { QH_ACT_RELU = 1, QH_ACT_SILU, QH_ACT_GELU_TANH, QH_ACT_GELU } qh_act_kind;
 typedef enum { QH_POS_LEARNED = 1, QH_POS_ROTARY } qh_pos_kind;
 
 /* What a decoder computes.  A row gives the defaults; the loader sets
- * rotary_dims and applies config.json's switches (pre_ln, tied_head and bias,
- * see the config dialects in model.c).  A feature the forward pass lacks
- * (parallel_residual, partial rotary) is kept here so that the passes refuse
- * such a model (QH_EUNIMPL) instead of computing another function. */
+ * rotary_dims and applies config.json's switches (pre_ln, tied_head, bias,
+ * activation, parallel residual, partial rotary, see the config dialects in
+ * model.c).  The numbers that come with a feature (window, soft-capping
+ * values, RoPE scaling) are in qh_model_config. */
 typedef struct {
     qh_norm_kind norm;
     qh_act_kind act;                 /* of the MLP */
     int gated_mlp;                   /* down(act(gate x) * up x); 0: down(act(up x)) */
     qh_pos_kind pos;
     int pos_offset;                  /* learned positions: position t is row t + pos_offset */
-    int rotary_dims;                 /* rotary: dims rotated per head (the loader: head_dim) */
-    int parallel_residual;           /* x + attn(n(x)) + mlp(n(x)); no family has it yet */
+    int rotary_dims;                 /* rotary: leading dims rotated per head (partial: < head_dim) */
+    int parallel_residual;           /* x + attn(n1(x)) + mlp(n2(x)) (GPT-NeoX) */
     int pre_ln;                      /* norm before each sublayer; 0: after the residual add */
     int tied_head;                   /* lm_head is embed_tokens */
     unsigned bias;                   /* linears with a bias, QH_LIN_BIT(kind); a row: always */
+    int qk_norm;                     /* RMSNorm per head on q and k before RoPE (Qwen3) */
+    int norm_plus_one;               /* RMSNorm scales by 1 + w (Gemma) */
+    int embed_scale;                 /* embeddings times sqrt(hidden), rounded to float (Gemma) */
 } qh_model_features;
 
 /* config.json dialects: which keys give the shapes and switches. */
 typedef enum { QH_CONFIG_OPT = 1, QH_CONFIG_LLAMA } qh_config_dialect;
+
+/* How a layout stores its linears when not one tensor per linear. */
+typedef enum {
+    QH_FUSE_NONE = 0,
+    QH_FUSE_ROWS                     /* [q; k; v] rows of one (q+2kv, h) tensor, [gate; up]
+                                        rows of one (2 ffn, h) tensor (Phi-3) */
+} qh_fuse_kind;
 
 typedef struct {
     const char *name;                /* within a block, e.g. "self_attn.q_proj"; NULL: absent */
@@ -78,6 +90,12 @@ typedef struct {
     const char *attn_norm, *mlp_norm;       /* within a block */
     qh_family_linear lin[QH_LIN_MAX];       /* by kind */
     const char *lm_head;             /* an untied head, at top level (no "model." prefix) */
+    /* fused storage: the tensor that holds Q, K and V (lin[Q..V] then name
+     * the kinds for results, their weights are split from it on load, and
+     * `qh run --save-model` writes the fused tensor back); likewise GATE and UP */
+    qh_fuse_kind fuse;
+    const char *qkv_fused, *gate_up_fused;
+    const char *q_norm, *k_norm;            /* within a block: Qwen3's per-head norms */
 } qh_layout;
 
 /* A config.json boolean that gives a set of linears biases. */
@@ -92,6 +110,7 @@ typedef struct qh_family {
     const qh_layout *layout;
     qh_model_features features;      /* defaults */
     qh_bias_key bias_keys[2];
+    const char *name;                /* shown by qh info: "Llama", "Qwen3", "Gemma 2" */
 } qh_family;
 
 /* The row of model_type, or NULL. */

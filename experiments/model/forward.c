@@ -42,16 +42,20 @@ int qh_forward_check_features(const qh_model *m, const char *who)
     if (f->parallel_residual)
         QH_ERROR(QH_EUNIMPL, "%s: %s: parallel residual blocks are not implemented", who,
                  c->model_type);
-    if (f->pos == QH_POS_ROTARY && f->rotary_dims != c->head_dim)
-        QH_ERROR(QH_EUNIMPL, "%s: %s: RoPE on %d of %d head dims is not implemented", who,
-                 c->model_type, f->rotary_dims, c->head_dim);
+    if (f->pos == QH_POS_ROTARY &&
+        (f->rotary_dims < 2 || f->rotary_dims > c->head_dim || f->rotary_dims % 2))
+        QH_ERROR(QH_ECONFIG, "%s: %s: RoPE on %d of %d head dims (an even number, at most "
+                 "head_dim, is needed)", who, c->model_type, f->rotary_dims, c->head_dim);
+    if (f->act == QH_ACT_GELU)
+        QH_ERROR(QH_EUNIMPL, "%s: %s: the exact (erf) GELU MLP is not implemented", who,
+                 c->model_type);
     if ((f->norm != QH_NORM_LAYER && f->norm != QH_NORM_RMS) ||
-        (f->act != QH_ACT_RELU && f->act != QH_ACT_SILU) ||
+        (f->act != QH_ACT_RELU && f->act != QH_ACT_SILU && f->act != QH_ACT_GELU_TANH) ||
         (f->pos != QH_POS_LEARNED && f->pos != QH_POS_ROTARY))
         QH_ERROR(QH_EUNIMPL, "%s: %s: unknown norm, activation or position kind", who,
                  c->model_type);
     if (c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads != 0 || c->head_dim < 2 ||
-        (f->pos == QH_POS_ROTARY && c->head_dim % 2 != 0))
+        (f->qk_norm && f->norm != QH_NORM_RMS))
         QH_ERROR(QH_ECONFIG, "%s: unsupported heads %d / kv heads %d / head_dim %d", who,
                  c->n_heads, c->n_kv_heads, c->head_dim);
     return QH_OK;
@@ -85,7 +89,7 @@ int qh_forward_ws_alloc(const qh_model *m, size_t capacity, qh_forward_ws **out)
     nt = nt > c->n_heads ? c->n_heads : nt;
     ws->threads = ws->max_threads = nt;
     size_t wide = max_sz(ws->hidden, ws->embed_dim);
-    size_t half = f->pos == QH_POS_ROTARY ? ws->head_dim / 2 : 0;
+    size_t half = f->pos == QH_POS_ROTARY ? (size_t)f->rotary_dims / 2 : 0;
     size_t f2 = f->gated_mlp ? ws->ffn_dim : 0;
     size_t n_floats = T * (ws->hidden + 2 * wide + 2 * ws->q_dim + 2 * ws->kv_dim +
                            ws->ffn_dim + f2 + (size_t)nt * ws->qblock + 2 * half) +
@@ -110,7 +114,7 @@ int qh_forward_ws_alloc(const qh_model *m, size_t capacity, qh_forward_ws **out)
     if (half) {
         ws->rope_cos = p;  p += T * half;
         ws->rope_sin = p;  p += T * half;
-        qh_rope_tables(ws->head_dim, T, c->rope_theta, ws->rope_cos, ws->rope_sin);
+        qh_rope_tables_model(c, T, ws->rope_cos, ws->rope_sin);
     }
     *out = ws;
     return QH_OK;
@@ -149,13 +153,19 @@ void qh_layer_norm(const float *x, float *y, size_t dim, size_t T, const float *
 
 void qh_rms_norm(const float *x, float *y, size_t dim, size_t T, const float *w, float eps)
 {
+    qh_rms_norm_offset(x, y, dim, T, w, 0.0f, eps);
+}
+
+void qh_rms_norm_offset(const float *x, float *y, size_t dim, size_t T, const float *w,
+                        float offset, float eps)
+{
     for (size_t t = 0; t < T; t++) {
         const float *xc = x + t * dim;
         float *yc = y + t * dim;
         double ss = 0.0;
         for (size_t i = 0; i < dim; i++) ss += (double)xc[i] * xc[i];
         float inv = (float)(1.0 / sqrt((double)(float)(ss / (double)dim) + (double)eps));
-        for (size_t i = 0; i < dim; i++) yc[i] = w[i] * (xc[i] * inv);
+        for (size_t i = 0; i < dim; i++) yc[i] = (offset + w[i]) * (xc[i] * inv);
     }
 }
 
@@ -173,10 +183,47 @@ void qh_rope_tables(size_t head_dim, size_t T, double theta, float *cos_t, float
     }
 }
 
+/* The frequency of pair i of d rotary dims under the config's scaling
+ * (transformers' rope init functions; the arithmetic in double, rounded to
+ * float as its float32 tensors are). */
+static float rope_inv_freq(const qh_model_config *c, size_t i, size_t d)
+{
+    float f = (float)(1.0 / pow(c->rope_theta, (double)(float)(2.0 * (double)i / (double)d)));
+    const qh_rope_scaling *r = &c->rope;
+    if (r->type == QH_ROPE_LINEAR) return (float)((double)f / r->factor);
+    if (r->type != QH_ROPE_LLAMA3) return f;
+    double old = (double)r->original_max_pos;
+    double low_wl = old / r->low_freq_factor, high_wl = old / r->high_freq_factor;
+    double wl = 2.0 * M_PI / (double)f;
+    if (wl < high_wl) return f;                            /* high frequencies kept */
+    if (wl > low_wl) return (float)((double)f / r->factor); /* low frequencies scaled */
+    double smooth = (old / wl - r->low_freq_factor) / (r->high_freq_factor - r->low_freq_factor);
+    return (float)((1.0 - smooth) * (double)f / r->factor + smooth * (double)f);
+}
+
+void qh_rope_tables_model(const qh_model_config *c, size_t T, float *cos_t, float *sin_t)
+{
+    size_t d = (size_t)c->features.rotary_dims, half = d / 2;
+    for (size_t i = 0; i < half; i++) {
+        float inv_freq = rope_inv_freq(c, i, d);
+        for (size_t t = 0; t < T; t++) {
+            float angle = (float)t * inv_freq;
+            cos_t[i + t * half] = (float)cos((double)angle);
+            sin_t[i + t * half] = (float)sin((double)angle);
+        }
+    }
+}
+
 void qh_rope_apply(float *x, size_t n_heads, size_t head_dim, size_t T, const float *cos_t,
                    const float *sin_t)
 {
-    size_t half = head_dim / 2, dim = n_heads * head_dim;
+    qh_rope_apply_partial(x, n_heads, head_dim, head_dim, T, cos_t, sin_t);
+}
+
+void qh_rope_apply_partial(float *x, size_t n_heads, size_t head_dim, size_t rot, size_t T,
+                           const float *cos_t, const float *sin_t)
+{
+    size_t half = rot / 2, dim = n_heads * head_dim;
     for (size_t t = 0; t < T; t++) {
         const float *c = cos_t + t * half, *s = sin_t + t * half;
         for (size_t h = 0; h < n_heads; h++) {
@@ -216,10 +263,24 @@ static float softmax_masked(float *col, size_t valid, size_t n_keys)
 
 /* One head's causal attention with scratch S (n_keys x qblock) and inv_sum
  * (qblock); counters into st. */
+/* softmax_masked over keys lo..valid-1 of a column, keys before lo (outside
+ * a sliding window) exactly zero. */
+static float softmax_window(float *col, size_t lo, size_t valid, size_t n_keys)
+{
+    for (size_t j = 0; j < lo; j++) col[j] = 0.0f;
+    return softmax_masked(col + lo, valid - lo, n_keys - lo);
+}
+
+/* The first key query i sees under a sliding window (0: none). */
+static size_t window_lo(size_t i, size_t window)
+{
+    return window && i + 1 > window ? i + 1 - window : 0;
+}
+
 static void attention_head_run(const float *Q, size_t ldq, const float *K, size_t ldk,
                                const float *V, size_t ldv, float *O, size_t ldo, size_t T,
-                               size_t hd, float scale, size_t qblock, float *S, float *inv_sum,
-                               int profile, qh_forward_stats *st)
+                               size_t hd, float scale, size_t window, size_t qblock, float *S,
+                               float *inv_sum, int profile, qh_forward_stats *st)
 {
     double t0 = profile ? qh_seconds() : 0.0;
     for (size_t i0 = 0; i0 < T; i0 += qblock) {
@@ -228,7 +289,9 @@ static void attention_head_run(const float *Q, size_t ldq, const float *K, size_
         /* S (n_keys x B) = scale * K^T Q */
         qh_sgemm('T', 'N', n_keys, B, hd, scale, K, ldk, Q + i0 * ldq, ldq, 0.0f, S, n_keys);
         lap(profile, &t0, &st->attn_gemm_s);
-        for (size_t c = 0; c < B; c++) inv_sum[c] = softmax_masked(S + c * n_keys, i0 + c + 1, n_keys);
+        for (size_t c = 0; c < B; c++)
+            inv_sum[c] = softmax_window(S + c * n_keys, window_lo(i0 + c, window), i0 + c + 1,
+                                        n_keys);
         lap(profile, &t0, &st->softmax_s);
         /* O (hd x B) = V (hd x n_keys) exp(S) (n_keys x B), then columns / sum */
         float *Ob = O + i0 * ldo;
@@ -246,7 +309,7 @@ void qh_attention_head(const float *Q, size_t ldq, const float *K, size_t ldk, c
                        qh_forward_ws *ws)
 {
     QH_ASSERT(T <= ws->capacity);
-    attention_head_run(Q, ldq, K, ldk, V, ldv, O, ldo, T, hd, scale, ws->qblock, ws->scores,
+    attention_head_run(Q, ldq, K, ldk, V, ldv, O, ldo, T, hd, scale, 0, ws->qblock, ws->scores,
                        ws->inv_sum, ws->profile, &ws->stats);
 }
 
@@ -254,7 +317,7 @@ void qh_attention_head(const float *Q, size_t ldq, const float *K, size_t ldk, c
 typedef struct {
     const qh_model_config *c;
     qh_forward_ws *ws;
-    size_t T;
+    size_t T, window;
     int tid, nt;
     qh_forward_stats st;
 } heads_task;
@@ -271,7 +334,7 @@ static void *heads_worker(void *arg)
     for (size_t h = (size_t)a->tid; h < (size_t)a->c->n_heads; h += (size_t)a->nt) {
         size_t kvh = h / group;                       /* grouped-query attention */
         attention_head_run(ws->q + h * hd, qd, ws->k + kvh * hd, kvd, ws->v + kvh * hd, kvd,
-                           ws->att + h * hd, qd, a->T, hd, scale, ws->qblock, S, inv_sum,
+                           ws->att + h * hd, qd, a->T, hd, scale, a->window, ws->qblock, S, inv_sum,
                            ws->profile, &a->st);
     }
     return NULL;
@@ -281,7 +344,8 @@ static void *heads_worker(void *arg)
  * sgemm: the per-head products are too small for BLAS threading to pay, and
  * the softmax loops run in parallel too.  The BLAS thread count is restored
  * afterwards.  A thread that cannot be created leaves its heads to the caller. */
-static void attention_all_heads(const qh_model_config *c, qh_forward_ws *ws, size_t T)
+static void attention_all_heads(const qh_model_config *c, qh_forward_ws *ws, size_t T,
+                                size_t window)
 {
     heads_task tasks[QH_FORWARD_MAX_THREADS];
     pthread_t tids[QH_FORWARD_MAX_THREADS];
@@ -292,7 +356,7 @@ static void attention_all_heads(const qh_model_config *c, qh_forward_ws *ws, siz
     double t0 = ws->profile ? qh_seconds() : 0.0;
     if (nt > 1) qh_blas_set_threads(1);
     for (int i = 0; i < nt; i++)
-        tasks[i] = (heads_task){ .c = c, .ws = ws, .T = T, .tid = i, .nt = nt };
+        tasks[i] = (heads_task){ .c = c, .ws = ws, .T = T, .window = window, .tid = i, .nt = nt };
     for (int i = 1; i < nt; i++)
         started[i] = pthread_create(&tids[i], NULL, heads_worker, &tasks[i]) == 0;
     heads_worker(&tasks[0]);
@@ -312,6 +376,12 @@ static void attention_all_heads(const qh_model_config *c, qh_forward_ws *ws, siz
 }
 
 /* ---- blocks ------------------------------------------------------------ */
+
+float qh_gelu_tanh(float x)
+{
+    const float k = 0.7978845608028654f;      /* sqrt(2/pi) */
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
 
 static int call_hook(const qh_forward_hook *hook, int layer, int kind, const float *X,
                      size_t in, size_t T)
@@ -358,7 +428,8 @@ void qh_norm_apply(const qh_model *m, const qh_norm *n, const float *x, float *y
                    size_t T)
 {
     if (m->cfg.features.norm == QH_NORM_RMS)
-        qh_rms_norm(x, y, dim, T, n->w, m->cfg.norm_eps);
+        qh_rms_norm_offset(x, y, dim, T, n->w, m->cfg.features.norm_plus_one ? 1.0f : 0.0f,
+                           m->cfg.norm_eps);
     else
         qh_layer_norm(x, y, dim, T, n->w, n->b, m->cfg.norm_eps);
 }
@@ -373,12 +444,18 @@ static int attention_sublayer(const qh_model *m, int layer, const float *h, floa
     QH_TRY(run_linear(blk, layer, QH_LIN_Q, h, T, ws->q, 0, ws, hook, t0));
     QH_TRY(run_linear(blk, layer, QH_LIN_K, h, T, ws->k, 0, ws, hook, t0));
     QH_TRY(run_linear(blk, layer, QH_LIN_V, h, T, ws->v, 0, ws, hook, t0));
+    if (c->features.qk_norm) {                /* per head: columns of head_dim */
+        qh_norm_apply(m, &blk->q_norm, ws->q, ws->q, hd, (size_t)c->n_heads * T);
+        qh_norm_apply(m, &blk->k_norm, ws->k, ws->k, hd, (size_t)c->n_kv_heads * T);
+    }
     if (c->features.pos == QH_POS_ROTARY) {
-        qh_rope_apply(ws->q, (size_t)c->n_heads, hd, T, ws->rope_cos, ws->rope_sin);
-        qh_rope_apply(ws->k, (size_t)c->n_kv_heads, hd, T, ws->rope_cos, ws->rope_sin);
+        size_t rot = (size_t)c->features.rotary_dims;
+        qh_rope_apply_partial(ws->q, (size_t)c->n_heads, hd, rot, T, ws->rope_cos, ws->rope_sin);
+        qh_rope_apply_partial(ws->k, (size_t)c->n_kv_heads, hd, rot, T, ws->rope_cos,
+                              ws->rope_sin);
     }
     lap(ws->profile, t0, &ws->stats.other_s);
-    attention_all_heads(c, ws, T);
+    attention_all_heads(c, ws, T, (size_t)qh_model_layer_window(c, layer));
     if (ws->profile) *t0 = qh_seconds();
     return run_linear(blk, layer, QH_LIN_O, ws->att, T, x, 1, ws, hook, t0);
 }
@@ -386,7 +463,12 @@ static int attention_sublayer(const qh_model *m, int layer, const float *h, floa
 /* a[i] = act(a[i]), times u[i] when u is given (a gated MLP). */
 static void mlp_activation(qh_act_kind act, float *a, const float *u, size_t n)
 {
-    if (act == QH_ACT_SILU) {
+    if (act == QH_ACT_GELU_TANH) {
+        for (size_t i = 0; i < n; i++) {
+            float g = qh_gelu_tanh(a[i]);
+            a[i] = u ? g * u[i] : g;
+        }
+    } else if (act == QH_ACT_SILU) {
         for (size_t i = 0; i < n; i++) {
             float g = a[i];
             a[i] = u ? g / (1.0f + expf(-g)) * u[i] : g / (1.0f + expf(-g));
@@ -463,6 +545,10 @@ int qh_forward_embed(const qh_model *m, const int32_t *ids, size_t T, qh_forward
     for (size_t t = 0; t < T; t++)
         memcpy(dst + t * e, m->embed_tokens + (size_t)ids[t] * e, e * sizeof(float));
     if (project) qh_linear_apply(&m->project_in, ws->tmp, T, x, 0);
+    if (c->features.embed_scale) {            /* Gemma: sqrt(hidden) as a float32 scalar */
+        float s = (float)sqrt((double)c->hidden);
+        for (size_t i = 0; i < d * T; i++) x[i] *= s;
+    }
     if (m->embed_pos) {
         for (size_t t = 0; t < T; t++) {
             const float *p = m->embed_pos + (t + (size_t)c->features.pos_offset) * d;

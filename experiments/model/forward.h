@@ -17,13 +17,15 @@
  *     qh_forward_window ids (T)            -> logits (vocab x T), all of the above
  *
  * What is computed follows the model's features (model/family.h): pre- or
- * post-LN blocks, LayerNorm or RMSNorm, learned positions at an offset or
- * rotate-half RoPE (default rope type) on every head dim, grouped-query
- * attention, a ReLU or SiLU MLP, plain (up, down) or gated (gate, up, down),
- * optional project_in/project_out.  Left out, and refused with QH_EUNIMPL:
- * parallel residual blocks, partial RoPE.  Also left out: rope_scaling
- * variants (linear, dynamic, llama3, yarn), sliding windows, KV caches (every
- * call scores a whole window from position 0).
+ * post-LN blocks, LayerNorm or RMSNorm (optionally scaling by 1 + w),
+ * learned positions at an offset or rotate-half RoPE (default, linear or
+ * llama3 frequencies; on all or the leading head dims), per-head q/k RMSNorm,
+ * grouped-query attention, sliding-window attention on the layers the config
+ * names, a ReLU, SiLU or tanh-GELU MLP, plain (up, down) or gated (gate, up,
+ * down), embeddings scaled by sqrt(hidden), optional project_in/project_out.
+ * Left out, and refused with QH_EUNIMPL: parallel residual blocks, the exact
+ * GELU.  The loader refuses dynamic/yarn RoPE and soft-capping.  No KV caches
+ * (every call scores a whole window from position 0).
  */
 #ifndef QH_FORWARD_H
 #define QH_FORWARD_H
@@ -140,12 +142,27 @@ void qh_norm_apply(const qh_model *m, const qh_norm *n, const float *x, float *y
 void qh_layer_norm(const float *x, float *y, size_t dim, size_t T, const float *w,
                    const float *b, float eps);
 void qh_rms_norm(const float *x, float *y, size_t dim, size_t T, const float *w, float eps);
+/* RMSNorm scaling by offset + w (Gemma's 1 + w with offset 1). */
+void qh_rms_norm_offset(const float *x, float *y, size_t dim, size_t T, const float *w,
+                        float offset, float eps);
+
+/* GELU with the tanh approximation (gelu_new, gelu_pytorch_tanh), in float. */
+float qh_gelu_tanh(float x);
 
 /* RoPE tables for positions 0..T-1: cos/sin (head_dim/2 x T) of the angle
  * t * inv_freq[i], inv_freq[i] = theta^(-2i/head_dim).  The angle is formed in
  * float32 as Hugging Face does (so positions agree with its rounding); cos and
  * sin are evaluated in double and stored as float. */
 void qh_rope_tables(size_t head_dim, size_t T, double theta, float *cos_t, float *sin_t);
+
+/* RoPE tables of model c's rotary dims (features.rotary_dims) and rope
+ * scaling (default, linear, llama3) for positions 0..T-1: (rotary_dims/2 x T). */
+void qh_rope_tables_model(const qh_model_config *c, size_t T, float *cos_t, float *sin_t);
+
+/* Rotate-half RoPE on the first rot dims of each head (partial rotary), the
+ * other head dims unchanged; tables of rot/2 rows. */
+void qh_rope_apply_partial(float *x, size_t n_heads, size_t head_dim, size_t rot, size_t T,
+                           const float *cos_t, const float *sin_t);
 
 /* Rotate-half RoPE in place on n_heads heads of x ((n_heads*head_dim) x T):
  * for i < d/2, (a, b) = (x[i], x[i+d/2]) -> (a cos - b sin, b cos + a sin). */

@@ -12,9 +12,11 @@
  * Loading is two passes: the first finds and checks every tensor (name,
  * dtype, shape against config.json) and plans its place in one 64-byte
  * aligned float32 buffer; the second converts from the memory-mapped files and
- * rejects non-finite values.  Left out: RoPE scaling other than "default",
- * LayerNorm without affine parameters, activations other than the row's,
- * sliding-window attention.
+ * rejects non-finite values.  Fused tensors (a layout's qkv_fused,
+ * gate_up_fused) are loaded whole and the kinds' W point at their rows.
+ * Refused by name: RoPE scaling other than default/linear/llama3, LayerNorm
+ * without affine parameters, activations other than the row's, soft-capping
+ * and the other keys of refuse_keys.
  */
 #include "model/model.h"
 
@@ -107,7 +109,29 @@ static int parse_common(const config_src *c, qh_model_config *k)
 /* Hugging Face's name of an activation in config.json. */
 static const char *act_name(qh_act_kind a)
 {
-    return a == QH_ACT_SILU ? "silu" : "relu";
+    switch (a) {
+    case QH_ACT_SILU: return "silu";
+    case QH_ACT_GELU_TANH: return "gelu_pytorch_tanh";
+    case QH_ACT_GELU: return "gelu";
+    default: return "relu";
+    }
+}
+
+/* Keys whose presence (not null, not false, not 0) asks for a computation no
+ * family here implements: refused by name rather than ignored. */
+static int refuse_keys(const config_src *c)
+{
+    static const char *const keys[] = { "attn_logit_softcapping", "final_logit_softcapping",
+                                        "logits_scaling", "embedding_multiplier",
+                                        "residual_multiplier", "attention_multiplier",
+                                        "use_qk_norm", "sliding_window_pattern", NULL };
+    for (const char *const *k = keys; *k; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, *k);
+        if (!v || cJSON_IsNull(v) || cJSON_IsFalse(v) || (cJSON_IsNumber(v) && v->valuedouble == 0))
+            continue;
+        QH_ERROR(QH_ECONFIG, "%s: key \"%s\" is not supported for this model_type", c->path, *k);
+    }
+    return QH_OK;
 }
 
 static int parse_opt(const config_src *c, qh_model_config *k, int *final_norm)
@@ -135,20 +159,111 @@ static int parse_opt(const config_src *c, qh_model_config *k, int *final_norm)
     return QH_OK;
 }
 
-/* rope_parameters / rope_scaling: absent, null, or {rope_type: "default", rope_theta?}. */
-static int parse_rope_object(const config_src *c, const char *key, double *theta)
+static int rope_num(const config_src *c, const cJSON *o, const char *key, const char *name,
+                    double def, double *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!v || cJSON_IsNull(v)) {
+        if (def < 0)
+            QH_ERROR(QH_ECONFIG, "%s: %s.%s is required for this rope_type", c->path, key, name);
+        *out = def;
+        return QH_OK;
+    }
+    char full[96];
+    snprintf(full, sizeof full, "%s.%s", key, name);
+    return cfg_positive(c, v, full, out);
+}
+
+/* rope_parameters / rope_scaling: absent, null, or an object with rope_type
+ * (or type) "default", "linear" or "llama3" and that type's numbers, and
+ * optionally rope_theta and partial_rotary_factor.  Other types (dynamic,
+ * yarn, longrope, ...) are refused by name. */
+static int parse_rope_object(const config_src *c, const char *key, qh_model_config *k,
+                             double *theta, double *partial)
 {
     const cJSON *o = cJSON_GetObjectItemCaseSensitive(c->root, key);
     if (!o || cJSON_IsNull(o)) return QH_OK;
     if (!cJSON_IsObject(o)) QH_ERROR(QH_ECONFIG, "%s: key \"%s\" must be an object", c->path, key);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "rope_type");
     if (!type) type = cJSON_GetObjectItemCaseSensitive(o, "type");
-    if (type && !(cJSON_IsString(type) && !strcmp(type->valuestring, "default")))
-        QH_ERROR(QH_ECONFIG, "%s: %s.rope_type \"%s\" is not supported (only \"default\")",
-                 c->path, key, cJSON_IsString(type) ? type->valuestring : "?");
+    const char *tn = type && cJSON_IsString(type) ? type->valuestring : type ? "?" : "default";
+    qh_rope_scaling *r = &k->rope;
+    if (!strcmp(tn, "default")) {
+        r->type = QH_ROPE_DEFAULT;
+    } else if (!strcmp(tn, "linear")) {
+        r->type = QH_ROPE_LINEAR;
+        QH_TRY(rope_num(c, o, key, "factor", -1, &r->factor));
+    } else if (!strcmp(tn, "llama3")) {
+        double om = 0;
+        r->type = QH_ROPE_LLAMA3;
+        QH_TRY(rope_num(c, o, key, "factor", -1, &r->factor));
+        QH_TRY(rope_num(c, o, key, "low_freq_factor", -1, &r->low_freq_factor));
+        QH_TRY(rope_num(c, o, key, "high_freq_factor", -1, &r->high_freq_factor));
+        QH_TRY(rope_num(c, o, key, "original_max_position_embeddings", -1, &om));
+        if (om != floor(om) || om > 1 << 24 || !(r->high_freq_factor > r->low_freq_factor))
+            QH_ERROR(QH_ECONFIG, "%s: %s: llama3 needs an integer "
+                     "original_max_position_embeddings and high_freq_factor > low_freq_factor",
+                     c->path, key);
+        r->original_max_pos = (int)om;
+    } else {
+        QH_ERROR(QH_ECONFIG, "%s: %s.rope_type \"%s\" is not supported (default, linear, llama3)",
+                 c->path, key, tn);
+    }
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "rope_theta");
     if (t) QH_TRY(cfg_positive(c, t, "rope_theta", theta));
+    t = cJSON_GetObjectItemCaseSensitive(o, "partial_rotary_factor");
+    if (t) QH_TRY(cfg_positive(c, t, "partial_rotary_factor", partial));
     return QH_OK;
+}
+
+/* sliding_window (an integer, or null/absent for none), switched off by
+ * use_sliding_window false; the layers it applies to from layer_types
+ * ("sliding_attention" / "full_attention"), else every layer. */
+static int parse_window(const config_src *c, qh_model_config *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, "sliding_window");
+    memset(k->window_layers, 0, sizeof k->window_layers);
+    k->sliding_window = 0;
+    if (!v || cJSON_IsNull(v)) return QH_OK;
+    int use = 1, w = 0;
+    QH_TRY(cfg_bool(c, "use_sliding_window", 1, &use));
+    if (!use) return QH_OK;
+    QH_TRY(cfg_int(c, "sliding_window", 0, 0, 1 << 30, &w));
+    if (w == 0) return QH_OK;
+    if (k->n_layers > QH_MAX_LAYERS)
+        QH_ERROR(QH_ECONFIG, "%s: sliding windows on more than %d layers", c->path, QH_MAX_LAYERS);
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(c->root, "layer_types");
+    if (lt && !cJSON_IsNull(lt)) {
+        if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != k->n_layers)
+            QH_ERROR(QH_ECONFIG, "%s: key \"layer_types\" must list num_hidden_layers (%d) entries",
+                     c->path, k->n_layers);
+        for (int l = 0; l < k->n_layers; l++) {
+            const cJSON *e = cJSON_GetArrayItem(lt, l);
+            const char *s = cJSON_IsString(e) ? e->valuestring : "?";
+            if (!strcmp(s, "sliding_attention"))
+                k->window_layers[l / 64] |= (uint64_t)1 << (l % 64);
+            else if (strcmp(s, "full_attention"))
+                QH_ERROR(QH_ECONFIG, "%s: layer_types[%d] \"%s\" is not supported "
+                         "(sliding_attention, full_attention)", c->path, l, s);
+        }
+    } else {
+        const cJSON *mwl = cJSON_GetObjectItemCaseSensitive(c->root, "max_window_layers");
+        if (mwl && !cJSON_IsNull(mwl))
+            QH_ERROR(QH_ECONFIG, "%s: use_sliding_window with max_window_layers and no "
+                     "layer_types is not supported", c->path);
+        for (int l = 0; l < k->n_layers; l++) k->window_layers[l / 64] |= (uint64_t)1 << (l % 64);
+    }
+    k->sliding_window = w;
+    return QH_OK;
+}
+
+/* The MLP activation: hidden_activation (Gemma) or hidden_act must name the row's. */
+static int parse_act(const config_src *c, const qh_model_features *f)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, "hidden_activation");
+    if (f->act == QH_ACT_GELU_TANH && v && !cJSON_IsNull(v))
+        return cfg_string_is(c, "hidden_activation", act_name(f->act));
+    return cfg_string_is(c, "hidden_act", act_name(f->act));
 }
 
 static int parse_llama(const config_src *c, qh_model_config *k, int *final_norm)
@@ -159,17 +274,28 @@ static int parse_llama(const config_src *c, qh_model_config *k, int *final_norm)
     QH_TRY(cfg_int(c, "num_key_value_heads", k->n_heads, 1, k->n_heads, &k->n_kv_heads));
     QH_TRY(cfg_int(c, "head_dim", k->hidden / k->n_heads, 1, MAX_DIM, &k->head_dim));
     QH_TRY(cfg_bool(c, "tie_word_embeddings", f->tied_head, &f->tied_head));
-    QH_TRY(cfg_string_is(c, "hidden_act", act_name(f->act)));
+    QH_TRY(parse_act(c, f));
+    QH_TRY(refuse_keys(c));
     if (k->n_heads % k->n_kv_heads)
         QH_ERROR(QH_ECONFIG, "%s: num_attention_heads %d is not a multiple of "
                  "num_key_value_heads %d", c->path, k->n_heads, k->n_kv_heads);
-    double eps = 1e-6, theta = 10000.0;
+    double eps = 1e-6, theta = 10000.0, partial = 1.0;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, "rms_norm_eps");
     if (v) QH_TRY(cfg_positive(c, v, "rms_norm_eps", &eps));
     v = cJSON_GetObjectItemCaseSensitive(c->root, "rope_theta");
     if (v && !cJSON_IsNull(v)) QH_TRY(cfg_positive(c, v, "rope_theta", &theta));
-    QH_TRY(parse_rope_object(c, "rope_scaling", &theta));
-    QH_TRY(parse_rope_object(c, "rope_parameters", &theta));
+    v = cJSON_GetObjectItemCaseSensitive(c->root, "partial_rotary_factor");
+    if (v && !cJSON_IsNull(v)) QH_TRY(cfg_positive(c, v, "partial_rotary_factor", &partial));
+    memset(&k->rope, 0, sizeof k->rope);
+    QH_TRY(parse_rope_object(c, "rope_scaling", k, &theta, &partial));
+    QH_TRY(parse_rope_object(c, "rope_parameters", k, &theta, &partial));
+    if (partial > 1.0)
+        QH_ERROR(QH_ECONFIG, "%s: partial_rotary_factor %g is above 1", c->path, partial);
+    f->rotary_dims = (int)((double)k->head_dim * partial);
+    if (f->rotary_dims < 2 || f->rotary_dims % 2)
+        QH_ERROR(QH_ECONFIG, "%s: partial_rotary_factor %g gives %d rotary dims of head_dim %d "
+                 "(an even number >= 2 is needed)", c->path, partial, f->rotary_dims, k->head_dim);
+    QH_TRY(parse_window(c, k));
     k->norm_eps = (float)eps;
     k->rope_theta = theta;
     k->embed_dim = k->hidden;
@@ -215,7 +341,6 @@ static int parse_config(const char *path, const cJSON *root, qh_model_config *k,
     QH_TRY(parse_common(&c, k));
     QH_TRY(fam->layout->config == QH_CONFIG_OPT ? parse_opt(&c, k, final_norm)
                                                 : parse_llama(&c, k, final_norm));
-    if (k->features.pos == QH_POS_ROTARY) k->features.rotary_dims = k->head_dim;
     return parse_biases(&c, fam, &k->features);
 }
 
@@ -308,13 +433,67 @@ static int want_linear(loader *L, const char *base, int out, int in, int bias, q
     return bias ? want_part(L, base, "bias", out, 0, &lin->b, NULL, 0) : QH_OK;
 }
 
-/* A norm's weight, and its bias for LayerNorm. */
-static int want_norm(loader *L, const qh_model *m, const char *base, qh_norm *n)
+/* A norm's weight (dim wide), and its bias for LayerNorm. */
+static int want_norm_dim(loader *L, const qh_model *m, const char *base, int dim, qh_norm *n)
 {
-    int dim = m->cfg.hidden;
     QH_TRY(want_part(L, base, "weight", dim, 0, &n->w, NULL, 0));
     if (m->cfg.features.norm != QH_NORM_LAYER) return QH_OK;
     return want_part(L, base, "bias", dim, 0, &n->b, NULL, 0);
+}
+
+static int want_norm(loader *L, const qh_model *m, const char *base, qh_norm *n)
+{
+    return want_norm_dim(L, m, base, m->cfg.hidden, n);
+}
+
+static void linear_shape(const qh_model_config *k, int kind, int *out, int *in);
+
+/* A fused tensor holding the rows of linears kinds[0..n) one after another:
+ * planned whole into the first kind's W (load_weights points the others at
+ * their rows after conversion); each kind's name is "<tensor>[<short name>]". */
+static int want_fused(loader *L, qh_model *m, qh_block *b, int layer, const char *fused,
+                      const int *kinds, int n)
+{
+    const qh_model_config *k = &m->cfg;
+    const qh_layout *ly = k->family->layout;
+    char base[160], found[96];
+    int rows = 0, in = 0;
+    for (int i = 0; i < n; i++) {
+        int out;
+        linear_shape(k, kinds[i], &out, &in);
+        rows += out;
+        if (k->features.bias & QH_LIN_BIT(kinds[i]))
+            QH_ERROR(QH_ECONFIG, "%s: biases on the fused %s are not supported", m->dir, fused);
+    }
+    QH_TRY(qh_path_format(base, sizeof base, "tensor name", "%s.%d.%s", ly->layers, layer, fused));
+    QH_TRY(want_part(L, base, "weight", rows, in, &b->lin[kinds[0]].W, found, sizeof found));
+    for (int i = 0; i < n; i++) {
+        qh_linear *lin = &b->lin[kinds[i]];
+        linear_shape(k, kinds[i], &lin->out, &lin->in);
+        const char *sn = qh_model_linear_short_name(m, kinds[i]);
+        QH_TRY(qh_path_format(lin->name, sizeof lin->name, "linear name", "%s[%.*s]", found,
+                              (int)strcspn(sn, "_"), sn));
+    }
+    return QH_OK;
+}
+
+/* After conversion: the fused kinds' W at their rows of the first kind's. */
+static void split_fused(qh_model *m)
+{
+    static const int qkv[] = { QH_LIN_Q, QH_LIN_K, QH_LIN_V }, gu[] = { QH_LIN_GATE, QH_LIN_UP };
+    const qh_layout *ly = m->cfg.family->layout;
+    if (ly->fuse != QH_FUSE_ROWS) return;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        qh_block *b = &m->blocks[l];
+        for (int g = 0; g < 2; g++) {
+            const int *kinds = g ? gu : qkv;
+            int n = g ? 2 : 3;
+            for (int i = 1; i < n; i++) {
+                const qh_linear *prev = &b->lin[kinds[i - 1]];
+                b->lin[kinds[i]].W = prev->W + (size_t)prev->out * prev->in;
+            }
+        }
+    }
 }
 
 /* (out, in) of linear `kind` from the config's shapes. */
@@ -366,8 +545,23 @@ static int plan_blocks(loader *L, qh_model *m)
         QH_TRY(qh_path_format(base, sizeof base, "tensor name", "%s.%d.%s", ly->layers, i,
                               ly->mlp_norm));
         QH_TRY(want_norm(L, m, base, &b->mlp_norm));
+        if (k->features.qk_norm) {
+            QH_TRY(qh_path_format(base, sizeof base, "tensor name", "%s.%d.%s", ly->layers, i,
+                                  ly->q_norm));
+            QH_TRY(want_norm_dim(L, m, base, k->head_dim, &b->q_norm));
+            QH_TRY(qh_path_format(base, sizeof base, "tensor name", "%s.%d.%s", ly->layers, i,
+                                  ly->k_norm));
+            QH_TRY(want_norm_dim(L, m, base, k->head_dim, &b->k_norm));
+        }
+        if (ly->fuse == QH_FUSE_ROWS) {
+            static const int qkv[] = { QH_LIN_Q, QH_LIN_K, QH_LIN_V };
+            static const int gu[] = { QH_LIN_GATE, QH_LIN_UP };
+            QH_TRY(want_fused(L, m, b, i, ly->qkv_fused, qkv, 3));
+            QH_TRY(want_fused(L, m, b, i, ly->gate_up_fused, gu, 2));
+        }
         for (int j = 0; j < qh_model_n_linear(m); j++) {
             int kind = qh_model_linear_at(m, j), out, in;
+            if (ly->fuse == QH_FUSE_ROWS && kind != QH_LIN_O && kind != QH_LIN_DOWN) continue;
             linear_shape(k, kind, &out, &in);
             QH_TRY(qh_path_format(base, sizeof base, "tensor name", "%s.%d.%s", ly->layers, i,
                                   ly->lin[kind].name));
@@ -421,6 +615,7 @@ static int load_weights(qh_model *m, const qh_st_set *set, int final_norm)
     }
     if ((st = convert_all(&L, ms->buf)) != QH_OK) goto cleanup;
     ms->n_params = L.n_params;
+    split_fused(m);
     if (m->cfg.features.tied_head) m->lm_head = m->embed_tokens;
 cleanup:
     free(L.slots);
@@ -484,6 +679,13 @@ void qh_model_free(qh_model *m)
     free(ms);
     free(m->blocks);
     free(m);
+}
+
+int qh_model_layer_window(const qh_model_config *c, int layer)
+{
+    if (c->sliding_window <= 0 || layer < 0 || layer >= c->n_layers || layer >= QH_MAX_LAYERS)
+        return 0;
+    return (c->window_layers[layer / 64] >> (layer % 64)) & 1 ? c->sliding_window : 0;
 }
 
 int qh_model_n_linear(const qh_model *m)

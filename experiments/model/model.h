@@ -2,11 +2,13 @@
  *
  * Supported: the families of family.h's table -- model_type "opt" (pre-/post-LN,
  * ReLU, learned positions with offset 2, biases, optional
- * project_in/project_out, tied lm_head) and "llama", "mistral", "qwen2"
- * (RMSNorm, SwiGLU, RoPE rotate-half, grouped-query attention, tied or untied
- * lm_head, optional biases; Qwen2 with q/k/v biases).  What the decoder
- * computes is in cfg.features; code outside the loader reads those, never the
- * family's name.
+ * project_in/project_out, tied lm_head) and "llama", "mistral", "qwen2",
+ * "qwen3", "gemma", "phi3" (RMSNorm, gated MLP, RoPE with default/linear/llama3
+ * frequencies, grouped-query attention, sliding windows, tied or untied
+ * lm_head, optional biases; Qwen3's per-head q/k norms, Gemma's 1 + w norms,
+ * tanh GELU and scaled embeddings, Phi-3's fused tensors split on load).
+ * What the decoder computes is in cfg.features; code outside the loader reads
+ * those, never the family's name.
  *
  * Every tensor is converted to float32 on load (F32, F16, BF16 on disk) into
  * storage the model owns, so the quantization pipeline may overwrite a linear
@@ -25,6 +27,18 @@
 #include "model/family.h"
 #include "qh_error.h"
 
+#define QH_MAX_LAYERS 4096
+
+/* RoPE frequencies: "default" theta^(-2i/d); "linear" divided by factor;
+ * "llama3" (Llama 3.1+) low frequencies divided by factor, a smooth blend
+ * between low_freq and high_freq wavelengths (original_max / the factors). */
+typedef enum { QH_ROPE_DEFAULT = 0, QH_ROPE_LINEAR, QH_ROPE_LLAMA3 } qh_rope_type;
+typedef struct {
+    qh_rope_type type;
+    double factor, low_freq_factor, high_freq_factor;
+    int original_max_pos;
+} qh_rope_scaling;
+
 typedef struct {
     const qh_family *family;         /* the row of model_type */
     char model_type[32];             /* as in config.json */
@@ -40,6 +54,9 @@ typedef struct {
     qh_model_features features;      /* the row's, with config.json's switches applied */
     float norm_eps;                  /* OPT 1e-5 (LayerNorm); Llama rms_norm_eps */
     double rope_theta;               /* Llama; top level or rope_parameters.rope_theta */
+    qh_rope_scaling rope;            /* rope_scaling / rope_parameters beyond rope_theta */
+    int sliding_window;              /* keys older than this many positions are masked; 0 none */
+    uint64_t window_layers[QH_MAX_LAYERS / 64];  /* bit l: layer l uses the window */
     int bos_id, eos_id, pad_id;      /* -1 when absent */
 } qh_model_config;
 
@@ -56,6 +73,7 @@ typedef struct {
 } qh_norm;
 
 typedef struct {
+    qh_norm q_norm, k_norm;          /* Qwen3: RMSNorm per head (head_dim), w NULL otherwise */
     qh_norm attn_norm;               /* OPT self_attn_layer_norm, Llama input_layernorm */
     qh_norm mlp_norm;                /* OPT final_layer_norm, Llama post_attention_layernorm */
     qh_linear lin[QH_LIN_MAX];       /* by enum qh_linear_kind; W NULL where the family lacks it */
@@ -92,6 +110,10 @@ int qh_model_config_load(const char *dir, qh_model_config *cfg) QH_MUST_CHECK;
  * short name of kind k ("q_proj", "fc1", "gate_proj", ...; NULL for a kind the
  * family lacks or one outside [0, QH_LIN_MAX)). */
 int qh_model_n_linear(const qh_model *m);
+
+/* The sliding window of layer `layer` (keys j > i - window seen by query i),
+ * 0 for full causal attention. */
+int qh_model_layer_window(const qh_model_config *c, int layer);
 const char *qh_model_linear_short_name(const qh_model *m, int kind);
 
 /* The family's stable number of linear `kind` (family.h), -1 for a kind it

@@ -18,9 +18,13 @@ static const float *linear_weights(const qh_model *m, const char *name)
         for (int k = 0; k < QH_LIN_MAX; k++) {
             const qh_linear *lin = &m->blocks[l].lin[k];
             if (!lin->W) continue;
-            /* lin->name is the prefix as found; the file may omit "model." */
+            /* lin->name is the prefix as found; the file may omit "model.".  A
+             * kind split from a fused tensor is "<tensor>[q]": its W is at its
+             * rows of the fused tensor, so the first kind's W is the whole
+             * fused tensor as the model now holds it */
             const char *ln = lin->name;
-            size_t pl = strlen(ln);
+            size_t pl = strcspn(ln, "[");
+            if (ln[pl] == '[' && (k == QH_LIN_K || k == QH_LIN_V || k == QH_LIN_UP)) continue;
             if (pl == len - 7 && !strncmp(name, ln, pl)) return lin->W;
             if (!strncmp(ln, "model.", 6) && pl - 6 == len - 7 && !strncmp(name, ln + 6, pl - 6)) return lin->W;
         }

@@ -1,0 +1,305 @@
+/* test_families.c -- the model families against transformers, on the tiny
+ * random-weight models of tests/data/families (made, and their references
+ * computed in float32, by experiments/scripts/make_tiny_family_models.py; see
+ * docs/families.md).
+ *
+ * 1. Every family qh implements: loads, perplexity at context 64 over the
+ *    four windows of tests/data/families/tokens.json within 1e-4 relative of
+ *    reference.json, each window's mean NLL within 1e-4 relative, window 0's
+ *    argmax identical at every position and its logsumexp within 1e-4
+ *    relative.  A feature switched off (the sliding window, llama3/linear
+ *    frequencies) must move the perplexity by more than the tolerance, so the
+ *    match is not one the feature does not affect.
+ * 2. The block backward pass of every implemented family against central
+ *    differences of the float32 block forward (directional derivative along
+ *    a random direction per linear kind, L = <R, y>, as test_block_grad's 2a
+ *    with its tolerance), on both layers at T = 24 (past the 16-token windows).
+ * 3. Families not implemented are refused, naming model_type.
+ * 4. Phi-3's fused tensors survive a save: the split kinds' changed weights
+ *    are what a reload of the saved folder holds.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "model/backward.h"
+#include "model/forward.h"
+#include "model/model.h"
+#include "model/save_model.h"
+#include "pipeline/eval.h"
+#include "qh_rng.h"
+#include "qh_test.h"
+
+#define DATA "tests/data/families"
+#define PPL_TOL 1e-4
+#define FD_EPS 1e-3
+#define FD_TOL 2e-2
+
+static const char *const implemented[] = { "llama3", "llama_linear", "qwen2", "qwen3", "mistral",
+                                           "gemma", "phi3", NULL };
+static const char *const refused[] = { "gemma2", "gpt2", "gpt_neox", NULL };
+
+static cJSON *load_json(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    size_t got = fread(buf, 1, (size_t)n, f);
+    fclose(f);
+    buf[got] = 0;
+    cJSON *j = cJSON_Parse(buf);
+    free(buf);
+    return j;
+}
+
+static const cJSON *jget(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
+
+static int32_t *read_tokens(size_t *n)
+{
+    cJSON *j = load_json(DATA "/tokens.json");
+    const cJSON *ids = jget(j, "ids");
+    *n = (size_t)cJSON_GetArraySize(ids);
+    int32_t *out = malloc(*n * sizeof *out);
+    for (size_t i = 0; i < *n; i++) out[i] = (int32_t)cJSON_GetArrayItem(ids, (int)i)->valuedouble;
+    cJSON_Delete(j);
+    return out;
+}
+
+static double ppl_of(const qh_model *m, const int32_t *ids, size_t n, const char *name, int *st)
+{
+    qh_eval_result res;
+    memset(&res, 0, sizeof res);
+    *st = qh_eval_ppl(m, ids, n, 64, 0, NULL, NULL, &res);
+    QH_CHECK(*st == QH_OK, "%s: ppl: %s", name, *st ? qh_last_error() : "");
+    double p = res.ppl;
+    qh_eval_result_free(&res);
+    return p;
+}
+
+/* ---- 1. forward against the references ------------------------------------ */
+
+static void check_reference(const char *name, const int32_t *ids, size_t n)
+{
+    char dir[256], path[300];
+    snprintf(dir, sizeof dir, DATA "/%s", name);
+    snprintf(path, sizeof path, "%s/reference.json", dir);
+    cJSON *ref = load_json(path);
+    qh_model *m = NULL;
+    if (!ref) { QH_CHECK(0, "%s: no reference.json", name); return; }
+    int st = qh_model_load(dir, &m);
+    QH_CHECK(st == QH_OK, "%s: load: %s", name, st ? qh_last_error() : "");
+    if (st != QH_OK) { cJSON_Delete(ref); return; }
+    const cJSON *pr = jget(jget(ref, "ppl"), "64");
+    double want = jget(pr, "ppl")->valuedouble;
+    qh_eval_result res;
+    memset(&res, 0, sizeof res);
+    st = qh_eval_ppl(m, ids, n, 64, 0, NULL, NULL, &res);
+    QH_CHECK(st == QH_OK, "%s: ppl: %s", name, st ? qh_last_error() : "");
+    if (st == QH_OK) {
+        QH_NOTE("%-13s ppl %.6f, reference %.6f, rel diff %.2e", name, res.ppl, want,
+                (res.ppl - want) / want);
+        QH_CHECK_CLOSE(res.ppl, want, 0, PPL_TOL, "%s ppl %.8f vs %.8f", name, res.ppl, want);
+        const cJSON *wn = jget(pr, "window_nll");
+        QH_CHECK(res.windows == (size_t)cJSON_GetArraySize(wn), "%s: %zu windows", name, res.windows);
+        for (size_t w = 0; w < res.windows && w < (size_t)cJSON_GetArraySize(wn); w++) {
+            double wv = cJSON_GetArrayItem(wn, (int)w)->valuedouble;
+            QH_CHECK_CLOSE(res.window_nll[w], wv, 0, PPL_TOL, "%s window %zu nll", name, w);
+        }
+    }
+    qh_eval_result_free(&res);
+    /* window 0: argmax and logsumexp at every position */
+    const cJSON *w0 = jget(ref, "window0");
+    qh_forward_ws *ws = NULL;
+    size_t V = (size_t)m->cfg.vocab_size, T = 64;
+    float *logits = malloc(V * T * sizeof(float));
+    st = qh_forward_ws_alloc(m, T, &ws);
+    if (st == QH_OK) st = qh_forward_window(m, ids, T, ws, logits);
+    QH_CHECK(st == QH_OK, "%s: window 0: %s", name, st ? qh_last_error() : "");
+    int bad_arg = 0;
+    double worst_lse = 0;
+    for (size_t t = 0; st == QH_OK && t < T; t++) {
+        const float *l = logits + t * V;
+        size_t am = 0;
+        double mx = l[0], s = 0;
+        for (size_t v = 1; v < V; v++) if (l[v] > l[am]) am = v;
+        mx = l[am];
+        for (size_t v = 0; v < V; v++) s += exp((double)l[v] - mx);
+        double lse = mx + log(s), want_lse = cJSON_GetArrayItem(jget(w0, "logsumexp"), (int)t)->valuedouble;
+        bad_arg += (int)am != (int)cJSON_GetArrayItem(jget(w0, "argmax"), (int)t)->valuedouble;
+        worst_lse = fmax(worst_lse, fabs(lse - want_lse) / fabs(want_lse));
+    }
+    QH_CHECK(bad_arg == 0, "%s: window 0 argmax differs at %d of 64 positions", name, bad_arg);
+    QH_CHECK(worst_lse < PPL_TOL, "%s: window 0 logsumexp rel err %.3g", name, worst_lse);
+    free(logits);
+    qh_forward_ws_free(ws);
+
+    /* the features must matter: without them the perplexity moves */
+    double with = ppl_of(m, ids, n, name, &st);
+    if (m->cfg.sliding_window || m->cfg.rope.type != QH_ROPE_DEFAULT) {
+        qh_model_config saved = m->cfg;
+        m->cfg.sliding_window = 0;
+        m->cfg.rope.type = QH_ROPE_DEFAULT;
+        double without = ppl_of(m, ids, n, name, &st);
+        m->cfg = saved;
+        QH_NOTE("%-13s without its window / rope scaling: ppl %.6f (rel %.2e)", name, without,
+                (without - with) / with);
+        QH_CHECK(fabs(without - with) > 10 * PPL_TOL * with, "%s: the feature has no effect", name);
+    }
+    qh_model_free(m);
+    cJSON_Delete(ref);
+}
+
+/* ---- 2. block backward against finite differences -------------------------- */
+
+static double block_loss(const qh_model *m, int layer, const float *x, size_t T, const float *R,
+                         float *y, qh_block_tape *tape)
+{
+    int st = qh_block_forward_tape(m, layer, x, T, y, tape);
+    QH_ASSERT(st == QH_OK);
+    double L = 0.0;
+    for (size_t i = 0; i < (size_t)m->cfg.hidden * T; i++) L += (double)R[i] * y[i];
+    return L;
+}
+
+static double worst_fd;
+
+static void check_backward(const char *name, const int32_t *ids)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, DATA "/%s", name);
+    qh_model *m = NULL;
+    if (qh_model_load(dir, &m) != QH_OK) { QH_CHECK(0, "%s: load: %s", name, qh_last_error()); return; }
+    size_t T = 24, d = (size_t)m->cfg.hidden, n = d * T;
+    qh_forward_ws *ws = NULL;
+    qh_block_tape *tape = NULL;
+    float *x = malloc(n * sizeof(float)), *R = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+    qh_rng r = qh_rng_stream(7, 0, QH_RNG_TEST);
+    for (size_t i = 0; i < n; i++) R[i] = (float)qh_rng_normal(&r);
+    int st = qh_forward_ws_alloc(m, T, &ws);
+    if (st == QH_OK) st = qh_block_tape_alloc(m, T, &tape);
+    if (st == QH_OK) st = qh_forward_embed(m, ids, T, ws, ws->x);
+    QH_CHECK(st == QH_OK, "%s: backward setup: %s", name, st ? qh_last_error() : "");
+    for (int layer = 0; st == QH_OK && layer < m->cfg.n_layers; layer++) {
+        memcpy(x, ws->x, n * sizeof(float));
+        float *G[QH_LIN_MAX] = { 0 };
+        for (int k = 0; k < QH_LIN_MAX; k++)
+            if (m->blocks[layer].lin[k].W)
+                G[k] = calloc((size_t)m->blocks[layer].lin[k].out * m->blocks[layer].lin[k].in,
+                              sizeof(float));
+        block_loss(m, layer, x, T, R, y, tape);
+        /* the tape forward is the forward pass */
+        st = qh_forward_block(m, layer, ws->x, T, ws, NULL);
+        double e = 0, sc = 0;
+        for (size_t i = 0; i < n; i++) {
+            e = fmax(e, fabs(y[i] - ws->x[i]));
+            sc = fmax(sc, fabs(ws->x[i]));
+        }
+        QH_CHECK(st == QH_OK && e <= 1e-5 * sc, "%s layer %d: tape forward vs forward %.3g", name,
+                 layer, e / sc);
+        block_loss(m, layer, x, T, R, y, tape);
+        st = qh_block_backward(m, layer, R, tape, G);
+        QH_CHECK(st == QH_OK, "%s: backward: %s", name, st ? qh_last_error() : "");
+        for (int k = 0; st == QH_OK && k < QH_LIN_MAX; k++) {
+            qh_linear *L = &m->blocks[layer].lin[k];
+            if (!G[k]) continue;
+            size_t nw = (size_t)L->out * L->in;
+            float *W0 = malloc(nw * sizeof(float)), *D = malloc(nw * sizeof(float));
+            memcpy(W0, L->W, nw * sizeof(float));
+            double ss = 0, an = 0, gg = 0, dd = 0;
+            for (size_t i = 0; i < nw; i++) ss += (double)W0[i] * W0[i];
+            double wrms = sqrt(ss / (double)nw);
+            for (size_t i = 0; i < nw; i++) D[i] = (float)(wrms * qh_rng_normal(&r));
+            for (size_t i = 0; i < nw; i++) {
+                an += (double)G[k][i] * D[i];
+                gg += (double)G[k][i] * G[k][i];
+                dd += (double)D[i] * D[i];
+            }
+            for (size_t i = 0; i < nw; i++) L->W[i] = (float)(W0[i] + FD_EPS * D[i]);
+            double Lp = block_loss(m, layer, x, T, R, y, tape);
+            for (size_t i = 0; i < nw; i++) L->W[i] = (float)(W0[i] - FD_EPS * D[i]);
+            double Lm = block_loss(m, layer, x, T, R, y, tape);
+            memcpy(L->W, W0, nw * sizeof(float));
+            double fd = (Lp - Lm) / (2 * FD_EPS), den = fmax(fabs(an), sqrt(gg * dd / (double)nw));
+            double err = fabs(fd - an) / den;
+            worst_fd = fmax(worst_fd, err);
+            QH_CHECK(err < FD_TOL, "%s layer %d %s: <G,D> %.6g vs central differences %.6g (rel %.3g)",
+                     name, layer, qh_model_linear_short_name(m, k), an, fd, err);
+            free(W0);
+            free(D);
+        }
+        for (int k = 0; k < QH_LIN_MAX; k++) free(G[k]);
+    }
+    free(x);
+    free(R);
+    free(y);
+    qh_block_tape_free(tape);
+    qh_forward_ws_free(ws);
+    qh_model_free(m);
+}
+
+/* ---- 3. refusals ----------------------------------------------------------- */
+
+static void check_refused(const char *name)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, DATA "/%s", name);
+    qh_model *m = NULL;
+    int st = qh_model_load(dir, &m);
+    QH_CHECK(st == QH_ECONFIG && strstr(qh_last_error(), "model_type"),
+             "%s: refused naming model_type (status %d: %s)", name, st, st ? qh_last_error() : "");
+    qh_model_free(m);
+}
+
+/* ---- 4. fused tensors saved back -------------------------------------------- */
+
+static void check_fused_save(void)
+{
+    qh_model *m = NULL, *r = NULL;
+    char out[] = "/tmp/qh_families_saveXXXXXX";
+    if (qh_model_load(DATA "/phi3", &m) != QH_OK || !mkdtemp(out)) {
+        QH_CHECK(0, "phi3: load or temp dir: %s", qh_last_error());
+        qh_model_free(m);
+        return;
+    }
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int k = 0; k < QH_LIN_MAX; k++) {
+            qh_linear *L = &m->blocks[l].lin[k];
+            for (int i = 0; i < L->out * L->in; i++) L->W[i] = (float)(k + 1) + 0.001f * (float)i;
+        }
+    int st = qh_model_save(m, out);
+    if (st == QH_OK) st = qh_model_load(out, &r);
+    QH_CHECK(st == QH_OK, "phi3: save and reload: %s", st ? qh_last_error() : "");
+    int same = r != NULL;
+    for (int l = 0; same && l < m->cfg.n_layers; l++)
+        for (int k = 0; k < QH_LIN_MAX; k++) {
+            const qh_linear *a = &m->blocks[l].lin[k], *b = &r->blocks[l].lin[k];
+            same &= !memcmp(a->W, b->W, (size_t)a->out * a->in * sizeof(float));
+        }
+    QH_CHECK(same, "phi3: every split kind's weights round-trip through the fused tensors");
+    qh_model_free(r);
+    qh_model_free(m);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", out);
+    QH_CHECK(system(cmd) == 0, "remove %s", out);
+}
+
+int main(void)
+{
+    size_t n = 0;
+    int32_t *ids = read_tokens(&n);
+    QH_CHECK(n == 256, "tokens.json holds %zu ids", n);
+    for (const char *const *f = implemented; *f; f++) check_reference(*f, ids, n);
+    for (const char *const *f = implemented; *f; f++) check_backward(*f, ids);
+    for (const char *const *f = refused; *f; f++) check_refused(*f);
+    check_fused_save();
+    QH_NOTE("worst relative error of the backward pass against central differences: %.3g "
+            "(tol %g)", worst_fd, FD_TOL);
+    free(ids);
+    return qh_test_summary();
+}
