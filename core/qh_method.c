@@ -9,6 +9,8 @@
 #include "greedy.h"
 #include "gptq.h"
 #include "ldlq.h"
+#include "lowrank.h"
+#include "mpo.h"
 #include "pbllm.h"
 #include "ptq161.h"
 #include "pvq.h"
@@ -26,7 +28,7 @@
 static const qh_method_type *const registry[] = {
     &qh_method_rtn, &qh_method_gptq, &qh_method_ldlq, &qh_method_ldlq_rg, &qh_method_greedy,
     &qh_method_quipsharp, &qh_method_pvq, &qh_method_billm, &qh_method_pbllm, &qh_method_ptq161,
-    &qh_method_aqlm, NULL,
+    &qh_method_aqlm, &qh_method_mpo, &qh_method_lowrank, NULL,
 };
 
 const qh_method_type *const *qh_method_registry(void) { return registry; }

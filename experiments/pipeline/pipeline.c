@@ -128,9 +128,8 @@ int qh_pipeline_validate(const qh_config *cfg)
         free(params);
         if (st != QH_OK) return st;
     }
-    for (size_t b = 0; b < cfg->n_bits; b++)
-        if (cfg->bits[b] > 8)
-            QH_ERROR(QH_ECONFIG, "bits[%zu]: %d bits; the weight quantizers take 1..8", b, cfg->bits[b]);
+    /* each row's own range (qh_method_bits_range: 1..8 unless the row says
+     * otherwise; mpo and lowrank take 16 for FP16 cores) */
     QH_TRY(validate_bits(cfg));
     for (size_t m = 0; m < cfg->n_models; m++) QH_TRY(validate_model(cfg, m));
     return QH_OK;
