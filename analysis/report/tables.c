@@ -120,11 +120,25 @@ void rep_model_index_free(rep_model_index *mi)
 
 /* Gives each label a display name; labels that would share one keep their
  * raw method label instead. */
+/* The weight-activation part of a default label ("+rs128c-A4KV4" of
+ * "gptq+rs128c-A4KV4", configs/README.md), or "" when it has none. */
+static const char *wa_suffix(const char *label)
+{
+    const char *p = strstr(label, "+rs");
+    if (!p) p = strstr(label, "-A");
+    if (!p) p = strstr(label, "-KV");
+    return p ? p : "";
+}
+
 static void name_labels(rep_model_index *mi)
 {
-    for (size_t i = 0; i < mi->n_labels; i++)
+    for (size_t i = 0; i < mi->n_labels; i++) {
+        char base[sizeof mi->labels[i].display];
         qh_report_display_name(mi->labels[i].first->method, mi->labels[i].first->incoherence,
-                               mi->labels[i].display, sizeof mi->labels[i].display);
+                               base, sizeof base);
+        snprintf(mi->labels[i].display, sizeof mi->labels[i].display, "%.*s%s", 60, base,
+                 wa_suffix(mi->labels[i].first->label));
+    }
     /* Mark every label of a colliding group before renaming any: renaming
      * one at a time would leave the group's last member under the shared name. */
     unsigned char *clash = calloc(mi->n_labels ? mi->n_labels : 1, 1);

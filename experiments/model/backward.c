@@ -85,6 +85,9 @@ static int check_differentiable(const qh_model *m, const char *who)
 {
     const qh_model_features *f = &m->cfg.features;
     QH_TRY(qh_forward_check_features(m, who));
+    if (m->act_quant)
+        QH_ERROR(QH_EUNIMPL, "%s: fake-quantized activations (act_quant) are not "
+                 "differentiable; tune blocks with float activations", who);
     if (!f->pre_ln)
         QH_ERROR(QH_EUNIMPL, "%s: post-LN blocks (do_layer_norm_before = false) are not "
                  "differentiable; only pre-LN blocks are", who);

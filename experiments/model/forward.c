@@ -91,10 +91,14 @@ int qh_forward_ws_alloc(const qh_model *m, size_t capacity, qh_forward_ws **out)
     size_t wide = max_sz(ws->hidden, ws->embed_dim);
     size_t half = f->pos == QH_POS_ROTARY ? (size_t)f->rotary_dims / 2 : 0;
     size_t f2 = f->gated_mlp ? ws->ffn_dim : 0;
+    size_t aqd = max_sz(wide, max_sz(ws->q_dim, ws->ffn_dim));
+    ws->aq_dim = aqd;
     size_t n_floats = T * (ws->hidden + 2 * wide + 2 * ws->q_dim + 2 * ws->kv_dim +
-                           ws->ffn_dim + f2 + (size_t)nt * ws->qblock + 2 * half) +
-                      (size_t)nt * ws->qblock;
-    float *p = malloc(n_floats * sizeof(float));
+                           ws->ffn_dim + f2 + (size_t)nt * ws->qblock + 2 * half + aqd) +
+                      (size_t)nt * ws->qblock + aqd;
+    /* size_t scratch after the floats, aligned for size_t */
+    size_t idx_off = (n_floats * sizeof(float) + sizeof(size_t) - 1) / sizeof(size_t);
+    float *p = malloc((idx_off + aqd) * sizeof(size_t));
     if (!p) {
         free(ws);
         QH_ERROR(QH_ENOMEM, "forward workspace: cannot allocate %zu floats", n_floats);
@@ -111,6 +115,9 @@ int qh_forward_ws_alloc(const qh_model *m, size_t capacity, qh_forward_ws **out)
     ws->f2 = f2 ? p : NULL;  p += T * f2;
     ws->scores = p;     p += (size_t)nt * T * ws->qblock;
     ws->inv_sum = p;    p += (size_t)nt * ws->qblock;
+    ws->aq = p;         p += T * aqd;
+    ws->aq_s = p;       p += aqd;
+    ws->aq_idx = (size_t *)ws->mem + idx_off;
     if (half) {
         ws->rope_cos = p;  p += T * half;
         ws->rope_sin = p;  p += T * half;
@@ -407,10 +414,30 @@ void qh_linear_apply(const qh_linear *L, const float *x, size_t T, float *y, int
     qh_sgemm('T', 'N', out, T, in, 1.0f, L->W, in, x, in, beta, y, out);
 }
 
-/* Hook, then the linear; timing and FLOPs into ws->stats. */
-static int run_linear(const qh_block *blk, int layer, int kind, const float *x, size_t T,
-                      float *y, int accumulate, qh_forward_ws *ws, const qh_forward_hook *hook,
-                      double *t0)
+/* The input a linear of `kind` is applied to: x itself without activation
+ * quantization, else ws->aq holding x fake-quantized (with Runtime Smooth at
+ * o_proj, gate/up and down when asked).  Linears sharing an input (q/k/v,
+ * gate/up) pass reuse = 1 after the first to skip the repeated work. */
+static const float *linear_input(const qh_model *m, int kind, const float *x, size_t dim,
+                                 size_t T, qh_forward_ws *ws, int reuse)
+{
+    const qh_act_quant *aq = m->act_quant;
+    if (!aq || !qh_quant_spec_on(&aq->act)) return x;
+    if (reuse) return ws->aq;
+    QH_ASSERT(dim <= ws->aq_dim);
+    int smoothed = aq->smooth && kind != QH_LIN_Q && kind != QH_LIN_K && kind != QH_LIN_V;
+    if (smoothed)
+        qh_runtime_smooth_quant(aq, x, ws->aq, dim, T, ws->aq_s, ws->aq_idx);
+    else
+        qh_fake_quant(&aq->act, x, ws->aq, dim, T);
+    return ws->aq;
+}
+
+/* Hook (on the float input x), then the linear on xa (x or its fake-quantized
+ * copy); timing and FLOPs into ws->stats. */
+static int run_linear(const qh_block *blk, int layer, int kind, const float *x, const float *xa,
+                      size_t T, float *y, int accumulate, qh_forward_ws *ws,
+                      const qh_forward_hook *hook, double *t0)
 {
     const qh_linear *L = &blk->lin[kind];
     QH_ASSERT(L->W != NULL);
@@ -418,7 +445,7 @@ static int run_linear(const qh_block *blk, int layer, int kind, const float *x, 
     int st = call_hook(hook, layer, kind, x, (size_t)L->in, T);
     if (st != QH_OK) return st;
     if (ws->profile) *t0 = qh_seconds();                 /* hook time is not ours */
-    qh_linear_apply(L, x, T, y, accumulate);
+    qh_linear_apply(L, xa, T, y, accumulate);
     ws->stats.linear_flops += 2.0 * (double)L->out * (double)L->in * (double)T;
     lap(ws->profile, t0, &ws->stats.linear_s);
     return QH_OK;
@@ -440,10 +467,11 @@ static int attention_sublayer(const qh_model *m, int layer, const float *h, floa
 {
     const qh_block *blk = &m->blocks[layer];
     const qh_model_config *c = &m->cfg;
-    size_t hd = ws->head_dim;
-    QH_TRY(run_linear(blk, layer, QH_LIN_Q, h, T, ws->q, 0, ws, hook, t0));
-    QH_TRY(run_linear(blk, layer, QH_LIN_K, h, T, ws->k, 0, ws, hook, t0));
-    QH_TRY(run_linear(blk, layer, QH_LIN_V, h, T, ws->v, 0, ws, hook, t0));
+    size_t hd = ws->head_dim, d = (size_t)blk->lin[QH_LIN_Q].in;
+    const float *ha = linear_input(m, QH_LIN_Q, h, d, T, ws, 0);
+    QH_TRY(run_linear(blk, layer, QH_LIN_Q, h, ha, T, ws->q, 0, ws, hook, t0));
+    QH_TRY(run_linear(blk, layer, QH_LIN_K, h, ha, T, ws->k, 0, ws, hook, t0));
+    QH_TRY(run_linear(blk, layer, QH_LIN_V, h, ha, T, ws->v, 0, ws, hook, t0));
     if (c->features.qk_norm) {                /* per head: columns of head_dim */
         qh_norm_apply(m, &blk->q_norm, ws->q, ws->q, hd, (size_t)c->n_heads * T);
         qh_norm_apply(m, &blk->k_norm, ws->k, ws->k, hd, (size_t)c->n_kv_heads * T);
@@ -454,10 +482,15 @@ static int attention_sublayer(const qh_model *m, int layer, const float *h, floa
         qh_rope_apply_partial(ws->k, (size_t)c->n_kv_heads, hd, rot, T, ws->rope_cos,
                               ws->rope_sin);
     }
+    if (m->act_quant && qh_quant_spec_on(&m->act_quant->kv)) {
+        qh_fake_quant_heads(&m->act_quant->kv, ws->k, (size_t)c->n_kv_heads, hd, T);
+        qh_fake_quant_heads(&m->act_quant->kv, ws->v, (size_t)c->n_kv_heads, hd, T);
+    }
     lap(ws->profile, t0, &ws->stats.other_s);
     attention_all_heads(c, ws, T, (size_t)qh_model_layer_window(c, layer));
     if (ws->profile) *t0 = qh_seconds();
-    return run_linear(blk, layer, QH_LIN_O, ws->att, T, x, 1, ws, hook, t0);
+    const float *aa = linear_input(m, QH_LIN_O, ws->att, ws->q_dim, T, ws, 0);
+    return run_linear(blk, layer, QH_LIN_O, ws->att, aa, T, x, 1, ws, hook, t0);
 }
 
 /* a[i] = act(a[i]), times u[i] when u is given (a gated MLP). */
@@ -489,10 +522,13 @@ static int mlp_sublayer(const qh_model *m, int layer, const float *h, float *x, 
     const qh_block *blk = &m->blocks[layer];
     int gated = m->cfg.features.gated_mlp;
     float *f1 = ws->f1;
-    QH_TRY(run_linear(blk, layer, gated ? QH_LIN_GATE : QH_LIN_UP, h, T, f1, 0, ws, hook, t0));
-    if (gated) QH_TRY(run_linear(blk, layer, QH_LIN_UP, h, T, ws->f2, 0, ws, hook, t0));
+    int first = gated ? QH_LIN_GATE : QH_LIN_UP;
+    const float *ha = linear_input(m, first, h, (size_t)blk->lin[first].in, T, ws, 0);
+    QH_TRY(run_linear(blk, layer, first, h, ha, T, f1, 0, ws, hook, t0));
+    if (gated) QH_TRY(run_linear(blk, layer, QH_LIN_UP, h, ha, T, ws->f2, 0, ws, hook, t0));
     mlp_activation(m->cfg.features.act, f1, gated ? ws->f2 : NULL, ws->ffn_dim * T);
-    return run_linear(blk, layer, QH_LIN_DOWN, f1, T, x, 1, ws, hook, t0);
+    const float *fa = linear_input(m, QH_LIN_DOWN, f1, ws->ffn_dim, T, ws, 0);
+    return run_linear(blk, layer, QH_LIN_DOWN, f1, fa, T, x, 1, ws, hook, t0);
 }
 
 int qh_forward_block(const qh_model *m, int layer, float *x, size_t T, qh_forward_ws *ws,

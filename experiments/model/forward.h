@@ -16,6 +16,10 @@
  *     qh_forward_head   x (hidden x T)     -> logits (vocab x T)
  *     qh_forward_window ids (T)            -> logits (vocab x T), all of the above
  *
+ * With m->act_quant set (model/act_quant.h), each decoder linear is applied to a
+ * fake-quantized copy of its input (ws->aq; the hook still sees the float
+ * input) and K, V are fake-quantized in place after projection and RoPE.
+ *
  * What is computed follows the model's features (model/family.h): pre- or
  * post-LN blocks, LayerNorm or RMSNorm (optionally scaling by 1 + w),
  * learned positions at an offset or rotate-half RoPE (default, linear or
@@ -64,6 +68,10 @@ typedef struct {
     float *scores;                   /* (capacity x qblock) per thread: one head's probabilities */
     float *inv_sum;                  /* (qblock) per thread: softmax normalisers of one block */
     float *rope_cos, *rope_sin;      /* (head_dim/2 x capacity) RoPE only */
+    float *aq;                       /* (max linear input x capacity) fake-quantized linear input */
+    float *aq_s;                     /* (max linear input) Runtime Smooth scales */
+    size_t *aq_idx;                  /* (max linear input) Runtime Smooth sort scratch */
+    size_t aq_dim;                   /* max linear input: max(hidden, embed_dim, q_dim, ffn_dim) */
     int max_threads;                 /* attention threads the buffers allow */
     int threads;                     /* attention threads to use, 1..max_threads (settable) */
     int profile;                     /* nonzero: measure time into stats */

@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/act_quant.h"
 #include "model/family.h"
 #include "qh_error.h"
 
@@ -89,6 +90,8 @@ typedef struct {
     qh_norm final_norm;              /* OPT decoder.final_layer_norm (w NULL if absent), Llama norm */
     float *lm_head;                  /* (vocab, embed_dim) row-major; == embed_tokens if tied */
     qh_block *blocks;                /* n_layers */
+    const qh_act_quant *act_quant;   /* borrowed; NULL (the loader's): float activations and KV
+                                        (model/act_quant.h; forward.c applies it) */
     void *storage;                   /* private: owned allocations */
 } qh_model;
 

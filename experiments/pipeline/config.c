@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pipeline/wa_config.h"
 #include "qh_path.h"
 
 #define CFG_ERR(st, src, path, ...)                                                   \
@@ -140,11 +141,11 @@ static int get_variant(const cJSON *v, qh_variant *out, const char *src, const c
     return QH_OK;
 }
 
-static int parse_method(const cJSON *obj, qh_config_method *m, qh_variant variant, const char *src,
-                        const char *path)
+static int parse_method(const cJSON *obj, qh_config_method *m, qh_variant variant,
+                        const qh_act_quant *wa, const char *src, const char *path)
 {
     static const char *const keys[] = { "method", "label", "params", "incoherence", "rescale",
-                                        "permute", "variant", NULL };
+                                        "permute", "variant", "activations", "kv", NULL };
     char sub[192];
     if (!cJSON_IsObject(obj)) CFG_ERR(QH_ECONFIG, src, path, "expected an object with key \"method\"");
     QH_TRY(check_keys(obj, keys, src, path));
@@ -180,11 +181,15 @@ static int parse_method(const cJSON *obj, qh_config_method *m, qh_variant varian
     }
     qh_incoh_row_settings(qh_incoh_find(m->incoherence), m->variant == QH_VARIANT_REFERENCE,
                           &m->rescale, &m->permute);
+    m->wa = *wa;
+    QH_TRY(qh_wa_parse(cJSON_GetObjectItemCaseSensitive(obj, "activations"),
+                       cJSON_GetObjectItemCaseSensitive(obj, "kv"), &m->wa, src, path));
     if ((v = cJSON_GetObjectItemCaseSensitive(obj, "label"))) {
         snprintf(sub, sizeof sub, "%s.label", path);
         QH_TRY(get_string(v, m->label, sizeof m->label, src, sub));
     } else if (qh_config_default_label(m->label, sizeof m->label, m->method,
-                                       qh_incoh_find(m->incoherence)->kind, m->variant) != QH_OK) {
+                                       qh_incoh_find(m->incoherence)->kind, m->variant) != QH_OK
+               || qh_wa_label_append(m->label, sizeof m->label, &m->wa) != QH_OK) {
         CFG_ERR(QH_ECONFIG, src, path, "method \"%s\": default label too long; set \"label\"", m->method);
     }
     if (!label_ok(m->label))
@@ -264,7 +269,8 @@ static int parse_eval(const cJSON *ev, qh_config *c, const char *src)
 static int parse_root(const cJSON *root, qh_config *c, const char *src)
 {
     static const char *const keys[] = { "name", "models", "datasets", "calibration", "eval",
-                                        "methods", "bits", "seeds", "variant", NULL };
+                                        "methods", "bits", "seeds", "variant", "activations",
+                                        "kv", NULL };
     const cJSON *it;
     if (!cJSON_IsObject(root)) CFG_ERR(QH_ECONFIG, src, "(root)", "expected a JSON object");
     QH_TRY(check_keys(root, keys, src, "(root)"));
@@ -281,6 +287,9 @@ static int parse_root(const cJSON *root, qh_config *c, const char *src)
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "eval"))) QH_TRY(parse_eval(it, c, src));
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "variant")))
         QH_TRY(get_variant(it, &c->variant, src, "variant"));
+    c->wa = qh_wa_default();
+    QH_TRY(qh_wa_parse(cJSON_GetObjectItemCaseSensitive(root, "activations"),
+                       cJSON_GetObjectItemCaseSensitive(root, "kv"), &c->wa, src, "(root)"));
 
     if (!(it = cJSON_GetObjectItemCaseSensitive(root, "methods")) || !cJSON_IsArray(it) || !it->child)
         CFG_ERR(QH_ECONFIG, src, "methods", "expected a non-empty array of method objects");
@@ -290,7 +299,7 @@ static int parse_root(const cJSON *root, qh_config *c, const char *src)
     for (const cJSON *m = it->child; m; m = m->next, i++) {
         char path[64];
         snprintf(path, sizeof path, "methods[%zu]", i);
-        QH_TRY(parse_method(m, &c->methods[i], c->variant, src, path));
+        QH_TRY(parse_method(m, &c->methods[i], c->variant, &c->wa, src, path));
         for (size_t j = 0; j < i; j++)
             if (!strcmp(c->methods[j].label, c->methods[i].label))
                 CFG_ERR(QH_ECONFIG, src, path, "duplicate label \"%s\" (set \"label\" to tell them apart)",

@@ -16,6 +16,7 @@
 #include "qh_error.h"
 #include "qh_incoherence.h"
 #include "qh_method.h"
+#include "model/act_quant.h"
 
 #define QH_CONFIG_MAX_PARAMS 16
 
@@ -38,6 +39,8 @@ typedef struct {
                                         default; reference starts the parameters from the
                                         values that reproduce the authors' code
                                         (qh_method_params_variant) */
+    qh_act_quant wa;                 /* "activations", "kv": the entry's, else the top level's,
+                                        else off (bits 16); pipeline/wa_config.h */
 } qh_config_method;
 
 typedef struct {
@@ -63,6 +66,7 @@ typedef struct {
     uint64_t *seeds;                 /* n_seeds */
     size_t n_seeds;
     qh_variant variant;              /* top-level "variant": every entry's unless it sets its own */
+    qh_act_quant wa;                 /* top-level "activations", "kv": every entry's default */
 } qh_config;
 
 typedef struct {

@@ -13,6 +13,7 @@
 #include "pipeline/eval.h"
 #include "pipeline/layer_eval.h"
 #include "pipeline/protocol.h"
+#include "pipeline/wa_config.h"
 #include "model/model.h"
 #include "qh_blas.h"
 #include "qh_method.h"
@@ -110,7 +111,8 @@ static int validate_model(const qh_config *cfg, size_t m)
             QH_ERROR(QH_ECONFIG, "%s: %d exceeds the context of models[%zu] (%s, %s): "
                      "max_position_embeddings %d", len[k].key, len[k].v, m, me->label, me->path,
                      mc.max_pos);
-    return validate_groups(cfg, m, &mc);
+    QH_TRY(validate_groups(cfg, m, &mc));
+    return qh_wa_validate(cfg, m, &mc);
 }
 
 int qh_pipeline_validate(const qh_config *cfg)
@@ -399,7 +401,9 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
     if (st == QH_OK) st = block_objective_setup(&q.block, q.type, params);
     if (st == QH_OK) st = load_model_and_tokenizer(me->path, &m, &tok);
     if (st == QH_OK) st = quantize_model(p, cell, m, tok, &q);
+    if (st == QH_OK) st = qh_wa_attach(m, &cm->wa, cell->id);
     if (st == QH_OK) st = evaluate(p, m, tok, cell->id, &ev);
+    if (m) m->act_quant = NULL;                   /* a saved model stays a float model */
     if (st == QH_OK && p->save_model_dir) {
         char dir[1400];
         st = qh_path_format(dir, sizeof dir, "--save-model folder", "%s/%s", p->save_model_dir, cell->id);

@@ -11,6 +11,7 @@
 #include "model/model.h"
 #include "model/safetensors.h"
 #include "pipeline/config.h"
+#include "pipeline/wa_config.h"
 #include "qh_blas.h"
 #include "qh_method.h"
 #include "qh_path.h"
@@ -165,6 +166,11 @@ static void put_calibration(record *r, const qh_config *cfg, const qh_cell *cell
     put(r, cJSON_CreateNumber((double)cell->seed), "calibration.seed");
 }
 
+static void put_wa_entry(const char *key, const char *value, void *user)
+{
+    put(user, cJSON_CreateString(value), "%s", key);
+}
+
 /* Method name, version and every parameter as the cell resolves them. */
 static int put_method(record *r, const qh_config *cfg, const qh_cell *cell)
 {
@@ -188,6 +194,7 @@ static int put_method(record *r, const qh_config *cfg, const qh_cell *cell)
     put(r, cJSON_CreateBool(cm->permute && row && row->kind == QH_INCOH_KRON), "permute");
     put(r, cJSON_CreateNumber(cell->bits), "bits");
     put(r, cJSON_CreateNumber((double)cell->seed), "seed");
+    qh_wa_protocol(&cm->wa, put_wa_entry, r);
     return QH_OK;
 }
 
