@@ -137,7 +137,7 @@ static double elem(const qh_signround_state *st, const cell_grid *c, double w, d
 {
     double t = round_q(st, w / c->s + v + c->z);
     int inside = t >= c->qlo && t <= c->qhi;
-    double q = inside ? t : t < c->qlo ? c->qlo : c->qhi;
+    double q = inside ? t + 0.0 : t < c->qlo ? c->qlo : c->qhi;   /* + 0.0: −0 → +0, as rtn */
     if (d) {
         if (inside) {
             d[0] = c->s;
