@@ -152,35 +152,45 @@ static double elem(const qh_signround_state *st, const cell_grid *c, double w, d
     return c->s * (q - c->z);
 }
 
+/* Both loops run down the columns (W, V and G are column-major) and refit
+ * the (row, group) grid per weight: a few flops, cheaper than striding
+ * across the rows of a tall matrix. */
 void qh_signround_fake_quant(const qh_signround_state *s, qh_matd *What)
 {
     size_t m = s->rows;
-    for (size_t gi = 0; gi < s->n_groups; gi++)
+    for (size_t j = 0; j < s->cols; j++) {
+        size_t gi = j / s->group;
         for (size_t r = 0; r < m; r++) {
             cell_grid c = grid_of(s, r + gi * m);
-            for (size_t j = gi * s->group; j < (gi + 1) * s->group; j++)
-                QH_AT(What, r, j) = elem(s, &c, QH_AT(s->W, r, j), s->V[r + j * m], NULL);
+            QH_AT(What, r, j) = elem(s, &c, QH_AT(s->W, r, j), s->V[r + j * m], NULL);
         }
+    }
 }
 
 void qh_signround_grad(qh_signround_state *s, const qh_matd *G)
 {
     size_t m = s->rows;
-    for (size_t gi = 0; gi < s->n_groups; gi++)
+    /* per (row, group): Σ g ∂ŵ/∂s accumulates in g_max, Σ g ∂ŵ/∂lo in g_min */
+    memset(s->g_min, 0, m * s->n_groups * sizeof(double));
+    memset(s->g_max, 0, m * s->n_groups * sizeof(double));
+    for (size_t j = 0; j < s->cols; j++) {
+        size_t gi = j / s->group;
         for (size_t r = 0; r < m; r++) {
             size_t k = r + gi * m;
             cell_grid c = grid_of(s, k);
-            double gs = 0.0, glo = 0.0, d[3];
-            for (size_t j = gi * s->group; j < (gi + 1) * s->group; j++) {
-                double g = QH_AT(G, r, j);
-                elem(s, &c, QH_AT(s->W, r, j), s->V[r + j * m], d);
-                s->gV[r + j * m] = g * d[0];
-                gs += g * d[1];
-                glo += g * d[2];
-            }
-            s->g_min[k] = gs * c.ds_min + glo * s->xmin[k];
-            s->g_max[k] = gs * c.ds_max;
+            double g = QH_AT(G, r, j), d[3];
+            elem(s, &c, QH_AT(s->W, r, j), s->V[r + j * m], d);
+            s->gV[r + j * m] = g * d[0];
+            s->g_max[k] += g * d[1];
+            s->g_min[k] += g * d[2];
         }
+    }
+    for (size_t k = 0; k < m * s->n_groups; k++) {
+        cell_grid c = grid_of(s, k);
+        double gs = s->g_max[k], glo = s->g_min[k];
+        s->g_min[k] = gs * c.ds_min + glo * s->xmin[k];
+        s->g_max[k] = gs * c.ds_max;
+    }
 }
 
 /* ---- the state ---------------------------------------------------------------------- */
@@ -243,22 +253,22 @@ static size_t signround_workspace_size(const void *params, size_t m, size_t n)
     return qh_quant_ws_bytes(m, n, 2, 0, 4 * m * ng) + 8 * QH_WS_ALIGN;
 }
 
-/* The raw range of every row and group, as the min-max grid fits it. */
+/* The raw range of every row and group, as the min-max grid fits it (the
+ * same fmin/fmax over the same values: the order does not matter). */
 static void fit_ranges(qh_signround_state *s)
 {
-    size_t m = s->rows;
-    for (size_t gi = 0; gi < s->n_groups; gi++)
+    size_t m = s->rows, mg = m * s->n_groups;
+    for (size_t k = 0; k < mg; k++) s->xmin[k] = s->xmax[k] = 0.0;
+    for (size_t j = 0; j < s->cols; j++)
         for (size_t r = 0; r < m; r++) {
-            double lo = 0.0, hi = 0.0;
-            for (size_t j = gi * s->group; j < (gi + 1) * s->group; j++) {
-                lo = fmin(lo, QH_AT(s->W, r, j));
-                hi = fmax(hi, QH_AT(s->W, r, j));
-            }
-            if (lo == 0.0 && hi == 0.0) { lo = -1.0; hi = 1.0; }
-            s->xmin[r + gi * m] = lo;
-            s->xmax[r + gi * m] = hi;
-            s->min_scale[r + gi * m] = s->max_scale[r + gi * m] = 1.0;
+            size_t k = r + (j / s->group) * m;
+            s->xmin[k] = fmin(s->xmin[k], QH_AT(s->W, r, j));
+            s->xmax[k] = fmax(s->xmax[k], QH_AT(s->W, r, j));
         }
+    for (size_t k = 0; k < mg; k++) {
+        if (s->xmin[k] == 0.0 && s->xmax[k] == 0.0) { s->xmin[k] = -1.0; s->xmax[k] = 1.0; }
+        s->min_scale[k] = s->max_scale[k] = 1.0;
+    }
 }
 
 /* The result's grid for sym: Δ = |s| and the zero that maps q ∈ [−M, M−1]
