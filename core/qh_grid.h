@@ -35,6 +35,8 @@ typedef struct {
     int bits;                        /* 1..8 */
     int clamp;                       /* 1: q restricted to 0..maxq */
     int ties_even;                   /* 1: nearest rounds ties to even (torch.round); 0: up */
+    int zero_fixed;                  /* 1: z is fixed by the grid's definition and not stored
+                                        (a symmetric grid per group, signround sym); 0 */
     double maxq;                     /* 2^bits − 1 */
     double rho;                      /* QH_GRID_RMS: s = rho·RMS(W) */
     size_t rows;                     /* m */
@@ -56,8 +58,9 @@ void qh_grid_free(qh_grid *g);       /* frees the tables; the struct is caller's
 void qh_grid_fit(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi);
 
 /* Side information in bits per weight (reference §1 "Bits"): MINMAX stores an
- * FP16 step and a b-bit zero per row and group, (16 + b)/group; RMS one FP16
- * scale per matrix, 16/(rows·cols); INTEGER nothing. */
+ * FP16 step and a b-bit zero per row and group, (16 + b)/group (16/group when
+ * zero_fixed: the step alone); RMS one FP16 scale per matrix, 16/(rows·cols);
+ * INTEGER nothing. */
 double qh_grid_side_bits(const qh_grid *g, size_t cols);
 
 /* The grid point for x in row r and group gi, with η as in the file header

@@ -17,6 +17,7 @@
 #include "billm.h"
 #include "quipsharp.h"
 #include "rtn.h"
+#include "signround.h"
 
 #include <errno.h>
 #include <math.h>
@@ -28,7 +29,7 @@
 static const qh_method_type *const registry[] = {
     &qh_method_rtn, &qh_method_gptq, &qh_method_ldlq, &qh_method_ldlq_rg, &qh_method_greedy,
     &qh_method_quipsharp, &qh_method_pvq, &qh_method_billm, &qh_method_pbllm, &qh_method_ptq161,
-    &qh_method_aqlm, &qh_method_mpo, &qh_method_lowrank, NULL,
+    &qh_method_aqlm, &qh_method_signround, &qh_method_mpo, &qh_method_lowrank, NULL,
 };
 
 const qh_method_type *const *qh_method_registry(void) { return registry; }
