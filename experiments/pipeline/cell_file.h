@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pipeline/eval.h"
 #include "pipeline/layer_eval.h"
 #include "qh_method.h"
 
@@ -37,6 +38,7 @@ typedef struct {
     double ppl;
     size_t seqlen, n_windows, n_tokens;
     const double *window_nll;        /* n_windows; borrows */
+    const qh_eval_fidelity *fid;     /* against the float model; NULL: not measured (borrows) */
 } qh_cell_eval;
 
 int qh_cell_file_write(const char *path, const qh_cell_info *info, const qh_layer_record *recs,

@@ -249,7 +249,7 @@ static int parse_calibration(const cJSON *cal, qh_config *c, const char *src)
 
 static int parse_eval(const cJSON *ev, qh_config *c, const char *src)
 {
-    static const char *const keys[] = { "seqlen", "max_windows", NULL };
+    static const char *const keys[] = { "seqlen", "max_windows", "kl_topk", NULL };
     long v;
     QH_TRY(parse_section(ev, "eval", keys, src));
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(ev, "seqlen");
@@ -257,6 +257,10 @@ static int parse_eval(const cJSON *ev, qh_config *c, const char *src)
     if ((it = cJSON_GetObjectItemCaseSensitive(ev, "max_windows"))) {
         QH_TRY(get_int(it, 0, 1 << 30, &v, src, "eval.max_windows"));
         c->eval_max_windows = (int)v;
+    }
+    if ((it = cJSON_GetObjectItemCaseSensitive(ev, "kl_topk"))) {
+        QH_TRY(get_int(it, 0, 1 << 24, &v, src, "eval.kl_topk"));
+        c->eval_kl_topk = (int)v;
     }
     return QH_OK;
 }
@@ -276,6 +280,7 @@ static int parse_root(const cJSON *root, qh_config *c, const char *src)
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "datasets")))
         QH_TRY(parse_entries(it, 1, &c->datasets, &c->n_datasets, src, "datasets"));
     c->calib_nsamples = 128;
+    c->eval_kl_topk = QH_EVAL_KL_TOPK_DEFAULT;
     snprintf(c->calib_path, sizeof c->calib_path, "data/gutenberg_calib_4M.txt");
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "calibration"))) QH_TRY(parse_calibration(it, c, src));
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "eval"))) QH_TRY(parse_eval(it, c, src));

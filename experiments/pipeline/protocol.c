@@ -149,6 +149,7 @@ static void put_eval(record *r, const qh_config *cfg, int max_pos)
 {
     put(r, cJSON_CreateNumber(cfg->eval_seqlen ? cfg->eval_seqlen : max_pos), "eval.seqlen");
     put(r, cJSON_CreateNumber(cfg->eval_max_windows), "eval.max_windows");
+    put(r, cJSON_CreateNumber(cfg->eval_kl_topk), "eval.kl_topk");
     for (size_t d = 0; d < cfg->n_datasets; d++) {
         const qh_config_entry *e = &cfg->datasets[d];
         put(r, cJSON_CreateString(base_name(e->path)), "eval.data.%s.file", e->label);
