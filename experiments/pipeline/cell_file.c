@@ -126,6 +126,22 @@ static int write_eval(qh_results *w, const qh_cell_eval *e)
     return e->fid ? write_fidelity(w, g, e->fid, e->n_windows) : QH_OK;
 }
 
+/* /run/tasks/<label>: accuracies and the per-continuation scores. */
+static int write_task(qh_results *w, const qh_cell_task *t)
+{
+    char g[256], d[300];
+    QH_TRY(qh_path_format(g, sizeof g, "task group", "/run/tasks/%s", t->name));
+    QH_TRY(qh_results_group(w, g));
+    QH_TRY(qh_results_attr_string(w, g, "path", t->path));
+    QH_TRY(qh_results_attr_int(w, g, "n_items", (int64_t)t->r->n));
+    QH_TRY(qh_results_attr_double(w, g, "acc", t->r->acc));
+    QH_TRY(qh_results_attr_double(w, g, "acc_stderr", t->r->acc_stderr));
+    QH_TRY(qh_results_attr_double(w, g, "acc_norm", t->r->acc_norm));
+    QH_TRY(qh_results_attr_double(w, g, "acc_norm_stderr", t->r->acc_norm_stderr));
+    QH_TRY(qh_path_format(d, sizeof d, "task dataset", "%s/scores", g));
+    return qh_results_write_vec(w, d, t->r->scores, t->r->n_scores);
+}
+
 /* Timings vary between reruns, so they live under /provenance, which
  * comparisons exclude: the cell's wall time and one entry per layer. */
 static int write_timings(qh_results *w, const qh_cell_info *c, const qh_layer_record *recs, size_t n)
@@ -150,6 +166,7 @@ int qh_cell_file_write(const char *path, const qh_cell_info *info, const qh_laye
     int st = write_run(w, info, recs, n_recs);
     if (st == QH_OK && n_recs) st = qh_layer_records_write(w, "/run/layer_table", recs, n_recs);
     for (size_t i = 0; i < n_evals && st == QH_OK; i++) st = write_eval(w, &evals[i]);
+    for (size_t i = 0; i < info->n_tasks && st == QH_OK; i++) st = write_task(w, &info->tasks[i]);
     if (st == QH_OK) {
         qh_provenance_finish(&prov);
         st = qh_provenance_write(w, &prov);

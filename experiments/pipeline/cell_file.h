@@ -10,6 +10,7 @@
 
 #include "pipeline/eval.h"
 #include "pipeline/layer_eval.h"
+#include "pipeline/tasks.h"
 #include "qh_method.h"
 
 typedef struct {
@@ -30,7 +31,15 @@ typedef struct {
     const char *calib_path;          /* "" when not calibrated */
     size_t calib_nsamples, calib_seqlen;
     const char *protocol;            /* the protocol record (pipeline/protocol.h); NULL: none */
+    const struct qh_cell_task *tasks;   /* n_tasks task accuracies (may be NULL) */
+    size_t n_tasks;
 } qh_cell_info;
+
+typedef struct qh_cell_task {
+    const char *name;                /* task label */
+    const char *path;
+    const qh_task_result *r;         /* borrows */
+} qh_cell_task;
 
 typedef struct {
     const char *name;                /* dataset label */

@@ -268,7 +268,7 @@ static int parse_eval(const cJSON *ev, qh_config *c, const char *src)
 static int parse_root(const cJSON *root, qh_config *c, const char *src)
 {
     static const char *const keys[] = { "name", "models", "datasets", "calibration", "eval",
-                                        "methods", "bits", "seeds", "variant", NULL };
+                                        "tasks", "methods", "bits", "seeds", "variant", NULL };
     const cJSON *it;
     if (!cJSON_IsObject(root)) CFG_ERR(QH_ECONFIG, src, "(root)", "expected a JSON object");
     QH_TRY(check_keys(root, keys, src, "(root)"));
@@ -279,6 +279,8 @@ static int parse_root(const cJSON *root, qh_config *c, const char *src)
     QH_TRY(parse_entries(it, 0, &c->models, &c->n_models, src, "models"));
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "datasets")))
         QH_TRY(parse_entries(it, 1, &c->datasets, &c->n_datasets, src, "datasets"));
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "tasks")))
+        QH_TRY(parse_entries(it, 1, &c->tasks, &c->n_tasks, src, "tasks"));
     c->calib_nsamples = 128;
     c->eval_kl_topk = QH_EVAL_KL_TOPK_DEFAULT;
     snprintf(c->calib_path, sizeof c->calib_path, "data/gutenberg_calib_4M.txt");
@@ -368,7 +370,7 @@ int qh_config_load(const char *path, qh_config **out)
 void qh_config_free(qh_config *c)
 {
     if (!c) return;
-    free(c->models); free(c->datasets); free(c->methods); free(c->bits); free(c->seeds);
+    free(c->models); free(c->datasets); free(c->tasks); free(c->methods); free(c->bits); free(c->seeds);
     free(c);
 }
 

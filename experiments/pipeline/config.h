@@ -53,6 +53,8 @@ typedef struct {
     size_t n_models;
     qh_config_entry *datasets;       /* n_datasets: evaluation texts */
     size_t n_datasets;
+    qh_config_entry *tasks;          /* n_tasks: multiple-choice task files (pipeline/tasks.h) */
+    size_t n_tasks;
     char calib_path[1024];
     int calib_nsamples;              /* default 128 */
     int calib_seqlen;                /* 0: the model's context length */

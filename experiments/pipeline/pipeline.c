@@ -15,6 +15,7 @@
 #include "pipeline/float_cache.h"
 #include "pipeline/layer_eval.h"
 #include "pipeline/protocol.h"
+#include "pipeline/tasks.h"
 #include "model/model.h"
 #include "qh_blas.h"
 #include "qh_method.h"
@@ -298,6 +299,9 @@ typedef struct {
     qh_cell_eval *evals;
     qh_eval_result *results;
     size_t n;
+    qh_cell_task *tasks;
+    qh_task_result *task_results;
+    size_t n_tasks;
 } eval_set;
 
 static void eval_set_free(eval_set *e)
@@ -305,6 +309,32 @@ static void eval_set_free(eval_set *e)
     for (size_t i = 0; i < e->n; i++) qh_eval_result_free(&e->results[i]);
     free(e->results);
     free(e->evals);
+    for (size_t i = 0; i < e->n_tasks; i++) qh_task_result_free(&e->task_results[i]);
+    free(e->task_results);
+    free(e->tasks);
+}
+
+/* The accuracy of m on every task file of the configuration. */
+static int run_tasks(const qh_pipeline *p, const qh_model *m, const qh_tokenizer *tok, const char *id,
+                     eval_set *e)
+{
+    const qh_config *cfg = p->cfg;
+    e->tasks = calloc(cfg->n_tasks + 1, sizeof *e->tasks);
+    e->task_results = calloc(cfg->n_tasks + 1, sizeof *e->task_results);
+    if (!e->tasks || !e->task_results) QH_ERROR(QH_ENOMEM, "out of memory");
+    for (size_t k = 0; k < cfg->n_tasks; k++) {
+        qh_task t;
+        QH_TRY(qh_task_load(cfg->tasks[k].path, &t));
+        int st = qh_task_eval(m, tok, &t, 0, &e->task_results[k]);
+        qh_task_free(&t);
+        if (st != QH_OK) { qh_error_prefix("task %s", cfg->tasks[k].label); return st; }
+        e->n_tasks = k + 1;
+        e->tasks[k] = (qh_cell_task){ cfg->tasks[k].label, cfg->tasks[k].path, &e->task_results[k] };
+        const qh_task_result *r = &e->task_results[k];
+        if (p->log) fprintf(p->log, "%s: task %s acc %.4f +- %.4f, acc_norm %.4f (%zu items, %.1f s)\n", id,
+                            cfg->tasks[k].label, r->acc, r->acc_stderr, r->acc_norm, r->n, r->seconds);
+    }
+    return QH_OK;
 }
 
 /* The float reference of dataset d (ids, n windows of seqlen): the cache file
@@ -435,6 +465,7 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
     if (st == QH_OK) st = load_model_and_tokenizer(me->path, &m, &tok);
     if (st == QH_OK) st = quantize_model(p, cell, m, tok, &q);
     if (st == QH_OK) st = evaluate(p, m, tok, cell->id, cell->model, NULL, &ev);
+    if (st == QH_OK) st = run_tasks(p, m, tok, cell->id, &ev);
     if (st == QH_OK && p->save_model_dir) {
         char dir[1400];
         st = qh_path_format(dir, sizeof dir, "--save-model folder", "%s/%s", p->save_model_dir, cell->id);
@@ -452,6 +483,7 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
         .bits = cell->bits, .seed = cell->seed, .status = st, .message = message,
         .seconds = qh_seconds() - q.t0, .config_json = p->config_json, .calib_path = cfg->calib_path,
         .calib_nsamples = (size_t)cfg->calib_nsamples, .calib_seqlen = seqlen,
+        .tasks = ev.tasks, .n_tasks = ev.n_tasks,
     };
     char *record = NULL;
     int wst = qh_protocol_record(cfg, cell->model, cell, qh_blas_info().threads, &record);
@@ -481,6 +513,7 @@ int qh_pipeline_run_baseline(const qh_pipeline *p, size_t model)
     snprintf(id, sizeof id, "%s.baseline", me->label);
     int st = load_model_and_tokenizer(me->path, &m, &tok);
     if (st == QH_OK) st = evaluate(p, m, tok, id, model, m, &ev);
+    if (st == QH_OK) st = run_tasks(p, m, tok, id, &ev);
     char message[1024];
     snprintf(message, sizeof message, "%s", st == QH_OK ? "" : qh_last_error());
     qh_cell_info info = {
@@ -488,6 +521,7 @@ int qh_pipeline_run_baseline(const qh_pipeline *p, size_t model)
         .method_label = "float32", .incoherence = "none", .rescale = 0, .bits = 32, .seed = 0,
         .status = st, .message = message, .seconds = qh_seconds() - t0, .config_json = p->config_json,
         .calib_path = "", .calib_nsamples = 0, .calib_seqlen = 0,
+        .tasks = ev.tasks, .n_tasks = ev.n_tasks,
     };
     char *record = NULL;
     int wst = qh_protocol_record(p->cfg, model, NULL, qh_blas_info().threads, &record);

@@ -155,6 +155,11 @@ static void put_eval(record *r, const qh_config *cfg, int max_pos)
         put(r, cJSON_CreateString(base_name(e->path)), "eval.data.%s.file", e->label);
         put(r, file_hash(e->path), "eval.data.%s.sha256", e->label);
     }
+    for (size_t t = 0; t < cfg->n_tasks; t++) {
+        const qh_config_entry *e = &cfg->tasks[t];
+        put(r, cJSON_CreateString(base_name(e->path)), "tasks.%s.file", e->label);
+        put(r, file_hash(e->path), "tasks.%s.sha256", e->label);
+    }
 }
 
 static void put_calibration(record *r, const qh_config *cfg, const qh_cell *cell, int max_pos)
