@@ -326,8 +326,8 @@ static void ppl_entry(fmt_kind k, const qh_report_set *set, const char *model, c
         snprintf(num, sizeof num, "failed");
     else if (s.n == 0)
         snprintf(num, sizeof num, "%s", k == FMT_MD ? "—" : "--");
-    else if (s.n == 1)
-        snprintf(num, sizeof num, "%.2f", s.mean);
+    else if (s.n == 1)                   /* the seed count always shows: (1) is one seed */
+        snprintf(num, sizeof num, "%.2f (1)", s.mean);
     else
         snprintf(num, sizeof num, "%.2f %s %.2f (%zu)", s.mean, pm, s.std, s.n);
     if (!marks[0])
@@ -419,7 +419,7 @@ static void md_table(FILE *f, const qh_report_set *set, const rep_model_index *m
     size_t fn_from = fn->n;
     escape(FMT_MD, mi->model, name, sizeof name);
     fprintf(f, "## %s\n\nPerplexity (lower is better): mean ± sample standard deviation over "
-            "seeds, with the seed count in parentheses when there are several. "
+            "seeds, with the seed count in parentheses. "
             "bpw: nominal / total bits per weight.\n\n| Method |", name);
     for (size_t b = 0; b < mi->n_bits; b++) {
         for (size_t d = 0; d < mi->n_datasets; d++)
