@@ -21,7 +21,7 @@
 struct qh_float_cache {
     FILE *f;
     char path[1024];
-    size_t seqlen, n_windows, k;
+    size_t vocab, seqlen, n_windows, k;
     int32_t *idx;
     float *logp, *logp_true;
 };
@@ -178,6 +178,7 @@ int qh_float_cache_open(const char *path, const char *key, size_t vocab, size_t 
     }
     c->f = f;
     snprintf(c->path, sizeof c->path, "%s", path);
+    c->vocab = vocab;
     c->seqlen = seqlen;
     c->n_windows = n_windows;
     c->k = k;
@@ -206,6 +207,10 @@ int qh_float_cache_window(size_t w, qh_float_window *out, void *user)
         || fread(c->logp, sizeof *c->logp, rows * k, c->f) != rows * k
         || fread(c->logp_true, sizeof *c->logp_true, rows, c->f) != rows)
         QH_ERROR(QH_EIO, "float cache %s: cannot read window %zu", c->path, w);
+    for (size_t i = 0; i < rows * k; i++)          /* a damaged file must not index past the vocabulary */
+        if (c->idx[i] < 0 || (size_t)c->idx[i] >= c->vocab)
+            QH_ERROR(QH_EIO, "float cache %s: window %zu holds token id %d outside the vocabulary "
+                     "of %zu", c->path, w, (int)c->idx[i], c->vocab);
     *out = (qh_float_window){ k, c->idx, c->logp, c->logp_true };
     return QH_OK;
 }
