@@ -18,6 +18,27 @@ static const char *good =
     "              {\"method\": \"ldlq\", \"incoherence\": \"kron\"}],\n"
     "  \"bits\": [2, 4], \"seeds\": [0, 7] }";
 
+/* eval.kl_topk and tasks: parsed, and a bad value names its key. */
+static void test_metrics_keys(void)
+{
+    const char *json = "{ \"name\": \"t\", \"models\": [\"m\"], \"eval\": {\"kl_topk\": 0},\n"
+                       "  \"tasks\": {\"cloze\": \"tests/data/gutenberg_cloze.jsonl\"},\n"
+                       "  \"methods\": [{\"method\": \"rtn\"}], \"bits\": [3] }";
+    qh_config *c = NULL;
+    int st = qh_config_parse(json, "metrics.json", &c);
+    QH_CHECK(st == QH_OK && c->eval_kl_topk == 0 && c->n_tasks == 1 && !strcmp(c->tasks[0].label, "cloze")
+             && !strcmp(c->tasks[0].path, "tests/data/gutenberg_cloze.jsonl"), "kl_topk 0 and one task: %s",
+             st == QH_OK ? "" : qh_last_error());
+    qh_config_free(c);
+    c = NULL;
+    const char *bad = "{ \"name\": \"t\", \"models\": [\"m\"], \"eval\": {\"kl_topk\": -1},\n"
+                      "  \"methods\": [{\"method\": \"rtn\"}], \"bits\": [3] }";
+    st = qh_config_parse(bad, "metrics.json", &c);
+    QH_CHECK(st == QH_ECONFIG && strstr(qh_last_error(), "eval.kl_topk"), "negative kl_topk refused: %s",
+             qh_last_error());
+    qh_config_free(c);
+}
+
 static void test_good(void)
 {
     qh_config *c = NULL;
@@ -28,6 +49,8 @@ static void test_good(void)
              "model labels default to the folder name");
     QH_CHECK(c->calib_nsamples == 16 && c->calib_seqlen == 256 && c->eval_seqlen == 512
              && c->eval_max_windows == 4, "calibration and eval values");
+    QH_CHECK(c->eval_kl_topk == QH_EVAL_KL_TOPK_DEFAULT && c->n_tasks == 0,
+             "fidelity metrics on by default (k %d), no tasks", c->eval_kl_topk);
     QH_CHECK(!strcmp(c->calib_path, "data/gutenberg_calib_4M.txt"), "default calibration set");
     QH_CHECK(c->methods[0].n_params == 2 && !strcmp(c->methods[0].params[0].value, "true")
              && !strcmp(c->methods[0].params[1].value, "64"), "parameters kept as text");
@@ -170,6 +193,7 @@ static void test_run_refuses_invalid(void)
 int main(void)
 {
     test_good();
+    test_metrics_keys();
     test_default_labels();
     test_variant();
     test_cell_id();

@@ -428,7 +428,7 @@ static void check_tables(const char *out)
     QH_CHECK(strstr(md, "| Method | W4 wikitext2 | W4 c4 | W4 bpw | W3 wikitext2 |") != NULL,
              "header: bits descending, wikitext2 first, bpw beside");
     QH_CHECK(strstr(md, "| 4 / 4.250 |") != NULL, "bpw nominal / total");
-    snprintf(want, sizeof want, "%.2f[^2]", ppl_of("gptq", 2, 0, 0));
+    snprintf(want, sizeof want, "%.2f (1)[^2]", ppl_of("gptq", 2, 0, 0));
     QH_CHECK(strstr(md, want) != NULL, "partial failure marked '%s'", want);
     QH_CHECK(strstr(md, "[^2]: failed cell `opt-tiny.gptq.w2.s1`") != NULL, "footnote 2");
     QH_CHECK(strstr(md, "NaN in \\| Hessian") != NULL, "message in footnote, '|' escaped");

@@ -36,7 +36,11 @@ grep -q "opt-7m.ldlq+incoh.w4.s0 .*pending" <<< "$out" && grep -q "3 cells selec
 for id in opt-7m.rtn.w4.s0 opt-7m.gptq.w4.s0 opt-7m.ldlq+incoh.w4.s0 opt-7m.baseline; do
     [ "$(attr "$tmp/a/$id.h5" /run status)" = 0 ] && ok "$id complete" || bad "$id status"
 done
-[ -z "$(ls "$tmp/a" | grep -v '\.h5$' | grep -vx sweep.json)" ] && ok "no temporary files left" || bad "leftovers: $(ls "$tmp/a")"
+[ -z "$(ls "$tmp/a" | grep -v '\.h5$' | grep -vx sweep.json | grep -vx float-cache)" ] && ok "no temporary files left" || bad "leftovers: $(ls "$tmp/a")"
+[ -n "$(ls "$tmp/a/float-cache" | grep '\.bin$')" ] && [ -z "$(ls "$tmp/a/float-cache" | grep -v '\.bin$')" ] \
+    && ok "float reference cache written, no temporaries" || bad "float-cache: $(ls "$tmp/a/float-cache")"
+[ -n "$(h5dump -a /run/eval/wikitext2/kl_mean "$tmp/a/opt-7m.gptq.w4.s0.h5" 2>/dev/null | grep '(0)')" ] \
+    && ok "cell records its KL to the float model" || bad "no kl_mean in opt-7m.gptq.w4.s0.h5"
 cmp -s "$tmp/sweep.json" "$tmp/a/sweep.json" && ok "the config is snapshotted to OUT/sweep.json" || bad "no snapshot"
 
 # The baseline's 3 windows at 1024 against reference.json's window_nll_first3

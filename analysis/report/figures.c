@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "qh_incoherence.h"
 #include "qh_path.h"
 #include "report/report_internal.h"
 
@@ -145,6 +146,90 @@ static int tsv_ppl_vs_bits(const qh_report_set *set, const rep_model_index *mi, 
     gp_text(mi->model, t, sizeof t);
     gp_text(dataset, u, sizeof u);
     snprintf(fig->title, sizeof fig->title, "%s: perplexity on %s", t, u);
+    return QH_OK;
+}
+
+/* Rank of s among the first n entries of v (appended when new). */
+static size_t rank_of(const char **v, size_t *n, size_t cap, const char *s)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(v[i], s) == 0) return i;
+    if (*n < cap) v[(*n)++] = s;
+    return *n - 1;
+}
+
+/* metric_vs_bpw.<model>.<dataset>.tsv: one block per method label (blocks
+ * separated by two blank lines, for gnuplot's `index`), each opening with a
+ * header row whose first field is the label's display name, then one row per
+ * bit width: total bits per weight (mean over seeds), ppl, KL and top-1
+ * agreement (mean and sample sd over seeds), and the seed count.  series
+ * holds, per block, "colour dash": the colour is the method's rank (one per
+ * method), the dash the incoherence kind's. */
+static int tsv_metric_vs_bpw(const qh_report_set *set, const rep_model_index *mi, const char *dir,
+                             const char *dataset, qh_report_outputs *out, figure_list *fl)
+{
+    char sm[NAME_CAP], sd[NAME_CAP], name[3 * NAME_CAP];
+    const char *methods[64];
+    size_t n_methods = 0, n_blocks = 0, o_series = 0;
+    char series[REP_TEXT_CAP] = "";
+    rep_out_file o;
+    figure *fig;
+    QH_TRY(safe_name(mi->model, sm, sizeof sm));
+    QH_TRY(safe_name(dataset, sd, sizeof sd));
+    QH_TRY(qh_path_format(name, sizeof name, "report TSV", "metric_vs_bpw.%s.%s.tsv", sm, sd));
+    int any_kl = 0;
+    for (size_t l = 0; l < mi->n_labels && !any_kl; l++)
+        for (size_t b = 0; b < mi->n_bits && !any_kl; b++)
+            any_kl = qh_report_eval_stat(set, mi->model, mi->labels[l].first->label, mi->bits[b],
+                                         dataset, QH_REPORT_KL).n > 0 && !mi->labels[l].first->is_baseline;
+    if (!any_kl)
+        return QH_OK;
+    QH_TRY(rep_out_open(&o, dir, name));
+    for (size_t l = 0; l < mi->n_labels && n_blocks < 64; l++) {
+        const qh_report_cell *first = mi->labels[l].first;
+        const char *label = first->label;
+        if (first->is_baseline) continue;
+        int rows = 0;
+        for (size_t b = mi->n_bits; b-- > 0;) {
+            qh_report_stat p = qh_report_eval_stat(set, mi->model, label, mi->bits[b], dataset, QH_REPORT_PPL);
+            if (p.n == 0) continue;
+            qh_report_stat k = qh_report_eval_stat(set, mi->model, label, mi->bits[b], dataset, QH_REPORT_KL);
+            qh_report_stat a = qh_report_eval_stat(set, mi->model, label, mi->bits[b], dataset, QH_REPORT_AGREE);
+            rep_accum tot = { 0, 0, 0 };
+            for (size_t i = 0; i < set->n_cells; i++) {
+                const qh_report_cell *c = &set->cells[i];
+                if (rep_in_group(c, mi->model, label, mi->bits[b]) && c->status == QH_OK
+                    && isfinite(c->bpw_total))
+                    rep_accum_add(&tot, c->bpw_total);
+            }
+            if (!rows++) {
+                if (n_blocks) fprintf(o.f, "\n\n");
+                tsv_text(o.f, mi->labels[l].display);
+                fprintf(o.f, "\tppl\tppl_sd\tkl\tkl_sd\tagree\tagree_sd\tn_seeds\n");
+            }
+            fprintf(o.f, "%.6g", tot.n ? tot.mean : (double)mi->bits[b]);
+            tsv_num(o.f, p.mean); tsv_num(o.f, p.std);
+            tsv_num(o.f, k.mean); tsv_num(o.f, k.std);
+            tsv_num(o.f, a.mean); tsv_num(o.f, a.std);
+            fprintf(o.f, "\t%zu\n", p.n);
+        }
+        if (!rows) continue;
+        n_blocks++;
+        size_t colour = 1 + rank_of(methods, &n_methods, 64, first->method);
+        size_t dash = 1;                         /* the incoherence table's order: none solid */
+        for (const qh_incoh_row *r = qh_incoh_table(); r->name && strcmp(r->name, first->incoherence); r++)
+            dash++;
+        int w = snprintf(series + o_series, sizeof series - o_series, "%s%zu %zu", o_series ? " " : "",
+                         colour, dash);
+        if (w > 0 && (size_t)w < sizeof series - o_series) o_series += (size_t)w;
+    }
+    QH_TRY(rep_out_commit(&o, out));
+    QH_TRY(figure_add(fl, "metric_vs_bpw.gp", o.path, n_blocks, &fig));
+    snprintf(fig->series, sizeof fig->series, "%s", series);
+    char t[100], u[100];
+    gp_text(mi->model, t, sizeof t);
+    gp_text(dataset, u, sizeof u);
+    snprintf(fig->title, sizeof fig->title, "%s on %s: against total bits per weight", t, u);
     return QH_OK;
 }
 
@@ -415,8 +500,10 @@ static int write_tsvs(const qh_report_set *set, const rep_model_index *idx, size
 {
     for (size_t m = 0; m < n_models; m++) {
         for (size_t d = 0; d < idx[m].n_datasets; d++)
-            if (idx[m].n_bits)
+            if (idx[m].n_bits) {
                 QH_TRY(tsv_ppl_vs_bits(set, &idx[m], dir, idx[m].datasets[d], out, fl));
+                QH_TRY(tsv_metric_vs_bpw(set, &idx[m], dir, idx[m].datasets[d], out, fl));
+            }
         for (size_t b = 0; b < idx[m].n_bits && idx[m].n_layers; b++)
             QH_TRY(tsv_proxy_per_layer(set, &idx[m], dir, idx[m].bits[b], out, fl));
         if (idx[m].n_layers)

@@ -23,6 +23,8 @@ static void cell_free(qh_report_cell *c)
     free(c->message);
     qh_h5_free_names(c->eval_names, c->n_eval);
     free(c->eval_ppl);
+    free(c->eval_kl);
+    free(c->eval_agree);
     qh_h5_table_free(&c->layers);
     free(c->protocol);
     memset(c, 0, sizeof *c);
@@ -64,7 +66,9 @@ static int load_evals(hid_t f, const char *path, qh_report_cell *c)
     QH_TRY(qh_h5_list_group(f, "/run/eval", &names, &n));
     c->eval_names = calloc(n ? n : 1, sizeof *c->eval_names);
     c->eval_ppl = calloc(n ? n : 1, sizeof *c->eval_ppl);
-    if (!c->eval_names || !c->eval_ppl) {
+    c->eval_kl = calloc(n ? n : 1, sizeof *c->eval_kl);
+    c->eval_agree = calloc(n ? n : 1, sizeof *c->eval_agree);
+    if (!c->eval_names || !c->eval_ppl || !c->eval_kl || !c->eval_agree) {
         qh_h5_free_names(names, n);
         QH_ERROR(QH_ENOMEM, "out of memory");
     }
@@ -79,7 +83,15 @@ static int load_evals(hid_t f, const char *path, qh_report_cell *c)
             free(names[i]);
             continue;                /* an evaluation without ppl is not a column */
         }
+        double kl = NAN, agree = NAN;           /* absent in files before the fidelity metrics */
+        if (qh_h5_attr_exists(f, obj, "kl_mean") && qh_h5_attr_double(f, obj, "kl_mean", &kl) != QH_OK)
+            kl = NAN;
+        if (qh_h5_attr_exists(f, obj, "top1_agree")
+            && qh_h5_attr_double(f, obj, "top1_agree", &agree) != QH_OK)
+            agree = NAN;
         c->eval_names[c->n_eval] = names[i];
+        c->eval_kl[c->n_eval] = kl;
+        c->eval_agree[c->n_eval] = agree;
         c->eval_ppl[c->n_eval++] = ppl;
     }
     free(names);

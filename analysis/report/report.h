@@ -38,6 +38,8 @@ typedef struct {
     size_t n_eval;
     char **eval_names;               /* n_eval dataset names (sorted) */
     double *eval_ppl;                /* n_eval perplexities */
+    double *eval_kl;                 /* n_eval mean KL to the float model; NaN when absent */
+    double *eval_agree;              /* n_eval top-1 agreement; NaN when absent */
     qh_h5_table layers;              /* /run/layer_table; zeroed when absent */
     char *protocol;                  /* /run/protocol; NULL when absent (older files) */
 } qh_report_cell;
@@ -86,6 +88,13 @@ typedef struct {
  * ignored for the baseline.  Cells missing that dataset do not count. */
 qh_report_stat qh_report_ppl(const qh_report_set *set, const char *model, const char *label,
                              int bits, const char *dataset);
+
+/* The metric of a cell's evaluation that qh_report_eval_stat averages. */
+typedef enum { QH_REPORT_PPL, QH_REPORT_KL, QH_REPORT_AGREE } qh_report_metric;
+
+/* As qh_report_ppl for any metric; cells without it (older files) do not count. */
+qh_report_stat qh_report_eval_stat(const qh_report_set *set, const char *model, const char *label,
+                                   int bits, const char *dataset, qh_report_metric metric);
 
 /* Relative proxy loss of each complete cell, sum over layers of proxy /
  * sum of proxy_norm (processed: proxy_proc / proxy_norm_proc), layers with a

@@ -39,16 +39,23 @@ static qh_report_stat accum_stat(const rep_accum *a, size_t n_failed)
     return s;
 }
 
-static double cell_ppl(const qh_report_cell *c, const char *dataset)
+static double cell_metric(const qh_report_cell *c, const char *dataset, qh_report_metric metric)
 {
     for (size_t i = 0; i < c->n_eval; i++)
         if (strcmp(c->eval_names[i], dataset) == 0)
-            return c->eval_ppl[i];
+            return metric == QH_REPORT_KL ? c->eval_kl[i]
+                   : metric == QH_REPORT_AGREE ? c->eval_agree[i] : c->eval_ppl[i];
     return NAN;
 }
 
 qh_report_stat qh_report_ppl(const qh_report_set *set, const char *model, const char *label,
                              int bits, const char *dataset)
+{
+    return qh_report_eval_stat(set, model, label, bits, dataset, QH_REPORT_PPL);
+}
+
+qh_report_stat qh_report_eval_stat(const qh_report_set *set, const char *model, const char *label,
+                                   int bits, const char *dataset, qh_report_metric metric)
 {
     rep_accum a = { 0, 0, 0 };
     size_t n_failed = 0;
@@ -60,7 +67,7 @@ qh_report_stat qh_report_ppl(const qh_report_set *set, const char *model, const 
             n_failed++;
             continue;
         }
-        double p = cell_ppl(c, dataset);
+        double p = cell_metric(c, dataset, metric);
         if (isfinite(p))
             rep_accum_add(&a, p);
     }

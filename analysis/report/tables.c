@@ -340,8 +340,8 @@ static void ppl_entry(fmt_kind k, const qh_report_set *set, const char *model, c
         snprintf(num, sizeof num, "failed");
     else if (s.n == 0)
         snprintf(num, sizeof num, "%s", k == FMT_MD ? "—" : "--");
-    else if (s.n == 1)
-        snprintf(num, sizeof num, "%.2f", s.mean);
+    else if (s.n == 1)                   /* the seed count always shows: (1) is one seed */
+        snprintf(num, sizeof num, "%.2f (1)", s.mean);
     else
         snprintf(num, sizeof num, "%.2f %s %.2f (%zu)", s.mean, pm, s.std, s.n);
     if (!marks[0])
@@ -433,7 +433,7 @@ static void md_table(FILE *f, const qh_report_set *set, const rep_model_index *m
     size_t fn_from = fn->n;
     escape(FMT_MD, mi->model, name, sizeof name);
     fprintf(f, "## %s\n\nPerplexity (lower is better): mean ± sample standard deviation over "
-            "seeds, with the seed count in parentheses when there are several. "
+            "seeds, with the seed count in parentheses. "
             "bpw: nominal / total bits per weight.\n\n| Method |", name);
     for (size_t b = 0; b < mi->n_bits; b++) {
         for (size_t d = 0; d < mi->n_datasets; d++)
@@ -596,6 +596,72 @@ static int write_proxy_md(const qh_report_set *set, const rep_model_index *idx, 
     return rep_out_commit(&o, out);
 }
 
+/* "mean ± sd (n)" of a metric, "—" when no cell has it. */
+static void stat_text(qh_report_stat st, const char *fmt, char *buf, size_t cap)
+{
+    char a[40], b[40];
+    if (st.n == 0) { snprintf(buf, cap, "—"); return; }
+    snprintf(a, sizeof a, fmt, st.mean);
+    snprintf(b, sizeof b, fmt, st.std);
+    snprintf(buf, cap, "%s ± %s (%zu)", a, b, st.n);
+}
+
+/* 1 if any cell of the set carries the fidelity metrics. */
+static int any_fidelity(const qh_report_set *set)
+{
+    for (size_t i = 0; i < set->n_cells; i++)
+        for (size_t e = 0; e < set->cells[i].n_eval; e++)
+            if (isfinite(set->cells[i].eval_kl[e])) return 1;
+    return 0;
+}
+
+/* fidelity.md: perplexity, KL to the float model and top-1 agreement side by
+ * side per bit width and dataset (only when some cell has the metrics). */
+static int write_fidelity_md(const qh_report_set *set, const rep_model_index *idx, size_t n_models,
+                             const char *dir, qh_report_outputs *out)
+{
+    if (!any_fidelity(set)) return QH_OK;
+    rep_out_file o;
+    QH_TRY(rep_out_open(&o, dir, "fidelity.md"));
+    fprintf(o.f, "# Perplexity, KL divergence and top-1 agreement against the float model\n\n"
+            "Each entry: mean ± sample standard deviation over seeds (seed count in parentheses). "
+            "KL: mean D_KL(p_float || p_quant) per token in nats, from the float model's top-k "
+            "reference (docs/metrics.md); agreement: fraction of tokens whose argmax matches the "
+            "float model's.  Per-cell 95 %% intervals over windows are in each results file.\n\n");
+    for (size_t m = 0; m < n_models; m++) {
+        const rep_model_index *mi = &idx[m];
+        char name[256], e1[256], e2[256], e3[256];
+        escape(FMT_MD, mi->model, name, sizeof name);
+        fprintf(o.f, "## %s\n\n| Method |", name);
+        for (size_t b = 0; b < mi->n_bits; b++)
+            for (size_t d = 0; d < mi->n_datasets; d++)
+                fprintf(o.f, " W%d %s ppl | W%d %s KL | W%d %s agree |", mi->bits[b], mi->datasets[d],
+                        mi->bits[b], mi->datasets[d], mi->bits[b], mi->datasets[d]);
+        fprintf(o.f, "\n|:---|");
+        for (size_t b = 0; b < mi->n_bits; b++)
+            for (size_t d = 0; d < mi->n_datasets; d++) fprintf(o.f, "---:|---:|---:|");
+        fprintf(o.f, "\n");
+        for (size_t l = 0; l < mi->n_labels; l++) {
+            const char *label = mi->labels[l].first->label;
+            escape(FMT_MD, mi->labels[l].display, name, sizeof name);
+            fprintf(o.f, "| %s |", name);
+            for (size_t b = 0; b < mi->n_bits; b++)
+                for (size_t d = 0; d < mi->n_datasets; d++) {
+                    stat_text(qh_report_eval_stat(set, mi->model, label, mi->bits[b], mi->datasets[d],
+                                                  QH_REPORT_PPL), "%.2f", e1, sizeof e1);
+                    stat_text(qh_report_eval_stat(set, mi->model, label, mi->bits[b], mi->datasets[d],
+                                                  QH_REPORT_KL), "%.4f", e2, sizeof e2);
+                    stat_text(qh_report_eval_stat(set, mi->model, label, mi->bits[b], mi->datasets[d],
+                                                  QH_REPORT_AGREE), "%.4f", e3, sizeof e3);
+                    fprintf(o.f, " %s | %s | %s |", e1, e2, e3);
+                }
+            fprintf(o.f, "\n");
+        }
+        fprintf(o.f, "\n");
+    }
+    return rep_out_commit(&o, out);
+}
+
 /* "OPTQ/LDLQ/LDLQ-RG": the display names of the LDLQ bound family, in
  * display order, from the method table. */
 static void ldlq_family_names(char *buf, size_t cap)
@@ -646,5 +712,6 @@ int rep_write_tables(const qh_report_set *set, const rep_model_index *idx, size_
     QH_TRY(write_ppl_tables(FMT_MD, set, idx, n_models, dir, out));
     QH_TRY(write_ppl_tables(FMT_TEX, set, idx, n_models, dir, out));
     QH_TRY(write_proxy_md(set, idx, n_models, dir, out));
+    QH_TRY(write_fidelity_md(set, idx, n_models, dir, out));
     return write_bounds_md(set, idx, n_models, dir, out);
 }

@@ -6,6 +6,7 @@
 int qh_cmd_info(int argc, char **argv);      /* experiments/cli/cmd_info.c */
 int qh_cmd_tokenize(int argc, char **argv);  /* experiments/cli/cmd_tokenize.c */
 int qh_cmd_ppl(int argc, char **argv);       /* experiments/cli/cmd_ppl.c */
+int qh_cmd_tasks(int argc, char **argv);     /* experiments/cli/cmd_tasks.c */
 int qh_cmd_methods(int argc, char **argv);   /* experiments/cli/cmd_methods.c */
 int qh_cmd_layer(int argc, char **argv);     /* experiments/cli/cmd_layer.c */
 int qh_cmd_run(int argc, char **argv);       /* experiments/cli/cmd_run.c */

@@ -15,6 +15,7 @@ static const qh_command commands[] = {
     { "info",     qh_cmd_info,     "print a model's configuration and tensor summary" },
     { "tokenize", qh_cmd_tokenize, "tokenize a text file; print token count and SHA-256 of the ids" },
     { "ppl",      qh_cmd_ppl,      "perplexity of a model on a text file (float32 forward pass)" },
+    { "tasks",    qh_cmd_tasks,    "multiple-choice / cloze accuracy by log-likelihood on a JSON-lines task file" },
     { "methods",  qh_cmd_methods,  "list the quantization methods with their parameters" },
     { "layer",    qh_cmd_layer,    "quantize matrices or model layers; metrics and bounds to HDF5" },
     { "run",      qh_cmd_run,      "run a sweep configuration (calibrate, quantize, evaluate, record)" },

@@ -83,6 +83,34 @@ static int write_run(qh_results *w, const qh_cell_info *c, const qh_layer_record
     return write_params(w, c->method, c->params);
 }
 
+/* The fidelity against the float model: attributes beside ppl, and the
+ * per-window vectors the intervals come from (results/README.md). */
+static int write_fidelity(qh_results *w, const char *g, const qh_eval_fidelity *f, size_t n)
+{
+    const struct { const char *name; double v; } attrs[] = {
+        { "kl_mean", f->kl_mean }, { "kl_ci95", f->kl_ci }, { "kl_p99", f->kl_p99 },
+        { "kl_max", f->kl_max }, { "top1_agree", f->agree }, { "top1_agree_ci95", f->agree_ci },
+        { "dp_true_mean", f->dp_mean }, { "dp_true_ci95", f->dp_ci }, { "dp_true_sd", f->dp_sd },
+        { "ppl_float", f->ppl_float }, { "ppl_ratio", f->ppl_ratio },
+        { "ppl_ratio_lo95", f->ppl_ratio_lo }, { "ppl_ratio_hi95", f->ppl_ratio_hi },
+        { "kl_tail_mass", f->tail_mass },
+    };
+    for (size_t i = 0; i < sizeof attrs / sizeof attrs[0]; i++)
+        QH_TRY(qh_results_attr_double(w, g, attrs[i].name, attrs[i].v));
+    QH_TRY(qh_results_attr_int(w, g, "kl_topk", (int64_t)f->topk));
+    QH_TRY(qh_results_attr_string(w, g, "ci_method", "1.96 x standard error over windows"));
+    const struct { const char *name; const double *x; } vecs[] = {
+        { "window_kl", f->window_kl }, { "window_top1_agree", f->window_agree },
+        { "window_dp_true", f->window_dp }, { "window_nll_float", f->window_nll_float },
+    };
+    char d[300];
+    for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++) {
+        QH_TRY(qh_path_format(d, sizeof d, "evaluation dataset", "%s/%s", g, vecs[i].name));
+        QH_TRY(qh_results_write_vec(w, d, vecs[i].x, n));
+    }
+    return QH_OK;
+}
+
 static int write_eval(qh_results *w, const qh_cell_eval *e)
 {
     char g[256], d[300];
@@ -94,7 +122,24 @@ static int write_eval(qh_results *w, const qh_cell_eval *e)
     QH_TRY(qh_results_attr_int(w, g, "n_windows", (int64_t)e->n_windows));
     QH_TRY(qh_results_attr_int(w, g, "n_tokens", (int64_t)e->n_tokens));
     QH_TRY(qh_path_format(d, sizeof d, "evaluation dataset", "%s/window_nll", g));
-    return qh_results_write_vec(w, d, e->window_nll, e->n_windows);
+    QH_TRY(qh_results_write_vec(w, d, e->window_nll, e->n_windows));
+    return e->fid ? write_fidelity(w, g, e->fid, e->n_windows) : QH_OK;
+}
+
+/* /run/tasks/<label>: accuracies and the per-continuation scores. */
+static int write_task(qh_results *w, const qh_cell_task *t)
+{
+    char g[256], d[300];
+    QH_TRY(qh_path_format(g, sizeof g, "task group", "/run/tasks/%s", t->name));
+    QH_TRY(qh_results_group(w, g));
+    QH_TRY(qh_results_attr_string(w, g, "path", t->path));
+    QH_TRY(qh_results_attr_int(w, g, "n_items", (int64_t)t->r->n));
+    QH_TRY(qh_results_attr_double(w, g, "acc", t->r->acc));
+    QH_TRY(qh_results_attr_double(w, g, "acc_stderr", t->r->acc_stderr));
+    QH_TRY(qh_results_attr_double(w, g, "acc_norm", t->r->acc_norm));
+    QH_TRY(qh_results_attr_double(w, g, "acc_norm_stderr", t->r->acc_norm_stderr));
+    QH_TRY(qh_path_format(d, sizeof d, "task dataset", "%s/scores", g));
+    return qh_results_write_vec(w, d, t->r->scores, t->r->n_scores);
 }
 
 /* Timings vary between reruns, so they live under /provenance, which
@@ -121,6 +166,7 @@ int qh_cell_file_write(const char *path, const qh_cell_info *info, const qh_laye
     int st = write_run(w, info, recs, n_recs);
     if (st == QH_OK && n_recs) st = qh_layer_records_write(w, "/run/layer_table", recs, n_recs);
     for (size_t i = 0; i < n_evals && st == QH_OK; i++) st = write_eval(w, &evals[i]);
+    for (size_t i = 0; i < info->n_tasks && st == QH_OK; i++) st = write_task(w, &info->tasks[i]);
     if (st == QH_OK) {
         qh_provenance_finish(&prov);
         st = qh_provenance_write(w, &prov);

@@ -8,7 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pipeline/eval.h"
 #include "pipeline/layer_eval.h"
+#include "pipeline/tasks.h"
 #include "qh_method.h"
 
 typedef struct {
@@ -29,7 +31,15 @@ typedef struct {
     const char *calib_path;          /* "" when not calibrated */
     size_t calib_nsamples, calib_seqlen;
     const char *protocol;            /* the protocol record (pipeline/protocol.h); NULL: none */
+    const struct qh_cell_task *tasks;   /* n_tasks task accuracies (may be NULL) */
+    size_t n_tasks;
 } qh_cell_info;
+
+typedef struct qh_cell_task {
+    const char *name;                /* task label */
+    const char *path;
+    const qh_task_result *r;         /* borrows */
+} qh_cell_task;
 
 typedef struct {
     const char *name;                /* dataset label */
@@ -37,6 +47,7 @@ typedef struct {
     double ppl;
     size_t seqlen, n_windows, n_tokens;
     const double *window_nll;        /* n_windows; borrows */
+    const qh_eval_fidelity *fid;     /* against the float model; NULL: not measured (borrows) */
 } qh_cell_eval;
 
 int qh_cell_file_write(const char *path, const qh_cell_info *info, const qh_layer_record *recs,

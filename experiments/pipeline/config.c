@@ -254,7 +254,7 @@ static int parse_calibration(const cJSON *cal, qh_config *c, const char *src)
 
 static int parse_eval(const cJSON *ev, qh_config *c, const char *src)
 {
-    static const char *const keys[] = { "seqlen", "max_windows", NULL };
+    static const char *const keys[] = { "seqlen", "max_windows", "kl_topk", NULL };
     long v;
     QH_TRY(parse_section(ev, "eval", keys, src));
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(ev, "seqlen");
@@ -263,14 +263,18 @@ static int parse_eval(const cJSON *ev, qh_config *c, const char *src)
         QH_TRY(get_int(it, 0, 1 << 30, &v, src, "eval.max_windows"));
         c->eval_max_windows = (int)v;
     }
+    if ((it = cJSON_GetObjectItemCaseSensitive(ev, "kl_topk"))) {
+        QH_TRY(get_int(it, 0, 1 << 24, &v, src, "eval.kl_topk"));
+        c->eval_kl_topk = (int)v;
+    }
     return QH_OK;
 }
 
 static int parse_root(const cJSON *root, qh_config *c, const char *src)
 {
     static const char *const keys[] = { "name", "models", "datasets", "calibration", "eval",
-                                        "methods", "bits", "seeds", "variant", "activations",
-                                        "kv", NULL };
+                                        "tasks", "methods", "bits", "seeds", "variant",
+                                        "activations", "kv", NULL };
     const cJSON *it;
     if (!cJSON_IsObject(root)) CFG_ERR(QH_ECONFIG, src, "(root)", "expected a JSON object");
     QH_TRY(check_keys(root, keys, src, "(root)"));
@@ -281,7 +285,10 @@ static int parse_root(const cJSON *root, qh_config *c, const char *src)
     QH_TRY(parse_entries(it, 0, &c->models, &c->n_models, src, "models"));
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "datasets")))
         QH_TRY(parse_entries(it, 1, &c->datasets, &c->n_datasets, src, "datasets"));
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "tasks")))
+        QH_TRY(parse_entries(it, 1, &c->tasks, &c->n_tasks, src, "tasks"));
     c->calib_nsamples = 128;
+    c->eval_kl_topk = QH_EVAL_KL_TOPK_DEFAULT;
     snprintf(c->calib_path, sizeof c->calib_path, "data/gutenberg_calib_4M.txt");
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "calibration"))) QH_TRY(parse_calibration(it, c, src));
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "eval"))) QH_TRY(parse_eval(it, c, src));
@@ -372,7 +379,7 @@ int qh_config_load(const char *path, qh_config **out)
 void qh_config_free(qh_config *c)
 {
     if (!c) return;
-    free(c->models); free(c->datasets); free(c->methods); free(c->bits); free(c->seeds);
+    free(c->models); free(c->datasets); free(c->tasks); free(c->methods); free(c->bits); free(c->seeds);
     free(c);
 }
 

@@ -20,6 +20,8 @@
 
 #define QH_CONFIG_MAX_PARAMS 16
 
+#define QH_EVAL_KL_TOPK_DEFAULT 128
+
 typedef struct {
     char key[64];
     char value[128];                 /* as written in JSON (numbers, strings, booleans) */
@@ -54,11 +56,15 @@ typedef struct {
     size_t n_models;
     qh_config_entry *datasets;       /* n_datasets: evaluation texts */
     size_t n_datasets;
+    qh_config_entry *tasks;          /* n_tasks: multiple-choice task files (pipeline/tasks.h) */
+    size_t n_tasks;
     char calib_path[1024];
     int calib_nsamples;              /* default 128 */
     int calib_seqlen;                /* 0: the model's context length */
     int eval_seqlen;                 /* 0: the model's context length */
     int eval_max_windows;            /* 0: all */
+    int eval_kl_topk;                /* float log-probs kept per token for KL (default 128; 0: no
+                                        fidelity metrics; the vocabulary size or more: exact) */
     qh_config_method *methods;       /* n_methods */
     size_t n_methods;
     int *bits;                       /* n_bits */

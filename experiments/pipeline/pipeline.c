@@ -2,7 +2,9 @@
  * write the results file (see pipeline.h). */
 #include "pipeline/pipeline.h"
 
+#include <errno.h>
 #include <math.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,8 +13,10 @@
 #include "pipeline/calib.h"
 #include "pipeline/cell_file.h"
 #include "pipeline/eval.h"
+#include "pipeline/float_cache.h"
 #include "pipeline/layer_eval.h"
 #include "pipeline/protocol.h"
+#include "pipeline/tasks.h"
 #include "pipeline/wa_config.h"
 #include "model/model.h"
 #include "qh_blas.h"
@@ -318,6 +322,9 @@ typedef struct {
     qh_cell_eval *evals;
     qh_eval_result *results;
     size_t n;
+    qh_cell_task *tasks;
+    qh_task_result *task_results;
+    size_t n_tasks;
 } eval_set;
 
 static void eval_set_free(eval_set *e)
@@ -325,10 +332,77 @@ static void eval_set_free(eval_set *e)
     for (size_t i = 0; i < e->n; i++) qh_eval_result_free(&e->results[i]);
     free(e->results);
     free(e->evals);
+    for (size_t i = 0; i < e->n_tasks; i++) qh_task_result_free(&e->task_results[i]);
+    free(e->task_results);
+    free(e->tasks);
 }
 
+/* The accuracy of m on every task file of the configuration. */
+static int run_tasks(const qh_pipeline *p, const qh_model *m, const qh_tokenizer *tok, const char *id,
+                     eval_set *e)
+{
+    const qh_config *cfg = p->cfg;
+    e->tasks = calloc(cfg->n_tasks + 1, sizeof *e->tasks);
+    e->task_results = calloc(cfg->n_tasks + 1, sizeof *e->task_results);
+    if (!e->tasks || !e->task_results) QH_ERROR(QH_ENOMEM, "out of memory");
+    for (size_t k = 0; k < cfg->n_tasks; k++) {
+        qh_task t;
+        QH_TRY(qh_task_load(cfg->tasks[k].path, &t));
+        int st = qh_task_eval(m, tok, &t, 0, &e->task_results[k]);
+        qh_task_free(&t);
+        if (st != QH_OK) { qh_error_prefix("task %s", cfg->tasks[k].label); return st; }
+        e->n_tasks = k + 1;
+        e->tasks[k] = (qh_cell_task){ cfg->tasks[k].label, cfg->tasks[k].path, &e->task_results[k] };
+        const qh_task_result *r = &e->task_results[k];
+        if (p->log) fprintf(p->log, "%s: task %s acc %.4f +- %.4f, acc_norm %.4f (%zu items, %.1f s)\n", id,
+                            cfg->tasks[k].label, r->acc, r->acc_stderr, r->acc_norm, r->n, r->seconds);
+    }
+    return QH_OK;
+}
+
+/* The float reference of dataset d (ids, n windows of seqlen): the cache file
+ * under OUT/float-cache/, built from the float model when missing (float_m, or
+ * the model folder loaded here).  *cache stays NULL when kl_topk is 0. */
+static int float_reference(const qh_pipeline *p, size_t model, size_t d, const qh_model *float_m,
+                           const int32_t *ids, size_t seqlen, size_t n_win, qh_float_cache **cache)
+{
+    const qh_config *cfg = p->cfg;
+    const qh_config_entry *me = &cfg->models[model];
+    size_t vocab = float_m ? (size_t)float_m->cfg.vocab_size : 0;
+    *cache = NULL;
+    if (cfg->eval_kl_topk <= 0) return QH_OK;
+    if (!vocab) {
+        qh_model_config mc;
+        QH_TRY(qh_model_config_load(me->path, &mc));
+        vocab = (size_t)mc.vocab_size;
+    }
+    size_t k = (size_t)cfg->eval_kl_topk < vocab ? (size_t)cfg->eval_kl_topk : vocab;
+    char key[65], dir[1200], path[1400];
+    QH_TRY(qh_float_cache_key(me->path, ids, seqlen, n_win, k, key));
+    QH_TRY(qh_path_format(dir, sizeof dir, "float cache folder", "%s/float-cache", p->out_dir));
+    QH_TRY(qh_path_format(path, sizeof path, "float cache", "%s/%s.%s.%.16s.bin", dir, me->label,
+                          cfg->datasets[d].label, key));
+    if (qh_float_cache_open(path, key, vocab, seqlen, n_win, k, cache) == QH_OK) return QH_OK;
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        QH_ERROR(QH_EIO, "float cache folder %s: cannot create (%s)", dir, strerror(errno));
+    qh_model *own = NULL;
+    double t0 = qh_seconds();
+    if (!float_m) {
+        QH_TRY(qh_model_load(me->path, &own));
+        float_m = own;
+    }
+    int st = qh_float_cache_build(float_m, ids, seqlen, n_win, k, key, path);
+    qh_model_free(own);
+    QH_TRY(st);
+    if (p->log) fprintf(p->log, "%s: float reference of %s written to %s (%zu windows, top %zu, %.1f s)\n",
+                        me->label, cfg->datasets[d].label, path, n_win, k, qh_seconds() - t0);
+    return qh_float_cache_open(path, key, vocab, seqlen, n_win, k, cache);
+}
+
+/* Perplexity and, with eval.kl_topk > 0, the fidelity against the float model
+ * on every dataset.  float_m: the float model when m is it (the baseline), or NULL. */
 static int evaluate(const qh_pipeline *p, const qh_model *m, const qh_tokenizer *tok, const char *id,
-                    eval_set *e)
+                    size_t model, const qh_model *float_m, eval_set *e)
 {
     const qh_config *cfg = p->cfg;
     size_t seqlen = cfg->eval_seqlen ? (size_t)cfg->eval_seqlen : (size_t)m->cfg.max_pos;
@@ -338,16 +412,28 @@ static int evaluate(const qh_pipeline *p, const qh_model *m, const qh_tokenizer 
     for (size_t d = 0; d < cfg->n_datasets; d++) {
         int32_t *ids = NULL;
         size_t n = 0;
+        qh_float_cache *cache = NULL;
         QH_TRY(qh_tokenize_file(tok, cfg->datasets[d].path, &ids, &n));
-        int st = qh_eval_ppl(m, ids, n, seqlen, (size_t)cfg->eval_max_windows, NULL, NULL, &e->results[d]);
+        size_t total = n / seqlen, cap = (size_t)cfg->eval_max_windows;
+        size_t n_win = cap && cap < total ? cap : total;
+        int st = n_win ? float_reference(p, model, d, float_m, ids, seqlen, n_win, &cache) : QH_OK;
+        if (st == QH_OK)
+            st = qh_eval_ppl_ref(m, ids, n, seqlen, cap, cache ? qh_float_cache_window : NULL, cache,
+                                 NULL, NULL, &e->results[d]);
+        qh_float_cache_close(cache);
         free(ids);
         if (st != QH_OK) { qh_error_prefix("dataset %s", cfg->datasets[d].label); return st; }
         e->n = d + 1;
         qh_eval_result *r = &e->results[d];
         e->evals[d] = (qh_cell_eval){ cfg->datasets[d].label, cfg->datasets[d].path, r->ppl, r->seqlen,
-                                      r->windows, r->tokens, r->window_nll };
+                                      r->windows, r->tokens, r->window_nll,
+                                      r->fid.present ? &r->fid : NULL };
         if (p->log) fprintf(p->log, "%s: %s ppl %.4f (%zu windows of %zu)\n", id, cfg->datasets[d].label,
                             r->ppl, r->windows, r->seqlen);
+        if (p->log && r->fid.present)
+            fprintf(p->log, "%s: %s KL %.5f +- %.5f, top-1 agreement %.4f, ppl ratio %.4f (%.1f s)\n",
+                    id, cfg->datasets[d].label, r->fid.kl_mean, r->fid.kl_ci, r->fid.agree,
+                    r->fid.ppl_ratio, r->seconds);
     }
     return QH_OK;
 }
@@ -402,7 +488,8 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
     if (st == QH_OK) st = load_model_and_tokenizer(me->path, &m, &tok);
     if (st == QH_OK) st = quantize_model(p, cell, m, tok, &q);
     if (st == QH_OK) st = qh_wa_attach(m, &cm->wa, cell->id);
-    if (st == QH_OK) st = evaluate(p, m, tok, cell->id, &ev);
+    if (st == QH_OK) st = evaluate(p, m, tok, cell->id, cell->model, NULL, &ev);
+    if (st == QH_OK) st = run_tasks(p, m, tok, cell->id, &ev);
     if (m) m->act_quant = NULL;                   /* a saved model stays a float model */
     if (st == QH_OK && p->save_model_dir) {
         char dir[1400];
@@ -421,6 +508,7 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
         .bits = cell->bits, .seed = cell->seed, .status = st, .message = message,
         .seconds = qh_seconds() - q.t0, .config_json = p->config_json, .calib_path = cfg->calib_path,
         .calib_nsamples = (size_t)cfg->calib_nsamples, .calib_seqlen = seqlen,
+        .tasks = ev.tasks, .n_tasks = ev.n_tasks,
     };
     char *record = NULL;
     int wst = qh_protocol_record(cfg, cell->model, cell, qh_blas_info().threads, &record);
@@ -449,7 +537,8 @@ int qh_pipeline_run_baseline(const qh_pipeline *p, size_t model)
     double t0 = qh_seconds();
     snprintf(id, sizeof id, "%s.baseline", me->label);
     int st = load_model_and_tokenizer(me->path, &m, &tok);
-    if (st == QH_OK) st = evaluate(p, m, tok, id, &ev);
+    if (st == QH_OK) st = evaluate(p, m, tok, id, model, m, &ev);
+    if (st == QH_OK) st = run_tasks(p, m, tok, id, &ev);
     char message[1024];
     snprintf(message, sizeof message, "%s", st == QH_OK ? "" : qh_last_error());
     qh_cell_info info = {
@@ -457,6 +546,7 @@ int qh_pipeline_run_baseline(const qh_pipeline *p, size_t model)
         .method_label = "float32", .incoherence = "none", .rescale = 0, .bits = 32, .seed = 0,
         .status = st, .message = message, .seconds = qh_seconds() - t0, .config_json = p->config_json,
         .calib_path = "", .calib_nsamples = 0, .calib_seqlen = 0,
+        .tasks = ev.tasks, .n_tasks = ev.n_tasks,
     };
     char *record = NULL;
     int wst = qh_protocol_record(p->cfg, model, NULL, qh_blas_info().threads, &record);

@@ -150,10 +150,16 @@ static void put_eval(record *r, const qh_config *cfg, int max_pos)
 {
     put(r, cJSON_CreateNumber(cfg->eval_seqlen ? cfg->eval_seqlen : max_pos), "eval.seqlen");
     put(r, cJSON_CreateNumber(cfg->eval_max_windows), "eval.max_windows");
+    put(r, cJSON_CreateNumber(cfg->eval_kl_topk), "eval.kl_topk");
     for (size_t d = 0; d < cfg->n_datasets; d++) {
         const qh_config_entry *e = &cfg->datasets[d];
         put(r, cJSON_CreateString(base_name(e->path)), "eval.data.%s.file", e->label);
         put(r, file_hash(e->path), "eval.data.%s.sha256", e->label);
+    }
+    for (size_t t = 0; t < cfg->n_tasks; t++) {
+        const qh_config_entry *e = &cfg->tasks[t];
+        put(r, cJSON_CreateString(base_name(e->path)), "tasks.%s.file", e->label);
+        put(r, file_hash(e->path), "tasks.%s.sha256", e->label);
     }
 }
 
