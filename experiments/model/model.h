@@ -58,6 +58,10 @@ typedef struct {
     qh_rope_scaling rope;            /* rope_scaling / rope_parameters beyond rope_theta */
     int sliding_window;              /* keys older than this many positions are masked; 0 none */
     uint64_t window_layers[QH_MAX_LAYERS / 64];  /* bit l: layer l uses the window */
+    double attn_scale;               /* score scale; 0: 1/sqrt(head_dim) (Gemma 2:
+                                        query_pre_attn_scalar^-1/2) */
+    double attn_softcap;             /* scores -> c tanh(scores / c) before the mask; 0 none */
+    double final_softcap;            /* logits -> c tanh(logits / c); 0 none */
     int bos_id, eos_id, pad_id;      /* -1 when absent */
 } qh_model_config;
 
@@ -77,6 +81,7 @@ typedef struct {
     qh_norm q_norm, k_norm;          /* Qwen3: RMSNorm per head (head_dim), w NULL otherwise */
     qh_norm attn_norm;               /* OPT self_attn_layer_norm, Llama input_layernorm */
     qh_norm mlp_norm;                /* OPT final_layer_norm, Llama post_attention_layernorm */
+    qh_norm attn_post_norm, mlp_post_norm;  /* sandwich norms (Gemma 2), w NULL otherwise */
     qh_linear lin[QH_LIN_MAX];       /* by enum qh_linear_kind; W NULL where the family lacks it */
 } qh_block;
 
@@ -131,6 +136,14 @@ int qh_model_linear_at(const qh_model *m, int i);
  * number, so that a linear draws the same numbers in `qh run` and `qh layer`
  * and whatever order the kinds are listed in. */
 uint32_t qh_model_linear_key(const qh_model *m, int layer, int kind);
+
+/* The rows of a fused q/k/v tensor of n_heads heads of hd rows (cols values
+ * each; 1 for a bias) reordered in place from GPT-NeoX's per-head
+ * [q_0; k_0; v_0; q_1; ...] to [q_0; q_1; ...; k_0; ...; v_0; ...]
+ * (to_heads 0, as on load), or back (to_heads 1, as saved); tmp holds
+ * 3 n_heads hd cols floats. */
+void qh_fused_heads_permute(float *x, size_t n_heads, size_t hd, size_t cols, int to_heads,
+                            float *tmp);
 
 /* Parameter counts: every stored tensor, and the decoder linears alone. */
 size_t qh_model_n_params(const qh_model *m);
