@@ -106,7 +106,8 @@ static int write_weights(const qh_model *m, const qh_st_set *set, const char *pa
         for (size_t i = 0; i < file->n_tensors && st == QH_OK; i++, k++) {
             const qh_st_tensor *src = &file->tensors[i];
             t[k].name = src->name;
-            t[k].dtype = QH_ST_F32;
+            /* the stored dtype is kept: F16 and BF16 round to nearest even */
+            t[k].dtype = src->dtype == QH_ST_F16 || src->dtype == QH_ST_BF16 ? src->dtype : QH_ST_F32;
             t[k].ndim = src->ndim;
             memcpy(t[k].shape, src->shape, sizeof t[k].shape);
             t[k].data = linear_tensor(m, src->name, &owned[k], &st);
@@ -127,7 +128,9 @@ static int write_weights(const qh_model *m, const qh_st_set *set, const char *pa
 int qh_model_save(const qh_model *m, const char *out_dir)
 {
     static const char *const small_files[] = { "config.json", "tokenizer.json", "tokenizer_config.json",
-                                               "generation_config.json", "special_tokens_map.json", NULL };
+                                               "generation_config.json", "special_tokens_map.json",
+                                               "vocab.json", "merges.txt", "tokenizer.model",
+                                               "added_tokens.json", NULL };
     char from[1200], to[1200];
     if (mkdir(out_dir, 0777) != 0 && errno != EEXIST) QH_ERROR(QH_EIO, "cannot create %s", out_dir);
     qh_st_set *set = NULL;
@@ -141,4 +144,22 @@ int qh_model_save(const qh_model *m, const char *out_dir)
         st = copy_file(from, to);
     }
     return st;
+}
+
+int qh_model_save_meta(const qh_model *m, const char *out_dir, const char *meta_json)
+{
+    QH_TRY(qh_model_save(m, out_dir));
+    char path[1200], tmp[1300];
+    snprintf(path, sizeof path, "%s/%s", out_dir, QH_SAVE_META_FILE);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) QH_ERROR(QH_EIO, "cannot write %s", tmp);
+    size_t n = strlen(meta_json);
+    int ok = fwrite(meta_json, 1, n, f) == n && fputc('\n', f) != EOF;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        QH_ERROR(QH_EIO, "cannot write %s", path);
+    }
+    return QH_OK;
 }
