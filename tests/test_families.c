@@ -18,6 +18,11 @@
  *    Conv1D weights with the fused c_attn, GPT-NeoX's per-head interleaved
  *    query_key_value (weights and biases): the split kinds' changed weights
  *    are what a reload of the saved folder holds.
+ * 4. Config dialects: Gemma 2 without layer_types (the even-layer rule),
+ *    GPT-NeoX's older rotary_pct / rotary_emb_base, GPT-2 tensors without the
+ *    "transformer." prefix all give the same perplexity; GPT-2's
+ *    scale_attn_by_inverse_layer_idx and a GPT-NeoX hidden_act other than
+ *    gelu are refused naming the key.
  */
 #include <math.h>
 #include <stdio.h>
@@ -29,6 +34,7 @@
 #include "model/backward.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "model/safetensors.h"
 #include "model/save_model.h"
 #include "pipeline/eval.h"
 #include "qh_rng.h"
@@ -199,6 +205,7 @@ static void check_backward(const char *name, const int32_t *ids)
     qh_model *m = NULL;
     if (qh_model_load(dir, &m) != QH_OK) { QH_CHECK(0, "%s: load: %s", name, qh_last_error()); return; }
     size_t T = 24, d = (size_t)m->cfg.hidden, n = d * T;
+    double family_worst = 0;
     qh_forward_ws *ws = NULL;
     qh_block_tape *tape = NULL;
     float *x = malloc(n * sizeof(float)), *R = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
@@ -251,6 +258,7 @@ static void check_backward(const char *name, const int32_t *ids)
             double fd = (Lp - Lm) / (2 * FD_EPS), den = fmax(fabs(an), sqrt(gg * dd / (double)nw));
             double err = fabs(fd - an) / den;
             worst_fd = fmax(worst_fd, err);
+            family_worst = fmax(family_worst, err);
             QH_CHECK(err < FD_TOL, "%s layer %d %s: <G,D> %.6g vs central differences %.6g (rel %.3g)",
                      name, layer, qh_model_linear_short_name(m, k), an, fd, err);
             free(W0);
@@ -258,12 +266,116 @@ static void check_backward(const char *name, const int32_t *ids)
         }
         for (int k = 0; k < QH_LIN_MAX; k++) free(G[k]);
     }
+    QH_NOTE("%-13s backward vs central differences: worst relative error %.3g", name, family_worst);
     free(x);
     free(R);
     free(y);
     qh_block_tape_free(tape);
     qh_forward_ws_free(ws);
     qh_model_free(m);
+}
+
+/* ---- 4. config.json dialects and refusals ------------------------------------- */
+
+/* A copy of family `name` in a new temporary folder `out` whose config.json
+ * is edited by `edit` (NULL: unchanged); with strip, the safetensors names
+ * lose their "transformer." prefix (as in the original GPT-2 checkpoints). */
+static int variant(const char *name, void (*edit)(cJSON *), int strip, char *out)
+{
+    char path[300], dst[300];
+    if (!mkdtemp(out)) return QH_EIO;
+    snprintf(path, sizeof path, DATA "/%s/config.json", name);
+    cJSON *cfg = load_json(path);
+    if (!cfg) return QH_EIO;
+    if (edit) edit(cfg);
+    char *text = cJSON_Print(cfg);
+    cJSON_Delete(cfg);
+    snprintf(dst, sizeof dst, "%s/config.json", out);
+    FILE *f = fopen(dst, "wb");
+    int st = f && text && fputs(text, f) >= 0 ? QH_OK : QH_EIO;
+    if (f) fclose(f);
+    free(text);
+    if (st != QH_OK) return st;
+    snprintf(path, sizeof path, DATA "/%s", name);
+    qh_st_set *set = NULL;
+    QH_TRY(qh_st_set_open(path, &set));
+    const qh_st_file *sf = set->files[0];
+    qh_st_write_tensor *t = calloc(sf->n_tensors, sizeof *t);
+    char (*names)[128] = calloc(sf->n_tensors, sizeof *names);
+    for (size_t i = 0; st == QH_OK && i < sf->n_tensors; i++) {
+        const qh_st_tensor *src = &sf->tensors[i];
+        const char *nm = src->name;
+        if (strip && !strncmp(nm, "transformer.", 12)) nm += 12;
+        snprintf(names[i], sizeof names[i], "%s", nm);
+        float *data = malloc(src->numel * sizeof(float));
+        t[i] = (qh_st_write_tensor){ names[i], src->dtype, src->ndim, { 0 }, data };
+        memcpy(t[i].shape, src->shape, sizeof t[i].shape);
+        st = qh_st_read_f32(sf, src, data);
+    }
+    snprintf(dst, sizeof dst, "%s/model.safetensors", out);
+    if (st == QH_OK) st = qh_st_write(dst, t, sf->n_tensors);
+    for (size_t i = 0; i < sf->n_tensors; i++) free((void *)t[i].data);
+    free(t);
+    free(names);
+    qh_st_set_close(set);
+    return st;
+}
+
+static void drop_layer_types(cJSON *c) { cJSON_DeleteItemFromObject(c, "layer_types"); }
+static void neox_old_keys(cJSON *c)
+{
+    cJSON_DeleteItemFromObject(c, "rope_parameters");
+    cJSON_AddNumberToObject(c, "rotary_pct", 0.25);
+    cJSON_AddNumberToObject(c, "rotary_emb_base", 10000);
+}
+static void gpt2_inverse_layer(cJSON *c)
+{
+    cJSON_ReplaceItemInObject(c, "scale_attn_by_inverse_layer_idx", cJSON_CreateTrue());
+}
+static void neox_relu(cJSON *c)
+{
+    cJSON_ReplaceItemInObject(c, "hidden_act", cJSON_CreateString("relu"));
+}
+
+static void remove_dir(const char *dir)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    QH_CHECK(system(cmd) == 0, "remove %s", dir);
+}
+
+/* The variant loads and gives the original's perplexity exactly. */
+static void check_same(const char *name, void (*edit)(cJSON *), int strip, const char *what,
+                       const int32_t *ids, size_t n)
+{
+    char out[] = "/tmp/qh_families_cfgXXXXXX", dir[256];
+    snprintf(dir, sizeof dir, DATA "/%s", name);
+    qh_model *a = NULL, *b = NULL;
+    int st = variant(name, edit, strip, out);
+    if (st == QH_OK) st = qh_model_load(dir, &a);
+    if (st == QH_OK) st = qh_model_load(out, &b);
+    QH_CHECK(st == QH_OK, "%s %s: %s", name, what, st ? qh_last_error() : "");
+    if (st == QH_OK) {
+        double pa = ppl_of(a, ids, n, name, &st), pb = ppl_of(b, ids, n, name, &st);
+        QH_CHECK(pa == pb, "%s %s: ppl %.9g, as the original's %.9g", name, what, pb, pa);
+    }
+    qh_model_free(a);
+    qh_model_free(b);
+    remove_dir(out);
+}
+
+/* The variant is refused naming `key`. */
+static void check_refused_key(const char *name, void (*edit)(cJSON *), const char *key)
+{
+    char out[] = "/tmp/qh_families_cfgXXXXXX";
+    qh_model *m = NULL;
+    int st = variant(name, edit, 0, out);
+    QH_CHECK(st == QH_OK, "%s: variant: %s", name, st ? qh_last_error() : "");
+    st = qh_model_load(out, &m);
+    QH_CHECK(st == QH_ECONFIG && strstr(qh_last_error(), key), "%s: refused naming %s "
+             "(status %d: %s)", name, key, st, st ? qh_last_error() : "");
+    qh_model_free(m);
+    remove_dir(out);
 }
 
 /* ---- 3. fused and transposed tensors saved back ------------------------------ */
@@ -315,6 +427,11 @@ int main(void)
     check_fused_save("phi3");          /* fused rows */
     check_fused_save("gpt2");          /* Conv1D (in, out), fused columns, biases */
     check_fused_save("gpt_neox");      /* q/k/v interleaved per head, biases */
+    check_same("gemma2", drop_layer_types, 0, "without layer_types (even layers slide)", ids, n);
+    check_same("gpt_neox", neox_old_keys, 0, "with rotary_pct / rotary_emb_base", ids, n);
+    check_same("gpt2", NULL, 1, "without the \"transformer.\" prefix", ids, n);
+    check_refused_key("gpt2", gpt2_inverse_layer, "scale_attn_by_inverse_layer_idx");
+    check_refused_key("gpt_neox", neox_relu, "hidden_act");
     QH_NOTE("worst relative error of the backward pass against central differences: %.3g "
             "(tol %g)", worst_fd, FD_TOL);
     free(ids);
