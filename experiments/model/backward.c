@@ -3,8 +3,9 @@
  *
  * The forward pass follows forward.c step by step, choosing by the model's
  * features as it does (LayerNorm or RMSNorm, biases, rotate-half RoPE or none,
- * grouped-query attention, scale 1/sqrt(head_dim), a plain ReLU MLP or a gated
- * SiLU one) and keeps on the tape what the backward pass reads.  Attention
+ * grouped-query attention, the score scale and soft-capping, an MLP plain or
+ * gated with the family's activation, sandwich norms, a parallel residual)
+ * and keeps on the tape what the backward pass reads.  Attention
  * runs per head in blocks of QBLOCK query columns; block b of a head stores its probabilities P (keys 0..i0+B-1 x B queries,
  * column-major, masked entries exactly zero) contiguously, so the stored part
  * of the causal T x T matrix is about half of it and every block is a plain

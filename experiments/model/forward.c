@@ -1,10 +1,11 @@
 /* forward.c -- float32 forward pass of OPT and Llama decoders (see forward.h).
  *
- * Follows the Hugging Face implementations (OPTForCausalLM, LlamaForCausalLM)
- * in float32, choosing each step by the model's features (family.h), never by
- * its family: LayerNorm/RMSNorm, causal multi-head attention with grouped
- * key/value heads, learned positions (with an offset) or rotate-half RoPE,
- * ReLU or SiLU MLP, plain or gated, tied or untied lm_head.  Every matrix product
+ * Follows the Hugging Face implementations (OPTForCausalLM, LlamaForCausalLM
+ * and the families of family.c) in float32, choosing each step by the model's
+ * features (family.h), never by its family: LayerNorm/RMSNorm, causal
+ * multi-head attention with grouped key/value heads, learned positions (with
+ * an offset) or rotate-half RoPE, ReLU, SiLU or GELU MLP, plain or gated,
+ * sandwich norms, soft-capping, parallel residual, tied or untied lm_head.  Every matrix product
  * is one sgemm on column-major (dim x T) activations; attention is computed
  * per head in blocks of query columns so that most of the masked upper
  * triangle of QK^T is never formed.  Left out: rope scaling variants, KV

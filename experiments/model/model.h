@@ -2,11 +2,15 @@
  *
  * Supported: the families of family.h's table -- model_type "opt" (pre-/post-LN,
  * ReLU, learned positions with offset 2, biases, optional
- * project_in/project_out, tied lm_head) and "llama", "mistral", "qwen2",
- * "qwen3", "gemma", "phi3" (RMSNorm, gated MLP, RoPE with default/linear/llama3
- * frequencies, grouped-query attention, sliding windows, tied or untied
- * lm_head, optional biases; Qwen3's per-head q/k norms, Gemma's 1 + w norms,
- * tanh GELU and scaled embeddings, Phi-3's fused tensors split on load).
+ * project_in/project_out, tied lm_head), "llama", "mistral", "qwen2",
+ * "qwen3", "gemma", "gemma2", "phi3" (RMSNorm, gated MLP, RoPE with
+ * default/linear/llama3 frequencies, grouped-query attention, sliding
+ * windows, tied or untied lm_head, optional biases; Qwen3's per-head q/k
+ * norms, Gemma's 1 + w norms, tanh GELU and scaled embeddings, Gemma 2's
+ * sandwich norms and soft-capping, Phi-3's fused tensors split on load),
+ * "gpt2" (Conv1D weights transposed on load, c_attn split, learned
+ * positions, LayerNorm, tanh GELU) and "gpt_neox" (per-head query_key_value
+ * split on load, partial RoPE, parallel residual, exact GELU).
  * What the decoder computes is in cfg.features; code outside the loader reads
  * those, never the family's name.
  *
