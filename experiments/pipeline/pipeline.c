@@ -381,7 +381,10 @@ static int save_meta_json(const qh_cell *cell, const qh_config_method *cm, const
     for (const qh_param_desc *d = q->type->params; d && d->key; d++) {
         char v[64];
         qh_param_format(d, params, v, sizeof v);
-        cJSON_AddStringToObject(pj, d->key, v);
+        char *end = NULL;
+        double num = strtod(v, &end);           /* numbers as numbers, choices as text */
+        if (end != v && *end == '\0' && isfinite(num)) cJSON_AddNumberToObject(pj, d->key, num);
+        else cJSON_AddStringToObject(pj, d->key, v);
     }
     char hex[65] = "";
     if (protocol) qh_protocol_sha256(protocol, hex);
