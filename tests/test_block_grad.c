@@ -523,15 +523,17 @@ static void test_errors(void)
 
     /* features the forward pass computes but the backward pass cannot differentiate */
     synth_build(&s, 0, 31);
-    s.m.cfg.features.act = QH_ACT_SILU;                    /* a plain SiLU MLP */
+    s.m.cfg.features.gated_mlp = 1;                        /* a gated ReLU MLP */
     st = qh_block_tape_alloc(&s.m, 8, &tape);
-    QH_CHECK(st == QH_EUNIMPL && tape == NULL && strstr(qh_last_error(), "plain SiLU"),
-             "plain SiLU MLP refused with QH_EUNIMPL: %d (%s)", st, qh_last_error());
-    s.m.cfg.features.act = QH_ACT_RELU;
-    s.m.cfg.features.parallel_residual = 1;
+    QH_CHECK(st == QH_EUNIMPL && tape == NULL && strstr(qh_last_error(), "gated ReLU"),
+             "gated ReLU MLP refused with QH_EUNIMPL: %d (%s)", st, qh_last_error());
+    s.m.cfg.features.gated_mlp = 0;
+    s.m.cfg.features.parallel_residual = 1;                /* with sandwich norms */
+    s.m.cfg.features.sandwich_norm = 1;
     st = qh_block_tape_alloc(&s.m, 8, &tape);
     QH_CHECK(st == QH_EUNIMPL && tape == NULL && strstr(qh_last_error(), "parallel residual"),
-             "parallel residual refused with QH_EUNIMPL: %d (%s)", st, qh_last_error());
+             "parallel residual with sandwich norms refused with QH_EUNIMPL: %d (%s)", st,
+             qh_last_error());
     synth_free(&s);
 
     synth_build(&s, 0, 31);

@@ -14,9 +14,15 @@
  *    differences of the float32 block forward (directional derivative along
  *    a random direction per linear kind, L = <R, y>, as test_block_grad's 2a
  *    with its tolerance), on both layers at T = 24 (past the 16-token windows).
- * 3. Families not implemented are refused, naming model_type.
- * 4. Phi-3's fused tensors survive a save: the split kinds' changed weights
+ * 3. Stored forms survive a save: Phi-3's fused rows, GPT-2's transposed
+ *    Conv1D weights with the fused c_attn, GPT-NeoX's per-head interleaved
+ *    query_key_value (weights and biases): the split kinds' changed weights
  *    are what a reload of the saved folder holds.
+ * 4. Config dialects: Gemma 2 without layer_types (the even-layer rule),
+ *    GPT-NeoX's older rotary_pct / rotary_emb_base, GPT-2 tensors without the
+ *    "transformer." prefix all give the same perplexity; GPT-2's
+ *    scale_attn_by_inverse_layer_idx and a GPT-NeoX hidden_act other than
+ *    gelu are refused naming the key.
  */
 #include <math.h>
 #include <stdio.h>
@@ -28,6 +34,7 @@
 #include "model/backward.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "model/safetensors.h"
 #include "model/save_model.h"
 #include "pipeline/eval.h"
 #include "qh_rng.h"
@@ -39,8 +46,7 @@
 #define FD_TOL 2e-2
 
 static const char *const implemented[] = { "llama3", "llama_linear", "qwen2", "qwen3", "mistral",
-                                           "gemma", "phi3", NULL };
-static const char *const refused[] = { "gemma2", "gpt2", "gpt_neox", NULL };
+                                           "gemma", "gemma2", "phi3", "gpt2", "gpt_neox", NULL };
 
 static cJSON *load_json(const char *path)
 {
@@ -151,6 +157,29 @@ static void check_reference(const char *name, const int32_t *ids, size_t n)
                 (without - with) / with);
         QH_CHECK(fabs(without - with) > 10 * PPL_TOL * with, "%s: the feature has no effect", name);
     }
+    if (m->cfg.attn_softcap > 0 || m->cfg.final_softcap > 0) {
+        qh_model_config saved = m->cfg;
+        for (int which = 0; which < 2; which++) {
+            m->cfg = saved;
+            if (which == 0) m->cfg.attn_softcap = 0;
+            else m->cfg.final_softcap = 0;
+            double without = ppl_of(m, ids, n, name, &st);
+            QH_NOTE("%-13s without its %s soft-capping: ppl %.6f (rel %.2e)", name,
+                    which ? "final" : "attention", without, (without - with) / with);
+            QH_CHECK(fabs(without - with) > 10 * PPL_TOL * with, "%s: soft-capping has no effect",
+                     name);
+        }
+        m->cfg = saved;
+    }
+    if (m->cfg.features.parallel_residual) {
+        m->cfg.features.parallel_residual = 0;
+        double without = ppl_of(m, ids, n, name, &st);
+        m->cfg.features.parallel_residual = 1;
+        QH_NOTE("%-13s with a sequential residual: ppl %.6f (rel %.2e)", name, without,
+                (without - with) / with);
+        QH_CHECK(fabs(without - with) > 10 * PPL_TOL * with, "%s: the parallel residual has no "
+                 "effect", name);
+    }
     qh_model_free(m);
     cJSON_Delete(ref);
 }
@@ -176,6 +205,7 @@ static void check_backward(const char *name, const int32_t *ids)
     qh_model *m = NULL;
     if (qh_model_load(dir, &m) != QH_OK) { QH_CHECK(0, "%s: load: %s", name, qh_last_error()); return; }
     size_t T = 24, d = (size_t)m->cfg.hidden, n = d * T;
+    double family_worst = 0;
     qh_forward_ws *ws = NULL;
     qh_block_tape *tape = NULL;
     float *x = malloc(n * sizeof(float)), *R = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
@@ -228,6 +258,7 @@ static void check_backward(const char *name, const int32_t *ids)
             double fd = (Lp - Lm) / (2 * FD_EPS), den = fmax(fabs(an), sqrt(gg * dd / (double)nw));
             double err = fabs(fd - an) / den;
             worst_fd = fmax(worst_fd, err);
+            family_worst = fmax(family_worst, err);
             QH_CHECK(err < FD_TOL, "%s layer %d %s: <G,D> %.6g vs central differences %.6g (rel %.3g)",
                      name, layer, qh_model_linear_short_name(m, k), an, fd, err);
             free(W0);
@@ -235,6 +266,7 @@ static void check_backward(const char *name, const int32_t *ids)
         }
         for (int k = 0; k < QH_LIN_MAX; k++) free(G[k]);
     }
+    QH_NOTE("%-13s backward vs central differences: worst relative error %.3g", name, family_worst);
     free(x);
     free(R);
     free(y);
@@ -243,45 +275,141 @@ static void check_backward(const char *name, const int32_t *ids)
     qh_model_free(m);
 }
 
-/* ---- 3. refusals ----------------------------------------------------------- */
+/* ---- 4. config.json dialects and refusals ------------------------------------- */
 
-static void check_refused(const char *name)
+/* A copy of family `name` in a new temporary folder `out` whose config.json
+ * is edited by `edit` (NULL: unchanged); with strip, the safetensors names
+ * lose their "transformer." prefix (as in the original GPT-2 checkpoints). */
+static int variant(const char *name, void (*edit)(cJSON *), int strip, char *out)
 {
-    char dir[256];
-    snprintf(dir, sizeof dir, DATA "/%s", name);
-    qh_model *m = NULL;
-    int st = qh_model_load(dir, &m);
-    QH_CHECK(st == QH_ECONFIG && strstr(qh_last_error(), "model_type"),
-             "%s: refused naming model_type (status %d: %s)", name, st, st ? qh_last_error() : "");
-    qh_model_free(m);
+    char path[300], dst[300];
+    if (!mkdtemp(out)) return QH_EIO;
+    snprintf(path, sizeof path, DATA "/%s/config.json", name);
+    cJSON *cfg = load_json(path);
+    if (!cfg) return QH_EIO;
+    if (edit) edit(cfg);
+    char *text = cJSON_Print(cfg);
+    cJSON_Delete(cfg);
+    snprintf(dst, sizeof dst, "%s/config.json", out);
+    FILE *f = fopen(dst, "wb");
+    int st = f && text && fputs(text, f) >= 0 ? QH_OK : QH_EIO;
+    if (f) fclose(f);
+    free(text);
+    if (st != QH_OK) return st;
+    snprintf(path, sizeof path, DATA "/%s", name);
+    qh_st_set *set = NULL;
+    QH_TRY(qh_st_set_open(path, &set));
+    const qh_st_file *sf = set->files[0];
+    qh_st_write_tensor *t = calloc(sf->n_tensors, sizeof *t);
+    char (*names)[128] = calloc(sf->n_tensors, sizeof *names);
+    for (size_t i = 0; st == QH_OK && i < sf->n_tensors; i++) {
+        const qh_st_tensor *src = &sf->tensors[i];
+        const char *nm = src->name;
+        if (strip && !strncmp(nm, "transformer.", 12)) nm += 12;
+        snprintf(names[i], sizeof names[i], "%s", nm);
+        float *data = malloc(src->numel * sizeof(float));
+        t[i] = (qh_st_write_tensor){ names[i], src->dtype, src->ndim, { 0 }, data };
+        memcpy(t[i].shape, src->shape, sizeof t[i].shape);
+        st = qh_st_read_f32(sf, src, data);
+    }
+    snprintf(dst, sizeof dst, "%s/model.safetensors", out);
+    if (st == QH_OK) st = qh_st_write(dst, t, sf->n_tensors);
+    for (size_t i = 0; i < sf->n_tensors; i++) free((void *)t[i].data);
+    free(t);
+    free(names);
+    qh_st_set_close(set);
+    return st;
 }
 
-/* ---- 4. fused tensors saved back -------------------------------------------- */
+static void drop_layer_types(cJSON *c) { cJSON_DeleteItemFromObject(c, "layer_types"); }
+static void neox_old_keys(cJSON *c)
+{
+    cJSON_DeleteItemFromObject(c, "rope_parameters");
+    cJSON_AddNumberToObject(c, "rotary_pct", 0.25);
+    cJSON_AddNumberToObject(c, "rotary_emb_base", 10000);
+}
+static void gpt2_inverse_layer(cJSON *c)
+{
+    cJSON_ReplaceItemInObject(c, "scale_attn_by_inverse_layer_idx", cJSON_CreateTrue());
+}
+static void neox_relu(cJSON *c)
+{
+    cJSON_ReplaceItemInObject(c, "hidden_act", cJSON_CreateString("relu"));
+}
 
-static void check_fused_save(void)
+static void remove_dir(const char *dir)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    QH_CHECK(system(cmd) == 0, "remove %s", dir);
+}
+
+/* The variant loads and gives the original's perplexity exactly. */
+static void check_same(const char *name, void (*edit)(cJSON *), int strip, const char *what,
+                       const int32_t *ids, size_t n)
+{
+    char out[] = "/tmp/qh_families_cfgXXXXXX", dir[256];
+    snprintf(dir, sizeof dir, DATA "/%s", name);
+    qh_model *a = NULL, *b = NULL;
+    int st = variant(name, edit, strip, out);
+    if (st == QH_OK) st = qh_model_load(dir, &a);
+    if (st == QH_OK) st = qh_model_load(out, &b);
+    QH_CHECK(st == QH_OK, "%s %s: %s", name, what, st ? qh_last_error() : "");
+    if (st == QH_OK) {
+        double pa = ppl_of(a, ids, n, name, &st), pb = ppl_of(b, ids, n, name, &st);
+        QH_CHECK(pa == pb, "%s %s: ppl %.9g, as the original's %.9g", name, what, pb, pa);
+    }
+    qh_model_free(a);
+    qh_model_free(b);
+    remove_dir(out);
+}
+
+/* The variant is refused naming `key`. */
+static void check_refused_key(const char *name, void (*edit)(cJSON *), const char *key)
+{
+    char out[] = "/tmp/qh_families_cfgXXXXXX";
+    qh_model *m = NULL;
+    int st = variant(name, edit, 0, out);
+    QH_CHECK(st == QH_OK, "%s: variant: %s", name, st ? qh_last_error() : "");
+    st = qh_model_load(out, &m);
+    QH_CHECK(st == QH_ECONFIG && strstr(qh_last_error(), key), "%s: refused naming %s "
+             "(status %d: %s)", name, key, st, st ? qh_last_error() : "");
+    qh_model_free(m);
+    remove_dir(out);
+}
+
+/* ---- 3. fused and transposed tensors saved back ------------------------------ */
+
+static void check_fused_save(const char *name)
 {
     qh_model *m = NULL, *r = NULL;
-    char out[] = "/tmp/qh_families_saveXXXXXX";
-    if (qh_model_load(DATA "/phi3", &m) != QH_OK || !mkdtemp(out)) {
-        QH_CHECK(0, "phi3: load or temp dir: %s", qh_last_error());
+    char out[] = "/tmp/qh_families_saveXXXXXX", dir[256];
+    snprintf(dir, sizeof dir, DATA "/%s", name);
+    if (qh_model_load(dir, &m) != QH_OK || !mkdtemp(out)) {
+        QH_CHECK(0, "%s: load or temp dir: %s", name, qh_last_error());
         qh_model_free(m);
         return;
     }
     for (int l = 0; l < m->cfg.n_layers; l++)
         for (int k = 0; k < QH_LIN_MAX; k++) {
             qh_linear *L = &m->blocks[l].lin[k];
-            for (int i = 0; i < L->out * L->in; i++) L->W[i] = (float)(k + 1) + 0.001f * (float)i;
+            for (int i = 0; L->W && i < L->out * L->in; i++)
+                L->W[i] = (float)(k + 1) + 0.001f * (float)i + 0.1f * (float)l;
+            for (int i = 0; L->b && i < L->out; i++) L->b[i] = (float)(k + 1) - 0.01f * (float)i;
         }
     int st = qh_model_save(m, out);
     if (st == QH_OK) st = qh_model_load(out, &r);
-    QH_CHECK(st == QH_OK, "phi3: save and reload: %s", st ? qh_last_error() : "");
+    QH_CHECK(st == QH_OK, "%s: save and reload: %s", name, st ? qh_last_error() : "");
     int same = r != NULL;
     for (int l = 0; same && l < m->cfg.n_layers; l++)
         for (int k = 0; k < QH_LIN_MAX; k++) {
             const qh_linear *a = &m->blocks[l].lin[k], *b = &r->blocks[l].lin[k];
+            if (!a->W) continue;
             same &= !memcmp(a->W, b->W, (size_t)a->out * a->in * sizeof(float));
+            same &= !a->b == !b->b && (!a->b || !memcmp(a->b, b->b, (size_t)a->out * sizeof(float)));
         }
-    QH_CHECK(same, "phi3: every split kind's weights round-trip through the fused tensors");
+    QH_CHECK(same, "%s: every kind's weights and biases round-trip through the stored tensors",
+             name);
     qh_model_free(r);
     qh_model_free(m);
     char cmd[128];
@@ -296,8 +424,14 @@ int main(void)
     QH_CHECK(n == 256, "tokens.json holds %zu ids", n);
     for (const char *const *f = implemented; *f; f++) check_reference(*f, ids, n);
     for (const char *const *f = implemented; *f; f++) check_backward(*f, ids);
-    for (const char *const *f = refused; *f; f++) check_refused(*f);
-    check_fused_save();
+    check_fused_save("phi3");          /* fused rows */
+    check_fused_save("gpt2");          /* Conv1D (in, out), fused columns, biases */
+    check_fused_save("gpt_neox");      /* q/k/v interleaved per head, biases */
+    check_same("gemma2", drop_layer_types, 0, "without layer_types (even layers slide)", ids, n);
+    check_same("gpt_neox", neox_old_keys, 0, "with rotary_pct / rotary_emb_base", ids, n);
+    check_same("gpt2", NULL, 1, "without the \"transformer.\" prefix", ids, n);
+    check_refused_key("gpt2", gpt2_inverse_layer, "scale_attn_by_inverse_layer_idx");
+    check_refused_key("gpt_neox", neox_relu, "hidden_act");
     QH_NOTE("worst relative error of the backward pass against central differences: %.3g "
             "(tol %g)", worst_fd, FD_TOL);
     free(ids);

@@ -547,10 +547,11 @@ static void test_features(void)
     ws = NULL;
 
     m->cfg.features.act = QH_ACT_RELU;
-    m->cfg.features.parallel_residual = 1;
+    m->cfg.features.parallel_residual = 1;                 /* with sandwich norms */
+    m->cfg.features.sandwich_norm = 1;
     st = qh_forward_ws_alloc(m, 8, &ws);
     QH_CHECK(st == QH_EUNIMPL && ws == NULL && strstr(qh_last_error(), "parallel residual"),
-             "parallel residual refused: %d %s", st, qh_last_error());
+             "parallel residual with sandwich norms refused: %d %s", st, qh_last_error());
     synth_free(&s);
 
     synth_build(&s, 2, 17);

@@ -61,12 +61,12 @@ out=$("$QH" info --model "$tmp/bad" 2>&1); rc=$?
 [ "$rc" -ne 0 ] && ok "truncated safetensors exits non-zero ($rc)" || bad "truncated safetensors exits 0"
 expect_line "truncated safetensors message names file" "$out" 'model\.safetensors: header length 4096 runs past'
 
-printf '{"model_type": "gpt2"}' > "$tmp/bad/config.json"
+printf '{"model_type": "falcon"}' > "$tmp/bad/config.json"
 printf '\x02\x00\x00\x00\x00\x00\x00\x00{}' > "$tmp/bad/model.safetensors"
 out=$("$QH" info --model "$tmp/bad" 2>&1); rc=$?
-[ "$rc" -ne 0 ] && ok "gpt2 config exits non-zero ($rc)" || bad "gpt2 config exits 0"
-expect_line "gpt2 config message" "$out" 'config\.json: unsupported model_type "gpt2"'
-expect_line "gpt2 config lists the families" "$out" 'supported: opt, llama, mistral, qwen2'
+[ "$rc" -ne 0 ] && ok "falcon config exits non-zero ($rc)" || bad "falcon config exits 0"
+expect_line "falcon config message" "$out" 'config\.json: unsupported model_type "falcon"'
+expect_line "falcon config lists the families" "$out" 'supported: opt, llama, mistral, qwen2'
 
 out=$("$QH" info 2>&1); rc=$?
 [ "$rc" -eq 2 ] && ok "missing --model is a usage error (2)" || bad "missing --model exits $rc"
@@ -85,6 +85,17 @@ out=$("$QH" info --model tests/data/families/qwen3 2>&1)
 expect_line "qwen3 qk norm" "$out" '^qk_norm +RMSNorm per head on q and k$'
 out=$("$QH" info --model tests/data/families/phi3 2>&1)
 expect_line "phi3 fused" "$out" '^fused +self_attn.qkv_proj and mlp.gate_up_proj split on load'
+out=$("$QH" info --model tests/data/families/gemma2 2>&1)
+expect_line "gemma2 post norms" "$out" '^post_norms +after attention and MLP'
+expect_line "gemma2 soft-capping" "$out" '^softcapping +attention 2, final logits 3'
+expect_line "gemma2 alternating window" "$out" '^attention +sliding window of 16 on 1 of 2 layers$'
+out=$("$QH" info --model tests/data/families/gpt_neox 2>&1)
+expect_line "gpt_neox parallel residual" "$out" '^residual +parallel$'
+expect_line "gpt_neox fused" "$out" '^fused +attention.query_key_value split on load into q/k/v \(interleaved per head\)'
+expect_line "gpt_neox partial rotary" "$out" '^positions +RoPE on 4 of 16 head dims$'
+out=$("$QH" info --model tests/data/families/gpt2 2>&1)
+expect_line "gpt2 conv1d" "$out" '^storage +Conv1D weights'
+expect_line "gpt2 learned positions" "$out" '^positions +learned, offset 0$'
 # unsupported config keys are refused by name
 mkdir -p "$tmp/yarn" "$tmp/cap"
 sed 's/"llama3"/"yarn"/' tests/data/families/llama3/config.json > "$tmp/yarn/config.json"

@@ -29,6 +29,7 @@ static void print_features(const qh_model *m)
            f->norm_plus_one ? " scaling by 1 + w" : "", (double)k->norm_eps,
            f->pre_ln ? "pre-LN" : "post-LN");
     if (f->qk_norm) printf("qk_norm      RMSNorm per head on q and k\n");
+    if (f->sandwich_norm) printf("post_norms   after attention and MLP, before each residual add\n");
     if (f->embed_scale) printf("embeddings   scaled by sqrt(hidden)\n");
     printf("final_norm   %s\n", m->final_norm.w ? "yes" : "no");
     static const char *const acts[] = { "?", "ReLU", "SiLU", "GELU (tanh)", "GELU (erf)" };
@@ -55,9 +56,19 @@ static void print_features(const qh_model *m)
     } else {
         printf("attention    full causal\n");
     }
-    if (k->family->layout->fuse == QH_FUSE_ROWS)
+    if (k->attn_scale > 0) printf("score_scale  %g\n", k->attn_scale);
+    if (k->attn_softcap > 0 || k->final_softcap > 0)
+        printf("softcapping  attention %g, final logits %g (0: none)\n", k->attn_softcap,
+               k->final_softcap);
+    const qh_layout *ly = k->family->layout;
+    if (ly->fuse == QH_FUSE_ROWS && ly->gate_up_fused)
         printf("fused        %s and %s split on load into q/k/v and gate/up (rows)\n",
-               k->family->layout->qkv_fused, k->family->layout->gate_up_fused);
+               ly->qkv_fused, ly->gate_up_fused);
+    else if (ly->fuse == QH_FUSE_ROWS)
+        printf("fused        %s split on load into q/k/v\n", ly->qkv_fused);
+    else if (ly->fuse == QH_FUSE_HEADS)
+        printf("fused        %s split on load into q/k/v (interleaved per head)\n", ly->qkv_fused);
+    if (ly->transposed) printf("storage      Conv1D weights (in, out), transposed on load\n");
 }
 
 static void print_config(const qh_model *m)

@@ -3,8 +3,9 @@
  *
  * The forward pass follows forward.c step by step, choosing by the model's
  * features as it does (LayerNorm or RMSNorm, biases, rotate-half RoPE or none,
- * grouped-query attention, scale 1/sqrt(head_dim), a plain ReLU MLP or a gated
- * SiLU one) and keeps on the tape what the backward pass reads.  Attention
+ * grouped-query attention, the score scale and soft-capping, an MLP plain or
+ * gated with the family's activation, sandwich norms, a parallel residual)
+ * and keeps on the tape what the backward pass reads.  Attention
  * runs per head in blocks of QBLOCK query columns; block b of a head stores its probabilities P (keys 0..i0+B-1 x B queries,
  * column-major, masked entries exactly zero) contiguously, so the stored part
  * of the causal T x T matrix is about half of it and every block is a plain
@@ -36,6 +37,8 @@
 
 struct qh_block_tape {
     int gated, rotary, qk_norm;      /* the features the buffers were sized for */
+    int sandwich, parallel;          /* sandwich norms (Gemma 2), parallel residual (NeoX) */
+    float scale, softcap;            /* score scale, attention soft-capping (0: none) */
     size_t rot;                      /* rotary dims per head */
     size_t capacity;                 /* max tokens per call */
     size_t hidden, q_dim, kv_dim, ffn_dim, head_dim, n_heads, n_kv_heads;
@@ -53,12 +56,16 @@ struct qh_block_tape {
     float *g;                        /* (ffn x cap) pre-activation: gate's (gated) or up's output */
     float *u;                        /* (ffn x cap) up's output when gated, else NULL */
     float *a;                        /* (ffn x cap) activation: input of down */
+    float *z1, *z2;                  /* sandwich only: (hidden x cap) o's and down's outputs,
+                                        inputs of the post-norms */
     float *rope_cos, *rope_sin, *rope_nsin;   /* (head_dim/2 x cap) RoPE only */
     /* scratch of the backward pass */
     float *dx1, *dh2;                /* (hidden x cap) */
     float *datt, *dq;                /* (q_dim x cap) */
     float *dk, *dv;                  /* (kv_dim x cap) */
     float *dS;                       /* (cap x QBLOCK) one block's dP, then dS */
+    float *S2;                       /* softcap only: (cap x QBLOCK) a block's raw scores */
+    float *dz;                       /* sandwich only: (hidden x cap) through a post-norm */
     float *dg, *du;                  /* (ffn x cap); du gated only */
     float *mem;                      /* the one allocation */
     size_t bytes;
@@ -91,12 +98,54 @@ static int check_differentiable(const qh_model *m, const char *who)
     if (!f->pre_ln)
         QH_ERROR(QH_EUNIMPL, "%s: post-LN blocks (do_layer_norm_before = false) are not "
                  "differentiable; only pre-LN blocks are", who);
-    int gated_ok = f->act == QH_ACT_SILU || f->act == QH_ACT_GELU_TANH;
-    if (f->gated_mlp ? !gated_ok : f->act != QH_ACT_RELU)
-        QH_ERROR(QH_EUNIMPL, "%s: a %s %s MLP is not differentiable; gated SiLU or tanh-GELU "
-                 "and plain ReLU are", who, f->gated_mlp ? "gated" : "plain",
-                 f->act == QH_ACT_SILU ? "SiLU" : f->act == QH_ACT_RELU ? "ReLU" : "GELU");
+    if (f->gated_mlp && f->act == QH_ACT_RELU)
+        QH_ERROR(QH_EUNIMPL, "%s: a gated ReLU MLP is not differentiable; gated SiLU or GELU "
+                 "and plain ReLU or GELU are", who);
     return QH_OK;
+}
+
+/* The MLP activation and its derivative, in double, as the forward pass's
+ * float functions compute them. */
+static double act_value(qh_act_kind act, double g)
+{
+    switch (act) {
+    case QH_ACT_SILU: return g / (1.0 + exp(-g));
+    case QH_ACT_GELU: return 0.5 * g * (1.0 + erf(g * M_SQRT1_2));
+    case QH_ACT_GELU_TANH: {
+        const double kk = 0.7978845608028654;
+        return 0.5 * g * (1.0 + tanh(kk * (g + 0.044715 * g * g * g)));
+    }
+    default: return g > 0 ? g : 0.0;
+    }
+}
+
+static double act_deriv(qh_act_kind act, double g)
+{
+    switch (act) {
+    case QH_ACT_SILU: {
+        double sg = 1.0 / (1.0 + exp(-g));
+        return sg * (1.0 + g * (1.0 - sg));
+    }
+    case QH_ACT_GELU:                  /* Phi(g) + g phi(g) */
+        return 0.5 * (1.0 + erf(g * M_SQRT1_2)) + g * exp(-0.5 * g * g) * 0.3989422804014327;
+    case QH_ACT_GELU_TANH: {
+        const double kk = 0.7978845608028654;
+        double th = tanh(kk * (g + 0.044715 * g * g * g));
+        return 0.5 * (1.0 + th) + 0.5 * g * (1.0 - th * th) * kk * (1.0 + 3 * 0.044715 * g * g);
+    }
+    default: return g > 0 ? 1.0 : 0.0;
+    }
+}
+
+/* The forward pass's float activation (forward.c's). */
+static float act_float(qh_act_kind act, float g)
+{
+    switch (act) {
+    case QH_ACT_SILU: return g / (1.0f + expf(-g));
+    case QH_ACT_GELU: return qh_gelu(g);
+    case QH_ACT_GELU_TANH: return qh_gelu_tanh(g);
+    default: return g > 0.0f ? g : 0.0f;
+    }
 }
 
 int qh_block_tape_alloc(const qh_model *m, size_t T, qh_block_tape **out)
@@ -114,6 +163,10 @@ int qh_block_tape_alloc(const qh_model *m, size_t T, qh_block_tape **out)
     t->gated = c->features.gated_mlp;
     t->rotary = c->features.pos == QH_POS_ROTARY;
     t->qk_norm = c->features.qk_norm;
+    t->sandwich = c->features.sandwich_norm;
+    t->parallel = c->features.parallel_residual;
+    t->scale = qh_attention_scale(c);
+    t->softcap = (float)c->attn_softcap;
     t->rot = t->rotary ? (size_t)c->features.rotary_dims : 0;
     t->capacity = T;
     t->hidden = (size_t)c->hidden;
@@ -126,10 +179,11 @@ int qh_block_tape_alloc(const qh_model *m, size_t T, qh_block_tape **out)
     t->layer = -1;
     size_t d = t->hidden, qd = t->q_dim, kvd = t->kv_dim, f = t->ffn_dim;
     size_t half = t->rot / 2, fu = t->gated ? f : 0, qkn = t->qk_norm ? qd + kvd : 0;
-    size_t n_floats = T * (3 * d + 2 * qd + 2 * kvd + 2 * f + fu + qkn)    /* saved */
+    size_t sw = t->sandwich ? d : 0, sc = t->softcap > 0 ? QBLOCK : 0;
+    size_t n_floats = T * (3 * d + 2 * qd + 2 * kvd + 2 * f + fu + qkn + 2 * sw)    /* saved */
                       + t->n_heads * packed_size(T) + 3 * half * T
-                      + T * (2 * d + 2 * qd + 2 * kvd + f + fu)      /* scratch */
-                      + T * QBLOCK;
+                      + T * (2 * d + 2 * qd + 2 * kvd + f + fu + sw)      /* scratch */
+                      + T * (QBLOCK + sc);
     float *p = malloc(n_floats * sizeof(float));
     if (!p) {
         free(t);
@@ -152,6 +206,14 @@ int qh_block_tape_alloc(const qh_model *m, size_t T, qh_block_tape **out)
     t->g = p;     p += T * f;
     t->u = fu ? p : NULL;  p += T * fu;
     t->a = p;     p += T * f;
+    if (sw) {
+        t->z1 = p;  p += T * d;
+        t->z2 = p;  p += T * d;
+        t->dz = p;  p += T * d;
+    }
+    if (sc) {
+        t->S2 = p;  p += T * QBLOCK;
+    }
     t->dx1 = p;   p += T * d;
     t->dh2 = p;   p += T * d;
     t->datt = p;  p += T * qd;
@@ -195,7 +257,9 @@ static int check_shapes(const qh_model *m, int layer, const qh_block_tape *t, co
     if (layer < 0 || layer >= c->n_layers)
         QH_ERROR(QH_EINVAL, "%s: layer %d outside [0, %d)", who, layer, c->n_layers);
     if (c->features.gated_mlp != t->gated || (c->features.pos == QH_POS_ROTARY) != t->rotary ||
-        c->features.qk_norm != t->qk_norm ||
+        c->features.qk_norm != t->qk_norm || c->features.sandwich_norm != t->sandwich ||
+        c->features.parallel_residual != t->parallel || qh_attention_scale(c) != t->scale ||
+        (float)c->attn_softcap != t->softcap ||
         (t->rotary && (size_t)c->features.rotary_dims != t->rot) ||
         (size_t)c->hidden != t->hidden || (size_t)c->n_heads != t->n_heads ||
         (size_t)c->n_kv_heads != t->n_kv_heads || (size_t)c->head_dim != t->head_dim ||
@@ -294,7 +358,7 @@ static void softmax_column(float *col, size_t lo, size_t valid, size_t n_keys)
 static void attention_forward(qh_block_tape *t, size_t T, size_t window)
 {
     size_t hd = t->head_dim, qd = t->q_dim, kvd = t->kv_dim, group = t->n_heads / t->n_kv_heads;
-    float scale = (float)(1.0 / sqrt((double)hd));
+    float scale = t->scale, cap = t->softcap;
     size_t stride = packed_size(T);
     for (size_t h = 0; h < t->n_heads; h++) {
         size_t kvh = h / group;
@@ -307,7 +371,10 @@ static void attention_forward(qh_block_tape *t, size_t T, size_t window)
             qh_sgemm('T', 'N', n_keys, B, hd, scale, K, kvd, Q + i0 * qd, qd, 0.0f, Pb, n_keys);
             for (size_t c = 0; c < B; c++) {
                 size_t i = i0 + c, lo = window && i + 1 > window ? i + 1 - window : 0;
-                softmax_column(Pb + c * n_keys, lo, i + 1, n_keys);
+                float *col = Pb + c * n_keys;
+                if (cap > 0)            /* soft-capping, as forward.c */
+                    for (size_t j = lo; j <= i; j++) col[j] = cap * tanhf(col[j] / cap);
+                softmax_column(col, lo, i + 1, n_keys);
             }
             /* O (hd x B) = V (hd x n_keys) P (n_keys x B) */
             qh_sgemm('N', 'N', hd, B, n_keys, 1.0f, V, kvd, Pb, n_keys, 0.0f, O + i0 * qd, qd);
@@ -336,7 +403,7 @@ int qh_block_forward_tape(const qh_model *m, int layer, const float *x, size_t T
     t->T = 0;
     t->fwd_flops = 0.0;
 
-    /* attention sublayer: x1 = x + o(attn(norm1(x))) */
+    /* attention sublayer: x1 = x + o(attn(norm1(x))) (+ post-norm with sandwich norms) */
     qh_norm_apply(m, &blk->attn_norm, x, t->h1, d, T);
     qh_linear_apply(&blk->lin[QH_LIN_Q], t->h1, T, t->q, 0);
     qh_linear_apply(&blk->lin[QH_LIN_K], t->h1, T, t->k, 0);
@@ -354,23 +421,33 @@ int qh_block_forward_tape(const qh_model *m, int layer, const float *x, size_t T
     }
     attention_forward(t, T, (size_t)qh_model_layer_window(&m->cfg, layer));
     memcpy(y, x, d * T * sizeof(float));
-    qh_linear_apply(&blk->lin[QH_LIN_O], t->att, T, y, 1);
+    if (t->sandwich) {
+        qh_linear_apply(&blk->lin[QH_LIN_O], t->att, T, t->z1, 0);
+        qh_norm_apply(m, &blk->attn_post_norm, t->z1, t->dz, d, T);   /* dz: scratch here */
+        for (size_t i = 0; i < d * T; i++) y[i] += t->dz[i];
+    } else {
+        qh_linear_apply(&blk->lin[QH_LIN_O], t->att, T, y, 1);
+    }
     memcpy(t->x1, y, d * T * sizeof(float));
 
-    /* MLP sublayer: y = x1 + down(silu(gate h2) * up h2) or x1 + down(relu(up h2)) */
-    qh_norm_apply(m, &blk->mlp_norm, t->x1, t->h2, d, T);
+    /* MLP sublayer: y = x1 + down(act(gate h2) * up h2) or x1 + down(act(up h2)), h2 =
+     * norm2(x1), or norm2(x) with a parallel residual; post-norm with sandwich norms */
+    qh_norm_apply(m, &blk->mlp_norm, t->parallel ? x : t->x1, t->h2, d, T);
     qh_linear_apply(&blk->lin[t->gated ? QH_LIN_GATE : QH_LIN_UP], t->h2, T, t->g, 0);
+    qh_act_kind act = m->cfg.features.act;
     if (t->gated) {
         qh_linear_apply(&blk->lin[QH_LIN_UP], t->h2, T, t->u, 0);
-        int gelu = m->cfg.features.act == QH_ACT_GELU_TANH;
-        for (size_t i = 0; i < nf; i++) {
-            float gi = t->g[i];                              /* act(gate) * up */
-            t->a[i] = (gelu ? qh_gelu_tanh(gi) : gi / (1.0f + expf(-gi))) * t->u[i];
-        }
+        for (size_t i = 0; i < nf; i++) t->a[i] = act_float(act, t->g[i]) * t->u[i];
     } else {
-        for (size_t i = 0; i < nf; i++) t->a[i] = t->g[i] > 0.0f ? t->g[i] : 0.0f;
+        for (size_t i = 0; i < nf; i++) t->a[i] = act_float(act, t->g[i]);
     }
-    qh_linear_apply(&blk->lin[QH_LIN_DOWN], t->a, T, y, 1);
+    if (t->sandwich) {
+        qh_linear_apply(&blk->lin[QH_LIN_DOWN], t->a, T, t->z2, 0);
+        qh_norm_apply(m, &blk->mlp_post_norm, t->z2, t->dz, d, T);
+        for (size_t i = 0; i < d * T; i++) y[i] += t->dz[i];
+    } else {
+        qh_linear_apply(&blk->lin[QH_LIN_DOWN], t->a, T, y, 1);
+    }
 
     for (int k = 0; k < QH_LIN_MAX; k++)
         if (blk->lin[k].W) t->fwd_flops += linear_flops(&blk->lin[k], T);
@@ -402,7 +479,7 @@ static void softmax_backward(const float *Pb, float *dS, size_t i0, size_t B, si
 static void attention_backward(qh_block_tape *t, size_t T, int want_q, int want_k, int want_v)
 {
     size_t hd = t->head_dim, qd = t->q_dim, kvd = t->kv_dim, group = t->n_heads / t->n_kv_heads;
-    float scale = (float)(1.0 / sqrt((double)hd));
+    float scale = t->scale, cap = t->softcap;
     size_t stride = packed_size(T);
     if (want_k) memset(t->dk, 0, kvd * T * sizeof(float));
     if (want_v) memset(t->dv, 0, kvd * T * sizeof(float));
@@ -425,6 +502,15 @@ static void attention_backward(qh_block_tape *t, size_t T, int want_q, int want_
             qh_sgemm('T', 'N', n_keys, B, hd, 1.0f, V, kvd, dO + i0 * qd, qd, 0.0f, t->dS, n_keys);
             t->bwd_flops += 2.0 * nkb;
             softmax_backward(Pb, t->dS, i0, B, n_keys);
+            if (cap > 0) {              /* through cap tanh(s / cap): times 1 - tanh^2 */
+                qh_sgemm('T', 'N', n_keys, B, hd, scale, K, kvd, Q + i0 * qd, qd, 0.0f, t->S2,
+                         n_keys);
+                t->bwd_flops += 2.0 * nkb;
+                for (size_t j = 0; j < n_keys * B; j++) {
+                    float th = tanhf(t->S2[j] / cap);
+                    t->dS[j] *= 1.0f - th * th;
+                }
+            }
             if (want_q) {               /* dQ (hd x B) = scale K dS */
                 qh_sgemm('N', 'N', hd, B, n_keys, scale, K, kvd, t->dS, n_keys, 0.0f, dQ + i0 * qd,
                          qd);
@@ -459,53 +545,60 @@ int qh_block_backward(const qh_model *m, int layer, const float *dy, qh_block_ta
     const qh_linear *L;
     t->bwd_flops = 0.0;
 
-    /* MLP: down, activation, gate / up */
+    /* MLP: (post-norm,) down, activation, gate / up */
+    const float *dz2 = dy;            /* d(down's output) */
+    if (t->sandwich) {
+        norm_backward(m, &blk->mlp_post_norm, t->z2, dy, NULL, t->dz, d, T);
+        dz2 = t->dz;
+    }
     L = &blk->lin[QH_LIN_DOWN];
     if (want[QH_LIN_DOWN]) {
-        linear_grad_w(L, t->a, dy, T, G[QH_LIN_DOWN]);
+        linear_grad_w(L, t->a, dz2, T, G[QH_LIN_DOWN]);
         t->bwd_flops += linear_flops(L, T);
     }
     if (!want_da) return QH_OK;
-    linear_grad_x(L, dy, T, t->dg, 0);                  /* da into dg */
-    t->bwd_flops += linear_flops(L, T);
-    if (gated && m->cfg.features.act == QH_ACT_GELU_TANH) {   /* gelu(g) * u */
-        const double kk = 0.7978845608028654;
-        for (size_t i = 0; i < nf; i++) {
-            double g = t->g[i], da = t->dg[i];
-            double th = tanh(kk * (g + 0.044715 * g * g * g));
-            double gel = 0.5 * g * (1.0 + th);
-            double dgel = 0.5 * (1.0 + th) + 0.5 * g * (1.0 - th * th) * kk * (1.0 + 3 * 0.044715 * g * g);
-            t->du[i] = (float)(da * gel);
-            t->dg[i] = (float)(da * t->u[i] * dgel);
+    /* the MLP's inner gradients: for its own weights, and on the way to the
+     * attention's unless a parallel residual hands dy to it directly */
+    if (want[act_in] || want_du || !t->parallel) {
+        linear_grad_x(L, dz2, T, t->dg, 0);              /* da into dg */
+        t->bwd_flops += linear_flops(L, T);
+        qh_act_kind act = m->cfg.features.act;
+        if (gated) {                  /* act(g) * u */
+            for (size_t i = 0; i < nf; i++) {
+                double g = t->g[i], da = t->dg[i];
+                t->du[i] = (float)(da * act_value(act, g));
+                t->dg[i] = (float)(da * t->u[i] * act_deriv(act, g));
+            }
+        } else {                      /* act(g) */
+            for (size_t i = 0; i < nf; i++)
+                t->dg[i] = (float)(t->dg[i] * act_deriv(act, t->g[i]));
         }
-    } else if (gated) {               /* silu(g) * u */
-        for (size_t i = 0; i < nf; i++) {
-            float g = t->g[i], da = t->dg[i];
-            float s = 1.0f / (1.0f + expf(-g));
-            t->du[i] = da * g * s;                                /* d up = da silu(g) */
-            t->dg[i] = da * t->u[i] * s * (1.0f + g * (1.0f - s)); /* silu' = s (1 + g (1 - s)) */
+        if (want[act_in]) {
+            linear_grad_w(&blk->lin[act_in], t->h2, t->dg, T, G[act_in]);
+            t->bwd_flops += linear_flops(&blk->lin[act_in], T);
         }
-    } else {                          /* relu(g) */
-        for (size_t i = 0; i < nf; i++) t->dg[i] = t->g[i] > 0.0f ? t->dg[i] : 0.0f;
-    }
-    if (want[act_in]) {
-        linear_grad_w(&blk->lin[act_in], t->h2, t->dg, T, G[act_in]);
-        t->bwd_flops += linear_flops(&blk->lin[act_in], T);
-    }
-    if (want_du) {
-        linear_grad_w(&blk->lin[QH_LIN_UP], t->h2, t->du, T, G[QH_LIN_UP]);
-        t->bwd_flops += linear_flops(&blk->lin[QH_LIN_UP], T);
+        if (want_du) {
+            linear_grad_w(&blk->lin[QH_LIN_UP], t->h2, t->du, T, G[QH_LIN_UP]);
+            t->bwd_flops += linear_flops(&blk->lin[QH_LIN_UP], T);
+        }
     }
     if (!want_dx1) return QH_OK;
-    linear_grad_x(&blk->lin[act_in], t->dg, T, t->dh2, 0);
-    t->bwd_flops += linear_flops(&blk->lin[act_in], T);
-    if (gated) {
-        linear_grad_x(&blk->lin[QH_LIN_UP], t->du, T, t->dh2, 1);
-        t->bwd_flops += linear_flops(&blk->lin[QH_LIN_UP], T);
+    if (t->parallel) {
+        /* y = x + attn(n1(x)) + mlp(n2(x)): the attention output's gradient is dy */
+        memcpy(t->dx1, dy, d * T * sizeof(float));
+    } else {
+        linear_grad_x(&blk->lin[act_in], t->dg, T, t->dh2, 0);
+        t->bwd_flops += linear_flops(&blk->lin[act_in], T);
+        if (gated) {
+            linear_grad_x(&blk->lin[QH_LIN_UP], t->du, T, t->dh2, 1);
+            t->bwd_flops += linear_flops(&blk->lin[QH_LIN_UP], T);
+        }
+        /* norm2 and the residual: dx1 = dy + norm2'^T dh2 */
+        norm_backward(m, &blk->mlp_norm, t->x1, t->dh2, dy, t->dx1, d, T);
     }
-
-    /* norm2 and the residual: dx1 = dy + norm2'^T dh2 */
-    norm_backward(m, &blk->mlp_norm, t->x1, t->dh2, dy, t->dx1, d, T);
+    if (t->sandwich) {                /* through the attention post-norm, in place */
+        norm_backward(m, &blk->attn_post_norm, t->z1, t->dx1, NULL, t->dx1, d, T);
+    }
 
     /* o_proj */
     L = &blk->lin[QH_LIN_O];

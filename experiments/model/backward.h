@@ -33,9 +33,15 @@
  * after the add, so the gradient would have to pass a norm at the block's
  * output before reaching any linear, and the tape would have to keep both
  * normalised sums; qh_block_tape_alloc returns QH_EUNIMPL for such a model
- * rather than silently differentiating the wrong function.  Likewise for the
- * MLPs other than gated SiLU and plain ReLU, and for what the forward pass
- * refuses (qh_forward_check_features).
+ * rather than silently differentiating the wrong function.  Likewise for a
+ * gated ReLU MLP, and for what the forward pass refuses
+ * (qh_forward_check_features).  Differentiated: plain or gated SiLU,
+ * tanh-GELU and exact GELU MLPs, plain ReLU, sandwich norms (through both
+ * post-norms), parallel residual blocks (the attention output receives dy
+ * directly), the soft-capped scores (times 1 - tanh^2 of the raw score over
+ * the cap, the raw scores recomputed per block) and any score scale.
+ * With sandwich norms the tape keeps o's and down's outputs (2 hidden x T
+ * more, and hidden x T scratch); with soft-capping one more T x 128 scratch.
  *
  * Memory of a tape for T tokens, in floats (qh_block_tape_bytes tells):
  *     T (5 hidden + 4 q_dim + 4 kv_dim + 3 ffn + 128)   activations, scratch

@@ -59,6 +59,55 @@ static const qh_layout phi3_layout = {
     .fuse = QH_FUSE_ROWS, .qkv_fused = "self_attn.qkv_proj", .gate_up_fused = "mlp.gate_up_proj",
 };
 
+/* Gemma2ForCausalLM: Llama's names plus the sandwich norms.  Its
+ * post_attention_layernorm is the norm of the attention output (Llama's is the
+ * MLP's input norm, here pre_feedforward_layernorm). */
+static const qh_layout gemma2_layout = {
+    .name = "Gemma 2", .config = QH_CONFIG_LLAMA,
+    .embed_tokens = "embed_tokens", .final_norm = "norm", .layers = "layers",
+    .attn_norm = "input_layernorm", .mlp_norm = "pre_feedforward_layernorm",
+    .attn_post_norm = "post_attention_layernorm", .mlp_post_norm = "post_feedforward_layernorm",
+    .lin = {
+        [QH_LIN_Q] = { "self_attn.q_proj", 0 }, [QH_LIN_K] = { "self_attn.k_proj", 1 },
+        [QH_LIN_V] = { "self_attn.v_proj", 2 }, [QH_LIN_O] = { "self_attn.o_proj", 3 },
+        [QH_LIN_GATE] = { "mlp.gate_proj", 4 }, [QH_LIN_DOWN] = { "mlp.down_proj", 5 },
+        [QH_LIN_UP] = { "mlp.up_proj", 6 },
+    },
+    .lm_head = "lm_head",
+};
+
+/* GPT2LMHeadModel: Conv1D linears stored (in, out), transposed on load; q, k
+ * and v are the column blocks of attn.c_attn (rows once transposed), split on
+ * load into the kinds Q, K, V ("...c_attn[q]").  fc is UP, its c_proj DOWN. */
+static const qh_layout gpt2_layout = {
+    .name = "GPT-2", .config = QH_CONFIG_GPT2, .prefix = "transformer.", .transposed = 1,
+    .embed_tokens = "wte", .embed_pos = "wpe", .final_norm = "ln_f", .layers = "h",
+    .attn_norm = "ln_1", .mlp_norm = "ln_2",
+    .lin = {
+        [QH_LIN_Q] = { "attn.q_proj", 0 }, [QH_LIN_K] = { "attn.k_proj", 1 },
+        [QH_LIN_V] = { "attn.v_proj", 2 }, [QH_LIN_O] = { "attn.c_proj", 3 },
+        [QH_LIN_UP] = { "mlp.c_fc", 4 }, [QH_LIN_DOWN] = { "mlp.c_proj", 5 },
+    },
+    .lm_head = "lm_head",
+    .fuse = QH_FUSE_ROWS, .qkv_fused = "attn.c_attn",
+};
+
+/* GPTNeoXForCausalLM (Pythia): query_key_value holds q, k, v interleaved per
+ * head, reordered on load into the kinds Q, K, V; dense_h_to_4h is UP,
+ * dense_4h_to_h DOWN; the untied head is embed_out. */
+static const qh_layout neox_layout = {
+    .name = "GPT-NeoX", .config = QH_CONFIG_NEOX, .prefix = "gpt_neox.",
+    .embed_tokens = "embed_in", .final_norm = "final_layer_norm", .layers = "layers",
+    .attn_norm = "input_layernorm", .mlp_norm = "post_attention_layernorm",
+    .lin = {
+        [QH_LIN_Q] = { "attention.q_proj", 0 }, [QH_LIN_K] = { "attention.k_proj", 1 },
+        [QH_LIN_V] = { "attention.v_proj", 2 }, [QH_LIN_O] = { "attention.dense", 3 },
+        [QH_LIN_UP] = { "mlp.dense_h_to_4h", 4 }, [QH_LIN_DOWN] = { "mlp.dense_4h_to_h", 5 },
+    },
+    .lm_head = "embed_out",
+    .fuse = QH_FUSE_HEADS, .qkv_fused = "attention.query_key_value",
+};
+
 #define QKV (QH_LIN_BIT(QH_LIN_Q) | QH_LIN_BIT(QH_LIN_K) | QH_LIN_BIT(QH_LIN_V))
 #define MLP (QH_LIN_BIT(QH_LIN_GATE) | QH_LIN_BIT(QH_LIN_UP) | QH_LIN_BIT(QH_LIN_DOWN))
 
@@ -78,6 +127,20 @@ static const qh_layout phi3_layout = {
 #define GEMMA_FEATURES { .norm = QH_NORM_RMS, .act = QH_ACT_GELU_TANH, .gated_mlp = 1, \
                          .pos = QH_POS_ROTARY, .pre_ln = 1, .tied_head = 1, \
                          .norm_plus_one = 1, .embed_scale = 1 }
+/* Gemma 2: Gemma's with sandwich norms, soft-capping and (without
+ * layer_types) sliding windows on even layers. */
+#define GEMMA2_FEATURES { .norm = QH_NORM_RMS, .act = QH_ACT_GELU_TANH, .gated_mlp = 1, \
+                          .pos = QH_POS_ROTARY, .pre_ln = 1, .tied_head = 1, \
+                          .norm_plus_one = 1, .embed_scale = 1, .sandwich_norm = 1, \
+                          .softcap = 1, .alternate_window = 1 }
+/* GPT-2: LayerNorm, plain tanh-GELU MLP, learned positions, biases, tied head. */
+#define GPT2_FEATURES { .norm = QH_NORM_LAYER, .act = QH_ACT_GELU_TANH, .pos = QH_POS_LEARNED, \
+                        .pre_ln = 1, .tied_head = 1, .bias = QH_LIN_ALL }
+/* GPT-NeoX: LayerNorm, plain exact-GELU MLP (biased), partial RoPE, parallel
+ * residual unless use_parallel_residual is false. */
+#define NEOX_FEATURES { .norm = QH_NORM_LAYER, .act = QH_ACT_GELU, .pos = QH_POS_ROTARY, \
+                        .pre_ln = 1, .parallel_residual = 1, \
+                        .bias = QH_LIN_BIT(QH_LIN_UP) | QH_LIN_BIT(QH_LIN_DOWN) }
 #define ATTENTION_BIAS { "attention_bias", 0, QKV | QH_LIN_BIT(QH_LIN_O) }
 #define MLP_BIAS { "mlp_bias", 0, MLP }
 
@@ -89,7 +152,11 @@ static const qh_family families[] = {
     { "qwen2",   &llama_layout, LLAMA_FEATURES(QKV), { MLP_BIAS }, "Qwen2" },
     { "qwen3",   &llama_layout, QWEN3_FEATURES,      { ATTENTION_BIAS }, "Qwen3" },
     { "gemma",   &llama_layout, GEMMA_FEATURES,      { ATTENTION_BIAS }, "Gemma" },
+    { "gemma2",  &gemma2_layout, GEMMA2_FEATURES,    { ATTENTION_BIAS }, "Gemma 2" },
     { "phi3",    &phi3_layout,  LLAMA_FEATURES(0),   { { NULL, 0, 0 } }, "Phi-3" },
+    { "gpt2",    &gpt2_layout,  GPT2_FEATURES,       { { NULL, 0, 0 } }, "GPT-2" },
+    { "gpt_neox", &neox_layout, NEOX_FEATURES,
+      { { "attention_bias", 1, QKV | QH_LIN_BIT(QH_LIN_O) } }, "GPT-NeoX" },
 };
 
 #define N_FAMILIES (sizeof families / sizeof *families)

@@ -59,16 +59,29 @@ typedef struct {
     int qk_norm;                     /* RMSNorm per head on q and k before RoPE (Qwen3) */
     int norm_plus_one;               /* RMSNorm scales by 1 + w (Gemma) */
     int embed_scale;                 /* embeddings times sqrt(hidden), rounded to float (Gemma) */
+    int sandwich_norm;               /* a norm after each sublayer too, before its residual add:
+                                        x += pn1(attn(n1(x))); x += pn2(mlp(n2(x))) (Gemma 2) */
+    int softcap;                     /* the family reads attn_logit_softcapping,
+                                        final_logit_softcapping, query_pre_attn_scalar (Gemma 2) */
+    int alternate_window;            /* without layer_types, even layers use the sliding
+                                        window and odd layers full attention (Gemma 2) */
 } qh_model_features;
 
 /* config.json dialects: which keys give the shapes and switches. */
-typedef enum { QH_CONFIG_OPT = 1, QH_CONFIG_LLAMA } qh_config_dialect;
+typedef enum {
+    QH_CONFIG_OPT = 1,
+    QH_CONFIG_LLAMA,
+    QH_CONFIG_GPT2,                  /* n_embd, n_layer, n_head, n_inner, n_positions */
+    QH_CONFIG_NEOX                   /* GPTNeoXConfig: rotary_pct, use_parallel_residual */
+} qh_config_dialect;
 
 /* How a layout stores its linears when not one tensor per linear. */
 typedef enum {
     QH_FUSE_NONE = 0,
-    QH_FUSE_ROWS                     /* [q; k; v] rows of one (q+2kv, h) tensor, [gate; up]
-                                        rows of one (2 ffn, h) tensor (Phi-3) */
+    QH_FUSE_ROWS,                    /* [q; k; v] rows of one (q+2kv, h) tensor, [gate; up]
+                                        rows of one (2 ffn, h) tensor (Phi-3, GPT-2) */
+    QH_FUSE_HEADS                    /* q/k/v interleaved per head: rows [q_h; k_h; v_h] of
+                                        head_dim each, head after head (GPT-NeoX) */
 } qh_fuse_kind;
 
 typedef struct {
@@ -82,17 +95,23 @@ typedef struct {
 typedef struct {
     const char *name;                /* shown by qh info: "OPT", "Llama" */
     qh_config_dialect config;
+    const char *prefix;              /* optional prefix of every name but lm_head; NULL:
+                                        "model." ("transformer.", "gpt_neox.") */
+    int transposed;                  /* linears stored (in, out) (GPT-2's Conv1D): transposed
+                                        on load, back on save */
     const char *embed_tokens;
     const char *embed_pos;           /* learned positions, or NULL */
     const char *project_in, *project_out;   /* when the embedding is narrower, or NULL */
     const char *final_norm;
     const char *layers;
     const char *attn_norm, *mlp_norm;       /* within a block */
+    const char *attn_post_norm, *mlp_post_norm;   /* sandwich norms (Gemma 2), or NULL */
     qh_family_linear lin[QH_LIN_MAX];       /* by kind */
     const char *lm_head;             /* an untied head, at top level (no "model." prefix) */
     /* fused storage: the tensor that holds Q, K and V (lin[Q..V] then name
-     * the kinds for results, their weights are split from it on load, and
-     * `qh run --save-model` writes the fused tensor back); likewise GATE and UP */
+     * the kinds for results, their weights (and biases) are split from it on
+     * load, and `qh run --save-model` writes the fused tensor back); likewise
+     * GATE and UP (gate_up_fused NULL: stored apart) */
     qh_fuse_kind fuse;
     const char *qkv_fused, *gate_up_fused;
     const char *q_norm, *k_norm;            /* within a block: Qwen3's per-head norms */

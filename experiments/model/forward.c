@@ -1,10 +1,11 @@
 /* forward.c -- float32 forward pass of OPT and Llama decoders (see forward.h).
  *
- * Follows the Hugging Face implementations (OPTForCausalLM, LlamaForCausalLM)
- * in float32, choosing each step by the model's features (family.h), never by
- * its family: LayerNorm/RMSNorm, causal multi-head attention with grouped
- * key/value heads, learned positions (with an offset) or rotate-half RoPE,
- * ReLU or SiLU MLP, plain or gated, tied or untied lm_head.  Every matrix product
+ * Follows the Hugging Face implementations (OPTForCausalLM, LlamaForCausalLM
+ * and the families of family.c) in float32, choosing each step by the model's
+ * features (family.h), never by its family: LayerNorm/RMSNorm, causal
+ * multi-head attention with grouped key/value heads, learned positions (with
+ * an offset) or rotate-half RoPE, ReLU, SiLU or GELU MLP, plain or gated,
+ * sandwich norms, soft-capping, parallel residual, tied or untied lm_head.  Every matrix product
  * is one sgemm on column-major (dim x T) activations; attention is computed
  * per head in blocks of query columns so that most of the masked upper
  * triangle of QK^T is never formed.  Left out: rope scaling variants, KV
@@ -39,18 +40,19 @@ int qh_forward_check_features(const qh_model *m, const char *who)
 {
     const qh_model_config *c = &m->cfg;
     const qh_model_features *f = &c->features;
-    if (f->parallel_residual)
-        QH_ERROR(QH_EUNIMPL, "%s: %s: parallel residual blocks are not implemented", who,
-                 c->model_type);
+    if (f->parallel_residual && (f->sandwich_norm || !f->pre_ln))
+        QH_ERROR(QH_EUNIMPL, "%s: %s: a parallel residual with sandwich norms or post-LN is not "
+                 "implemented", who, c->model_type);
     if (f->pos == QH_POS_ROTARY &&
         (f->rotary_dims < 2 || f->rotary_dims > c->head_dim || f->rotary_dims % 2))
         QH_ERROR(QH_ECONFIG, "%s: %s: RoPE on %d of %d head dims (an even number, at most "
                  "head_dim, is needed)", who, c->model_type, f->rotary_dims, c->head_dim);
-    if (f->act == QH_ACT_GELU)
-        QH_ERROR(QH_EUNIMPL, "%s: %s: the exact (erf) GELU MLP is not implemented", who,
-                 c->model_type);
+    if (f->sandwich_norm && !f->pre_ln)
+        QH_ERROR(QH_EUNIMPL, "%s: %s: sandwich norms in a post-LN block are not implemented",
+                 who, c->model_type);
     if ((f->norm != QH_NORM_LAYER && f->norm != QH_NORM_RMS) ||
-        (f->act != QH_ACT_RELU && f->act != QH_ACT_SILU && f->act != QH_ACT_GELU_TANH) ||
+        (f->act != QH_ACT_RELU && f->act != QH_ACT_SILU && f->act != QH_ACT_GELU_TANH &&
+         f->act != QH_ACT_GELU) ||
         (f->pos != QH_POS_LEARNED && f->pos != QH_POS_ROTARY))
         QH_ERROR(QH_EUNIMPL, "%s: %s: unknown norm, activation or position kind", who,
                  c->model_type);
@@ -284,10 +286,17 @@ static size_t window_lo(size_t i, size_t window)
     return window && i + 1 > window ? i + 1 - window : 0;
 }
 
+/* Soft-capping of the scores a query sees: s -> cap tanh(s / cap) (float, as
+ * Hugging Face's Gemma 2). */
+static void softcap_scores(float *col, size_t lo, size_t valid, float cap)
+{
+    for (size_t j = lo; j < valid; j++) col[j] = cap * tanhf(col[j] / cap);
+}
+
 static void attention_head_run(const float *Q, size_t ldq, const float *K, size_t ldk,
                                const float *V, size_t ldv, float *O, size_t ldo, size_t T,
-                               size_t hd, float scale, size_t window, size_t qblock, float *S,
-                               float *inv_sum, int profile, qh_forward_stats *st)
+                               size_t hd, float scale, float softcap, size_t window, size_t qblock,
+                               float *S, float *inv_sum, int profile, qh_forward_stats *st)
 {
     double t0 = profile ? qh_seconds() : 0.0;
     for (size_t i0 = 0; i0 < T; i0 += qblock) {
@@ -296,6 +305,9 @@ static void attention_head_run(const float *Q, size_t ldq, const float *K, size_
         /* S (n_keys x B) = scale * K^T Q */
         qh_sgemm('T', 'N', n_keys, B, hd, scale, K, ldk, Q + i0 * ldq, ldq, 0.0f, S, n_keys);
         lap(profile, &t0, &st->attn_gemm_s);
+        if (softcap > 0)
+            for (size_t c = 0; c < B; c++)
+                softcap_scores(S + c * n_keys, window_lo(i0 + c, window), i0 + c + 1, softcap);
         for (size_t c = 0; c < B; c++)
             inv_sum[c] = softmax_window(S + c * n_keys, window_lo(i0 + c, window), i0 + c + 1,
                                         n_keys);
@@ -316,7 +328,7 @@ void qh_attention_head(const float *Q, size_t ldq, const float *K, size_t ldk, c
                        qh_forward_ws *ws)
 {
     QH_ASSERT(T <= ws->capacity);
-    attention_head_run(Q, ldq, K, ldk, V, ldv, O, ldo, T, hd, scale, 0, ws->qblock, ws->scores,
+    attention_head_run(Q, ldq, K, ldk, V, ldv, O, ldo, T, hd, scale, 0.0f, 0, ws->qblock, ws->scores,
                        ws->inv_sum, ws->profile, &ws->stats);
 }
 
@@ -335,13 +347,13 @@ static void *heads_worker(void *arg)
     qh_forward_ws *ws = a->ws;
     size_t hd = ws->head_dim, qd = ws->q_dim, kvd = ws->kv_dim;
     size_t group = (size_t)(a->c->n_heads / a->c->n_kv_heads);
-    float scale = (float)(1.0 / sqrt((double)hd));
+    float scale = qh_attention_scale(a->c), cap = (float)a->c->attn_softcap;
     float *S = ws->scores + (size_t)a->tid * ws->capacity * ws->qblock;
     float *inv_sum = ws->inv_sum + (size_t)a->tid * ws->qblock;
     for (size_t h = (size_t)a->tid; h < (size_t)a->c->n_heads; h += (size_t)a->nt) {
         size_t kvh = h / group;                       /* grouped-query attention */
         attention_head_run(ws->q + h * hd, qd, ws->k + kvh * hd, kvd, ws->v + kvh * hd, kvd,
-                           ws->att + h * hd, qd, a->T, hd, scale, a->window, ws->qblock, S, inv_sum,
+                           ws->att + h * hd, qd, a->T, hd, scale, cap, a->window, ws->qblock, S, inv_sum,
                            ws->profile, &a->st);
     }
     return NULL;
@@ -388,6 +400,16 @@ float qh_gelu_tanh(float x)
 {
     const float k = 0.7978845608028654f;      /* sqrt(2/pi) */
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+float qh_gelu(float x)
+{
+    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+
+float qh_attention_scale(const qh_model_config *c)
+{
+    return (float)(c->attn_scale > 0 ? c->attn_scale : 1.0 / sqrt((double)c->head_dim));
 }
 
 static int call_hook(const qh_forward_hook *hook, int layer, int kind, const float *X,
@@ -461,7 +483,16 @@ void qh_norm_apply(const qh_model *m, const qh_norm *n, const float *x, float *y
         qh_layer_norm(x, y, dim, T, n->w, n->b, m->cfg.norm_eps);
 }
 
-/* Self-attention of block `layer` on input h (hidden x T): x += o_proj(attn(h)). */
+/* x += norm(z) (z overwritten): a sandwich norm's output into the residual. */
+static void add_post_norm(const qh_model *m, const qh_norm *n, float *z, float *x, size_t d,
+                          size_t T)
+{
+    qh_norm_apply(m, n, z, z, d, T);
+    for (size_t i = 0; i < d * T; i++) x[i] += z[i];
+}
+
+/* Self-attention of block `layer` on input h (hidden x T): x += o_proj(attn(h)),
+ * or x += post_norm(o_proj(attn(h))) with sandwich norms (through ws->tmp). */
 static int attention_sublayer(const qh_model *m, int layer, const float *h, float *x, size_t T,
                               qh_forward_ws *ws, const qh_forward_hook *hook, double *t0)
 {
@@ -490,13 +521,22 @@ static int attention_sublayer(const qh_model *m, int layer, const float *h, floa
     attention_all_heads(c, ws, T, (size_t)qh_model_layer_window(c, layer));
     if (ws->profile) *t0 = qh_seconds();
     const float *aa = linear_input(m, QH_LIN_O, ws->att, ws->q_dim, T, ws, 0);
-    return run_linear(blk, layer, QH_LIN_O, ws->att, aa, T, x, 1, ws, hook, t0);
+    if (!c->features.sandwich_norm)
+        return run_linear(blk, layer, QH_LIN_O, ws->att, aa, T, x, 1, ws, hook, t0);
+    QH_TRY(run_linear(blk, layer, QH_LIN_O, ws->att, aa, T, ws->tmp, 0, ws, hook, t0));
+    add_post_norm(m, &blk->attn_post_norm, ws->tmp, x, ws->hidden, T);
+    return QH_OK;
 }
 
 /* a[i] = act(a[i]), times u[i] when u is given (a gated MLP). */
 static void mlp_activation(qh_act_kind act, float *a, const float *u, size_t n)
 {
-    if (act == QH_ACT_GELU_TANH) {
+    if (act == QH_ACT_GELU) {
+        for (size_t i = 0; i < n; i++) {
+            float g = qh_gelu(a[i]);
+            a[i] = u ? g * u[i] : g;
+        }
+    } else if (act == QH_ACT_GELU_TANH) {
         for (size_t i = 0; i < n; i++) {
             float g = qh_gelu_tanh(a[i]);
             a[i] = u ? g * u[i] : g;
@@ -528,7 +568,11 @@ static int mlp_sublayer(const qh_model *m, int layer, const float *h, float *x, 
     if (gated) QH_TRY(run_linear(blk, layer, QH_LIN_UP, h, ha, T, ws->f2, 0, ws, hook, t0));
     mlp_activation(m->cfg.features.act, f1, gated ? ws->f2 : NULL, ws->ffn_dim * T);
     const float *fa = linear_input(m, QH_LIN_DOWN, f1, ws->ffn_dim, T, ws, 0);
-    return run_linear(blk, layer, QH_LIN_DOWN, f1, fa, T, x, 1, ws, hook, t0);
+    if (!m->cfg.features.sandwich_norm)
+        return run_linear(blk, layer, QH_LIN_DOWN, f1, fa, T, x, 1, ws, hook, t0);
+    QH_TRY(run_linear(blk, layer, QH_LIN_DOWN, f1, fa, T, ws->tmp, 0, ws, hook, t0));
+    add_post_norm(m, &blk->mlp_post_norm, ws->tmp, x, ws->hidden, T);
+    return QH_OK;
 }
 
 int qh_forward_block(const qh_model *m, int layer, float *x, size_t T, qh_forward_ws *ws,
@@ -542,7 +586,13 @@ int qh_forward_block(const qh_model *m, int layer, float *x, size_t T, qh_forwar
     const qh_block *blk = &m->blocks[layer];
     size_t d = ws->hidden;
     double t0 = ws->profile ? qh_seconds() : 0.0;
-    if (m->cfg.features.pre_ln) {
+    if (m->cfg.features.parallel_residual) {
+        /* GPT-NeoX: x + attn(n1(x)) + mlp(n2(x)), both norms of the block input */
+        qh_norm_apply(m, &blk->attn_norm, x, ws->xn, d, T);
+        qh_norm_apply(m, &blk->mlp_norm, x, ws->tmp, d, T);
+        QH_TRY(attention_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
+        QH_TRY(mlp_sublayer(m, layer, ws->tmp, x, T, ws, hook, &t0));
+    } else if (m->cfg.features.pre_ln) {
         qh_norm_apply(m, &blk->attn_norm, x, ws->xn, d, T);
         QH_TRY(attention_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
         qh_norm_apply(m, &blk->mlp_norm, x, ws->xn, d, T);
@@ -617,6 +667,10 @@ int qh_forward_head(const qh_model *m, const float *x, size_t T, qh_forward_ws *
     }
     qh_sgemm('T', 'N', V, T, e, 1.0f, m->lm_head, e, h, e, 0.0f, logits, V);
     ws->stats.head_flops += 2.0 * (double)V * (double)e * (double)T;
+    if (m->cfg.final_softcap > 0) {           /* Gemma 2: cap tanh(logits / cap) */
+        float cap = (float)m->cfg.final_softcap;
+        for (size_t i = 0; i < V * T; i++) logits[i] = cap * tanhf(logits[i] / cap);
+    }
     lap(ws->profile, &t0, &ws->stats.head_s);
     return QH_OK;
 }

@@ -25,11 +25,12 @@
  * learned positions at an offset or rotate-half RoPE (default, linear or
  * llama3 frequencies; on all or the leading head dims), per-head q/k RMSNorm,
  * grouped-query attention, sliding-window attention on the layers the config
- * names, a ReLU, SiLU or tanh-GELU MLP, plain (up, down) or gated (gate, up,
- * down), embeddings scaled by sqrt(hidden), optional project_in/project_out.
- * Left out, and refused with QH_EUNIMPL: parallel residual blocks, the exact
- * GELU.  The loader refuses dynamic/yarn RoPE and soft-capping.  No KV caches
- * (every call scores a whole window from position 0).
+ * names, a ReLU, SiLU, tanh-GELU or exact GELU MLP, plain (up, down) or gated
+ * (gate, up, down), embeddings scaled by sqrt(hidden), optional
+ * project_in/project_out, parallel residual blocks (GPT-NeoX), sandwich
+ * norms, score scale query_pre_attn_scalar^-1/2 and attention / final logit
+ * soft-capping (Gemma 2).  The loader refuses dynamic/yarn RoPE.  No KV
+ * caches (every call scores a whole window from position 0).
  */
 #ifndef QH_FORWARD_H
 #define QH_FORWARD_H
@@ -156,6 +157,11 @@ void qh_rms_norm_offset(const float *x, float *y, size_t dim, size_t T, const fl
 
 /* GELU with the tanh approximation (gelu_new, gelu_pytorch_tanh), in float. */
 float qh_gelu_tanh(float x);
+/* The exact GELU x Phi(x) = x (1 + erf(x / sqrt 2)) / 2, in float. */
+float qh_gelu(float x);
+
+/* The attention score scale of c: attn_scale, or 1/sqrt(head_dim), as a float. */
+float qh_attention_scale(const qh_model_config *c);
 
 /* RoPE tables for positions 0..T-1: cos/sin (head_dim/2 x T) of the angle
  * t * inv_freq[i], inv_freq[i] = theta^(-2i/head_dim).  The angle is formed in

@@ -94,12 +94,13 @@ static int cfg_token(const config_src *c, const char *key)
 
 #define MAX_DIM (1 << 20)
 
-static int parse_common(const config_src *c, qh_model_config *k)
+static int parse_common(const config_src *c, qh_model_config *k, qh_config_dialect dialect)
 {
+    int gpt2 = dialect == QH_CONFIG_GPT2;
     QH_TRY(cfg_int(c, "vocab_size", -1, 1, 1 << 24, &k->vocab_size));
-    QH_TRY(cfg_int(c, "hidden_size", -1, 1, MAX_DIM, &k->hidden));
-    QH_TRY(cfg_int(c, "num_hidden_layers", -1, 1, 4096, &k->n_layers));
-    QH_TRY(cfg_int(c, "num_attention_heads", -1, 1, 4096, &k->n_heads));
+    QH_TRY(cfg_int(c, gpt2 ? "n_embd" : "hidden_size", -1, 1, MAX_DIM, &k->hidden));
+    QH_TRY(cfg_int(c, gpt2 ? "n_layer" : "num_hidden_layers", -1, 1, 4096, &k->n_layers));
+    QH_TRY(cfg_int(c, gpt2 ? "n_head" : "num_attention_heads", -1, 1, 4096, &k->n_heads));
     k->bos_id = cfg_token(c, "bos_token_id");
     k->eos_id = cfg_token(c, "eos_token_id");
     k->pad_id = cfg_token(c, "pad_token_id");
@@ -119,13 +120,14 @@ static const char *act_name(qh_act_kind a)
 
 /* Keys whose presence (not null, not false, not 0) asks for a computation no
  * family here implements: refused by name rather than ignored. */
-static int refuse_keys(const config_src *c)
+static int refuse_keys(const config_src *c, const qh_model_features *f)
 {
     static const char *const keys[] = { "attn_logit_softcapping", "final_logit_softcapping",
                                         "logits_scaling", "embedding_multiplier",
                                         "residual_multiplier", "attention_multiplier",
                                         "use_qk_norm", "sliding_window_pattern", NULL };
     for (const char *const *k = keys; *k; k++) {
+        if (f->softcap && strstr(*k, "softcapping")) continue;     /* read by parse_softcap */
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, *k);
         if (!v || cJSON_IsNull(v) || cJSON_IsFalse(v) || (cJSON_IsNumber(v) && v->valuedouble == 0))
             continue;
@@ -218,9 +220,11 @@ static int parse_rope_object(const config_src *c, const char *key, qh_model_conf
 
 /* sliding_window (an integer, or null/absent for none), switched off by
  * use_sliding_window false; the layers it applies to from layer_types
- * ("sliding_attention" / "full_attention"), else every layer. */
+ * ("sliding_attention" / "full_attention"), else every layer (the even
+ * layers for a family with alternate_window: Gemma 2 before layer_types). */
 static int parse_window(const config_src *c, qh_model_config *k)
 {
+    int alternate = k->features.alternate_window;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, "sliding_window");
     memset(k->window_layers, 0, sizeof k->window_layers);
     k->sliding_window = 0;
@@ -251,7 +255,8 @@ static int parse_window(const config_src *c, qh_model_config *k)
         if (mwl && !cJSON_IsNull(mwl))
             QH_ERROR(QH_ECONFIG, "%s: use_sliding_window with max_window_layers and no "
                      "layer_types is not supported", c->path);
-        for (int l = 0; l < k->n_layers; l++) k->window_layers[l / 64] |= (uint64_t)1 << (l % 64);
+        for (int l = 0; l < k->n_layers; l += alternate ? 2 : 1)
+            k->window_layers[l / 64] |= (uint64_t)1 << (l % 64);
     }
     k->sliding_window = w;
     return QH_OK;
@@ -266,6 +271,56 @@ static int parse_act(const config_src *c, const qh_model_features *f)
     return cfg_string_is(c, "hidden_act", act_name(f->act));
 }
 
+/* rope_theta / partial_rotary_factor at top level, then rope_scaling and
+ * rope_parameters (which may override both); theta and partial come in with
+ * the dialect's defaults.  Sets rope_theta and features.rotary_dims. */
+static int parse_rotary(const config_src *c, qh_model_config *k, double theta, double partial)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, "rope_theta");
+    if (v && !cJSON_IsNull(v)) QH_TRY(cfg_positive(c, v, "rope_theta", &theta));
+    v = cJSON_GetObjectItemCaseSensitive(c->root, "partial_rotary_factor");
+    if (v && !cJSON_IsNull(v)) QH_TRY(cfg_positive(c, v, "partial_rotary_factor", &partial));
+    memset(&k->rope, 0, sizeof k->rope);
+    QH_TRY(parse_rope_object(c, "rope_scaling", k, &theta, &partial));
+    QH_TRY(parse_rope_object(c, "rope_parameters", k, &theta, &partial));
+    if (partial > 1.0)
+        QH_ERROR(QH_ECONFIG, "%s: partial_rotary_factor %g is above 1", c->path, partial);
+    k->features.rotary_dims = (int)((double)k->head_dim * partial);
+    if (k->features.rotary_dims < 2 || k->features.rotary_dims % 2)
+        QH_ERROR(QH_ECONFIG, "%s: partial_rotary_factor %g gives %d rotary dims of head_dim %d "
+                 "(an even number >= 2 is needed)", c->path, partial, k->features.rotary_dims,
+                 k->head_dim);
+    k->rope_theta = theta;
+    return QH_OK;
+}
+
+/* A positive number or null/absent (0). */
+static int cfg_optional_positive(const config_src *c, const char *key, double def, double *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, key);
+    *out = def;
+    if (!v || cJSON_IsNull(v)) return QH_OK;
+    return cfg_positive(c, v, key, out);
+}
+
+/* Gemma 2: attn_logit_softcapping, final_logit_softcapping (null: none) and
+ * the score scale query_pre_attn_scalar^-1/2 (Gemma2Config's defaults 50, 30,
+ * 256). */
+static int parse_softcap(const config_src *c, qh_model_config *k)
+{
+    double qpas = 0;
+    QH_TRY(cfg_optional_positive(c, "attn_logit_softcapping", 50.0, &k->attn_softcap));
+    QH_TRY(cfg_optional_positive(c, "final_logit_softcapping", 30.0, &k->final_softcap));
+    /* explicit null switches a cap off */
+    if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(c->root, "attn_logit_softcapping")))
+        k->attn_softcap = 0;
+    if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(c->root, "final_logit_softcapping")))
+        k->final_softcap = 0;
+    QH_TRY(cfg_optional_positive(c, "query_pre_attn_scalar", 256.0, &qpas));
+    k->attn_scale = 1.0 / sqrt(qpas);
+    return QH_OK;
+}
+
 static int parse_llama(const config_src *c, qh_model_config *k, int *final_norm)
 {
     qh_model_features *f = &k->features;
@@ -275,29 +330,83 @@ static int parse_llama(const config_src *c, qh_model_config *k, int *final_norm)
     QH_TRY(cfg_int(c, "head_dim", k->hidden / k->n_heads, 1, MAX_DIM, &k->head_dim));
     QH_TRY(cfg_bool(c, "tie_word_embeddings", f->tied_head, &f->tied_head));
     QH_TRY(parse_act(c, f));
-    QH_TRY(refuse_keys(c));
+    QH_TRY(refuse_keys(c, f));
     if (k->n_heads % k->n_kv_heads)
         QH_ERROR(QH_ECONFIG, "%s: num_attention_heads %d is not a multiple of "
                  "num_key_value_heads %d", c->path, k->n_heads, k->n_kv_heads);
-    double eps = 1e-6, theta = 10000.0, partial = 1.0;
+    double eps = 1e-6;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, "rms_norm_eps");
     if (v) QH_TRY(cfg_positive(c, v, "rms_norm_eps", &eps));
-    v = cJSON_GetObjectItemCaseSensitive(c->root, "rope_theta");
-    if (v && !cJSON_IsNull(v)) QH_TRY(cfg_positive(c, v, "rope_theta", &theta));
-    v = cJSON_GetObjectItemCaseSensitive(c->root, "partial_rotary_factor");
-    if (v && !cJSON_IsNull(v)) QH_TRY(cfg_positive(c, v, "partial_rotary_factor", &partial));
-    memset(&k->rope, 0, sizeof k->rope);
-    QH_TRY(parse_rope_object(c, "rope_scaling", k, &theta, &partial));
-    QH_TRY(parse_rope_object(c, "rope_parameters", k, &theta, &partial));
-    if (partial > 1.0)
-        QH_ERROR(QH_ECONFIG, "%s: partial_rotary_factor %g is above 1", c->path, partial);
-    f->rotary_dims = (int)((double)k->head_dim * partial);
-    if (f->rotary_dims < 2 || f->rotary_dims % 2)
-        QH_ERROR(QH_ECONFIG, "%s: partial_rotary_factor %g gives %d rotary dims of head_dim %d "
-                 "(an even number >= 2 is needed)", c->path, partial, f->rotary_dims, k->head_dim);
+    QH_TRY(parse_rotary(c, k, 10000.0, 1.0));
     QH_TRY(parse_window(c, k));
+    if (f->softcap) QH_TRY(parse_softcap(c, k));
     k->norm_eps = (float)eps;
-    k->rope_theta = theta;
+    k->embed_dim = k->hidden;
+    *final_norm = 1;
+    return QH_OK;
+}
+
+/* GPT2Config: n_inner (null: 4 n_embd), n_positions, layer_norm_epsilon,
+ * activation_function; scores scaled by 1/sqrt(head_dim) (scale_attn_weights
+ * true, scale_attn_by_inverse_layer_idx false, no cross-attention, else
+ * refused by name). */
+static int parse_gpt2(const config_src *c, qh_model_config *k, int *final_norm)
+{
+    qh_model_features *f = &k->features;
+    int scale = 1, inv_layer = 0, cross = 0;
+    QH_TRY(cfg_int(c, "n_inner", 4 * k->hidden, 1, MAX_DIM, &k->ffn_dim));
+    QH_TRY(cfg_int(c, "n_positions", 1024, 1, 1 << 24, &k->max_pos));
+    QH_TRY(cfg_bool(c, "tie_word_embeddings", f->tied_head, &f->tied_head));
+    QH_TRY(cfg_bool(c, "scale_attn_weights", 1, &scale));
+    QH_TRY(cfg_bool(c, "scale_attn_by_inverse_layer_idx", 0, &inv_layer));
+    QH_TRY(cfg_bool(c, "add_cross_attention", 0, &cross));
+    if (!scale || inv_layer || cross)
+        QH_ERROR(QH_ECONFIG, "%s: key \"%s\" is not supported", c->path,
+                 !scale ? "scale_attn_weights" : inv_layer ? "scale_attn_by_inverse_layer_idx"
+                                                           : "add_cross_attention");
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(c->root, "activation_function");
+    const char *an = cJSON_IsString(a) ? a->valuestring : a ? "?" : "gelu_new";
+    if (!strcmp(an, "gelu_new") || !strcmp(an, "gelu_pytorch_tanh")) f->act = QH_ACT_GELU_TANH;
+    else if (!strcmp(an, "gelu")) f->act = QH_ACT_GELU;
+    else QH_ERROR(QH_ECONFIG, "%s: activation_function \"%s\" is not supported (gelu_new, "
+                  "gelu_pytorch_tanh, gelu)", c->path, an);
+    QH_TRY(refuse_keys(c, f));
+    if (k->hidden % k->n_heads)
+        QH_ERROR(QH_ECONFIG, "%s: n_embd %d is not a multiple of n_head %d", c->path, k->hidden,
+                 k->n_heads);
+    double eps = 1e-5;
+    QH_TRY(cfg_optional_positive(c, "layer_norm_epsilon", 1e-5, &eps));
+    k->n_kv_heads = k->n_heads;
+    k->head_dim = k->hidden / k->n_heads;
+    k->norm_eps = (float)eps;
+    k->embed_dim = k->hidden;
+    *final_norm = 1;
+    return QH_OK;
+}
+
+/* GPTNeoXConfig: intermediate_size, layer_norm_eps, hidden_act, rotary_pct
+ * (or partial_rotary_factor, in rope_parameters too; default 0.25),
+ * rotary_emb_base (or rope_theta; default 10000), use_parallel_residual. */
+static int parse_neox(const config_src *c, qh_model_config *k, int *final_norm)
+{
+    qh_model_features *f = &k->features;
+    QH_TRY(cfg_int(c, "intermediate_size", -1, 1, MAX_DIM, &k->ffn_dim));
+    QH_TRY(cfg_int(c, "max_position_embeddings", 2048, 1, 1 << 24, &k->max_pos));
+    QH_TRY(cfg_bool(c, "tie_word_embeddings", f->tied_head, &f->tied_head));
+    QH_TRY(cfg_bool(c, "use_parallel_residual", f->parallel_residual, &f->parallel_residual));
+    QH_TRY(cfg_string_is(c, "hidden_act", act_name(f->act)));
+    QH_TRY(refuse_keys(c, f));
+    if (k->hidden % k->n_heads)
+        QH_ERROR(QH_ECONFIG, "%s: hidden_size %d is not a multiple of num_attention_heads %d",
+                 c->path, k->hidden, k->n_heads);
+    k->n_kv_heads = k->n_heads;
+    k->head_dim = k->hidden / k->n_heads;
+    double eps = 1e-5, pct = 0.25, base = 10000.0;
+    QH_TRY(cfg_optional_positive(c, "layer_norm_eps", 1e-5, &eps));
+    QH_TRY(cfg_optional_positive(c, "rotary_pct", 0.25, &pct));
+    QH_TRY(cfg_optional_positive(c, "rotary_emb_base", 10000.0, &base));
+    QH_TRY(parse_rotary(c, k, base, pct));
+    k->norm_eps = (float)eps;
     k->embed_dim = k->hidden;
     *final_norm = 1;
     return QH_OK;
@@ -338,9 +447,13 @@ static int parse_config(const char *path, const cJSON *root, qh_model_config *k,
     snprintf(k->model_type, sizeof k->model_type, "%s", fam->model_type);
     k->family = fam;
     k->features = fam->features;
-    QH_TRY(parse_common(&c, k));
-    QH_TRY(fam->layout->config == QH_CONFIG_OPT ? parse_opt(&c, k, final_norm)
-                                                : parse_llama(&c, k, final_norm));
+    QH_TRY(parse_common(&c, k, fam->layout->config));
+    switch (fam->layout->config) {
+    case QH_CONFIG_OPT:  QH_TRY(parse_opt(&c, k, final_norm)); break;
+    case QH_CONFIG_GPT2: QH_TRY(parse_gpt2(&c, k, final_norm)); break;
+    case QH_CONFIG_NEOX: QH_TRY(parse_neox(&c, k, final_norm)); break;
+    default:             QH_TRY(parse_llama(&c, k, final_norm)); break;
+    }
     return parse_biases(&c, fam, &k->features);
 }
 
@@ -356,7 +469,9 @@ typedef struct {
 typedef struct {
     const qh_st_set *set;
     const char *where;               /* the file(s) named in "not found" errors */
-    int try_model_prefix;            /* names may start with "model." or not */
+    int try_model_prefix;            /* names may start with the layout's prefix or not */
+    const char *prefix;              /* "model.", "transformer.", ... */
+    int transposed;                  /* the layout's linears are stored (in, out) */
     plan_slot *slots;
     size_t n, cap;
     size_t total_floats, n_params;
@@ -373,16 +488,17 @@ static int want(loader *L, const char *base, int d0, int d1, float **dst, char *
     const qh_st_file *f = NULL;
     const qh_st_tensor *t = NULL;
     if (L->try_model_prefix) {
-        QH_TRY(qh_path_format(name, sizeof name, "tensor name", "model.%s", base));
+        QH_TRY(qh_path_format(name, sizeof name, "tensor name", "%s%s", L->prefix, base));
         t = qh_st_set_find(L->set, name, &f);
     }
     if (!t) t = qh_st_set_find(L->set, base, &f);
     *dst = NULL;
     if (!t) {
         if (optional) return QH_OK;
-        QH_ERROR(QH_EINVAL, "%s: missing tensor %s%s%s", L->where,
-                 L->try_model_prefix ? "model." : "", base,
-                 L->try_model_prefix ? " (or without \"model.\")" : "");
+        QH_ERROR(QH_EINVAL, "%s: missing tensor %s%s%s%s%s", L->where,
+                 L->try_model_prefix ? L->prefix : "", base,
+                 L->try_model_prefix ? " (or without \"" : "",
+                 L->try_model_prefix ? L->prefix : "", L->try_model_prefix ? "\")" : "");
     }
     if (t->dtype != QH_ST_F32 && t->dtype != QH_ST_F16 && t->dtype != QH_ST_BF16)
         QH_ERROR(QH_EINVAL, "%s: tensor %s: dtype %s not supported (F32, F16, BF16)",
@@ -427,7 +543,10 @@ static int want_part(loader *L, const char *base, const char *suffix, int d0, in
 
 static int want_linear(loader *L, const char *base, int out, int in, int bias, qh_linear *lin)
 {
-    QH_TRY(want_part(L, base, "weight", out, in, &lin->W, lin->name, sizeof lin->name));
+    if (L->transposed)                /* Conv1D: stored (in, out) */
+        QH_TRY(want_part(L, base, "weight", in, out, &lin->W, lin->name, sizeof lin->name));
+    else
+        QH_TRY(want_part(L, base, "weight", out, in, &lin->W, lin->name, sizeof lin->name));
     lin->out = out;
     lin->in = in;
     return bias ? want_part(L, base, "bias", out, 0, &lin->b, NULL, 0) : QH_OK;
@@ -448,25 +567,33 @@ static int want_norm(loader *L, const qh_model *m, const char *base, qh_norm *n)
 
 static void linear_shape(const qh_model_config *k, int kind, int *out, int *in);
 
-/* A fused tensor holding the rows of linears kinds[0..n) one after another:
- * planned whole into the first kind's W (load_weights points the others at
- * their rows after conversion); each kind's name is "<tensor>[<short name>]". */
+/* A fused tensor holding the rows of linears kinds[0..n) one after another
+ * (per head for QH_FUSE_HEADS): planned whole into the first kind's W, and its
+ * bias, when the kinds have biases, into the first kind's b (after
+ * conversion, arrange_linears reorders and points the others at their rows);
+ * each kind's name is "<tensor>[<short name>]". */
 static int want_fused(loader *L, qh_model *m, qh_block *b, int layer, const char *fused,
                       const int *kinds, int n)
 {
     const qh_model_config *k = &m->cfg;
     const qh_layout *ly = k->family->layout;
     char base[160], found[96];
-    int rows = 0, in = 0;
+    int rows = 0, in = 0, nb = 0;
     for (int i = 0; i < n; i++) {
         int out;
         linear_shape(k, kinds[i], &out, &in);
         rows += out;
-        if (k->features.bias & QH_LIN_BIT(kinds[i]))
-            QH_ERROR(QH_ECONFIG, "%s: biases on the fused %s are not supported", m->dir, fused);
+        nb += !!(k->features.bias & QH_LIN_BIT(kinds[i]));
     }
+    if (nb && nb != n)
+        QH_ERROR(QH_ECONFIG, "%s: biases on some but not all of the fused %s are not supported",
+                 m->dir, fused);
     QH_TRY(qh_path_format(base, sizeof base, "tensor name", "%s.%d.%s", ly->layers, layer, fused));
-    QH_TRY(want_part(L, base, "weight", rows, in, &b->lin[kinds[0]].W, found, sizeof found));
+    if (L->transposed)
+        QH_TRY(want_part(L, base, "weight", in, rows, &b->lin[kinds[0]].W, found, sizeof found));
+    else
+        QH_TRY(want_part(L, base, "weight", rows, in, &b->lin[kinds[0]].W, found, sizeof found));
+    if (nb) QH_TRY(want_part(L, base, "bias", rows, 0, &b->lin[kinds[0]].b, NULL, 0));
     for (int i = 0; i < n; i++) {
         qh_linear *lin = &b->lin[kinds[i]];
         linear_shape(k, kinds[i], &lin->out, &lin->in);
@@ -477,23 +604,95 @@ static int want_fused(loader *L, qh_model *m, qh_block *b, int layer, const char
     return QH_OK;
 }
 
-/* After conversion: the fused kinds' W at their rows of the first kind's. */
-static void split_fused(qh_model *m)
+/* The fused groups of a layout: g = 0 q/k/v, g = 1 gate/up; 0 when absent. */
+static int fused_group(const qh_layout *ly, int g, const int **kinds)
 {
     static const int qkv[] = { QH_LIN_Q, QH_LIN_K, QH_LIN_V }, gu[] = { QH_LIN_GATE, QH_LIN_UP };
+    if (ly->fuse == QH_FUSE_NONE) return 0;
+    *kinds = g ? gu : qkv;
+    if (g == 0) return ly->qkv_fused ? 3 : 0;
+    return ly->gate_up_fused ? 2 : 0;
+}
+
+/* Whether `kind` is stored in a fused tensor of the layout. */
+static int kind_is_fused(const qh_layout *ly, int kind)
+{
+    for (int g = 0; g < 2; g++) {
+        const int *kinds;
+        int n = fused_group(ly, g, &kinds);
+        for (int i = 0; i < n; i++)
+            if (kinds[i] == kind) return 1;
+    }
+    return 0;
+}
+
+/* x (rows x cols, row-major) transposed in place through tmp (rows * cols). */
+static void transpose_in_place(float *x, size_t rows, size_t cols, float *tmp)
+{
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = 0; j < cols; j++) tmp[j * rows + i] = x[i * cols + j];
+    memcpy(x, tmp, rows * cols * sizeof(float));
+}
+
+void qh_fused_heads_permute(float *x, size_t n_heads, size_t hd, size_t cols, int to_heads,
+                            float *tmp)
+{
+    size_t blk = hd * cols, n = 3 * n_heads * blk;
+    memcpy(tmp, x, n * sizeof(float));
+    for (size_t h = 0; h < n_heads; h++)
+        for (size_t p = 0; p < 3; p++) {
+            size_t inter = (h * 3 + p) * blk, grouped = (p * n_heads + h) * blk;
+            memcpy(x + (to_heads ? inter : grouped), tmp + (to_heads ? grouped : inter),
+                   blk * sizeof(float));
+        }
+}
+
+/* After conversion: Conv1D weights transposed to (out, in); GPT-NeoX's
+ * interleaved q/k/v rows grouped by kind; the fused kinds' W (and b) pointed
+ * at their rows of the first kind's. */
+static int arrange_linears(qh_model *m)
+{
     const qh_layout *ly = m->cfg.family->layout;
-    if (ly->fuse != QH_FUSE_ROWS) return;
+    if (!ly->transposed && ly->fuse == QH_FUSE_NONE) return QH_OK;
+    size_t most = 0;
+    for (int kind = 0; kind < QH_LIN_MAX; kind++)
+        if (m->blocks[0].lin[kind].W)
+            most += (size_t)m->blocks[0].lin[kind].out * (size_t)m->blocks[0].lin[kind].in;
+    float *tmp = malloc((most ? most : 1) * sizeof(float));
+    if (!tmp) QH_ERROR(QH_ENOMEM, "%s: scratch of %zu floats", m->dir, most);
     for (int l = 0; l < m->cfg.n_layers; l++) {
         qh_block *b = &m->blocks[l];
+        /* one stored tensor: a kind alone, or a fused group at its first kind */
+        for (int kind = 0; kind < QH_LIN_MAX && ly->transposed; kind++) {
+            if (!b->lin[kind].W || (kind_is_fused(ly, kind) && kind != QH_LIN_Q &&
+                                    kind != QH_LIN_GATE))
+                continue;
+            size_t rows = (size_t)b->lin[kind].out;
+            if (kind_is_fused(ly, kind)) {
+                const int *kinds;
+                int n = fused_group(ly, kind == QH_LIN_Q ? 0 : 1, &kinds);
+                rows = 0;
+                for (int i = 0; i < n; i++) rows += (size_t)b->lin[kinds[i]].out;
+            }
+            transpose_in_place(b->lin[kind].W, (size_t)b->lin[kind].in, rows, tmp);
+        }
+        if (ly->fuse == QH_FUSE_HEADS) {
+            size_t nh = (size_t)m->cfg.n_heads, hd = (size_t)m->cfg.head_dim;
+            qh_fused_heads_permute(b->lin[QH_LIN_Q].W, nh, hd, (size_t)b->lin[QH_LIN_Q].in, 0, tmp);
+            if (b->lin[QH_LIN_Q].b) qh_fused_heads_permute(b->lin[QH_LIN_Q].b, nh, hd, 1, 0, tmp);
+        }
         for (int g = 0; g < 2; g++) {
-            const int *kinds = g ? gu : qkv;
-            int n = g ? 2 : 3;
+            const int *kinds;
+            int n = fused_group(ly, g, &kinds);
             for (int i = 1; i < n; i++) {
                 const qh_linear *prev = &b->lin[kinds[i - 1]];
                 b->lin[kinds[i]].W = prev->W + (size_t)prev->out * prev->in;
+                if (prev->b) b->lin[kinds[i]].b = prev->b + prev->out;
             }
         }
     }
+    free(tmp);
+    return QH_OK;
 }
 
 /* (out, in) of linear `kind` from the config's shapes. */
@@ -553,15 +752,22 @@ static int plan_blocks(loader *L, qh_model *m)
                                   ly->k_norm));
             QH_TRY(want_norm_dim(L, m, base, k->head_dim, &b->k_norm));
         }
-        if (ly->fuse == QH_FUSE_ROWS) {
-            static const int qkv[] = { QH_LIN_Q, QH_LIN_K, QH_LIN_V };
-            static const int gu[] = { QH_LIN_GATE, QH_LIN_UP };
-            QH_TRY(want_fused(L, m, b, i, ly->qkv_fused, qkv, 3));
-            QH_TRY(want_fused(L, m, b, i, ly->gate_up_fused, gu, 2));
+        if (k->features.sandwich_norm) {
+            QH_TRY(qh_path_format(base, sizeof base, "tensor name", "%s.%d.%s", ly->layers, i,
+                                  ly->attn_post_norm));
+            QH_TRY(want_norm(L, m, base, &b->attn_post_norm));
+            QH_TRY(qh_path_format(base, sizeof base, "tensor name", "%s.%d.%s", ly->layers, i,
+                                  ly->mlp_post_norm));
+            QH_TRY(want_norm(L, m, base, &b->mlp_post_norm));
+        }
+        for (int g = 0; g < 2; g++) {
+            const int *kinds;
+            int n = fused_group(ly, g, &kinds);
+            if (n) QH_TRY(want_fused(L, m, b, i, g ? ly->gate_up_fused : ly->qkv_fused, kinds, n));
         }
         for (int j = 0; j < qh_model_n_linear(m); j++) {
             int kind = qh_model_linear_at(m, j), out, in;
-            if (ly->fuse == QH_FUSE_ROWS && kind != QH_LIN_O && kind != QH_LIN_DOWN) continue;
+            if (kind_is_fused(ly, kind)) continue;
             linear_shape(k, kind, &out, &in);
             QH_TRY(qh_path_format(base, sizeof base, "tensor name", "%s.%d.%s", ly->layers, i,
                                   ly->lin[kind].name));
@@ -601,7 +807,9 @@ static int convert_all(loader *L, float *buf)
 
 static int load_weights(qh_model *m, const qh_st_set *set, int final_norm)
 {
-    loader L = { .set = set, .try_model_prefix = 1 };
+    const qh_layout *ly = m->cfg.family->layout;
+    loader L = { .set = set, .try_model_prefix = 1, .prefix = ly->prefix ? ly->prefix : "model.",
+                 .transposed = ly->transposed };
     L.where = set->index_path[0] ? set->index_path : set->files[0]->path;
     int st = plan_ends(&L, m, final_norm);
     if (st == QH_OK) st = plan_blocks(&L, m);
@@ -615,7 +823,7 @@ static int load_weights(qh_model *m, const qh_st_set *set, int final_norm)
     }
     if ((st = convert_all(&L, ms->buf)) != QH_OK) goto cleanup;
     ms->n_params = L.n_params;
-    split_fused(m);
+    if ((st = arrange_linears(m)) != QH_OK) goto cleanup;
     if (m->cfg.features.tied_head) m->lm_head = m->embed_tokens;
 cleanup:
     free(L.slots);

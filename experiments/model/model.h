@@ -2,11 +2,15 @@
  *
  * Supported: the families of family.h's table -- model_type "opt" (pre-/post-LN,
  * ReLU, learned positions with offset 2, biases, optional
- * project_in/project_out, tied lm_head) and "llama", "mistral", "qwen2",
- * "qwen3", "gemma", "phi3" (RMSNorm, gated MLP, RoPE with default/linear/llama3
- * frequencies, grouped-query attention, sliding windows, tied or untied
- * lm_head, optional biases; Qwen3's per-head q/k norms, Gemma's 1 + w norms,
- * tanh GELU and scaled embeddings, Phi-3's fused tensors split on load).
+ * project_in/project_out, tied lm_head), "llama", "mistral", "qwen2",
+ * "qwen3", "gemma", "gemma2", "phi3" (RMSNorm, gated MLP, RoPE with
+ * default/linear/llama3 frequencies, grouped-query attention, sliding
+ * windows, tied or untied lm_head, optional biases; Qwen3's per-head q/k
+ * norms, Gemma's 1 + w norms, tanh GELU and scaled embeddings, Gemma 2's
+ * sandwich norms and soft-capping, Phi-3's fused tensors split on load),
+ * "gpt2" (Conv1D weights transposed on load, c_attn split, learned
+ * positions, LayerNorm, tanh GELU) and "gpt_neox" (per-head query_key_value
+ * split on load, partial RoPE, parallel residual, exact GELU).
  * What the decoder computes is in cfg.features; code outside the loader reads
  * those, never the family's name.
  *
@@ -58,6 +62,10 @@ typedef struct {
     qh_rope_scaling rope;            /* rope_scaling / rope_parameters beyond rope_theta */
     int sliding_window;              /* keys older than this many positions are masked; 0 none */
     uint64_t window_layers[QH_MAX_LAYERS / 64];  /* bit l: layer l uses the window */
+    double attn_scale;               /* score scale; 0: 1/sqrt(head_dim) (Gemma 2:
+                                        query_pre_attn_scalar^-1/2) */
+    double attn_softcap;             /* scores -> c tanh(scores / c) before the mask; 0 none */
+    double final_softcap;            /* logits -> c tanh(logits / c); 0 none */
     int bos_id, eos_id, pad_id;      /* -1 when absent */
 } qh_model_config;
 
@@ -77,6 +85,7 @@ typedef struct {
     qh_norm q_norm, k_norm;          /* Qwen3: RMSNorm per head (head_dim), w NULL otherwise */
     qh_norm attn_norm;               /* OPT self_attn_layer_norm, Llama input_layernorm */
     qh_norm mlp_norm;                /* OPT final_layer_norm, Llama post_attention_layernorm */
+    qh_norm attn_post_norm, mlp_post_norm;  /* sandwich norms (Gemma 2), w NULL otherwise */
     qh_linear lin[QH_LIN_MAX];       /* by enum qh_linear_kind; W NULL where the family lacks it */
 } qh_block;
 
@@ -131,6 +140,14 @@ int qh_model_linear_at(const qh_model *m, int i);
  * number, so that a linear draws the same numbers in `qh run` and `qh layer`
  * and whatever order the kinds are listed in. */
 uint32_t qh_model_linear_key(const qh_model *m, int layer, int kind);
+
+/* The rows of a fused q/k/v tensor of n_heads heads of hd rows (cols values
+ * each; 1 for a bias) reordered in place from GPT-NeoX's per-head
+ * [q_0; k_0; v_0; q_1; ...] to [q_0; q_1; ...; k_0; ...; v_0; ...]
+ * (to_heads 0, as on load), or back (to_heads 1, as saved); tmp holds
+ * 3 n_heads hd cols floats. */
+void qh_fused_heads_permute(float *x, size_t n_heads, size_t hd, size_t cols, int to_heads,
+                            float *tmp);
 
 /* Parameter counts: every stored tensor, and the decoder linears alone. */
 size_t qh_model_n_params(const qh_model *m);

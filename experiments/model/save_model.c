@@ -9,24 +9,66 @@
 
 #include "model/safetensors.h"
 
-/* The model's current weights for tensor `name` if it is a decoder linear's W. */
-static const float *linear_weights(const qh_model *m, const char *name)
+/* The fused group (q/k/v or gate/up) kind belongs to in the model's layout:
+ * its kinds in *kinds, their count returned; 0 for a kind stored alone. */
+static int group_of(const qh_layout *ly, int kind, const int **kinds)
 {
+    static const int qkv[] = { QH_LIN_Q, QH_LIN_K, QH_LIN_V }, gu[] = { QH_LIN_GATE, QH_LIN_UP };
+    if (ly->fuse == QH_FUSE_NONE) return 0;
+    if (ly->qkv_fused && kind >= QH_LIN_Q && kind <= QH_LIN_V) { *kinds = qkv; return 3; }
+    if (ly->gate_up_fused && (kind == QH_LIN_GATE || kind == QH_LIN_UP)) { *kinds = gu; return 2; }
+    return 0;
+}
+
+/* Tensor `name` in its stored form from the model's current linears, if it
+ * is a decoder linear's weight or bias (one kind's, or a fused tensor's): the
+ * model's own memory when the form is the same, else a new buffer in *owned
+ * (Conv1D weights transposed back to (in, out), GPT-NeoX's q/k/v rows
+ * interleaved per head again).  NULL with *owned NULL: not a linear's; NULL
+ * with st set: out of memory. */
+static const float *linear_tensor(const qh_model *m, const char *name, float **owned, int *st)
+{
+    const qh_layout *ly = m->cfg.family->layout;
     size_t len = strlen(name);
-    if (len < 8 || strcmp(name + len - 7, ".weight")) return NULL;
+    int is_w = len > 7 && !strcmp(name + len - 7, ".weight");
+    int is_b = len > 5 && !strcmp(name + len - 5, ".bias");
+    *owned = NULL;
+    if (!is_w && !is_b) return NULL;
+    size_t base_len = len - (is_w ? 7 : 5);
     for (int l = 0; l < m->cfg.n_layers; l++)
         for (int k = 0; k < QH_LIN_MAX; k++) {
             const qh_linear *lin = &m->blocks[l].lin[k];
-            if (!lin->W) continue;
-            /* lin->name is the prefix as found; the file may omit "model.".  A
-             * kind split from a fused tensor is "<tensor>[q]": its W is at its
-             * rows of the fused tensor, so the first kind's W is the whole
-             * fused tensor as the model now holds it */
-            const char *ln = lin->name;
-            size_t pl = strcspn(ln, "[");
-            if (ln[pl] == '[' && (k == QH_LIN_K || k == QH_LIN_V || k == QH_LIN_UP)) continue;
-            if (pl == len - 7 && !strncmp(name, ln, pl)) return lin->W;
-            if (!strncmp(ln, "model.", 6) && pl - 6 == len - 7 && !strncmp(name, ln + 6, pl - 6)) return lin->W;
+            const int *kinds = NULL;
+            int n = group_of(ly, k, &kinds);
+            if (!lin->W || (n && kinds[0] != k)) continue;   /* a group at its first kind */
+            /* lin->name is the tensor as found ("<tensor>[q]" for a fused kind) */
+            size_t pl = strcspn(lin->name, "[");
+            if (pl != base_len || strncmp(name, lin->name, pl)) continue;
+            size_t rows = 0, in = (size_t)lin->in;
+            for (int i = 0; i < (n ? n : 1); i++) rows += (size_t)m->blocks[l].lin[n ? kinds[i] : k].out;
+            const float *src = is_w ? lin->W : lin->b;     /* a group's rows are contiguous */
+            if (!src) return NULL;
+            int heads = ly->fuse == QH_FUSE_HEADS && n == 3;
+            int transpose = ly->transposed && is_w;
+            if (!heads && !transpose) return src;
+            size_t cols = is_w ? in : 1, count = rows * cols;
+            float *buf = malloc(2 * count * sizeof(float));
+            if (!buf) {
+                *st = qh_error(QH_ENOMEM, __FILE__, __LINE__, __func__, "out of memory for %s", name);
+                return NULL;
+            }
+            memcpy(buf, src, count * sizeof(float));
+            if (heads)
+                qh_fused_heads_permute(buf, (size_t)m->cfg.n_heads, (size_t)m->cfg.head_dim, cols,
+                                       1, buf + count);
+            if (transpose) {          /* (rows, in) -> (in, rows) */
+                float *t = buf + count;
+                for (size_t i = 0; i < rows; i++)
+                    for (size_t j = 0; j < in; j++) t[j * rows + i] = buf[i * in + j];
+                memcpy(buf, t, count * sizeof(float));
+            }
+            *owned = buf;
+            return buf;
         }
     return NULL;
 }
@@ -64,11 +106,12 @@ static int write_weights(const qh_model *m, const qh_st_set *set, const char *pa
         for (size_t i = 0; i < file->n_tensors && st == QH_OK; i++, k++) {
             const qh_st_tensor *src = &file->tensors[i];
             t[k].name = src->name;
-            t[k].dtype = QH_ST_F32;
+            /* the stored dtype is kept: F16 and BF16 round to nearest even */
+            t[k].dtype = src->dtype == QH_ST_F16 || src->dtype == QH_ST_BF16 ? src->dtype : QH_ST_F32;
             t[k].ndim = src->ndim;
             memcpy(t[k].shape, src->shape, sizeof t[k].shape);
-            t[k].data = linear_weights(m, src->name);
-            if (t[k].data) continue;
+            t[k].data = linear_tensor(m, src->name, &owned[k], &st);
+            if (t[k].data || st != QH_OK) continue;
             if (!(owned[k] = malloc((src->numel ? src->numel : 1) * sizeof(float))))
                 QH_SET_ERROR(st, QH_ENOMEM, "out of memory copying %s", src->name);
             else if ((st = qh_st_read_f32(file, src, owned[k])) == QH_OK)
@@ -85,7 +128,9 @@ static int write_weights(const qh_model *m, const qh_st_set *set, const char *pa
 int qh_model_save(const qh_model *m, const char *out_dir)
 {
     static const char *const small_files[] = { "config.json", "tokenizer.json", "tokenizer_config.json",
-                                               "generation_config.json", "special_tokens_map.json", NULL };
+                                               "generation_config.json", "special_tokens_map.json",
+                                               "vocab.json", "merges.txt", "tokenizer.model",
+                                               "added_tokens.json", NULL };
     char from[1200], to[1200];
     if (mkdir(out_dir, 0777) != 0 && errno != EEXIST) QH_ERROR(QH_EIO, "cannot create %s", out_dir);
     qh_st_set *set = NULL;
@@ -99,4 +144,22 @@ int qh_model_save(const qh_model *m, const char *out_dir)
         st = copy_file(from, to);
     }
     return st;
+}
+
+int qh_model_save_meta(const qh_model *m, const char *out_dir, const char *meta_json)
+{
+    QH_TRY(qh_model_save(m, out_dir));
+    char path[1200], tmp[1300];
+    snprintf(path, sizeof path, "%s/%s", out_dir, QH_SAVE_META_FILE);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) QH_ERROR(QH_EIO, "cannot write %s", tmp);
+    size_t n = strlen(meta_json);
+    int ok = fwrite(meta_json, 1, n, f) == n && fputc('\n', f) != EOF;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        QH_ERROR(QH_EIO, "cannot write %s", path);
+    }
+    return QH_OK;
 }

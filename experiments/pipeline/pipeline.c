@@ -2,6 +2,7 @@
  * write the results file (see pipeline.h). */
 #include "pipeline/pipeline.h"
 
+#include <cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <sys/stat.h>
@@ -448,6 +449,57 @@ static int load_model_and_tokenizer(const char *dir, qh_model **m, qh_tokenizer 
 
 /* ---- cells ------------------------------------------------------------------ */
 
+/* What --save-model writes beside the weights (QH_SAVE_META_FILE): the cell,
+ * method, its version, bits, every parameter (defaults included, as the
+ * protocol formats them), incoherence, bits per weight (nominal and total,
+ * weighted by each linear's size, as the results file's /run attributes), the
+ * protocol record and its SHA-256.  *out: new JSON text (free()). */
+static int save_meta_json(const qh_cell *cell, const qh_config_method *cm, const quant_ctx *q,
+                          const void *params, const char *protocol, char **out)
+{
+    cJSON *j = cJSON_CreateObject(), *pj = cJSON_CreateObject();
+    double nominal = 0, weights = 0;
+    for (size_t i = 0; i < q->n_recs; i++) {
+        double k = (double)q->recs[i].rows * (double)q->recs[i].cols;
+        nominal += q->recs[i].bits_nominal * k;
+        weights += k;
+    }
+    for (const qh_param_desc *d = q->type->params; d && d->key; d++) {
+        char v[64];
+        qh_param_format(d, params, v, sizeof v);
+        char *end = NULL;
+        double num = strtod(v, &end);           /* numbers as numbers, choices as text */
+        if (end != v && *end == '\0' && isfinite(num)) cJSON_AddNumberToObject(pj, d->key, num);
+        else cJSON_AddStringToObject(pj, d->key, v);
+    }
+    char hex[65] = "";
+    if (protocol) qh_protocol_sha256(protocol, hex);
+    cJSON_AddStringToObject(j, "cell", cell->id);
+    cJSON_AddStringToObject(j, "method", q->type->name);
+    cJSON_AddStringToObject(j, "method_label", cm->label);
+    cJSON_AddNumberToObject(j, "method_version", q->type->version);
+    cJSON_AddNumberToObject(j, "bits", cell->bits);
+    const qh_param_desc *g = qh_method_param_find(q->type, "group");
+    if (g) cJSON_AddItemToObject(j, "group", cJSON_Duplicate(cJSON_GetObjectItem(pj, "group"), 1));
+    cJSON_AddItemToObject(j, "params", pj);
+    cJSON_AddStringToObject(j, "incoherence", cm->incoherence);
+    cJSON_AddBoolToObject(j, "rescale", q->rescale && q->incoh != QH_INCOH_NONE);
+    cJSON_AddNumberToObject(j, "seed", (double)cell->seed);
+    cJSON_AddNumberToObject(j, "bits_per_weight_nominal", weights > 0 ? nominal / weights : cell->bits);
+    cJSON_AddNumberToObject(j, "bits_per_weight_total",
+                            weights > 0 ? qh_layer_records_bits_total(q->recs, q->n_recs) : cell->bits);
+    cJSON_AddNumberToObject(j, "linears", (double)q->n_recs);
+    cJSON_AddStringToObject(j, "protocol_sha256", hex);
+    cJSON *pr = protocol ? cJSON_Parse(protocol) : NULL;
+    if (pr) cJSON_AddItemToObject(j, "protocol", pr);
+    cJSON_AddStringToObject(j, "weights", "dequantized, in the source's dtypes (BF16/F16 rounded "
+                            "to nearest even) and layout");
+    *out = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (!*out) QH_ERROR(QH_ENOMEM, "%s: out of memory for %s", cell->id, QH_SAVE_META_FILE);
+    return QH_OK;
+}
+
 static int quantize_model(const qh_pipeline *p, const qh_cell *cell, qh_model *m, const qh_tokenizer *tok,
                           quant_ctx *q)
 {
@@ -491,16 +543,21 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
     if (st == QH_OK) st = evaluate(p, m, tok, cell->id, cell->model, NULL, &ev);
     if (st == QH_OK) st = run_tasks(p, m, tok, cell->id, &ev);
     if (m) m->act_quant = NULL;                   /* a saved model stays a float model */
-    if (st == QH_OK && p->save_model_dir) {
-        char dir[1400];
-        st = qh_path_format(dir, sizeof dir, "--save-model folder", "%s/%s", p->save_model_dir, cell->id);
-        if (st == QH_OK) st = qh_model_save(m, dir);
-        if (st == QH_OK && p->log) fprintf(p->log, "%s: dequantized model written to %s\n", cell->id, dir);
-    }
-    if (st != QH_OK && p->log) fprintf(p->log, "%s: FAILED: %s\n", cell->id, qh_last_error());
-
     char message[1024];
     snprintf(message, sizeof message, "%s", st == QH_OK ? "" : qh_last_error());
+    char *record = NULL;                          /* before the save: its hash goes with it */
+    int wst = qh_protocol_record(cfg, cell->model, cell, qh_blas_info().threads, &record);
+    if (st == QH_OK && p->save_model_dir) {
+        char dir[1400], *meta = NULL;
+        st = qh_path_format(dir, sizeof dir, "--save-model folder", "%s/%s", p->save_model_dir, cell->id);
+        if (st == QH_OK) st = save_meta_json(cell, cm, &q, params, wst == QH_OK ? record : NULL, &meta);
+        if (st == QH_OK) st = qh_model_save_meta(m, dir, meta);
+        free(meta);
+        if (st == QH_OK && p->log) fprintf(p->log, "%s: dequantized model written to %s\n", cell->id, dir);
+        if (st != QH_OK) snprintf(message, sizeof message, "%s", qh_last_error());
+    }
+    if (st != QH_OK && p->log) fprintf(p->log, "%s: FAILED: %s\n", cell->id, message);
+
     size_t seqlen = m ? (cfg->calib_seqlen ? (size_t)cfg->calib_seqlen : (size_t)m->cfg.max_pos) : 0;
     qh_cell_info info = {
         .id = cell->id, .model = me->label, .model_path = me->path, .method = q.type, .params = params,
@@ -510,8 +567,6 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
         .calib_nsamples = (size_t)cfg->calib_nsamples, .calib_seqlen = seqlen,
         .tasks = ev.tasks, .n_tasks = ev.n_tasks,
     };
-    char *record = NULL;
-    int wst = qh_protocol_record(cfg, cell->model, cell, qh_blas_info().threads, &record);
     info.protocol = record;
     if (wst == QH_OK) wst = qh_pipeline_cell_path(p, cell, path, sizeof path);
     if (wst == QH_OK) wst = qh_cell_file_write(path, &info, q.recs, q.n_recs, ev.evals, ev.n);
