@@ -14,6 +14,8 @@
 #include "ptq161.h"
 #include "pvq.h"
 #include "billm.h"
+#include "blockap.h"
+#include "onebit.h"
 #include "bitnet1.h"
 #include "ternary.h"
 #include "quipsharp.h"
@@ -29,7 +31,8 @@
 static const qh_method_type *const registry[] = {
     &qh_method_rtn, &qh_method_gptq, &qh_method_ldlq, &qh_method_ldlq_rg, &qh_method_greedy,
     &qh_method_quipsharp, &qh_method_pvq, &qh_method_billm, &qh_method_pbllm, &qh_method_ptq161,
-    &qh_method_aqlm, &qh_method_ternary, &qh_method_bitnet1, &qh_method_gptqt, NULL,
+    &qh_method_aqlm, &qh_method_ternary, &qh_method_bitnet1, &qh_method_gptqt, &qh_method_onebit,
+    &qh_method_blockap, NULL,
 };
 
 const qh_method_type *const *qh_method_registry(void) { return registry; }
