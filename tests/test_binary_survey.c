@@ -130,7 +130,7 @@ static void test_ternary(void)
     QH_CHECK(run(&qh_method_bitnet1, row, W, H, 1, NULL, &r) == QH_OK && max_diff(r.What, W) < 1e-15,
              "bitnet1: a balanced ±c row is reproduced");
     QH_CHECK(r.bits_nominal == 1.0 && fabs(r.bits_side - 0.5) < 1e-15, "bitnet1 row: 1 + 16/32 bits");
-    const char *grp[] = { "scope", "group", "group", "8", NULL };
+    const char *grp[] = { "group", "8", NULL };
     QH_CHECK(run(&qh_method_bitnet1, grp, W, H, 1, NULL, &r) == QH_OK && fabs(r.bits_side - 2.0) < 1e-15,
              "bitnet1 group 8: side 16/8");
     qh_matd_free(W);
@@ -161,7 +161,7 @@ static void test_ternary(void)
              qh_last_error());
     QH_CHECK(run(&qh_method_ternary, NULL, W, D, 1, NULL, &r) == QH_EINVAL, "ternary bits 1 refused");
     QH_CHECK(run(&qh_method_bitnet1, NULL, W, D, 2, NULL, &r) == QH_EINVAL, "bitnet1 bits 2 refused");
-    const char *bad[] = { "scope", "group", "group", "24", NULL };
+    const char *bad[] = { "group", "24", NULL };
     QH_CHECK(run(&qh_method_ternary, bad, W, D, 2, NULL, &r) == QH_EINVAL && strstr(qh_last_error(), "group"),
              "group not dividing n refused: %s", qh_last_error());
     void *p = qh_method_params_new(&qh_method_ternary);
@@ -414,7 +414,7 @@ static void test_blockap(void)
     QH_CHECK(r.bits_nominal == 2.0 && fabs(r.bits_side - 18.0 / 8.0) < 1e-15, "blockap bits 2 + 18/8 (%g)", r.bits_total);
     for (size_t j = 0; j < n; j++)
         for (size_t i = 0; i < m; i++) QH_AT(W, i, j) = 0.03 * (double)(i + 1) * (((i + j) % 2) ? 1 : -1);
-    const char *tern[] = { "objective", "layer", "group", "8", "grid", "ternary", NULL };
+    const char *tern[] = { "objective", "layer", "group", "8", "levels", "ternary", NULL };
     QH_CHECK(run(&qh_method_blockap, tern, W, NULL, 2, NULL, &r) == QH_OK && max_diff(r.What, W) < 1e-15,
              "blockap ternary: ±c reproduced");
     QH_CHECK(fabs(r.bits_nominal - log2(3.0)) < 1e-15 && fabs(r.bits_side - 2.0) < 1e-15, "ternary bits log2 3 + 16/8");
@@ -424,7 +424,7 @@ static void test_blockap(void)
     qh_matd *Wr = random_W(m, n, 8), *T = random_W(m, n, 9), *What = qh_matd_alloc(m, n), *G = qh_matd_alloc(m, n);
     for (int grid = 0; grid < 2; grid++) {
         qh_blockap_state st = { 0 };
-        const char *kv[] = { "group", "8", "grid", grid ? "ternary" : "minmax", NULL };
+        const char *kv[] = { "group", "8", "levels", grid ? "ternary" : "minmax", NULL };
         QH_CHECK(run(&qh_method_blockap, kv, Wr, NULL, 2, &st, &r) == QH_OK, "blockap state: %s", qh_last_error());
         size_t cells = m * st.n_groups, outside = 0;
         for (size_t k = 0; k < cells; k++) { st.s[k] *= 0.6; st.z[k] += 0.3; }   /* clamps some entries */

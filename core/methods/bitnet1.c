@@ -4,8 +4,8 @@
  *
  * The paper trains with it from scratch (per tensor); here it is applied to
  * trained weights once.  Parameters as the ternary row's (ternary.c, whose
- * driver qh_scope_quantize this row shares): scope tensor (the paper) | row
- * | group; feedback 0 (the paper's quantizer) | 1 (GPTQ's column loop with
+ * driver qh_scope_quantize this row shares): scope tensor (the paper) | row,
+ * group 0 or g (one α, β per row and group of g columns); feedback 0 (the paper's quantizer) | 1 (GPTQ's column loop with
  * error feedback under H, α and β from W before feedback, or at each group
  * start from the updated weights); damp.  β = mean |W| as in the paper (not
  * the least-squares scale mean |W − α|·...); sign(0) = +1.
@@ -20,10 +20,10 @@
 
 #define BP(k, t, f, d, l, h, ch, doc) { k, t, offsetof(qh_bitnet1_params, f), d, l, h, ch, doc, NULL }
 static const qh_param_desc bitnet1_params[] = {
-    BP("scope", QH_PARAM_ENUM, scope, QH_SCOPE_TENSOR, 0, 0, "tensor|row|group",
-       "one (alpha, beta) = (mean W, mean|W|) per tensor (BitNet), per output row, or per group"),
-    BP("group", QH_PARAM_INT, group, 128, 1, 1 << 20, NULL,
-       "columns per group with scope group (must divide n)"),
+    BP("scope", QH_PARAM_ENUM, scope, QH_SCOPE_TENSOR, 0, 0, "tensor|row",
+       "one (alpha, beta) = (mean W, mean|W|) per tensor (BitNet) or per output row (group > 0: per group)"),
+    BP("group", QH_PARAM_INT, group, 0, 0, 1 << 20, NULL,
+       "0: the scope's one (alpha, beta); g > 0: one per row and group of g columns (must divide n)"),
     BP("feedback", QH_PARAM_BOOL, feedback, 0, 0, 1, NULL,
        "0: sign of every weight independently (the paper); 1: GPTQ column loop with error "
        "feedback under H"),
@@ -59,18 +59,19 @@ static double bitnet1_hook_round(void *ctx, size_t row, size_t gi, double w)
 static size_t bitnet1_workspace_size(const void *params, size_t m, size_t n)
 {
     const qh_bitnet1_params *p = params;
-    return qh_scope_workspace_size(p->scope, p->group, p->damp, m, n, 2);
+    return qh_scope_workspace_size(qh_scope_effective(p->scope, p->group), p->group, p->damp, m, n, 2);
 }
 
 static int bitnet1_quantize(const void *params, const qh_problem *in, qh_result *out, void *work)
 {
     const qh_bitnet1_params *p = params;
     size_t m = in->W->rows, n = in->W->cols, bytes = bitnet1_workspace_size(params, m, n);
-    size_t groups = p->scope == QH_SCOPE_GROUP && n % (size_t)p->group == 0 ? n / (size_t)p->group : 1;
+    int scope = qh_scope_effective(p->scope, p->group);
+    size_t groups = p->group > 0 && n % (size_t)p->group == 0 ? n / (size_t)p->group : 1;
     size_t stats = qh_ws_round(m * groups * sizeof(double));
-    bitnet1_ctx c = { p->scope, m, work, (double *)(void *)((char *)work + stats) };
+    bitnet1_ctx c = { scope, m, work, (double *)(void *)((char *)work + stats) };
     qh_gptq_rounding rnd = { bitnet1_fit, bitnet1_hook_round, &c };
-    QH_TRY(qh_scope_quantize(in, out, (char *)work + 2 * stats, bytes - 2 * stats, p->scope,
+    QH_TRY(qh_scope_quantize(in, out, (char *)work + 2 * stats, bytes - 2 * stats, scope,
                              p->group, p->feedback, p->damp, &rnd));
     out->bits_nominal = 1.0;
     return QH_OK;

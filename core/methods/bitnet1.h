@@ -12,8 +12,8 @@
 #include "qh_method.h"
 
 typedef struct {
-    int scope;                       /* QH_SCOPE_* (ternary.h) */
-    int group;                       /* columns per group (scope group) */
+    int scope;                       /* QH_SCOPE_TENSOR | QH_SCOPE_ROW (ternary.h) */
+    int group;                       /* 0, or columns per group: one (α, β) per row and group */
     int feedback;                    /* 1: GPTQ column loop with error feedback under H */
     double damp;                     /* relative damping of H (feedback) */
 } qh_bitnet1_params;

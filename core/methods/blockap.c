@@ -37,7 +37,7 @@
 
 #define AP(k, t, f, d, l, h, ch, doc) { k, t, offsetof(qh_blockap_params, f), d, l, h, ch, doc, NULL }
 static const qh_param_desc blockap_params[] = {
-    AP("grid", QH_PARAM_ENUM, grid, QH_BLOCKAP_GRID_MINMAX, 0, 0, "minmax|ternary",
+    AP("levels", QH_PARAM_ENUM, grid, QH_BLOCKAP_GRID_MINMAX, 0, 0, "minmax|ternary",
        "minmax: asymmetric b-bit grid per row and group; ternary: {-s, 0, s}, s = mean|w| "
        "start (bits = 2, log2 3 nominal)"),
     AP("group", QH_PARAM_INT, group, 64, 0, 1 << 20, NULL,

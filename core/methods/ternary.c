@@ -7,8 +7,8 @@
  * per tensor, ε = 1e-5 added to γ); here it is applied once to trained
  * weights, which is what the survey's post-training comparison needs.
  * Parameters (deviations from the paper are documented choices):
- *   scope   tensor (the paper) | row | group: one γ per tensor, per output
- *           row, or per group of `group` input columns of a row;
+ *   scope   tensor (the paper) | row: one γ per tensor or per output row;
+ *   group   0, or g > 0: one γ per row and group of g input columns (any scope);
  *   feedback 0: every weight rounded independently (the paper's quantizer);
  *           1: GPTQ's column loop (core/methods/gptq.c, qh_gptq_run with this
  *           rounding): each column rounded after the error feedback of the
@@ -33,10 +33,10 @@
 
 #define TP(k, t, f, d, l, h, ch, doc) { k, t, offsetof(qh_ternary_params, f), d, l, h, ch, doc, NULL }
 static const qh_param_desc ternary_params[] = {
-    TP("scope", QH_PARAM_ENUM, scope, QH_SCOPE_TENSOR, 0, 0, "tensor|row|group",
-       "one gamma = mean|W| per tensor (BitNet b1.58), per output row, or per group of a row"),
-    TP("group", QH_PARAM_INT, group, 128, 1, 1 << 20, NULL,
-       "columns per group with scope group (must divide n)"),
+    TP("scope", QH_PARAM_ENUM, scope, QH_SCOPE_TENSOR, 0, 0, "tensor|row",
+       "one gamma = mean|W| per tensor (BitNet b1.58) or per output row (group > 0: per group)"),
+    TP("group", QH_PARAM_INT, group, 0, 0, 1 << 20, NULL,
+       "0: the scope's one gamma; g > 0: one gamma per row and group of g columns (must divide n)"),
     TP("feedback", QH_PARAM_BOOL, feedback, 0, 0, 1, NULL,
        "0: round every weight independently (the paper); 1: GPTQ column loop with error "
        "feedback under H"),
@@ -82,6 +82,8 @@ double qh_scope_side_bits(int scope, size_t m, size_t n, size_t group)
 }
 
 int qh_scope_grid_group(int scope, int group) { return scope == QH_SCOPE_GROUP ? group : 0; }
+
+int qh_scope_effective(int scope, int group) { return group > 0 ? QH_SCOPE_GROUP : scope; }
 
 double qh_ternary_nominal_bits(int packing)
 {
@@ -162,18 +164,19 @@ static double ternary_hook_round(void *ctx, size_t row, size_t gi, double w)
 static size_t ternary_workspace_size(const void *params, size_t m, size_t n)
 {
     const qh_ternary_params *p = params;
-    return qh_scope_workspace_size(p->scope, p->group, p->damp, m, n, 1);
+    return qh_scope_workspace_size(qh_scope_effective(p->scope, p->group), p->group, p->damp, m, n, 1);
 }
 
 static int ternary_quantize(const void *params, const qh_problem *in, qh_result *out, void *work)
 {
     const qh_ternary_params *p = params;
     size_t m = in->W->rows, n = in->W->cols, bytes = ternary_workspace_size(params, m, n);
-    size_t groups = p->scope == QH_SCOPE_GROUP && n % (size_t)p->group == 0 ? n / (size_t)p->group : 1;
+    int scope = qh_scope_effective(p->scope, p->group);
+    size_t groups = p->group > 0 && n % (size_t)p->group == 0 ? n / (size_t)p->group : 1;
     size_t stats = qh_ws_round(m * groups * sizeof(double));
-    ternary_ctx c = { p->scope, m, work };
+    ternary_ctx c = { scope, m, work };
     qh_gptq_rounding rnd = { ternary_fit, ternary_hook_round, &c };
-    QH_TRY(qh_scope_quantize(in, out, (char *)work + stats, bytes - stats, p->scope, p->group,
+    QH_TRY(qh_scope_quantize(in, out, (char *)work + stats, bytes - stats, scope, p->group,
                              p->feedback, p->damp, &rnd));
     out->bits_nominal = qh_ternary_nominal_bits(p->packing);
     return QH_OK;

@@ -23,8 +23,8 @@ enum { QH_SCOPE_TENSOR = 0, QH_SCOPE_ROW = 1, QH_SCOPE_GROUP = 2 };
 enum { QH_PACKING_PACKED = 0, QH_PACKING_STORED = 1 };
 
 typedef struct {
-    int scope;                       /* QH_SCOPE_*: one γ per tensor, row, or group of a row */
-    int group;                       /* columns per group (scope group; must divide n) */
+    int scope;                       /* QH_SCOPE_TENSOR | QH_SCOPE_ROW: one γ per tensor or row */
+    int group;                       /* 0, or columns per group: one γ per row and group */
     int feedback;                    /* 1: GPTQ column loop with error feedback under H */
     double damp;                     /* relative damping of H (feedback) */
     int packing;                     /* QH_PACKING_*: nominal bits log2 3 or 2 */
@@ -40,6 +40,9 @@ void qh_scope_stats(int scope, const qh_matd *W, size_t c0, size_t nc, size_t gi
                     double *absmean);
 /* Side bits per weight of one FP16 value per scope: 16/(m n), 16/n or 16/group. */
 double qh_scope_side_bits(int scope, size_t m, size_t n, size_t group);
+/* QH_SCOPE_GROUP when group > 0, else scope (the rows' scope parameter
+ * takes tensor | row; a group overrides it). */
+int qh_scope_effective(int scope, int group);
 /* The grid group of a scope for qh_quant_params.group (0 unless scope group). */
 int qh_scope_grid_group(int scope, int group);
 /* Nominal bits of a ternary code: log2 3 (packed, base-3 words) or 2 (stored). */
