@@ -18,8 +18,13 @@ set pointsize 1.6
 @png_term
 set output outfile.".png"
 method(k) = system(sprintf("awk -F'\t' '$7==%d {print $1; exit}' %s", k, datafile))
+set offsets 0.05, 0.05, 0, 0
 plot for [k=1:nm] datafile using ($7 == k ? $4 : NaN):5:($3 < 1.3 ? 7 : $3 < 1.8 ? 9 : 5) \
-        with points pt variable lc k title method(k), \
+        with points pt variable lc k notitle, \
+     for [k=1:nm] NaN with points pt 7 lc k title method(k), \
+     NaN with points pt 6 lc rgb "black" title "about 1 bit", \
+     NaN with points pt 8 lc rgb "black" title "about 1.58 bits", \
+     NaN with points pt 4 lc rgb "black" title "2 bits", \
      (exists("fp32") ? fp32 : NaN) with lines lc rgb "black" dt 2 title "FP32"
 @svg_term
 set output outfile.".svg"

@@ -25,7 +25,7 @@ cur != model { next }
     for (b in pcol) {
         p = $(pcol[b]); q = $(bcol[b]);
         gsub(/^ +| +$/, "", p); gsub(/^ +| +$/, "", q);
-        if (p == "" || p == "-") continue;
+        if (p == "" || p == "-" || p == "—") continue;
         n = split(p, pp, " "); mean = pp[1]; sd = (n >= 3 && pp[2] == "±") ? pp[3] : 0;
         split(q, qq, " / ");
         print name, b, qq[1], qq[2], mean, sd, midx[name], b + 0;
