@@ -8,6 +8,7 @@
 #include "aqlm.h"
 #include "greedy.h"
 #include "gptq.h"
+#include "gptqt.h"
 #include "ldlq.h"
 #include "lowrank.h"
 #include "mpo.h"
@@ -15,6 +16,10 @@
 #include "ptq161.h"
 #include "pvq.h"
 #include "billm.h"
+#include "blockap.h"
+#include "onebit.h"
+#include "bitnet1.h"
+#include "ternary.h"
 #include "quipsharp.h"
 #include "rtn.h"
 #include "signround.h"
@@ -29,7 +34,8 @@
 static const qh_method_type *const registry[] = {
     &qh_method_rtn, &qh_method_gptq, &qh_method_ldlq, &qh_method_ldlq_rg, &qh_method_greedy,
     &qh_method_quipsharp, &qh_method_pvq, &qh_method_billm, &qh_method_pbllm, &qh_method_ptq161,
-    &qh_method_aqlm, &qh_method_signround, &qh_method_mpo, &qh_method_lowrank, NULL,
+    &qh_method_aqlm, &qh_method_signround, &qh_method_ternary, &qh_method_bitnet1, &qh_method_gptqt,
+    &qh_method_onebit, &qh_method_blockap, &qh_method_mpo, &qh_method_lowrank, NULL,
 };
 
 const qh_method_type *const *qh_method_registry(void) { return registry; }

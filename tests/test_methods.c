@@ -707,7 +707,7 @@ static void test_bad_inputs(void)
         /* group not dividing n */
         if (!qh_method_param_find(*mt, "group")) continue;
         void *p = params_with(*mt, (const char *const[]){ "group", "3", NULL });
-        qh_problem pb = { W, H, 3, 0, 0, "layers.1.fc2", NULL, NULL };
+        qh_problem pb = { W, H, valid_bits(*mt, 3), 0, 0, "layers.1.fc2", NULL, NULL };
         qh_result r;
         qh_result_init(&r);
         int st = qh_quantize(*mt, p, &pb, NULL, NULL, &r);

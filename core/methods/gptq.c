@@ -44,6 +44,11 @@ static size_t gptq_workspace_size(const void *params, size_t m, size_t n)
     return qh_quant_ws_bytes(m, n, 1, 2, m * qh_quant_block(params) + n);
 }
 
+size_t qh_gptq_workspace_size(const qh_quant_params *p, size_t m, size_t n)
+{
+    return gptq_workspace_size(p, m, n);
+}
+
 static int rms_per_column(const qh_quant_params *p)
 {
     return p->grid == QH_GRID_RMS && p->rms_scope == QH_RMS_COLUMN;
@@ -59,17 +64,23 @@ static int gptq_prepare(const qh_quant_params *p, const qh_problem *in, qh_resul
 }
 
 /* Rounds processing column i of L->Wp (with its feedback applied), writes the
- * code into out->What_proc and the scaled error (w − q)/Hinv_ii into e. */
-static void round_column(qh_layer *L, qh_result *out, size_t i, double *e, int rms_column)
+ * code into out->What_proc and the scaled error (w − q)/Hinv_ii into e.
+ * With a rounding hook (rnd non-NULL) the hook fits each group at its start
+ * and rounds; the grid then only carries the group layout. */
+static void round_column(qh_layer *L, qh_result *out, size_t i, double *e, int rms_column,
+                         const qh_gptq_rounding *rnd)
 {
     qh_grid *g = &out->grid;
     size_t gi = qh_group_of(g, i);
-    if (g->n_groups > 1 && i % g->group == 0) qh_grid_fit(g, &L->Wp, i, g->group, gi);
+    if (g->n_groups > 1 && i % g->group == 0) {
+        if (rnd) rnd->fit(rnd->ctx, &L->Wp, i, g->group, gi);
+        else qh_grid_fit(g, &L->Wp, i, g->group, gi);
+    }
     if (rms_column) qh_grid_fit(g, &L->Wp, i, 1, 0);
     double rii = QH_AT(&L->F, i, i);
     for (size_t r = 0; r < L->m; r++) {
         double w = QH_AT(&L->Wp, r, i);
-        double q = qh_grid_round(g, r, gi, w, qh_layer_eta(L));
+        double q = rnd ? rnd->round(rnd->ctx, r, gi, w) : qh_grid_round(g, r, gi, w, qh_layer_eta(L));
         QH_AT(out->What_proc, r, L->perm[i]) = q;
         e[r] = (w - q) / rii;
     }
@@ -85,13 +96,14 @@ static void push_error(qh_layer *L, size_t i, const double *e, size_t j0, size_t
     }
 }
 
-static int gptq_quantize(const void *params, const qh_problem *in, qh_result *out, void *work)
+int qh_gptq_run(const qh_quant_params *p, const qh_problem *in, qh_result *out, void *work,
+                const qh_gptq_rounding *rnd)
 {
-    const qh_quant_params *p = params;
     size_t m = in->W->rows, n = in->W->cols, B = qh_quant_block(p);
-    qh_bump ws = { work, gptq_workspace_size(params, m, n) };
+    qh_bump ws = { work, gptq_workspace_size(p, m, n) };
     qh_layer L;
     QH_TRY(gptq_prepare(p, in, out, &ws, &L));
+    if (rnd && out->grid.n_groups == 1) rnd->fit(rnd->ctx, &L.Wp, 0, n, 0);
     double *E = qh_ws_take(&ws, m * B);   /* (m, B) scaled errors of the block */
     for (size_t b0 = 0; b0 < n; b0 += B) {
         size_t b1 = b0 + B < n ? b0 + B : n;
@@ -100,7 +112,7 @@ static int gptq_quantize(const void *params, const qh_problem *in, qh_result *ou
         for (size_t s0 = b0; s0 < b1; s0 += QH_QUANT_SUB) {
             size_t s1 = s0 + QH_QUANT_SUB < b1 ? s0 + QH_QUANT_SUB : b1;
             for (size_t i = s0; i < s1; i++) {
-                round_column(&L, out, i, E + (i - b0) * m, rms_per_column(p));
+                round_column(&L, out, i, E + (i - b0) * m, rms_per_column(p), rnd);
                 push_error(&L, i, E + (i - b0) * m, i + 1, s1);
             }
             if (s1 < b1)
@@ -115,6 +127,11 @@ static int gptq_quantize(const void *params, const qh_problem *in, qh_result *ou
     return QH_OK;
 }
 
+static int gptq_quantize(const void *params, const qh_problem *in, qh_result *out, void *work)
+{
+    return qh_gptq_run(params, in, out, work, NULL);
+}
+
 static int gptq_quantize_ref(const void *params, const qh_problem *in, qh_result *out, void *work)
 {
     const qh_quant_params *p = params;
@@ -124,7 +141,7 @@ static int gptq_quantize_ref(const void *params, const qh_problem *in, qh_result
     QH_TRY(gptq_prepare(p, in, out, &ws, &L));
     double *e = qh_ws_take(&ws, m);
     for (size_t i = 0; i < n; i++) {
-        round_column(&L, out, i, e, rms_per_column(p));
+        round_column(&L, out, i, e, rms_per_column(p), NULL);
         push_error(&L, i, e, i + 1, n);
     }
     return QH_OK;
