@@ -12,5 +12,6 @@ int qh_cmd_run(int argc, char **argv);       /* experiments/cli/cmd_run.c */
 int qh_cmd_report(int argc, char **argv);    /* experiments/cli/cmd_report.c */
 int qh_cmd_merge(int argc, char **argv);     /* experiments/cli/cmd_merge.c */
 int qh_cmd_status(int argc, char **argv);    /* experiments/cli/cmd_status.c */
+int qh_cmd_quantize(int argc, char **argv);  /* experiments/cli/cmd_quantize.c */
 
 #endif

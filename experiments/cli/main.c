@@ -17,6 +17,7 @@ static const qh_command commands[] = {
     { "ppl",      qh_cmd_ppl,      "perplexity of a model on a text file (float32 forward pass)" },
     { "methods",  qh_cmd_methods,  "list the quantization methods with their parameters" },
     { "layer",    qh_cmd_layer,    "quantize matrices or model layers; metrics and bounds to HDF5" },
+    { "quantize", qh_cmd_quantize, "quantize one model with one method: results file and model folder" },
     { "run",      qh_cmd_run,      "run a sweep configuration (calibrate, quantize, evaluate, record)" },
     { "report",   qh_cmd_report,   "tables and figures from a directory of cell results files" },
     { "merge",    qh_cmd_merge,    "merge the complete cell files of a directory into one HDF5 file" },

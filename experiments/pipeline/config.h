@@ -34,7 +34,7 @@ typedef struct {
  * name unless anchored.  Rules apply in order, the top level's first, then
  * the entry's; a later rule's setting wins. */
 typedef struct {
-    char where[64];                  /* JSON path for messages: "layers[0]", "methods[1].layers[2]" */
+    char where[96];                  /* JSON path for messages: "layers[0]", "methods[1].layers[2]" */
     char match[192];                 /* as written, "re:" included */
     int bits;                        /* 0: not set */
     int skip;                        /* -1: not set; 1: keep the linear in float */
