@@ -16,7 +16,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
         "usage: qh sensitivity CONFIG --out TSV [--cell ID] [--unit linear|block]\n"
-        "                      [--allocate BITS --high B --rules FILE] [--quiet]\n\n"
+        "                      [--allocate BITS --high B --rules FILE] [--quiet]\n"
+        "       qh sensitivity --from TSV --allocate BITS --high B --rules FILE\n\n"
         "For one cell of CONFIG (default: the first), quantizes every decoder linear at the\n"
         "cell's width on float-model Hessians, then evaluates the model on the first dataset\n"
         "with one unit (a linear, or a block's linears) quantized at a time.  TSV columns:\n"
@@ -33,6 +34,7 @@ static void usage(FILE *f)
         "  --allocate BITS  budget in nominal bits per weight (e.g. 2.5)\n"
         "  --high B         the wider width of upgraded units\n"
         "  --rules FILE     where the allocation's rules go\n"
+        "  --from TSV       allocate from a table written before (no measuring)\n"
         "  --quiet          no progress lines\n");
 }
 
@@ -41,9 +43,9 @@ int qh_cmd_sensitivity(int argc, char **argv)
     static const struct option longopts[] = {
         { "out", 1, 0, 'o' }, { "cell", 1, 0, 'c' }, { "unit", 1, 0, 'u' }, { "allocate", 1, 0, 'a' },
         { "high", 1, 0, 'H' }, { "rules", 1, 0, 'r' }, { "quiet", 0, 0, 'q' }, { "help", 0, 0, 'h' },
-        { 0, 0, 0, 0 },
+        { "from", 1, 0, 'f' }, { 0, 0, 0, 0 },
     };
-    const char *out = NULL, *cell_id = NULL, *rules = NULL;
+    const char *out = NULL, *cell_id = NULL, *rules = NULL, *from = NULL;
     int per_block = 0, quiet = 0, high = 0, c;
     double budget = 0;
     char *end;
@@ -53,6 +55,7 @@ int qh_cmd_sensitivity(int argc, char **argv)
         case 'o': out = optarg; break;
         case 'c': cell_id = optarg; break;
         case 'r': rules = optarg; break;
+        case 'f': from = optarg; break;
         case 'q': quiet = 1; break;
         case 'u':
             if (strcmp(optarg, "linear") && strcmp(optarg, "block")) {
@@ -79,12 +82,26 @@ int qh_cmd_sensitivity(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if (optind != argc - 1 || !out) {
-        fprintf(stderr, "qh sensitivity: expected one CONFIG and --out TSV (see qh sensitivity --help)\n");
-        return 2;
-    }
     if ((budget > 0) != (high > 0) || (budget > 0) != (rules != NULL)) {
         fprintf(stderr, "qh sensitivity: --allocate, --high and --rules go together\n");
+        return 2;
+    }
+    if (from) {
+        qh_sens_result r;
+        double avg = 0;
+        if (!rules || optind != argc) {
+            fprintf(stderr, "qh sensitivity: --from TSV takes --allocate, --high and --rules, no CONFIG\n");
+            return 2;
+        }
+        int st = qh_sensitivity_read_tsv(from, &r);
+        if (st == QH_OK) st = qh_sensitivity_allocate(&r, budget, high, rules, &avg);
+        if (st != QH_OK) fprintf(stderr, "qh sensitivity: %s\n", qh_last_error());
+        else printf("allocation: %.4f nominal bits per weight (budget %.4g); rules %s\n", avg, budget, rules);
+        if (st == QH_OK) qh_sens_result_free(&r);
+        return st == QH_OK ? 0 : 1;
+    }
+    if (optind != argc - 1 || !out) {
+        fprintf(stderr, "qh sensitivity: expected one CONFIG and --out TSV (see qh sensitivity --help)\n");
         return 2;
     }
     qh_config *cfg = NULL;

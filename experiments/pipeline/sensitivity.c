@@ -245,10 +245,12 @@ static int emit_rules(FILE *f, const void *arg)
     const rules_out *o = arg;
     int first = 1;
     fprintf(f, "[");
-    for (size_t i = 0; i < o->r->n; i++)
-        for (int k = 0; o->upgraded[i] && k < o->r->units[i].n_linears; k++, first = 0)
+    for (size_t i = 0; i < o->r->n; i++)   /* a linear's name, or a block's glob */
+        if (o->upgraded[i]) {
             fprintf(f, "%s\n  { \"match\": \"%s\", \"bits\": %d }", first ? "" : ",",
-                    o->r->units[i].linears[k], o->high);
+                    o->r->units[i].name, o->high);
+            first = 0;
+        }
     fprintf(f, "%s]\n", first ? "" : "\n");
     return ferror(f) ? -1 : 0;
 }
@@ -289,5 +291,44 @@ int qh_sensitivity_allocate(const qh_sens_result *r, double budget, int high, co
     int st = write_atomic(path, "rules file", emit_rules, &o);
     free(order);
     free(up);
+    return st;
+}
+
+int qh_sensitivity_read_tsv(const char *path, qh_sens_result *out)
+{
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "r");
+    if (!f) QH_ERROR(QH_EIO, "cannot read sensitivity table %s", path);
+    char line[1024];
+    size_t cap = 0, lineno = 1;
+    int st = QH_OK;
+    static const char header[] = "unit\tlayer\tkind\tweights\tbits\t";
+    if (!fgets(line, sizeof line, f) || strncmp(line, header, sizeof header - 1) != 0)
+        QH_SET_ERROR(st, QH_EINVAL, "%s: not a table of qh sensitivity (header line)", path);
+    while (st == QH_OK && fgets(line, sizeof line, f)) {
+        lineno++;
+        if (out->n == cap) {
+            cap = cap ? 2 * cap : 64;
+            qh_sens_unit *u = realloc(out->units, cap * sizeof *u);
+            if (!u) { QH_SET_ERROR(st, QH_ENOMEM, "out of memory"); break; }
+            out->units = u;
+        }
+        qh_sens_unit *u = &out->units[out->n];
+        memset(u, 0, sizeof *u);
+        double ppl_float;
+        int bits;
+        if (sscanf(line, "%159[^\t]\t%d\t%d\t%zu\t%d\t%lf\t%lf\t%lf\t%lf", u->name, &u->layer, &u->kind,
+                   &u->weights, &bits, &u->proxy, &u->ppl, &ppl_float, &u->dppl) != 9) {
+            QH_SET_ERROR(st, QH_EINVAL, "%s:%zu: expected 9 tab-separated columns", path, lineno);
+            break;
+        }
+        out->bits = bits;
+        out->ppl_float = ppl_float;
+        out->total_weights += u->weights;
+        out->n++;
+    }
+    fclose(f);
+    if (st == QH_OK && !out->n) QH_SET_ERROR(st, QH_EINVAL, "%s: no units", path);
+    if (st != QH_OK) qh_sens_result_free(out);
     return st;
 }

@@ -51,9 +51,13 @@ void qh_sens_result_free(qh_sens_result *r);
 /* The TSV of a result (header line, one line per unit). */
 int qh_sensitivity_write_tsv(const qh_sens_result *r, const char *path) QH_MUST_CHECK;
 
+/* Reads a table written by qh_sensitivity_write_tsv (units, their weights and
+ * dppl; the total is the sum of the units' weights). */
+int qh_sensitivity_read_tsv(const char *path, qh_sens_result *out) QH_MUST_CHECK;
+
 /* Greedy allocation to budget bits per weight (nominal) with wider width
  * high: writes a JSON array of rules ({"match": name, "bits": high}, one per
- * upgraded linear) to path (temporary name, then rename), and the resulting
+ * upgraded unit: a linear's name, or a block's glob "<prefix>.*") to path (temporary name, then rename), and the resulting
  * nominal bits per weight into *avg.  QH_EINVAL when high <= the measured
  * width or the budget is below it. */
 int qh_sensitivity_allocate(const qh_sens_result *r, double budget, int high, const char *path,
