@@ -190,8 +190,91 @@ static void test_run_refuses_invalid(void)
     unlink(path);
 }
 
+/* Per-method bits and seeds: each entry's own cross product, the sweep's
+ * lists for the others; ids as before. */
+static void test_method_bits(void)
+{
+    const char *json =
+        "{\"name\":\"t\",\"models\":[\"m\"],\"bits\":[3],\"seeds\":[0],\"methods\":["
+        "{\"method\":\"gptq\"},{\"method\":\"ldlq\",\"incoherence\":\"kron\",\"bits\":[2,4],"
+        "\"seeds\":[1,2]}]}";
+    qh_config *c = NULL;
+    int st = qh_config_parse(json, "mb.json", &c);
+    QH_CHECK(st == QH_OK, "per-method bits parse: %s", qh_last_error());
+    if (st != QH_OK) return;
+    qh_cell *cells = NULL;
+    size_t n = 0;
+    QH_CHECK(qh_config_cells(c, &cells, &n) == QH_OK && n == 5, "1 + 2x2 cells, got %zu", n);
+    if (n == 5) {
+        QH_CHECK(!strcmp(cells[0].id, "m.gptq.w3.s0"), "sweep bits for gptq: %s", cells[0].id);
+        QH_CHECK(!strcmp(cells[1].id, "m.ldlq+incoh.w2.s1") && !strcmp(cells[4].id, "m.ldlq+incoh.w4.s2"),
+                 "entry's own bits and seeds: %s .. %s", cells[1].id, cells[4].id);
+    }
+    free(cells);
+    qh_config_free(c);
+    /* every entry with its own bits: the sweep's may be left out */
+    st = qh_config_parse("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":["
+                         "{\"method\":\"gptq\",\"bits\":[3]},{\"method\":\"rtn\",\"bits\":[2]}]}",
+                         "own.json", &c);
+    QH_CHECK(st == QH_OK && qh_config_cells(c, &cells, &n) == QH_OK && n == 2
+             && !strcmp(cells[1].id, "m.rtn.w2.s0"), "top-level bits optional when every entry has its own");
+    if (st == QH_OK) free(cells);
+    qh_config_free(c);
+}
+
+/* Rules: glob and regex, bits / skip / params, top level before the entry,
+ * later rules winning. */
+static void test_rules(void)
+{
+    const char *json =
+        "{\"name\":\"t\",\"models\":[\"m\"],\"bits\":[2],"
+        "\"layers\":[{\"match\":\"*.layers.0.*\",\"skip\":true},"
+        "             {\"match\":\"re:fc[12]$\",\"bits\":4}],"
+        "\"methods\":[{\"method\":\"gptq\"},"
+        "  {\"method\":\"rtn\",\"layers\":[{\"match\":\"*.layers.0.fc1\",\"skip\":true},"
+        "    {\"match\":\"*.q_proj\",\"params\":{\"group\":64}},"
+        "    {\"match\":\"*.layers.1.q_proj\",\"params\":{\"group\":32},\"bits\":3}]}]}";
+    qh_config *c = NULL;
+    int st = qh_config_parse(json, "rules.json", &c);
+    QH_CHECK(st == QH_OK, "rules parse: %s", qh_last_error());
+    if (st != QH_OK) return;
+    QH_CHECK(c->n_rules == 2 && c->methods[1].n_rules == 3 && qh_config_rule_count(c, 0) == 2
+             && qh_config_rule_count(c, 1) == 5, "rule counts");
+    qh_linear_setting ls;
+    qh_config_linear_setting(c, 0, "model.layers.0.self_attn.q_proj", 2, &ls);
+    QH_CHECK(ls.skip == 1 && ls.n_rules_hit == 1, "glob skip");
+    qh_config_linear_setting(c, 0, "model.layers.0.fc1", 2, &ls);
+    QH_CHECK(!ls.skip && ls.bits == 4, "a later bits rule un-skips (later wins)");
+    qh_config_linear_setting(c, 0, "model.layers.3.fc2", 2, &ls);
+    QH_CHECK(!ls.skip && ls.bits == 4 && ls.n_rules_hit == 1, "regex bits");
+    qh_config_linear_setting(c, 0, "model.layers.3.fc2x", 2, &ls);
+    QH_CHECK(ls.bits == 2 && ls.n_rules_hit == 0, "regex anchored with $");
+    qh_config_linear_setting(c, 1, "model.layers.0.fc1", 2, &ls);
+    QH_CHECK(ls.skip == 1, "the entry's rules come after the top level's");
+    qh_config_linear_setting(c, 1, "model.layers.1.q_proj", 2, &ls);
+    QH_CHECK(ls.bits == 3 && ls.n_params == 1 && !strcmp(ls.params[0]->value, "32"),
+             "a later rule's parameter replaces the earlier value (%zu)", ls.n_params);
+    qh_config_linear_setting(c, 1, "model.layers.2.q_proj", 2, &ls);
+    QH_CHECK(ls.bits == 2 && ls.n_params == 1 && !strcmp(ls.params[0]->value, "64"), "params rule");
+    qh_config_free(c);
+}
+
 int main(void)
 {
+    test_method_bits();
+    test_rules();
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
+             "\"layers\":[{\"match\":\"x\",\"bitz\":3}]}", "layers[0]: unknown key \"bitz\"");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
+             "\"layers\":[{\"match\":\"x\"}]}", "layers[0]: a rule sets");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\",\"layers\":"
+             "[{\"match\":\"re:(\",\"bits\":3}]}],\"bits\":[2]}", "methods[0].layers[0].match: regular expression");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
+             "\"layers\":[{\"match\":\"x\",\"skip\":true,\"bits\":3}]}", "takes no \"bits\"");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\",\"bits\":[0]}]}",
+             "methods[0].bits[0]");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"},"
+             "{\"method\":\"gptq\",\"bits\":[2]}]}", "bits: missing");
     test_good();
     test_metrics_keys();
     test_default_labels();

@@ -30,9 +30,12 @@
 #include "results/writer.h"
 
 #define MAX_SBATCH_ARGS 64
+#define MAX_ONLY 64
 
 typedef struct {
-    const char *config, *only, *out;
+    const char *config, *out;
+    const char *only[MAX_ONLY];      /* --only GLOB, repeatable: a cell matching any runs */
+    size_t n_only;
     const char *save_model;          /* --save-model DIR, NULL: don't */
     int jobs, dry_run, quiet;
     int rerun_stale;                 /* --rerun-stale: recompute cells whose protocol changed */
@@ -50,7 +53,7 @@ typedef struct {
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: qh run CONFIG [--jobs N] [--only GLOB] [--dry-run] [--out DIR] [--cell INDEX]\n"
+        "usage: qh run CONFIG [--jobs N] [--only GLOB]... [--dry-run] [--out DIR] [--cell INDEX]\n"
         "              [--rerun-stale] [--update-snapshot]\n"
         "              [--backend slurm [--partition P] [--time T] [--cpus-per-task C] [--mem M]\n"
         "               [--array-max K] [--sbatch-arg ARG]...]\n\n"
@@ -68,7 +71,8 @@ static void usage(FILE *f)
         "  --jobs N       worker processes (default 1); OpenBLAS threads per worker are\n"
         "                 the available cores divided by N (at least 1), or\n"
         "                 OPENBLAS_NUM_THREADS when that is set\n"
-        "  --only GLOB    run only cells whose id matches GLOB (e.g. '*.w2.*')\n"
+        "  --only GLOB    run only cells whose id matches GLOB (e.g. '*.w2.*'); repeat it\n"
+        "                 to add patterns (a cell matching any of them runs)\n"
         "  --dry-run      list the cells and their state; run nothing\n"
         "  --rerun-stale  also recompute stale cells (complete, but their protocol record\n"
         "                 differs from this configuration's, or they have none)\n"
@@ -127,7 +131,13 @@ static int parse_args(int argc, char **argv, run_opts *o)
                 return 2;
             }
             break;
-        case 'o': o->only = optarg; break;
+        case 'o':
+            if (o->n_only == MAX_ONLY) {
+                fprintf(stderr, "qh run: more than %d --only patterns\n", MAX_ONLY);
+                return 2;
+            }
+            o->only[o->n_only++] = optarg;
+            break;
         case 'n': o->dry_run = 1; break;
         case 'O': o->out = optarg; break;
         case 'D': o->save_model = optarg; break;
@@ -217,6 +227,14 @@ typedef struct {
     char path[1400];
     const char *id;
 } task;
+
+/* 1 when no --only was given or the cell matches one of the patterns. */
+static int selected(const run_opts *o, const qh_cell *cell)
+{
+    for (size_t k = 0; k < o->n_only; k++)
+        if (qh_cell_matches(cell, o->only[k])) return 1;
+    return o->n_only == 0;
+}
 
 static int task_done(const task *t)
 {
@@ -573,7 +591,7 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
     }
     for (size_t i = 0; i < n_cells; i++) {
         if (o->baseline >= 0) break;
-        if (o->cell >= 0 ? (long)i != o->cell : (o->only && !qh_cell_matches(&cells[i], o->only))) continue;
+        if (o->cell >= 0 ? (long)i != o->cell : !selected(o, &cells[i])) continue;
         task *t = &tasks[n_tasks];
         t->cell = &cells[i];
         t->id = cells[i].id;

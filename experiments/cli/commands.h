@@ -13,5 +13,7 @@ int qh_cmd_run(int argc, char **argv);       /* experiments/cli/cmd_run.c */
 int qh_cmd_report(int argc, char **argv);    /* experiments/cli/cmd_report.c */
 int qh_cmd_merge(int argc, char **argv);     /* experiments/cli/cmd_merge.c */
 int qh_cmd_status(int argc, char **argv);    /* experiments/cli/cmd_status.c */
+int qh_cmd_quantize(int argc, char **argv);  /* experiments/cli/cmd_quantize.c */
+int qh_cmd_sensitivity(int argc, char **argv); /* experiments/cli/cmd_sensitivity.c */
 
 #endif

@@ -18,6 +18,8 @@ static const qh_command commands[] = {
     { "tasks",    qh_cmd_tasks,    "multiple-choice / cloze accuracy by log-likelihood on a JSON-lines task file" },
     { "methods",  qh_cmd_methods,  "list the quantization methods with their parameters" },
     { "layer",    qh_cmd_layer,    "quantize matrices or model layers; metrics and bounds to HDF5" },
+    { "quantize", qh_cmd_quantize, "quantize one model with one method: results file and model folder" },
+    { "sensitivity", qh_cmd_sensitivity, "per-linear (or block) perplexity change; greedy bits to a budget" },
     { "run",      qh_cmd_run,      "run a sweep configuration (calibrate, quantize, evaluate, record)" },
     { "report",   qh_cmd_report,   "tables and figures from a directory of cell results files" },
     { "merge",    qh_cmd_merge,    "merge the complete cell files of a directory into one HDF5 file" },
@@ -29,7 +31,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: qh <command> [options]   (qh <command> --help for its options)\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "  %-10s %s\n", "help", "this list");
 }
 

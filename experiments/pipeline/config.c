@@ -4,6 +4,7 @@
 #include <cJSON.h>
 #include <fnmatch.h>
 #include <math.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,11 +142,122 @@ static int get_variant(const cJSON *v, qh_variant *out, const char *src, const c
     return QH_OK;
 }
 
+/* 1 if name matches rule r (glob, or "re:" + POSIX extended regex); -1 when
+ * the regex does not compile. */
+int qh_config_rule_matches(const qh_config_rule *r, const char *name)
+{
+    if (strncmp(r->match, "re:", 3) != 0) return fnmatch(r->match, name, 0) == 0;
+    regex_t re;
+    if (regcomp(&re, r->match + 3, REG_EXTENDED | REG_NOSUB) != 0) return -1;
+    int hit = regexec(&re, name, 0, NULL, 0) == 0;
+    regfree(&re);
+    return hit;
+}
+
+/* One rule: {"match": P, "bits": B, "skip": true, "params": {...}}. */
+static int parse_rule(const cJSON *obj, qh_config_rule *r, const char *src, const char *path)
+{
+    static const char *const keys[] = { "match", "bits", "skip", "params", NULL };
+    char sub[192];
+    const cJSON *v;
+    if (!cJSON_IsObject(obj)) CFG_ERR(QH_ECONFIG, src, path, "expected an object with key \"match\"");
+    QH_TRY(check_keys(obj, keys, src, path));
+    snprintf(r->where, sizeof r->where, "%s", path);
+    snprintf(sub, sizeof sub, "%s.match", path);
+    if (!(v = cJSON_GetObjectItemCaseSensitive(obj, "match"))) CFG_ERR(QH_ECONFIG, src, sub, "missing");
+    QH_TRY(get_string(v, r->match, sizeof r->match, src, sub));
+    if (!strncmp(r->match, "re:", 3)) {
+        regex_t re;
+        int rc = regcomp(&re, r->match + 3, REG_EXTENDED | REG_NOSUB);
+        if (rc != 0) {
+            char why[128];
+            regerror(rc, &re, why, sizeof why);
+            CFG_ERR(QH_ECONFIG, src, sub, "regular expression \"%s\" does not compile: %s",
+                    r->match + 3, why);
+        }
+        regfree(&re);
+    }
+    r->skip = -1;
+    if ((v = cJSON_GetObjectItemCaseSensitive(obj, "bits"))) {
+        long b;
+        snprintf(sub, sizeof sub, "%s.bits", path);
+        QH_TRY(get_int(v, 1, 16, &b, src, sub));
+        r->bits = (int)b;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(obj, "skip"))) {
+        snprintf(sub, sizeof sub, "%s.skip", path);
+        if (!cJSON_IsBool(v)) CFG_ERR(QH_ECONFIG, src, sub, "expected true or false");
+        r->skip = cJSON_IsTrue(v);
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(obj, "params"))) {
+        snprintf(sub, sizeof sub, "%s.params", path);
+        if (!cJSON_IsObject(v)) CFG_ERR(QH_ECONFIG, src, sub, "expected an object of parameter values");
+        for (const cJSON *p = v->child; p; p = p->next) {
+            if (r->n_params == QH_CONFIG_MAX_RULE_PARAMS)
+                CFG_ERR(QH_ECONFIG, src, sub, "more than %d parameters", QH_CONFIG_MAX_RULE_PARAMS);
+            qh_config_param *kv = &r->params[r->n_params++];
+            snprintf(sub, sizeof sub, "%s.params.%s", path, p->string);
+            if (strlen(p->string) >= sizeof kv->key) CFG_ERR(QH_ECONFIG, src, sub, "key too long");
+            strcpy(kv->key, p->string);
+            QH_TRY(parse_param_value(p, kv->value, sizeof kv->value, src, sub));
+        }
+    }
+    if (!r->bits && r->skip < 0 && !r->n_params)
+        CFG_ERR(QH_ECONFIG, src, path, "a rule sets \"bits\", \"skip\" or \"params\"; this one sets none");
+    if (r->skip == 1 && (r->bits || r->n_params))
+        CFG_ERR(QH_ECONFIG, src, path, "\"skip\": true keeps the linear in float; it takes no "
+                "\"bits\" or \"params\"");
+    return QH_OK;
+}
+
+/* "layers": [rule, ...] at `key`. */
+static int parse_rules(const cJSON *arr, qh_config_rule **out, size_t *n, const char *src, const char *key)
+{
+    char path[96];
+    if (!cJSON_IsArray(arr) || !arr->child)
+        CFG_ERR(QH_ECONFIG, src, key, "expected a non-empty array of {\"match\": ...} rules");
+    *n = (size_t)cJSON_GetArraySize(arr);
+    if (!(*out = calloc(*n, sizeof **out))) QH_ERROR(QH_ENOMEM, "config %s: out of memory", src);
+    size_t i = 0;
+    for (const cJSON *it = arr->child; it; it = it->next, i++) {
+        snprintf(path, sizeof path, "%s[%zu]", key, i);
+        QH_TRY(parse_rule(it, &(*out)[i], src, path));
+    }
+    return QH_OK;
+}
+
+static int parse_int_list(const cJSON *arr, long lo, long hi, long **out, size_t *n, const char *src,
+                          const char *key);
+
+/* A method entry's own "bits" or "seeds". */
+static int parse_own_bits(const cJSON *v, qh_config_method *m, const char *src, const char *path)
+{
+    long *list = NULL;
+    int st = parse_int_list(v, 1, 16, &list, &m->n_bits, src, path);
+    if (st == QH_OK && !(m->bits = calloc(m->n_bits, sizeof *m->bits)))
+        st = qh_error(QH_ENOMEM, __FILE__, __LINE__, __func__, "config %s: out of memory", src);
+    for (size_t k = 0; st == QH_OK && k < m->n_bits; k++) m->bits[k] = (int)list[k];
+    free(list);
+    return st;
+}
+
+static int parse_own_seeds(const cJSON *v, qh_config_method *m, const char *src, const char *path)
+{
+    long *list = NULL;
+    int st = parse_int_list(v, 0, 0x7fffffffL, &list, &m->n_seeds, src, path);
+    if (st == QH_OK && !(m->seeds = calloc(m->n_seeds, sizeof *m->seeds)))
+        st = qh_error(QH_ENOMEM, __FILE__, __LINE__, __func__, "config %s: out of memory", src);
+    for (size_t k = 0; st == QH_OK && k < m->n_seeds; k++) m->seeds[k] = (uint64_t)list[k];
+    free(list);
+    return st;
+}
+
 static int parse_method(const cJSON *obj, qh_config_method *m, qh_variant variant,
                         const qh_act_quant *wa, const char *src, const char *path)
 {
     static const char *const keys[] = { "method", "label", "params", "incoherence", "rescale",
-                                        "permute", "variant", "activations", "kv", NULL };
+                                        "permute", "variant", "activations", "kv", "bits",
+                                        "seeds", "layers", NULL };
     char sub[192];
     if (!cJSON_IsObject(obj)) CFG_ERR(QH_ECONFIG, src, path, "expected an object with key \"method\"");
     QH_TRY(check_keys(obj, keys, src, path));
@@ -206,6 +318,18 @@ static int parse_method(const cJSON *obj, qh_config_method *m, qh_variant varian
             strcpy(kv->key, p->string);
             QH_TRY(parse_param_value(p, kv->value, sizeof kv->value, src, sub));
         }
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(obj, "bits"))) {
+        snprintf(sub, sizeof sub, "%s.bits", path);
+        QH_TRY(parse_own_bits(v, m, src, sub));
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(obj, "seeds"))) {
+        snprintf(sub, sizeof sub, "%s.seeds", path);
+        QH_TRY(parse_own_seeds(v, m, src, sub));
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(obj, "layers"))) {
+        snprintf(sub, sizeof sub, "%s.layers", path);
+        QH_TRY(parse_rules(v, &m->rules, &m->n_rules, src, sub));
     }
     return QH_OK;
 }
@@ -270,11 +394,13 @@ static int parse_eval(const cJSON *ev, qh_config *c, const char *src)
     return QH_OK;
 }
 
+static int parse_seeds(const cJSON *root, qh_config *c, const char *src);
+
 static int parse_root(const cJSON *root, qh_config *c, const char *src)
 {
     static const char *const keys[] = { "name", "models", "datasets", "calibration", "eval",
                                         "tasks", "methods", "bits", "seeds", "variant",
-                                        "activations", "kv", NULL };
+                                        "activations", "kv", "layers", NULL };
     const cJSON *it;
     if (!cJSON_IsObject(root)) CFG_ERR(QH_ECONFIG, src, "(root)", "expected a JSON object");
     QH_TRY(check_keys(root, keys, src, "(root)"));
@@ -297,6 +423,8 @@ static int parse_root(const cJSON *root, qh_config *c, const char *src)
     c->wa = qh_wa_default();
     QH_TRY(qh_wa_parse(cJSON_GetObjectItemCaseSensitive(root, "activations"),
                        cJSON_GetObjectItemCaseSensitive(root, "kv"), &c->wa, src, "(root)"));
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "layers")))
+        QH_TRY(parse_rules(it, &c->rules, &c->n_rules, src, "layers"));
 
     if (!(it = cJSON_GetObjectItemCaseSensitive(root, "methods")) || !cJSON_IsArray(it) || !it->child)
         CFG_ERR(QH_ECONFIG, src, "methods", "expected a non-empty array of method objects");
@@ -314,7 +442,12 @@ static int parse_root(const cJSON *root, qh_config *c, const char *src)
     }
 
     long *list = NULL;
-    if (!(it = cJSON_GetObjectItemCaseSensitive(root, "bits"))) CFG_ERR(QH_ECONFIG, src, "bits", "missing");
+    int all_own = 1;                 /* every entry has its own bits: the sweep's may be left out */
+    for (size_t k = 0; k < c->n_methods; k++) all_own &= c->methods[k].bits != NULL;
+    if (!(it = cJSON_GetObjectItemCaseSensitive(root, "bits"))) {
+        if (!all_own) CFG_ERR(QH_ECONFIG, src, "bits", "missing (required unless every method entry sets its own \"bits\")");
+        return parse_seeds(root, c, src);
+    }
     int st = parse_int_list(it, 1, 16, &list, &c->n_bits, src, "bits");
     if (st == QH_OK && (c->bits = calloc(c->n_bits, sizeof *c->bits)))
         for (size_t k = 0; k < c->n_bits; k++) c->bits[k] = (int)list[k];
@@ -322,7 +455,14 @@ static int parse_root(const cJSON *root, qh_config *c, const char *src)
     list = NULL;
     if (st != QH_OK) return st;
     if (!c->bits) QH_ERROR(QH_ENOMEM, "config %s: out of memory", src);
+    return parse_seeds(root, c, src);
+}
 
+static int parse_seeds(const cJSON *root, qh_config *c, const char *src)
+{
+    const cJSON *it;
+    long *list = NULL;
+    int st;
     c->n_seeds = 1;
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "seeds"))) {
         st = parse_int_list(it, 0, 0x7fffffffL, &list, &c->n_seeds, src, "seeds");
@@ -379,26 +519,88 @@ int qh_config_load(const char *path, qh_config **out)
 void qh_config_free(qh_config *c)
 {
     if (!c) return;
+    for (size_t i = 0; c->methods && i < c->n_methods; i++) {
+        free(c->methods[i].bits); free(c->methods[i].seeds); free(c->methods[i].rules);
+    }
+    free(c->rules);
     free(c->models); free(c->datasets); free(c->tasks); free(c->methods); free(c->bits); free(c->seeds);
     free(c);
 }
 
+void qh_config_method_bits(const qh_config *c, size_t index, const int **bits, size_t *n)
+{
+    const qh_config_method *m = &c->methods[index];
+    *bits = m->bits ? m->bits : c->bits;
+    *n = m->bits ? m->n_bits : c->n_bits;
+}
+
+void qh_config_method_seeds(const qh_config *c, size_t index, const uint64_t **seeds, size_t *n)
+{
+    const qh_config_method *m = &c->methods[index];
+    *seeds = m->seeds ? m->seeds : c->seeds;
+    *n = m->seeds ? m->n_seeds : c->n_seeds;
+}
+
+size_t qh_config_rule_count(const qh_config *c, size_t index)
+{
+    return c->n_rules + c->methods[index].n_rules;
+}
+
+const qh_config_rule *qh_config_rule_at(const qh_config *c, size_t index, size_t k)
+{
+    return k < c->n_rules ? &c->rules[k] : &c->methods[index].rules[k - c->n_rules];
+}
+
+void qh_config_linear_setting(const qh_config *c, size_t index, const char *name, int cell_bits,
+                              qh_linear_setting *out)
+{
+    memset(out, 0, sizeof *out);
+    out->bits = cell_bits;
+    for (size_t k = 0; k < qh_config_rule_count(c, index); k++) {
+        const qh_config_rule *r = qh_config_rule_at(c, index, k);
+        if (qh_config_rule_matches(r, name) != 1) continue;
+        out->n_rules_hit++;
+        if (r->skip >= 0) out->skip = r->skip;
+        if (r->bits) { out->bits = r->bits; out->skip = 0; }
+        if (r->n_params) out->skip = 0;
+        for (size_t p = 0; p < r->n_params; p++) {
+            size_t j = 0;            /* a later value of the same key replaces the earlier */
+            while (j < out->n_params && strcmp(out->params[j]->key, r->params[p].key)) j++;
+            if (j == out->n_params) {
+                if (out->n_params == QH_CONFIG_MAX_PARAMS) continue;
+                out->n_params++;
+            }
+            out->params[j] = &r->params[p];
+        }
+    }
+}
+
 int qh_config_cells(const qh_config *c, qh_cell **cells, size_t *n)
 {
-    size_t total = c->n_models * c->n_methods * c->n_bits * c->n_seeds, k = 0;
+    size_t total = 0, k = 0;
+    for (size_t me = 0; me < c->n_methods; me++) {
+        const int *bits; const uint64_t *seeds; size_t nb, ns;
+        qh_config_method_bits(c, me, &bits, &nb);
+        qh_config_method_seeds(c, me, &seeds, &ns);
+        total += c->n_models * nb * ns;
+    }
     *cells = calloc(total ? total : 1, sizeof **cells);
     if (!*cells) QH_ERROR(QH_ENOMEM, "out of memory expanding %zu cells", total);
     for (size_t mo = 0; mo < c->n_models; mo++)
-        for (size_t me = 0; me < c->n_methods; me++)
-            for (size_t b = 0; b < c->n_bits; b++)
-                for (size_t s = 0; s < c->n_seeds; s++, k++) {
+        for (size_t me = 0; me < c->n_methods; me++) {
+            const int *bits; const uint64_t *seeds; size_t nb, ns;
+            qh_config_method_bits(c, me, &bits, &nb);
+            qh_config_method_seeds(c, me, &seeds, &ns);
+            for (size_t b = 0; b < nb; b++)
+                for (size_t s = 0; s < ns; s++, k++) {
                     qh_cell *cell = &(*cells)[k];
                     cell->model = mo; cell->method = me;
-                    cell->bits = c->bits[b]; cell->seed = c->seeds[s];
+                    cell->bits = bits[b]; cell->seed = seeds[s];
                     int st = qh_config_cell_id(cell->id, sizeof cell->id, c->models[mo].label,
                                                c->methods[me].label, cell->bits, cell->seed);
                     if (st != QH_OK) { free(*cells); *cells = NULL; return st; }
                 }
+        }
     *n = total;
     return QH_OK;
 }

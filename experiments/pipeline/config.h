@@ -19,6 +19,8 @@
 #include "model/act_quant.h"
 
 #define QH_CONFIG_MAX_PARAMS 16
+#define QH_CONFIG_MAX_RULE_PARAMS 8
+
 
 #define QH_EVAL_KL_TOPK_DEFAULT 128
 
@@ -26,6 +28,22 @@ typedef struct {
     char key[64];
     char value[128];                 /* as written in JSON (numbers, strings, booleans) */
 } qh_config_param;
+
+/* A per-layer rule ("layers": [...] at the top level or in a method entry):
+ * the decoder linears whose tensor name (as `qh info` lists it, e.g.
+ * "model.decoder.layers.0.fc1") matches `match` take its settings.  A
+ * pattern is a shell glob (fnmatch, '*' also crosses '.'), or a POSIX
+ * extended regular expression when written "re:...", matched anywhere in the
+ * name unless anchored.  Rules apply in order, the top level's first, then
+ * the entry's; a later rule's setting wins. */
+typedef struct {
+    char where[96];                  /* JSON path for messages: "layers[0]", "methods[1].layers[2]" */
+    char match[192];                 /* as written, "re:" included */
+    int bits;                        /* 0: not set */
+    int skip;                        /* -1: not set; 1: keep the linear in float */
+    qh_config_param params[QH_CONFIG_MAX_RULE_PARAMS];
+    size_t n_params;
+} qh_config_rule;
 
 typedef struct {
     char label[96];                  /* unique; used in cell ids (default: qh_config_default_label) */
@@ -43,6 +61,12 @@ typedef struct {
                                         (qh_method_params_variant) */
     qh_act_quant wa;                 /* "activations", "kv": the entry's, else the top level's,
                                         else off (bits 16); pipeline/wa_config.h */
+    int *bits;                       /* "bits": the entry's own widths (NULL: the sweep's) */
+    size_t n_bits;
+    uint64_t *seeds;                 /* "seeds": the entry's own seeds (NULL: the sweep's) */
+    size_t n_seeds;
+    qh_config_rule *rules;           /* "layers": the entry's rules, after the top level's */
+    size_t n_rules;
 } qh_config_method;
 
 typedef struct {
@@ -73,7 +97,18 @@ typedef struct {
     size_t n_seeds;
     qh_variant variant;              /* top-level "variant": every entry's unless it sets its own */
     qh_act_quant wa;                 /* top-level "activations", "kv": every entry's default */
+    qh_config_rule *rules;           /* top-level "layers": rules for every method entry */
+    size_t n_rules;
 } qh_config;
+
+/* The setting of one linear under a cell's rules. */
+typedef struct {
+    int bits;                        /* the cell's bits unless a rule set them */
+    int skip;                        /* 1: kept in float */
+    const qh_config_param *params[QH_CONFIG_MAX_PARAMS];   /* rule parameters in order; later win */
+    size_t n_params;
+    int n_rules_hit;                 /* rules that matched this name */
+} qh_linear_setting;
 
 typedef struct {
     char id[256];                    /* "<model>.<method label>.w<bits>.s<seed>" */
@@ -109,6 +144,24 @@ int  qh_config_default_label(char *buf, size_t cap, const char *method, qh_incoh
  * or QH_EINVAL when it does not fit cap bytes. */
 int  qh_config_cell_id(char *buf, size_t cap, const char *model, const char *label, int bits,
                        uint64_t seed) QH_MUST_CHECK;
+
+/* The widths and seeds of methods[index]'s cells: its own, else the sweep's. */
+void qh_config_method_bits(const qh_config *c, size_t index, const int **bits, size_t *n);
+void qh_config_method_seeds(const qh_config *c, size_t index, const uint64_t **seeds, size_t *n);
+
+/* Number of rules that apply to methods[index] (top level + entry's) and
+ * the k-th of them (top level first). */
+size_t qh_config_rule_count(const qh_config *c, size_t index);
+const qh_config_rule *qh_config_rule_at(const qh_config *c, size_t index, size_t k);
+
+/* 1 if tensor `name` matches the rule's pattern; -1 for a regular
+ * expression that does not compile (checked at parse time, so not seen). */
+int qh_config_rule_matches(const qh_config_rule *r, const char *name);
+
+/* The setting of linear `name` in a cell of methods[index] at cell_bits:
+ * every applicable rule in order, later ones winning. */
+void qh_config_linear_setting(const qh_config *c, size_t index, const char *name, int cell_bits,
+                              qh_linear_setting *out);
 
 /* 1 if id matches the shell-style pattern (*, ?, [..]). */
 int  qh_cell_matches(const qh_cell *cell, const char *pattern);

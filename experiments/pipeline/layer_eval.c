@@ -203,6 +203,43 @@ static void add_vector_columns(table_builder *tb, const qh_layer_record *recs, s
     }
 }
 
+/* Per-layer rules: the resolved setting of every linear, written only when
+ * some record is ruled (so cells without rules keep their columns). */
+static void add_rule_columns(table_builder *tb, const qh_layer_record *recs, size_t n)
+{
+    int any = 0;
+    for (size_t i = 0; i < n; i++) any |= recs[i].ruled;
+    if (!any) return;
+    int64_t *skipped = add_int(tb, "skipped", n), *bits = add_int(tb, "bits_set", n);
+    const char **over = add_string(tb, "overrides", n);
+    if (!skipped || !bits || !over) return;   /* the caller reports the missing column */
+    for (size_t i = 0; i < n; i++) {
+        skipped[i] = recs[i].skipped;
+        bits[i] = recs[i].bits_set;
+        over[i] = recs[i].overrides;
+    }
+}
+
+int qh_layer_record_skipped(const char *name, int layer, int kind, const qh_matd *W, const qh_matd *H,
+                            int stored_bits, qh_spectrum_cache *cache, qh_layer_record *rec)
+{
+    memset(rec, 0, sizeof *rec);
+    snprintf(rec->name, sizeof rec->name, "%s", name);
+    rec->layer = layer;
+    rec->kind = kind;
+    rec->rows = W->rows;
+    rec->cols = W->cols;
+    rec->order = "";
+    rec->delta_rms = NAN;
+    rec->row_scale_mean = NAN;
+    rec->damp_used = NAN;
+    rec->bits_nominal = rec->bits_total = stored_bits;
+    rec->ruled = rec->skipped = 1;
+    rec->bits_set = stored_bits;
+    qh_processed_inputs proc = { W, W, H };
+    return qh_layer_metrics_compute_cached(W, W, H, &proc, NULL, cache, &rec->metrics);
+}
+
 int qh_layer_records_write(qh_results *w, const char *path, const qh_layer_record *recs, size_t n)
 {
     table_builder tb = { .n = 0 };
@@ -231,6 +268,7 @@ int qh_layer_records_write(qh_results *w, const char *path, const qh_layer_recor
     add_bound_columns(&tb, recs, n);
     add_block_columns(&tb, recs, n);
     add_vector_columns(&tb, recs, n);
+    add_rule_columns(&tb, recs, n);
     int st = QH_OK;
     for (size_t k = 0; k < tb.n; k++)
         if (!tb.owned[k]) QH_SET_ERROR(st, QH_ENOMEM, "layer table: out of memory");

@@ -36,6 +36,11 @@ typedef struct {
      * block output before and after tuning (the same for every linear of a block). */
     int block_tuned;
     double block_loss_init, block_loss_final, block_mse_init, block_mse_final;
+    /* Per-layer rules (config "layers"): when ruled, the resolved setting of
+     * this linear: its bits, whether it was kept in float (skipped; bits_*
+     * then hold the stored width), and the rule parameters as "k=v,k=v". */
+    int ruled, skipped, bits_set;
+    char overrides[160];
 } qh_layer_record;
 
 /* Quantizes p->W with method m (params may be NULL: defaults) inside the
@@ -48,11 +53,18 @@ int qh_layer_run(const qh_method_type *m, const void *params, const qh_incoh_par
                  const qh_problem *p, int layer, int kind, qh_spectrum_cache *cache,
                  qh_layer_record *rec, qh_matd *What);
 
+/* A record of a linear kept in float (a "skip" rule): Ŵ = W measured against
+ * H (zero proxy), bits_nominal = bits_total = stored_bits (the width of the
+ * checkpoint's tensor), no bounds.  cache as for qh_layer_run. */
+int qh_layer_record_skipped(const char *name, int layer, int kind, const qh_matd *W, const qh_matd *H,
+                            int stored_bits, qh_spectrum_cache *cache, qh_layer_record *rec);
+
 /* Writes n records as the table `path` (one row per record; bound columns
  * named "bound_<name>", NaN where a record lacks that bound; when any record
  * is block_tuned, columns block_loss_init, block_loss_final, block_mse_init,
  * block_mse_final, NaN for the others; when any record has row scales, columns
- * row_scale_mean (NaN for the others) and n_iterations). */
+ * row_scale_mean (NaN for the others) and n_iterations; when any record is
+ * ruled, columns skipped, bits_set and overrides). */
 int qh_layer_records_write(qh_results *w, const char *path, const qh_layer_record *recs,
                            size_t n) QH_MUST_CHECK;
 

@@ -20,6 +20,7 @@
 #include "pipeline/tasks.h"
 #include "pipeline/wa_config.h"
 #include "model/model.h"
+#include "model/safetensors.h"
 #include "qh_blas.h"
 #include "qh_method.h"
 #include "qh_path.h"
@@ -43,20 +44,75 @@ static int wants_block_objective(const qh_method_type *t, const void *params)
     return t->block && t->block->wants(params);
 }
 
-/* Every bit width of the sweep against each method's range: a cell outside
- * it would fail at run time in every cell of that entry. */
+/* Every bit width of each method entry (its own, else the sweep's) and of
+ * every rule that applies to it against the method's range: a cell outside
+ * it would fail at run time.  The range applies per linear. */
 static int validate_bits(const qh_config *cfg)
 {
     for (size_t i = 0; i < cfg->n_methods; i++) {
         const qh_method_type *t = qh_method_find(cfg->methods[i].method);
+        const int *bits;
+        size_t nb;
         int lo, hi;
         if (!t) continue;                /* qh_config_method_params named it already */
         qh_method_bits_range(t, &lo, &hi);
-        for (size_t b = 0; b < cfg->n_bits; b++)
-            if (cfg->bits[b] < lo || cfg->bits[b] > hi)
-                QH_ERROR(QH_ECONFIG, "bits[%zu]: methods[%zu] (%s, label \"%s\") takes bits %d..%d, "
-                         "got %d; put it in a sweep of its own bit widths", b, i, t->name,
-                         cfg->methods[i].label, lo, hi, cfg->bits[b]);
+        qh_config_method_bits(cfg, i, &bits, &nb);
+        for (size_t b = 0; b < nb; b++)
+            if (bits[b] < lo || bits[b] > hi)
+            {
+                char where[64];
+                if (cfg->methods[i].bits) snprintf(where, sizeof where, "methods[%zu].bits[%zu]", i, b);
+                else snprintf(where, sizeof where, "bits[%zu]", b);
+                QH_ERROR(QH_ECONFIG, "%s: methods[%zu] (%s, label \"%s\") takes bits %d..%d, "
+                         "got %d; give the entry its own \"bits\"", where, i, t->name,
+                         cfg->methods[i].label, lo, hi, bits[b]);
+            }
+        for (size_t k = 0; k < qh_config_rule_count(cfg, i); k++) {
+            const qh_config_rule *r = qh_config_rule_at(cfg, i, k);
+            if (r->bits && (r->bits < lo || r->bits > hi))
+                QH_ERROR(QH_ECONFIG, "%s.bits: %d bits for \"%s\" with methods[%zu] (%s, label "
+                         "\"%s\"), which takes bits %d..%d", r->where, r->bits, r->match, i,
+                         t->name, cfg->methods[i].label, lo, hi);
+        }
+    }
+    return QH_OK;
+}
+
+/* The parameters of methods[index] for one linear: the entry's, then the
+ * rule parameters of its setting.  *params is new (free(); also on failure). */
+static int linear_params(const qh_config *cfg, size_t index, const qh_linear_setting *ls,
+                         const qh_method_type **type, void **params)
+{
+    QH_TRY(qh_config_method_params(cfg, index, type, params));
+    for (size_t k = 0; k < ls->n_params; k++) {
+        int st = qh_method_params_set(*type, *params, ls->params[k]->key, ls->params[k]->value);
+        if (st != QH_OK) {
+            qh_error_prefix("layers rule params.%s (methods[%zu])", ls->params[k]->key, index);
+            return st;
+        }
+    }
+    return QH_OK;
+}
+
+/* Rules against the method row: parameters it knows, and neither "skip" nor
+ * parameters for a row whose block stage is wanted (the stage tunes every
+ * linear of a block with the entry's parameters). */
+static int validate_rules(const qh_config *cfg, size_t i, const qh_method_type *t, int block)
+{
+    for (size_t k = 0; k < qh_config_rule_count(cfg, i); k++) {
+        const qh_config_rule *r = qh_config_rule_at(cfg, i, k);
+        if (block && (r->skip == 1 || r->n_params))
+            QH_ERROR(QH_ECONFIG, "%s: \"%s\" with methods[%zu] (%s with %s): a block-tuned method "
+                     "takes per-layer \"bits\" only, not \"%s\"", r->where, r->match, i, t->name,
+                     t->block->setting, r->skip == 1 ? "skip" : "params");
+        if (!r->n_params) continue;
+        qh_linear_setting ls = { .bits = 0 };
+        for (size_t p = 0; p < r->n_params; p++) ls.params[ls.n_params++] = &r->params[p];
+        void *params = NULL;
+        const qh_method_type *tt;
+        int st = linear_params(cfg, i, &ls, &tt, &params);
+        free(params);
+        if (st != QH_OK) { qh_error_prefix("%s", r->where); return st; }
     }
     return QH_OK;
 }
@@ -132,6 +188,7 @@ int qh_pipeline_validate(const qh_config *cfg)
             QH_SET_ERROR(st, QH_ECONFIG, "methods[%zu]: %s with %s takes incoherence \"none\" "
                          "(got \"%s\"): its block stage tunes in the model's basis",
                          i, t->name, t->block->setting, cfg->methods[i].incoherence);
+        if (st == QH_OK) st = validate_rules(cfg, i, t, wants_block_objective(t, params));
         free(params);
         if (st != QH_OK) return st;
     }
@@ -215,7 +272,52 @@ typedef struct {
     double t0;
     qh_spectrum_cache spectra;       /* q, k, v share H; Ĥ = H + damping·I without incoherence */
     block_objective block;           /* the row's block stage (ops NULL: none) */
+    int ruled;                       /* per-layer rules apply to the cell's method entry */
+    qh_st_set *st;                   /* the checkpoint, for the stored width of kept linears */
 } quant_ctx;
+
+/* The width of linear `name` in the checkpoint (16 for F16/BF16, 32 for
+ * F32); 32 when it cannot be told. */
+static int stored_bits(const qh_st_set *set, const char *name)
+{
+    char tensor[160];
+    const qh_st_file *f = NULL;
+    const qh_st_tensor *t = NULL;
+    if (set && qh_path_format(tensor, sizeof tensor, "tensor name", "%s.weight", name) == QH_OK)
+        t = qh_st_set_find(set, tensor, &f);
+    return t ? (int)qh_st_dtype_size(t->dtype) * 8 : 32;
+}
+
+/* "k=v,k=v" of a setting's rule parameters. */
+static void format_overrides(const qh_linear_setting *ls, char *buf, size_t cap)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (size_t k = 0; k < ls->n_params && len < cap; k++) {
+        int w = snprintf(buf + len, cap - len, "%s%s=%s", k ? "," : "", ls->params[k]->key,
+                         ls->params[k]->value);
+        if (w < 0) break;
+        len += (size_t)w;
+    }
+}
+
+/* Every rule of the cell's method entry must match some decoder linear of
+ * the model: a pattern that matches nothing is most often a typo. */
+static int check_rules_match(const qh_config *cfg, size_t method, const qh_model *m)
+{
+    for (size_t k = 0; k < qh_config_rule_count(cfg, method); k++) {
+        const qh_config_rule *r = qh_config_rule_at(cfg, method, k);
+        int hit = 0;
+        for (int l = 0; l < m->cfg.n_layers && !hit; l++)
+            for (int kind = 0; kind < QH_LIN_MAX && !hit; kind++)
+                hit = m->blocks[l].lin[kind].W && qh_config_rule_matches(r, m->blocks[l].lin[kind].name) == 1;
+        if (!hit)
+            QH_ERROR(QH_ECONFIG, "%s.match: \"%s\" matches no decoder linear of %s (names as `qh info` "
+                     "lists them, e.g. \"%s\")", r->where, r->match, m->dir,
+                     m->cfg.n_layers ? m->blocks[0].lin[qh_model_linear_at(m, 0)].name : "");
+    }
+    return QH_OK;
+}
 
 static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, const qh_matd *H,
                            const double *x_absmax, int *replace, void *user)
@@ -233,19 +335,41 @@ static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, c
     uint32_t key = qh_model_linear_key(m, layer, kind);
     qh_incoh_params ip = { q->incoh, q->rescale && q->incoh != QH_INCOH_NONE, q->cell->seed, key,
                            q->permute && q->incoh == QH_INCOH_KRON };
-    qh_problem prob = { W, H, q->cell->bits, q->cell->seed, key, name,
+    qh_linear_setting ls = { .bits = q->cell->bits };
+    if (q->ruled) qh_config_linear_setting(q->p->cfg, q->cell->method, name, q->cell->bits, &ls);
+    if (ls.skip) {                    /* kept in float: recorded at its stored width */
+        qh_layer_record *rec = &q->recs[q->n_recs++];
+        return qh_layer_record_skipped(name, layer, qh_model_linear_number(m, kind), W, H,
+                                       stored_bits(q->st, name), &q->spectra, rec);
+    }
+    const void *params = q->params;
+    void *own = NULL;                 /* the entry's parameters with the rules' on top */
+    if (ls.n_params) {
+        const qh_method_type *t;
+        int st = linear_params(q->p->cfg, q->cell->method, &ls, &t, &own);
+        if (st != QH_OK) { free(own); qh_error_prefix("%s", name); return st; }
+        params = own;
+    }
+    qh_problem prob = { W, H, ls.bits, q->cell->seed, key, name,
                         q->block.ops ? q->block.states[kind] : NULL, x_absmax };
-    if (q->block.ops) QH_TRY(block_objective_keep(&q->block, kind, W, H, q->n_recs));
-    qh_matd *What = qh_matd_alloc(W->rows, W->cols);
-    if (!What) QH_ERROR(QH_ENOMEM, "%s: out of memory", name);
+    int st = q->block.ops ? block_objective_keep(&q->block, kind, W, H, q->n_recs) : QH_OK;
+    qh_matd *What = st == QH_OK ? qh_matd_alloc(W->rows, W->cols) : NULL;
+    if (st == QH_OK && !What) QH_SET_ERROR(st, QH_ENOMEM, "%s: out of memory", name);
+    if (st != QH_OK) { free(own); return st; }
     qh_layer_record *rec = &q->recs[q->n_recs++];
-    int st = qh_layer_run(q->type, q->params, &ip, &prob, layer, qh_model_linear_number(m, kind),
-                          &q->spectra, rec, What);
+    st = qh_layer_run(q->type, params, &ip, &prob, layer, qh_model_linear_number(m, kind),
+                      &q->spectra, rec, What);
+    if (q->ruled) {
+        rec->ruled = 1;
+        rec->bits_set = ls.bits;
+        format_overrides(&ls, rec->overrides, sizeof rec->overrides);
+    }
     if (st == QH_OK) {
         memcpy(W->data, What->data, W->rows * W->cols * sizeof(double));   /* both ld == rows */
         *replace = 1;
     }
     qh_matd_free(What);
+    free(own);
     return st;                        /* a failed layer fails the cell: its model is unusable */
 }
 
@@ -538,6 +662,9 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
     q.params = params;
     if (st == QH_OK) st = block_objective_setup(&q.block, q.type, params);
     if (st == QH_OK) st = load_model_and_tokenizer(me->path, &m, &tok);
+    q.ruled = qh_config_rule_count(cfg, cell->method) > 0;
+    if (st == QH_OK && q.ruled) st = check_rules_match(cfg, cell->method, m);
+    if (st == QH_OK && q.ruled) st = qh_st_set_open(me->path, &q.st);
     if (st == QH_OK) st = quantize_model(p, cell, m, tok, &q);
     if (st == QH_OK) st = qh_wa_attach(m, &cm->wa, cell->id);
     if (st == QH_OK) st = evaluate(p, m, tok, cell->id, cell->model, NULL, &ev);
@@ -576,6 +703,7 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
     free(q.recs);
     block_objective_free(&q.block);
     qh_spectrum_cache_free(&q.spectra);
+    qh_st_set_close(q.st);
     free(params);
     qh_tokenizer_free(tok);
     qh_model_free(m);

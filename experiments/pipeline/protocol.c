@@ -177,6 +177,29 @@ static void put_wa_entry(const char *key, const char *value, void *user)
     put(user, cJSON_CreateString(value), "%s", key);
 }
 
+/* The per-layer rules that apply to the cell's method entry, in order (top
+ * level first), as an array of {match, bits, skip, params}; absent without
+ * rules, so records of cells without rules are unchanged. */
+static void put_rules(record *r, const qh_config *cfg, size_t method)
+{
+    size_t n = qh_config_rule_count(cfg, method);
+    if (!n) return;
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t k = 0; arr && k < n; k++) {
+        const qh_config_rule *rule = qh_config_rule_at(cfg, method, k);
+        cJSON *o = cJSON_CreateObject(), *params = cJSON_CreateObject();
+        if (!o || !params) { cJSON_Delete(o); cJSON_Delete(params); cJSON_Delete(arr); arr = NULL; break; }
+        cJSON_AddStringToObject(o, "match", rule->match);
+        cJSON_AddNumberToObject(o, "bits", rule->bits);
+        cJSON_AddNumberToObject(o, "skip", rule->skip);
+        for (size_t p = 0; p < rule->n_params; p++)
+            cJSON_AddStringToObject(params, rule->params[p].key, rule->params[p].value);
+        cJSON_AddItemToObject(o, "params", params);
+        cJSON_AddItemToArray(arr, o);
+    }
+    put(r, arr, "layers");
+}
+
 /* Method name, version and every parameter as the cell resolves them. */
 static int put_method(record *r, const qh_config *cfg, const qh_cell *cell)
 {
@@ -201,6 +224,7 @@ static int put_method(record *r, const qh_config *cfg, const qh_cell *cell)
     put(r, cJSON_CreateNumber(cell->bits), "bits");
     put(r, cJSON_CreateNumber((double)cell->seed), "seed");
     qh_wa_protocol(&cm->wa, put_wa_entry, r);
+    put_rules(r, cfg, cell->method);
     return QH_OK;
 }
 

@@ -9,7 +9,8 @@
  * max_windows} and eval.data.<label>.{file, sha256}; method.{name, version}
  * and method.param.<key> for every parameter of the row, defaults included
  * (qh_param_format); incoherence, rescale (as applied: false without
- * incoherence), bits, seed; code.{commit, dirty} (the git commit of the
+ * incoherence), bits, seed; layers (only when per-layer rules apply to the
+ * cell's entry: the rules in order, {match, bits, skip, params}); code.{commit, dirty} (the git commit of the
  * working folder, qh_provenance_code_version); blas.{core, threads}.  A
  * baseline has method.name "float32" and no calibration or method keys.
  * Files are named by base name: a record does not change when a folder moves.
