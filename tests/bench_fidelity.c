@@ -6,6 +6,7 @@
  * process CPU time (the latter is the steadier figure on a shared machine).
  * Prints timings; never a pass/fail test. */
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -31,7 +32,8 @@ static int bench(const char *dir, const int32_t *ids, size_t n_ids, size_t T, si
         printf("%-16s skipped: %s\n", dir, qh_last_error());
         return QH_OK;
     }
-    const char *path = "build/tests/bench_fidelity_cache.bin";
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/qh_bench_fidelity_%ld.bin", (long)getpid());
     char key[65];
     qh_float_cache *c = NULL;
     qh_eval_result r;

@@ -56,8 +56,10 @@ h5diff -q --exclude-path /provenance "$tmp/q/$id.h5" "$tmp/r/$id.h5" >/dev/null 
 saved=$("$QH" ppl --model "$tmp/q/$id" --data data/wikitext2_test.raw --seqlen 512 --max-windows 2 --json 2>/dev/null |
         sed -n 's/.*"ppl":\([0-9.e+-]*\).*/\1/p')
 cellppl=$(attr "$tmp/q/$id.h5" /run/eval/wikitext2 ppl)
-awk -v a="$saved" -v b="$cellppl" 'BEGIN { d = (a - b) / b; exit !(a != "" && d < 1e-5 && d > -1e-5) }' \
-    && ok "the saved model's ppl $saved equals the cell's" || bad "saved ppl '$saved' vs cell $cellppl"
+# the saved folder keeps the checkpoint's F16: its ppl equals the cell's up to that rounding
+awk -v a="$saved" -v b="$cellppl" 'BEGIN { d = (a - b) / b; exit !(a != "" && d < 1e-3 && d > -1e-3) }' \
+    && ok "the saved model's ppl $saved equals the cell's up to F16 rounding" \
+    || bad "saved ppl '$saved' vs cell $cellppl"
 out=$("$QH" quantize --model models/opt-7m --method gptq --bits 9 --out "$tmp/x" 2>&1)
 [ $? -ne 0 ] && grep -q "bits" <<< "$out" && ok "qh quantize refuses 9 bits" || bad "9 bits: $out"
 

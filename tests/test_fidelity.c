@@ -6,7 +6,9 @@
  * one histogram bin of the sorted values, the maximum is exact; the interval
  * is 1.96 sd / sqrt(n) on a hand case.  Also a float cache round trip on a
  * tiny model when models/opt-7m is present. */
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,7 +161,13 @@ static void check_cache(void)
     size_t L = 64, W = 2, k = 16, vocab = (size_t)m->cfg.vocab_size;
     int32_t ids[128];
     for (size_t i = 0; i < L * W; i++) ids[i] = (int32_t)((i * 7919 + 13) % vocab);
-    char key[65], path[] = "build/tests/fidelity_cache.bin";
+    char key[65], dir[] = "/tmp/qh_fidelity_XXXXXX", path[64];
+    if (!mkdtemp(dir)) {
+        QH_CHECK(0, "mkdtemp: %s", strerror(errno));
+        qh_model_free(m);
+        return;
+    }
+    snprintf(path, sizeof path, "%s/cache.bin", dir);
     QH_CHECK(qh_float_cache_key("models/opt-7m", ids, L, W, k, key) == QH_OK, "key");
     QH_CHECK(qh_float_cache_build(m, ids, L, W, k, key, path) == QH_OK, "build: %s", qh_last_error());
     qh_float_cache *c = NULL;
@@ -167,10 +175,10 @@ static void check_cache(void)
              && strstr(qh_last_error(), "k does not match"), "a header of another k is refused: %s",
              qh_last_error());
     QH_CHECK(qh_float_cache_open(path, key, vocab, L, W, k, &c) == QH_OK, "open");
-    qh_eval_result r;
-    QH_CHECK(c && qh_eval_ppl_ref(m, ids, L * W, L, 0, qh_float_cache_window, c, NULL, NULL, &r) == QH_OK,
-             "eval against the cache");
-    QH_CHECK(r.fid.present && r.fid.kl_mean == 0.0 && r.fid.agree == 1.0
+    qh_eval_result r = { 0 };
+    int st = c ? qh_eval_ppl_ref(m, ids, L * W, L, 0, qh_float_cache_window, c, NULL, NULL, &r) : QH_EIO;
+    QH_CHECK(st == QH_OK, "eval against the cache: %s", qh_last_error());
+    QH_CHECK(st == QH_OK && r.fid.present && r.fid.kl_mean == 0.0 && r.fid.agree == 1.0
              && fabs(r.fid.ppl_ratio - 1.0) < 1e-6,
              "the float model against its own cache: KL %g, agreement %g, ratio %g", r.fid.kl_mean,
              r.fid.agree, r.fid.ppl_ratio);
@@ -179,6 +187,7 @@ static void check_cache(void)
     qh_eval_result_free(&r);
     qh_float_cache_close(c);
     remove(path);
+    rmdir(dir);
     qh_model_free(m);
 }
 

@@ -20,6 +20,13 @@
 
 #define TASK "tests/data/gutenberg_cloze.jsonl"
 
+/* A scratch file name of this process under /tmp (the build folder may not
+ * exist: the sanitizer builds live elsewhere). */
+static void temp_path(char *path, size_t len, const char *name)
+{
+    snprintf(path, len, "/tmp/qh_test_tasks_%ld_%s", (long)getpid(), name);
+}
+
 static void write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -29,7 +36,8 @@ static void write_file(const char *path, const char *text)
 
 static void check_bad(const char *text, const char *want)
 {
-    const char *path = "build/tests/task_bad.jsonl";
+    char path[64];
+    temp_path(path, sizeof path, "task_bad.jsonl");
     qh_task t;
     write_file(path, text);
     int st = qh_task_load(path, &t);
@@ -54,7 +62,8 @@ static void check_parser(void)
               ":1: unknown key \"label\"");
     check_bad("\n\n", "no items");
     qh_task t;
-    const char *path = "build/tests/task_ok.jsonl";
+    char path[64];
+    temp_path(path, sizeof path, "task_ok.jsonl");
     write_file(path, "{\"id\": 7, \"context\": \"x\", \"continuations\": [\" y\", \" z\", \" w\"], \"answer\": 2}\n"
                      "\n{\"context\": \"é\", \"continuations\": [\"a\", \"b\"], \"answer\": 0}\n");
     QH_CHECK(qh_task_load(path, &t) == QH_OK && t.n == 2 && t.items[0].n_conts == 3
