@@ -677,6 +677,7 @@ void qh_model_free(qh_model *m)
     model_storage *ms = m->storage;
     if (ms) free(ms->buf);
     free(ms);
+    free(m->rot_mem);
     free(m->blocks);
     free(m);
 }
