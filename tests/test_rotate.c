@@ -24,7 +24,9 @@
 #include "model/model.h"
 #include "model/rotate.h"
 #include "model_fixtures.h"
+#include "pipeline/calib.h"
 #include "pipeline/eval.h"
+#include "pipeline/transform.h"
 #include "qh_hadamard.h"
 #include "qh_rng.h"
 #include "qh_test.h"
@@ -161,6 +163,69 @@ done:
     qh_model_free(m);
 }
 
+/* SmoothQuant from calibration maxima keeps the float function; it lowers the
+ * largest max/median channel ratio of the q/k/v inputs. */
+static double worst_ratio(double *const *a, int layers, size_t d)
+{
+    double worst = 0;
+    double *tmp = malloc(d * sizeof *tmp);
+    for (int l = 0; l < layers; l++) {
+        const double *v = a[(size_t)l * QH_ABSMAX_GROUPS];
+        double mx = 0;
+        for (size_t j = 0; j < d; j++) { tmp[j] = v[j]; mx = fmax(mx, v[j]); }
+        for (size_t i = 1; i < d; i++)       /* insertion sort, small d */
+            for (size_t j = i; j > 0 && tmp[j - 1] > tmp[j]; j--) {
+                double t = tmp[j]; tmp[j] = tmp[j - 1]; tmp[j - 1] = t;
+            }
+        worst = fmax(worst, mx / tmp[d / 2]);
+    }
+    free(tmp);
+    return worst;
+}
+
+static void check_smooth(const char *dir)
+{
+    char path[1200];
+    qh_model *m = NULL;
+    qh_tokenizer *tok = NULL;
+    int32_t *ids = NULL, *win = NULL;
+    size_t n = 0, seqlen = 256, nw = 2, ns = 4;
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    if (qh_model_load(dir, &m) != QH_OK || qh_tokenizer_load(path, &tok) != QH_OK ||
+        qh_tokenize_file(tok, "data/wikitext2_test.raw", &ids, &n) != QH_OK ||
+        qh_calib_windows(ids, n, ns, seqlen, 1, "wikitext2", &win) != QH_OK) {
+        QH_CHECK(0, "%s: %s", dir, qh_last_error());
+        goto done;
+    }
+    qh_eval_result f = { 0 }, r = { 0 };
+    double **a0 = NULL, **a1 = NULL;
+    size_t dims[QH_ABSMAX_GROUPS];
+    qh_model_transform tf = { .smooth_alpha = 0.5 };
+    int st = qh_eval_ppl(m, ids, n, seqlen, nw, NULL, NULL, &f);
+    if (st == QH_OK) st = qh_absmax_collect(m, win, ns, seqlen, &a0, dims);
+    if (st == QH_OK) st = qh_transform_apply(m, &tf, win, ns, seqlen, 0, dir);
+    if (st == QH_OK) st = qh_eval_ppl(m, ids, n, seqlen, nw, NULL, NULL, &r);
+    if (st == QH_OK) st = qh_absmax_collect(m, win, ns, seqlen, &a1, dims);
+    QH_CHECK(st == QH_OK, "%s: smooth: %s", dir, st ? qh_last_error() : "");
+    if (st == QH_OK) {
+        double w0 = worst_ratio(a0, m->cfg.n_layers, dims[0]);
+        double w1 = worst_ratio(a1, m->cfg.n_layers, dims[0]);
+        QH_NOTE("%s: smoothed float ppl %.6f vs %.6f; q/k/v input max/median %.2f -> %.2f", dir,
+                r.ppl, f.ppl, w0, w1);
+        QH_CHECK(fabs(r.ppl / f.ppl - 1) < 1e-4, "%s: SmoothQuant keeps the float ppl (1e-4)", dir);
+        QH_CHECK(w1 < w0, "%s: SmoothQuant flattens the q/k/v input channels", dir);
+    }
+    qh_absmax_free(a0, m);
+    qh_absmax_free(a1, m);
+    qh_eval_result_free(&f);
+    qh_eval_result_free(&r);
+done:
+    free(ids);
+    free(win);
+    qh_tokenizer_free(tok);
+    qh_model_free(m);
+}
+
 static void test_refusals(void)
 {
     synth_model s;
@@ -187,6 +252,7 @@ int main(void)
         check_blocks(dirs[i], 0);
         check_blocks(dirs[i], 1);
         check_ppl(dirs[i]);
+        check_smooth(dirs[i]);
     }
     check_ppl("../shared/models/opt-30m");
     return qh_test_summary();

@@ -302,3 +302,69 @@ int qh_rotate_model(qh_model *m, uint64_t seed, const char *who)
     m->rotated = 1;
     return QH_OK;
 }
+
+/* ---- SmoothQuant ----------------------------------------------------------------------- */
+
+/* s (n) from the activation maxima and the largest |W_ij| over the linears
+ * Ls (their first n columns). */
+static void smooth_scales(double *s, const double *xmax, qh_linear *const *Ls, size_t nL,
+                          size_t n, double alpha)
+{
+    for (size_t j = 0; j < n; j++) {
+        double wmax = 0.0;
+        for (size_t k = 0; k < nL; k++)
+            for (size_t i = 0; i < (size_t)Ls[k]->out; i++)
+                wmax = fmax(wmax, fabs(Ls[k]->W[i * (size_t)Ls[k]->in + j]));
+        double v = xmax[j] > 0 && wmax > 0 ? pow(xmax[j], alpha) / pow(wmax, 1.0 - alpha) : 1.0;
+        s[j] = v < 1e-5 ? 1e-5 : v;
+    }
+}
+
+static void scale_columns(qh_linear *L, const double *s)
+{
+    for (size_t i = 0; i < (size_t)L->out; i++)
+        for (size_t j = 0; j < (size_t)L->in; j++) L->W[i * (size_t)L->in + j] *= (float)s[j];
+}
+
+int qh_smooth_model(qh_model *m, double alpha, const double *const *absmax, const char *who)
+{
+    const qh_model_features *f = &m->cfg.features;
+    if (!(alpha > 0.0 && alpha <= 1.0))
+        QH_ERROR(QH_ECONFIG, "%s: smooth.alpha %g outside (0, 1]", who, alpha);
+    if (f->norm_plus_one)
+        QH_ERROR(QH_EUNIMPL, "%s: SmoothQuant into 1 + w norms (Gemma) is not implemented", who);
+    if (!f->pre_ln)
+        QH_ERROR(QH_EUNIMPL, "%s: SmoothQuant of post-LN blocks is not implemented", who);
+    size_t d = (size_t)m->cfg.hidden, ffn = (size_t)m->cfg.ffn_dim;
+    double *s = malloc((d > ffn ? d : ffn) * sizeof *s);
+    if (!s) QH_ERROR(QH_ENOMEM, "%s: SmoothQuant: out of memory", who);
+    int down_ok = f->gated_mlp || f->act == QH_ACT_RELU;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        qh_block *B = &m->blocks[l];
+        for (int g = 0; g < 2; g++) {
+            qh_norm *n = g ? &B->mlp_norm : &B->attn_norm;
+            qh_linear *Ls[3];
+            size_t nL = 0;
+            for (int k = g ? QH_LIN_GATE : QH_LIN_Q; k <= (g ? QH_LIN_UP : QH_LIN_V); k++)
+                if (B->lin[k].W) Ls[nL++] = &B->lin[k];
+            smooth_scales(s, absmax[l * QH_ABSMAX_GROUPS + g], Ls, nL, d, alpha);
+            for (size_t j = 0; j < d; j++) {
+                n->w[j] = (float)(n->w[j] / s[j]);
+                if (n->b) n->b[j] = (float)(n->b[j] / s[j]);
+            }
+            for (size_t k = 0; k < nL; k++) scale_columns(Ls[k], s);
+        }
+        if (down_ok) {
+            qh_linear *Ld = &B->lin[QH_LIN_DOWN], *Lu = &B->lin[QH_LIN_UP];
+            smooth_scales(s, absmax[l * QH_ABSMAX_GROUPS + 2], &Ld, 1, ffn, alpha);
+            for (size_t i = 0; i < ffn; i++) {
+                for (size_t j = 0; j < (size_t)Lu->in; j++)
+                    Lu->W[i * (size_t)Lu->in + j] = (float)(Lu->W[i * (size_t)Lu->in + j] / s[i]);
+                if (Lu->b) Lu->b[i] = (float)(Lu->b[i] / s[i]);
+            }
+            scale_columns(Ld, s);
+        }
+    }
+    free(s);
+    return QH_OK;
+}

@@ -51,6 +51,15 @@
 #include "model/model.h"
 #include "qh_error.h"
 
+/* The model transforms a sweep's method entry asks for before calibration
+ * (configs "rotate", "smooth"; pipeline/wa_config.h). */
+#define QH_ABSMAX_GROUPS 4            /* per block: q/k/v, gate/up, down, o_proj inputs */
+
+typedef struct {
+    int rotate;                      /* 1: qh_rotate_model with the cell's seed */
+    double smooth_alpha;             /* > 0: SmoothQuant with this migration strength, 0: off */
+} qh_model_transform;
+
 /* QH_OK when m can be rotated, else QH_EUNIMPL / QH_ECONFIG naming who and
  * the feature or size at fault (nothing is changed). */
 int qh_rotate_check(const qh_model *m, const char *who) QH_MUST_CHECK;
@@ -63,6 +72,25 @@ int qh_rotate_model(qh_model *m, uint64_t seed, const char *who) QH_MUST_CHECK;
 /* Only steps 1-2 (norm fusion; LayerNorm made RMSNorm on a mean-free
  * stream): for tests and for smoothing, which needs unit norms. */
 int qh_fuse_norms(qh_model *m, const char *who) QH_MUST_CHECK;
+
+/* SmoothQuant (Xiao et al. 2023, arXiv 2211.10438): per input channel j of
+ * a group of linears sharing an input, s_j = max|X_j|^alpha /
+ * max_i |W_ij|^(1-alpha) (the weight maximum over every row of the group;
+ * s_j = 1 when either maximum is 0; s clamped below at 1e-5), then
+ * X <- X diag(s)^-1 folded into what produces X and W <- W diag(s).  Folded:
+ * the attention norm (w, and LayerNorm's b, divided by s) for q/k/v, the MLP
+ * norm for gate/up (fc1), and the up_proj rows (gated MLP: act(gate) * up is
+ * linear in up) or fc1's rows and bias (ReLU(x/s) = ReLU(x)/s for s > 0) for
+ * down (fc2).  Not smoothed: o_proj (the paper's default folds into norms
+ * only; folding into v_proj needs one s per K/V head group).  A tanh-GELU
+ * or SiLU plain MLP's down is not smoothed either (not positively
+ * homogeneous).  absmax[QH_ABSMAX_GROUPS * l + g] (g 0: q/k/v input, 1:
+ * gate/up input, 2: down input, 3: o_proj input (not used here); hidden,
+ * hidden, ffn, heads x head_dim values) are the calibration maxima of the
+ * float model.  Returns QH_OK, QH_ECONFIG (alpha outside (0, 1], a Gemma 1 + w
+ * norm), QH_ENOMEM. */
+int qh_smooth_model(qh_model *m, double alpha, const double *const *absmax, const char *who)
+    QH_MUST_CHECK;
 
 /* In place on the T columns of x (n x T): x <- H_n x with H_n the
  * normalized Hadamard of size n = K*2^j (the same matrix as

@@ -17,6 +17,7 @@
 #include "qh_incoherence.h"
 #include "qh_method.h"
 #include "model/act_quant.h"
+#include "model/rotate.h"
 
 #define QH_CONFIG_MAX_PARAMS 16
 
@@ -41,6 +42,8 @@ typedef struct {
                                         (qh_method_params_variant) */
     qh_act_quant wa;                 /* "activations", "kv": the entry's, else the top level's,
                                         else off (bits 16); pipeline/wa_config.h */
+    qh_model_transform tf;           /* "rotate", "smooth": model transforms before
+                                        calibration (pipeline/transform.h); default none */
 } qh_config_method;
 
 typedef struct {

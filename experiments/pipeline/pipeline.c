@@ -13,6 +13,7 @@
 #include "pipeline/eval.h"
 #include "pipeline/layer_eval.h"
 #include "pipeline/protocol.h"
+#include "pipeline/transform.h"
 #include "pipeline/wa_config.h"
 #include "model/model.h"
 #include "qh_blas.h"
@@ -127,6 +128,10 @@ int qh_pipeline_validate(const qh_config *cfg)
             QH_SET_ERROR(st, QH_ECONFIG, "methods[%zu]: %s with %s takes incoherence \"none\" "
                          "(got \"%s\"): its block stage tunes in the model's basis",
                          i, t->name, t->block->setting, cfg->methods[i].incoherence);
+        if (st == QH_OK && wants_block_objective(t, params) && cfg->methods[i].tf.rotate)
+            QH_SET_ERROR(st, QH_EUNIMPL, "methods[%zu]: %s with %s takes \"rotate\": \"none\": "
+                         "the block backward pass does not differentiate the online Hadamard "
+                         "before down_proj/fc2", i, t->name, t->block->setting);
         free(params);
         if (st != QH_OK) return st;
     }
@@ -373,6 +378,9 @@ static int quantize_model(const qh_pipeline *p, const qh_cell *cell, qh_model *m
     if (st == QH_OK)
         st = qh_calib_windows(ids, n, (size_t)cfg->calib_nsamples, seqlen, cell->seed, cfg->calib_path, &win);
     free(ids);
+    if (st == QH_OK)
+        st = qh_transform_apply(m, &cfg->methods[cell->method].tf, win, (size_t)cfg->calib_nsamples,
+                                seqlen, cell->seed, cell->id);
     if (st == QH_OK) {
         qh_layer_visitor v = { .fn = quantize_linear, .progress = block_progress, .user = q,
                                .block_fn = q->block.ops ? tune_block : NULL };
@@ -404,6 +412,10 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
     if (st == QH_OK) st = qh_wa_attach(m, &cm->wa, cell->id);
     if (st == QH_OK) st = evaluate(p, m, tok, cell->id, &ev);
     if (m) m->act_quant = NULL;                   /* a saved model stays a float model */
+    if (st == QH_OK && p->save_model_dir && m->rotated)
+        QH_SET_ERROR(st, QH_EUNIMPL, "%s: --save-model of a rotated model (\"rotate\": \"hadamard\") "
+                     "is not implemented: its online Hadamard before down_proj/fc2 has no Hugging "
+                     "Face form", cell->id);
     if (st == QH_OK && p->save_model_dir) {
         char dir[1400];
         st = qh_path_format(dir, sizeof dir, "--save-model folder", "%s/%s", p->save_model_dir, cell->id);
