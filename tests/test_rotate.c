@@ -43,7 +43,7 @@ static void test_online_hadamard(void)
         for (size_t i = 0; i < K * K; i++) base[i] = (float)bd[i];
         qh_rng r = qh_rng_stream(5, (uint32_t)n, QH_RNG_TEST);
         for (size_t i = 0; i < n * T; i++) X[i] = x[i] = (float)qh_rng_normal(&r);
-        qh_online_hadamard(x, n, T, base, K);
+        qh_online_hadamard(x, n, T, base, K, NULL);
         QH_CHECK(qh_hadamard_apply(n, 0, X, T, n) == QH_OK, "apply %zu", n);
         double err = 0, mx = 0;
         for (size_t i = 0; i < n * T; i++) {

@@ -548,8 +548,9 @@ static int mlp_sublayer(const qh_model *m, int layer, const float *h, float *x, 
     QH_TRY(run_linear(blk, layer, first, h, ha, T, f1, 0, ws, hook, t0));
     if (gated) QH_TRY(run_linear(blk, layer, QH_LIN_UP, h, ha, T, ws->f2, 0, ws, hook, t0));
     mlp_activation(m->cfg.features.act, f1, gated ? ws->f2 : NULL, ws->ffn_dim * T);
-    if (m->online_had_down)                    /* rotated model: down's W holds H^T */
-        qh_online_hadamard(f1, ws->ffn_dim, T, ws->had_base, ws->had_K);
+    if (m->online_had_down)                    /* rotated model: down's W holds (H D)^T */
+        qh_online_hadamard(f1, ws->ffn_dim, T, ws->had_base, ws->had_K,
+                           m->had_down_signs);
     const float *fa = linear_input(m, QH_LIN_DOWN, f1, ws->ffn_dim, T, ws, 0);
     return run_linear(blk, layer, QH_LIN_DOWN, f1, fa, T, x, 1, ws, hook, t0);
 }

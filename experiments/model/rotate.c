@@ -10,7 +10,8 @@
 
 /* ---- the float online transform ------------------------------------------ */
 
-void qh_online_hadamard(float *x, size_t n, size_t T, const float *base, size_t K)
+void qh_online_hadamard(float *x, size_t n, size_t T, const float *base, size_t K,
+                        const float *signs)
 {
     size_t p = n / K;
     float tmp[140];
@@ -18,6 +19,8 @@ void qh_online_hadamard(float *x, size_t n, size_t T, const float *base, size_t 
     QH_ASSERT(K >= 1 && K <= 140 && p * K == n);
     for (size_t t = 0; t < T; t++) {
         float *xc = x + t * n;
+        if (signs)
+            for (size_t i = 0; i < n; i++) xc[i] *= signs[i];
         /* Sylvester part on each of the K runs of p (index i = i1*p + i2) */
         for (size_t i1 = 0; i1 < K; i1++) {
             float *r = xc + i1 * p;
@@ -50,6 +53,7 @@ void qh_online_hadamard(float *x, size_t n, size_t T, const float *base, size_t 
 typedef struct {
     size_t h;
     const double *signs;             /* (h) or NULL */
+    int transpose;                   /* H^T (1) or H (0) after the signs */
 } xform;
 
 static int xform_apply(const xform *t, double *X, size_t ncols)
@@ -57,7 +61,7 @@ static int xform_apply(const xform *t, double *X, size_t ncols)
     if (t->signs)
         for (size_t c = 0; c < ncols; c++)
             for (size_t i = 0; i < t->h; i++) X[i + c * t->h] *= t->signs[i];
-    return qh_hadamard_apply(t->h, t->signs ? 1 : 0, X, ncols, t->h);
+    return qh_hadamard_apply(t->h, t->transpose, X, ncols, t->h);
 }
 
 /* Each of rows rows (row-major, ld floats apart) has its segment
@@ -202,8 +206,8 @@ static int untie_head(qh_model *m, int with_bias)
         memset(p, 0, V * sizeof *p);
         m->head_bias = p;
     }
-    free(m->rot_mem);
-    m->rot_mem = mem;
+    free(m->rot_mem[0]);
+    m->rot_mem[0] = mem;
     return QH_OK;
 }
 
@@ -263,11 +267,21 @@ int qh_rotate_model(qh_model *m, uint64_t seed, const char *who)
     QH_TRY(qh_fuse_norms(m, who));
     qh_model_config *c = &m->cfg;
     size_t d = (size_t)c->hidden, hd = (size_t)c->head_dim, V = (size_t)c->vocab_size;
-    double *signs = malloc(d * sizeof *signs);
-    if (!signs) QH_ERROR(QH_ENOMEM, "%s: rotation: out of memory", who);
+    size_t ffn = (size_t)c->ffn_dim;
+    double *signs = malloc((d + ffn) * sizeof *signs), *fsigns = signs + d;
+    float *had_signs = malloc(ffn * sizeof *had_signs);
+    if (!signs || !had_signs) {
+        free(signs);
+        free(had_signs);
+        QH_ERROR(QH_ENOMEM, "%s: rotation: out of memory", who);
+    }
     qh_rng r = qh_rng_stream(seed, 0, QH_RNG_ROTATION);
     for (size_t i = 0; i < d; i++) signs[i] = qh_rng_sign(&r);
-    xform Qt = { d, signs }, Hh = { hd, NULL }, Hf = { (size_t)c->ffn_dim, NULL };
+    r = qh_rng_stream(seed, 1, QH_RNG_ROTATION);
+    for (size_t i = 0; i < ffn; i++) had_signs[i] = (float)(fsigns[i] = qh_rng_sign(&r));
+    free(m->rot_mem[1]);
+    m->rot_mem[1] = had_signs;
+    xform Qt = { d, signs, 1 }, Hh = { hd, NULL, 0 }, Hf = { ffn, fsigns, 0 };
     int st = right_apply(&Qt, m->embed_tokens, V, d, 0);
     if (st == QH_OK && m->embed_pos)
         st = right_apply(&Qt, m->embed_pos, (size_t)(c->max_pos + c->features.pos_offset), d, 0);
@@ -292,13 +306,14 @@ int qh_rotate_model(qh_model *m, uint64_t seed, const char *who)
         }
         for (int h = 0; st == QH_OK && h < c->n_heads; h++)
             st = right_apply(&Hh, Lo->W, (size_t)Lo->out, (size_t)Lo->in, (size_t)h * hd);
-        /* online before down: W <- W H_f^T */
+        /* online before down: W <- W (H_f D_f)^T */
         qh_linear *Ld = &B->lin[QH_LIN_DOWN];
         if (st == QH_OK) st = right_apply(&Hf, Ld->W, (size_t)Ld->out, (size_t)Ld->in, 0);
     }
     free(signs);
     if (st != QH_OK) return st;
     m->online_had_down = 1;
+    m->had_down_signs = had_signs;
     m->rotated = 1;
     return QH_OK;
 }

@@ -29,11 +29,17 @@
  *    v_proj (and bias) W <- H_hd W, each head's columns of o_proj
  *    W <- W H_hd^T; the attention output of a head is linear in its V, so
  *    o_proj's input is every head's output rotated by H_hd with no online op.
- * 5. Online before down (fc2): down's W <- W H_f^T (H_f of size ffn_dim) and
- *    m->online_had_down = 1, which makes the forward pass apply H_f to the
- *    down input right after the MLP activation, before the hook (so
+ * 5. Online before down (fc2): down's W <- W (H_f D_f)^T (H_f of size
+ *    ffn_dim, D_f random signs from the stream (seed, 1, QH_RNG_ROTATION),
+ *    m->had_down_signs) and m->online_had_down = 1, which makes the forward
+ *    pass apply H_f D_f to the down input right after the MLP activation, before the hook (so
  *    calibration Hessians are collected in the rotated basis) and before the
- *    activation fake-quantization.  In float this is the identity.
+ *    activation fake-quantization.  In float this is the identity.  The
+ *    signs are this harness's addition (QuaRot's online transform is H_f
+ *    alone): OPT's ReLU outputs are nonnegative, and a plain Hadamard maps
+ *    their mean into one channel (H_f's all-ones row) -- measured on opt-7m,
+ *    the fc2 input's max/median channel ratio rose from about 2 to 5-10 and
+ *    its 4-bit per-token error from 0.13-0.16 to 0.18-0.59 (bench_outliers).
  *
  * Left out (QuaRot does them, this does not): the online Hadamard across
  * heads before o_proj, and rotating queries and keys after RoPE for the K
@@ -92,10 +98,11 @@ int qh_fuse_norms(qh_model *m, const char *who) QH_MUST_CHECK;
 int qh_smooth_model(qh_model *m, double alpha, const double *const *absmax, const char *who)
     QH_MUST_CHECK;
 
-/* In place on the T columns of x (n x T): x <- H_n x with H_n the
- * normalized Hadamard of size n = K*2^j (the same matrix as
- * qh_hadamard_apply's, transpose 0), in float.  base: H_K (K x K,
- * column-major, +-1).  */
-void qh_online_hadamard(float *x, size_t n, size_t T, const float *base, size_t K);
+/* In place on the T columns of x (n x T): x <- H_n diag(signs) x with H_n
+ * the normalized Hadamard of size n = K*2^j (the same matrix as
+ * qh_hadamard_apply's, transpose 0), in float; signs (n, +-1) may be NULL.
+ * base: H_K (K x K, column-major, +-1). */
+void qh_online_hadamard(float *x, size_t n, size_t T, const float *base, size_t K,
+                        const float *signs);
 
 #endif
