@@ -1,7 +1,7 @@
 /* test_rotate.c -- computational invariance (model/rotate.h).
  *
- * 1. qh_online_hadamard (float) against qh_hadamard_apply (double) for sizes
- *    2^j, 12*2^j, 20*2^j: 1e-5 relative.
+ * 1. qh_online_hadamard (float, with and without random signs) against
+ *    qh_hadamard_apply (double) for sizes 2^j, 12*2^j, 20*2^j: 1e-5 relative.
  * 2. Per block on random inputs: the rotated block on Q^T C x gives
  *    Q^T C y, y the original block's output on x (C the centring of a
  *    LayerNorm model, I for RMSNorm), 1e-4 relative in the max norm, every
@@ -43,7 +43,14 @@ static void test_online_hadamard(void)
         for (size_t i = 0; i < K * K; i++) base[i] = (float)bd[i];
         qh_rng r = qh_rng_stream(5, (uint32_t)n, QH_RNG_TEST);
         for (size_t i = 0; i < n * T; i++) X[i] = x[i] = (float)qh_rng_normal(&r);
-        qh_online_hadamard(x, n, T, base, K, NULL);
+        float *sg = malloc(n * sizeof *sg);
+        for (size_t i = 0; i < n; i++) sg[i] = (float)qh_rng_sign(&r);
+        int with_signs = s % 2;
+        if (with_signs)
+            for (size_t t = 0; t < T; t++)
+                for (size_t i = 0; i < n; i++) X[i + t * n] *= sg[i];
+        qh_online_hadamard(x, n, T, base, K, with_signs ? sg : NULL);
+        free(sg);
         QH_CHECK(qh_hadamard_apply(n, 0, X, T, n) == QH_OK, "apply %zu", n);
         double err = 0, mx = 0;
         for (size_t i = 0; i < n * T; i++) {
