@@ -24,6 +24,7 @@ int qh_grid_init(qh_grid *g, qh_grid_kind kind, int bits, int clamp, double rho,
     g->clamp = clamp;
     g->ties_even = 0;                /* the caller sets it after init */
     g->zero_fixed = 0;               /* likewise */
+    g->sym = g->mse = 0;
     g->maxq = (double)((1u << bits) - 1u);
     g->rho = rho;
     g->rows = rows;
@@ -47,6 +48,21 @@ void qh_grid_free(qh_grid *g)
     g->step = g->zero = NULL;
 }
 
+/* (Δ, z) of the range [lo, hi] (0 inside it) into cell k. */
+static void set_range(qh_grid *g, size_t k, double lo, double hi)
+{
+    if (g->sym) {
+        double half = (double)(1u << (g->bits - 1));
+        double d = fmax(-lo, hi) / (half - 1.0);
+        g->step[k] = d;
+        g->zero[k] = half;
+    } else {
+        double d = (hi - lo) / g->maxq;
+        g->step[k] = d;
+        g->zero[k] = nearbyint(-lo / d);   /* torch.round: half to even */
+    }
+}
+
 static void fit_minmax(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi)
 {
     for (size_t r = 0; r < W->rows; r++) {
@@ -56,10 +72,31 @@ static void fit_minmax(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_
             lo = fmin(lo, x);
             hi = fmax(hi, x);
         }
+        if (g->sym) {
+            hi = fmax(-lo, hi);
+            lo = -hi;
+        }
         if (lo == 0.0 && hi == 0.0) { lo = -1.0; hi = 1.0; }
-        double d = (hi - lo) / g->maxq;
-        g->step[r + gi * g->rows] = d;
-        g->zero[r + gi * g->rows] = nearbyint(-lo / d);   /* torch.round: half to even */
+        size_t k = r + gi * g->rows;
+        set_range(g, k, lo, hi);
+        if (!g->mse) continue;
+        double best = INFINITY, bd = g->step[k], bz = g->zero[k];
+        for (int i = 0; i < QH_GRID_MSE_STEPS; i++) {
+            double p = 1.0 - (double)i / QH_GRID_MSE_GRID;
+            set_range(g, k, p * lo, p * hi);
+            double err = 0.0;
+            for (size_t j = c0; j < c0 + nc; j++) {
+                double x = QH_AT(W, r, j);
+                err += pow(fabs(qh_grid_round(g, r, gi, x, 0.5) - x), QH_GRID_MSE_NORM);
+            }
+            if (err < best) {
+                best = err;
+                bd = g->step[k];
+                bz = g->zero[k];
+            }
+        }
+        g->step[k] = bd;
+        g->zero[k] = bz;
     }
 }
 
@@ -91,7 +128,7 @@ void qh_grid_fit(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi)
 double qh_grid_side_bits(const qh_grid *g, size_t cols)
 {
     switch (g->kind) {
-    case QH_GRID_MINMAX: return (16.0 + (g->zero_fixed ? 0 : g->bits)) / (double)g->group;
+    case QH_GRID_MINMAX: return (16.0 + (g->zero_fixed || g->sym ? 0 : g->bits)) / (double)g->group;
     case QH_GRID_RMS: return g->rows && cols ? 16.0 / ((double)g->rows * (double)cols) : 0.0;
     case QH_GRID_INTEGER: return 0.0;
     }

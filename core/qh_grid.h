@@ -17,7 +17,17 @@
  * clamping, u is clamped to [0, 2^b − 1] first (clamp-before-round keeps
  * stochastic rounding unbiased inside the range).
  *
- * Left out: OPTQ's --sym, --trits, MSE grid search and static groups.
+ * Options of QH_GRID_MINMAX (set after qh_grid_init, like ties_even):
+ *   sym   symmetric (QuaRot's weight quantizer, which RRS uses): xmax = max(|row min|,
+ *         row max) (0 → 1), Δ = xmax/(2^(b−1) − 1), z = 2^(b−1): the points are
+ *         Δ·{−2^(b−1), ..., 2^(b−1) − 1} (b ≥ 2).  Side information: one FP16 Δ.
+ *   mse   the range shrink search of OPTQ's and QuaRot's `find_params(mse=True)`
+ *         (RRS `--w_clip`): for i = 0 .. 79 (grid 100, maxshrink 0.8), the range
+ *         p·[lo, hi] with p = 1 − i/100 gives (Δ, z) as above; the p of least
+ *         Σ_j |ŵ_j − w_j|^2.4 over the row's (group's) weights, rounded to the
+ *         nearest point with clamping, is kept (the first on ties).
+ *
+ * Left out: OPTQ's --trits and static groups.
  */
 #ifndef QH_GRID_H
 #define QH_GRID_H
@@ -28,6 +38,10 @@
 #include "qh_error.h"
 #include "qh_mat.h"
 
+#define QH_GRID_MSE_GRID 100.0        /* the shrink search: p = 1 − i/100 ... */
+#define QH_GRID_MSE_STEPS 80          /* ... for i < 0.8·100 (maxshrink 0.8) ... */
+#define QH_GRID_MSE_NORM 2.4          /* ... scoring Σ |ŵ − w|^2.4 */
+
 typedef enum { QH_GRID_MINMAX = 0, QH_GRID_RMS = 1, QH_GRID_INTEGER = 2 } qh_grid_kind;
 
 typedef struct {
@@ -37,6 +51,8 @@ typedef struct {
     int ties_even;                   /* 1: nearest rounds ties to even (torch.round); 0: up */
     int zero_fixed;                  /* 1: z is fixed by the grid's definition and not stored
                                         (a symmetric grid per group, signround sym); 0 */
+    int sym;                         /* MINMAX: symmetric grid (see above); 0 after init */
+    int mse;                         /* MINMAX: MSE range shrink search; 0 after init */
     double maxq;                     /* 2^bits − 1 */
     double rho;                      /* QH_GRID_RMS: s = rho·RMS(W) */
     size_t rows;                     /* m */
@@ -59,7 +75,7 @@ void qh_grid_fit(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi);
 
 /* Side information in bits per weight (reference §1 "Bits"): MINMAX stores an
  * FP16 step and a b-bit zero per row and group, (16 + b)/group (16/group when
- * zero_fixed: the step alone); RMS one FP16 scale per matrix, 16/(rows·cols);
+ * zero_fixed or sym: the step alone); RMS one FP16 scale per matrix, 16/(rows·cols);
  * INTEGER nothing. */
 double qh_grid_side_bits(const qh_grid *g, size_t cols);
 

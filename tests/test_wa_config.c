@@ -97,9 +97,52 @@ static void test_protocol(void)
     qh_config_free(c);
 }
 
+/* "rotate" and "smooth": labels, protocol keys, refusals. */
+static void test_transforms(void)
+{
+    qh_config *c = parse(HEAD "\"calibration\": {\"data\": \"data/wikitext2_test.raw\"}, \"methods\": ["
+                         "{\"method\": \"gptq\", \"rotate\": \"hadamard\", \"activations\": {\"bits\": 4,"
+                         " \"smooth\": \"runtime\"}},"
+                         "{\"method\": \"rtn\", \"smooth\": {}, \"activations\": {\"bits\": 8}},"
+                         "{\"method\": \"rtn\", \"smooth\": {\"alpha\": 0.8}, \"rotate\": \"none\"}]}");
+    if (!c) { QH_CHECK(0, "parse: %s", qh_last_error()); return; }
+    QH_CHECK(!strcmp(c->methods[0].label, "gptq+rot+rs-A4") && c->methods[0].tf.rotate,
+             "rotation label: %s", c->methods[0].label);
+    QH_CHECK(!strcmp(c->methods[1].label, "rtn+sq-A8") && c->methods[1].tf.smooth_alpha == 0.5,
+             "smooth label and default alpha: %s", c->methods[1].label);
+    QH_CHECK(!strcmp(c->methods[2].label, "rtn+sq80") && !c->methods[2].tf.rotate,
+             "alpha in the label: %s", c->methods[2].label);
+    qh_cell *cells = NULL;
+    size_t n = 0;
+    char *r0 = NULL, *r1 = NULL;
+    int st = qh_config_cells(c, &cells, &n);
+    if (st == QH_OK) st = qh_protocol_record(c, 0, &cells[0], 1, &r0);
+    if (st == QH_OK) st = qh_protocol_record(c, 0, &cells[2], 1, &r1);
+    QH_CHECK(st == QH_OK && strstr(r0, "\"rotate\":\"hadamard\"") && !strstr(r0, "smooth.alpha") &&
+             strstr(r1, "\"smooth.alpha\":\"0.8\"") && !strstr(r1, "\"rotate\""),
+             "protocol keys only when used");
+    free(r0); free(r1); free(cells);
+    qh_config_free(c);
+    static const char *const bad[] = {
+        HEAD "\"methods\": [{\"method\": \"rtn\", \"rotate\": \"random\"}]}",
+        HEAD "\"methods\": [{\"method\": \"rtn\", \"smooth\": {\"alpha\": 1.5}}]}",
+        HEAD "\"methods\": [{\"method\": \"rtn\", \"smooth\": {\"beta\": 1}}]}",
+        HEAD "\"methods\": [{\"method\": \"rtn\", \"smooth\": 0.5}]}",
+    };
+    const char *keys[] = { "rotate", "alpha", "beta", "smooth" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        qh_config *b = NULL;
+        st = qh_config_parse(bad[i], "t.json", &b);
+        QH_CHECK(st == QH_ECONFIG && strstr(qh_last_error(), keys[i]), "bad transform %zu refused: %s",
+                 i, st ? qh_last_error() : "accepted");
+        qh_config_free(b);
+    }
+}
+
 int main(void)
 {
     test_parse();
+    test_transforms();
     test_refusals();
     test_protocol();
     return qh_test_summary();

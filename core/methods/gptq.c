@@ -17,7 +17,7 @@
  * rms_scope=column does that (side information: one FP16 s per column,
  * 16/m bits per weight); the default keeps QuIP's one s per matrix, fitted
  * from W before feedback, as its nearest rounding and LDLQ do.
- * Left out: --static-groups, --sym/--trits grids, the MSE grid search, the
+ * Left out: --static-groups, --trits grids, the
  * per-column loss accumulator (the driver computes ℓ exactly).
  */
 #include "gptq.h"
@@ -35,6 +35,7 @@ static const qh_param_desc gptq_params[] = {
                    "grid=rms only: matrix fits one s from W before feedback (QuIP; better); "
                    "column refits s to each column after feedback, as the OPTQ path of "
                    "QuIP's code (one FP16 s per column)", "column"),
+    QH_QP_SYM, QH_QP_CLIP,
     { 0 },
 };
 

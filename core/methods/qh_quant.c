@@ -56,9 +56,16 @@ int qh_quant_prepare(const qh_quant_params *p, const qh_problem *in, qh_result *
     memset(L, 0, sizeof *L);
     L->m = m;
     L->n = n;
+    if ((p->sym || p->clip) && p->grid != QH_GRID_MINMAX)
+        QH_ERROR(QH_EINVAL, "%s: sym and clip apply to grid=minmax only", in->name ? in->name : "layer");
+    if (p->sym && in->bits < 2)
+        QH_ERROR(QH_EINVAL, "%s: sym needs bits >= 2 (got %d)", in->name ? in->name : "layer",
+                 in->bits);
     QH_TRY(qh_grid_init(&out->grid, (qh_grid_kind)p->grid, in->bits, p->clamp, p->rho, m, n,
                         (size_t)p->group));
     out->grid.ties_even = p->ties == QH_TIES_EVEN;
+    out->grid.sym = p->sym;
+    out->grid.mse = p->clip == QH_CLIP_MSE;
     /* Dead columns on copies: out->What_proc serves as the scratch copy of W. */
     copy_mat(in->W, out->What_proc);
     if (in->H) {

@@ -38,7 +38,11 @@ typedef struct {
     int clamp_w;                     /* 1: clamp W into the grid before rounding (QuIP) */
     int pass_clamp;                  /* greedy passes: QH_PASS_CLAMP_STEP | _PASS (QuIP) */
     int rms_scope;                   /* gptq, grid rms: QH_RMS_MATRIX | QH_RMS_COLUMN */
+    int sym;                         /* minmax: symmetric grid (qh_grid.h) */
+    int clip;                        /* minmax: QH_CLIP_NONE | QH_CLIP_MSE (range shrink search) */
 } qh_quant_params;
+
+enum { QH_CLIP_NONE = 0, QH_CLIP_MSE = 1 };
 
 enum { QH_TIES_UP = 0, QH_TIES_EVEN = 1 };
 enum { QH_PASS_CLAMP_STEP = 0, QH_PASS_CLAMP_PASS = 1 };
@@ -81,6 +85,13 @@ enum { QH_RMS_MATRIX = 0, QH_RMS_COLUMN = 1 };
     "greedy passes: step clamps every coordinate step (each step is the exact minimiser on the " \
     "finite grid; better); pass rounds without clamping and clamps once at the end of each pass " \
     "(QuIP's code)", "pass")
+#define QH_QP_SYM QH_QP_DESC("sym", QH_PARAM_BOOL, sym, 0, 0, 1, NULL, \
+    "grid=minmax only: symmetric grid, points D*{-2^(b-1)..2^(b-1)-1} with D = max|w|/(2^(b-1)-1) " \
+    "per row (group) (QuaRot's weight quantizer, used by RRS; bits >= 2); 0: OPTQ's asymmetric grid")
+#define QH_QP_CLIP QH_QP_DESC("clip", QH_PARAM_ENUM, clip, QH_CLIP_NONE, 0, 0, "none|mse", \
+    "grid=minmax only: mse shrinks each row's (group's) range by p = 1 - i/100, i < 80, keeping " \
+    "the p of least sum |w^ - w|^2.4 (OPTQ/QuaRot find_params(mse=True), RRS --w_clip); none: " \
+    "the full range")
 #define QH_QP_BLOCK QH_QP_DESC("blocksize", QH_PARAM_INT, blocksize, 128, 1, 65536, NULL, \
     "lazy-batch block (results equal up to rounding of sums); with a group, block = group")
 

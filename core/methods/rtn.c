@@ -12,7 +12,8 @@
 #include "qh_quant.h"
 
 static const qh_param_desc rtn_params[] = {
-    QH_QP_GRID, QH_QP_GROUP, QH_QP_RHO, QH_QP_CLAMP, QH_QP_ROUNDING, QH_QP_TIES,
+    QH_QP_GRID, QH_QP_GROUP, QH_QP_RHO, QH_QP_CLAMP, QH_QP_ROUNDING, QH_QP_TIES, QH_QP_SYM,
+    QH_QP_CLIP,
     { 0 },
 };
 

@@ -95,6 +95,10 @@ static int check_differentiable(const qh_model *m, const char *who)
     if (m->act_quant)
         QH_ERROR(QH_EUNIMPL, "%s: fake-quantized activations (act_quant) are not "
                  "differentiable; tune blocks with float activations", who);
+    if (m->online_had_down)
+        QH_ERROR(QH_EUNIMPL, "%s: the online Hadamard before down_proj/fc2 of a rotated model "
+                 "(rotate \"hadamard\") is not differentiated; tune blocks of unrotated models",
+                 who);
     if (!f->pre_ln)
         QH_ERROR(QH_EUNIMPL, "%s: post-LN blocks (do_layer_norm_before = false) are not "
                  "differentiable; only pre-LN blocks are", who);

@@ -18,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/rotate.h"
 #include "qh_blas.h"
+#include "qh_hadamard.h"
 #include "qh_clock.h"
 
 /* Query columns per attention block: large enough for efficient sgemm,
@@ -95,9 +97,15 @@ int qh_forward_ws_alloc(const qh_model *m, size_t capacity, qh_forward_ws **out)
     size_t f2 = f->gated_mlp ? ws->ffn_dim : 0;
     size_t aqd = max_sz(wide, max_sz(ws->q_dim, ws->ffn_dim));
     ws->aq_dim = aqd;
+    size_t hk = m->online_had_down ? qh_hadamard_base_for(ws->ffn_dim) : 0;
+    if (m->online_had_down && !hk) {
+        free(ws);
+        QH_ERROR(QH_ECONFIG, "forward workspace: online Hadamard of size %d (ffn) unsupported",
+                 c->ffn_dim);
+    }
     size_t n_floats = T * (ws->hidden + 2 * wide + 2 * ws->q_dim + 2 * ws->kv_dim +
                            ws->ffn_dim + f2 + (size_t)nt * ws->qblock + 2 * half + aqd) +
-                      (size_t)nt * ws->qblock + aqd;
+                      (size_t)nt * ws->qblock + aqd + hk * hk;
     /* size_t scratch after the floats, aligned for size_t */
     size_t idx_off = (n_floats * sizeof(float) + sizeof(size_t) - 1) / sizeof(size_t);
     float *p = malloc((idx_off + aqd) * sizeof(size_t));
@@ -119,6 +127,19 @@ int qh_forward_ws_alloc(const qh_model *m, size_t capacity, qh_forward_ws **out)
     ws->inv_sum = p;    p += (size_t)nt * ws->qblock;
     ws->aq = p;         p += T * aqd;
     ws->aq_s = p;       p += aqd;
+    if (hk) {
+        double *base = malloc(hk * hk * sizeof *base);
+        if (!base || qh_hadamard_base(hk, base) != QH_OK) {
+            free(base);
+            free(ws->mem);
+            free(ws);
+            QH_ERROR(QH_ENOMEM, "forward workspace: Hadamard base %zu", hk);
+        }
+        for (size_t i = 0; i < hk * hk; i++) p[i] = (float)base[i];
+        free(base);
+        ws->had_base = p;  p += hk * hk;
+        ws->had_K = hk;
+    }
     ws->aq_idx = (size_t *)ws->mem + idx_off;
     if (half) {
         ws->rope_cos = p;  p += T * half;
@@ -567,6 +588,9 @@ static int mlp_sublayer(const qh_model *m, int layer, const float *h, float *x, 
     QH_TRY(run_linear(blk, layer, first, h, ha, T, f1, 0, ws, hook, t0));
     if (gated) QH_TRY(run_linear(blk, layer, QH_LIN_UP, h, ha, T, ws->f2, 0, ws, hook, t0));
     mlp_activation(m->cfg.features.act, f1, gated ? ws->f2 : NULL, ws->ffn_dim * T);
+    if (m->online_had_down)                    /* rotated model: down's W holds (H D)^T */
+        qh_online_hadamard(f1, ws->ffn_dim, T, ws->had_base, ws->had_K,
+                           m->had_down_signs);
     const float *fa = linear_input(m, QH_LIN_DOWN, f1, ws->ffn_dim, T, ws, 0);
     if (!m->cfg.features.sandwich_norm)
         return run_linear(blk, layer, QH_LIN_DOWN, f1, fa, T, x, 1, ws, hook, t0);
@@ -666,6 +690,9 @@ int qh_forward_head(const qh_model *m, const float *x, size_t T, qh_forward_ws *
         h = ws->tmp;
     }
     qh_sgemm('T', 'N', V, T, e, 1.0f, m->lm_head, e, h, e, 0.0f, logits, V);
+    if (m->head_bias)
+        for (size_t t = 0; t < T; t++)
+            for (size_t v = 0; v < V; v++) logits[v + t * V] += m->head_bias[v];
     ws->stats.head_flops += 2.0 * (double)V * (double)e * (double)T;
     if (m->cfg.final_softcap > 0) {           /* Gemma 2: cap tanh(logits / cap) */
         float cap = (float)m->cfg.final_softcap;

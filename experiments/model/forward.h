@@ -16,6 +16,10 @@
  *     qh_forward_head   x (hidden x T)     -> logits (vocab x T)
  *     qh_forward_window ids (T)            -> logits (vocab x T), all of the above
  *
+ * A rotated model (model/rotate.h) with online_had_down gets the normalized
+ * Hadamard of size ffn applied to the down input after the MLP activation
+ * (before the hook), and its head_bias added to the logits.
+ *
  * With m->act_quant set (model/act_quant.h), each decoder linear is applied to a
  * fake-quantized copy of its input (ws->aq; the hook still sees the float
  * input) and K, V are fake-quantized in place after projection and RoPE.
@@ -73,6 +77,9 @@ typedef struct {
     float *aq_s;                     /* (max linear input) Runtime Smooth scales */
     size_t *aq_idx;                  /* (max linear input) Runtime Smooth sort scratch */
     size_t aq_dim;                   /* max linear input: max(hidden, embed_dim, q_dim, ffn_dim) */
+    float *had_base;                 /* (had_K x had_K) H_K of the online Hadamard before down
+                                        (models with online_had_down), else NULL */
+    size_t had_K;
     int max_threads;                 /* attention threads the buffers allow */
     int threads;                     /* attention threads to use, 1..max_threads (settable) */
     int profile;                     /* nonzero: measure time into stats */

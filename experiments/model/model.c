@@ -885,6 +885,8 @@ void qh_model_free(qh_model *m)
     model_storage *ms = m->storage;
     if (ms) free(ms->buf);
     free(ms);
+    free(m->rot_mem[0]);
+    free(m->rot_mem[1]);
     free(m->blocks);
     free(m);
 }

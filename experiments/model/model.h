@@ -99,6 +99,15 @@ typedef struct {
     qh_norm final_norm;              /* OPT decoder.final_layer_norm (w NULL if absent), Llama norm */
     float *lm_head;                  /* (vocab, embed_dim) row-major; == embed_tokens if tied */
     qh_block *blocks;                /* n_layers */
+    float *head_bias;                /* (vocab) logits bias or NULL: a rotated OPT's final-norm
+                                        shift (model/rotate.h) */
+    int online_had_down;             /* 1: the forward applies H diag(had_down_signs), H the
+                                        normalized Hadamard of size ffn_dim, to the down (fc2)
+                                        input (model/rotate.h) */
+    float *had_down_signs;           /* (ffn_dim) +-1, with online_had_down */
+    int rotated;                     /* 1: qh_rotate_model ran (the function is unchanged; the
+                                        weights are not Hugging Face's) */
+    void *rot_mem[2];                /* private: the rotation's allocations, freed with m */
     const qh_act_quant *act_quant;   /* borrowed; NULL (the loader's): float activations and KV
                                         (model/act_quant.h; forward.c applies it) */
     void *storage;                   /* private: owned allocations */

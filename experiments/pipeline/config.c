@@ -257,7 +257,7 @@ static int parse_method(const cJSON *obj, qh_config_method *m, qh_variant varian
 {
     static const char *const keys[] = { "method", "label", "params", "incoherence", "rescale",
                                         "permute", "variant", "activations", "kv", "bits",
-                                        "seeds", "layers", NULL };
+                                        "seeds", "layers", "rotate", "smooth", NULL };
     char sub[192];
     if (!cJSON_IsObject(obj)) CFG_ERR(QH_ECONFIG, src, path, "expected an object with key \"method\"");
     QH_TRY(check_keys(obj, keys, src, path));
@@ -296,11 +296,13 @@ static int parse_method(const cJSON *obj, qh_config_method *m, qh_variant varian
     m->wa = *wa;
     QH_TRY(qh_wa_parse(cJSON_GetObjectItemCaseSensitive(obj, "activations"),
                        cJSON_GetObjectItemCaseSensitive(obj, "kv"), &m->wa, src, path));
+    QH_TRY(qh_wa_parse_transform(obj, &m->tf, src, path));
     if ((v = cJSON_GetObjectItemCaseSensitive(obj, "label"))) {
         snprintf(sub, sizeof sub, "%s.label", path);
         QH_TRY(get_string(v, m->label, sizeof m->label, src, sub));
     } else if (qh_config_default_label(m->label, sizeof m->label, m->method,
                                        qh_incoh_find(m->incoherence)->kind, m->variant) != QH_OK
+               || qh_wa_transform_label_append(m->label, sizeof m->label, &m->tf) != QH_OK
                || qh_wa_label_append(m->label, sizeof m->label, &m->wa) != QH_OK) {
         CFG_ERR(QH_ECONFIG, src, path, "method \"%s\": default label too long; set \"label\"", m->method);
     }

@@ -17,6 +17,7 @@
 #include "qh_incoherence.h"
 #include "qh_method.h"
 #include "model/act_quant.h"
+#include "model/rotate.h"
 
 #define QH_CONFIG_MAX_PARAMS 16
 #define QH_CONFIG_MAX_RULE_PARAMS 8
@@ -67,6 +68,8 @@ typedef struct {
     size_t n_seeds;
     qh_config_rule *rules;           /* "layers": the entry's rules, after the top level's */
     size_t n_rules;
+    qh_model_transform tf;           /* "rotate", "smooth": model transforms before
+                                        calibration (pipeline/transform.h); default none */
 } qh_config_method;
 
 typedef struct {

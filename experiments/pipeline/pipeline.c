@@ -18,6 +18,7 @@
 #include "pipeline/layer_eval.h"
 #include "pipeline/protocol.h"
 #include "pipeline/tasks.h"
+#include "pipeline/transform.h"
 #include "pipeline/wa_config.h"
 #include "model/model.h"
 #include "model/safetensors.h"
@@ -189,6 +190,10 @@ int qh_pipeline_validate(const qh_config *cfg)
                          "(got \"%s\"): its block stage tunes in the model's basis",
                          i, t->name, t->block->setting, cfg->methods[i].incoherence);
         if (st == QH_OK) st = validate_rules(cfg, i, t, wants_block_objective(t, params));
+        if (st == QH_OK && wants_block_objective(t, params) && cfg->methods[i].tf.rotate)
+            QH_SET_ERROR(st, QH_EUNIMPL, "methods[%zu]: %s with %s takes \"rotate\": \"none\": "
+                         "the block backward pass does not differentiate the online Hadamard "
+                         "before down_proj/fc2", i, t->name, t->block->setting);
         free(params);
         if (st != QH_OK) return st;
     }
@@ -635,6 +640,9 @@ static int quantize_model(const qh_pipeline *p, const qh_cell *cell, qh_model *m
     if (st == QH_OK)
         st = qh_calib_windows(ids, n, (size_t)cfg->calib_nsamples, seqlen, cell->seed, cfg->calib_path, &win);
     free(ids);
+    if (st == QH_OK)
+        st = qh_transform_apply(m, &cfg->methods[cell->method].tf, win, (size_t)cfg->calib_nsamples,
+                                seqlen, cell->seed, cell->id);
     if (st == QH_OK) {
         qh_layer_visitor v = { .fn = quantize_linear, .progress = block_progress, .user = q,
                                .block_fn = q->block.ops ? tune_block : NULL };
@@ -670,6 +678,10 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
     if (st == QH_OK) st = evaluate(p, m, tok, cell->id, cell->model, NULL, &ev);
     if (st == QH_OK) st = run_tasks(p, m, tok, cell->id, &ev);
     if (m) m->act_quant = NULL;                   /* a saved model stays a float model */
+    if (st == QH_OK && p->save_model_dir && m->rotated)
+        QH_SET_ERROR(st, QH_EUNIMPL, "%s: --save-model of a rotated model (\"rotate\": \"hadamard\") "
+                     "is not implemented: its online Hadamard before down_proj/fc2 has no Hugging "
+                     "Face form", cell->id);
     char message[1024];
     snprintf(message, sizeof message, "%s", st == QH_OK ? "" : qh_last_error());
     char *record = NULL;                          /* before the save: its hash goes with it */

@@ -225,6 +225,7 @@ static int put_method(record *r, const qh_config *cfg, const qh_cell *cell)
     put(r, cJSON_CreateNumber((double)cell->seed), "seed");
     qh_wa_protocol(&cm->wa, put_wa_entry, r);
     put_rules(r, cfg, cell->method);
+    qh_wa_transform_protocol(&cm->tf, put_wa_entry, r);
     return QH_OK;
 }
 

@@ -203,3 +203,56 @@ void qh_wa_protocol(const qh_act_quant *aq, void (*put)(const char *key, const c
     snprintf(v, sizeof v, "%d", s->group); put("kv.group", v, user);
     snprintf(v, sizeof v, "%.9g", (double)s->clip); put("kv.clip", v, user);
 }
+
+int qh_wa_parse_transform(const cJSON *obj, qh_model_transform *tf, const char *src,
+                          const char *path)
+{
+    *tf = (qh_model_transform){ 0 };
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(obj, "rotate");
+    if (r) {
+        if (!cJSON_IsString(r) || (strcmp(r->valuestring, "none") && strcmp(r->valuestring, "hadamard")))
+            WA_ERR(src, path, "rotate", "expected \"none\" or \"hadamard\"");
+        tf->rotate = !strcmp(r->valuestring, "hadamard");
+    }
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(obj, "smooth");
+    if (s) {
+        static const char *const keys[] = { "alpha", NULL };
+        char sub[192];
+        snprintf(sub, sizeof sub, "%s.smooth", path);
+        if (!cJSON_IsObject(s)) WA_ERR(src, path, "smooth", "expected an object {\"alpha\": 0.5}");
+        QH_TRY(check_keys(s, keys, src, sub));
+        tf->smooth_alpha = 0.5;
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(s, "alpha");
+        if (a) {
+            if (!cJSON_IsNumber(a) || !(a->valuedouble > 0.0 && a->valuedouble <= 1.0))
+                WA_ERR(src, sub, "alpha", "expected a migration strength in (0, 1]");
+            tf->smooth_alpha = a->valuedouble;
+        }
+    }
+    return QH_OK;
+}
+
+int qh_wa_transform_label_append(char *buf, size_t cap, const qh_model_transform *tf)
+{
+    char suf[32] = "";
+    if (tf->smooth_alpha > 0) {
+        if (tf->smooth_alpha == 0.5) snprintf(suf, sizeof suf, "+sq");
+        else snprintf(suf, sizeof suf, "+sq%02.0f", tf->smooth_alpha * 100.0);
+    }
+    if (tf->rotate) snprintf(suf + strlen(suf), sizeof suf - strlen(suf), "+rot");
+    size_t n = strlen(buf);
+    if (n + strlen(suf) >= cap) QH_ERROR(QH_EINVAL, "label %s%s: too long", buf, suf);
+    memcpy(buf + n, suf, strlen(suf) + 1);
+    return QH_OK;
+}
+
+void qh_wa_transform_protocol(const qh_model_transform *tf, void (*put)(const char *key,
+                              const char *value, void *user), void *user)
+{
+    char v[64];
+    if (tf->rotate) put("rotate", "hadamard", user);
+    if (tf->smooth_alpha > 0) {
+        snprintf(v, sizeof v, "%.9g", tf->smooth_alpha);
+        put("smooth.alpha", v, user);
+    }
+}

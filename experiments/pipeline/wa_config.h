@@ -6,6 +6,12 @@
  *                    "group": 0, "clip": 1.0,
  *                    "smooth": "none" | "runtime", "smooth_group": 0, "causal": false }
  *   "kv":          { "bits": 4, "symmetric": false, "group": 0, "clip": 1.0 }
+ *
+ * and, in a method entry only, the model transforms applied before
+ * calibration (model/rotate.h, pipeline/transform.h):
+ *
+ *   "rotate": "none" | "hadamard"        (QuaRot's rotation, seeded by the cell's seed)
+ *   "smooth": { "alpha": 0.5 }           (SmoothQuant from calibration maxima)
  */
 #ifndef QH_WA_CONFIG_H
 #define QH_WA_CONFIG_H
@@ -29,6 +35,21 @@ int qh_wa_active(const qh_act_quant *aq);
  * value) into *aq.  QH_ECONFIG naming src and path ("methods[2].activations.bits"). */
 int qh_wa_parse(const struct cJSON *act, const struct cJSON *kv, qh_act_quant *aq,
                 const char *src, const char *path) QH_MUST_CHECK;
+
+/* Parses obj's "rotate" and "smooth" (absent: none) into *tf.  QH_ECONFIG
+ * naming src and path. */
+int qh_wa_parse_transform(const struct cJSON *obj, qh_model_transform *tf, const char *src,
+                          const char *path) QH_MUST_CHECK;
+
+/* Appends "+sq" (smoothing; "+sq80" for alpha 0.8: other than 0.5, in hundredths) and "+rot"
+ * (rotation) to the label in buf. */
+int qh_wa_transform_label_append(char *buf, size_t cap, const qh_model_transform *tf)
+    QH_MUST_CHECK;
+
+/* The protocol record's "rotate" and "smooth.alpha" entries; nothing when
+ * tf asks for no transform. */
+void qh_wa_transform_protocol(const qh_model_transform *tf, void (*put)(const char *key,
+                              const char *value, void *user), void *user);
 
 /* The label suffix of aq: "" when inactive, else "+rs" (Runtime Smooth), "+rs128"
  * (groups of 128), "c" appended for causal, then "-A4KV4" style. */
