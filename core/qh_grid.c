@@ -23,7 +23,6 @@ int qh_grid_init(qh_grid *g, qh_grid_kind kind, int bits, int clamp, double rho,
     g->bits = bits;
     g->clamp = clamp;
     g->ties_even = 0;                /* the caller sets it after init */
-    g->zero_fixed = 0;               /* likewise */
     g->sym = g->mse = 0;
     g->maxq = (double)((1u << bits) - 1u);
     g->rho = rho;
@@ -128,7 +127,7 @@ void qh_grid_fit(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi)
 double qh_grid_side_bits(const qh_grid *g, size_t cols)
 {
     switch (g->kind) {
-    case QH_GRID_MINMAX: return (16.0 + (g->zero_fixed || g->sym ? 0 : g->bits)) / (double)g->group;
+    case QH_GRID_MINMAX: return (16.0 + (g->sym ? 0 : g->bits)) / (double)g->group;
     case QH_GRID_RMS: return g->rows && cols ? 16.0 / ((double)g->rows * (double)cols) : 0.0;
     case QH_GRID_INTEGER: return 0.0;
     }

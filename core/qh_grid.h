@@ -49,9 +49,9 @@ typedef struct {
     int bits;                        /* 1..8 */
     int clamp;                       /* 1: q restricted to 0..maxq */
     int ties_even;                   /* 1: nearest rounds ties to even (torch.round); 0: up */
-    int zero_fixed;                  /* 1: z is fixed by the grid's definition and not stored
-                                        (a symmetric grid per group, signround sym); 0 */
-    int sym;                         /* MINMAX: symmetric grid (see above); 0 after init */
+    int sym;                         /* MINMAX: symmetric grid (see above): z is fixed by the
+                                        grid's definition and not stored (rtn/gptq sym, signround
+                                        sym); 0 after init */
     int mse;                         /* MINMAX: MSE range shrink search; 0 after init */
     double maxq;                     /* 2^bits − 1 */
     double rho;                      /* QH_GRID_RMS: s = rho·RMS(W) */
@@ -75,7 +75,7 @@ void qh_grid_fit(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi);
 
 /* Side information in bits per weight (reference §1 "Bits"): MINMAX stores an
  * FP16 step and a b-bit zero per row and group, (16 + b)/group (16/group when
- * zero_fixed or sym: the step alone); RMS one FP16 scale per matrix, 16/(rows·cols);
+ * sym: the step alone); RMS one FP16 scale per matrix, 16/(rows·cols);
  * INTEGER nothing. */
 double qh_grid_side_bits(const qh_grid *g, size_t cols);
 

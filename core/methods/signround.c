@@ -281,7 +281,7 @@ static void sym_result_grid(const qh_signround_state *s, qh_grid *g)
         g->step[k] = fabs(c.s);
         g->zero[k] = c.s > 0 ? M : M - 1.0;
     }
-    g->zero_fixed = 1;
+    g->sym = 1;                       /* z is fixed: no zero stored (side bits) */
 }
 
 static int signround_quantize(const void *params, const qh_problem *in, qh_result *out, void *work)

@@ -22,7 +22,7 @@
  * Layer stage (quantize, no calibration data): V = 0 and the coefficients 1,
  * i.e. exactly the rtn row's min-max grid and nearest rounding for the same
  * group (asym) -- SignRound with iters 0 is RTN bit for bit.  The result's
- * grid holds Δ and z per row and group (sym: Δ = |s|, z fixed, zero_fixed),
+ * grid holds Δ and z per row and group (sym: Δ = |s|, z fixed, grid.sym),
  * so bits_side is the grid's (16 + b)/group, or 16/group for sym.
  *
  * Block stage (qh_block_ops, when the resolved iters > 0): per decoder block,
