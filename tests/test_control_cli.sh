@@ -10,29 +10,7 @@ summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ];
 tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 trap 'rm -rf "$tmp"' EXIT
 if ! command -v h5dump >/dev/null || ! command -v h5diff >/dev/null; then
-    echo "SKIP: h5dump/h5diff not installed (hdf5-tools)"; skip=1; 
-# ---- qh sensitivity: one row per linear, an allocation within its budget
-cat > "$tmp/sens.json" <<JSON
-{ "name": "s", "models": ["models/opt-7m"], "datasets": { "wikitext2": "data/wikitext2_test.raw" },
-  "calibration": { "nsamples": 2, "seqlen": 128 }, "eval": { "seqlen": 512, "max_windows": 1 },
-  "methods": [ { "method": "rtn" } ], "bits": [2] }
-JSON
-"$QH" sensitivity "$tmp/sens.json" --out "$tmp/s.tsv" --allocate 2.5 --high 4 --rules "$tmp/alloc.json" --quiet >/dev/null
-[ "$(tail -n +2 "$tmp/s.tsv" | wc -l)" = 36 ] && ok "sensitivity: 36 linears measured" || bad "sensitivity table: $(head -3 "$tmp/s.tsv")"
-n=$(grep -c '"bits": 4' "$tmp/alloc.json")
-avg=$(tail -n +2 "$tmp/s.tsv" | awk -v up="$(grep -o '"match": "[^"]*"' "$tmp/alloc.json" | cut -d'"' -f4 | tr '\n' ' ')" '
-      BEGIN { split(up, u, " "); for (k in u) is[u[k]] = 1 }
-      { t += $4; b += $4 * (($1 in is) ? 4 : 2) } END { printf "%.6f", b / t }')
-awk -v a="$avg" -v n="$n" 'BEGIN { exit !(n > 0 && a <= 2.5 + 1e-9 && a > 2.2) }' \
-    && ok "allocation: $n linears at 4 bits, $avg bits per weight within 2.5" || bad "allocation: $n, $avg"
-"$QH" sensitivity --from "$tmp/s.tsv" --allocate 2.5 --high 4 --rules "$tmp/alloc2.json" >/dev/null
-cmp -s "$tmp/alloc.json" "$tmp/alloc2.json" && ok "--from TSV allocates the same rules" || bad "--from differs"
-"$QH" quantize --model models/opt-7m --method rtn --bits 2 --layers "$tmp/alloc.json" "${small[@]}" --no-save \
-    --out "$tmp/al" >/dev/null
-got=$(attr "$tmp/al/opt-7m.rtn.w2.s0.h5" /run bits_per_weight_nominal)
-awk -v a="$avg" -v b="$got" 'BEGIN { d = a - b; exit !(d < 1e-3 && d > -1e-3) }' \
-    && ok "the allocated rules run: nominal bits per weight $got" || bad "allocated rules: $got vs $avg"
-summary
+    echo "SKIP: h5dump/h5diff not installed (hdf5-tools)"; skip=1; summary
 fi
 attr() { h5dump -a "$2/$3" "$1" 2>/dev/null | sed -n 's/^ *(0): //p' | tr -d '"'; }
 # column FILE NAME: the values of /run/layer_table/NAME, one per line
