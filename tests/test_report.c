@@ -41,6 +41,7 @@ typedef struct {
     int bits, seed, status;
     const char *message;
     double nominal;                  /* nominal bits per weight; 0: bits */
+    int fidelity;                    /* 1: KL, agreement and a task's accuracies too */
 } cell_spec;
 
 /* ---- the closed forms the files are written with ---------------------------------- */
@@ -135,6 +136,43 @@ static int write_layer_table(qh_results *w, const cell_spec *c)
     return qh_results_write_table(w, "/run/layer_table", cols, n, N_LAYERS);
 }
 
+/* The fidelity metrics and task accuracies of the cells that carry them. */
+static double kl_of(const char *label, int bits, int seed)
+{
+    return strcmp(label, "float32") ? 0.05 * (5 - bits) + 0.01 * seed + 0.002 * method_index(label)
+                                    : 0.0;
+}
+static double acc_of(const char *label, int bits, int seed, int norm)
+{
+    return strcmp(label, "float32") ? 0.5 + 0.05 * bits + 0.01 * seed - 0.02 * norm : 0.8 - 0.02 * norm;
+}
+
+/* /run/tasks/cloze as the sweep runner writes it. */
+static int write_task(qh_results *w, const cell_spec *c)
+{
+    const char *g = "/run/tasks/cloze";
+    double scores[2] = { -1.0, -2.0 };
+    int st = qh_results_group(w, g);
+    if (st == QH_OK) st = qh_results_attr_string(w, g, "path", "tasks/cloze.jsonl");
+    if (st == QH_OK) st = qh_results_attr_int(w, g, "n_items", 400);
+    if (st == QH_OK) st = qh_results_attr_double(w, g, "acc", acc_of(c->label, c->bits, c->seed, 0));
+    if (st == QH_OK) st = qh_results_attr_double(w, g, "acc_stderr", 0.02);
+    if (st == QH_OK) st = qh_results_attr_double(w, g, "acc_norm", acc_of(c->label, c->bits, c->seed, 1));
+    if (st == QH_OK) st = qh_results_attr_double(w, g, "acc_norm_stderr", 0.02);
+    if (st == QH_OK) st = qh_results_write_vec(w, "/run/tasks/cloze/scores", scores, 2);
+    return st;
+}
+
+static int write_fidelity(qh_results *w, const char *dataset, const cell_spec *c)
+{
+    char obj[128];
+    snprintf(obj, sizeof obj, "/run/eval/%s", dataset);
+    double kl = kl_of(c->label, c->bits, c->seed);
+    int st = qh_results_attr_double(w, obj, "kl_mean", kl);
+    if (st == QH_OK) st = qh_results_attr_double(w, obj, "top1_agree", 1.0 - kl);
+    return st;
+}
+
 static int write_eval(qh_results *w, const char *dataset, double ppl)
 {
     char obj[128];
@@ -188,6 +226,11 @@ static int write_cell(const char *dir, const cell_spec *c)
     if (c->status == QH_OK) {
         W(write_eval(w, "wikitext2", ppl_of(c->label, c->bits, c->seed, 0)));
         W(write_eval(w, "c4", ppl_of(c->label, c->bits, c->seed, 1)));
+        if (c->fidelity) {
+            W(write_fidelity(w, "wikitext2", c));
+            W(write_fidelity(w, "c4", c));
+            W(write_task(w, c));
+        }
         if (!base)
             W(write_layer_table(w, c));
     }
@@ -212,7 +255,7 @@ static int build_dir(const char *dir, size_t *n_cells)
                                          { "rtn", "rtn", "none" } };
     int st = QH_OK;
     *n_cells = 0;
-    cell_spec base = { "opt-tiny", "float32", "float32", "none", 32, 0, 0, "", 0 };
+    cell_spec base = { "opt-tiny", "float32", "float32", "none", 32, 0, 0, "", 0, 0 };
     st = write_cell(dir, &base);
     ++*n_cells;
     for (int i = 0; i < 3 && st == QH_OK; i++)
@@ -220,14 +263,14 @@ static int build_dir(const char *dir, size_t *n_cells)
             for (int seed = 0; seed < 2 && st == QH_OK; seed++) {
                 int failed = i == 0 && bits == 2 && seed == 1;
                 cell_spec c = { "opt-tiny", m[i][0], m[i][1], m[i][2], bits, seed,
-                                failed ? QH_ENAN : QH_OK, failed ? FAIL_MSG : "", 0 };
+                                failed ? QH_ENAN : QH_OK, failed ? FAIL_MSG : "", 0, 0 };
                 st = write_cell(dir, &c);
                 ++*n_cells;
             }
-    cell_spec l[4] = { { "llama-tiny", "float32", "float32", "none", 32, 0, 0, "", 0 },
-                       { "llama-tiny", "rtn", "rtn", "none", 2, 0, 0, "", 0 },
-                       { "llama-tiny", "rtn", "rtn", "none", 4, 0, 0, "", 0 },
-                       { "llama-tiny", "ldlq", "ldlq", "none", 2, 0, QH_ENOTPD, "H not PD", 0 } };
+    cell_spec l[4] = { { "llama-tiny", "float32", "float32", "none", 32, 0, 0, "", 0, 0 },
+                       { "llama-tiny", "rtn", "rtn", "none", 2, 0, 0, "", 0, 0 },
+                       { "llama-tiny", "rtn", "rtn", "none", 4, 0, 0, "", 0, 0 },
+                       { "llama-tiny", "ldlq", "ldlq", "none", 2, 0, QH_ENOTPD, "H not PD", 0, 0 } };
     for (int i = 0; i < 4 && st == QH_OK; i++, ++*n_cells)
         st = write_cell(dir, &l[i]);
     char path[4096];
@@ -582,8 +625,8 @@ static void check_merge_clean(const char *tmp)
     snprintf(dir, sizeof dir, "%s/merge-clean", tmp);
     snprintf(out, sizeof out, "%s/merge-clean.h5", tmp);
     mkdir(dir, 0777);
-    cell_spec ok = { "opt-tiny", "rtn", "rtn", "none", 4, 0, 0, "", 0 };
-    cell_spec failed = { "opt-tiny", "gptq", "gptq", "none", 2, 1, QH_ENAN, FAIL_MSG, 0 };
+    cell_spec ok = { "opt-tiny", "rtn", "rtn", "none", 4, 0, 0, "", 0, 0 };
+    cell_spec failed = { "opt-tiny", "gptq", "gptq", "none", 2, 1, QH_ENAN, FAIL_MSG, 0, 0 };
     QH_CHECK(write_cell(dir, &ok) == QH_OK && write_cell(dir, &failed) == QH_OK, "clean cells written");
     snprintf(path, sizeof path, "%s/opt-tiny.rtn.w3.s0.h5.4242.0123456789abcdef.tmp", dir);
     FILE *f = fopen(path, "w");
@@ -688,11 +731,11 @@ static void write_report(qh_report_set *set, const char *out)
 static void check_labels_and_bits(const char *tmp)
 {
     char out[1024];
-    cell_spec cells[] = { { "opt-tiny", "float32", "float32", "none", 32, 0, 0, "", 0 },
-                          { "opt-tiny", "pbllm", "pbllm-c", "none", 1, 0, 0, "", 1.7 },
-                          { "opt-tiny", "pbllm", "pbllm-a", "none", 1, 0, 0, "", 1.1 },
-                          { "opt-tiny", "pbllm", "pbllm-b", "none", 1, 0, 0, "", 1 },
-                          { "opt-tiny", "billm", "billm", "none", 1, 0, 0, "", 1.12489 } };
+    cell_spec cells[] = { { "opt-tiny", "float32", "float32", "none", 32, 0, 0, "", 0, 0 },
+                          { "opt-tiny", "pbllm", "pbllm-c", "none", 1, 0, 0, "", 1.7, 0 },
+                          { "opt-tiny", "pbllm", "pbllm-a", "none", 1, 0, 0, "", 1.1, 0 },
+                          { "opt-tiny", "pbllm", "pbllm-b", "none", 1, 0, 0, "", 1, 0 },
+                          { "opt-tiny", "billm", "billm", "none", 1, 0, 0, "", 1.12489, 0 } };
     qh_report_set set;
     if (load_cells(tmp, "labels", cells, sizeof cells / sizeof cells[0], &set, out,
                    sizeof out) != QH_OK)
@@ -707,6 +750,55 @@ static void check_labels_and_bits(const char *tmp)
     QH_CHECK(md && strstr(md, "| 1.125 / 1.250 |") && strstr(md, "| 1.700 / 1.250 |")
              && strstr(md, "| 1 / 1.250 |"), "nominal bits: 1.125 and 1.700 with three decimals, 1 as an integer");
     free(md);
+}
+
+/* fidelity.md and tasks.md: written only when some cell carries the metrics
+ * (the main folder has none), with seed means and sample standard
+ * deviations computed here from the closed forms. */
+static void check_fidelity_and_tasks(const char *tmp)
+{
+    char out[1024], path[2048], want[256];
+    cell_spec cells[] = { { "opt-tiny", "float32", "float32", "none", 32, 0, 0, "", 0, 1 },
+                          { "opt-tiny", "gptq", "gptq", "none", 2, 0, 0, "", 0, 1 },
+                          { "opt-tiny", "gptq", "gptq", "none", 2, 1, 0, "", 0, 1 },
+                          { "opt-tiny", "gptq", "gptq", "none", 2, 2, 0, "", 0, 1 } };
+    qh_report_set set;
+    if (load_cells(tmp, "fidelity", cells, sizeof cells / sizeof cells[0], &set, out,
+                   sizeof out) != QH_OK)
+        return;
+    qh_report_stat s = qh_report_eval_stat(&set, "opt-tiny", "gptq", 2, "cloze", QH_REPORT_TASK_ACC);
+    double a0 = acc_of("gptq", 2, 0, 0), a2 = acc_of("gptq", 2, 2, 0);
+    QH_CHECK(s.n == 3, "task acc over 3 seeds (n %zu)", s.n);
+    QH_CHECK_CLOSE(s.mean, 0.5 * (a0 + a2), 0, 1e-12, "task acc mean %g", s.mean);
+    QH_CHECK_CLOSE(s.std, 0.01, 0, 1e-9, "task acc sample sd %g (seeds 0.01 apart)", s.std);
+    s = qh_report_eval_stat(&set, "opt-tiny", "gptq", 2, "cloze", QH_REPORT_TASK_ACC_NORM);
+    QH_CHECK_CLOSE(s.mean, 0.5 * (a0 + a2) - 0.02, 0, 1e-12, "task acc_norm mean %g", s.mean);
+    s = qh_report_eval_stat(&set, "opt-tiny", "gptq", 2, "lambada", QH_REPORT_TASK_ACC);
+    QH_CHECK(s.n == 0 && isnan(s.mean), "a task no cell scored counts nothing");
+    s = qh_report_eval_stat(&set, "opt-tiny", "gptq", 2, "c4", QH_REPORT_KL);
+    QH_CHECK(s.n == 3, "KL over 3 seeds");
+    QH_CHECK_CLOSE(s.mean, kl_of("gptq", 2, 1), 0, 1e-12, "KL mean = the middle seed's %g", s.mean);
+    write_report(&set, out);
+    snprintf(path, sizeof path, "%s/tasks.md", out);
+    char *md = slurp(path);
+    snprintf(want, sizeof want, "| OPTQ | %.4f ± 0.0100 (3) | %.4f ± 0.0100 (3) |",
+             0.5 * (a0 + a2), 0.5 * (a0 + a2) - 0.02);
+    QH_CHECK(md && strstr(md, "| Method | W2 cloze acc | W2 cloze acc_norm |"), "tasks.md header");
+    QH_CHECK(md && strstr(md, want), "tasks.md row '%s'", want);
+    QH_CHECK(md && strstr(md, "| FP32 | 0.8000 ± 0.0000 (1) | 0.7800 ± 0.0000 (1) |"),
+             "tasks.md float row");
+    free(md);
+    snprintf(path, sizeof path, "%s/fidelity.md", out);
+    md = slurp(path);
+    snprintf(want, sizeof want, "| OPTQ | %.2f ± ", ppl_of("gptq", 2, 1, 0));
+    QH_CHECK(md && strstr(md, want), "fidelity.md OPTQ row opens with the wikitext2 ppl mean ('%s')",
+             want);
+    snprintf(want, sizeof want, "| %.4f ± 0.0100 (3) | %.4f ± 0.0100 (3) |", kl_of("gptq", 2, 1),
+             1.0 - kl_of("gptq", 2, 1));
+    QH_CHECK(md && strstr(md, want), "fidelity.md KL and agreement '%s'", want);
+    free(md);
+    snprintf(path, sizeof path, "%s/report/tasks.md", tmp);
+    QH_CHECK(access(path, F_OK) != 0, "no tasks.md where no cell scored a task");
 }
 
 /* Every method row's display name and bound family, every incoherence
@@ -771,11 +863,11 @@ static void ldlq_family(char *buf, size_t cap)
 static void check_names_from_tables(const char *tmp)
 {
     char out[1024], path[2048], fam[256], want[512];
-    cell_spec cells[] = { { "opt-tiny", "float32", "float32", "none", 32, 0, 0, "", 0 },
-                          { "opt-tiny", "oldmethod", "a-old", "none", 3, 0, 0, "", 0 },
-                          { "opt-tiny", "ldlq", "b-ldlq", "none", 3, 0, 0, "", 0 },
-                          { "opt-tiny", "gptq", "c-gptq-had", "hadamard", 3, 0, 0, "", 0 },
-                          { "opt-tiny", "ldlq", "d-bad", "rotate", 3, 0, 0, "", 0 } };
+    cell_spec cells[] = { { "opt-tiny", "float32", "float32", "none", 32, 0, 0, "", 0, 0 },
+                          { "opt-tiny", "oldmethod", "a-old", "none", 3, 0, 0, "", 0, 0 },
+                          { "opt-tiny", "ldlq", "b-ldlq", "none", 3, 0, 0, "", 0, 0 },
+                          { "opt-tiny", "gptq", "c-gptq-had", "hadamard", 3, 0, 0, "", 0, 0 },
+                          { "opt-tiny", "ldlq", "d-bad", "rotate", 3, 0, 0, "", 0, 0 } };
     qh_report_set set;
     if (load_cells(tmp, "names", cells, sizeof cells / sizeof cells[0], &set, out,
                    sizeof out) != QH_OK)
@@ -884,6 +976,7 @@ int main(int argc, char **argv)
     check_merge(dir, tmp);
     check_cli(dir, tmp);
     check_labels_and_bits(tmp);
+    check_fidelity_and_tasks(tmp);
     check_table_rows();
     check_names_from_tables(tmp);
     if (getenv("QH_KEEP_REPORT_TEST"))

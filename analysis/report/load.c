@@ -25,6 +25,9 @@ static void cell_free(qh_report_cell *c)
     free(c->eval_ppl);
     free(c->eval_kl);
     free(c->eval_agree);
+    qh_h5_free_names(c->task_names, c->n_tasks);
+    free(c->task_acc);
+    free(c->task_acc_norm);
     qh_h5_table_free(&c->layers);
     free(c->protocol);
     memset(c, 0, sizeof *c);
@@ -98,6 +101,32 @@ static int load_evals(hid_t f, const char *path, qh_report_cell *c)
     return QH_OK;
 }
 
+/* An attribute of obj as a double; NaN when absent or not a number. */
+static double attr_or_nan(hid_t f, const char *obj, const char *name)
+{
+    double v;
+    return qh_h5_attr_exists(f, obj, name) && qh_h5_attr_double(f, obj, name, &v) == QH_OK ? v : NAN;
+}
+
+/* The task accuracies under /run/tasks (config key "tasks"); none in older files. */
+static int load_tasks(hid_t f, const char *path, qh_report_cell *c)
+{
+    char obj[REP_PATH_CAP];
+    if (!qh_h5_exists(f, "/run/tasks"))
+        return QH_OK;
+    QH_TRY(qh_h5_list_group(f, "/run/tasks", &c->task_names, &c->n_tasks));
+    c->task_acc = calloc(c->n_tasks ? c->n_tasks : 1, sizeof *c->task_acc);
+    c->task_acc_norm = calloc(c->n_tasks ? c->n_tasks : 1, sizeof *c->task_acc_norm);
+    if (!c->task_acc || !c->task_acc_norm)
+        QH_ERROR(QH_ENOMEM, "out of memory");
+    for (size_t i = 0; i < c->n_tasks; i++) {
+        QH_TRY(qh_path_format(obj, sizeof obj, path, "/run/tasks/%s", c->task_names[i]));
+        c->task_acc[i] = attr_or_nan(f, obj, "acc");
+        c->task_acc_norm[i] = attr_or_nan(f, obj, "acc_norm");
+    }
+    return QH_OK;
+}
+
 /* The incoherence name must be one of the table's: a table row of an
  * unknown kind could not be named or ordered, and would hide a file written
  * by a harness this report does not understand. */
@@ -149,7 +178,8 @@ static int load_cell(const char *path, qh_report_cell *c)
         QH_SET_ERROR(st, QH_ENOMEM, "out of memory");
         goto cleanup;
     }
-    if ((st = load_run_attrs(f, path, c)) != QH_OK || (st = load_evals(f, path, c)) != QH_OK)
+    if ((st = load_run_attrs(f, path, c)) != QH_OK || (st = load_evals(f, path, c)) != QH_OK
+        || (st = load_tasks(f, path, c)) != QH_OK)
         goto cleanup;
     if (qh_h5_exists(f, "/run/layer_table"))
         st = qh_h5_read_table(f, "/run/layer_table", &c->layers);

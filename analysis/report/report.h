@@ -18,8 +18,11 @@
  * results/README.md and analysis/README.md); DIR/<model>.baseline.h5 holds
  * the float32 baseline (method "float32", no layer table).
  *
- * Left out: zero-shot task accuracies, KL columns, confidence intervals other
- * than the sample standard deviation over seeds.
+ * With the fidelity metrics (docs/metrics.md) fidelity.md puts KL and
+ * top-1 agreement beside perplexity, and with task files (config key
+ * "tasks") tasks.md gives each task's accuracy; all of them as mean and
+ * sample standard deviation over seeds.  Per-cell confidence intervals stay
+ * in the cell files.
  */
 #ifndef QH_REPORT_H
 #define QH_REPORT_H
@@ -40,6 +43,10 @@ typedef struct {
     double *eval_ppl;                /* n_eval perplexities */
     double *eval_kl;                 /* n_eval mean KL to the float model; NaN when absent */
     double *eval_agree;              /* n_eval top-1 agreement; NaN when absent */
+    size_t n_tasks;
+    char **task_names;               /* n_tasks task labels under /run/tasks (sorted) */
+    double *task_acc;                /* n_tasks accuracies; NaN when unreadable */
+    double *task_acc_norm;           /* n_tasks length-normalised accuracies; NaN likewise */
     qh_h5_table layers;              /* /run/layer_table; zeroed when absent */
     char *protocol;                  /* /run/protocol; NULL when absent (older files) */
 } qh_report_cell;
@@ -89,10 +96,14 @@ typedef struct {
 qh_report_stat qh_report_ppl(const qh_report_set *set, const char *model, const char *label,
                              int bits, const char *dataset);
 
-/* The metric of a cell's evaluation that qh_report_eval_stat averages. */
-typedef enum { QH_REPORT_PPL, QH_REPORT_KL, QH_REPORT_AGREE } qh_report_metric;
+/* The metric of a cell that qh_report_eval_stat averages: of an evaluation
+ * dataset, or (the TASK ones) of a task file's multiple-choice scoring. */
+typedef enum {
+    QH_REPORT_PPL, QH_REPORT_KL, QH_REPORT_AGREE, QH_REPORT_TASK_ACC, QH_REPORT_TASK_ACC_NORM
+} qh_report_metric;
 
-/* As qh_report_ppl for any metric; cells without it (older files) do not count. */
+/* As qh_report_ppl for any metric; `dataset` names the task for the TASK
+ * metrics.  Cells without the metric (older files) do not count. */
 qh_report_stat qh_report_eval_stat(const qh_report_set *set, const char *model, const char *label,
                                    int bits, const char *dataset, qh_report_metric metric);
 

@@ -59,6 +59,8 @@ typedef struct {                     /* borrows every string from the set */
     int *bits;                       /* quantized bit widths, descending */
     size_t n_datasets;
     const char **datasets;           /* evaluation names (sorted, "wiki*" first) */
+    size_t n_tasks;
+    const char **tasks;              /* task labels (sorted) */
     size_t n_bounds;
     const char **bounds;             /* bound_* columns in first-appearance order */
     size_t n_layers;
@@ -98,7 +100,7 @@ void rep_out_abort(rep_out_file *o);   /* closes and removes the temporary file 
 
 /* ---- the writers qh_report_write runs, in this order ------------------------------ */
 
-/* table.md, table.tex, proxy.md, bounds.md into dir (tables.c). */
+/* table.md, table.tex, proxy.md, fidelity.md, tasks.md, bounds.md into dir (tables.c). */
 int rep_write_tables(const qh_report_set *set, const rep_model_index *idx, size_t n_models,
                      const char *dir, qh_report_outputs *out) QH_MUST_CHECK;
 /* The TSV files into opt->out_dir, then their figures through gnuplot when

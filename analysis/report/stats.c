@@ -41,6 +41,12 @@ static qh_report_stat accum_stat(const rep_accum *a, size_t n_failed)
 
 static double cell_metric(const qh_report_cell *c, const char *dataset, qh_report_metric metric)
 {
+    if (metric == QH_REPORT_TASK_ACC || metric == QH_REPORT_TASK_ACC_NORM) {
+        for (size_t i = 0; i < c->n_tasks; i++)
+            if (strcmp(c->task_names[i], dataset) == 0)
+                return metric == QH_REPORT_TASK_ACC ? c->task_acc[i] : c->task_acc_norm[i];
+        return NAN;
+    }
     for (size_t i = 0; i < c->n_eval; i++)
         if (strcmp(c->eval_names[i], dataset) == 0)
             return metric == QH_REPORT_KL ? c->eval_kl[i]

@@ -113,6 +113,7 @@ void rep_model_index_free(rep_model_index *mi)
     free(mi->labels);
     free(mi->bits);
     free(mi->datasets);
+    free(mi->tasks);
     free(mi->bounds);
     free(mi->layers);
     memset(mi, 0, sizeof *mi);
@@ -171,16 +172,18 @@ static const qh_report_cell *pick_layers(const qh_report_set *set, const char *m
 /* Room for every label, bit width, dataset and bound column of the set. */
 static int index_alloc(const qh_report_set *set, rep_model_index *mi)
 {
-    size_t n = set->n_cells, max_ds = 0, max_bounds = 0;
+    size_t n = set->n_cells, max_ds = 0, max_tasks = 0, max_bounds = 0;
     for (size_t i = 0; i < n; i++) {
         max_ds += set->cells[i].n_eval;
+        max_tasks += set->cells[i].n_tasks;
         max_bounds += set->cells[i].layers.n_cols;
     }
     mi->labels = calloc(n, sizeof *mi->labels);
     mi->bits = calloc(n, sizeof *mi->bits);
     mi->datasets = calloc(max_ds + 1, sizeof *mi->datasets);
+    mi->tasks = calloc(max_tasks + 1, sizeof *mi->tasks);
     mi->bounds = calloc(max_bounds + 1, sizeof *mi->bounds);
-    if (!mi->labels || !mi->bits || !mi->datasets || !mi->bounds) {
+    if (!mi->labels || !mi->bits || !mi->datasets || !mi->tasks || !mi->bounds) {
         rep_model_index_free(mi);
         QH_ERROR(QH_ENOMEM, "out of memory (report index)");
     }
@@ -203,6 +206,9 @@ static void index_add(rep_model_index *mi, const qh_report_cell *c, size_t i)
     for (size_t e = 0; c->status == QH_OK && e < c->n_eval; e++)
         if (!rep_has_str(mi->datasets, mi->n_datasets, c->eval_names[e]))
             mi->datasets[mi->n_datasets++] = c->eval_names[e];
+    for (size_t t = 0; c->status == QH_OK && t < c->n_tasks; t++)
+        if (!rep_has_str(mi->tasks, mi->n_tasks, c->task_names[t]))
+            mi->tasks[mi->n_tasks++] = c->task_names[t];
     for (size_t j = 0; j < c->layers.n_cols; j++) {
         const char *col = c->layers.cols[j].name;
         if (strncmp(col, "bound_", 6) == 0 && !rep_has_str(mi->bounds, mi->n_bounds, col))
@@ -243,6 +249,8 @@ int rep_build_index(const qh_report_set *set, const char *model, rep_model_index
         qsort(mi->bits, mi->n_bits, sizeof *mi->bits, cmp_int_desc);
     if (mi->n_datasets)
         qsort(mi->datasets, mi->n_datasets, sizeof *mi->datasets, cmp_dataset);
+    if (mi->n_tasks)
+        qsort(mi->tasks, mi->n_tasks, sizeof *mi->tasks, cmp_str);
     name_labels(mi);
     return index_layers(set, mi);
 }
@@ -662,6 +670,54 @@ static int write_fidelity_md(const qh_report_set *set, const rep_model_index *id
     return rep_out_commit(&o, out);
 }
 
+/* tasks.md: each task file's accuracy and length-normalised accuracy per
+ * method label and bit width (only when some cell scored a task). */
+static int write_tasks_md(const qh_report_set *set, const rep_model_index *idx, size_t n_models,
+                          const char *dir, qh_report_outputs *out)
+{
+    size_t any = 0;
+    for (size_t m = 0; m < n_models; m++) any += idx[m].n_tasks;
+    if (!any) return QH_OK;
+    rep_out_file o;
+    QH_TRY(rep_out_open(&o, dir, "tasks.md"));
+    fprintf(o.f, "# Task accuracy\n\nMultiple-choice scoring by log-likelihood (docs/metrics.md): "
+            "acc, and acc_norm with each continuation's score divided by its length in "
+            "characters.  Each entry: mean ± sample standard deviation over seeds (seed count in "
+            "parentheses); each cell's own standard error is in its file under /run/tasks.\n\n");
+    for (size_t m = 0; m < n_models; m++) {
+        const rep_model_index *mi = &idx[m];
+        if (!mi->n_tasks) continue;
+        char name[256], e1[256], e2[256];
+        escape(FMT_MD, mi->model, name, sizeof name);
+        fprintf(o.f, "## %s\n\n| Method |", name);
+        for (size_t b = 0; b < mi->n_bits; b++)
+            for (size_t t = 0; t < mi->n_tasks; t++) {
+                escape(FMT_MD, mi->tasks[t], e1, sizeof e1);
+                fprintf(o.f, " W%d %s acc | W%d %s acc_norm |", mi->bits[b], e1, mi->bits[b], e1);
+            }
+        fprintf(o.f, "\n|:---|");
+        for (size_t b = 0; b < mi->n_bits; b++)
+            for (size_t t = 0; t < mi->n_tasks; t++) fprintf(o.f, "---:|---:|");
+        fprintf(o.f, "\n");
+        for (size_t l = 0; l < mi->n_labels; l++) {
+            const char *label = mi->labels[l].first->label;
+            escape(FMT_MD, mi->labels[l].display, name, sizeof name);
+            fprintf(o.f, "| %s |", name);
+            for (size_t b = 0; b < mi->n_bits; b++)
+                for (size_t t = 0; t < mi->n_tasks; t++) {
+                    stat_text(qh_report_eval_stat(set, mi->model, label, mi->bits[b], mi->tasks[t],
+                                                  QH_REPORT_TASK_ACC), "%.4f", e1, sizeof e1);
+                    stat_text(qh_report_eval_stat(set, mi->model, label, mi->bits[b], mi->tasks[t],
+                                                  QH_REPORT_TASK_ACC_NORM), "%.4f", e2, sizeof e2);
+                    fprintf(o.f, " %s | %s |", e1, e2);
+                }
+            fprintf(o.f, "\n");
+        }
+        fprintf(o.f, "\n");
+    }
+    return rep_out_commit(&o, out);
+}
+
 /* "OPTQ/LDLQ/LDLQ-RG": the display names of the LDLQ bound family, in
  * display order, from the method table. */
 static void ldlq_family_names(char *buf, size_t cap)
@@ -713,5 +769,6 @@ int rep_write_tables(const qh_report_set *set, const rep_model_index *idx, size_
     QH_TRY(write_ppl_tables(FMT_TEX, set, idx, n_models, dir, out));
     QH_TRY(write_proxy_md(set, idx, n_models, dir, out));
     QH_TRY(write_fidelity_md(set, idx, n_models, dir, out));
+    QH_TRY(write_tasks_md(set, idx, n_models, dir, out));
     return write_bounds_md(set, idx, n_models, dir, out);
 }
