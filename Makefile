@@ -131,11 +131,15 @@ deps-clang:
 	    echo "  sudo apt-get install -y --no-install-recommends $(CLANG_APT_PKGS)"; exit 1; \
 	fi
 
-# The flags file changes only when the flags do (FORCE runs the check every time).
+# The flags file and the list of files change only when the flags or the list
+# do (FORCE runs the check every time): a deleted source renews the id too.
 $(BUILD)/gen/code_flags: FORCE
 	@mkdir -p $(dir $@)
 	@echo '$(CODE_ID_FLAGS)' | cmp -s - $@ || echo '$(CODE_ID_FLAGS)' > $@
-$(CODE_ID_H): $(CODE_ID_FILES) $(BUILD)/gen/code_flags experiments/scripts/code_id.sh
+$(BUILD)/gen/code_files: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(sort $(CODE_ID_FILES))' | cmp -s - $@ || echo '$(sort $(CODE_ID_FILES))' > $@
+$(CODE_ID_H): $(CODE_ID_FILES) $(BUILD)/gen/code_flags $(BUILD)/gen/code_files experiments/scripts/code_id.sh
 	@experiments/scripts/code_id.sh -o $@ -m $(BUILD)/gen/code_manifest -F $(BUILD)/gen/code_flags \
 	    $(CODE_ID_FILES) >/dev/null
 $(BUILD)/experiments/pipeline/protocol.o: $(CODE_ID_H)

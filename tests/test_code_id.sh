@@ -81,6 +81,9 @@ ha3=$(hdr "$tmp/a" OPT=-O2)
 [ -n "$ha3" ] && [ "$ha3" != "$ha" ] && ok "a changed source rewrites the header" || bad "header after a change: $ha3"
 ha4=$(hdr "$tmp/a" OPT=-O3)
 [ -n "$ha4" ] && [ "$ha4" != "$ha3" ] && ok "OPT=-O3 gives another id" || bad "header with -O3: $ha4"
+rm "$tmp/a/$h"                              # a deleted header: nothing is newer, the list changed
+ha5=$(hdr "$tmp/a" OPT=-O3)
+[ -n "$ha5" ] && [ "$ha5" != "$ha4" ] && ok "a deleted header gives another id" || bad "header after rm: $ha5"
 hs=$(make -s -C "$tmp/deeper/b" SANITIZE=1 build-asan/gen/qh_code_id.h >/dev/null 2>&1 \
      && cat "$tmp/deeper/b/build-asan/gen/qh_code_id.h")
 [ -n "$hs" ] && [ "$hs" != "$hb" ] && ok "a sanitizer build has its own header in build-asan/gen" \
