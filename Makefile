@@ -65,10 +65,23 @@ SHELL_TESTS := $(wildcard tests/test_*.sh)
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_REPLAYS := $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
+# The code id (docs/reproducibility.md): the SHA-256 of every source and
+# header compiled into bin/qh and of the compiler and the flags that can change
+# numerics (CFLAGS less include paths and warnings), written by
+# experiments/scripts/code_id.sh to $(BUILD)/gen/qh_code_id.h and recorded as
+# code.sources in each cell's protocol record.  Only pipeline/protocol.c
+# includes it; it is rewritten only when the id changes.
+CODE_ID_FILES := $(CORE_SRC) $(EXP_SRC) $(REPORT_SRC) $(CLI_SRC) experiments/cli/main.c \
+                 $(wildcard core/*.h core/methods/*.h analysis/report/*.h \
+                            $(foreach r,$(EXP_ROOMS) cli,experiments/$(r)/*.h))
+CC_ID    := $(strip $(subst ",,$(shell printf '\043ifdef __clang__\nclang __VERSION__\n\043else\ngcc __VERSION__\n\043endif\n' | \
+                $(CC) -E -P -x c - 2>/dev/null)))
+CODE_ID_FLAGS := $(CC_ID) $(filter-out -I% -W%,$(CFLAGS))
+CODE_ID_H := $(BUILD)/gen/qh_code_id.h
 LIBS     := $(BUILD)/libqhcli.a $(BUILD)/libqhreport.a $(BUILD)/libqhexp.a $(BUILD)/libqhcore.a
 QH       := $(BINDIR)/qh
 
-.PHONY: all deps deps-clang test test-asan test-programs bench check-ppl help clean repro-quip-table \
+.PHONY: FORCE all deps deps-clang test test-asan test-programs bench check-ppl help clean repro-quip-table \
         bounds-check fuzz fuzz-programs
 .DEFAULT_GOAL := all
 
@@ -117,6 +130,21 @@ deps-clang:
 	    echo "deps-clang: missing clang or libFuzzer; install them with:"; \
 	    echo "  sudo apt-get install -y --no-install-recommends $(CLANG_APT_PKGS)"; exit 1; \
 	fi
+
+# The flags file and the list of files change only when the flags or the list
+# do (FORCE runs the check every time): a deleted source renews the id too.
+$(BUILD)/gen/code_flags: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(CODE_ID_FLAGS)' | cmp -s - $@ || echo '$(CODE_ID_FLAGS)' > $@
+$(BUILD)/gen/code_files: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(sort $(CODE_ID_FILES))' | cmp -s - $@ || echo '$(sort $(CODE_ID_FILES))' > $@
+$(CODE_ID_H): $(CODE_ID_FILES) $(BUILD)/gen/code_flags $(BUILD)/gen/code_files experiments/scripts/code_id.sh
+	@experiments/scripts/code_id.sh -o $@ -m $(BUILD)/gen/code_manifest -F $(BUILD)/gen/code_flags \
+	    $(CODE_ID_FILES) >/dev/null
+$(BUILD)/experiments/pipeline/protocol.o: $(CODE_ID_H)
+$(BUILD)/experiments/pipeline/protocol.o: CFLAGS += -I$(BUILD)/gen
+FORCE:
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -1,6 +1,7 @@
 /* test_protocol.c -- the protocol record of a cell (pipeline/protocol.h), the
  * record comparison (results/record.h) and the checks a sweep gets against
- * its models before the first cell (qh_pipeline_validate). */
+ * its models before the first cell (qh_pipeline_validate); code.sources and
+ * what a cell of other code, or of the version-1 record, is told. */
 #include "qh_test.h"
 
 #include <cJSON.h>
@@ -13,8 +14,10 @@
 #include "pipeline/config.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/protocol.h"
+#include "pipeline/sweep.h"
 #include "qh_clock.h"
 #include "results/record.h"
+#include "results/writer.h"
 
 static const char *base =
     "{ \"name\": \"t\", \"models\": [\"models/opt-7m\"],\n"
@@ -136,8 +139,15 @@ static void test_record(void)
              && qh_record_get(r, "model.file.tokenizer.json", v, sizeof v)
              && qh_record_get(r, "calibration.sha256", v, sizeof v)
              && qh_record_get(r, "eval.data.wikitext2.sha256", v, sizeof v)
-             && qh_record_get(r, "code.commit", v, sizeof v)
-             && qh_record_get(r, "blas.core", v, sizeof v), "files, code and BLAS recorded");
+             && qh_record_get(r, "blas.core", v, sizeof v), "files and BLAS recorded");
+    QH_CHECK(qh_record_get(r, "code.sources", v, sizeof v) && strlen(v) == 64
+             && strspn(v, "0123456789abcdef") == 64 && !strcmp(v, qh_protocol_code_sources()),
+             "code.sources is the build's code id: %s", v);
+    QH_CHECK(!qh_record_get(r, "code.commit", v, sizeof v) && !qh_record_get(r, "code.dirty", v, sizeof v)
+             && !qh_record_get(bl, "code.commit", v, sizeof v)
+             && qh_record_get(bl, "code.sources", v, sizeof v) && !strcmp(v, qh_protocol_code_sources()),
+             "no git commit or dirty flag in the record (they stay in /provenance)");
+    QH_CHECK(qh_record_get(r, "record.version", v, sizeof v) && !strcmp(v, "2"), "record.version 2: %s", v);
     QH_CHECK(qh_record_get(r, "blas.threads", v, sizeof v) && !strcmp(v, "3"), "thread count as given");
     QH_CHECK(qh_record_get(r, "bits", v, sizeof v) && !strcmp(v, "3")
              && qh_record_get(r, "method.name", v, sizeof v) && !strcmp(v, "gptq")
@@ -158,6 +168,77 @@ done:
     free(r); free(again); free(r2); free(bl);
     qh_config_free(c);
     qh_config_free(c2);
+}
+
+/* A results file at path whose /run holds status 0 and the record rec. */
+static int write_cell(const char *path, const char *rec)
+{
+    qh_results *w = NULL;
+    int st = qh_results_open(path, &w);
+    if (st == QH_OK) st = qh_results_group(w, "/run");
+    if (st == QH_OK) st = qh_results_attr_int(w, "/run", "status", 0);
+    if (st == QH_OK) st = qh_results_attr_string(w, "/run", "protocol", rec);
+    if (st == QH_OK) return qh_results_commit(w);
+    qh_results_abort(w);
+    return st;
+}
+
+/* The record with key `key` set to the string `value` (new; NULL on error). */
+static char *with_key(const char *rec, const char *key, const char *value)
+{
+    cJSON *j = cJSON_Parse(rec);
+    char *out = NULL;
+    if (j) {
+        cJSON_DeleteItemFromObjectCaseSensitive(j, key);
+        if (value) cJSON_AddStringToObject(j, key, value);
+        out = cJSON_PrintUnformatted(j);
+    }
+    cJSON_Delete(j);
+    return out;
+}
+
+/* A cell is stale when its code.sources differs (code that computes results
+ * changed), and a cell written under record.version 1 (code.commit,
+ * code.dirty) is stale naming those keys. */
+static void test_code_sources_stale(void)
+{
+    qh_config *c = config(4, 0, 256, "{\"method\": \"rtn\"}", "3");
+    char *r = c ? record_of(c, 0) : NULL;
+    char path[] = "/tmp/qh_protocol_cell_XXXXXX", file[64], why[256];
+    QH_CHECK(r && mkdtemp(path), "record and folder: %s", qh_last_error());
+    if (!r || !path[0]) { free(r); qh_config_free(c); return; }
+    snprintf(file, sizeof file, "%s/cell.h5", path);
+
+    QH_CHECK(write_cell(file, r) == QH_OK, "cell written: %s", qh_last_error());
+    qh_sweep_stale_reason(file, r, qh_protocol_host_keys, why, sizeof why);
+    QH_CHECK(!why[0], "the same record: not stale ('%s')", why);
+
+    char *other = with_key(r, "code.sources", "0000000000000000000000000000000000000000000000000000000000000000");
+    QH_CHECK(other && write_cell(file, other) == QH_OK, "cell of other code written");
+    qh_sweep_stale_reason(file, r, qh_protocol_host_keys, why, sizeof why);
+    QH_CHECK(!strcmp(why, "code.sources"), "other code: stale naming code.sources: '%s'", why);
+
+    /* A record of version 1: the git commit instead of the code id. */
+    char *old = with_key(r, "code.sources", NULL), *old2 = NULL, *old3 = NULL;
+    if (old) old2 = with_key(old, "code.commit", "0123456789abcdef0123456789abcdef01234567");
+    if (old2) {
+        cJSON *j = cJSON_Parse(old2);
+        if (j) {
+            cJSON_AddFalseToObject(j, "code.dirty");
+            cJSON_ReplaceItemInObjectCaseSensitive(j, "record.version", cJSON_CreateNumber(1));
+            old3 = cJSON_PrintUnformatted(j);
+        }
+        cJSON_Delete(j);
+    }
+    QH_CHECK(old3 && write_cell(file, old3) == QH_OK, "cell of record.version 1 written");
+    qh_sweep_stale_reason(file, r, qh_protocol_host_keys, why, sizeof why);
+    QH_CHECK(!strcmp(why, "code.commit, code.dirty, code.sources, record.version"),
+             "a version-1 record is stale, naming the keys: '%s'", why);
+
+    unlink(file);
+    rmdir(path);
+    free(other); free(old); free(old2); free(old3); free(r);
+    qh_config_free(c);
 }
 
 /* Refused before the first cell, naming the key and the model. */
@@ -199,6 +280,7 @@ int main(void)
     test_record_diff();
     test_file_hash();
     test_record();
+    test_code_sources_stale();
     test_validate();
     return qh_test_summary();
 }

@@ -6,6 +6,9 @@
 # --rerun-stale); `qh status` lists them as stale; `qh report` refuses to put
 # cells of different protocols in one table without --mix-protocols; a file
 # without a record (an older file) is stale; an --out that is a file is refused.
+# The record names the code by code.sources (the build's hash of the compiled
+# sources), not by the git commit: a commit that changes only a Markdown file,
+# or a dirty tree, leaves every cell complete, with the commit in /provenance.
 # Needs $QH and h5dump (hdf5-tools); run from the repository root.
 . "$(dirname "$0")/lib.sh"
 summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ]; exit $?; }
@@ -93,4 +96,48 @@ sed 's/"seqlen": 64/"seqlen": 4096/' "$tmp/s.json" > "$tmp/long.json"
 out=$("$QH" run "$tmp/long.json" --out "$tmp/l" 2>&1); rc=$?
 [ "$rc" = 1 ] && grep -q "eval.seqlen: 4096 exceeds the context of models\[0\] (opt-7m" <<< "$out" && [ ! -e "$tmp/l" ] \
     && ok "eval seqlen beyond the model's context refused before any cell" || bad "long eval: rc $rc: $out"
+
+# A commit that changes no compiled source leaves the cells complete: a git
+# repository in $tmp/repo (models and data linked in), a run, a commit of a
+# Markdown file, a run again.  tests/test_protocol.c checks that a cell of
+# other code (code.sources) or of a record of version 1 is stale.
+if ! command -v git >/dev/null; then
+    skip "git not installed: cells across commits not checked"; summary
+fi
+QHA=$(realpath "$QH")
+mkdir -p "$tmp/repo"
+ln -s "$PWD/models" "$tmp/repo/models"; ln -s "$PWD/data" "$tmp/repo/data"
+cp "$tmp/s.json" "$tmp/repo/s.json"
+echo "# notes" > "$tmp/repo/notes.md"
+gitc() { git -C "$tmp/repo" -c user.name=qh -c user.email=qh@localhost -c commit.gpgsign=false "$@"; }
+gitc init -q && gitc add -A && gitc commit -q -m one || bad "git repository"
+c1=$(gitc rev-parse HEAD)
+(cd "$tmp/repo" && "$QHA" run s.json --out c1 --quiet >/dev/null 2>&1)
+rec=$(attr "$tmp/repo/c1/opt-7m.rtn.w4.s0.h5" /run protocol | sed 's/\\"/"/g')
+grep -q '"code.sources":"[0-9a-f]\{64\}"' <<< "$rec" && grep -q '"record.version":2' <<< "$rec" \
+    && ! grep -q '"code.commit"\|"code.dirty"' <<< "$rec" \
+    && [ "$(attr "$tmp/repo/c1/opt-7m.rtn.w4.s0.h5" /provenance git_commit)" = "$c1" ] \
+    && ok "the record holds code.sources, /provenance the commit" || bad "record: $rec"
+echo "a Markdown edit" >> "$tmp/repo/notes.md"
+out=$(cd "$tmp/repo" && "$QHA" run s.json --out c1 2>&1); rc=$?
+[ "$rc" = 0 ] && grep -q "2 complete, 0 stale, 0 tasks to run" <<< "$out" \
+    && ok "a dirty tree (Markdown only): every cell complete" || bad "dirty: rc $rc: $out"
+gitc commit -q -am "notes only" || bad "second commit"
+c2=$(gitc rev-parse HEAD)
+out=$(cd "$tmp/repo" && "$QHA" run s.json --out c1 2>&1); rc=$?
+[ "$rc" = 0 ] && [ "$c1" != "$c2" ] && grep -q "2 complete, 0 stale, 0 tasks to run" <<< "$out" \
+    && ok "a commit of a Markdown file: every cell complete, none stale" || bad "new commit: rc $rc: $out"
+out=$(cd "$tmp/repo" && "$QHA" status c1); rc=$?
+[ "$rc" = 0 ] && grep -q "3 done, 0 stale" <<< "$out" && ok "qh status: done under the new commit" \
+    || bad "status: rc $rc: $out"
+(cd "$tmp/repo" && "$QHA" run s.json --out c2 --quiet >/dev/null 2>&1)
+same=1
+for f in "$tmp/repo/c1"/*.h5; do
+    h5diff -q --exclude-path /provenance "$f" "$tmp/repo/c2/$(basename "$f")" >/dev/null 2>&1 || same=0
+done
+[ "$same" = 1 ] && [ "$(attr "$tmp/repo/c2/opt-7m.rtn.w4.s0.h5" /provenance git_commit)" = "$c2" ] \
+    && ok "runs at the two commits: identical outside /provenance, which names each commit" \
+    || bad "runs at two commits differ outside /provenance"
+out=$(cd "$tmp/repo" && "$QHA" report c1 --no-plots --out r 2>&1); rc=$?
+[ "$rc" = 0 ] && ok "qh report needs no --mix-protocols" || bad "report: rc $rc: $out"
 summary

@@ -85,8 +85,7 @@ static void collect_git_now(qh_provenance *p)
 }
 
 /* Once per process: a sweep's workers are forked from the runner, so every
- * cell of one run records the tree as it was when the run started, and the
- * protocol record (qh_provenance_code_version) agrees with /provenance. */
+ * cell of one run records the tree as it was when the run started. */
 static void collect_git(qh_provenance *p)
 {
     static int have;
@@ -101,14 +100,6 @@ static void collect_git(qh_provenance *p)
     }
     memcpy(p->git_commit, commit, sizeof p->git_commit);
     p->git_dirty = dirty;
-}
-
-void qh_provenance_code_version(char *commit, size_t cap, int *dirty)
-{
-    qh_provenance p;
-    collect_git(&p);
-    snprintf(commit, cap, "%s", p.git_commit);
-    *dirty = p.git_dirty;
 }
 
 static void collect_versions(qh_provenance *p)

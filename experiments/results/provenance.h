@@ -3,7 +3,8 @@
  * compared byte for byte.
  *
  * Collected: git commit and dirty flag (from `git` run in the current
- * directory, once per process; "unknown" / -1 when git or the repository is unavailable),
+ * directory, once per process; "unknown" / -1 when git or the repository is unavailable;
+ * for people: the protocol record identifies the code by its sources, code.sources),
  * compiler version (__VERSION__) and whether it optimised (__OPTIMIZE__) --
  * the full CFLAGS are not known to the code, which says so in build_note --,
  * HDF5, GSL and cJSON versions, OpenBLAS config, core and threads, the host
@@ -56,11 +57,6 @@ typedef struct {
  * cannot be found is "unknown".  Runs `git` twice through popen (stderr
  * discarded), in the current directory. */
 void qh_provenance_collect(qh_provenance *p);
-
-/* The code version that qh_provenance_collect records: the git commit of
- * the current directory ("unknown") and the dirty flag (1, 0, -1 unknown),
- * looked up once per process.  The protocol record uses it. */
-void qh_provenance_code_version(char *commit, size_t cap, int *dirty);
 
 /* Sets end_time to now (or the fixed time). */
 void qh_provenance_finish(qh_provenance *p);
