@@ -31,6 +31,7 @@ expect_line "tiny: 2 layers" "$out" '^layers +2$'
 expect_line "tiny: GQA 4/2" "$out" '^heads +4 \(kv heads 2, head_dim 16\)'
 expect_line "tiny: untied head" "$out" '^lm_head +separate'
 expect_line "tiny: F32 on disk" "$out" 'dtype F32 +21 tensors, 1122624 values'
+expect_line "tiny: F32 mapped in place" "$out" '^in memory +1122624 mapped in place'
 p1=$(ppl_of "$tmp/a")
 # random init (std 0.02): near-uniform predictions over the 8192-entry vocabulary
 awk -v p="$p1" 'BEGIN { exit !(p > 7000 && p < 10000) }' && ok "tiny: ppl $p1 near the vocab size" \
@@ -57,6 +58,7 @@ for dt in f16 bf16; do
     out=$("$QH" info --model "$tmp/$dt" 2>&1)
     up=$(tr a-z A-Z <<< "$dt")
     expect_line "$dt: stored as $up" "$out" "dtype $up +21 tensors"
+    expect_line "$dt: converted, not mapped" "$out" "^in memory +0 mapped in place.*1122624 converted"
     p=$(ppl_of "$tmp/$dt")
     awk -v p="$p" -v q="$p1" 'BEGIN { exit !(p > 0 && (p - q) / q < 1e-3 && (q - p) / q < 1e-3) }' \
         && ok "$dt: ppl $p within 0.1 % of F32's" || bad "$dt: ppl '$p' vs F32 '$p1'"

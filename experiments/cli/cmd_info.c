@@ -95,6 +95,9 @@ static void print_counts(const qh_model *m)
     printf("parameters   %zu (%.2f M; tied head counted once)\n", n, (double)n / 1e6);
     printf("linear W     %zu (%.2f M in decoder-block linear weights, %.1f %%)\n", nl,
            (double)nl / 1e6, n ? 100.0 * (double)nl / (double)n : 0.0);
+    size_t mapped = qh_model_n_mapped_params(m);
+    printf("in memory    %zu mapped in place from F32 files (copy-on-write), %zu converted to "
+           "float32\n", mapped, n - mapped);
 }
 
 /* Dtypes as stored, summed over every tensor of every file. */
