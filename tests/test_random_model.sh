@@ -9,7 +9,7 @@ trap 'rm -rf "$tmp"' EXIT
 gen=experiments/scripts/make_random_model.py
 
 py=
-for c in "${PYTHON:-}" python3 /usr/bin/python3; do
+for c in "${PYTHON:-}" $(type -ap python3); do   # every python3 on PATH, first with numpy
     [ -n "$c" ] && "$c" -c 'import numpy' 2>/dev/null && { py=$c; break; }
 done
 if [ -z "$py" ]; then

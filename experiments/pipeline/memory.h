@@ -88,7 +88,7 @@ int qh_mem_protocol_of_cell(const qh_config *cfg, const qh_cell *cell, qh_mem_pr
                             void **params) QH_MUST_CHECK;
 
 /* Bytes in words: "812 MiB", "3.41 GiB" (binary units, as Slurm's --mem and
- * /usr/bin/time count), into buf. */
+ * GNU time count), into buf. */
 const char *qh_mem_format(size_t bytes, char *buf, size_t size);
 
 #endif
