@@ -103,7 +103,7 @@ help:
 	@echo "make clean             remove build outputs"
 
 APT_PKGS := build-essential pkg-config libgsl-dev libhdf5-dev hdf5-tools libcjson-dev \
-            libopenblas-dev liblapacke-dev gnuplot-nox fonts-dejavu-core
+            libopenblas-dev liblapacke-dev gnuplot-nox fonts-dejavu-core python3-numpy
 deps:
 	@if pkg-config --exists $(PKGS) && command -v gnuplot >/dev/null && command -v h5dump >/dev/null; then \
 	    echo "deps: all packages present"; \

@@ -42,6 +42,28 @@ order=$(grep -Eo '^  (gate|up|down)_proj +#[0-9]' <<< "$out" | awk '{ printf "%s
 [ "$order" = "gate_proj#4,up_proj#6,down_proj#5," ] && ok "llama-9m MLP linears in model order" \
     || bad "llama-9m MLP linears: '$order'"
 
+# the peak-memory estimate of one cell (pipeline/memory.h): its hidden-state term is
+# nsamples x seqlen x hidden x 4 bytes exactly (128 x 512 x 256 x 4 = 64 MiB)
+out=$("$QH" info --model models/llama-9m --nsamples 128 --seqlen 512 2>&1); rc=$?
+[ "$rc" -eq 0 ] && ok "info with --nsamples/--seqlen exits 0" || bad "info --nsamples exits $rc: $out"
+expect_line "memory estimate" "$out" \
+    '^memory +estimated peak RSS of a gptq cell, 128 windows of 512 tokens: [0-9.]+ (MiB|GiB)$'
+expect_line "memory: weights as float32 (8.92 M x 4 bytes)" "$out" 'weights 34 MiB \(float32\)'
+expect_line "memory: hidden states 64 MiB" "$out" 'hidden states 64 MiB'
+expect_line "memory: largest linear down_proj 256 x 768" "$out" 'linear 256 x 768 '
+expect_line "memory: float reference" "$out" 'while the float reference is built'
+peak() { grep -Eo 'tokens: [0-9.]+ MiB' <<< "$1" | grep -Eo '[0-9.]+'; }
+out2=$("$QH" info --model models/llama-9m --nsamples 256 --seqlen 512 2>&1)
+expect_line "memory: 256 windows, 128 MiB of states" "$out2" 'hidden states 128 MiB'
+[ "$(( $(peak "$out2") - $(peak "$out") ))" -eq 64 ] && ok "memory: 128 more windows add 64 MiB" \
+    || bad "memory: peaks $(peak "$out") -> $(peak "$out2")"
+out=$("$QH" info --model models/llama-9m --method nosuch 2>&1); rc=$?
+[ "$rc" -eq 2 ] && grep -q "unknown method 'nosuch'" <<< "$out" && ok "unknown --method refused" \
+    || bad "--method nosuch: rc $rc: $out"
+out=$("$QH" info --model models/llama-9m --nsamples 0 2>&1); rc=$?
+[ "$rc" -eq 2 ] && grep -q "positive integer" <<< "$out" && ok "--nsamples 0 refused" \
+    || bad "--nsamples 0: rc $rc: $out"
+
 if [ -d ../shared/models/opt-30m ]; then
     out=$("$QH" info --model ../shared/models/opt-30m 2>&1); rc=$?
     [ "$rc" -eq 0 ] && ok "info opt-30m exits 0" || bad "info opt-30m exits $rc"

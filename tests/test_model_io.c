@@ -26,6 +26,7 @@
 #include "model/family.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "model/save_model.h"
 #include "qh_test.h"
 #include "model/safetensors.h"
 
@@ -1184,6 +1185,99 @@ static void test_opt30m(void)
     qh_model_free(m);
 }
 
+/* Rewrites a safetensors file with its header padded by `pad` more spaces:
+ * the same tensors, the data section shifted by pad bytes. */
+static void pad_header(const char *path, size_t pad)
+{
+    size_t n;
+    unsigned char *p = read_bytes(path, &n);
+    QH_ASSERT(p && n >= 8);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = hl << 8 | p[i];
+    char *h = malloc((size_t)hl + pad + 1);
+    memcpy(h, p + 8, (size_t)hl);
+    memset(h + hl, ' ', pad);
+    h[hl + pad] = '\0';
+    write_st_raw(path, hl + pad, h, p + 8 + hl, n - 8 - (size_t)hl);
+    free(h);
+    free(p);
+}
+
+/* F32 weights are mapped in place (copy-on-write): writes through the model
+ * never reach the file, a second load sees the file's values, saving works
+ * (also over the folder itself, which a rename must not disturb), and a data
+ * section at an address not 4-byte aligned falls back to copying. */
+static void test_mapped_f32(void)
+{
+    char dir[768], path[1024], out[1024];
+    tensor_list tl;
+    write_tiny(&tiny_opt, "mapped", dir, sizeof dir, &tl);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    size_t n0, n1;
+    unsigned char *before = read_bytes(path, &n0);
+    qh_model *m = NULL, *m2 = NULL;
+    int st = qh_model_load(dir, &m);
+    QH_CHECK(st == QH_OK, "F32 tiny OPT loads: %s", qh_last_error());
+    if (st != QH_OK) { free(before); free_list(&tl); return; }
+    QH_CHECK(qh_model_n_mapped_params(m) == qh_model_n_params(m) && qh_model_n_params(m) > 0,
+             "every F32 tensor mapped in place (%zu of %zu)", qh_model_n_mapped_params(m),
+             qh_model_n_params(m));
+    qh_linear *L = &m->blocks[1].lin[QH_LIN_UP];
+    QH_CHECK(same_data(L->W, &tl, "model.decoder.layers.1.fc1.weight", (size_t)L->out * L->in),
+             "mapped fc1 holds the file's values");
+    for (size_t j = 0; j < (size_t)L->out * L->in; j++) L->W[j] = 0.5f;   /* as a quantizer does */
+    m->embed_tokens[3] = -2.0f;
+    unsigned char *after = read_bytes(path, &n1);
+    QH_CHECK(after && n0 == n1 && !memcmp(before, after, n0), "writes into W leave the file unchanged");
+    free(after);
+    st = qh_model_load(dir, &m2);
+    QH_CHECK(st == QH_OK && m2->blocks[1].lin[QH_LIN_UP].W[0] ==
+             list_find(&tl, "model.decoder.layers.1.fc1.weight")[0] && m2->embed_tokens[3] ==
+             list_find(&tl, "model.decoder.embed_tokens.weight")[3],
+             "a second load sees the file, not the first model's writes");
+    qh_model_free(m2);
+    m2 = NULL;
+    /* save elsewhere, then over the source folder while it is mapped */
+    snprintf(out, sizeof out, "%s/mapped_saved", tmp_root);
+    for (int pass = 0; pass < 2; pass++) {
+        const char *to = pass ? dir : out;
+        st = qh_model_save(m, to);
+        QH_CHECK(st == QH_OK, "save of a mapped model %s: %s", pass ? "over its folder" : "",
+                 qh_last_error());
+        st = st ? st : qh_model_load(to, &m2);
+        /* save_model.h: the linears as held, every other tensor as in the source file */
+        int same = st == QH_OK && m2->blocks[1].lin[QH_LIN_UP].W[5] == 0.5f &&
+                   m2->embed_tokens[3] == list_find(&tl, "model.decoder.embed_tokens.weight")[3] &&
+                   same_data(m2->blocks[0].lin[QH_LIN_Q].W, &tl, "model.decoder.layers.0.self_attn"
+                             ".q_proj.weight", 64);
+        QH_CHECK(same, "saved %s: the written weights, the rest as loaded", pass ? "in place" : "copy");
+        QH_CHECK(L->W[7] == 0.5f && m->embed_tokens[3] == -2.0f,
+                 "the mapped model still reads its weights after the save (pass %d)", pass);
+        qh_model_free(m2);
+        m2 = NULL;
+    }
+    qh_model_free(m);
+    m = NULL;
+    /* data section at 8 + header + 1: not 4-byte aligned, so copied */
+    free_list(&tl);
+    write_tiny(&tiny_opt, "unaligned", dir, sizeof dir, &tl);   /* same values: tl refilled */
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    pad_header(path, 1);
+    st = qh_model_load(dir, &m);
+    QH_CHECK(st == QH_OK, "F32 model with an unaligned data section loads: %s", qh_last_error());
+    if (st == QH_OK) {
+        L = &m->blocks[1].lin[QH_LIN_UP];
+        QH_CHECK(qh_model_n_mapped_params(m) == 0 && ((uintptr_t)L->W % 64) == 0,
+                 "unaligned F32 copied into aligned storage (%zu mapped)",
+                 qh_model_n_mapped_params(m));
+        QH_CHECK(same_data(L->W, &tl, "model.decoder.layers.1.fc1.weight", (size_t)L->out * L->in),
+                 "copied fc1 holds the file's values");
+    }
+    qh_model_free(m);
+    free(before);
+    free_list(&tl);
+}
+
 int main(void)
 {
     const char *base = getenv("TMPDIR");
@@ -1193,6 +1287,7 @@ int main(void)
     test_writer_round_trip();
     test_tiny_opt_variants();
     test_tiny_llama_variants();
+    test_mapped_f32();
     test_family_table();
     test_llama_layout_row();
     test_bias_switches();

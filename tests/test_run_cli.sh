@@ -29,6 +29,9 @@ JSON
 out=$("$QH" run "$tmp/sweep.json" --dry-run --out "$tmp/a" 2>&1)
 grep -q "opt-7m.ldlq+incoh.w4.s0 .*pending" <<< "$out" && grep -q "3 cells selected" <<< "$out" \
     && ok "dry run lists 3 pending cells" || bad "dry run: $out"
+grep -Eq "opt-7m.gptq.w4.s0 +pending +peak ~[0-9]+ MiB" <<< "$out" \
+    && grep -Eq "^largest estimated peak RSS of a cell: [0-9]+ MiB" <<< "$out" \
+    && ok "dry run prints each cell's estimated peak memory" || bad "dry run peaks: $out"
 [ ! -e "$tmp/a" ] && ok "dry run writes nothing" || bad "dry run created $tmp/a"
 
 "$QH" run "$tmp/sweep.json" --out "$tmp/a" --jobs 2 --quiet; rc=$?

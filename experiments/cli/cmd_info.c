@@ -3,21 +3,29 @@
  * decoder block.  Loading fully (not just reading headers) makes the command
  * a check that the folder is usable by every other command. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/commands.h"
 #include "model/model.h"
 #include "model/safetensors.h"
+#include "pipeline/config.h"
+#include "pipeline/memory.h"
+#include "qh_method.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: qh info --model DIR\n\n"
+    fprintf(f, "usage: qh info --model DIR [--method NAME] [--nsamples N] [--seqlen N]\n\n"
                "Loads the Hugging Face model folder DIR (config.json + model.safetensors or\n"
                "model.safetensors.index.json with shards) and prints its configuration,\n"
-               "parameter counts, dtypes on disk and the linear layers of each block.\n\n"
+               "parameter counts, dtypes on disk, the linear layers of each block and the\n"
+               "estimated peak memory of one sweep cell on it (docs/cluster.md).\n\n"
                "options:\n"
-               "  --model DIR   model folder (required)\n"
-               "  --help        this text\n");
+               "  --model DIR     model folder (required)\n"
+               "  --method NAME   the cell's method, default parameters (default gptq)\n"
+               "  --nsamples N    calibration windows (default 128, as a configuration's)\n"
+               "  --seqlen N      calibration and evaluation length (default: the context)\n"
+               "  --help          this text\n");
 }
 
 /* The decoder's features in words. */
@@ -95,6 +103,9 @@ static void print_counts(const qh_model *m)
     printf("parameters   %zu (%.2f M; tied head counted once)\n", n, (double)n / 1e6);
     printf("linear W     %zu (%.2f M in decoder-block linear weights, %.1f %%)\n", nl,
            (double)nl / 1e6, n ? 100.0 * (double)nl / (double)n : 0.0);
+    size_t mapped = qh_model_n_mapped_params(m);
+    printf("in memory    %zu mapped in place from F32 files (copy-on-write), %zu converted to "
+           "float32\n", mapped, n - mapped);
 }
 
 /* Dtypes as stored, summed over every tensor of every file. */
@@ -136,12 +147,69 @@ static void print_block(const qh_model *m)
     }
 }
 
+/* The estimated peak RSS of one cell (pipeline/memory.h) under the default
+ * protocol of a configuration, or the flags'. */
+static int print_memory(const qh_model *m, const char *method, long nsamples, long seqlen)
+{
+    const qh_method_type *t = qh_method_find(method);
+    if (!t) {
+        fprintf(stderr, "qh info: unknown method '%s' (qh methods lists them)\n", method);
+        return 2;
+    }
+    void *params = qh_method_params_new(t);
+    if (!params) { fprintf(stderr, "qh info: out of memory\n"); return 1; }
+    qh_mem_protocol p = { .nsamples = (size_t)nsamples, .calib_seqlen = (size_t)seqlen,
+                          .eval_seqlen = (size_t)seqlen, .kl_topk = QH_EVAL_KL_TOPK_DEFAULT,
+                          .method = t, .params = params };
+    qh_mem_estimate e;
+    int st = qh_mem_estimate_cell(&m->cfg, qh_model_n_params(m), &p, &e);
+    free(params);
+    if (st != QH_OK) {
+        fprintf(stderr, "qh info: %s (%s)\n", qh_last_error(), qh_status_name(st));
+        return 1;
+    }
+    char a[32], b[32], c[32], d[32], g[32], h[32], k[32];
+    long T = seqlen ? seqlen : m->cfg.max_pos;
+    printf("memory       estimated peak RSS of a %s cell, %ld windows of %ld tokens: %s\n", method,
+           nsamples, T, qh_mem_format(e.peak, a, sizeof a));
+    printf("               weights %s (float32), calibration %s (hidden states %s, Hessians %s,\n"
+           "               linear %d x %d %s), evaluation %s, base %s\n",
+           qh_mem_format(e.weights, b, sizeof b), qh_mem_format(e.calibration, c, sizeof c),
+           qh_mem_format(e.states, d, sizeof d), qh_mem_format(e.hessians, g, sizeof g),
+           e.linear_out, e.linear_in, qh_mem_format(e.linear, h, sizeof h),
+           qh_mem_format(e.evaluation, k, sizeof k), qh_mem_format(e.base, a, sizeof a));
+    printf("               + %s while the float reference is built (a cell before its baseline)\n",
+           qh_mem_format(e.float_ref, a, sizeof a));
+    return 0;
+}
+
+/* A positive integer option value, or -1. */
+static long positive(const char *s)
+{
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    return end != s && *end == '\0' && v > 0 && v <= (1L << 24) ? v : -1;
+}
+
 int qh_cmd_info(int argc, char **argv)
 {
-    const char *dir = NULL;
+    const char *dir = NULL, *method = "gptq";
+    long nsamples = 128, seqlen = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage(stdout); return 0; }
         if (!strcmp(argv[i], "--model") && i + 1 < argc) { dir = argv[++i]; continue; }
+        if (!strcmp(argv[i], "--method") && i + 1 < argc) { method = argv[++i]; continue; }
+        if ((!strcmp(argv[i], "--nsamples") || !strcmp(argv[i], "--seqlen")) && i + 1 < argc) {
+            long v = positive(argv[i + 1]);
+            if (v < 0) {
+                fprintf(stderr, "qh info: %s takes a positive integer, got '%s'\n", argv[i],
+                        argv[i + 1]);
+                return 2;
+            }
+            if (!strcmp(argv[i], "--nsamples")) nsamples = v; else seqlen = v;
+            i++;
+            continue;
+        }
         fprintf(stderr, "qh info: unknown or incomplete option '%s'\n", argv[i]);
         usage(stderr);
         return 2;
@@ -157,10 +225,11 @@ int qh_cmd_info(int argc, char **argv)
     print_counts(m);
     st = print_disk(dir);
     print_block(m);
+    int rc = st == QH_OK ? print_memory(m, method, nsamples, seqlen) : 0;
     qh_model_free(m);
     if (st != QH_OK) {
         fprintf(stderr, "qh info: %s (%s)\n", qh_last_error(), qh_status_name(st));
         return 1;
     }
-    return 0;
+    return rc;
 }

@@ -21,6 +21,7 @@
 #include "backends/slurm.h"
 #include "cli/commands.h"
 #include "pipeline/config.h"
+#include "pipeline/memory.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/protocol.h"
 #include "pipeline/sweep.h"
@@ -537,6 +538,32 @@ cleanup:
     return rc;
 }
 
+/* A model's shapes and stored size for the dry run's memory estimates, read
+ * once (state 0: not yet, 1: read, -1: unreadable). */
+typedef struct { int state; qh_model_config cfg; size_t n_params; } model_shapes;
+
+/* The estimated peak RSS of cell c (pipeline/memory.h); 0 when its model's
+ * config or headers cannot be read (the cell will say why when it runs). */
+static size_t cell_peak(const qh_config *cfg, const qh_cell *c, model_shapes *ms)
+{
+    model_shapes *s = &ms[c->model];
+    if (s->state == 0) {
+        const char *dir = cfg->models[c->model].path;
+        s->state = qh_model_config_load(dir, &s->cfg) == QH_OK &&
+                   qh_mem_stored_params(dir, &s->n_params) == QH_OK ? 1 : -1;
+        qh_error_clear();
+    }
+    if (s->state < 0) return 0;
+    qh_mem_protocol p;
+    qh_mem_estimate e;
+    void *params = NULL;
+    int st = qh_mem_protocol_of_cell(cfg, c, &p, &params);
+    if (st == QH_OK) st = qh_mem_estimate_cell(&s->cfg, s->n_params, &p, &e);
+    free(params);
+    qh_error_clear();
+    return st == QH_OK ? e.peak : 0;
+}
+
 static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
 {
     char out[1024];
@@ -575,7 +602,14 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         free(cells);
         return 1;
     }
-    size_t n_tasks = 0, n_selected = 0, n_complete = 0, n_cell_stale = 0;
+    size_t n_tasks = 0, n_selected = 0, n_complete = 0, n_cell_stale = 0, most_peak = 0;
+    model_shapes *shapes = calloc(cfg->n_models + 1, sizeof *shapes);
+    if (!shapes) {
+        fprintf(stderr, "qh run: out of memory\n");
+        free(tasks);
+        free(cells);
+        return 1;
+    }
     /* The Slurm submitter runs elsewhere than its tasks: the BLAS keys of
      * the machine a cell ran on are not its to predict. */
     stale_check sc = { cfg, effective_threads(o->slurm ? o->cpus_per_task : qh_local_threads_per_worker(o->jobs)),
@@ -602,15 +636,26 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         static const char *const names[] = { "pending", "complete", "stale" };
         n_complete += ts == TASK_COMPLETE;
         n_cell_stale += sc.n_stale - stale_before;
-        if (o->dry_run) printf("%5zu  %-48s %s\n", i, cells[i].id, names[ts]);
+        if (o->dry_run) {
+            char b[32];
+            size_t peak = cell_peak(cfg, &cells[i], shapes);
+            most_peak = peak > most_peak ? peak : most_peak;
+            printf("%5zu  %-48s %-8s peak ~%s\n", i, cells[i].id, names[ts],
+                   peak ? qh_mem_format(peak, b, sizeof b) : " ?");
+        }
         if (ts == TASK_PENDING || (ts == TASK_STALE && o->rerun_stale)) n_tasks++;
     }
     int failed = 0, sig = 0;
     stale_summary(&sc, o->rerun_stale);
-    if (o->dry_run)
+    if (o->dry_run) {
         printf("%zu cells selected, %zu complete, %zu stale, %zu to run (plus baselines); results in %s\n",
                n_selected, n_complete, n_cell_stale,
                n_selected - n_complete - (o->rerun_stale ? 0 : n_cell_stale), out);
+        char b[32];
+        if (most_peak)
+            printf("largest estimated peak RSS of a cell: %s (per worker; docs/cluster.md sizes a job "
+                   "from it)\n", qh_mem_format(most_peak, b, sizeof b));
+    }
     if (o->slurm)
         failed = submit_slurm(o, cfg, json, out, tasks, n_tasks, cells);
     else if (!o->dry_run) {
@@ -621,11 +666,13 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         failed = run_local(&p, tasks, n_tasks, o->jobs, o->quiet, &sig);
         if (!o->quiet && !sig) fprintf(stderr, "qh run: %d of %zu tasks failed; results in %s\n", failed, n_tasks, out);
     }
+    free(shapes);
     free(tasks);
     free(cells);
     return sig ? 128 + sig : failed ? 1 : 0;   /* the shell's status for a signal */
 bad_path:
     fprintf(stderr, "qh run: %s\n", qh_last_error());
+    free(shapes);
     free(tasks);
     free(cells);
     return 1;

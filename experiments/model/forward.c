@@ -65,6 +65,31 @@ int qh_forward_check_features(const qh_model *m, const char *who)
     return QH_OK;
 }
 
+/* Floats of a workspace (the buffers carved below), and the size_t scratch
+ * after them in *idx (aqd entries). */
+static size_t ws_floats(const qh_model_config *c, size_t T, size_t nt, size_t hk, size_t *idx)
+{
+    const qh_model_features *f = &c->features;
+    size_t hidden = (size_t)c->hidden, embed = (size_t)(c->embed_dim > 0 ? c->embed_dim : c->hidden);
+    size_t qd = (size_t)c->n_heads * (size_t)c->head_dim, kvd = (size_t)c->n_kv_heads * (size_t)c->head_dim;
+    size_t ffn = (size_t)c->ffn_dim, wide = max_sz(hidden, embed);
+    size_t half = f->pos == QH_POS_ROTARY ? (size_t)f->rotary_dims / 2 : 0;
+    size_t f2 = f->gated_mlp ? ffn : 0, aqd = max_sz(wide, max_sz(qd, ffn));
+    *idx = aqd;
+    return T * (hidden + 2 * wide + 2 * qd + 2 * kvd + ffn + f2 + nt * QH_ATTN_QBLOCK + 2 * half + aqd)
+           + nt * QH_ATTN_QBLOCK + aqd + hk * hk;
+}
+
+size_t qh_forward_ws_bytes(const qh_model_config *c, size_t capacity)
+{
+    int nt = qh_blas_info().threads;
+    nt = nt < 1 ? 1 : nt > QH_FORWARD_MAX_THREADS ? QH_FORWARD_MAX_THREADS : nt;
+    nt = nt > c->n_heads ? c->n_heads : nt;
+    size_t idx, n = ws_floats(c, capacity, (size_t)nt, 0, &idx);
+    return (n * sizeof(float) + sizeof(size_t) - 1) / sizeof(size_t) * sizeof(size_t)
+           + idx * sizeof(size_t) + sizeof(qh_forward_ws);
+}
+
 int qh_forward_ws_alloc(const qh_model *m, size_t capacity, qh_forward_ws **out)
 {
     const qh_model_config *c = &m->cfg;
@@ -103,9 +128,8 @@ int qh_forward_ws_alloc(const qh_model *m, size_t capacity, qh_forward_ws **out)
         QH_ERROR(QH_ECONFIG, "forward workspace: online Hadamard of size %d (ffn) unsupported",
                  c->ffn_dim);
     }
-    size_t n_floats = T * (ws->hidden + 2 * wide + 2 * ws->q_dim + 2 * ws->kv_dim +
-                           ws->ffn_dim + f2 + (size_t)nt * ws->qblock + 2 * half + aqd) +
-                      (size_t)nt * ws->qblock + aqd + hk * hk;
+    size_t idx_n, n_floats = ws_floats(c, T, (size_t)nt, hk, &idx_n);   /* == the carving below */
+    QH_ASSERT(idx_n == aqd);
     /* size_t scratch after the floats, aligned for size_t */
     size_t idx_off = (n_floats * sizeof(float) + sizeof(size_t) - 1) / sizeof(size_t);
     float *p = malloc((idx_off + aqd) * sizeof(size_t));

@@ -106,6 +106,11 @@ int qh_forward_check_features(const qh_model *m, const char *who) QH_MUST_CHECK;
  * after, so a workspace must not be used concurrently with other BLAS calls
  * of the process. */
 int qh_forward_ws_alloc(const qh_model *m, size_t capacity, qh_forward_ws **out) QH_MUST_CHECK;
+
+/* The bytes qh_forward_ws_alloc takes for a model of config c (not rotated:
+ * no online Hadamard) at capacity tokens with the current BLAS threads: for
+ * memory estimates (pipeline/memory.h). */
+size_t qh_forward_ws_bytes(const qh_model_config *c, size_t capacity);
 void qh_forward_ws_free(qh_forward_ws *ws);              /* NULL: no-op */
 
 /* Called before a linear layer is applied, with its input X (in x T,

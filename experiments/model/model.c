@@ -10,9 +10,14 @@
  * Config defaults are those of the transformers config classes.
  *
  * Loading is two passes: the first finds and checks every tensor (name,
- * dtype, shape against config.json) and plans its place in one 64-byte
- * aligned float32 buffer; the second converts from the memory-mapped files and
- * rejects non-finite values.  Fused tensors (a layout's qkv_fused,
+ * dtype, shape against config.json); the second points each F32 tensor into
+ * the files' private writable mappings (safetensors.h: copy-on-write, so the
+ * pipeline may overwrite weights in place and the file never changes; no
+ * copy, and the pages are shared with the page cache until written), converts
+ * the others (F16, BF16, or F32 at an address not 4-byte aligned, or in a
+ * file the system would only map read-only) into one 64-byte aligned float32
+ * buffer, and rejects non-finite values.  The mapped files stay open until
+ * qh_model_free when any tensor points into them.  Fused tensors (a layout's qkv_fused,
  * gate_up_fused) are loaded whole and the kinds' W point at their rows.
  * Refused by name: RoPE scaling other than default/linear/llama3, LayerNorm
  * without affine parameters, activations other than the row's, soft-capping
@@ -30,8 +35,11 @@
 #include "qh_path.h"
 
 typedef struct {
-    float *buf;                      /* every tensor, converted */
+    float *buf;                      /* the tensors converted or copied (not mapped in place) */
+    qh_st_set *set;                  /* the mapped files, kept while a tensor points into them;
+                                        NULL when every tensor was converted */
     size_t n_params;                 /* elements of every loaded tensor (tied head once) */
+    size_t n_mapped;                 /* of those, elements mapped in place (F32) */
 } model_storage;
 
 /* ---- config.json ------------------------------------------------------------ */
@@ -464,6 +472,7 @@ typedef struct {
     const qh_st_tensor *t;
     float **dst;                     /* where the converted pointer goes */
     size_t offset;                   /* in floats, into the storage buffer */
+    float *view;                     /* the tensor in the mapping, or NULL: converted into buf */
 } plan_slot;
 
 typedef struct {
@@ -522,8 +531,7 @@ static int want(loader *L, const char *base, int d0, int d1, float **dst, char *
         L->slots = grown;
         L->cap = cap;
     }
-    L->slots[L->n++] = (plan_slot){ f, t, dst, L->total_floats };
-    L->total_floats += (t->numel + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+    L->slots[L->n++] = (plan_slot){ f, t, dst, 0, NULL };
     L->n_params += t->numel;
     if (found_name) {
         size_t len = strlen(t->name) - (strlen(t->name) > 7 ? 7 : 0);   /* drop ".weight" */
@@ -790,12 +798,32 @@ static int plan_head(loader *L, qh_model *m)
     return st;
 }
 
+/* Each slot mapped in place when the file allows it (qh_st_f32_view), else
+ * given its 64-byte aligned offset in the storage buffer; the buffer's size in
+ * L->total_floats, the mapped elements in *mapped. */
+static void place_all(loader *L, size_t *mapped)
+{
+    *mapped = 0;
+    L->total_floats = 0;
+    for (size_t i = 0; i < L->n; i++) {
+        plan_slot *s = &L->slots[i];
+        s->view = qh_st_f32_view(s->file, s->t);
+        if (s->view) { *mapped += s->t->numel; continue; }
+        s->offset = L->total_floats;
+        L->total_floats += (s->t->numel + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+    }
+}
+
 static int convert_all(loader *L, float *buf)
 {
     for (size_t i = 0; i < L->n; i++) {
         const plan_slot *s = &L->slots[i];
-        float *dst = buf + s->offset;
-        QH_TRY(qh_st_read_f32(s->file, s->t, dst));
+        float *dst = s->view;
+        if (!dst) {
+            dst = buf + s->offset;
+            QH_TRY(qh_st_read_f32(s->file, s->t, dst));
+            qh_st_release(s->file, s->t);        /* the source pages are not needed again */
+        }
         for (size_t j = 0; j < s->t->numel; j++)
             if (!isfinite(dst[j]))
                 QH_ERROR(QH_ENAN, "%s: tensor %s: element %zu is %s (weights must be finite)",
@@ -805,8 +833,11 @@ static int convert_all(loader *L, float *buf)
     return QH_OK;
 }
 
-static int load_weights(qh_model *m, const qh_st_set *set, int final_norm)
+/* Plans, maps or converts every tensor of set into m; on success the set
+ * passes to m's storage when a tensor points into it (*set is then NULL). */
+static int load_weights(qh_model *m, qh_st_set **set_p, int final_norm)
 {
+    const qh_st_set *set = *set_p;
     const qh_layout *ly = m->cfg.family->layout;
     loader L = { .set = set, .try_model_prefix = 1, .prefix = ly->prefix ? ly->prefix : "model.",
                  .transposed = ly->transposed };
@@ -816,6 +847,11 @@ static int load_weights(qh_model *m, const qh_st_set *set, int final_norm)
     if (st == QH_OK) st = plan_head(&L, m);
     if (st != QH_OK) goto cleanup;
     model_storage *ms = m->storage;
+    place_all(&L, &ms->n_mapped);
+    if (ms->n_mapped) {               /* from here the model owns the mappings */
+        ms->set = *set_p;
+        *set_p = NULL;
+    }
     ms->buf = aligned_alloc(64, (L.total_floats ? L.total_floats : ALIGN_FLOATS) * sizeof(float));
     if (!ms->buf) {
         QH_SET_ERROR(st, QH_ENOMEM, "%s: %zu floats of weights", m->dir, L.total_floats);
@@ -859,7 +895,7 @@ int qh_model_load(const char *dir, qh_model **out)
     if ((st = load_config(m, &final_norm)) != QH_OK) goto cleanup;
     m->blocks = calloc((size_t)m->cfg.n_layers, sizeof *m->blocks);
     if (!m->blocks) { QH_SET_ERROR(st, QH_ENOMEM, "%s: %d blocks", dir, m->cfg.n_layers); goto cleanup; }
-    st = load_weights(m, set, final_norm);
+    st = load_weights(m, &set, final_norm);
 cleanup:
     qh_st_set_close(set);
     if (st != QH_OK) { qh_model_free(m); return st; }
@@ -883,7 +919,10 @@ void qh_model_free(qh_model *m)
 {
     if (!m) return;
     model_storage *ms = m->storage;
-    if (ms) free(ms->buf);
+    if (ms) {
+        free(ms->buf);
+        qh_st_set_close(ms->set);     /* unmaps: after this no weight pointer is valid */
+    }
     free(ms);
     free(m->rot_mem[0]);
     free(m->rot_mem[1]);
@@ -939,6 +978,11 @@ uint32_t qh_model_linear_key(const qh_model *m, int layer, int kind)
 size_t qh_model_n_params(const qh_model *m)
 {
     return ((const model_storage *)m->storage)->n_params;
+}
+
+size_t qh_model_n_mapped_params(const qh_model *m)
+{
+    return ((const model_storage *)m->storage)->n_mapped;
 }
 
 size_t qh_model_n_linear_params(const qh_model *m)

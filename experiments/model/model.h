@@ -14,9 +14,13 @@
  * What the decoder computes is in cfg.features; code outside the loader reads
  * those, never the family's name.
  *
- * Every tensor is converted to float32 on load (F32, F16, BF16 on disk) into
- * storage the model owns, so the quantization pipeline may overwrite a linear
- * layer's weights in place.
+ * Every tensor is float32 in memory and the model's own, so the quantization
+ * pipeline may overwrite a linear layer's weights in place: F32 tensors are
+ * mapped from the file without copying (a private, copy-on-write mapping:
+ * written pages become the process's, the file never changes), F16 and BF16
+ * (and F32 the system will not map so) are converted into storage the model
+ * owns.  Weights are therefore 4-byte aligned, not more, when mapped; the
+ * files must not be truncated or rewritten in place while the model is loaded.
  *
  * Layouts: a linear layer y = W x + b stores W as Hugging Face does, row-major
  * [out][in], which is the same memory as a column-major (in x out) matrix.
@@ -158,8 +162,10 @@ uint32_t qh_model_linear_key(const qh_model *m, int layer, int kind);
 void qh_fused_heads_permute(float *x, size_t n_heads, size_t hd, size_t cols, int to_heads,
                             float *tmp);
 
-/* Parameter counts: every stored tensor, and the decoder linears alone. */
+/* Parameter counts: every stored tensor, and the decoder linears alone; of
+ * every stored tensor's, those mapped in place from F32 files (not copied). */
 size_t qh_model_n_params(const qh_model *m);
 size_t qh_model_n_linear_params(const qh_model *m);
+size_t qh_model_n_mapped_params(const qh_model *m);
 
 #endif

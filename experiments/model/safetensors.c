@@ -312,12 +312,21 @@ cleanup:
     return st;
 }
 
+/* Private (copy-on-write) mapping of the whole file: writable, so that a
+ * loaded model can point F32 weights into it and quantize them in place
+ * without touching the file; MAP_NORESERVE so that the kernel does not charge
+ * the whole file against the commit limit up front.  Where the system refuses
+ * a writable mapping (strict overcommit accounting of a file larger than the
+ * limit), read-only: readers copy then. */
 static int map_file(qh_st_file *f)
 {
     int fd, st = QH_OK;
     QH_TRY(open_regular(f->path, &fd, &f->map_size));
     if (f->map_size > 0) {
-        void *p = mmap(NULL, f->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        void *p = mmap(NULL, f->map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE,
+                       fd, 0);
+        f->writable = p != MAP_FAILED;
+        if (p == MAP_FAILED) p = mmap(NULL, f->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
             QH_SET_ERROR(st, QH_EIO, "cannot map %s: %s", f->path, strerror(errno));
             goto cleanup;
@@ -413,6 +422,25 @@ int qh_st_read_f32(const qh_st_file *f, const qh_st_tensor *t, float *dst)
         QH_ERROR(QH_EINVAL, "%s: tensor %s: dtype %s cannot be converted to float32 "
                  "(F32, F16, BF16 supported)", f->path, t->name, qh_st_dtype_name(t->dtype));
     }
+}
+
+float *qh_st_f32_view(const qh_st_file *f, const qh_st_tensor *t)
+{
+    if (t->dtype != QH_ST_F32 || !f->writable || !f->data) return NULL;
+    const unsigned char *p = f->data + t->begin;
+    if ((uintptr_t)p % _Alignof(float) != 0) return NULL;
+    return (float *)(uintptr_t)p;       /* the mapping is writable: the const was the reader's */
+}
+
+void qh_st_release(const qh_st_file *f, const qh_st_tensor *t)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+    if (!f->map || !f->data || ps <= 0 || t->end <= t->begin) return;
+    uintptr_t page = (uintptr_t)ps, lo = (uintptr_t)(f->data + t->begin),
+              hi = (uintptr_t)(f->data + t->end);
+    lo = (lo + page - 1) / page * page;  /* whole pages only: neighbours may be views */
+    hi = hi / page * page;
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
 /* ---- sets of files ------------------------------------------------------------- */

@@ -4,8 +4,12 @@
  * N bytes of JSON mapping each tensor name to {dtype, shape, data_offsets
  * [begin, end)} relative to the data section that follows the header, and an
  * optional "__metadata__" object of strings.  Files are memory-mapped
- * read-only; every offset, size and dtype is validated on open so that later
- * reads cannot leave the mapping.
+ * private (copy-on-write: writes through the mapping stay in this process and
+ * never reach the file) and writable where the system allows it, read-only
+ * otherwise; every offset, size and dtype is validated on open so that later
+ * reads cannot leave the mapping.  A mapped file must not be truncated or
+ * rewritten in place while it is open (a rename over it, as qh_st_write does,
+ * is safe: the mapping keeps the old file).
  *
  * Conversion to float32 supports F32, F16 and BF16.  Other dtypes of the
  * format (F64, integers, FP8, BOOL) are recognised for validation but not
@@ -40,8 +44,10 @@ typedef struct {
 
 typedef struct {
     char path[1024];
-    void *map;                        /* whole file, read-only mapping (NULL if empty) */
+    void *map;                        /* whole file, private mapping (NULL if empty) */
     size_t map_size;
+    int writable;                     /* 1: the mapping is PROT_WRITE (copy-on-write, MAP_PRIVATE
+                                         | MAP_NORESERVE); 0: read-only (the system refused) */
     const unsigned char *data;        /* data section: map + 8 + header length */
     size_t data_size;
     size_t n_tensors;
@@ -75,6 +81,19 @@ const qh_st_tensor *qh_st_find(const qh_st_file *f, const char *name);
 /* Converts tensor t of f to float32 into dst (t->numel floats, caller
  * allocated).  QH_EINVAL when t's dtype is not F32/F16/BF16. */
 int qh_st_read_f32(const qh_st_file *f, const qh_st_tensor *t, float *dst) QH_MUST_CHECK;
+
+/* F32 tensor t of f in place: a pointer into f's writable private mapping
+ * (writes are the process's own copy of the page, never the file's), valid
+ * until f is closed.  NULL when t is not F32, the mapping is read-only, or
+ * its data are not 4-byte aligned in memory (a header length that is not a
+ * multiple of 4): then copy with qh_st_read_f32. */
+float *qh_st_f32_view(const qh_st_file *f, const qh_st_tensor *t);
+
+/* Gives back the resident pages lying wholly inside t's bytes (madvise
+ * DONTNEED: a later read faults them in again from the file), for a tensor
+ * that was converted and will not be read through the mapping again.  Never
+ * for a tensor whose view was written: its private copy would be dropped. */
+void qh_st_release(const qh_st_file *f, const qh_st_tensor *t);
 
 /* Scalar conversions (IEEE 754 binary16 incl. subnormals, Inf, NaN; bfloat16
  * = the top 16 bits of a float32).  The float-to-half direction rounds to

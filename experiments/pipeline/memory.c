@@ -1,0 +1,122 @@
+/* memory.c -- the peak-memory estimate of a sweep cell (see memory.h for what
+ * is counted).  Every term follows an allocation of the code it names; keep
+ * them in step when those change. */
+#include "pipeline/memory.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "model/forward.h"
+#include "model/safetensors.h"
+
+#define D sizeof(double)
+#define F sizeof(float)
+#define HESSIAN_CHUNK 256            /* qh_hessian_acc's scratch columns (core/qh_hessian.c) */
+
+static size_t max2(size_t a, size_t b) { return a > b ? a : b; }
+
+/* One Hessian accumulator of an n-wide input (core/qh_hessian.c: the n x n
+ * sum, an n x 256 scratch) and its per-channel maxima (sequential.c). */
+static size_t accumulator(size_t n) { return n * n * D + n * HESSIAN_CHUNK * D + n * D; }
+
+/* The working set of quantizing one m x n linear (memory.h). */
+static size_t linear_set(const qh_mem_protocol *p, size_t m, size_t n, size_t hidden)
+{
+    size_t M = m * n * D, N = n * n * D;
+    size_t held = 2 * M + N              /* sequential.c: W, H; pipeline.c: Ŵ */
+                + 3 * M + N + n * sizeof(size_t);   /* qh_result: Ŵ, W_proc, Ŵ_proc, H_proc */
+    size_t ws = p->method ? qh_method_workspace_size(p->method, p->params, m, n) : 0;
+    size_t eig = 2 * N + (1 + 6 * n + 2 * n * n) * D + (3 + 5 * n) * 4;   /* copy, Q, dsyevd */
+    size_t metrics = max2(2 * M, eig);   /* qh_metrics.c: proxy loss E, EH; or the spectrum */
+    size_t cache = 2 * hidden * hidden * D;   /* qh_spectrum_cache: two slots */
+    return held + max2(ws, metrics) + cache;
+}
+
+int qh_mem_estimate_cell(const qh_model_config *c, size_t n_params, const qh_mem_protocol *p,
+                         qh_mem_estimate *out)
+{
+    if (!c || !p || !out) QH_ERROR(QH_EINVAL, "memory estimate: NULL argument");
+    *out = (qh_mem_estimate){ 0 };
+    size_t hidden = (size_t)c->hidden, qd = (size_t)c->n_heads * (size_t)c->head_dim;
+    size_t kvd = (size_t)c->n_kv_heads * (size_t)c->head_dim, ffn = (size_t)c->ffn_dim;
+    size_t ctx = (size_t)c->max_pos;
+    size_t cT = p->calib_seqlen ? p->calib_seqlen : ctx, eT = p->eval_seqlen ? p->eval_seqlen : ctx;
+    out->base = QH_MEM_BASE_BYTES;
+    out->weights = n_params * F;
+
+    if (p->method) {
+        int block = p->method->block && p->method->block->wants(p->params);
+        size_t S = p->nsamples * cT * hidden * F;
+        /* the linears of a block as (out, in): q, k, v, o, gate, down, up; without a
+         * gated MLP (OPT) the first six, fc1 and fc2 standing where gate and down do */
+        size_t shape[7][2] = { { qd, hidden }, { kvd, hidden }, { kvd, hidden }, { hidden, qd },
+                               { ffn, hidden }, { hidden, ffn }, { ffn, hidden } };
+        size_t n_lin = c->features.gated_mlp ? 7 : 6, block_w = 0, keep = 0;
+        size_t worst = 0;
+        for (size_t k = 0; k < n_lin; k++) {
+            size_t m = shape[k][0], n = shape[k][1], s = linear_set(p, m, n, hidden);
+            block_w += m * n * F;
+            keep += m * n * D + n * n * D;       /* block_objective_keep: W, H per kind */
+            if (s > worst) { worst = s; out->linear_out = (int)m; out->linear_in = (int)n; }
+        }
+        out->states = block ? 2 * S + block_w : S;
+        out->forward_calib = qh_forward_ws_bytes(c, cT) + p->nsamples * cT * sizeof(int);
+        /* sequential.c: attention input (q/k/v), attention output, MLP input, MLP output */
+        out->hessians = 2 * accumulator(hidden) + accumulator(qd) + accumulator(ffn);
+        out->linear = worst + (block ? keep : 0);
+        out->calibration = out->states + out->forward_calib + out->hessians + out->linear;
+    }
+    size_t vocab = (size_t)c->vocab_size, k = p->kl_topk < vocab ? p->kl_topk : vocab;
+    size_t ids = p->dataset_bytes ? (p->dataset_bytes + 1) * sizeof(int) : 0;
+    size_t fwd = qh_forward_ws_bytes(c, eT), logits = vocab * eT * F;
+    /* eval.c: workspace, logits; float_cache.c: a window's top-k indices and log-probs */
+    out->evaluation = fwd + logits + (k ? eT * (k * (sizeof(int) + F) + F) : 0) + ids;
+    /* float_cache.c builds with a second model, its workspace, logits and top-k arrays */
+    out->float_ref = k ? out->weights + fwd + logits + eT * (k * (sizeof(int) + F) + F) : 0;
+    out->peak = out->base + out->weights + max2(out->calibration, out->evaluation);
+    return QH_OK;
+}
+
+int qh_mem_stored_params(const char *dir, size_t *n_params)
+{
+    qh_st_set *set = NULL;
+    QH_TRY(qh_st_set_open(dir, &set));
+    size_t n = 0;
+    for (size_t i = 0; i < set->n_files; i++)
+        for (size_t j = 0; j < set->files[i]->n_tensors; j++) n += set->files[i]->tensors[j].numel;
+    qh_st_set_close(set);
+    *n_params = n;
+    return QH_OK;
+}
+
+static size_t file_bytes(const char *path)
+{
+    struct stat sb;
+    return path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? (size_t)sb.st_size : 0;
+}
+
+int qh_mem_protocol_of_cell(const qh_config *cfg, const qh_cell *cell, qh_mem_protocol *p,
+                            void **params)
+{
+    *params = NULL;
+    *p = (qh_mem_protocol){ .nsamples = (size_t)cfg->calib_nsamples,
+                            .calib_seqlen = (size_t)cfg->calib_seqlen,
+                            .eval_seqlen = (size_t)cfg->eval_seqlen,
+                            .kl_topk = cfg->eval_kl_topk > 0 ? (size_t)cfg->eval_kl_topk : 0 };
+    for (size_t d = 0; d < cfg->n_datasets; d++)
+        p->dataset_bytes = max2(p->dataset_bytes, file_bytes(cfg->datasets[d].path));
+    const qh_method_type *t = NULL;
+    QH_TRY(qh_config_method_params(cfg, cell->method, &t, params));
+    p->method = t;
+    p->params = *params;
+    return QH_OK;
+}
+
+const char *qh_mem_format(size_t bytes, char *buf, size_t size)
+{
+    double mib = (double)bytes / (1 << 20);
+    if (mib < 1024) snprintf(buf, size, "%.0f MiB", mib);
+    else snprintf(buf, size, "%.2f GiB", mib / 1024);
+    return buf;
+}
