@@ -655,6 +655,13 @@ static void check_plans(const char *dir, int layer)
     QH_CHECK(st == QH_OK && d < 1e-6, "%s: a minibatch of every window: same step in any order (rel %.2g)", dir, d);
     QH_CHECK(fabs(sa.mse_fp_init - sa.loss_init) <= 1e-12 * sa.loss_init,
              "%s: the MSE loss is the MSE to the float block (%.6g, %.6g)", dir, sa.loss_init, sa.mse_fp_init);
+    gd_free_all(b, cb);
+    /* a batch larger than the windows: the stage caps it (the rows leave the cap to it) */
+    qh_block_plan big = seq;
+    big.batch = NS + 5;
+    st = gd_run(&c, &big, 0.05, 1, b, cb, &sb);
+    QH_CHECK(st == QH_OK && sb.steps == 1 && gd_rel_diff(a, b) == 0.0,
+             "%s: batch %d of %d windows: capped, the step of all windows bitwise", dir, NS + 5, NS);
     gd_free_all(a, ca);
     gd_free_all(b, cb);
     /* random minibatches of 2: a seed fixes them, another seed changes them */

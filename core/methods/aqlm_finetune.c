@@ -92,10 +92,12 @@ static int ft_wants(const void *params) { return ((const qh_aqlm_params *)params
 static void ft_plan(const void *params, size_t nsamples, qh_block_plan *out)
 {
     const qh_aqlm_params *p = params;
-    size_t batch = (size_t)p->ft_batch < nsamples ? (size_t)p->ft_batch : nsamples;
+    /* The stage caps a batch larger than the windows (check_plan in
+     * block_stage.c); a pass is one step then either way: ceil(n / b) = 1. */
+    size_t batch = (size_t)p->ft_batch;
     long per_pass = (long)((nsamples + batch - 1) / batch);
     *out = (qh_block_plan){ .loss = QH_BLOCK_LOSS_MSE, .steps = (long)p->finetune * per_pass,
-                            .batch = (int)batch, .draw = QH_BLOCK_DRAW_SEQUENTIAL,
+                            .batch = p->ft_batch, .draw = QH_BLOCK_DRAW_SEQUENTIAL,
                             .patience = p->ft_patience, .rel_tol = 0.0 };
 }
 
