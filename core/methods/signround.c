@@ -382,7 +382,7 @@ const qh_method_type qh_method_signround = {
     .display_order = 55,
     .bound_family = QH_BOUND_FAMILY_GENERAL,
     .version = 1,
-    .needs = 0,
+    .needs = QH_NEEDS_GRID,          /* out->grid is RTN's min-max grid, on which quantize's Ŵ lies */
     .summary = "SignRound: per-weight rounding offsets and per-group range coefficients tuned by "
                "signed gradient descent against each decoder block's output (iters 0: RTN)",
     .params = signround_params,

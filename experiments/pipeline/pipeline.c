@@ -393,6 +393,11 @@ static int measure_tuned(quant_ctx *q, const qh_model *m, int layer, const qh_bl
                                                  &rec->metrics);
         qh_matd_free(What);
         QH_TRY(st);
+        /* The grid step and the bounds were measured on quantize's grid; the
+         * tuned Ŵ (SignRound's tuned ranges) need not lie on it, and the
+         * stage knows no row's grid, so they are not reported for it. */
+        rec->delta_rms = NAN;
+        rec->bounds.count = 0;
         rec->block_tuned = 1;
         rec->block_loss_init = bs->loss_init;
         rec->block_loss_final = bs->loss_final;
