@@ -21,6 +21,7 @@
 #include "backends/slurm.h"
 #include "cli/commands.h"
 #include "pipeline/config.h"
+#include "pipeline/float_cache.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/protocol.h"
 #include "pipeline/sweep.h"
@@ -362,12 +363,18 @@ static int run_task(void *ctx, size_t i)
     return t->cell ? qh_pipeline_run_cell(r->p, t->cell) : qh_pipeline_run_baseline(r->p, t->model);
 }
 
-/* A worker killed by a signal left its cell's temporary results file; its
- * name carries the worker's pid, so other writers' temporaries stay. */
+/* A worker killed by a signal left its cell's temporary results file, and
+ * perhaps a float cache it was building; their names carry the worker's pid,
+ * so other writers' temporaries stay. */
 static void remove_killed_temporaries(void *ctx, size_t i, long pid)
 {
     const run_ctx *r = ctx;
+    char dir[1200];
+    struct stat sb;
     if (qh_results_remove_temporaries(r->tasks[i].path, pid, NULL) != QH_OK)
+        fprintf(stderr, "qh run: warning: %s\n", qh_last_error());
+    if (qh_float_cache_dir(r->p->out_dir, dir, sizeof dir) != QH_OK
+        || (stat(dir, &sb) == 0 && qh_results_remove_folder_temporaries(dir, pid, NULL) != QH_OK))
         fprintf(stderr, "qh run: warning: %s\n", qh_last_error());
 }
 

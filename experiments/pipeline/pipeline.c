@@ -514,7 +514,7 @@ static int float_reference(const qh_pipeline *p, size_t model, size_t d, const q
     size_t k = (size_t)cfg->eval_kl_topk < vocab ? (size_t)cfg->eval_kl_topk : vocab;
     char key[65], dir[1200], path[1400];
     QH_TRY(qh_float_cache_key(me->path, ids, seqlen, n_win, k, key));
-    QH_TRY(qh_path_format(dir, sizeof dir, "float cache folder", "%s/float-cache", p->out_dir));
+    QH_TRY(qh_float_cache_dir(p->out_dir, dir, sizeof dir));
     QH_TRY(qh_path_format(path, sizeof path, "float cache", "%s/%s.%s.%.16s.bin", dir, me->label,
                           cfg->datasets[d].label, key));
     if (qh_float_cache_open(path, key, vocab, seqlen, n_win, k, cache) == QH_OK) return QH_OK;
