@@ -3,8 +3,6 @@
 
 #include <math.h>
 
-#define ADAM_B1 0.9
-#define ADAM_B2 0.999
 #define ADAM_EPS 1e-8
 
 void qh_adam_step_betas(double *x, const double *g, qh_adam_moments *a, size_t count, double lr,
@@ -20,5 +18,5 @@ void qh_adam_step_betas(double *x, const double *g, qh_adam_moments *a, size_t c
 
 void qh_adam_step(double *x, const double *g, qh_adam_moments *a, size_t count, double lr, int t)
 {
-    qh_adam_step_betas(x, g, a, count, lr, t, ADAM_B1, ADAM_B2);
+    qh_adam_step_betas(x, g, a, count, lr, t, QH_ADAM_BETA1, QH_ADAM_BETA2);
 }

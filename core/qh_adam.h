@@ -9,6 +9,10 @@
 
 #include <stddef.h>
 
+/* The default decay rates of qh_adam_step. */
+#define QH_ADAM_BETA1 0.9
+#define QH_ADAM_BETA2 0.999
+
 typedef struct {
     double *m, *v;                   /* (count) first and second moments, zero at t = 1 */
 } qh_adam_moments;

@@ -62,14 +62,36 @@ static void set_range(qh_grid *g, size_t k, double lo, double hi)
     }
 }
 
+/* The shrink search's error of the current (Δ, z) of cell k on the row's
+ * weights x (nc), summed in column order; it stops once the sum exceeds
+ * `limit` (reaches it when `strict`): the terms are ≥ 0, so a rounded partial
+ * sum never exceeds the full one, and a stopped candidate could not have been
+ * kept. */
+static double clip_error(const qh_grid *g, size_t r, size_t gi, const double *x, size_t stride,
+                         size_t nc, double limit, int strict)
+{
+    double err = 0.0;
+    for (size_t j = 0; j < nc; j++) {
+        double v = x[j * stride];
+        err += pow(fabs(qh_grid_round(g, r, gi, v, 0.5) - v), QH_GRID_MSE_NORM);
+        if (strict ? err >= limit : err > limit) break;
+    }
+    return err;
+}
+
 static void fit_minmax(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi)
 {
+    /* The search reads a row 80 times: a contiguous copy saves 80 strided
+     * passes over the column-major W (without memory, W is read in place). */
+    double *row = g->mse ? malloc(nc * sizeof *row) : NULL;
+    int hint = 0;                    /* the previous row's shrink: neighbours' are alike */
     for (size_t r = 0; r < W->rows; r++) {
         double lo = 0.0, hi = 0.0;   /* the range always contains 0 (OPTQ) */
         for (size_t j = c0; j < c0 + nc; j++) {
             double x = QH_AT(W, r, j);
             lo = fmin(lo, x);
             hi = fmax(hi, x);
+            if (row) row[j - c0] = x;
         }
         if (g->sym) {
             hi = fmax(-lo, hi);
@@ -79,24 +101,31 @@ static void fit_minmax(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_
         size_t k = r + gi * g->rows;
         set_range(g, k, lo, hi);
         if (!g->mse) continue;
+        const double *x = row ? row : &QH_AT(W, r, c0);
+        size_t stride = row ? 1 : W->ld;
+        /* The kept shrink is the first of least error, as a scan in order
+         * keeps it; trying the hint first only lets the others stop early
+         * (a candidate before the best so far still wins a tie). */
         double best = INFINITY, bd = g->step[k], bz = g->zero[k];
-        for (int i = 0; i < QH_GRID_MSE_STEPS; i++) {
+        int bi = QH_GRID_MSE_STEPS;
+        for (int t = -1; t < QH_GRID_MSE_STEPS; t++) {
+            int i = t < 0 ? hint : t;
+            if (t == hint) continue;
             double p = 1.0 - (double)i / QH_GRID_MSE_GRID;
             set_range(g, k, p * lo, p * hi);
-            double err = 0.0;
-            for (size_t j = c0; j < c0 + nc; j++) {
-                double x = QH_AT(W, r, j);
-                err += pow(fabs(qh_grid_round(g, r, gi, x, 0.5) - x), QH_GRID_MSE_NORM);
-            }
-            if (err < best) {
+            double err = clip_error(g, r, gi, x, stride, nc, best, i > bi);
+            if (err < best || (err == best && i < bi)) {
                 best = err;
+                bi = i;
                 bd = g->step[k];
                 bz = g->zero[k];
             }
         }
+        if (bi < QH_GRID_MSE_STEPS) hint = bi;
         g->step[k] = bd;
         g->zero[k] = bz;
     }
+    free(row);
 }
 
 static void fit_rms(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi)

@@ -1,4 +1,5 @@
-/* qh_path.h -- formatting into a fixed buffer that refuses to truncate.
+/* qh_path.h -- formatting into a fixed buffer that refuses to truncate, and
+ * creating a folder with its parents.
  *
  * File names are built from user input (results folders, labels, model
  * folders); a silently truncated path writes or reads the wrong file.  Every
@@ -17,5 +18,11 @@
  * (buf then holds a truncated, terminated prefix that must not be used). */
 int qh_path_format(char *buf, size_t cap, const char *what, const char *fmt, ...)
     __attribute__((format(printf, 4, 5))) QH_MUST_CHECK;
+
+/* mkdir -p: creates dir and each missing folder above it (mode 0777 before
+ * the umask).  Return: QH_OK when dir is a folder at the end; QH_EINVAL (empty
+ * or too long); QH_EIO naming the folder that cannot be created, or dir when
+ * it is not a folder. */
+int qh_path_mkdirs(const char *dir) QH_MUST_CHECK;
 
 #endif

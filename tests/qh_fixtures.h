@@ -24,6 +24,18 @@ static inline qh_matd *fixture_gaussian_W(size_t m, size_t n, uint64_t seed, uin
     return W;
 }
 
+/* ‖A − B‖_F (B NULL: ‖A‖_F), summed column by column. */
+static inline double fixture_frob_diff(const qh_matd *A, const qh_matd *B)
+{
+    double s = 0;
+    for (size_t j = 0; j < A->cols; j++)
+        for (size_t i = 0; i < A->rows; i++) {
+            double d = QH_AT(A, i, j) - (B ? QH_AT(B, i, j) : 0.0);
+            s += d * d;
+        }
+    return sqrt(s);
+}
+
 /* The proxy Σ_r Σ_ab e_ra H_ab e_rb (e = Ŵ − W) by the definition, line by
  * line: the reference against which BLAS-based losses are checked. */
 static inline double fixture_naive_proxy(const qh_matd *W, const qh_matd *What, const qh_matd *H)

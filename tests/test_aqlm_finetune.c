@@ -29,6 +29,7 @@
 #include "qh_method.h"
 #include "qh_rng.h"
 #include "qh_test.h"
+#include "block_case.h"
 
 static qh_matd *random_mat(size_t m, size_t n, uint32_t key)
 {
@@ -182,7 +183,8 @@ static void test_plan(void)
              pl.batch == 3 && pl.draw == QH_BLOCK_DRAW_SEQUENTIAL && pl.patience == 2 && !pl.keep_best,
              "plan: 4 passes of ceil(10/3) steps of 3 windows in order, MSE, patience 2");
     qh_aqlm_block_ops.plan(p, 2, &pl);
-    QH_CHECK(pl.batch == 2 && pl.steps == 4, "a batch larger than the windows is capped");
+    QH_CHECK(pl.batch == 3 && pl.steps == 4,
+             "a batch larger than the windows: one step a pass, the batch left to the stage to cap");
     st = qh_method_params_set(t, p, "ft_lr", "-1");
     QH_CHECK(st == QH_ECONFIG && strstr(qh_last_error(), "ft_lr"), "ft_lr < 0 named: %s", qh_last_error());
     st = qh_method_params_set(t, p, "ft_batch", "0");
@@ -194,61 +196,13 @@ static void test_plan(void)
 
 enum { NS = 4, TT = 32 };
 
-typedef struct {
-    qh_model *m;
-    float *x;                        /* NS windows: the block-0 input of both paths */
-    float *W_fp[QH_LIN_MAX];
-    qh_aqlm_state *states[QH_LIN_MAX];
-} ft_case;
+static double unit(size_t j) { (void)j; return 1.0; }
 
-static void ft_case_free(ft_case *c)
+/* Block 0 (the float input on both paths), every linear AQLM-coded with H = I. */
+static int ft_case_load(block_case *c, const char *dir, const void *params)
 {
-    for (int k = 0; k < QH_LIN_MAX; k++) {
-        free(c->W_fp[k]);
-        qh_aqlm_block_ops.state_free(c->states[k]);
-    }
-    free(c->x);
-    qh_model_free(c->m);
-}
-
-static int ft_case_load(ft_case *c, const char *dir, const void *params)
-{
-    memset(c, 0, sizeof *c);
-    QH_TRY(qh_model_load(dir, &c->m));
-    size_t hidden = (size_t)c->m->cfg.hidden, win = hidden * TT;
-    qh_forward_ws *ws = NULL;
-    QH_TRY(qh_forward_ws_alloc(c->m, TT, &ws));
-    c->x = malloc(NS * win * sizeof(float));
-    qh_rng r = qh_rng_stream(9, 0, QH_RNG_TEST);
-    int32_t ids[TT];
-    int st = c->x ? QH_OK : QH_ENOMEM;
-    for (size_t s = 0; s < NS && st == QH_OK; s++) {
-        for (size_t t = 0; t < TT; t++) ids[t] = (int32_t)qh_rng_below(&r, (uint64_t)c->m->cfg.vocab_size);
-        st = qh_forward_embed(c->m, ids, TT, ws, c->x + s * win);
-    }
-    qh_forward_ws_free(ws);
-    QH_TRY(st);
-    qh_block *b = &c->m->blocks[0];
-    for (int k = 0; k < QH_LIN_MAX && st == QH_OK; k++) {
-        qh_linear *lin = &b->lin[k];
-        if (!lin->W) continue;
-        size_t m = (size_t)lin->out, n = (size_t)lin->in;
-        c->W_fp[k] = malloc(m * n * sizeof(float));
-        c->states[k] = qh_aqlm_block_ops.state_new();
-        if (!c->W_fp[k] || !c->states[k]) return QH_ENOMEM;
-        memcpy(c->W_fp[k], lin->W, m * n * sizeof(float));
-        qh_matd *W = qh_matd_alloc(m, n), *H = qh_matd_alloc(n, n);
-        for (size_t j = 0; j < n; j++) QH_AT(H, j, j) = 1.0;
-        qh_linear_to_matd(lin, W);
-        qh_problem pr = { W, H, 2, 0, (uint32_t)k, lin->name, c->states[k], NULL };
-        qh_result res;
-        qh_result_init(&res);
-        st = qh_quantize(&qh_method_aqlm, params, &pr, NULL, NULL, &res);
-        qh_result_free(&res);
-        qh_matd_free(W);
-        qh_matd_free(H);
-    }
-    return st;
+    QH_TRY(block_case_load(c, dir, 0, NS, TT, 9, 0.0, BLOCK_CASE_Y_NONE));
+    return block_case_quantize(c, &qh_method_aqlm, params, 2, unit, 0);
 }
 
 static size_t distinct_codes(const qh_aqlm_state *s)
@@ -269,25 +223,23 @@ static void check_block(const char *dir)
                          "ft_batch", "2", "ft_patience", "0", NULL };
     int st = QH_OK;
     for (size_t i = 0; kv[i] && st == QH_OK; i += 2) st = qh_method_params_set(t, p, kv[i], kv[i + 1]);
-    ft_case c;
+    block_case c;
     if (st == QH_OK) st = ft_case_load(&c, dir, p);
     QH_CHECK(st == QH_OK, "%s: AQLM-coded block 0: %s", dir, qh_last_error());
     if (st != QH_OK) {
         free(p);
         return;
     }
-    uint16_t *codes0 = malloc(c.states[QH_LIN_O]->view.m * c.states[QH_LIN_O]->view.J * sizeof(uint16_t));
-    memcpy(codes0, c.states[QH_LIN_O]->codes, c.states[QH_LIN_O]->view.m * c.states[QH_LIN_O]->view.J * 2);
-    void *states[QH_LIN_MAX];
-    for (int k = 0; k < QH_LIN_MAX; k++) states[k] = c.states[k];
+    qh_aqlm_state *so = c.states[QH_LIN_O];
+    uint16_t *codes0 = malloc(so->view.m * so->view.J * sizeof(uint16_t));
+    memcpy(codes0, so->codes, so->view.m * so->view.J * 2);
     qh_block_stage_stats bs;
     qh_block_stage_opts o = { 1, NULL, NULL };
-    st = qh_block_stage_tune(c.m, 0, c.x, c.x, NS, TT, c.W_fp, t, p, states, &o, &bs);
+    st = qh_block_stage_tune(c.m, 0, c.x, c.x, NS, TT, c.W_fp, t, p, c.states, &o, &bs);
     QH_NOTE("%s block 0, aqlm 1x8 g4, 2 passes of 2 windows: block MSE %.5g -> %.5g (%zu steps)", dir,
             bs.mse_fp_init, bs.mse_fp_final, bs.steps);
     QH_CHECK(st == QH_OK && bs.steps == 4 && bs.loss_final < bs.loss_init && bs.loss_init == bs.mse_fp_init,
              "%s: fine-tuning lowers the block MSE: %s", dir, st == QH_OK ? "" : qh_last_error());
-    qh_aqlm_state *so = c.states[QH_LIN_O];
     QH_CHECK(!memcmp(codes0, so->codes, so->view.m * so->view.J * 2) && distinct_codes(so) <= so->view.K,
              "%s: the codes stay frozen", dir);
     /* keep: save, step away, restore -> the saved parameters bitwise */
@@ -302,7 +254,7 @@ static void check_block(const char *dir)
     free(cb);
     free(codes0);
     free(p);
-    ft_case_free(&c);
+    block_case_free(&c);
 }
 
 int main(void)

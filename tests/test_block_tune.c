@@ -34,6 +34,7 @@
 #include "qh_method.h"
 #include "qh_rng.h"
 #include "qh_test.h"
+#include "block_case.h"
 #include "pipeline/sequential.h"
 
 static void fill_normal(float *x, size_t n, double scale, qh_rng *r)
@@ -100,27 +101,11 @@ static void test_loss(void)
 
 enum { NS = 3, TT = 24 };
 
-typedef struct {
-    qh_model *m;
-    int layer;
-    size_t hidden;
-    float *x, *x_fp;                 /* NS windows */
-    float *W_fp[QH_LIN_MAX];
-    qh_ptq161_state states[QH_LIN_MAX];
-    qh_ptq161_state *sp[QH_LIN_MAX];
-} block_case;
+static qh_ptq161_state *ptq(const block_case *c, int k) { return c->states[k]; }
 
-static void case_free(block_case *c)
-{
-    for (int k = 0; k < QH_LIN_MAX; k++) {
-        qh_ptq161_state_free(&c->states[k]);
-        free(c->W_fp[k]);
-    }
-    free(c->x);
-    qh_model_free(c->m);
-}
+static double h_diag(size_t j) { return 1.0 + 0.5 * (double)(j % 7); }
 
-/* ptq161 (layer stage with `steps` proxy steps, H = I) into the states. */
+/* ptq161 (layer stage with `steps` proxy steps, H = diag(h_diag)) into the states. */
 static int quantize_block(block_case *c, int steps)
 {
     const qh_method_type *t = &qh_method_ptq161;
@@ -128,58 +113,15 @@ static int quantize_block(block_case *c, int steps)
     char sv[16];
     snprintf(sv, sizeof sv, "%d", steps);
     int st = params ? qh_method_params_set(t, params, "steps", sv) : QH_ENOMEM;
-    qh_block *b = &c->m->blocks[c->layer];
-    for (int k = 0; k < QH_LIN_MAX && st == QH_OK; k++) {
-        qh_linear *lin = &b->lin[k];
-        if (!lin->W) continue;
-        size_t m = (size_t)lin->out, n = (size_t)lin->in;
-        qh_matd *W = qh_matd_alloc(m, n), *H = qh_matd_alloc(n, n);
-        for (size_t j = 0; j < n; j++) QH_AT(H, j, j) = 1.0 + 0.5 * (double)(j % 7);
-        qh_linear_to_matd(lin, W);
-        qh_problem p = { W, H, 1, 0, (uint32_t)k, lin->name, &c->states[k], NULL };
-        qh_result r;
-        qh_result_init(&r);
-        st = qh_quantize(t, params, &p, NULL, NULL, &r);
-        qh_result_free(&r);
-        qh_matd_free(W);
-        qh_matd_free(H);
-        c->sp[k] = &c->states[k];
-    }
+    if (st == QH_OK) st = block_case_quantize(c, t, params, 1, h_diag, 0);
     free(params);
     return st;
 }
 
+/* Jittered quantized-path inputs, ptq161 states after 0 proxy steps. */
 static int load_case(block_case *c, const char *dir, int layer)
 {
-    memset(c, 0, sizeof *c);
-    c->layer = layer;
-    QH_TRY(qh_model_load(dir, &c->m));
-    c->hidden = (size_t)c->m->cfg.hidden;
-    size_t win = c->hidden * TT;
-    qh_forward_ws *ws = NULL;
-    QH_TRY(qh_forward_ws_alloc(c->m, TT, &ws));
-    c->x = malloc(2 * NS * win * sizeof(float));
-    c->x_fp = c->x + NS * win;
-    qh_rng r = qh_rng_stream(7, (uint32_t)layer, QH_RNG_TEST);
-    int32_t ids[TT];
-    int st = c->x ? QH_OK : QH_ENOMEM;
-    for (size_t s = 0; s < NS && st == QH_OK; s++) {
-        for (size_t t = 0; t < TT; t++) ids[t] = (int32_t)qh_rng_below(&r, (uint64_t)c->m->cfg.vocab_size);
-        st = qh_forward_embed(c->m, ids, TT, ws, c->x_fp + s * win);
-        for (int l = 0; l < layer && st == QH_OK; l++) st = qh_forward_block(c->m, l, c->x_fp + s * win, TT, ws, NULL);
-        /* the quantized path: the float one plus a perturbation */
-        for (size_t i = 0; i < win && st == QH_OK; i++)
-            c->x[s * win + i] = c->x_fp[s * win + i] * (float)(1.0 + 0.05 * qh_rng_normal(&r));
-    }
-    qh_forward_ws_free(ws);
-    QH_TRY(st);
-    qh_block *b = &c->m->blocks[layer];
-    for (int k = 0; k < QH_LIN_MAX; k++) {
-        if (!b->lin[k].W) continue;
-        size_t bytes = (size_t)b->lin[k].out * (size_t)b->lin[k].in * sizeof(float);
-        if (!(c->W_fp[k] = malloc(bytes))) return QH_ENOMEM;
-        memcpy(c->W_fp[k], b->lin[k].W, bytes);
-    }
+    QH_TRY(block_case_load(c, dir, layer, NS, TT, 7, 0.05, BLOCK_CASE_Y_NONE));
     return quantize_block(c, 0);
 }
 
@@ -188,7 +130,7 @@ static int open_case(block_case *c, const char *dir, int layer)
 {
     if (load_case(c, dir, layer) == QH_OK) return 1;
     QH_CHECK(0, "%s: setup: %s", dir, qh_last_error());
-    case_free(c);
+    block_case_free(c);
     return 0;
 }
 
@@ -197,10 +139,10 @@ static void write_block(block_case *c)
 {
     qh_block *b = &c->m->blocks[c->layer];
     for (int k = 0; k < QH_LIN_MAX; k++) {
-        if (!c->sp[k]) continue;
-        qh_ptq161_model md = qh_ptq161_state_model(c->sp[k]);
-        qh_matd *What = qh_matd_alloc(c->sp[k]->rows, c->sp[k]->cols);
-        qh_ptq161_reconstruct(&md, c->sp[k]->alpha, c->sp[k]->r1, c->sp[k]->r2, What);
+        if (!ptq(c, k)) continue;
+        qh_ptq161_model md = qh_ptq161_state_model(ptq(c, k));
+        qh_matd *What = qh_matd_alloc(ptq(c, k)->rows, ptq(c, k)->cols);
+        qh_ptq161_reconstruct(&md, ptq(c, k)->alpha, ptq(c, k)->r1, ptq(c, k)->r2, What);
         qh_linear_from_matd(&b->lin[k], What);
         qh_matd_free(What);
     }
@@ -246,8 +188,8 @@ static double block_loss(block_case *c, qh_block_tape *tape, const float *y_fp, 
         qh_matd *Gd = qh_matd_alloc(m, n);
         for (size_t i = 0; i < m; i++)
             for (size_t j = 0; j < n; j++) QH_AT(Gd, i, j) = Gf[i * n + j];
-        qh_ptq161_model md = qh_ptq161_state_model(c->sp[kind]);
-        qh_ptq161_param_grad(&md, c->sp[kind]->alpha, c->sp[kind]->r1, c->sp[kind]->r2, Gd, ga,
+        qh_ptq161_model md = qh_ptq161_state_model(ptq(c, kind));
+        qh_ptq161_param_grad(&md, ptq(c, kind)->alpha, ptq(c, kind)->r1, ptq(c, kind)->r2, Gd, ga,
                              ga + m, ga + 2 * m);
         qh_matd_free(Gd);
     }
@@ -285,7 +227,7 @@ static void check_chain(const char *dir, int layer)
     static const int kinds[] = { QH_LIN_Q, QH_LIN_O, QH_LIN_UP, QH_LIN_DOWN };
     for (size_t ki = 0; ki < sizeof kinds / sizeof *kinds; ki++) {
         int k = kinds[ki];
-        qh_ptq161_state *s = c.sp[k];
+        qh_ptq161_state *s = ptq(&c, k);
         size_t m = s->rows, n = s->cols;
         double *g = malloc((2 * m + n) * sizeof *g);
         block_loss(&c, tape, y, y + NS * win, k, g);
@@ -306,7 +248,7 @@ static void check_chain(const char *dir, int layer)
     }
     free(y);
     qh_block_tape_free(tape);
-    case_free(&c);
+    block_case_free(&c);
 }
 
 /* ---- 3. the stage with ptq161's block ops ---------------------------------------------- */
@@ -314,12 +256,11 @@ static void check_chain(const char *dir, int layer)
 static int tune(block_case *c, int epochs, qh_block_stage_stats *bs)
 {
     const qh_method_type *t = &qh_method_ptq161;
-    void *p = qh_method_params_new(t), *states[QH_LIN_MAX];
+    void *p = qh_method_params_new(t);
     char ev[16];
     snprintf(ev, sizeof ev, "%d", epochs);
     int st = p ? qh_method_params_set(t, p, "epochs", ev) : QH_ENOMEM;
-    for (int k = 0; k < QH_LIN_MAX; k++) states[k] = c->sp[k];
-    if (st == QH_OK) st = qh_block_stage_tune(c->m, c->layer, c->x, c->x_fp, NS, TT, c->W_fp, t, p, states, NULL, bs);
+    if (st == QH_OK) st = qh_block_stage_tune(c->m, c->layer, c->x, c->x_fp, NS, TT, c->W_fp, t, p, c->states, NULL, bs);
     free(p);
     return st;
 }
@@ -372,14 +313,14 @@ static void check_tuner(const char *dir, int layer)
     free(wc);
     free(wd);
 
-    qh_ptq161_state *keep = d.sp[QH_LIN_V];
-    d.sp[QH_LIN_V] = NULL;
+    void *keep = d.states[QH_LIN_V];
+    d.states[QH_LIN_V] = NULL;
     int st = tune(&d, 1, &b2);
     QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "v_proj") && strstr(qh_last_error(), "no ptq161 state"),
              "missing state named: %s", qh_last_error());
-    d.sp[QH_LIN_V] = keep;
-    case_free(&c);
-    case_free(&d);
+    d.states[QH_LIN_V] = keep;
+    block_case_free(&c);
+    block_case_free(&d);
 }
 
 /* ---- 4. a block-tuned row defined here ------------------------------------------------- */
@@ -594,7 +535,7 @@ static void check_fake_row(const char *dir, int layer)
         gd_state_free(states[k]);
         qh_matd_free(replay[k]);
     }
-    case_free(&c);
+    block_case_free(&c);
 }
 
 /* Largest |a − b| / max|b| over the block's states. */
@@ -655,6 +596,13 @@ static void check_plans(const char *dir, int layer)
     QH_CHECK(st == QH_OK && d < 1e-6, "%s: a minibatch of every window: same step in any order (rel %.2g)", dir, d);
     QH_CHECK(fabs(sa.mse_fp_init - sa.loss_init) <= 1e-12 * sa.loss_init,
              "%s: the MSE loss is the MSE to the float block (%.6g, %.6g)", dir, sa.loss_init, sa.mse_fp_init);
+    gd_free_all(b, cb);
+    /* a batch larger than the windows: the stage caps it (the rows leave the cap to it) */
+    qh_block_plan big = seq;
+    big.batch = NS + 5;
+    st = gd_run(&c, &big, 0.05, 1, b, cb, &sb);
+    QH_CHECK(st == QH_OK && sb.steps == 1 && gd_rel_diff(a, b) == 0.0,
+             "%s: batch %d of %d windows: capped, the step of all windows bitwise", dir, NS + 5, NS);
     gd_free_all(a, ca);
     gd_free_all(b, cb);
     /* random minibatches of 2: a seed fixes them, another seed changes them */
@@ -694,7 +642,7 @@ static void check_plans(const char *dir, int layer)
     QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "keep op"), "keep_best without keep refused: %s",
              qh_last_error());
     gd_free_all(a, ca);
-    case_free(&c);
+    block_case_free(&c);
 }
 
 int main(void)

@@ -36,6 +36,7 @@
 #include "model/model.h"
 #include "model/safetensors.h"
 #include "model/save_model.h"
+#include "pipeline/config.h"
 #include "pipeline/eval.h"
 #include "qh_rng.h"
 #include "qh_test.h"
@@ -50,17 +51,9 @@ static const char *const implemented[] = { "llama3", "llama_linear", "qwen2", "q
 
 static cJSON *load_json(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    fclose(f);
-    buf[got] = 0;
-    cJSON *j = cJSON_Parse(buf);
-    free(buf);
+    char *text = qh_read_text_file(path);
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    free(text);
     return j;
 }
 

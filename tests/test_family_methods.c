@@ -27,6 +27,7 @@
 
 #include "model/model.h"
 #include "pipeline/block_stage.h"
+#include "pipeline/config.h"
 #include "pipeline/eval.h"
 #include "pipeline/sequential.h"
 #include "qh_method.h"
@@ -39,15 +40,8 @@ static const char *const families[] = { "llama3", "llama_linear", "qwen2", "qwen
 
 static int32_t *read_tokens(size_t *n)
 {
-    FILE *f = fopen(DATA "/tokens.json", "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)len + 1);
-    size_t got = fread(buf, 1, (size_t)len, f);
-    fclose(f);
-    buf[got] = 0;
+    char *buf = qh_read_text_file(DATA "/tokens.json");
+    if (!buf) return NULL;
     cJSON *j = cJSON_Parse(buf);
     free(buf);
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(j, "ids");

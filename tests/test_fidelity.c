@@ -5,7 +5,9 @@
  * coarsening (top k of p, one tail bucket); the 99th percentile lies within
  * one histogram bin of the sorted values, the maximum is exact; the interval
  * is 1.96 sd / sqrt(n) on a hand case.  Also a float cache round trip on a
- * tiny model when models/opt-7m is present. */
+ * tiny model when models/opt-7m is present: the build leaves no temporary of
+ * its own, and a killed builder's is removed by its pid. */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,6 +20,7 @@
 #include "pipeline/eval.h"
 #include "pipeline/float_cache.h"
 #include "qh_test.h"
+#include "results/writer.h"
 
 #define V 50
 #define T 40
@@ -150,6 +153,17 @@ static void check_ci(void)
     QH_CHECK(m == 1 && ci == 0, "one window: no interval");
 }
 
+/* Entries of folder dir other than . and .. */
+static size_t count_entries(const char *dir)
+{
+    size_t n = 0;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    if (d) closedir(d);
+    return n;
+}
+
 /* The cache on disk against the reference computed in memory. */
 static void check_cache(void)
 {
@@ -169,7 +183,18 @@ static void check_cache(void)
     }
     snprintf(path, sizeof path, "%s/cache.bin", dir);
     QH_CHECK(qh_float_cache_key("models/opt-7m", ids, L, W, k, key) == QH_OK, "key");
+    /* a builder killed before its rename (pid 999999) left its temporary */
+    char stale[128];
+    snprintf(stale, sizeof stale, "%s.999999.00000000000000aa.tmp", path);
+    FILE *sf = fopen(stale, "wb");
+    if (sf) fclose(sf);
     QH_CHECK(qh_float_cache_build(m, ids, L, W, k, key, path) == QH_OK, "build: %s", qh_last_error());
+    QH_CHECK(count_entries(dir) == 2 && access(stale, F_OK) == 0,
+             "the build leaves the cache and no temporary of its own");
+    size_t n_removed = 0;
+    QH_CHECK(qh_results_remove_folder_temporaries(dir, 999999, &n_removed) == QH_OK && n_removed == 1
+             && access(stale, F_OK) != 0 && access(path, F_OK) == 0 && count_entries(dir) == 1,
+             "the killed builder's temporary is removed by its pid, the cache stays");
     qh_float_cache *c = NULL;
     QH_CHECK(qh_float_cache_open(path, key, vocab, L, W, k + 1, &c) == QH_EIO && !c
              && strstr(qh_last_error(), "k does not match"), "a header of another k is refused: %s",

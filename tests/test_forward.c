@@ -17,6 +17,7 @@
 
 #include <cJSON.h>
 
+#include "pipeline/config.h"
 #include "pipeline/eval.h"
 #include "model/forward.h"
 #include "model/model.h"
@@ -403,17 +404,9 @@ static void test_eval_synthetic(void)
 
 static cJSON *load_json(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    fclose(f);
-    buf[got] = 0;
-    cJSON *j = cJSON_Parse(buf);
-    free(buf);
+    char *text = qh_read_text_file(path);
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    free(text);
     return j;
 }
 

@@ -2,7 +2,8 @@
  * equals an independent computation, the theory's worst-case bound holds on
  * the integer grid without clamping, and the table round-trips through HDF5,
  * with the row scales and iterations of non-grid methods in columns of their
- * own (absent from tables of grid methods). */
+ * own (absent from tables of grid methods); a signround record carries the
+ * grid step and bounds of its grid. */
 #include "qh_test.h"
 
 #include <hdf5.h>
@@ -58,6 +59,31 @@ static void test_vector_columns(const qh_matd *W, const qh_matd *H, const qh_lay
     if (f >= 0) H5Fclose(f);
     remove(path);
     free(params);
+}
+
+/* SignRound fills the result's grid: quantize's Ŵ is RTN's on the same
+ * min-max grid, so its record carries RTN's delta_rms bit for bit and the
+ * bounds. */
+static void test_signround_grid(const qh_matd *W, const qh_matd *H)
+{
+    const qh_method_type *sr = qh_method_find("signround"), *rtn = qh_method_find("rtn");
+    void *ps = qh_method_params_new(sr), *pr = qh_method_params_new(rtn);
+    QH_CHECK(qh_method_params_set(sr, ps, "group", "8") == QH_OK &&
+             qh_method_params_set(rtn, pr, "group", "8") == QH_OK, "group 8");
+    qh_layer_record recs[2];
+    qh_problem p = { W, H, 3, 0, 0, "synthetic.uniform", NULL, NULL };
+    QH_CHECK(qh_layer_run(sr, ps, NULL, &p, 0, 0, NULL, &recs[0], NULL) == QH_OK, "signround runs: %s",
+             recs[0].message);
+    QH_CHECK(qh_layer_run(rtn, pr, NULL, &p, 0, 0, NULL, &recs[1], NULL) == QH_OK, "rtn runs: %s",
+             recs[1].message);
+    QH_CHECK(isfinite(recs[0].delta_rms) && recs[0].delta_rms > 0 && recs[0].delta_rms == recs[1].delta_rms,
+             "a signround record carries delta_rms %.6g (rtn's on the same grid: %.6g)", recs[0].delta_rms,
+             recs[1].delta_rms);
+    QH_CHECK(recs[0].bounds.count > 0 && recs[0].bounds.count == recs[1].bounds.count &&
+             bound(&recs[0], "thm1_ldlq_worst"), "and the bounds (%zu, rtn %zu)", recs[0].bounds.count,
+             recs[1].bounds.count);
+    free(ps);
+    free(pr);
 }
 
 int main(void)
@@ -116,6 +142,7 @@ int main(void)
     if (f >= 0) H5Fclose(f);
     remove(path);
     test_vector_columns(W, H, &recs[0]);
+    test_signround_grid(W, H);
     free(params);
     qh_matd_free(W); qh_matd_free(H); qh_matd_free(Q);
     return qh_test_summary();

@@ -22,26 +22,7 @@
 #include "qh_method.h"
 #include "qh_rng.h"
 #include "qh_test.h"
-
-static qh_matd *random_W(size_t m, size_t n, uint64_t seed)
-{
-    qh_rng r = qh_rng_stream(seed, 0, QH_RNG_TEST);
-    qh_matd *W = qh_matd_alloc(m, n);
-    for (size_t j = 0; j < n; j++)
-        for (size_t i = 0; i < m; i++) QH_AT(W, i, j) = qh_rng_normal(&r);
-    return W;
-}
-
-static double frob_diff(const qh_matd *A, const qh_matd *B)
-{
-    double s = 0;
-    for (size_t j = 0; j < A->cols; j++)
-        for (size_t i = 0; i < A->rows; i++) {
-            double d = QH_AT(A, i, j) - (B ? QH_AT(B, i, j) : 0.0);
-            s += d * d;
-        }
-    return sqrt(s);
-}
+#include "qh_fixtures.h"
 
 /* Singular values (descending) and, when U, V given, the vectors of A (m ≥ n). */
 static void gsl_svd(const qh_matd *A, gsl_matrix *U, gsl_matrix *V, gsl_vector *s)
@@ -70,7 +51,7 @@ static int run(const char *name, const char *const *kv, const qh_matd *W, const 
 static void test_svd(void)
 {
     size_t m = 30, n = 20, rank = 5;
-    qh_matd *W = random_W(m, n, 1);
+    qh_matd *W = fixture_gaussian_W(m, n, 1, 0, 0.0);
     gsl_matrix *U = gsl_matrix_alloc(m, n), *V = gsl_matrix_alloc(n, n);
     gsl_vector *s = gsl_vector_alloc(n);
     gsl_svd(W, U, V, s);
@@ -88,9 +69,10 @@ static void test_svd(void)
     qh_result_init(&r);
     const char *kv[] = { "rank", "5", NULL };
     QH_CHECK(run("lowrank", kv, W, NULL, &r) == QH_OK, "lowrank: %s", qh_last_error());
-    double wn = frob_diff(W, NULL);
-    QH_CHECK(frob_diff(r.What, Wr) < 1e-10 * wn, "W^ = U_r S_r V_r^T of GSL (diff %.2e)", frob_diff(r.What, Wr));
-    double e = frob_diff(W, r.What);
+    double wn = fixture_frob_diff(W, NULL);
+    QH_CHECK(fixture_frob_diff(r.What, Wr) < 1e-10 * wn, "W^ = U_r S_r V_r^T of GSL (diff %.2e)",
+             fixture_frob_diff(r.What, Wr));
+    double e = fixture_frob_diff(W, r.What);
     QH_CHECK_CLOSE(e * e, disc, 0, 1e-10, "||W - W^||^2 %.12g = discarded sigma^2 %.12g", e * e, disc);
     QH_CHECK_CLOSE(r.bits_nominal, 16.0 * 5 * (m + n) / (double)(m * n), 0, 1e-15,
                    "bits = 16 r (m+n)/(mn) = %.6g", r.bits_nominal);
@@ -111,14 +93,14 @@ static void test_svd(void)
                          * (gsl_matrix_get(V, j, k) + a[m * rank + j + n * k]);
                 QH_AT(B, i, j) = v;
             }
-        worse += frob_diff(W, B) > e;
+        worse += fixture_frob_diff(W, B) > e;
         free(a);
         qh_matd_free(B);
     }
     QH_CHECK(worse == 200, "Eckart-Young: 200 of 200 perturbed rank-%zu matrices are worse (%d)", rank, worse);
 
     const char *kv2[] = { "rank", "100", NULL };
-    QH_CHECK(run("lowrank", kv2, W, NULL, &r) == QH_OK && frob_diff(W, r.What) < 1e-12 * wn &&
+    QH_CHECK(run("lowrank", kv2, W, NULL, &r) == QH_OK && fixture_frob_diff(W, r.What) < 1e-12 * wn &&
              fabs(r.bits_nominal - 16.0 * 20 * (m + n) / (double)(m * n)) < 1e-12,
              "rank 100 capped at min(m, n) = 20: exact, bits %.4g", r.bits_nominal);
     qh_result_free(&r);
@@ -129,7 +111,8 @@ static void test_svd(void)
 static void test_hessian(void)
 {
     size_t m = 24, n = 16, rank = 4, T = 100;
-    qh_matd *W = random_W(m, n, 3), *H = qh_matd_alloc(n, n), *X = random_W(n, T, 4);
+    qh_matd *W = fixture_gaussian_W(m, n, 3, 0, 0.0), *H = qh_matd_alloc(n, n);
+    qh_matd *X = fixture_gaussian_W(n, T, 4, 0, 0.0);
     for (size_t i = 0; i < n; i++)
         for (size_t t = 0; t < T; t++) QH_AT(X, i, t) *= pow(10.0, -1.0 + 2.0 * (double)i / (double)(n - 1));
     for (size_t i = 0; i < n; i++)

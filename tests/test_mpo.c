@@ -24,31 +24,12 @@
 #include "qh_method.h"
 #include "qh_rng.h"
 #include "qh_test.h"
-
-static qh_matd *random_W(size_t m, size_t n, uint64_t seed)
-{
-    qh_rng r = qh_rng_stream(seed, 0, QH_RNG_TEST);
-    qh_matd *W = qh_matd_alloc(m, n);
-    for (size_t j = 0; j < n; j++)
-        for (size_t i = 0; i < m; i++) QH_AT(W, i, j) = qh_rng_normal(&r);
-    return W;
-}
-
-static double frob_diff(const qh_matd *A, const qh_matd *B)
-{
-    double s = 0;
-    for (size_t j = 0; j < A->cols; j++)
-        for (size_t i = 0; i < A->rows; i++) {
-            double d = QH_AT(A, i, j) - QH_AT(B, i, j);
-            s += d * d;
-        }
-    return sqrt(s);
-}
+#include "qh_fixtures.h"
 
 static double frob(const qh_matd *A)
 {
     qh_matd *Z = qh_matd_alloc(A->rows, A->cols);
-    double f = frob_diff(A, Z);
+    double f = fixture_frob_diff(A, Z);
     qh_matd_free(Z);
     return f;
 }
@@ -104,7 +85,7 @@ static void test_exact(void)
     double disc = -1;
     int st = qh_mpo_decompose(W, 3, in, out, 3, 0.0, &got, &disc);
     QH_CHECK(st == QH_OK && qh_mpo_contract(&got, What) == QH_OK, "decompose: %s", qh_last_error());
-    double e = frob_diff(W, What) / frob(W);
+    double e = fixture_frob_diff(W, What) / frob(W);
     QH_CHECK(e < 1e-12 && disc < 1e-24 * frob(W) * frob(W),
              "exact MPO of bonds (2, 3) reproduced at chi 3: error %.2e, discarded %.2e", e, disc);
     qh_matd_free(W);
@@ -112,11 +93,11 @@ static void test_exact(void)
     qh_mpo_free(&src);
 
     /* full rank: chi large reproduces a random W */
-    W = random_W(24, 30, 3);
+    W = fixture_gaussian_W(24, 30, 3, 0, 0.0);
     What = qh_matd_alloc(24, 30);
     st = qh_mpo_decompose(W, 3, in, out, 1000, 0.0, &got, &disc);
     QH_CHECK(st == QH_OK && qh_mpo_contract(&got, What) == QH_OK, "decompose full");
-    e = frob_diff(W, What) / frob(W);
+    e = fixture_frob_diff(W, What) / frob(W);
     QH_CHECK(e < 1e-12 && disc < 1e-20, "chi = full rank reproduces W (error %.2e, discarded %.2e)", e, disc);
     qh_mpo_free(&got);
     qh_matd_free(W);
@@ -128,7 +109,7 @@ static void test_truncation_k2(void)
 {
     size_t I1 = 4, I2 = 5, O1 = 3, O2 = 6, m = O1 * O2, n = I1 * I2;
     size_t in[2] = { I1, I2 }, out[2] = { O1, O2 }, P1 = I1 * O1, P2 = I2 * O2;
-    qh_matd *W = random_W(m, n, 11), *What = qh_matd_alloc(m, n);
+    qh_matd *W = fixture_gaussian_W(m, n, 11, 0, 0.0), *What = qh_matd_alloc(m, n);
     /* GSL wants rows ≥ cols: B is P1 x P2 = 12 x 30, so decompose Bᵀ (30 x 12) */
     gsl_matrix *Bt = gsl_matrix_alloc(P2, P1), *V = gsl_matrix_alloc(P1, P1);
     gsl_vector *s = gsl_vector_alloc(P1), *work = gsl_vector_alloc(P1);
@@ -144,7 +125,7 @@ static void test_truncation_k2(void)
         qh_mpo got = { 0 };
         int st = qh_mpo_decompose(W, 2, in, out, chi, 0.0, &got, &disc);
         QH_CHECK(st == QH_OK && qh_mpo_contract(&got, What) == QH_OK, "decompose K 2");
-        double e = frob_diff(W, What);
+        double e = fixture_frob_diff(W, What);
         QH_CHECK_CLOSE(e, sqrt(want), 1e-12, 1e-10, "K 2 chi %d: ||W - W^||_F %.12g = sqrt(discarded sigma^2) "
                        "%.12g (GSL)", chi, e, sqrt(want));
         QH_CHECK_CLOSE(disc, want, 1e-20, 1e-10, "K 2 chi %d: engine's discarded sum %.12g", chi, disc);
@@ -171,7 +152,7 @@ static void test_row_bits(void)
     QH_CHECK(t != NULL, "mpo is registered");
     if (!t) return;
     size_t m = 24, n = 36;   /* K 3: 24 = 4 3 2 → sorted 4 3 2 ... */
-    qh_matd *W = random_W(m, n, 21);
+    qh_matd *W = fixture_gaussian_W(m, n, 21, 0, 0.0);
     void *p = qh_method_params_new(t);
     QH_CHECK(qh_method_params_set(t, p, "chi", "4") == QH_OK && qh_method_params_set(t, p, "factors", "3") == QH_OK,
              "params");
@@ -190,13 +171,13 @@ static void test_row_bits(void)
     QH_CHECK_CLOSE(r.bits_nominal, 16.0 * (double)N / (double)(m * n), 0, 1e-15,
                    "bits 16: %.6g bits per weight = 16 N/(mn)", r.bits_nominal);
     QH_CHECK(r.bits_side == 0 && r.grid.step == NULL && !strcmp(r.order, "natural"), "bits 16: no side bits, no grid");
-    double e16 = frob_diff(W, r.What);
+    double e16 = fixture_frob_diff(W, r.What);
     pb.bits = 4;
     QH_CHECK(qh_quantize(t, p, &pb, NULL, NULL, &r) == QH_OK, "mpo bits 4");
     size_t cols = ref.bond[1] + ref.bond[2] + 1;
     QH_CHECK_CLOSE(r.bits_nominal, 4.0 * (double)N / (double)(m * n), 0, 1e-15, "bits 4: nominal 4 N/(mn)");
     QH_CHECK_CLOSE(r.bits_side, 32.0 * (double)cols / (double)(m * n), 0, 1e-15, "bits 4: side 32 sum chi_k/(mn)");
-    double e4 = frob_diff(W, r.What);
+    double e4 = fixture_frob_diff(W, r.What);
     QH_CHECK(e4 > e16, "4-bit cores add error: %.4g > %.4g", e4, e16);
     pb.bits = 12;
     QH_CHECK(qh_quantize(t, p, &pb, NULL, NULL, &r) == QH_EINVAL && strstr(qh_last_error(), "bits = 12"),
@@ -224,7 +205,7 @@ static void test_row_bits(void)
 static double half_sq(const qh_mpo *mpo, const qh_matd *T, qh_matd *What)
 {
     if (qh_mpo_contract(mpo, What) != QH_OK) return NAN;
-    double d = frob_diff(What, T);
+    double d = fixture_frob_diff(What, T);
     return 0.5 * d * d;
 }
 
@@ -233,7 +214,8 @@ static void test_grad(void)
     size_t in[3] = { 3, 2, 4 }, out[3] = { 2, 3, 2 }, bond[4] = { 1, 3, 4, 1 };
     qh_mpo mpo;
     qh_matd *What = planted(3, in, out, bond, &mpo);
-    qh_matd *T = random_W(What->rows, What->cols, 31), *G = qh_matd_alloc(What->rows, What->cols);
+    qh_matd *T = fixture_gaussian_W(What->rows, What->cols, 31, 0, 0.0);
+    qh_matd *G = qh_matd_alloc(What->rows, What->cols);
     half_sq(&mpo, T, What);
     for (size_t j = 0; j < T->cols; j++)
         for (size_t i = 0; i < T->rows; i++) QH_AT(G, i, j) = QH_AT(What, i, j) - QH_AT(T, i, j);
@@ -260,7 +242,7 @@ static void test_proxy_steps(void)
 {
     const qh_method_type *t = qh_method_find("mpo");
     size_t m = 32, n = 48;
-    qh_matd *W = random_W(m, n, 41), *H = qh_matd_alloc(n, n);
+    qh_matd *W = fixture_gaussian_W(m, n, 41, 0, 0.0), *H = qh_matd_alloc(n, n);
     qh_rng r = qh_rng_stream(42, 0, QH_RNG_TEST);
     /* H = X Xᵀ/T with channel scales 0.1 .. 10 */
     size_t T = 200;

@@ -25,85 +25,27 @@
 #include "qh_method.h"
 #include "qh_rng.h"
 #include "qh_test.h"
+#include "block_case.h"
 
 enum { NS = 4, TT = 24 };
 
-typedef struct {
-    qh_model *m;
-    int layer;
-    size_t hidden;
-    float *x, *x_fp, *y_fp;          /* NS windows each */
-    float *W_fp[QH_LIN_MAX];
-    void *states[QH_LIN_MAX];
-    const qh_method_type *t;
-    void *params;
-} bcase;
-
-static void bcase_free(bcase *c)
+/* The float inputs on both paths and the float block's output; states of
+ * row `row` with key = val, healing 40 steps at rate 0.01, FP16 cores, their
+ * Ŵ in the block. */
+static int setup(block_case *c, const char *dir, int layer, const char *row, const char *key, const char *val)
 {
-    for (int k = 0; k < QH_LIN_MAX; k++) {
-        if (c->states[k]) c->t->block->state_free(c->states[k]);
-        free(c->W_fp[k]);
-    }
-    free(c->x);
-    free(c->params);
-    qh_model_free(c->m);
-}
-
-static int setup(bcase *c, const char *dir, int layer, const char *row, const char *key, const char *val)
-{
-    memset(c, 0, sizeof *c);
-    c->layer = layer;
-    c->t = qh_method_find(row);
-    QH_TRY(qh_model_load(dir, &c->m));
-    c->hidden = (size_t)c->m->cfg.hidden;
-    size_t win = c->hidden * TT;
-    qh_forward_ws *ws = NULL;
-    QH_TRY(qh_forward_ws_alloc(c->m, TT, &ws));
-    c->x = malloc(3 * NS * win * sizeof(float));
-    c->x_fp = c->x + NS * win;
-    c->y_fp = c->x_fp + NS * win;
-    qh_rng r = qh_rng_stream(9, (uint32_t)layer, QH_RNG_TEST);
-    int32_t ids[TT];
-    int st = c->x ? QH_OK : QH_ENOMEM;
-    for (size_t s = 0; s < NS && st == QH_OK; s++) {
-        for (size_t t = 0; t < TT; t++) ids[t] = (int32_t)qh_rng_below(&r, (uint64_t)c->m->cfg.vocab_size);
-        st = qh_forward_embed(c->m, ids, TT, ws, c->x_fp + s * win);
-        for (int l = 0; l < layer && st == QH_OK; l++) st = qh_forward_block(c->m, l, c->x_fp + s * win, TT, ws, NULL);
-        for (size_t i = 0; i < win; i++) c->x[s * win + i] = c->x_fp[s * win + i];
-        memcpy(c->y_fp + s * win, c->x_fp + s * win, win * sizeof(float));
-        if (st == QH_OK) st = qh_forward_block(c->m, layer, c->y_fp + s * win, TT, ws, NULL);
-    }
-    qh_forward_ws_free(ws);
-    QH_TRY(st);
-    c->params = qh_method_params_new(c->t);
-    QH_TRY(qh_method_params_set(c->t, c->params, key, val));
-    QH_TRY(qh_method_params_set(c->t, c->params, "heal_steps", "40"));
-    QH_TRY(qh_method_params_set(c->t, c->params, "heal_lr", "0.01"));
-    qh_block *b = &c->m->blocks[layer];
-    for (int k = 0; k < QH_LIN_MAX && st == QH_OK; k++) {
-        qh_linear *lin = &b->lin[k];
-        if (!lin->W) continue;
-        size_t m = (size_t)lin->out, n = (size_t)lin->in, bytes = m * n * sizeof(float);
-        if (!(c->W_fp[k] = malloc(bytes))) return QH_ENOMEM;
-        memcpy(c->W_fp[k], lin->W, bytes);
-        qh_matd *W = qh_matd_alloc(m, n);
-        qh_linear_to_matd(lin, W);
-        c->states[k] = c->t->block->state_new();
-        qh_problem p = { W, NULL, 16, 0, (uint32_t)k, lin->name, c->states[k], NULL };
-        qh_result res;
-        qh_result_init(&res);
-        st = qh_quantize(c->t, c->params, &p, NULL, NULL, &res);
-        if (st == QH_OK) qh_linear_from_matd(lin, res.What);
-        qh_result_free(&res);
-        qh_matd_free(W);
-    }
-    return st;
+    const qh_method_type *t = qh_method_find(row);
+    QH_TRY(block_case_load(c, dir, layer, NS, TT, 9, 0.0, BLOCK_CASE_Y_FORWARD));
+    if (!(c->params = qh_method_params_new(t))) return QH_ENOMEM;
+    QH_TRY(qh_method_params_set(t, c->params, key, val));
+    QH_TRY(qh_method_params_set(t, c->params, "heal_steps", "40"));
+    QH_TRY(qh_method_params_set(t, c->params, "heal_lr", "0.01"));
+    return block_case_quantize(c, t, c->params, 16, NULL, 1);
 }
 
 /* Σ over windows of MSE(Y_q, Y_fp) with the states' Ŵ in the block; with
  * grad, ∂/∂cores of linear kind into grad. */
-static double loss_of(bcase *c, qh_block_tape *tape, int kind, double *grad)
+static double loss_of(block_case *c, qh_block_tape *tape, int kind, double *grad)
 {
     qh_block *b = &c->m->blocks[c->layer];
     qh_linear *lin = &b->lin[kind];
@@ -137,7 +79,7 @@ static double loss_of(bcase *c, qh_block_tape *tape, int kind, double *grad)
 static double hrel = 1e-2;
 static void check_chain(const char *dir, int layer, const char *row, const char *key, const char *val)
 {
-    bcase c;
+    block_case c;
     if (setup(&c, dir, layer, row, key, val) != QH_OK) {
         QH_CHECK(0, "%s %s: setup: %s", dir, row, qh_last_error());
         return;
@@ -175,10 +117,10 @@ static void check_chain(const char *dir, int layer, const char *row, const char 
         free(g);
     }
     qh_block_tape_free(tape);
-    bcase_free(&c);
+    block_case_free(&c);
 }
 
-static float *weights(const bcase *c, size_t *count)
+static float *weights(const block_case *c, size_t *count)
 {
     const qh_block *b = &c->m->blocks[c->layer];
     size_t total = 0, at = 0;
@@ -196,7 +138,7 @@ static float *weights(const bcase *c, size_t *count)
 
 static void check_heal(const char *dir, int layer, const char *row, const char *key, const char *val)
 {
-    bcase c, d;
+    block_case c, d;
     if (setup(&c, dir, layer, row, key, val) != QH_OK || setup(&d, dir, layer, row, key, val) != QH_OK) {
         QH_CHECK(0, "%s %s: setup: %s", dir, row, qh_last_error());
         return;
@@ -216,8 +158,8 @@ static void check_heal(const char *dir, int layer, const char *row, const char *
              "%s %s: two healing runs give identical weights", dir, row);
     free(wc);
     free(wd);
-    bcase_free(&c);
-    bcase_free(&d);
+    block_case_free(&c);
+    block_case_free(&d);
 }
 
 int main(int argc, char **argv)

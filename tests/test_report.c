@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "pipeline/config.h"
 #include "qh_incoherence.h"
 #include "qh_method.h"
 #include "results/reader.h"
@@ -290,24 +291,6 @@ static int build_dir(const char *dir, size_t *n_cells)
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s)
-        s[n] = '\0';
-    fclose(f);
-    return s;
-}
 
 static void remove_tree(const char *dir)
 {
@@ -456,7 +439,7 @@ static void check_tables(const char *out)
 {
     char path[4096], want[256];
     snprintf(path, sizeof path, "%s/table.md", out);
-    char *md = slurp(path);
+    char *md = qh_read_text_file(path);
     QH_CHECK(md != NULL, "table.md written");
     if (!md)
         return;
@@ -483,21 +466,21 @@ static void check_tables(const char *out)
     free(md);
 
     snprintf(path, sizeof path, "%s/table.tex", out);
-    char *tex = slurp(path);
+    char *tex = qh_read_text_file(path);
     QH_CHECK(tex && strstr(tex, "\\begin{tabular}") && strstr(tex, "$\\pm$")
              && strstr(tex, "failed\\textsuperscript{1}") && strstr(tex, "\\multicolumn{3}{c}{W4}"),
              "table.tex: tabular, pm, failure, W4 group");
     free(tex);
 
     snprintf(path, sizeof path, "%s/proxy.md", out);
-    char *px = slurp(path);
+    char *px = qh_read_text_file(path);
     double ca = proxy_c("rtn", 4, 0) / 10, cb = proxy_c("rtn", 4, 1) / 10;
     snprintf(want, sizeof want, "%.4g ± %.2g (2)", mean2(ca, cb), std2(ca, cb));
     QH_CHECK(px && strstr(px, want), "proxy.md has '%s'", want);
     free(px);
 
     snprintf(path, sizeof path, "%s/bounds.md", out);
-    char *bd = slurp(path);
+    char *bd = qh_read_text_file(path);
     QH_CHECK(bd && strstr(bd, "| LDLQ+IncP | 3 | thm1_ldlq_worst | proxy_proc | worst case: must "
                               "hold without clamping | 8 | 7 | 0.875 | 0.25 | **violated** |"),
              "bounds.md row for the violated worst-case bound");
@@ -513,7 +496,7 @@ static void check_tsvs(const char *out)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/ppl_vs_bits.opt-tiny.wikitext2.tsv", out);
-    char *t = slurp(path);
+    char *t = qh_read_text_file(path);
     QH_CHECK(starts_with(t, "bits\tFP32\tOPTQ\tLDLQ+IncP\tNearest\n"), "ppl_vs_bits header");
     if (t) {
         double a = ppl_of("ldlq+incoh", 3, 0, 0), b = ppl_of("ldlq+incoh", 3, 1, 0);
@@ -524,7 +507,7 @@ static void check_tsvs(const char *out)
     }
     free(t);
     snprintf(path, sizeof path, "%s/proxy_per_layer.opt-tiny.w3.tsv", out);
-    t = slurp(path);
+    t = qh_read_text_file(path);
     QH_CHECK(starts_with(t, "index\tlayer\tname\tOPTQ\tLDLQ+IncP\tNearest\n"),
              "proxy_per_layer header");
     if (t) {
@@ -536,7 +519,7 @@ static void check_tsvs(const char *out)
     }
     free(t);
     snprintf(path, sizeof path, "%s/proxy_vs_bound.opt-tiny.tsv", out);
-    t = slurp(path);
+    t = qh_read_text_file(path);
     /* gptq: 5 complete cells, ldlq+incoh: 6; 4 layers; 2 bounds against proxy_proc. */
     QH_CHECK(t && count_lines(t) == 1 + 11 * N_LAYERS * 2, "proxy_vs_bound rows %d",
              t ? count_lines(t) : -1);
@@ -743,7 +726,7 @@ static void check_labels_and_bits(const char *tmp)
     write_report(&set, out);
     char path[2048];
     snprintf(path, sizeof path, "%s/table.md", out);
-    char *md = slurp(path);
+    char *md = qh_read_text_file(path);
     QH_CHECK(md && strstr(md, "| pbllm-c |") && strstr(md, "| pbllm-a |") && strstr(md, "| pbllm-b |")
              && !strstr(md, "| PB-LLM |"), "three PB-LLM labels each under its own label");
     QH_CHECK(md && strstr(md, "| BiLLM |"), "a lone label keeps the display name");
@@ -880,7 +863,7 @@ static void check_names_from_tables(const char *tmp)
              set.n_warnings ? set.warnings[0] : "");
     write_report(&set, out);
     snprintf(path, sizeof path, "%s/table.md", out);
-    char *md = slurp(path);
+    char *md = qh_read_text_file(path);
     const char *fp = md ? strstr(md, "| FP32 |") : NULL;
     const char *optq = md ? strstr(md, "| OPTQ+IncP(Had) |") : NULL;
     const char *ldlq = md ? strstr(md, "| LDLQ |") : NULL;
@@ -889,7 +872,7 @@ static void check_names_from_tables(const char *tmp)
              "rows FP32, OPTQ+IncP(Had), LDLQ, oldmethod (display order, not file order)");
     free(md);
     snprintf(path, sizeof path, "%s/bounds.md", out);
-    char *bd = slurp(path);
+    char *bd = qh_read_text_file(path);
     ldlq_family(fam, sizeof fam);
     snprintf(want, sizeof want, "bounds are applied to %s cells only.", fam);
     QH_CHECK(bd && strstr(bd, want), "bounds.md names the LDLQ family from the table: %s", want);

@@ -5,7 +5,8 @@
  * commits, byte-identical output, merge with missing inputs, the status reader,
  * the folder listing and bad paths are checked with files in a fresh
  * temporary directory; so are concurrent writers of one path (forked
- * processes) and the removal of a killed writer's temporaries.
+ * processes) and the removal of a killed writer's temporaries, by final name
+ * or, for a folder (the float cache's), by pid alone.
  */
 #include <dirent.h>
 #include <hdf5.h>
@@ -829,6 +830,36 @@ static void test_remove_temporaries(void)
         remove(keep[k]);
 }
 
+/* A folder's temporaries of one pid, whatever their final names (the float
+ * cache's): "*.<pid>.<nonce>.tmp" go; other pids', other forms and final
+ * files stay. */
+static void test_remove_folder_temporaries(void)
+{
+    const char *gone[] = { "fc.bin.123.00000000000000aa.tmp", "b.x.y.123.0a.tmp" };
+    const char *stay[] = { "fc.bin.1234.00000000000000aa.tmp", "fc.bin.23.00000000000000aa.tmp",
+                           "fc.bin.123.tmp", "fc.bin.123.00000000000000aa.h5", "fc.bin" };
+    for (size_t k = 0; k < 2; k++) put_file(in_dir(gone[k]), "partial");
+    for (size_t k = 0; k < 5; k++) put_file(in_dir(stay[k]), "other");
+    size_t n = 0;
+    int st = qh_results_remove_folder_temporaries(dir, 123, &n);
+    QH_CHECK(st == QH_OK && n == 2 && !exists(in_dir(gone[0])) && !exists(in_dir(gone[1])),
+             "folder: pid 123's two temporaries removed (%zu)", n);
+    int kept = 1;
+    for (size_t k = 0; k < 5; k++) {
+        kept &= exists(in_dir(stay[k]));
+        remove(in_dir(stay[k]));
+    }
+    QH_CHECK(kept, "folder: other pids' temporaries, other forms and final files stay");
+    char name[600];
+    QH_CHECK(qh_results_tmp_name("x/fc.bin", name, sizeof name) == QH_OK && !strncmp(name, "x/fc.bin.", 9)
+             && strlen(name) > 13 && !strcmp(name + strlen(name) - 4, ".tmp"),
+             "tmp name %s: <final>.<pid>.<nonce>.tmp", name);
+    char a[600];
+    QH_CHECK(qh_results_tmp_name("x/fc.bin", a, sizeof a) == QH_OK && strcmp(a, name),
+             "two calls give two names");
+    QH_CHECK(qh_results_tmp_name("x/fc.bin", name, 12) == QH_EINVAL, "a name that does not fit: EINVAL");
+}
+
 int main(void)
 {
     const char *base = getenv("TMPDIR");
@@ -846,6 +877,7 @@ int main(void)
     test_scan_dir();
     test_concurrent_writers();
     test_remove_temporaries();
+    test_remove_folder_temporaries();
     const char *leftovers[] = { "round.h5", "keep.h5", "det_a.h5", "det_b.h5", "prov.h5" };
     for (size_t i = 0; i < sizeof leftovers / sizeof leftovers[0]; i++)
         remove(in_dir(leftovers[i]));

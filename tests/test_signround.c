@@ -40,6 +40,7 @@
 #include "qh_method.h"
 #include "qh_rng.h"
 #include "qh_test.h"
+#include "block_case.h"
 #include "signround.h"
 
 static void *params_with(const char *method, const char *const *kv)
@@ -211,83 +212,21 @@ static void test_fake_quant(void)
 
 enum { NS = 3, TT = 24 };
 
-typedef struct {
-    qh_model *m;
-    int layer;
-    size_t hidden;
-    float *x, *x_fp, *y_fp;
-    float *W_fp[QH_LIN_MAX];
-    qh_signround_state *st[QH_LIN_MAX];
-} block_case;
+static qh_signround_state *srs(const block_case *c, int k) { return c->states[k]; }
 
-static void case_free(block_case *c)
-{
-    for (int k = 0; k < QH_LIN_MAX; k++) {
-        qh_method_signround.block->state_free(c->st[k]);
-        free(c->W_fp[k]);
-    }
-    free(c->x);
-    free(c->y_fp);
-    qh_model_free(c->m);
-}
-
+/* Every linear of the block quantized into its signround state (kv, bits). */
 static int quantize_block(block_case *c, const char *const *kv, int bits)
 {
-    qh_block *b = &c->m->blocks[c->layer];
-    int st = QH_OK;
-    for (int k = 0; k < QH_LIN_MAX && st == QH_OK; k++) {
-        qh_linear *lin = &b->lin[k];
-        if (!lin->W) continue;
-        if (!c->st[k]) c->st[k] = qh_method_signround.block->state_new();
-        qh_matd *W = qh_matd_alloc((size_t)lin->out, (size_t)lin->in);
-        qh_linear_to_matd(lin, W);
-        qh_result r;
-        qh_result_init(&r);
-        st = run("signround", kv, W, NULL, bits, c->st[k], &r);
-        qh_result_free(&r);
-        qh_matd_free(W);
-    }
+    void *p = params_with("signround", kv);
+    int st = p ? block_case_quantize(c, &qh_method_signround, p, bits, NULL, 0) : QH_ENOMEM;
+    free(p);
     return st;
 }
 
+/* Jittered inputs on the quantized path and the float block's outputs on the float inputs. */
 static int load_case(block_case *c, const char *dir, int layer)
 {
-    memset(c, 0, sizeof *c);
-    c->layer = layer;
-    QH_TRY(qh_model_load(dir, &c->m));
-    c->hidden = (size_t)c->m->cfg.hidden;
-    size_t win = c->hidden * TT;
-    qh_forward_ws *ws = NULL;
-    QH_TRY(qh_forward_ws_alloc(c->m, TT, &ws));
-    c->x = malloc(2 * NS * win * sizeof(float));
-    c->y_fp = malloc(NS * win * sizeof(float));
-    c->x_fp = c->x + NS * win;
-    qh_rng r = qh_rng_stream(9, (uint32_t)layer, QH_RNG_TEST);
-    int32_t ids[TT];
-    int st = c->x && c->y_fp ? QH_OK : QH_ENOMEM;
-    for (size_t s = 0; s < NS && st == QH_OK; s++) {
-        for (size_t t = 0; t < TT; t++) ids[t] = (int32_t)qh_rng_below(&r, (uint64_t)c->m->cfg.vocab_size);
-        st = qh_forward_embed(c->m, ids, TT, ws, c->x_fp + s * win);
-        for (int l = 0; l < layer && st == QH_OK; l++) st = qh_forward_block(c->m, l, c->x_fp + s * win, TT, ws, NULL);
-        for (size_t i = 0; i < win && st == QH_OK; i++)
-            c->x[s * win + i] = c->x_fp[s * win + i] * (float)(1.0 + 0.05 * qh_rng_normal(&r));
-    }
-    qh_forward_ws_free(ws);
-    QH_TRY(st);
-    qh_block *b = &c->m->blocks[layer];
-    for (int k = 0; k < QH_LIN_MAX; k++) {
-        if (!b->lin[k].W) continue;
-        size_t bytes = (size_t)b->lin[k].out * (size_t)b->lin[k].in * sizeof(float);
-        if (!(c->W_fp[k] = malloc(bytes))) return QH_ENOMEM;
-        memcpy(c->W_fp[k], b->lin[k].W, bytes);
-    }
-    /* the float block's outputs on the float inputs */
-    qh_block_tape *tape = NULL;
-    QH_TRY(qh_block_tape_alloc(c->m, TT, &tape));
-    for (size_t s = 0; s < NS && st == QH_OK; s++)
-        st = qh_block_forward_tape(c->m, layer, c->x_fp + s * win, TT, c->y_fp + s * win, tape);
-    qh_block_tape_free(tape);
-    return st;
+    return block_case_load(c, dir, layer, NS, TT, 9, 0.05, BLOCK_CASE_Y_TAPE);
 }
 
 /* Sum over the windows of MSE(Yq, Yfp) at the states' Ŵ; with grad, the
@@ -301,9 +240,9 @@ static double block_loss(block_case *c, qh_block_tape *tape, int kind, int grad)
     float *G[QH_LIN_MAX] = { NULL };
     G[kind] = Gf;
     for (int k = 0; k < QH_LIN_MAX; k++) {
-        if (!c->st[k]) continue;
-        qh_matd *What = qh_matd_alloc(c->st[k]->rows, c->st[k]->cols);
-        qh_signround_fake_quant(c->st[k], What);
+        if (!srs(c, k)) continue;
+        qh_matd *What = qh_matd_alloc(srs(c, k)->rows, srs(c, k)->cols);
+        qh_signround_fake_quant(srs(c, k), What);
         qh_linear_from_matd(&b->lin[k], What);
         qh_matd_free(What);
     }
@@ -319,7 +258,7 @@ static double block_loss(block_case *c, qh_block_tape *tape, int kind, int grad)
         qh_matd *Gd = qh_matd_alloc(m, n);
         for (size_t i = 0; i < m; i++)
             for (size_t j = 0; j < n; j++) QH_AT(Gd, i, j) = Gf[i * n + j];
-        qh_signround_grad(c->st[kind], Gd);
+        qh_signround_grad(srs(c, kind), Gd);
         qh_matd_free(Gd);
     }
     free(Gf);
@@ -353,14 +292,14 @@ static void check_grad(const char *dir, int layer, int sym)
     block_case c;
     if (load_case(&c, dir, layer) != QH_OK) {
         QH_CHECK(0, "%s: setup: %s", dir, qh_last_error());
-        case_free(&c);
+        block_case_free(&c);
         return;
     }
     const char *kv[] = { "group", "64", "sym", sym ? "1" : "0", NULL };
     QH_CHECK(quantize_block(&c, kv, 3) == QH_OK, "quantize block: %s", qh_last_error());
     qh_rng r = qh_rng_stream(13, (uint32_t)layer, QH_RNG_TEST);
     for (int k = 0; k < QH_LIN_MAX; k++) {
-        qh_signround_state *s = c.st[k];
+        qh_signround_state *s = srs(&c, k);
         if (!s) continue;
         s->surrogate = 1;
         for (size_t i = 0; i < s->rows * s->cols; i++) s->V[i] = 0.6 * (qh_rng_uniform(&r) - 0.5);
@@ -382,7 +321,7 @@ static void check_grad(const char *dir, int layer, int sym)
     double worst = 0;
     for (size_t ki = 0; ki < sizeof kinds / sizeof *kinds; ki++) {
         int k = kinds[ki];
-        qh_signround_state *s = c.st[k];
+        qh_signround_state *s = srs(&c, k);
         block_loss(&c, tape, k, 1);
         size_t mn = s->rows * s->cols, mg = s->rows * s->n_groups;
         double *gV = malloc(mn * sizeof *gV), *gmin = malloc(mg * sizeof *gmin), *gmax = malloc(mg * sizeof *gmax);
@@ -403,7 +342,7 @@ static void check_grad(const char *dir, int layer, int sym)
     }
     QH_NOTE("%s block %d %s: worst relative FD error %.1e", dir, layer, sym ? "sym" : "asym", worst);
     qh_block_tape_free(tape);
-    case_free(&c);
+    block_case_free(&c);
 }
 
 /* ---- (d) the step ------------------------------------------------------------------------------ */
@@ -545,11 +484,10 @@ static void test_bad_params(void)
 
 static int tune(block_case *c, const char *const *kv, qh_block_stage_stats *bs)
 {
-    void *p = params_with("signround", kv), *states[QH_LIN_MAX];
-    for (int k = 0; k < QH_LIN_MAX; k++) states[k] = c->st[k];
+    void *p = params_with("signround", kv);
     qh_block_stage_opts o = { 5, NULL, NULL };
-    int st = qh_block_stage_tune(c->m, c->layer, c->x, c->x_fp, NS, TT, c->W_fp, &qh_method_signround, p, states,
-                                 &o, bs);
+    int st = qh_block_stage_tune(c->m, c->layer, c->x, c->x_fp, NS, TT, c->W_fp, &qh_method_signround, p,
+                                 c->states, &o, bs);
     free(p);
     return st;
 }
@@ -578,22 +516,22 @@ static void check_stage(const char *dir, int layer)
     st = tune(&d, kv, &b);
     int eq = st == QH_OK && b.loss_final == a.loss_final;
     for (int k = 0; eq && k < QH_LIN_MAX; k++)
-        if (c.st[k])
-            eq = !memcmp(c.st[k]->V, d.st[k]->V, c.st[k]->rows * c.st[k]->cols * sizeof(double))
-                 && !memcmp(c.st[k]->min_scale, d.st[k]->min_scale, c.st[k]->rows * c.st[k]->n_groups * sizeof(double));
+        if (srs(&c, k))
+            eq = !memcmp(srs(&c, k)->V, srs(&d, k)->V, srs(&c, k)->rows * srs(&c, k)->cols * sizeof(double))
+                 && !memcmp(srs(&c, k)->min_scale, srs(&d, k)->min_scale, srs(&c, k)->rows * srs(&c, k)->n_groups * sizeof(double));
     QH_CHECK(eq, "%s: two runs give identical parameters and losses", dir);
     size_t moved = 0, total = 0, capped = 0;
     for (int k = 0; k < QH_LIN_MAX; k++)
-        if (c.st[k]) {
-            for (size_t i = 0; i < c.st[k]->rows * c.st[k]->cols; i++) moved += c.st[k]->V[i] != 0.0;
-            for (size_t i = 0; i < c.st[k]->rows * c.st[k]->n_groups; i++)
-                capped += c.st[k]->max_scale[i] > 1.0 || c.st[k]->max_scale[i] < 0.0;
-            total += c.st[k]->rows * c.st[k]->cols;
+        if (srs(&c, k)) {
+            for (size_t i = 0; i < srs(&c, k)->rows * srs(&c, k)->cols; i++) moved += srs(&c, k)->V[i] != 0.0;
+            for (size_t i = 0; i < srs(&c, k)->rows * srs(&c, k)->n_groups; i++)
+                capped += srs(&c, k)->max_scale[i] > 1.0 || srs(&c, k)->max_scale[i] < 0.0;
+            total += srs(&c, k)->rows * srs(&c, k)->cols;
         }
     QH_CHECK(moved > 0 && capped == 0, "%s: V moved on %zu/%zu weights, coefficients within [0, 1]", dir, moved,
              total);
-    case_free(&c);
-    case_free(&d);
+    block_case_free(&c);
+    block_case_free(&d);
 }
 
 int main(void)

@@ -29,94 +29,30 @@
 #include "qh_method.h"
 #include "qh_rng.h"
 #include "qh_test.h"
+#include "block_case.h"
 
 enum { NS = 3, TT = 24, LAYER = 1 };
 
-typedef struct {
-    qh_model *m;
-    size_t hidden;
-    float *x, *x_fp, *y_fp;          /* NS windows each */
-    float *W_fp[QH_LIN_MAX];
-    void *st[QH_LIN_MAX];
-    const qh_method_type *t;
-    void *params;
-    qh_block_tape *tape;
-} bcase;
-
-static void bcase_free(bcase *c)
+/* Layer 1 with jittered inputs and the float block's output, states of row t
+ * with the parameters kv (2 bits; onebit 1). */
+static int bcase_load(block_case *c, const char *dir, const qh_method_type *t, const char *const *kv)
 {
-    for (int k = 0; k < QH_LIN_MAX; k++) {
-        free(c->W_fp[k]);
-        if (c->st[k]) c->t->block->state_free(c->st[k]);
-    }
-    free(c->x);
-    free(c->params);
-    qh_block_tape_free(c->tape);
-    qh_model_free(c->m);
-}
-
-static int bcase_load(bcase *c, const char *dir, const qh_method_type *t, const char *const *kv)
-{
-    memset(c, 0, sizeof *c);
-    c->t = t;
-    QH_TRY(qh_model_load(dir, &c->m));
-    c->hidden = (size_t)c->m->cfg.hidden;
-    size_t win = c->hidden * TT;
-    qh_forward_ws *ws = NULL;
-    QH_TRY(qh_forward_ws_alloc(c->m, TT, &ws));
-    c->x = malloc(3 * NS * win * sizeof(float));
-    if (!c->x) return QH_ENOMEM;
-    c->x_fp = c->x + NS * win;
-    c->y_fp = c->x_fp + NS * win;
-    qh_rng r = qh_rng_stream(11, LAYER, QH_RNG_TEST);
-    int32_t ids[TT];
-    int st = QH_OK;
-    for (size_t s = 0; s < NS && st == QH_OK; s++) {
-        for (size_t i = 0; i < TT; i++) ids[i] = (int32_t)qh_rng_below(&r, (uint64_t)c->m->cfg.vocab_size);
-        st = qh_forward_embed(c->m, ids, TT, ws, c->x_fp + s * win);
-        for (int l = 0; l < LAYER && st == QH_OK; l++) st = qh_forward_block(c->m, l, c->x_fp + s * win, TT, ws, NULL);
-        for (size_t i = 0; i < win && st == QH_OK; i++)
-            c->x[s * win + i] = c->x_fp[s * win + i] * (float)(1.0 + 0.05 * qh_rng_normal(&r));
-    }
-    qh_forward_ws_free(ws);
-    QH_TRY(st);
-    QH_TRY(qh_block_tape_alloc(c->m, TT, &c->tape));
-    for (size_t s = 0; s < NS; s++)
-        QH_TRY(qh_block_forward_tape(c->m, LAYER, c->x_fp + s * win, TT, c->y_fp + s * win, c->tape));
-    c->params = qh_method_params_new(t);
+    QH_TRY(block_case_load(c, dir, LAYER, NS, TT, 11, 0.05, BLOCK_CASE_Y_TAPE));
+    if (!(c->params = qh_method_params_new(t))) return QH_ENOMEM;
     for (; kv && kv[0]; kv += 2) QH_TRY(qh_method_params_set(t, c->params, kv[0], kv[1]));
-    qh_block *b = &c->m->blocks[LAYER];
-    for (int k = 0; k < QH_LIN_MAX; k++) {
-        qh_linear *lin = &b->lin[k];
-        if (!lin->W) continue;
-        size_t m = (size_t)lin->out, n = (size_t)lin->in;
-        if (!(c->W_fp[k] = malloc(m * n * sizeof(float)))) return QH_ENOMEM;
-        memcpy(c->W_fp[k], lin->W, m * n * sizeof(float));
-        c->st[k] = t->block->state_new();
-        qh_matd *W = qh_matd_alloc(m, n);
-        qh_linear_to_matd(lin, W);
-        qh_problem p = { W, NULL, 2, 0, (uint32_t)k, lin->name, c->st[k], NULL };
-        if (t == &qh_method_onebit) p.bits = 1;
-        qh_result res;
-        qh_result_init(&res);
-        st = qh_quantize(t, c->params, &p, NULL, NULL, &res);
-        qh_result_free(&res);
-        qh_matd_free(W);
-        QH_TRY(st);
-    }
-    return QH_OK;
+    return block_case_quantize(c, t, c->params, t == &qh_method_onebit ? 1 : 2, NULL, 0);
 }
 
 /* Ŵ of every linear from the states into the block; dW (or NULL) added to linear k. */
-static void write_block(bcase *c, int kind, const qh_matd *dW, double h)
+static void write_block(block_case *c, int kind, const qh_matd *dW, double h)
 {
     qh_block *b = &c->m->blocks[LAYER];
     for (int k = 0; k < QH_LIN_MAX; k++) {
-        if (!c->st[k]) continue;
+        if (!c->states[k]) continue;
         size_t m, n;
-        c->t->block->state_shape(c->st[k], &m, &n);
+        c->t->block->state_shape(c->states[k], &m, &n);
         qh_matd *W = qh_matd_alloc(m, n);
-        c->t->block->reconstruct(c->params, c->st[k], W);
+        c->t->block->reconstruct(c->params, c->states[k], W);
         if (k == kind && dW)
             for (size_t j = 0; j < n; j++)
                 for (size_t i = 0; i < m; i++) QH_AT(W, i, j) += h * QH_AT(dW, i, j);
@@ -126,7 +62,7 @@ static void write_block(bcase *c, int kind, const qh_matd *dW, double h)
 }
 
 /* Σ over windows of MSE(Y_q, Y_fp); with Gd, G of linear `kind` (double, m x n). */
-static double block_loss(bcase *c, int kind, qh_matd *Gd)
+static double block_loss(block_case *c, int kind, qh_matd *Gd)
 {
     size_t win = c->hidden * TT;
     qh_linear *lin = &c->m->blocks[LAYER].lin[kind];
@@ -150,7 +86,7 @@ static double block_loss(bcase *c, int kind, qh_matd *Gd)
     return l;
 }
 
-static double fd_dir(bcase *c, int kind, const qh_matd *D, double h, double g)
+static double fd_dir(block_case *c, int kind, const qh_matd *D, double h, double g)
 {
     write_block(c, kind, D, h);
     double lp = block_loss(c, kind, NULL);
@@ -171,7 +107,7 @@ static const int kinds[] = { QH_LIN_Q, QH_LIN_O, QH_LIN_UP, QH_LIN_DOWN };
 
 static void check_onebit(const char *dir)
 {
-    bcase c;
+    block_case c;
     const char *kv[] = { NULL };
     if (bcase_load(&c, dir, &qh_method_onebit, kv) != QH_OK) {
         QH_CHECK(0, "%s: setup: %s", dir, qh_last_error());
@@ -180,7 +116,7 @@ static void check_onebit(const char *dir)
     write_block(&c, -1, NULL, 0);
     for (size_t ki = 0; ki < 4; ki++) {
         int k = kinds[ki];
-        qh_onebit_state *s = c.st[k];
+        qh_onebit_state *s = c.states[k];
         size_t m = s->rows, n = s->cols;
         qh_matd *G = qh_matd_alloc(m, n), *D = qh_matd_alloc(m, n);
         block_loss(&c, k, G);
@@ -199,12 +135,12 @@ static void check_onebit(const char *dir)
         qh_matd_free(G);
         qh_matd_free(D);
     }
-    bcase_free(&c);
+    block_case_free(&c);
 }
 
 static void check_blockap(const char *dir, const char *levels)
 {
-    bcase c;
+    block_case c;
     const char *kv[] = { "levels", levels, NULL };
     if (bcase_load(&c, dir, &qh_method_blockap, kv) != QH_OK) {
         QH_CHECK(0, "%s: setup: %s", dir, qh_last_error());
@@ -213,7 +149,7 @@ static void check_blockap(const char *dir, const char *levels)
     write_block(&c, -1, NULL, 0);
     for (size_t ki = 0; ki < 4; ki++) {
         int k = kinds[ki];
-        qh_blockap_state *s = c.st[k];
+        qh_blockap_state *s = c.states[k];
         size_t m = s->rows, n = s->cols, cells = m * s->n_groups;
         for (size_t q = 0; q < cells; q++) s->s[q] *= 0.7;   /* some entries clamp */
         write_block(&c, -1, NULL, 0);
@@ -252,24 +188,24 @@ static void check_blockap(const char *dir, const char *levels)
         qh_matd_free(G);
         qh_matd_free(D);
     }
-    bcase_free(&c);
+    block_case_free(&c);
 }
 
 static void check_stage(const char *dir, const qh_method_type *t, const char *const *kv, const char *what)
 {
-    bcase c;
+    block_case c;
     if (bcase_load(&c, dir, t, kv) != QH_OK) {
         QH_CHECK(0, "%s: setup: %s", dir, qh_last_error());
         return;
     }
     qh_block_stage_stats bs;
-    int st = qh_block_stage_tune(c.m, LAYER, c.x, c.x_fp, NS, TT, c.W_fp, t, c.params, c.st, NULL, &bs);
+    int st = qh_block_stage_tune(c.m, LAYER, c.x, c.x_fp, NS, TT, c.W_fp, t, c.params, c.states, NULL, &bs);
     QH_CHECK(st == QH_OK && bs.steps == 4 * NS && bs.mse_fp_final < bs.mse_fp_init,
              "%s %s: 4 epochs lower the MSE to the float block %.5g -> %.5g (%s)", dir, what,
              bs.mse_fp_init, bs.mse_fp_final, st == QH_OK ? "ok" : qh_last_error());
     QH_NOTE("%s %s: 4 epochs x %d windows: MSE to float %.5g -> %.5g", dir, what, NS, bs.mse_fp_init,
             bs.mse_fp_final);
-    bcase_free(&c);
+    block_case_free(&c);
 }
 
 int main(void)

@@ -12,27 +12,6 @@
 #include "qh_path.h"
 #include "report/report_internal.h"
 
-static int mkdir_p(const char *dir)
-{
-    char buf[REP_PATH_CAP];
-    QH_TRY(qh_path_format(buf, sizeof buf, "output directory", "%s", dir));
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char saved = *p;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            QH_ERROR(QH_EIO, "cannot create directory %s (%s)", buf, strerror(errno));
-        *p = saved;
-        if (!saved)
-            break;
-    }
-    struct stat sb;
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        QH_ERROR(QH_EIO, "output path %s is not a directory", dir);
-    return QH_OK;
-}
-
 /* ---- top level --------------------------------------------------------------------------- */
 
 void qh_report_outputs_free(qh_report_outputs *out)
@@ -73,7 +52,7 @@ int qh_report_write(const qh_report_set *set, const qh_report_options *opt,
     memset(out, 0, sizeof *out);
     if (!set || set->n_cells == 0)
         QH_ERROR(QH_EINVAL, "report: no cells to report");
-    QH_TRY(mkdir_p(opt->out_dir));
+    QH_TRY(qh_path_mkdirs(opt->out_dir));
     QH_TRY(rep_list_models(set, &models, &n_models));
     int st = build_indexes(set, models, n_models, &idx);
     if (st == QH_OK)

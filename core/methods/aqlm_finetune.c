@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "qh_adam.h"
+#include "qh_block_helpers.h"
 
 #define FT_BETA1 0.9
 #define FT_BETA2 0.95
@@ -91,46 +92,32 @@ static int ft_wants(const void *params) { return ((const qh_aqlm_params *)params
 static void ft_plan(const void *params, size_t nsamples, qh_block_plan *out)
 {
     const qh_aqlm_params *p = params;
-    size_t batch = (size_t)p->ft_batch < nsamples ? (size_t)p->ft_batch : nsamples;
+    /* The stage caps a batch larger than the windows (check_plan in
+     * block_stage.c); a pass is one step then either way: ceil(n / b) = 1. */
+    size_t batch = (size_t)p->ft_batch;
     long per_pass = (long)((nsamples + batch - 1) / batch);
     *out = (qh_block_plan){ .loss = QH_BLOCK_LOSS_MSE, .steps = (long)p->finetune * per_pass,
-                            .batch = (int)batch, .draw = QH_BLOCK_DRAW_SEQUENTIAL,
+                            .batch = p->ft_batch, .draw = QH_BLOCK_DRAW_SEQUENTIAL,
                             .patience = p->ft_patience, .rel_tol = 0.0 };
 }
 
-static void *ft_state_new(void) { return calloc(1, sizeof(qh_aqlm_state)); }
-
-static void ft_state_free(void *state)
+static void reconstruct_state(const qh_aqlm_state *s, qh_matd *What)
 {
-    qh_aqlm_state_free(state);
-    free(state);
-}
-
-static void ft_state_shape(const void *state, size_t *rows, size_t *cols)
-{
-    const qh_aqlm_state *s = state;
-    *rows = s->cb ? s->view.m : 0;
-    *cols = s->cb ? s->view.n : 0;
-}
-
-static void ft_reconstruct(const void *params, const void *state, qh_matd *What)
-{
-    (void)params;
-    const qh_aqlm_state *s = state;
     QH_ASSERT(What->ld == s->view.m);
     qh_aqlm_decode_with(&s->view, s->cb_use, s->scale_use, What->data);
 }
+
+QH_BLOCK_STATE_OPS(ft, qh_aqlm_state, qh_aqlm_state_free, s->cb, s->view.m, s->view.n,
+                   reconstruct_state)
 
 static int ft_step(const void *params, void *state, const qh_matd *G, int step_no)
 {
     const qh_aqlm_params *p = params;
     qh_aqlm_state *s = state;
     size_t K = mkg(s), m = s->view.m;
-    if (step_no == 1) memset(s->mom, 0, (2 * K + 2 * m) * sizeof *s->mom);
     qh_aqlm_state_grad(s, G);
-    qh_adam_moments a_cb = { s->mom, s->mom + K }, a_s = { s->mom + 2 * K, s->mom + 2 * K + m };
-    qh_adam_step_betas(s->cb, s->g_cb, &a_cb, K, p->ft_lr, step_no, FT_BETA1, FT_BETA2);
-    qh_adam_step_betas(s->scale, s->g_scale, &a_s, m, p->ft_lr, step_no, FT_BETA1, FT_BETA2);
+    qh_adam_vector v[] = { { s->cb, s->g_cb, K, p->ft_lr }, { s->scale, s->g_scale, m, p->ft_lr } };
+    qh_block_adam_step(v, 2, s->mom, step_no, FT_BETA1, FT_BETA2);
     refresh_use(s);
     return QH_OK;
 }
@@ -154,10 +141,7 @@ const qh_block_ops qh_aqlm_block_ops = {
     .setting = "finetune > 0",
     .wants = ft_wants,
     .plan = ft_plan,
-    .state_new = ft_state_new,
-    .state_free = ft_state_free,
-    .state_shape = ft_state_shape,
-    .reconstruct = ft_reconstruct,
+    QH_BLOCK_STATE_FIELDS(ft),
     .step = ft_step,
     .keep = ft_keep,
 };

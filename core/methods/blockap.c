@@ -27,6 +27,7 @@
  */
 #include "blockap.h"
 #include "qh_adam.h"
+#include "qh_block_helpers.h"
 #include "qh_grid.h"
 #include "qh_quant.h"
 #include "ternary.h"
@@ -202,40 +203,19 @@ static void block_plan(const void *params, size_t nsamples, qh_block_plan *out)
                             .batch = 1, .draw = QH_BLOCK_DRAW_SEQUENTIAL };
 }
 
-static void *block_state_new(void) { return calloc(1, sizeof(qh_blockap_state)); }
-
-static void block_state_free(void *state)
-{
-    qh_blockap_state_free(state);
-    free(state);
-}
-
-static void block_state_shape(const void *state, size_t *rows, size_t *cols)
-{
-    const qh_blockap_state *s = state;
-    *rows = s->W ? s->rows : 0;
-    *cols = s->W ? s->cols : 0;
-}
-
-static void block_reconstruct(const void *params, const void *state, qh_matd *What)
-{
-    (void)params;
-    qh_blockap_reconstruct(state, What);
-}
+QH_BLOCK_STATE_OPS(block, qh_blockap_state, qh_blockap_state_free, s->W, s->rows, s->cols,
+                   qh_blockap_reconstruct)
 
 static int block_step(const void *params, void *state, const qh_matd *G, int step_no)
 {
     const qh_blockap_params *p = params;
     qh_blockap_state *st = state;
     size_t mn = st->rows * st->cols, mg = st->rows * st->n_groups;
-    if (step_no == 1) memset(st->mom, 0, (2 * mn + 4 * mg) * sizeof(double));
     qh_blockap_param_grad(st, G);
-    qh_adam_moments mw = { st->mom, st->mom + mn };
-    qh_adam_moments ms = { st->mom + 2 * mn, st->mom + 2 * mn + mg };
-    qh_adam_moments mz = { st->mom + 2 * mn + 2 * mg, st->mom + 2 * mn + 3 * mg };
-    qh_adam_step(st->W, st->gW, &mw, mn, p->lr_w, step_no);
-    qh_adam_step(st->s, st->gs, &ms, mg, p->lr_s, step_no);
-    if (st->train_zero) qh_adam_step(st->z, st->gz, &mz, mg, p->lr_s, step_no);
+    /* z last: without train_zero it is left out (its moments are never read) */
+    qh_adam_vector v[] = { { st->W, st->gW, mn, p->lr_w }, { st->s, st->gs, mg, p->lr_s },
+                           { st->z, st->gz, mg, p->lr_s } };
+    qh_block_adam_step(v, st->train_zero ? 3 : 2, st->mom, step_no, QH_ADAM_BETA1, QH_ADAM_BETA2);
     for (size_t k = 0; k < mg; k++) {
         if (!(st->s[k] > 1e-8)) st->s[k] = 1e-8;
         st->z[k] = fmin(fmax(st->z[k], 0.0), st->maxq);
@@ -247,10 +227,7 @@ static const qh_block_ops blockap_block_ops = {
     .setting = "objective \"block\"",
     .wants = block_wants,
     .plan = block_plan,
-    .state_new = block_state_new,
-    .state_free = block_state_free,
-    .state_shape = block_state_shape,
-    .reconstruct = block_reconstruct,
+    QH_BLOCK_STATE_FIELDS(block),
     .step = block_step,
 };
 

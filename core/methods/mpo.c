@@ -3,6 +3,7 @@
  * with "lowrank" (methods reference §14).  See mpo.h for the conventions. */
 #include "mpo.h"
 #include "qh_adam.h"
+#include "qh_block_helpers.h"
 #include "qh_linalg.h"
 
 #include <lapacke.h>
@@ -392,16 +393,19 @@ static int export_state(qh_mpo_state *s, const qh_mpo *mpo)
     return QH_OK;
 }
 
-/* One Adam step of every core (rate lr times the core's scale) from grad. */
+/* One Adam step of every core (rate lr times the core's scale) from grad;
+ * moments: each core's two moments after the previous core's (2·count),
+ * zeroed at t = 1. */
 static void adam_cores(qh_mpo *mpo, const double *grad, double *moments, const double *scale,
                        double lr, int t)
 {
+    qh_adam_vector v[QH_MPO_MAXK];
     for (size_t k = 0; k < mpo->K; k++) {
         size_t off = (size_t)(mpo->core[k] - mpo->data);
         size_t cnt = mpo->bond[k] * P_of(mpo, k) * mpo->bond[k + 1];
-        qh_adam_moments a = { moments + off, moments + mpo->count + off };
-        qh_adam_step(mpo->core[k], grad + off, &a, cnt, lr * scale[k], t);
+        v[k] = (qh_adam_vector){ mpo->core[k], grad + off, cnt, lr * scale[k] };
     }
+    qh_block_adam_step(v, mpo->K, moments, t, QH_ADAM_BETA1, QH_ADAM_BETA2);
 }
 
 static int block_wants(const void *params)
@@ -417,33 +421,18 @@ static void block_plan(const void *params, size_t nsamples, qh_block_plan *out)
                             .batch = h->heal_batch, .draw = QH_BLOCK_DRAW_RANDOM, .keep_best = 1 };
 }
 
-static void *block_state_new(void) { return calloc(1, sizeof(qh_mpo_state)); }
-
-static void block_state_free(void *state)
+static void reconstruct_state(const qh_mpo_state *s, qh_matd *What)
 {
-    qh_mpo_state_free(state);
-    free(state);
-}
-
-static void block_state_shape(const void *state, size_t *rows, size_t *cols)
-{
-    const qh_mpo_state *s = state;
-    *rows = s->mpo.data ? s->mpo.rows : 0;
-    *cols = s->mpo.data ? s->mpo.cols : 0;
-}
-
-static void block_reconstruct(const void *params, const void *state, qh_matd *What)
-{
-    (void)params;
-    const qh_mpo_state *s = state;
     qh_mpo_contract_ws(&s->mpo, What, s->scratch);
 }
+
+QH_BLOCK_STATE_OPS(block, qh_mpo_state, qh_mpo_state_free, s->mpo.data, s->mpo.rows, s->mpo.cols,
+                   reconstruct_state)
 
 static int block_step(const void *params, void *state, const qh_matd *G, int step_no)
 {
     const qh_mpo_heal_params *h = params;
     qh_mpo_state *s = state;
-    if (step_no == 1) memset(s->moments, 0, 2 * s->mpo.count * sizeof(double));
     qh_mpo_grad_ws(&s->mpo, G, s->grad, s->scratch);
     for (size_t i = 0; i < s->mpo.count; i++)
         if (!isfinite(s->grad[i]))
@@ -465,10 +454,7 @@ const qh_block_ops qh_mpo_block_ops = {
     .setting = "heal_steps > 0",
     .wants = block_wants,
     .plan = block_plan,
-    .state_new = block_state_new,
-    .state_free = block_state_free,
-    .state_shape = block_state_shape,
-    .reconstruct = block_reconstruct,
+    QH_BLOCK_STATE_FIELDS(block),
     .step = block_step,
     .keep = block_keep,
 };
@@ -513,7 +499,6 @@ static int proxy_refine(const qh_mpo_params *p, const qh_matd *W, const qh_matd 
     double *best = buf + 2 * m * n, *grad = best + cnt, *mom = grad + cnt, *scr = mom + 2 * cnt;
     double scale[QH_MPO_MAXK], best_loss = INFINITY;
     core_scales(mpo, scale);
-    memset(mom, 0, 2 * cnt * sizeof *mom);
     for (int t = 0; t <= p->proxy_steps; t++) {
         qh_mpo_contract_ws(mpo, &D, scr);
         for (size_t j = 0; j < n; j++)

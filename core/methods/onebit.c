@@ -23,6 +23,7 @@
  */
 #include "onebit.h"
 #include "qh_adam.h"
+#include "qh_block_helpers.h"
 #include "qh_quant.h"
 
 #include <lapacke.h>
@@ -205,38 +206,17 @@ static void block_plan(const void *params, size_t nsamples, qh_block_plan *out)
                             .batch = 1, .draw = QH_BLOCK_DRAW_SEQUENTIAL };
 }
 
-static void *block_state_new(void) { return calloc(1, sizeof(qh_onebit_state)); }
-
-static void block_state_free(void *state)
-{
-    qh_onebit_state_free(state);
-    free(state);
-}
-
-static void block_state_shape(const void *state, size_t *rows, size_t *cols)
-{
-    const qh_onebit_state *s = state;
-    *rows = s->sign ? s->rows : 0;
-    *cols = s->sign ? s->cols : 0;
-}
-
-static void block_reconstruct(const void *params, const void *state, qh_matd *What)
-{
-    (void)params;
-    qh_onebit_reconstruct(state, What);
-}
+QH_BLOCK_STATE_OPS(block, qh_onebit_state, qh_onebit_state_free, s->sign, s->rows, s->cols,
+                   qh_onebit_reconstruct)
 
 static int block_step(const void *params, void *state, const qh_matd *G, int step_no)
 {
     const qh_onebit_params *p = params;
     qh_onebit_state *s = state;
     size_t m = s->rows, n = s->cols;
-    if (step_no == 1) memset(s->moments, 0, 2 * (m + n) * sizeof(double));
     qh_onebit_param_grad(s, G, s->grad, s->grad + m);
-    qh_adam_moments ma = { s->moments, s->moments + m };
-    qh_adam_moments mb = { s->moments + 2 * m, s->moments + 2 * m + n };
-    qh_adam_step(s->a, s->grad, &ma, m, p->lr, step_no);
-    qh_adam_step(s->b, s->grad + m, &mb, n, p->lr, step_no);
+    qh_adam_vector v[] = { { s->a, s->grad, m, p->lr }, { s->b, s->grad + m, n, p->lr } };
+    qh_block_adam_step(v, 2, s->moments, step_no, QH_ADAM_BETA1, QH_ADAM_BETA2);
     return QH_OK;
 }
 
@@ -244,10 +224,7 @@ static const qh_block_ops onebit_block_ops = {
     .setting = "objective \"block\"",
     .wants = block_wants,
     .plan = block_plan,
-    .state_new = block_state_new,
-    .state_free = block_state_free,
-    .state_shape = block_state_shape,
-    .reconstruct = block_reconstruct,
+    QH_BLOCK_STATE_FIELDS(block),
     .step = block_step,
 };
 

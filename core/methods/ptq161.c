@@ -48,6 +48,7 @@
 #include "ptq161.h"
 #include "pbllm.h"
 #include "qh_adam.h"
+#include "qh_block_helpers.h"
 #include "qh_quant.h"
 
 #include <lapacke.h>
@@ -378,28 +379,14 @@ static void block_plan(const void *params, size_t nsamples, qh_block_plan *out)
                             .batch = 1, .draw = QH_BLOCK_DRAW_SEQUENTIAL };
 }
 
-static void *block_state_new(void) { return calloc(1, sizeof(qh_ptq161_state)); }
-
-static void block_state_free(void *state)
+static void reconstruct_state(const qh_ptq161_state *s, qh_matd *What)
 {
-    qh_ptq161_state_free(state);
-    free(state);
-}
-
-static void block_state_shape(const void *state, size_t *rows, size_t *cols)
-{
-    const qh_ptq161_state *s = state;
-    *rows = s->W ? s->rows : 0;
-    *cols = s->W ? s->cols : 0;
-}
-
-static void block_reconstruct(const void *params, const void *state, qh_matd *What)
-{
-    (void)params;
-    const qh_ptq161_state *s = state;
     qh_ptq161_model md = qh_ptq161_state_model(s);
     qh_ptq161_reconstruct(&md, s->alpha, s->r1, s->r2, What);
 }
+
+QH_BLOCK_STATE_OPS(block, qh_ptq161_state, qh_ptq161_state_free, s->W, s->rows, s->cols,
+                   reconstruct_state)
 
 /* One Adam step of (α, r1, r2) from G = ∂ℓ/∂Ŵ; μ, the signs and the salient
  * columns stay fixed. */
@@ -408,16 +395,12 @@ static int block_step(const void *params, void *state, const qh_matd *G, int ste
     const qh_ptq161_params *p = params;
     qh_ptq161_state *s = state;
     size_t m = s->rows, n = s->cols;
-    double *mo = s->moments;
-    if (step_no == 1) memset(mo, 0, 2 * (2 * m + n) * sizeof *mo);
-    qh_adam_moments ma = { mo, mo + m }, m1 = { mo + 2 * m, mo + 3 * m },
-                    m2 = { mo + 4 * m, mo + 4 * m + n };
     double *ga = s->grad, *g1 = ga + m, *g2 = g1 + m;
     qh_ptq161_model md = qh_ptq161_state_model(s);
     qh_ptq161_param_grad(&md, s->alpha, s->r1, s->r2, G, ga, g1, g2);
-    qh_adam_step(s->alpha, ga, &ma, m, p->lr_alpha, step_no);
-    qh_adam_step(s->r1, g1, &m1, m, p->lr_r, step_no);
-    qh_adam_step(s->r2, g2, &m2, n, p->lr_r, step_no);
+    qh_adam_vector v[] = { { s->alpha, ga, m, p->lr_alpha }, { s->r1, g1, m, p->lr_r },
+                           { s->r2, g2, n, p->lr_r } };
+    qh_block_adam_step(v, 3, s->moments, step_no, QH_ADAM_BETA1, QH_ADAM_BETA2);
     return QH_OK;
 }
 
@@ -425,10 +408,7 @@ static const qh_block_ops ptq161_block_ops = {
     .setting = "objective \"block\"",
     .wants = block_wants,
     .plan = block_plan,
-    .state_new = block_state_new,
-    .state_free = block_state_free,
-    .state_shape = block_state_shape,
-    .reconstruct = block_reconstruct,
+    QH_BLOCK_STATE_FIELDS(block),
     .step = block_step,
 };
 

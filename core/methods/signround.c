@@ -13,6 +13,7 @@
  * float rounding of the sum (≤ 1 ulp, only at a tie).
  */
 #include "signround.h"
+#include "qh_block_helpers.h"
 #include "qh_quant.h"
 
 #include <math.h>
@@ -338,26 +339,8 @@ static void block_plan(const void *params, size_t nsamples, qh_block_plan *out)
                             .draw = QH_BLOCK_DRAW_RANDOM, .keep_best = 1 };
 }
 
-static void *block_state_new(void) { return calloc(1, sizeof(qh_signround_state)); }
-
-static void block_state_free(void *state)
-{
-    qh_signround_state_free(state);
-    free(state);
-}
-
-static void block_state_shape(const void *state, size_t *rows, size_t *cols)
-{
-    const qh_signround_state *s = state;
-    *rows = s->W ? s->rows : 0;
-    *cols = s->W ? s->cols : 0;
-}
-
-static void block_reconstruct(const void *params, const void *state, qh_matd *What)
-{
-    (void)params;
-    qh_signround_fake_quant(state, What);
-}
+QH_BLOCK_STATE_OPS(block, qh_signround_state, qh_signround_state_free, s->W, s->rows, s->cols,
+                   qh_signround_fake_quant)
 
 static int block_step(const void *params, void *state, const qh_matd *G, int step_no)
 {
@@ -388,10 +371,7 @@ static const qh_block_ops signround_block_ops = {
     .setting = "iters > 0",
     .wants = block_wants,
     .plan = block_plan,
-    .state_new = block_state_new,
-    .state_free = block_state_free,
-    .state_shape = block_state_shape,
-    .reconstruct = block_reconstruct,
+    QH_BLOCK_STATE_FIELDS(block),
     .step = block_step,
     .keep = block_keep,
 };
@@ -402,7 +382,7 @@ const qh_method_type qh_method_signround = {
     .display_order = 55,
     .bound_family = QH_BOUND_FAMILY_GENERAL,
     .version = 1,
-    .needs = 0,
+    .needs = QH_NEEDS_GRID,          /* out->grid is RTN's min-max grid, on which quantize's Ŵ lies */
     .summary = "SignRound: per-weight rounding offsets and per-group range coefficients tuned by "
                "signed gradient descent against each decoder block's output (iters 0: RTN)",
     .params = signround_params,

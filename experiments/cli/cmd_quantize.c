@@ -236,19 +236,6 @@ done:
     return text;
 }
 
-static int mkdir_p(const char *path)
-{
-    char buf[1024];
-    if (qh_path_format(buf, sizeof buf, "folder", "%s", path) != QH_OK) return -1;
-    for (char *s = buf + 1; *s; s++)
-        if (*s == '/') {
-            *s = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
-            *s = '/';
-        }
-    return mkdir(buf, 0777) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 /* OUT/quantize.json (temporary name, then rename). */
 static int write_config(const char *out, const char *json)
 {
@@ -288,8 +275,8 @@ int qh_cmd_quantize(int argc, char **argv)
     if (st != QH_OK) {
         fprintf(stderr, "qh quantize: %s\n", qh_last_error());
         rc = 1;
-    } else if (mkdir_p(o.out) != 0) {
-        fprintf(stderr, "qh quantize: cannot create %s\n", o.out);
+    } else if (qh_path_mkdirs(o.out) != 0) {
+        fprintf(stderr, "qh quantize: cannot create %s: %s\n", o.out, qh_last_error());
         rc = 1;
     } else {
         rc = write_config(o.out, json);

@@ -21,6 +21,7 @@
 #include "backends/slurm.h"
 #include "cli/commands.h"
 #include "pipeline/config.h"
+#include "pipeline/float_cache.h"
 #include "pipeline/memory.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/protocol.h"
@@ -208,19 +209,6 @@ static int parse_args(int argc, char **argv, run_opts *o)
     return 0;
 }
 
-static int mkdir_p(const char *path)
-{
-    char buf[1024];
-    if (qh_path_format(buf, sizeof buf, "folder", "%s", path) != QH_OK) return -1;
-    for (char *s = buf + 1; *s; s++)
-        if (*s == '/') {
-            *s = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
-            *s = '/';
-        }
-    return mkdir(buf, 0777) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 /* A task is a baseline (cell == NULL, model index) or a cell. */
 typedef struct {
     const qh_cell *cell;
@@ -363,12 +351,18 @@ static int run_task(void *ctx, size_t i)
     return t->cell ? qh_pipeline_run_cell(r->p, t->cell) : qh_pipeline_run_baseline(r->p, t->model);
 }
 
-/* A worker killed by a signal left its cell's temporary results file; its
- * name carries the worker's pid, so other writers' temporaries stay. */
+/* A worker killed by a signal left its cell's temporary results file, and
+ * perhaps a float cache it was building; their names carry the worker's pid,
+ * so other writers' temporaries stay. */
 static void remove_killed_temporaries(void *ctx, size_t i, long pid)
 {
     const run_ctx *r = ctx;
+    char dir[1200];
+    struct stat sb;
     if (qh_results_remove_temporaries(r->tasks[i].path, pid, NULL) != QH_OK)
+        fprintf(stderr, "qh run: warning: %s\n", qh_last_error());
+    if (qh_float_cache_dir(r->p->out_dir, dir, sizeof dir) != QH_OK
+        || (stat(dir, &sb) == 0 && qh_results_remove_folder_temporaries(dir, pid, NULL) != QH_OK))
         fprintf(stderr, "qh run: warning: %s\n", qh_last_error());
 }
 
@@ -422,8 +416,9 @@ static int submit_jobs(const qh_slurm_job *j, const char *map, const char *array
     char *merge = NULL;
     int rc = 1;
     if (qh_path_format(path, sizeof path, "log folder", "%s/logs", j->out) != QH_OK
-        || qh_slurm_dir(j, dir, sizeof dir) != QH_OK || mkdir_p(path) != 0 || mkdir_p(dir) != 0) {
-        fprintf(stderr, "qh run: cannot create the submission folder and the logs under %s\n", j->out);
+        || qh_slurm_dir(j, dir, sizeof dir) != QH_OK || qh_path_mkdirs(path) != 0 || qh_path_mkdirs(dir) != 0) {
+        fprintf(stderr, "qh run: cannot create the submission folder and the logs under %s: %s\n", j->out,
+                qh_last_error());
         return 1;
     }
     /* The submission's own copy of the configuration: its tasks and merge job
@@ -571,8 +566,8 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         fprintf(stderr, "qh run: %s\n", qh_last_error());
         return 1;
     }
-    if (!o->dry_run && mkdir_p(out) != 0) {
-        fprintf(stderr, "qh run: cannot create results folder %s\n", out);
+    if (!o->dry_run && qh_path_mkdirs(out) != 0) {
+        fprintf(stderr, "qh run: cannot create results folder %s: %s\n", out, qh_last_error());
         return 1;
     }
     if (check_snapshot(o, out, json) != 0) return 1;
@@ -590,8 +585,8 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         free(cells);
         return 2;
     }
-    if (o->save_model && !o->dry_run && mkdir_p(o->save_model) != 0) {
-        fprintf(stderr, "qh run: cannot create --save-model folder %s\n", o->save_model);
+    if (o->save_model && !o->dry_run && qh_path_mkdirs(o->save_model) != 0) {
+        fprintf(stderr, "qh run: cannot create --save-model folder %s: %s\n", o->save_model, qh_last_error());
         free(cells);
         return 1;
     }
@@ -692,8 +687,8 @@ static int lock_results_folder(const run_opts *o, const qh_config *cfg, int *loc
         fprintf(stderr, "qh run: %s\n", qh_last_error());
         return 1;
     }
-    if (mkdir_p(out) != 0) {
-        fprintf(stderr, "qh run: cannot create results folder %s\n", out);
+    if (qh_path_mkdirs(out) != 0) {
+        fprintf(stderr, "qh run: cannot create results folder %s: %s\n", out, qh_last_error());
         return 1;
     }
     if (qh_local_lock(out, o->wait_lock, lock) != QH_OK) {

@@ -3,6 +3,7 @@
 #include "pipeline/float_cache.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "model/safetensors.h"
 #include "pipeline/protocol.h"
 #include "qh_path.h"
+#include "results/writer.h"
 #include "tokenizer/sha256.h"
 #include "tokenizer/tokenizer.h"
 
@@ -89,13 +91,38 @@ static int write_all(FILE *f, const void *p, size_t n, const char *path)
     return QH_OK;
 }
 
+int qh_float_cache_dir(const char *out_dir, char *buf, size_t cap)
+{
+    return qh_path_format(buf, cap, "float cache folder", "%s/float-cache", out_dir);
+}
+
+/* A new temporary for path, named as results files are (unique to the
+ * process and the call, created exclusively), so concurrent builders of one
+ * cache never share one, and a killed worker's is found by its pid
+ * (qh_results_remove_folder_temporaries). */
+static int create_tmp(const char *path, char *tmp, size_t cap, FILE **out)
+{
+    *out = NULL;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        QH_TRY(qh_results_tmp_name(path, tmp, cap));
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno == EEXIST) continue;
+        if (fd < 0 || !(*out = fdopen(fd, "wb"))) {
+            int e = errno;
+            if (fd >= 0) { close(fd); remove(tmp); }
+            QH_ERROR(QH_EIO, "float cache %s: cannot create (%s)", tmp, strerror(e));
+        }
+        return QH_OK;
+    }
+    QH_ERROR(QH_EIO, "float cache %s: no unused temporary name", path);
+}
+
 int qh_float_cache_build(const qh_model *fm, const int32_t *ids, size_t seqlen, size_t n_windows,
                          size_t k, const char *key, const char *path)
 {
     size_t vocab = (size_t)fm->cfg.vocab_size, rows = seqlen - 1;
-    char tmp[1100];
+    char tmp[1500];
     unsigned char head[HEADER] = { 0 };
-    QH_TRY(qh_path_format(tmp, sizeof tmp, "float cache", "%s.%ld.tmp", path, (long)getpid()));
     qh_forward_ws *ws = NULL;
     float *logits = malloc(vocab * seqlen * sizeof *logits);
     int32_t *idx = malloc(rows * k * sizeof *idx);
@@ -107,10 +134,7 @@ int qh_float_cache_build(const qh_model *fm, const int32_t *ids, size_t seqlen, 
         goto cleanup;
     }
     if ((st = qh_forward_ws_alloc(fm, seqlen, &ws)) != QH_OK) goto cleanup;
-    if (!(f = fopen(tmp, "wb"))) {
-        QH_SET_ERROR(st, QH_EIO, "float cache %s: cannot create (%s)", tmp, strerror(errno));
-        goto cleanup;
-    }
+    if ((st = create_tmp(path, tmp, sizeof tmp, &f)) != QH_OK) goto cleanup;
     memcpy(head, MAGIC, 8);
     put_u64(head + 8, vocab);
     put_u64(head + 16, seqlen);

@@ -32,8 +32,13 @@ typedef struct qh_float_cache qh_float_cache;
 int qh_float_cache_key(const char *model_dir, const int32_t *ids, size_t seqlen, size_t n_windows,
                        size_t k, char key[65]) QH_MUST_CHECK;
 
+/* The folder of a results folder's float caches, "<out_dir>/float-cache". */
+int qh_float_cache_dir(const char *out_dir, char *buf, size_t cap) QH_MUST_CHECK;
+
 /* Runs the float model fm on windows 0..n_windows-1 of ids and writes the
- * cache to path (temporary name, then rename).
+ * cache to path under a unique temporary name (qh_results_tmp_name: a killed
+ * builder's is "<path>.<pid>.<nonce>.tmp", which
+ * qh_results_remove_folder_temporaries removes), then renames it into place.
  * Return: QH_OK; QH_EIO (named); QH_ENOMEM; the forward pass's status. */
 int qh_float_cache_build(const qh_model *fm, const int32_t *ids, size_t seqlen, size_t n_windows,
                          size_t k, const char *key, const char *path) QH_MUST_CHECK;

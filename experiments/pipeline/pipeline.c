@@ -393,6 +393,11 @@ static int measure_tuned(quant_ctx *q, const qh_model *m, int layer, const qh_bl
                                                  &rec->metrics);
         qh_matd_free(What);
         QH_TRY(st);
+        /* The grid step and the bounds were measured on quantize's grid; the
+         * tuned Ŵ (SignRound's tuned ranges) need not lie on it, and the
+         * stage knows no row's grid, so they are not reported for it. */
+        rec->delta_rms = NAN;
+        rec->bounds.count = 0;
         rec->block_tuned = 1;
         rec->block_loss_init = bs->loss_init;
         rec->block_loss_final = bs->loss_final;
@@ -509,7 +514,7 @@ static int float_reference(const qh_pipeline *p, size_t model, size_t d, const q
     size_t k = (size_t)cfg->eval_kl_topk < vocab ? (size_t)cfg->eval_kl_topk : vocab;
     char key[65], dir[1200], path[1400];
     QH_TRY(qh_float_cache_key(me->path, ids, seqlen, n_win, k, key));
-    QH_TRY(qh_path_format(dir, sizeof dir, "float cache folder", "%s/float-cache", p->out_dir));
+    QH_TRY(qh_float_cache_dir(p->out_dir, dir, sizeof dir));
     QH_TRY(qh_path_format(path, sizeof path, "float cache", "%s/%s.%s.%.16s.bin", dir, me->label,
                           cfg->datasets[d].label, key));
     if (qh_float_cache_open(path, key, vocab, seqlen, n_win, k, cache) == QH_OK) return QH_OK;

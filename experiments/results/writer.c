@@ -235,9 +235,13 @@ static int name_tmp_file(qh_results *w)
     free(w->tmp_path);
     if (!(w->tmp_path = malloc(cap)))
         QH_ERROR(QH_ENOMEM, "results file %s: out of memory", w->final_path);
-    snprintf(w->tmp_path, cap, "%s.%ld.%016llx.tmp", w->final_path, (long)getpid(),
-             (unsigned long long)tmp_nonce());
-    return QH_OK;
+    return qh_results_tmp_name(w->final_path, w->tmp_path, cap);
+}
+
+int qh_results_tmp_name(const char *final_path, char *buf, size_t cap)
+{
+    return qh_path_format(buf, cap, "temporary", "%s.%ld.%016llx.tmp", final_path, (long)getpid(),
+                          (unsigned long long)tmp_nonce());
 }
 
 /* Creates the temporary file with times off and STRONG close (closing the
@@ -412,35 +416,73 @@ static int split_path(const char *path, char *dir, size_t cap, const char **base
     return 1;
 }
 
-int qh_results_remove_temporaries(const char *final_path, long pid, size_t *n_removed)
+/* 1 when name is "<anything>.<pid>.<nonce>.tmp" (qh_results_tmp_name's form). */
+static int is_tmp_of(const char *name, long pid)
 {
-    char dir[4096], prefix[4200], victim[8400];
-    const char *base;
+    size_t len = strlen(name);
+    if (len < 4 || strcmp(name + len - 4, ".tmp")) return 0;
+    const char *nonce = NULL, *field = NULL;
+    for (const char *p = name + len - 4; p-- > name;)
+        if (*p == '.') {
+            if (!nonce) nonce = p;
+            else { field = p; break; }
+        }
+    char want[32];
+    int n = snprintf(want, sizeof want, ".%ld.", pid);
+    return field && nonce > field && (size_t)(nonce - field + 1) == (size_t)n &&
+           !strncmp(field, want, (size_t)n);
+}
+
+/* Unlinks the temporaries of pid in dir: those of final file `base`
+ * ("<base>.<pid>.*.tmp") or, with base NULL, every "*.<pid>.<nonce>.tmp".
+ * `what` names the caller's file in messages. */
+static int remove_tmp_in(const char *dir, const char *base, long pid, size_t *n_removed,
+                         const char *what)
+{
+    char prefix[4200], victim[8400];
     int st = QH_OK;
     if (n_removed)
         *n_removed = 0;
-    if (!split_path(final_path, dir, sizeof dir, &base)
-        || qh_path_format(prefix, sizeof prefix, "results file", "%s.%ld.", base, pid) != QH_OK)
-        QH_ERROR(QH_EINVAL, "results file %s: path too long", final_path);
+    if (base && qh_path_format(prefix, sizeof prefix, "results file", "%s.%ld.", base, pid) != QH_OK)
+        QH_ERROR(QH_EINVAL, "%s: path too long", what);
     DIR *d = opendir(dir);
     if (!d)
-        QH_ERROR(QH_EIO, "results file %s: cannot read folder %s: %s", final_path, dir,
-                 strerror(errno));
-    size_t np = strlen(prefix);
+        QH_ERROR(QH_EIO, "%s: cannot read folder %s: %s", what, dir, strerror(errno));
+    size_t np = base ? strlen(prefix) : 0;
     for (struct dirent *e; st == QH_OK && (e = readdir(d));) {
         size_t len = strlen(e->d_name);
-        if (len < np + 4 || strncmp(e->d_name, prefix, np) || strcmp(e->d_name + len - 4, ".tmp"))
+        if (base ? len < np + 4 || strncmp(e->d_name, prefix, np) || strcmp(e->d_name + len - 4, ".tmp")
+                 : !is_tmp_of(e->d_name, pid))
             continue;
         if (qh_path_format(victim, sizeof victim, "temporary", "%s/%s", dir, e->d_name) != QH_OK)
             st = QH_EINVAL;
         else if (unlink(victim) != 0 && errno != ENOENT)
-            QH_SET_ERROR(st, QH_EIO, "results file %s: cannot remove temporary %s: %s",
-                         final_path, victim, strerror(errno));
+            QH_SET_ERROR(st, QH_EIO, "%s: cannot remove temporary %s: %s", what, victim,
+                         strerror(errno));
         else if (n_removed)
             ++*n_removed;
     }
     closedir(d);
     return st;
+}
+
+int qh_results_remove_temporaries(const char *final_path, long pid, size_t *n_removed)
+{
+    char dir[4096], what[4200];
+    const char *base;
+    if (n_removed)
+        *n_removed = 0;
+    if (!split_path(final_path, dir, sizeof dir, &base)
+        || qh_path_format(what, sizeof what, "results file", "results file %s", final_path) != QH_OK)
+        QH_ERROR(QH_EINVAL, "results file %s: path too long", final_path);
+    return remove_tmp_in(dir, base, pid, n_removed, what);
+}
+
+int qh_results_remove_folder_temporaries(const char *dir, long pid, size_t *n_removed)
+{
+    char what[4200];
+    QH_TRY(qh_path_format(what, sizeof what, "folder", "folder %s", dir));
+    return remove_tmp_in(dir, NULL, pid, n_removed, what);
 }
 
 /* ---- groups and attributes ------------------------------------------------ */

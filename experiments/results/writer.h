@@ -146,6 +146,17 @@ int qh_results_merge(const char *const *paths, size_t n, const char *const *name
  *   read, or a temporary cannot be removed: message names it). */
 int qh_results_remove_temporaries(const char *final_path, long pid, size_t *n_removed) QH_MUST_CHECK;
 
+/* The same for every file of folder dir written through qh_results_tmp_name
+ * by process pid ("*.<pid>.<nonce>.tmp": the float cache's), for a folder
+ * whose final names the caller does not know. */
+int qh_results_remove_folder_temporaries(const char *dir, long pid, size_t *n_removed) QH_MUST_CHECK;
+
+/* "<final_path>.<pid>.<16 hex digits>.tmp" into buf (cap bytes): the name
+ * results files are written under, unique to the process and the call (on
+ * this host or another one sharing the folder), for any file written under a
+ * temporary name and renamed into place.  QH_EINVAL when it does not fit. */
+int qh_results_tmp_name(const char *final_path, char *buf, size_t cap) QH_MUST_CHECK;
+
 /* Reads the integer attribute "status" of /run in a finished file (a resumed
  * sweep skips cells whose status is QH_OK).
  * Return: QH_OK; QH_EIO (file missing, not HDF5, or without /run status:
