@@ -763,7 +763,7 @@ static void check_fidelity_and_tasks(const char *tmp)
     QH_CHECK_CLOSE(s.mean, kl_of("gptq", 2, 1), 0, 1e-12, "KL mean = the middle seed's %g", s.mean);
     write_report(&set, out);
     snprintf(path, sizeof path, "%s/tasks.md", out);
-    char *md = slurp(path);
+    char *md = qh_read_text_file(path);
     snprintf(want, sizeof want, "| OPTQ | %.4f ± 0.0100 (3) | %.4f ± 0.0100 (3) |",
              0.5 * (a0 + a2), 0.5 * (a0 + a2) - 0.02);
     QH_CHECK(md && strstr(md, "| Method | W2 cloze acc | W2 cloze acc_norm |"), "tasks.md header");
@@ -772,7 +772,7 @@ static void check_fidelity_and_tasks(const char *tmp)
              "tasks.md float row");
     free(md);
     snprintf(path, sizeof path, "%s/fidelity.md", out);
-    md = slurp(path);
+    md = qh_read_text_file(path);
     snprintf(want, sizeof want, "| OPTQ | %.2f ± ", ppl_of("gptq", 2, 1, 0));
     QH_CHECK(md && strstr(md, want), "fidelity.md OPTQ row opens with the wikitext2 ppl mean ('%s')",
              want);
