@@ -60,8 +60,8 @@ if ! command -v make >/dev/null; then
     skip "make not installed: the Makefile's header is not checked"; summary
 fi
 # The suite may run inside make (make test): its MAKEFLAGS (CC=..., jobserver)
-# are not for these makes.
-unset MAKEFLAGS MFLAGS MAKELEVEL
+# are not for these makes, nor its CC.
+unset MAKEFLAGS MFLAGS MAKELEVEL CC     # `make test-asan CC=clang` exports CC=clang
 hdr() { make -s -C "$1" "$2" build/gen/qh_code_id.h >/dev/null 2>&1 && cat "$1/build/gen/qh_code_id.h"; }
 cp "$tmp/a/$f" "$tmp/deeper/b/$f"
 ha=$(hdr "$tmp/a" OPT=-O2); hb=$(hdr "$tmp/deeper/b" OPT=-O2)
