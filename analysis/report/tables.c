@@ -623,11 +623,55 @@ static int any_fidelity(const qh_report_set *set)
     return 0;
 }
 
+/* One column of a metric table: the metric, its header suffix and number format. */
+typedef struct {
+    qh_report_metric metric;
+    const char *header, *fmt;
+} md_metric_col;
+
+/* A model's table of per-seed statistics: one row per method label, for each
+ * bit width and each name (a dataset, or a task for the TASK metrics) one
+ * column per entry of cols. */
+static void md_metric_table(FILE *f, const qh_report_set *set, const rep_model_index *mi,
+                            const char **names, size_t n_names, const md_metric_col *cols,
+                            size_t n_cols)
+{
+    char text[256], cell[256];
+    escape(FMT_MD, mi->model, text, sizeof text);
+    fprintf(f, "## %s\n\n| Method |", text);
+    for (size_t b = 0; b < mi->n_bits; b++)
+        for (size_t d = 0; d < n_names; d++) {
+            escape(FMT_MD, names[d], text, sizeof text);
+            for (size_t c = 0; c < n_cols; c++)
+                fprintf(f, " W%d %s %s |", mi->bits[b], text, cols[c].header);
+        }
+    fprintf(f, "\n|:---|");
+    for (size_t k = 0; k < mi->n_bits * n_names * n_cols; k++) fprintf(f, "---:|");
+    fprintf(f, "\n");
+    for (size_t l = 0; l < mi->n_labels; l++) {
+        const char *label = mi->labels[l].first->label;
+        escape(FMT_MD, mi->labels[l].display, text, sizeof text);
+        fprintf(f, "| %s |", text);
+        for (size_t b = 0; b < mi->n_bits; b++)
+            for (size_t d = 0; d < n_names; d++)
+                for (size_t c = 0; c < n_cols; c++) {
+                    stat_text(qh_report_eval_stat(set, mi->model, label, mi->bits[b], names[d],
+                                                  cols[c].metric), cols[c].fmt, cell, sizeof cell);
+                    fprintf(f, " %s |", cell);
+                }
+        fprintf(f, "\n");
+    }
+    fprintf(f, "\n");
+}
+
 /* fidelity.md: perplexity, KL to the float model and top-1 agreement side by
  * side per bit width and dataset (only when some cell has the metrics). */
 static int write_fidelity_md(const qh_report_set *set, const rep_model_index *idx, size_t n_models,
                              const char *dir, qh_report_outputs *out)
 {
+    static const md_metric_col cols[] = { { QH_REPORT_PPL, "ppl", "%.2f" },
+                                          { QH_REPORT_KL, "KL", "%.4f" },
+                                          { QH_REPORT_AGREE, "agree", "%.4f" } };
     if (!any_fidelity(set)) return QH_OK;
     rep_out_file o;
     QH_TRY(rep_out_open(&o, dir, "fidelity.md"));
@@ -636,37 +680,8 @@ static int write_fidelity_md(const qh_report_set *set, const rep_model_index *id
             "KL: mean D_KL(p_float || p_quant) per token in nats, from the float model's top-k "
             "reference (docs/metrics.md); agreement: fraction of tokens whose argmax matches the "
             "float model's.  Per-cell 95 %% intervals over windows are in each results file.\n\n");
-    for (size_t m = 0; m < n_models; m++) {
-        const rep_model_index *mi = &idx[m];
-        char name[256], e1[256], e2[256], e3[256];
-        escape(FMT_MD, mi->model, name, sizeof name);
-        fprintf(o.f, "## %s\n\n| Method |", name);
-        for (size_t b = 0; b < mi->n_bits; b++)
-            for (size_t d = 0; d < mi->n_datasets; d++)
-                fprintf(o.f, " W%d %s ppl | W%d %s KL | W%d %s agree |", mi->bits[b], mi->datasets[d],
-                        mi->bits[b], mi->datasets[d], mi->bits[b], mi->datasets[d]);
-        fprintf(o.f, "\n|:---|");
-        for (size_t b = 0; b < mi->n_bits; b++)
-            for (size_t d = 0; d < mi->n_datasets; d++) fprintf(o.f, "---:|---:|---:|");
-        fprintf(o.f, "\n");
-        for (size_t l = 0; l < mi->n_labels; l++) {
-            const char *label = mi->labels[l].first->label;
-            escape(FMT_MD, mi->labels[l].display, name, sizeof name);
-            fprintf(o.f, "| %s |", name);
-            for (size_t b = 0; b < mi->n_bits; b++)
-                for (size_t d = 0; d < mi->n_datasets; d++) {
-                    stat_text(qh_report_eval_stat(set, mi->model, label, mi->bits[b], mi->datasets[d],
-                                                  QH_REPORT_PPL), "%.2f", e1, sizeof e1);
-                    stat_text(qh_report_eval_stat(set, mi->model, label, mi->bits[b], mi->datasets[d],
-                                                  QH_REPORT_KL), "%.4f", e2, sizeof e2);
-                    stat_text(qh_report_eval_stat(set, mi->model, label, mi->bits[b], mi->datasets[d],
-                                                  QH_REPORT_AGREE), "%.4f", e3, sizeof e3);
-                    fprintf(o.f, " %s | %s | %s |", e1, e2, e3);
-                }
-            fprintf(o.f, "\n");
-        }
-        fprintf(o.f, "\n");
-    }
+    for (size_t m = 0; m < n_models; m++)
+        md_metric_table(o.f, set, &idx[m], idx[m].datasets, idx[m].n_datasets, cols, 3);
     return rep_out_commit(&o, out);
 }
 
@@ -675,6 +690,8 @@ static int write_fidelity_md(const qh_report_set *set, const rep_model_index *id
 static int write_tasks_md(const qh_report_set *set, const rep_model_index *idx, size_t n_models,
                           const char *dir, qh_report_outputs *out)
 {
+    static const md_metric_col cols[] = { { QH_REPORT_TASK_ACC, "acc", "%.4f" },
+                                          { QH_REPORT_TASK_ACC_NORM, "acc_norm", "%.4f" } };
     size_t any = 0;
     for (size_t m = 0; m < n_models; m++) any += idx[m].n_tasks;
     if (!any) return QH_OK;
@@ -684,37 +701,9 @@ static int write_tasks_md(const qh_report_set *set, const rep_model_index *idx, 
             "acc, and acc_norm with each continuation's score divided by its length in "
             "characters.  Each entry: mean ± sample standard deviation over seeds (seed count in "
             "parentheses); each cell's own standard error is in its file under /run/tasks.\n\n");
-    for (size_t m = 0; m < n_models; m++) {
-        const rep_model_index *mi = &idx[m];
-        if (!mi->n_tasks) continue;
-        char name[256], e1[256], e2[256];
-        escape(FMT_MD, mi->model, name, sizeof name);
-        fprintf(o.f, "## %s\n\n| Method |", name);
-        for (size_t b = 0; b < mi->n_bits; b++)
-            for (size_t t = 0; t < mi->n_tasks; t++) {
-                escape(FMT_MD, mi->tasks[t], e1, sizeof e1);
-                fprintf(o.f, " W%d %s acc | W%d %s acc_norm |", mi->bits[b], e1, mi->bits[b], e1);
-            }
-        fprintf(o.f, "\n|:---|");
-        for (size_t b = 0; b < mi->n_bits; b++)
-            for (size_t t = 0; t < mi->n_tasks; t++) fprintf(o.f, "---:|---:|");
-        fprintf(o.f, "\n");
-        for (size_t l = 0; l < mi->n_labels; l++) {
-            const char *label = mi->labels[l].first->label;
-            escape(FMT_MD, mi->labels[l].display, name, sizeof name);
-            fprintf(o.f, "| %s |", name);
-            for (size_t b = 0; b < mi->n_bits; b++)
-                for (size_t t = 0; t < mi->n_tasks; t++) {
-                    stat_text(qh_report_eval_stat(set, mi->model, label, mi->bits[b], mi->tasks[t],
-                                                  QH_REPORT_TASK_ACC), "%.4f", e1, sizeof e1);
-                    stat_text(qh_report_eval_stat(set, mi->model, label, mi->bits[b], mi->tasks[t],
-                                                  QH_REPORT_TASK_ACC_NORM), "%.4f", e2, sizeof e2);
-                    fprintf(o.f, " %s | %s |", e1, e2);
-                }
-            fprintf(o.f, "\n");
-        }
-        fprintf(o.f, "\n");
-    }
+    for (size_t m = 0; m < n_models; m++)
+        if (idx[m].n_tasks)
+            md_metric_table(o.f, set, &idx[m], idx[m].tasks, idx[m].n_tasks, cols, 2);
     return rep_out_commit(&o, out);
 }
 
