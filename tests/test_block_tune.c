@@ -314,10 +314,24 @@ static void check_tuner(const char *dir, int layer)
     free(wd);
 
     void *keep = d.states[QH_LIN_V];
-    d.states[QH_LIN_V] = NULL;
+    d.states[QH_LIN_V] = qh_method_ptq161.block->state_new();
     int st = tune(&d, 1, &b2);
     QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "v_proj") && strstr(qh_last_error(), "no ptq161 state"),
-             "missing state named: %s", qh_last_error());
+             "unfilled state named: %s", qh_last_error());
+    qh_method_ptq161.block->state_free(d.states[QH_LIN_V]);
+    /* A NULL state keeps its linear as it is (a linear skipped by a rule); the others are tuned. */
+    const qh_linear *v = &d.m->blocks[d.layer].lin[QH_LIN_V], *q = &d.m->blocks[d.layer].lin[QH_LIN_Q];
+    size_t nv = (size_t)v->out * (size_t)v->in, nq = (size_t)q->out * (size_t)q->in;
+    float *v0 = malloc(nv * sizeof *v0), *q0 = malloc(nq * sizeof *q0);
+    memcpy(v0, v->W, nv * sizeof *v0);
+    memcpy(q0, q->W, nq * sizeof *q0);
+    d.states[QH_LIN_V] = NULL;
+    st = tune(&d, 1, &b2);
+    QH_CHECK(st == QH_OK && !memcmp(v0, v->W, nv * sizeof *v0) && memcmp(q0, q->W, nq * sizeof *q0),
+             "%s: a NULL state leaves v_proj untouched and q_proj is tuned (%s)", dir,
+             st == QH_OK ? "ok" : qh_last_error());
+    free(v0);
+    free(q0);
     d.states[QH_LIN_V] = keep;
     block_case_free(&c);
     block_case_free(&d);
@@ -526,10 +540,11 @@ static void check_fake_row(const char *dir, int layer)
     QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "plain has no block stage"), "no block ops: %s",
              qh_last_error());
     void *keep = states[QH_LIN_O];
-    states[QH_LIN_O] = NULL;
+    states[QH_LIN_O] = gd_state_new();
     st = qh_block_stage_tune(c.m, c.layer, c.x, c.x_fp, NS, TT, c.W_fp, &gd_row, &p, states, NULL, &bs);
-    QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "no gd state"), "missing gd state named: %s",
+    QH_CHECK(st == QH_EINVAL && strstr(qh_last_error(), "no gd state"), "unfilled gd state named: %s",
              qh_last_error());
+    gd_state_free(states[QH_LIN_O]);
     states[QH_LIN_O] = keep;
     for (int k = 0; k < QH_LIN_MAX; k++) {
         gd_state_free(states[k]);

@@ -79,10 +79,24 @@ out=$("$QH" quantize --model models/opt-7m --method gptq --bits 2 "${small[@]}" 
 echo '[ { "match": "*fc1", "bits": 9 } ]' > "$tmp/nine.json"
 out=$("$QH" quantize --model models/opt-7m --method gptq --bits 2 --layers "$tmp/nine.json" --out "$tmp/t2" 2>&1)
 [ $? -ne 0 ] && grep -q "layers\[0\].bits" <<< "$out" && ok "rule bits outside the method's range refused" || bad "9: $out"
-echo '[ { "match": "*fc1", "skip": true } ]' > "$tmp/skip.json"
-out=$("$QH" quantize --model models/opt-7m --method ptq161 --bits 1 --layers "$tmp/skip.json" --out "$tmp/t3" 2>&1)
-[ $? -ne 0 ] && grep -q "block-tuned method takes per-layer \"bits\" only" <<< "$out" \
-    && ok "skip with a block-tuned method refused" || bad "ptq161 skip: $out"
+echo '[ { "match": "*fc1", "params": { "chi": 4 } } ]' > "$tmp/bp.json"
+out=$("$QH" quantize --model models/opt-7m --method mpo --bits 16 --param heal_steps=1 --layers "$tmp/bp.json" --out "$tmp/t3" 2>&1)
+[ $? -ne 0 ] && grep -q "block-tuned method takes per-layer \"bits\" and \"skip\" only" <<< "$out" \
+    && ok "params rules with a block-tuned method refused" || bad "mpo heal params rule: $out"
+
+# ---- skip with a block-tuned row: the skipped linear stays float and untuned, the rest tuned
+echo '[ { "match": "*.layers.0.fc1", "skip": true }, { "match": "*.layers.1.*", "skip": true } ]' > "$tmp/skip.json"
+"$QH" quantize --model models/opt-7m --method mpo --bits 16 --param chi=8 --param heal_steps=2 --param heal_batch=1 \
+    "${small[@]}" --no-save --layers "$tmp/skip.json" --out "$tmp/t5" >/dev/null 2>&1
+f="$tmp/t5/opt-7m.mpo.w16.s0.h5"
+[ "$(attr "$f" /run status)" = 0 ] && ok "a block-tuned cell with skip rules completes" || bad "mpo skip: $(attr "$f" /run message)"
+paste <(column "$f" name) <(column "$f" skipped) <(column "$f" block_loss_init) <(column "$f" proxy) > "$tmp/bt"
+awk '$1 ~ /layers\.0\.fc1$/ && $2 == 1 && $3 == "nan" && $4 == 0 { n++ } END { exit n != 1 }' "$tmp/bt" \
+    && ok "the skipped linear of a tuned block stays float and untuned" || bad "layer 0 fc1: $(grep 'layers.0.fc1' "$tmp/bt")"
+awk '$1 ~ /layers\.0\./ && $1 !~ /fc1$/ && $2 == 0 && $3 != "nan" && $4 > 0 { n++ } END { exit n != 5 }' "$tmp/bt" \
+    && ok "the other linears of that block are tuned" || bad "layer 0: $(grep 'layers.0' "$tmp/bt")"
+awk '$1 ~ /layers\.1\./ && $2 == 1 && $3 == "nan" { n++ } END { exit n != 6 }' "$tmp/bt" \
+    && ok "a wholly skipped block is not tuned" || bad "layer 1: $(grep 'layers.1' "$tmp/bt")"
 echo '[ { "match": "*fc1", "params": { "nope": 1 } } ]' > "$tmp/p.json"
 out=$("$QH" quantize --model models/opt-7m --method gptq --bits 2 --layers "$tmp/p.json" --out "$tmp/t4" 2>&1)
 [ $? -ne 0 ] && grep -q "layers\[0\]" <<< "$out" && grep -q nope <<< "$out" \

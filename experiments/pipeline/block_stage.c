@@ -331,7 +331,7 @@ static int tuner_init(tuner *tu, qh_model *m, int layer, const float *x, const f
     QH_TRY(check_plan(t, &tu->plan, nsamples));
     qh_block *b = &m->blocks[layer];
     for (int k = 0; k < QH_LIN_MAX; k++) {
-        if (!b->lin[k].W) continue;
+        if (!b->lin[k].W || !states[k]) continue;   /* no state: kept as it is */
         QH_TRY(tune_linear_init(&tu->lin[k], &b->lin[k], t, params, states[k]));
         tu->have[k] = 1;
     }

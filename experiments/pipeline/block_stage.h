@@ -75,8 +75,9 @@ double qh_block_loss(const float *yq, const float *y_fp, const float *y_fq, size
 double qh_block_loss_mse(const float *yq, const float *y_fp, size_t n, double scale, float *dy);
 
 /* Tunes the states of block `layer` with method t's block ops (t->block;
- * params its parameters): states[kind] for every linear the block has
- * (others unused), each filled by t's quantize through qh_problem.state_out,
+ * params its parameters): states[kind] for every linear of the block that
+ * is tuned, each filled by t's quantize through qh_problem.state_out (a NULL
+ * state: the linear is kept as it is, e.g. skipped by a per-layer rule),
  * on nsamples windows of T tokens: x (quantized path) and x_fp (float path),
  * hidden x T each; W_fp[kind] the block's float weights in qh_linear.W's
  * layout; opts may be NULL (seed 0, quiet).  The states must be in the

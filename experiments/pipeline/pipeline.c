@@ -95,17 +95,17 @@ static int linear_params(const qh_config *cfg, size_t index, const qh_linear_set
     return QH_OK;
 }
 
-/* Rules against the method row: parameters it knows, and neither "skip" nor
- * parameters for a row whose block stage is wanted (the stage tunes every
- * linear of a block with the entry's parameters). */
+/* Rules against the method row: parameters it knows, and no parameters for a
+ * row whose block stage is wanted (the stage tunes every linear of a block
+ * with the entry's parameters; a skipped linear stays float and untuned). */
 static int validate_rules(const qh_config *cfg, size_t i, const qh_method_type *t, int block)
 {
     for (size_t k = 0; k < qh_config_rule_count(cfg, i); k++) {
         const qh_config_rule *r = qh_config_rule_at(cfg, i, k);
-        if (block && (r->skip == 1 || r->n_params))
+        if (block && r->n_params)
             QH_ERROR(QH_ECONFIG, "%s: \"%s\" with methods[%zu] (%s with %s): a block-tuned method "
-                     "takes per-layer \"bits\" only, not \"%s\"", r->where, r->match, i, t->name,
-                     t->block->setting, r->skip == 1 ? "skip" : "params");
+                     "takes per-layer \"bits\" and \"skip\" only, not \"params\"", r->where, r->match,
+                     i, t->name, t->block->setting);
         if (!r->n_params) continue;
         qh_linear_setting ls = { .bits = 0 };
         for (size_t p = 0; p < r->n_params; p++) ls.params[ls.n_params++] = &r->params[p];
@@ -224,6 +224,7 @@ typedef struct {
     const qh_block_ops *ops;         /* NULL: no block stage */
     const void *params;
     void *states[QH_LIN_MAX];        /* from ops->state_new */
+    int quantized[QH_LIN_MAX];       /* this block's linear went through quantize (not skipped) */
     qh_matd *W[QH_LIN_MAX], *H[QH_LIN_MAX];
     size_t rec[QH_LIN_MAX];
 } block_objective;
@@ -342,6 +343,7 @@ static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, c
                            q->permute && q->incoh == QH_INCOH_KRON };
     qh_linear_setting ls = { .bits = q->cell->bits };
     if (q->ruled) qh_config_linear_setting(q->p->cfg, q->cell->method, name, q->cell->bits, &ls);
+    q->block.quantized[kind] = !ls.skip;
     if (ls.skip) {                    /* kept in float: recorded at its stored width */
         qh_layer_record *rec = &q->recs[q->n_recs++];
         return qh_layer_record_skipped(name, layer, qh_model_linear_number(m, kind), W, H,
@@ -383,7 +385,7 @@ static int measure_tuned(quant_ctx *q, const qh_model *m, int layer, const qh_bl
 {
     block_objective *b = &q->block;
     for (int k = 0; k < QH_LIN_MAX; k++) {
-        if (!m->blocks[layer].lin[k].W) continue;
+        if (!m->blocks[layer].lin[k].W || !b->quantized[k]) continue;
         qh_layer_record *rec = &q->recs[b->rec[k]];
         qh_matd *What = qh_matd_alloc(b->W[k]->rows, b->W[k]->cols);
         if (!What) QH_ERROR(QH_ENOMEM, "%s: out of memory", rec->name);
@@ -433,8 +435,16 @@ static int tune_block(qh_model *m, int layer, const float *x, const float *x_fp,
     step_progress sp = { q->p->log, -1.0 };
     int tty = q->p->log && isatty(fileno(q->p->log));
     qh_block_stage_opts opts = { q->cell->seed, tty ? block_step_progress : NULL, &sp };
+    void *states[QH_LIN_MAX] = { NULL };   /* NULL: a skipped linear, kept float and untuned */
+    int any = 0;
+    for (int k = 0; k < QH_LIN_MAX; k++)
+        if (m->blocks[layer].lin[k].W && q->block.quantized[k]) {
+            states[k] = q->block.states[k];
+            any = 1;
+        }
+    if (!any) return QH_OK;           /* every linear of the block skipped: nothing to tune */
     QH_TRY(qh_block_stage_tune(m, layer, x, x_fp, nsamples, seqlen, W_fp, q->type, q->params,
-                               q->block.states, &opts, &bs));
+                               states, &opts, &bs));
     if (tty && bs.steps > 0) fputc('\n', q->p->log);   /* ends the progress line */
     if (q->p->log)
         fprintf(q->p->log, "%s: block %d tuned: loss %.6g -> %.6g, MSE to float %.6g -> %.6g "
