@@ -132,4 +132,41 @@ cmp -s "$tmp/alloc.json" "$tmp/alloc2.json" && ok "--from TSV allocates the same
 got=$(attr "$tmp/al/opt-7m.rtn.w2.s0.h5" /run bits_per_weight_nominal)
 awk -v a="$avg" -v b="$got" 'BEGIN { d = a - b; exit !(d < 1e-3 && d > -1e-3) }' \
     && ok "the allocated rules run: nominal bits per weight $got" || bad "allocated rules: $got vs $avg"
+
+# ---- layer selection for a factorisation row: the cheapest units per entry saved, to a budget
+sed 's/{ "method": "rtn" } ], "bits": \[2\]/{ "method": "mpo", "params": { "chi": 8 } } ], "bits": [16]/' \
+    "$tmp/sens.json" > "$tmp/sel.json"
+"$QH" sensitivity "$tmp/sel.json" --out "$tmp/sel.tsv" --select 0.5 --rules "$tmp/sel-r.json" --quiet > "$tmp/sel.out"
+# the same selection written here: sort by dppl / (weights - weights bits_total / bits), take a prefix to the budget
+tail -n +2 "$tmp/sel.tsv" | awk -F'\t' '{ save = $4 - $4 * $10 / $5; if (save > 0) printf "%.17g\t%d\t%s\t%s\n", $9 / save, NR, $1, save }' |
+    sort -t$'\t' -k1,1g -k2,2n > "$tmp/sel.order"
+tot=$(tail -n +2 "$tmp/sel.tsv" | awk -F'\t' '{ t += $4 } END { print t }')
+awk -F'\t' -v tot="$tot" 'BEGIN { kept = tot } kept > 0.5 * tot { kept -= $4; print $3 }' "$tmp/sel.order" | sort > "$tmp/sel.want"
+tail -n +2 "$tmp/sel.tsv" | cut -f1 | sort > "$tmp/sel.all"
+grep -o '"match": "[^"]*"' "$tmp/sel-r.json" | cut -d'"' -f4 | sort > "$tmp/sel.skipped"
+comm -23 "$tmp/sel.all" "$tmp/sel.skipped" > "$tmp/sel.got"
+[ -s "$tmp/sel.want" ] && cmp -s "$tmp/sel.want" "$tmp/sel.got" \
+    && ok "selection: the $(wc -l < "$tmp/sel.got") units compressed are the cheapest prefix by dppl per entry saved" \
+    || bad "selection differs: $(diff "$tmp/sel.want" "$tmp/sel.got" | head -5)"
+kept=$(sed -n 's/.* \([0-9.]*\) of the entries kept.*/\1/p' "$tmp/sel.out")
+"$QH" quantize --model models/opt-7m --method mpo --bits 16 --param chi=8 --layers "$tmp/sel-r.json" "${small[@]}" \
+    --no-save --out "$tmp/sl" >/dev/null
+f="$tmp/sl/opt-7m.mpo.w16.s0.h5"
+bt=$(attr "$f" /run bits_per_weight_total)
+# opt-7m stores F16: a float linear counts 16 bits, so entries kept / dense = bits per weight / 16
+awk -v k="$kept" -v b="$bt" 'BEGIN { d = k - b / 16; exit !(k != "" && k <= 0.5 && d < 1e-3 && d > -1e-3) }' \
+    && ok "the selected rules run: $bt bits per weight = $kept of the entries kept (budget 0.5)" \
+    || bad "selection kept '$kept', cell bits per weight $bt"
+[ "$(column "$f" skipped | grep -c 1)" = "$(wc -l < "$tmp/sel.skipped")" ] \
+    && ok "the cell keeps the unselected linears in float" || bad "skipped count"
+"$QH" sensitivity --from "$tmp/sel.tsv" --select 0.5 --rules "$tmp/sel-r2.json" >/dev/null
+cmp -s "$tmp/sel-r.json" "$tmp/sel-r2.json" && ok "--from TSV selects the same units" || bad "--from select differs"
+"$QH" sensitivity --from "$tmp/sel.tsv" --select 0.01 --rules "$tmp/sel-r3.json" | grep -q "not reached" \
+    && [ "$(cat "$tmp/sel-r3.json")" = "[]" ] && ok "an unreachable budget compresses every unit and says so" \
+    || bad "budget 0.01: $(cat "$tmp/sel-r3.json")"
+cut -f1-9 "$tmp/sel.tsv" > "$tmp/old.tsv"
+out=$("$QH" sensitivity --from "$tmp/old.tsv" --select 0.5 --rules "$tmp/sel-r4.json" 2>&1)
+[ $? -ne 0 ] && grep -q "no bits_total" <<< "$out" && ok "a table without bits_total cannot select" || bad "old table: $out"
+out=$("$QH" sensitivity --from "$tmp/sel.tsv" --select 0.5 --allocate 2.5 --high 4 --rules "$tmp/x.json" 2>&1)
+[ $? -eq 2 ] && grep -q "exclude each other" <<< "$out" && ok "--select with --allocate refused" || bad "both: $out"
 summary

@@ -22,6 +22,7 @@ typedef struct {
     const qh_cell *cell;
     float **What;                    /* [layer * QH_LIN_MAX + kind]: the quantized weights */
     double *proxy;                   /* same index */
+    double *bits_total;              /* same index: the record's total bits per weight */
     qh_spectrum_cache spectra;
     FILE *log;
     double t0;
@@ -50,6 +51,7 @@ static int keep_quantized(const qh_model *m, int layer, int kind, qh_matd *W, co
         tmp.W = s->What[idx];
         qh_linear_from_matd(&tmp, What);
         s->proxy[idx] = rec.metrics.orig.proxy;
+        s->bits_total[idx] = rec.bits_total;
     }
     qh_matd_free(What);
     return st;
@@ -115,7 +117,10 @@ static int measure_units(const qh_config *cfg, qh_model *m, sens_ctx *s, int per
             snprintf(u->linears[u->n_linears++], sizeof u->linears[0], "%s", lin->name);
             u->weights += (size_t)lin->out * (size_t)lin->in;
             u->proxy += s->proxy[(size_t)l * QH_LIN_MAX + (size_t)kind];
+            /* the sum of weights x bits here, divided by the unit's weights when it is complete */
+            u->bits_total += (double)lin->out * (double)lin->in * s->bits_total[(size_t)l * QH_LIN_MAX + (size_t)kind];
             if (per_block) continue;
+            u->bits_total /= (double)u->weights;
             swap_unit(m, s, l, kind);
             int st = eval_first(cfg, m, ids, n_ids, &u->ppl);
             swap_unit(m, s, l, kind);
@@ -126,6 +131,7 @@ static int measure_units(const qh_config *cfg, qh_model *m, sens_ctx *s, int per
         }
         if (!per_block) continue;
         qh_sens_unit *u = &out->units[out->n];
+        u->bits_total /= (double)u->weights;
         swap_unit(m, s, l, -1);
         int st = eval_first(cfg, m, ids, n_ids, &u->ppl);
         swap_unit(m, s, l, -1);
@@ -172,7 +178,8 @@ int qh_sensitivity_run(const qh_config *cfg, const qh_cell *cell, int per_block,
         st = qh_calib_windows(calib, n_calib, (size_t)cfg->calib_nsamples, seqlen, cell->seed,
                               cfg->calib_path, &win);
     size_t slots = m ? (size_t)m->cfg.n_layers * QH_LIN_MAX : 0;
-    if (st == QH_OK && (!(s.What = calloc(slots, sizeof *s.What)) || !(s.proxy = calloc(slots, sizeof *s.proxy))))
+    if (st == QH_OK && (!(s.What = calloc(slots, sizeof *s.What)) || !(s.proxy = calloc(slots, sizeof *s.proxy)) ||
+                        !(s.bits_total = calloc(slots, sizeof *s.bits_total))))
         QH_SET_ERROR(st, QH_ENOMEM, "out of memory");
     if (st == QH_OK) {
         if (log) fprintf(log, "%s: float ppl %.4f on %s\n", cell->id, out->ppl_float, cfg->datasets[0].label);
@@ -183,6 +190,7 @@ int qh_sensitivity_run(const qh_config *cfg, const qh_cell *cell, int per_block,
     for (size_t i = 0; s.What && i < slots; i++) free(s.What[i]);
     free(s.What);
     free(s.proxy);
+    free(s.bits_total);
     free(ids);
     free(calib);
     free(win);
@@ -220,11 +228,11 @@ static int write_atomic(const char *path, const char *what, int (*emit)(FILE *, 
 static int emit_tsv(FILE *f, const void *arg)
 {
     const qh_sens_result *r = arg;
-    fprintf(f, "unit\tlayer\tkind\tweights\tbits\tproxy\tppl\tppl_float\tdppl\n");
+    fprintf(f, "unit\tlayer\tkind\tweights\tbits\tproxy\tppl\tppl_float\tdppl\tbits_total\n");
     for (size_t i = 0; i < r->n; i++) {
         const qh_sens_unit *u = &r->units[i];
-        fprintf(f, "%s\t%d\t%d\t%zu\t%d\t%.6g\t%.6f\t%.6f\t%.6f\n", u->name, u->layer, u->kind,
-                u->weights, r->bits, u->proxy, u->ppl, r->ppl_float, u->dppl);
+        fprintf(f, "%s\t%d\t%d\t%zu\t%d\t%.6g\t%.6f\t%.6f\t%.6f\t%.9g\n", u->name, u->layer, u->kind,
+                u->weights, r->bits, u->proxy, u->ppl, r->ppl_float, u->dppl, u->bits_total);
     }
     return ferror(f) ? -1 : 0;
 }
@@ -317,9 +325,12 @@ int qh_sensitivity_read_tsv(const char *path, qh_sens_result *out)
         memset(u, 0, sizeof *u);
         double ppl_float;
         int bits;
-        if (sscanf(line, "%159[^\t]\t%d\t%d\t%zu\t%d\t%lf\t%lf\t%lf\t%lf", u->name, &u->layer, &u->kind,
-                   &u->weights, &bits, &u->proxy, &u->ppl, &ppl_float, &u->dppl) != 9) {
-            QH_SET_ERROR(st, QH_EINVAL, "%s:%zu: expected 9 tab-separated columns", path, lineno);
+        u->bits_total = NAN;          /* tables written before the column have 9 */
+        int got = sscanf(line, "%159[^\t]\t%d\t%d\t%zu\t%d\t%lf\t%lf\t%lf\t%lf\t%lf", u->name, &u->layer,
+                         &u->kind, &u->weights, &bits, &u->proxy, &u->ppl, &ppl_float, &u->dppl,
+                         &u->bits_total);
+        if (got != 9 && got != 10) {
+            QH_SET_ERROR(st, QH_EINVAL, "%s:%zu: expected 9 or 10 tab-separated columns", path, lineno);
             break;
         }
         out->bits = bits;
@@ -330,5 +341,79 @@ int qh_sensitivity_read_tsv(const char *path, qh_sens_result *out)
     fclose(f);
     if (st == QH_OK && !out->n) QH_SET_ERROR(st, QH_EINVAL, "%s: no units", path);
     if (st != QH_OK) qh_sens_result_free(out);
+    return st;
+}
+
+/* ---- layer selection ---------------------------------------------------------- */
+
+typedef struct {
+    const qh_sens_result *r;
+    const char *selected;            /* n flags: compressed; the others get a skip rule */
+} skip_rules_out;
+
+static int emit_skip_rules(FILE *f, const void *arg)
+{
+    const skip_rules_out *o = arg;
+    int first = 1;
+    fprintf(f, "[");
+    for (size_t i = 0; i < o->r->n; i++)
+        if (!o->selected[i]) {
+            fprintf(f, "%s\n  { \"match\": \"%s\", \"skip\": true }", first ? "" : ",", o->r->units[i].name);
+            first = 0;
+        }
+    fprintf(f, "%s]\n", first ? "" : "\n");
+    return ferror(f) ? -1 : 0;
+}
+
+/* Entries a unit keeps when compressed (weights x bits_total / bits). */
+static double entries_kept(const qh_sens_result *r, const qh_sens_unit *u)
+{
+    return (double)u->weights * u->bits_total / (double)r->bits;
+}
+
+static qh_select_by sort_by;
+
+/* Cost per entry saved, cheapest first; ties keep the table's order. */
+static int by_cost(const void *a, const void *b)
+{
+    size_t ia = *(const size_t *)a, ib = *(const size_t *)b;
+    const qh_sens_unit *ua = &sort_r->units[ia], *ub = &sort_r->units[ib];
+    double ca = (sort_by == QH_SELECT_BY_PROXY ? ua->proxy : ua->dppl) /
+                ((double)ua->weights - entries_kept(sort_r, ua));
+    double cb = (sort_by == QH_SELECT_BY_PROXY ? ub->proxy : ub->dppl) /
+                ((double)ub->weights - entries_kept(sort_r, ub));
+    return ca < cb ? -1 : ca > cb ? 1 : (ia > ib) - (ia < ib);
+}
+
+int qh_sensitivity_select(const qh_sens_result *r, double keep_frac, qh_select_by by, const char *path,
+                          double *kept, size_t *n_selected)
+{
+    if (!(keep_frac > 0 && keep_frac < 1))
+        QH_ERROR(QH_EINVAL, "selection: the fraction of entries kept must lie in (0, 1), got %.4g", keep_frac);
+    for (size_t i = 0; i < r->n; i++)
+        if (!isfinite(r->units[i].bits_total))
+            QH_ERROR(QH_EINVAL, "selection: unit %s has no bits_total (a table written before that "
+                     "column: measure again)", r->units[i].name);
+    size_t *order = malloc((r->n ? r->n : 1) * sizeof *order), n = 0;
+    char *sel = calloc(r->n ? r->n : 1, 1);
+    if (!order || !sel) { free(order); free(sel); QH_ERROR(QH_ENOMEM, "out of memory"); }
+    for (size_t i = 0; i < r->n; i++)   /* only units that save entries are candidates */
+        if (entries_kept(r, &r->units[i]) < (double)r->units[i].weights) order[n++] = i;
+    sort_r = r;
+    sort_by = by;
+    qsort(order, n, sizeof *order, by_cost);
+    double total = (double)r->total_weights, target = keep_frac * total;
+    *n_selected = 0;
+    for (size_t j = 0; j < n && total > target; j++) {
+        const qh_sens_unit *u = &r->units[order[j]];
+        total -= (double)u->weights - entries_kept(r, u);
+        sel[order[j]] = 1;
+        (*n_selected)++;
+    }
+    *kept = total / (double)r->total_weights;
+    skip_rules_out o = { r, sel };
+    int st = write_atomic(path, "rules file", emit_skip_rules, &o);
+    free(order);
+    free(sel);
     return st;
 }
