@@ -5,6 +5,7 @@
 # and dataset from the report's table.
 # Usage: analysis/plots/survey_figure.sh OUT DIR1 DIR2 ...   (run from the repository root)
 #   e.g. analysis/plots/survey_figure.sh results/survey-all results/survey results/survey-w2
+# QH_REPORT_FLAGS adds flags to `qh report` (e.g. --mix-protocols for cells of several builds).
 set -euo pipefail
 out=$1; shift
 QH=${QH:-bin/qh}
@@ -12,7 +13,7 @@ rm -rf "$out"; mkdir -p "$out"
 for d in "$@"; do
   for f in "$d"/*.h5; do [ -e "$f" ] && ln -sf "$(cd "$(dirname "$f")" && pwd)/$(basename "$f")" "$out/"; done
 done
-"$QH" report "$out" --out "$out/report" --no-plots
+"$QH" report "$out" --out "$out/report" --no-plots ${QH_REPORT_FLAGS:-}
 t=$out/report/table.md
 for m in $(awk '/^## /{print substr($0, 4)}' "$t" | sort -u); do
   for ds in wikitext2 gutenberg; do
@@ -22,7 +23,7 @@ for m in $(awk '/^## /{print substr($0, 4)}' "$t" | sort -u); do
     fp=$(awk -v m="$m" -v ds="$ds" 'BEGIN { FS = "|" } /^## / { cur = substr($0, 4) }
          cur == m && /^\| Method/ { for (i = 2; i < NF; i++) { h = $i; gsub(/^ +| +$/, "", h);
            split(h, w, " "); if (w[2] == ds) c = i } }
-         cur == m && /^\| FP32/ { v = $c; gsub(/ /, "", v); print v; exit }' "$t")
+         cur == m && /^\| FP32/ { split($c, v, " "); print v[1]; exit }' "$t")
     gnuplot -e "datafile='$tsv'; outfile='$out/report/ppl_vs_total_bits.$m.$ds'; fp32=${fp:-NaN}; plotdir='analysis/plots/'" \
         analysis/plots/ppl_vs_total_bits.gp
   done
