@@ -167,6 +167,15 @@ cmp -s "$tmp/sel-r.json" "$tmp/sel-r2.json" && ok "--from TSV selects the same u
 cut -f1-9 "$tmp/sel.tsv" > "$tmp/old.tsv"
 out=$("$QH" sensitivity --from "$tmp/old.tsv" --select 0.5 --rules "$tmp/sel-r4.json" 2>&1)
 [ $? -ne 0 ] && grep -q "no bits_total" <<< "$out" && ok "a table without bits_total cannot select" || bad "old table: $out"
+cp "$tmp/sel.json" "$tmp/pasted.json"
+if python3 experiments/scripts/paste_rules.py "$tmp/pasted.json" mpo "$tmp/sel-r.json" &&
+   "$QH" run "$tmp/pasted.json" --dry-run --out "$tmp/pd" > /dev/null &&
+   python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); r = json.load(open(sys.argv[2]));
+sys.exit(c["methods"][0]["layers"] != r)' "$tmp/pasted.json" "$tmp/sel-r.json"; then
+    ok "paste_rules.py puts the rules into the entry's layers (a valid configuration)"
+else bad "paste_rules.py"; fi
+python3 experiments/scripts/paste_rules.py "$tmp/pasted.json" nope "$tmp/sel-r.json" 2>/dev/null \
+    && bad "paste_rules.py accepted an unknown label" || ok "paste_rules.py refuses an unknown label"
 out=$("$QH" sensitivity --from "$tmp/sel.tsv" --select 0.5 --allocate 2.5 --high 4 --rules "$tmp/x.json" 2>&1)
 [ $? -eq 2 ] && grep -q "exclude each other" <<< "$out" && ok "--select with --allocate refused" || bad "both: $out"
 summary
