@@ -79,7 +79,8 @@ static double clip_error(const qh_grid *g, size_t r, size_t gi, const double *x,
     return err;
 }
 
-static void fit_minmax(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi)
+/* Row r of W is grid row r0 + r. */
+static void fit_minmax(qh_grid *g, const qh_matd *W, size_t r0, size_t c0, size_t nc, size_t gi)
 {
     /* The search reads a row 80 times: a contiguous copy saves 80 strided
      * passes over the column-major W (without memory, W is read in place). */
@@ -98,7 +99,7 @@ static void fit_minmax(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_
             lo = -hi;
         }
         if (lo == 0.0 && hi == 0.0) { lo = -1.0; hi = 1.0; }
-        size_t k = r + gi * g->rows;
+        size_t k = r0 + r + gi * g->rows;
         set_range(g, k, lo, hi);
         if (!g->mse) continue;
         const double *x = row ? row : &QH_AT(W, r, c0);
@@ -113,7 +114,7 @@ static void fit_minmax(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_
             if (t == hint) continue;
             double p = 1.0 - (double)i / QH_GRID_MSE_GRID;
             set_range(g, k, p * lo, p * hi);
-            double err = clip_error(g, r, gi, x, stride, nc, best, i > bi);
+            double err = clip_error(g, r0 + r, gi, x, stride, nc, best, i > bi);
             if (err < best || (err == best && i < bi)) {
                 best = err;
                 bi = i;
@@ -147,10 +148,17 @@ void qh_grid_fit(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi)
 {
     QH_ASSERT(gi < g->n_groups && c0 + nc <= W->cols && W->rows == g->rows);
     switch (g->kind) {
-    case QH_GRID_MINMAX: fit_minmax(g, W, c0, nc, gi); return;
+    case QH_GRID_MINMAX: fit_minmax(g, W, 0, c0, nc, gi); return;
     case QH_GRID_RMS: fit_rms(g, W, c0, nc, gi); return;
     case QH_GRID_INTEGER: return;    /* Δ = 1, z = 0 from init */
     }
+}
+
+void qh_grid_fit_rows(qh_grid *g, const qh_matd *W, size_t r0, size_t c0, size_t nc, size_t gi)
+{
+    QH_ASSERT(gi < g->n_groups && c0 + nc <= W->cols && r0 + W->rows <= g->rows);
+    QH_ASSERT(g->kind != QH_GRID_RMS);
+    if (g->kind == QH_GRID_MINMAX) fit_minmax(g, W, r0, c0, nc, gi);
 }
 
 double qh_grid_side_bits(const qh_grid *g, size_t cols)
