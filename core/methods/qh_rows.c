@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "qh_blas.h"
 
@@ -15,6 +16,17 @@ struct qh_rows_team_s {
 };
 
 static int rows_override;            /* qh_rows_set_threads; 0 = default */
+static qh_rows_timing timing;        /* caller-side totals (benches) */
+
+static double thread_cpu_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+void qh_rows_timing_reset(void) { timing = (qh_rows_timing){ 0 }; }
+qh_rows_timing qh_rows_timing_get(void) { return timing; }
 
 /* Units of QH_ROWS_ALIGN rows (the last one may be short). */
 static size_t row_units(size_t m) { return (m + QH_ROWS_ALIGN - 1) / QH_ROWS_ALIGN; }
@@ -50,6 +62,7 @@ typedef struct {
     void *arg;
     qh_rows_chunk chunk;
     int status;
+    double cpu_s;                    /* the thread's CPU seconds in fn */
     char msg[256];                   /* the worker's message when status is not OK */
 } rows_task;
 
@@ -61,7 +74,9 @@ static void *rows_worker(void *p)
     while (team->state == 0) pthread_cond_wait(&team->cv, &team->mu);
     int go = team->state > 0;
     pthread_mutex_unlock(&team->mu);
+    double c0 = thread_cpu_s();
     if (go) t->status = t->fn(t->arg, &t->chunk);
+    t->cpu_s = thread_cpu_s() - c0;
     if (t->status != QH_OK) snprintf(t->msg, sizeof t->msg, "%s", qh_last_error());
     return NULL;
 }
@@ -88,7 +103,13 @@ int qh_rows_run(size_t m, int nt, qh_rows_fn fn, void *arg)
     if ((size_t)nt > row_units(m)) nt = (int)row_units(m);
     if (nt <= 1) {
         qh_rows_chunk all = { 0, m, 0, 1, NULL };
-        return fn(arg, &all);
+        double c0 = thread_cpu_s();
+        int st = fn(arg, &all);
+        double c = thread_cpu_s() - c0;
+        timing.cpu_s += c;
+        timing.critical_s += c;
+        timing.runs++;
+        return st;
     }
     qh_rows_team team;
     rows_task tasks[QH_ROWS_MAX_THREADS];
@@ -102,7 +123,7 @@ int qh_rows_run(size_t m, int nt, qh_rows_fn fn, void *arg)
     team.state = 0;
     for (int t = 0; t < nt; t++) {
         qh_rows_chunk c = { chunk_start(m, t, nt), chunk_start(m, t + 1, nt), t, nt, &team };
-        tasks[t] = (rows_task){ fn, arg, c, QH_OK, "" };
+        tasks[t] = (rows_task){ fn, arg, c, QH_OK, 0.0, "" };
     }
     int started = 1;
     for (; started < nt; started++)
@@ -117,9 +138,18 @@ int qh_rows_run(size_t m, int nt, qh_rows_fn fn, void *arg)
         int blas = qh_blas_info().threads;
         qh_blas_set_threads(1);
         set_state(&team, 1);
+        double c0 = thread_cpu_s();
         tasks[0].status = fn(arg, &tasks[0].chunk);
+        tasks[0].cpu_s = thread_cpu_s() - c0;
         for (int t = 1; t < nt; t++) pthread_join(tids[t], NULL);
         qh_blas_set_threads(blas);
+        double most = 0.0;
+        for (int t = 0; t < nt; t++) {
+            timing.cpu_s += tasks[t].cpu_s;
+            most = tasks[t].cpu_s > most ? tasks[t].cpu_s : most;
+        }
+        timing.critical_s += most;
+        timing.runs++;
         /* The first failure in thread order; a worker's message lives in its
          * thread's buffer and is copied into the caller's. */
         for (int t = 0; t < nt && st == QH_OK; t++) {

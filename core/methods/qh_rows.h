@@ -64,4 +64,16 @@ int qh_rows_run(size_t m, int nt, qh_rows_fn fn, void *arg) QH_MUST_CHECK;
 /* Barrier across the chunk's team (nothing when nt = 1). */
 void qh_rows_sync(const qh_rows_chunk *c);
 
+/* CPU seconds of the row loops since the last reset, summed over the calls
+ * of qh_rows_run made from any thread (benches only: not synchronised):
+ * cpu_s over every chunk, critical_s over each call's busiest chunk (the
+ * wall time the loops would take on idle cores, barrier waits aside).  On a
+ * loaded machine they tell how the work splits when wall times cannot. */
+typedef struct {
+    double cpu_s, critical_s;
+    size_t runs;
+} qh_rows_timing;
+void qh_rows_timing_reset(void);
+qh_rows_timing qh_rows_timing_get(void);
+
 #endif
