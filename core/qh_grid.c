@@ -85,15 +85,33 @@ static void fit_minmax(qh_grid *g, const qh_matd *W, size_t r0, size_t c0, size_
     /* The search reads a row 80 times: a contiguous copy saves 80 strided
      * passes over the column-major W (without memory, W is read in place). */
     double *row = g->mse ? malloc(nc * sizeof *row) : NULL;
+    /* Without the search, the ranges come from one pass down the columns
+     * (contiguous; the same fmin/fmax per row in the same column order, so
+     * the same values as the row by row scan, which strides through W). */
+    double *rlo = g->mse ? NULL : malloc(2 * W->rows * sizeof *rlo), *rhi = rlo ? rlo + W->rows : NULL;
+    if (rlo) {
+        for (size_t r = 0; r < W->rows; r++) rlo[r] = rhi[r] = 0.0;
+        for (size_t j = c0; j < c0 + nc; j++) {
+            const double *x = &QH_AT(W, 0, j);
+            for (size_t r = 0; r < W->rows; r++) {
+                rlo[r] = fmin(rlo[r], x[r]);
+                rhi[r] = fmax(rhi[r], x[r]);
+            }
+        }
+    }
     int hint = 0;                    /* the previous row's shrink: neighbours' are alike */
     for (size_t r = 0; r < W->rows; r++) {
         double lo = 0.0, hi = 0.0;   /* the range always contains 0 (OPTQ) */
-        for (size_t j = c0; j < c0 + nc; j++) {
-            double x = QH_AT(W, r, j);
-            lo = fmin(lo, x);
-            hi = fmax(hi, x);
-            if (row) row[j - c0] = x;
-        }
+        if (rlo) {
+            lo = rlo[r];
+            hi = rhi[r];
+        } else
+            for (size_t j = c0; j < c0 + nc; j++) {
+                double x = QH_AT(W, r, j);
+                lo = fmin(lo, x);
+                hi = fmax(hi, x);
+                if (row) row[j - c0] = x;
+            }
         if (g->sym) {
             hi = fmax(-lo, hi);
             lo = -hi;
@@ -127,6 +145,7 @@ static void fit_minmax(qh_grid *g, const qh_matd *W, size_t r0, size_t c0, size_
         g->zero[k] = bz;
     }
     free(row);
+    free(rlo);
 }
 
 static void fit_rms(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi)

@@ -140,13 +140,13 @@ static int gptq_rows(void *arg, const qh_rows_chunk *c)
                 push_error(L, &Wr, i, E + (i - b0) * mr, i + 1, s1);
             }
             if (s1 < b1)
-                qh_lin_dgemm('N', 'N', mr, b1 - s1, s1 - s0, -1.0, E + (s0 - b0) * mr, mr,
-                             &QH_AT(&L->F, s0, s1), L->F.ld, 1.0, &QH_AT(&Wr, 0, s1), Wr.ld);
+                qh_rows_dgemm(L->m, c->r0, mr, b1 - s1, s1 - s0, -1.0, E + (s0 - b0) * mr,
+                              &QH_AT(&L->F, s0, s1), L->F.ld, 1.0, &QH_AT(&Wr, 0, s1), Wr.ld);
         }
         /* Lazy update of the later columns: W[:, b1:] −= E_blk · Hinv[blk, b1:] */
         if (b1 < n)
-            qh_lin_dgemm('N', 'N', mr, n - b1, b1 - b0, -1.0, E, mr, &QH_AT(&L->F, b0, b1), L->F.ld,
-                         1.0, &QH_AT(&Wr, 0, b1), Wr.ld);
+            qh_rows_dgemm(L->m, c->r0, mr, n - b1, b1 - b0, -1.0, E, &QH_AT(&L->F, b0, b1), L->F.ld,
+                          1.0, &QH_AT(&Wr, 0, b1), Wr.ld);
     }
     return QH_OK;
 }

@@ -122,12 +122,12 @@ static int ldlq_rows(void *arg, const qh_rows_chunk *c)
                 }
             }
             if (s1 < b1)
-                qh_lin_dgemm('N', 'N', mr, b1 - s1, s1 - s0, 1.0, E + (s0 - b0) * mr, mr,
-                             &QH_AT(&L->F, s0, s1), L->F.ld, 1.0, &QH_AT(A, r0, s1), A->ld);
+                qh_rows_dgemm(L->m, r0, mr, b1 - s1, s1 - s0, 1.0, E + (s0 - b0) * mr,
+                              &QH_AT(&L->F, s0, s1), L->F.ld, 1.0, &QH_AT(A, r0, s1), A->ld);
         }
         if (b1 < n)                          /* A[:, b1:] += E_blk · U̇[blk, b1:] */
-            qh_lin_dgemm('N', 'N', mr, n - b1, b1 - b0, 1.0, E, mr, &QH_AT(&L->F, b0, b1), L->F.ld,
-                         1.0, &QH_AT(A, r0, b1), A->ld);
+            qh_rows_dgemm(L->m, r0, mr, n - b1, b1 - b0, 1.0, E, &QH_AT(&L->F, b0, b1), L->F.ld,
+                          1.0, &QH_AT(A, r0, b1), A->ld);
     }
     return QH_OK;
 }

@@ -158,8 +158,8 @@ static size_t greedy_pass(qh_layer *L, const qh_grid *g, qh_matd *Q, qh_matd *G,
             }
         }
         /* G += Δ_blk · H[blk, :] */
-        qh_lin_dgemm('N', 'N', mr, n, nb, 1.0, Dl, mr, &QH_AT(&L->Hp, b0, 0), L->Hp.ld, 1.0,
-                     &QH_AT(G, r0, 0), G->ld);
+        qh_rows_dgemm(L->m, r0, mr, n, nb, 1.0, Dl, &QH_AT(&L->Hp, b0, 0), L->Hp.ld, 1.0,
+                      &QH_AT(G, r0, 0), G->ld);
     }
     return changed;
 }
@@ -182,8 +182,8 @@ static size_t clamp_pass_end(qh_layer *L, const qh_grid *g, qh_matd *Q, qh_matd 
             }
         }
         if (here)
-            qh_lin_dgemm('N', 'N', mr, n, nb, 1.0, Dl, mr, &QH_AT(&L->Hp, b0, 0), L->Hp.ld, 1.0,
-                         &QH_AT(G, r0, 0), G->ld);
+            qh_rows_dgemm(L->m, r0, mr, n, nb, 1.0, Dl, &QH_AT(&L->Hp, b0, 0), L->Hp.ld, 1.0,
+                          &QH_AT(G, r0, 0), G->ld);
         changed += here;
     }
     return changed;
@@ -216,8 +216,8 @@ static int greedy_rows(void *arg, const qh_rows_chunk *c)
         for (size_t cc = 0; cc < nb; cc++)
             for (size_t r = 0; r < mr; r++)
                 Dl[r + cc * mr] = QH_AT(jb->Q, r0 + r, j0 + cc) - QH_AT(&L->Wp, r0 + r, j0 + cc);
-        qh_lin_dgemm('N', 'N', mr, n, nb, 1.0, Dl, mr, &QH_AT(&L->Hp, j0, 0), L->Hp.ld,
-                     j0 == 0 ? 0.0 : 1.0, &QH_AT(jb->G, r0, 0), jb->G->ld);
+        qh_rows_dgemm(L->m, r0, mr, n, nb, 1.0, Dl, &QH_AT(&L->Hp, j0, 0), L->Hp.ld,
+                      j0 == 0 ? 0.0 : 1.0, &QH_AT(jb->G, r0, 0), jb->G->ld);
     }
     for (int pass = 0; pass < jb->npasses; pass++) {
         runs++;

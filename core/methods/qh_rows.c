@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "qh_blas.h"
+#include "qh_linalg.h"
 
 struct qh_rows_team_s {
     pthread_barrier_t bar;
@@ -50,6 +51,17 @@ int qh_rows_threads(size_t m, size_t n)
     if (want > QH_ROWS_MAX_THREADS) want = QH_ROWS_MAX_THREADS;
     if ((size_t)want > row_units(m)) want = (long)row_units(m);
     return want >= 1 ? (int)want : 1;
+}
+
+void qh_rows_dgemm(size_t m, size_t r0, size_t mr, size_t n, size_t k, double alpha,
+                   const double *A, const double *B, size_t ldb, double beta, double *C,
+                   size_t ldc)
+{
+    size_t tail = m - m % QH_ROWS_ALIGN;
+    size_t cut = tail > r0 && tail < r0 + mr ? tail - r0 : mr;
+    qh_lin_dgemm('N', 'N', cut, n, k, alpha, A, mr, B, ldb, beta, C, ldc);
+    if (cut < mr)
+        qh_lin_dgemm('N', 'N', mr - cut, n, k, alpha, A + cut, mr, B, ldb, beta, C + cut, ldc);
 }
 
 void qh_rows_sync(const qh_rows_chunk *c)

@@ -61,6 +61,18 @@ void qh_rows_set_threads(int n);
  * rows instead (the results are the same). */
 int qh_rows_run(size_t m, int nt, qh_rows_fn fn, void *arg) QH_MUST_CHECK;
 
+/* C[r0:r0+mr, :n] = alpha·A·B + beta·C for rows r0..r0+mr−1 of an m-row
+ * matrix (A: mr x k with leading dimension mr; C: the view at row r0), in
+ * calls whose row blocks do not depend on the chunking: the matrix's short
+ * last unit (its last m mod QH_ROWS_ALIGN rows) goes in a call of its own,
+ * so every other call has a multiple of QH_ROWS_ALIGN rows and OpenBLAS
+ * gives each row the same bits whatever chunk it is in (its M-remainder code
+ * rounds otherwise).  For m a multiple of QH_ROWS_ALIGN, one call, as
+ * before threads. */
+void qh_rows_dgemm(size_t m, size_t r0, size_t mr, size_t n, size_t k, double alpha,
+                   const double *A, const double *B, size_t ldb, double beta, double *C,
+                   size_t ldc);
+
 /* Barrier across the chunk's team (nothing when nt = 1). */
 void qh_rows_sync(const qh_rows_chunk *c);
 
