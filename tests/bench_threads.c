@@ -18,8 +18,8 @@
  * busiest 2-thread chunks'; the factorisation counted at 1 thread, so a
  * lower bound up to memory-bandwidth sharing).  Each layer's workspace and result
  * are allocated once and touched by one untimed run first.
- * QH_BENCH_SMALL=1: a 2048 x 2048 layer only; QH_BENCH_METHODS=gptq,ldlq
- * picks methods. */
+ * QH_BENCH_SMALL=1: a 2048 x 2048 layer only; QH_BENCH_LARGE=1: 11008 x 4096
+ * only; QH_BENCH_METHODS=gptq,ldlq picks methods. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,9 +125,10 @@ int main(void)
     int two = qh_blas_info().threads;
     printf("bench_threads: OpenBLAS core %s, %d threads by default; 4 bits, default parameters, "
            "wall seconds (upper bounds on a loaded machine)\n", info.core, max_threads);
-    const char *small = getenv("QH_BENCH_SMALL");
+    const char *small = getenv("QH_BENCH_SMALL"), *large = getenv("QH_BENCH_LARGE");
     int st = 0;
     if (small && *small && *small != '0') st = bench_shape(2048, 2048, two);
+    else if (large && *large && *large != '0') st = bench_shape(11008, 4096, two);
     else st = bench_shape(4096, 4096, two) || bench_shape(11008, 4096, two);
     qh_blas_set_threads(max_threads);
     return st;
