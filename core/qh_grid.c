@@ -79,26 +79,45 @@ static double clip_error(const qh_grid *g, size_t r, size_t gi, const double *x,
     return err;
 }
 
-static void fit_minmax(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi)
+/* Row r of W is grid row r0 + r. */
+static void fit_minmax(qh_grid *g, const qh_matd *W, size_t r0, size_t c0, size_t nc, size_t gi)
 {
     /* The search reads a row 80 times: a contiguous copy saves 80 strided
      * passes over the column-major W (without memory, W is read in place). */
     double *row = g->mse ? malloc(nc * sizeof *row) : NULL;
+    /* Without the search, the ranges come from one pass down the columns
+     * (contiguous; the same fmin/fmax per row in the same column order, so
+     * the same values as the row by row scan, which strides through W). */
+    double *rlo = g->mse ? NULL : malloc(2 * W->rows * sizeof *rlo), *rhi = rlo ? rlo + W->rows : NULL;
+    if (rlo) {
+        for (size_t r = 0; r < W->rows; r++) rlo[r] = rhi[r] = 0.0;
+        for (size_t j = c0; j < c0 + nc; j++) {
+            const double *x = &QH_AT(W, 0, j);
+            for (size_t r = 0; r < W->rows; r++) {
+                rlo[r] = fmin(rlo[r], x[r]);
+                rhi[r] = fmax(rhi[r], x[r]);
+            }
+        }
+    }
     int hint = 0;                    /* the previous row's shrink: neighbours' are alike */
     for (size_t r = 0; r < W->rows; r++) {
         double lo = 0.0, hi = 0.0;   /* the range always contains 0 (OPTQ) */
-        for (size_t j = c0; j < c0 + nc; j++) {
-            double x = QH_AT(W, r, j);
-            lo = fmin(lo, x);
-            hi = fmax(hi, x);
-            if (row) row[j - c0] = x;
-        }
+        if (rlo) {
+            lo = rlo[r];
+            hi = rhi[r];
+        } else
+            for (size_t j = c0; j < c0 + nc; j++) {
+                double x = QH_AT(W, r, j);
+                lo = fmin(lo, x);
+                hi = fmax(hi, x);
+                if (row) row[j - c0] = x;
+            }
         if (g->sym) {
             hi = fmax(-lo, hi);
             lo = -hi;
         }
         if (lo == 0.0 && hi == 0.0) { lo = -1.0; hi = 1.0; }
-        size_t k = r + gi * g->rows;
+        size_t k = r0 + r + gi * g->rows;
         set_range(g, k, lo, hi);
         if (!g->mse) continue;
         const double *x = row ? row : &QH_AT(W, r, c0);
@@ -113,7 +132,7 @@ static void fit_minmax(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_
             if (t == hint) continue;
             double p = 1.0 - (double)i / QH_GRID_MSE_GRID;
             set_range(g, k, p * lo, p * hi);
-            double err = clip_error(g, r, gi, x, stride, nc, best, i > bi);
+            double err = clip_error(g, r0 + r, gi, x, stride, nc, best, i > bi);
             if (err < best || (err == best && i < bi)) {
                 best = err;
                 bi = i;
@@ -126,6 +145,7 @@ static void fit_minmax(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_
         g->zero[k] = bz;
     }
     free(row);
+    free(rlo);
 }
 
 static void fit_rms(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi)
@@ -147,10 +167,17 @@ void qh_grid_fit(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi)
 {
     QH_ASSERT(gi < g->n_groups && c0 + nc <= W->cols && W->rows == g->rows);
     switch (g->kind) {
-    case QH_GRID_MINMAX: fit_minmax(g, W, c0, nc, gi); return;
+    case QH_GRID_MINMAX: fit_minmax(g, W, 0, c0, nc, gi); return;
     case QH_GRID_RMS: fit_rms(g, W, c0, nc, gi); return;
     case QH_GRID_INTEGER: return;    /* Δ = 1, z = 0 from init */
     }
+}
+
+void qh_grid_fit_rows(qh_grid *g, const qh_matd *W, size_t r0, size_t c0, size_t nc, size_t gi)
+{
+    QH_ASSERT(gi < g->n_groups && c0 + nc <= W->cols && r0 + W->rows <= g->rows);
+    QH_ASSERT(g->kind != QH_GRID_RMS);
+    if (g->kind == QH_GRID_MINMAX) fit_minmax(g, W, r0, c0, nc, gi);
 }
 
 double qh_grid_side_bits(const qh_grid *g, size_t cols)

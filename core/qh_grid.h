@@ -72,6 +72,11 @@ void qh_grid_free(qh_grid *g);       /* frees the tables; the struct is caller's
 /* Fits group `gi` of the grid to the columns c0..c0+nc−1 of W (m x n):
  * per-row min/max for MINMAX, RMS of those columns for RMS, nothing for INTEGER. */
 void qh_grid_fit(qh_grid *g, const qh_matd *W, size_t c0, size_t nc, size_t gi);
+/* The same for a block of rows: W holds rows r0..r0+W->rows−1 of the matrix
+ * (e.g. a row view of it) and only those rows' cells are set, each as
+ * qh_grid_fit sets it.  Per-row kinds only (MINMAX, INTEGER); RMS reads every
+ * row and is refused (assert).  Row-parallel loops (qh_rows.h) call it. */
+void qh_grid_fit_rows(qh_grid *g, const qh_matd *W, size_t r0, size_t c0, size_t nc, size_t gi);
 
 /* Side information in bits per weight (reference §1 "Bits"): MINMAX stores an
  * FP16 step and a b-bit zero per row and group, (16 + b)/group (16/group when

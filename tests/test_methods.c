@@ -12,9 +12,11 @@
 #include <float.h>
 #include <string.h>
 
+#include "qh_blas.h"
 #include "qh_linalg.h"
 #include "qh_method.h"
 #include "qh_rng.h"
+#include "qh_rows.h"
 
 /* ---- inputs --------------------------------------------------------------- */
 
@@ -732,6 +734,103 @@ static void test_bad_inputs(void)
     qh_matd_free(Hbad); qh_matd_free(Hwrong); qh_matd_free(W0);
 }
 
+/* ---- row threads (qh_rows.h) ------------------------------------------------ */
+
+/* Every row of the OPTQ/LDLQ family's column loops runs alone given the shared
+ * factor, so 1, 2 and 3 row threads (3: an uneven split; m = 200 also puts the
+ * chunk starts on multiples of 8) give the same bytes, the same loss and the
+ * same count of greedy passes, for every configuration that has its own code
+ * path: grouped fits per row, act-order, rms grids (per column: a fit across
+ * rows between barriers), clipping, rounding hooks (ternary, bitnet1, gptqt),
+ * greedy passes with both clamp modes, stochastic rounding (one thread).
+ * OpenBLAS runs at one thread throughout (the row loops always do when
+ * split; its threaded factorisations may round otherwise). */
+static void test_row_threads(void)
+{
+    static const struct { const char *name; const char *kv[9]; } cases[] = {
+        { "gptq", { NULL } },
+        { "gptq", { "act_order", "1", "blocksize", "32", NULL } },
+        { "gptq", { "group", "32", "clip", "mse", NULL } },
+        { "gptq", { "grid", "rms", "rms_scope", "column", "blocksize", "48", NULL } },
+        { "gptq", { "rounding", "stochastic", NULL } },
+        { "ldlq", { "blocksize", "32", NULL } },
+        { "ldlq", { "order", "forward", "group", "32", "clamp_w", "1", NULL } },
+        { "ldlq", { "grid", "rms", "rounding", "stochastic", NULL } },
+        { "ldlq_rg", { "npasses", "3", "blocksize", "32", NULL } },
+        { "ldlq_rg", { "group", "32", "npasses", "4", "pass_clamp", "pass", "clamp_w", "1", NULL } },
+        { "greedy", { "blocksize", "32", NULL } },
+        { "greedy", { "group", "32", "pass_clamp", "pass", NULL } },
+        { "ternary", { "feedback", "1", NULL } },
+        { "ternary", { "feedback", "1", "scope", "row", "group", "32", NULL } },
+        { "bitnet1", { "feedback", "1", "group", "32", NULL } },
+        { "gptqt", { "group", "32", NULL } },
+    };
+    /* 517 = 32·16 + 5 rows: OpenBLAS blocks M, and its remainder rows round
+     * by the block they fall in (qh_rows_dgemm keeps them in a call of their own). */
+    static const size_t shapes[][2] = { { 67, 160 }, { 200, 96 }, { 517, 288 } };
+    int blas = qh_blas_info().threads;
+    qh_blas_set_threads(1);          /* the factorisations too, so that only the row loops differ */
+    for (size_t sh = 0; sh < 3; sh++) {
+        size_t m = shapes[sh][0], n = shapes[sh][1];
+        qh_matd *W = random_W(m, n, 91 + (uint32_t)sh), *H = random_H(n, n + 20, 93 + (uint32_t)sh);
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            const qh_method_type *mt = qh_method_find(cases[c].name);
+            int bits = valid_bits(mt, 3);
+            qh_result r[3];
+            int ok = 1;
+            for (int t = 0; t < 3; t++) {
+                qh_result_init(&r[t]);
+                qh_rows_set_threads(t + 1);
+                ok &= qh_rows_threads(m, n) == t + 1;
+                ok &= quantize(cases[c].name, cases[c].kv, W, H, bits, 5, &r[t], 0) == QH_OK;
+            }
+            qh_rows_set_threads(0);
+            QH_CHECK(ok, "%s case %zu (%zu x %zu) runs on 1, 2, 3 threads: %s", cases[c].name, c, m, n,
+                     qh_last_error());
+            for (int t = 1; ok && t < 3; t++)
+                QH_CHECK(!memcmp(r[0].What->data, r[t].What->data, m * n * sizeof(double))
+                         && r[0].proxy_loss == r[t].proxy_loss
+                         && r[0].n_greedy_passes == r[t].n_greedy_passes,
+                         "%s case %zu (%zu x %zu): %d threads give 1 thread's bytes (%zu of %zu "
+                         "entries equal, loss %.17g vs %.17g, passes %zu vs %zu)", cases[c].name, c, m, n,
+                         t + 1, count_equal(r[0].What, r[t].What), m * n, r[t].proxy_loss,
+                         r[0].proxy_loss, r[t].n_greedy_passes, r[0].n_greedy_passes);
+            for (int t = 0; t < 3; t++) qh_result_free(&r[t]);
+        }
+        qh_matd_free(W);
+        qh_matd_free(H);
+    }
+    qh_blas_set_threads(blas);
+}
+
+/* One failing chunk fails the run with its message; BLAS threads come back. */
+static int fail_on_last(void *arg, const qh_rows_chunk *c)
+{
+    int *calls = arg;
+    __atomic_add_fetch(calls, 1, __ATOMIC_RELAXED);
+    qh_rows_sync(c);
+    if (c->tid == c->nt - 1 && c->nt > 1) QH_ERROR(QH_ENOMEM, "chunk %d of rows %zu..%zu", c->tid, c->r0, c->r1);
+    return QH_OK;
+}
+
+static void test_row_threads_errors(void)
+{
+    int blas = qh_blas_info().threads, calls = 0;
+    qh_error_clear();
+    int st = qh_rows_run(40, 3, fail_on_last, &calls);
+    QH_CHECK(st == QH_ENOMEM && strstr(qh_last_error(), "chunk 2 of rows 32..40") && calls == 3,
+             "a worker's status and message reach the caller (status %d, '%s', %d calls)", st,
+             qh_last_error(), calls);
+    QH_CHECK(qh_blas_info().threads == blas, "BLAS threads restored (%d)", qh_blas_info().threads);
+    calls = 0;
+    QH_CHECK(qh_rows_run(33, 5, fail_on_last, &calls) == QH_ENOMEM && calls == 3,
+             "threads capped at the count of 16-row units");
+    calls = 0;
+    QH_CHECK(qh_rows_run(4, 1, fail_on_last, &calls) == QH_OK && calls == 1, "one thread: one call");
+    qh_rows_set_threads(0);
+    QH_CHECK(qh_rows_threads(8, 8) == 1, "small layers default to one thread");
+}
+
 int main(void)
 {
     test_registry();
@@ -749,5 +848,7 @@ int main(void)
     test_result_reuse();
     test_incoherence();
     test_bad_inputs();
+    test_row_threads();
+    test_row_threads_errors();
     return qh_test_summary();
 }

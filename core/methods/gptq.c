@@ -22,6 +22,7 @@
  */
 #include "gptq.h"
 #include "qh_quant.h"
+#include "qh_rows.h"
 
 #include <string.h>
 
@@ -64,37 +65,90 @@ static int gptq_prepare(const qh_quant_params *p, const qh_problem *in, qh_resul
     return QH_OK;
 }
 
-/* Rounds processing column i of L->Wp (with its feedback applied), writes the
- * code into out->What_proc and the scaled error (w − q)/Hinv_ii into e.
- * With a rounding hook (rnd non-NULL) the hook fits each group at its start
- * and rounds; the grid then only carries the group layout. */
+/* A fit that reads every row (a rounding hook's, grid=rms per column) runs on
+ * thread 0 once every thread has brought its rows up to date; the others
+ * wait until it is done (no-ops on one thread). */
+#define SERIAL_FIT(c, call)                                                       \
+    do {                                                                          \
+        qh_rows_sync(c);                                                          \
+        if ((c)->tid == 0) call;                                                  \
+        qh_rows_sync(c);                                                          \
+    } while (0)
+
+/* Rounds processing column i of L->Wp (with its feedback applied) in rows
+ * c->r0..c->r1−1 (Wr: the view of those rows), writes the code into
+ * out->What_proc and the scaled error (w − q)/Hinv_ii into e (one entry per
+ * row of the chunk).  With a rounding hook (rnd non-NULL) the hook fits each
+ * group at its start and rounds; the grid then only carries the group layout. */
 static void round_column(qh_layer *L, qh_result *out, size_t i, double *e, int rms_column,
-                         const qh_gptq_rounding *rnd)
+                         const qh_gptq_rounding *rnd, const qh_rows_chunk *c, const qh_matd *Wr)
 {
     qh_grid *g = &out->grid;
     size_t gi = qh_group_of(g, i);
     if (g->n_groups > 1 && i % g->group == 0) {
-        if (rnd) rnd->fit(rnd->ctx, &L->Wp, i, g->group, gi);
-        else qh_grid_fit(g, &L->Wp, i, g->group, gi);
+        if (rnd) SERIAL_FIT(c, rnd->fit(rnd->ctx, &L->Wp, i, g->group, gi));
+        else qh_grid_fit_rows(g, Wr, c->r0, i, g->group, gi);   /* minmax: per row */
     }
-    if (rms_column) qh_grid_fit(g, &L->Wp, i, 1, 0);
+    if (rms_column) SERIAL_FIT(c, qh_grid_fit(g, &L->Wp, i, 1, 0));
     double rii = QH_AT(&L->F, i, i);
-    for (size_t r = 0; r < L->m; r++) {
-        double w = QH_AT(&L->Wp, r, i);
-        double q = rnd ? rnd->round(rnd->ctx, r, gi, w) : qh_grid_round(g, r, gi, w, qh_layer_eta(L));
-        QH_AT(out->What_proc, r, L->perm[i]) = q;
+    for (size_t r = 0; r < Wr->rows; r++) {
+        double w = QH_AT(Wr, r, i);
+        double q = rnd ? rnd->round(rnd->ctx, c->r0 + r, gi, w)
+                       : qh_grid_round(g, c->r0 + r, gi, w, qh_layer_eta(L));
+        QH_AT(out->What_proc, c->r0 + r, L->perm[i]) = q;
         e[r] = (w - q) / rii;
     }
 }
 
-/* Wp[:, j] −= e·Hinv[i, j] for j in [j0, j1). */
-static void push_error(qh_layer *L, size_t i, const double *e, size_t j0, size_t j1)
+/* Wr[:, j] −= e·Hinv[i, j] for j in [j0, j1) (Wr: the chunk's rows). */
+static void push_error(const qh_layer *L, const qh_matd *Wr, size_t i, const double *e, size_t j0,
+                       size_t j1)
 {
     for (size_t j = j0; j < j1; j++) {
         double c = QH_AT(&L->F, i, j);
-        double *w = &QH_AT(&L->Wp, 0, j);
-        for (size_t r = 0; r < L->m; r++) w[r] -= e[r] * c;
+        double *w = &QH_AT(Wr, 0, j);
+        for (size_t r = 0; r < Wr->rows; r++) w[r] -= e[r] * c;
     }
+}
+
+typedef struct {
+    const qh_quant_params *p;
+    qh_layer *L;
+    qh_result *out;
+    const qh_gptq_rounding *rnd;
+    size_t B;
+    double *E;                       /* (m, B) block errors: a chunk of mr rows has mr x B at row r0·B */
+} gptq_job;
+
+/* The lazy-block column loop on one chunk of rows (all rows on one thread). */
+static int gptq_rows(void *arg, const qh_rows_chunk *c)
+{
+    gptq_job *jb = arg;
+    qh_layer *L = jb->L;
+    size_t mr = c->r1 - c->r0, n = L->n, B = jb->B;
+    qh_matd Wr = { mr, n, L->Wp.ld, L->Wp.data + c->r0, 0 };
+    double *E = jb->E + c->r0 * B;   /* (mr, B) scaled errors of the block */
+    int rms_column = rms_per_column(jb->p);
+    for (size_t b0 = 0; b0 < n; b0 += B) {
+        size_t b1 = b0 + B < n ? b0 + B : n;
+        /* Inside the block, rank-1 updates only within sub-blocks of QH_QUANT_SUB columns;
+         * the rest of the block catches up by one small dgemm per sub-block. */
+        for (size_t s0 = b0; s0 < b1; s0 += QH_QUANT_SUB) {
+            size_t s1 = s0 + QH_QUANT_SUB < b1 ? s0 + QH_QUANT_SUB : b1;
+            for (size_t i = s0; i < s1; i++) {
+                round_column(L, jb->out, i, E + (i - b0) * mr, rms_column, jb->rnd, c, &Wr);
+                push_error(L, &Wr, i, E + (i - b0) * mr, i + 1, s1);
+            }
+            if (s1 < b1)
+                qh_rows_dgemm(L->m, c->r0, mr, b1 - s1, s1 - s0, -1.0, E + (s0 - b0) * mr,
+                              &QH_AT(&L->F, s0, s1), L->F.ld, 1.0, &QH_AT(&Wr, 0, s1), Wr.ld);
+        }
+        /* Lazy update of the later columns: W[:, b1:] −= E_blk · Hinv[blk, b1:] */
+        if (b1 < n)
+            qh_rows_dgemm(L->m, c->r0, mr, n - b1, b1 - b0, -1.0, E, &QH_AT(&L->F, b0, b1), L->F.ld,
+                          1.0, &QH_AT(&Wr, 0, b1), Wr.ld);
+    }
+    return QH_OK;
 }
 
 int qh_gptq_run(const qh_quant_params *p, const qh_problem *in, qh_result *out, void *work,
@@ -105,27 +159,9 @@ int qh_gptq_run(const qh_quant_params *p, const qh_problem *in, qh_result *out, 
     qh_layer L;
     QH_TRY(gptq_prepare(p, in, out, &ws, &L));
     if (rnd && out->grid.n_groups == 1) rnd->fit(rnd->ctx, &L.Wp, 0, n, 0);
-    double *E = qh_ws_take(&ws, m * B);   /* (m, B) scaled errors of the block */
-    for (size_t b0 = 0; b0 < n; b0 += B) {
-        size_t b1 = b0 + B < n ? b0 + B : n;
-        /* Inside the block, rank-1 updates only within sub-blocks of QH_QUANT_SUB columns;
-         * the rest of the block catches up by one small dgemm per sub-block. */
-        for (size_t s0 = b0; s0 < b1; s0 += QH_QUANT_SUB) {
-            size_t s1 = s0 + QH_QUANT_SUB < b1 ? s0 + QH_QUANT_SUB : b1;
-            for (size_t i = s0; i < s1; i++) {
-                round_column(&L, out, i, E + (i - b0) * m, rms_per_column(p), rnd);
-                push_error(&L, i, E + (i - b0) * m, i + 1, s1);
-            }
-            if (s1 < b1)
-                qh_lin_dgemm('N', 'N', m, b1 - s1, s1 - s0, -1.0, E + (s0 - b0) * m, m,
-                             &QH_AT(&L.F, s0, s1), L.F.ld, 1.0, &QH_AT(&L.Wp, 0, s1), L.Wp.ld);
-        }
-        /* Lazy update of the later columns: W[:, b1:] −= E_blk · Hinv[blk, b1:] */
-        if (b1 < n)
-            qh_lin_dgemm('N', 'N', m, n - b1, b1 - b0, -1.0, E, m, &QH_AT(&L.F, b0, b1), L.F.ld,
-                         1.0, &QH_AT(&L.Wp, 0, b1), L.Wp.ld);
-    }
-    return QH_OK;
+    gptq_job jb = { p, &L, out, rnd, B, qh_ws_take(&ws, m * B) };
+    /* Stochastic rounding draws one stream in row order: one thread. */
+    return qh_rows_run(m, L.stochastic ? 1 : qh_rows_threads(m, n), gptq_rows, &jb);
 }
 
 static int gptq_quantize(const void *params, const qh_problem *in, qh_result *out, void *work)
@@ -141,9 +177,10 @@ static int gptq_quantize_ref(const void *params, const qh_problem *in, qh_result
     qh_layer L;
     QH_TRY(gptq_prepare(p, in, out, &ws, &L));
     double *e = qh_ws_take(&ws, m);
+    qh_rows_chunk all = { 0, m, 0, 1, NULL };
     for (size_t i = 0; i < n; i++) {
-        round_column(&L, out, i, e, rms_per_column(p), NULL);
-        push_error(&L, i, e, i + 1, n);
+        round_column(&L, out, i, e, rms_per_column(p), NULL, &all, &L.Wp);
+        push_error(&L, &L.Wp, i, e, i + 1, n);
     }
     return QH_OK;
 }

@@ -10,6 +10,7 @@
  */
 #include "greedy.h"
 #include "qh_quant.h"
+#include "qh_rows.h"
 
 #include <string.h>
 
@@ -28,6 +29,30 @@ static size_t greedy_workspace_size(const void *params, size_t m, size_t n)
     return qh_quant_ws_bytes(m, n, 3, 2, 2 * m * (size_t)p->blocksize + n) + 4 * QH_WS_ALIGN;
 }
 
+typedef struct {
+    qh_layer *L;
+    qh_grid *g;
+    qh_matd *Q;
+} start_job;
+
+/* On one chunk of rows: each group's grid from W (per row), the target
+ * clamped into it (clamp_w), and Q = W. */
+static int start_rows(void *arg, const qh_rows_chunk *c)
+{
+    start_job *jb = arg;
+    qh_layer *L = jb->L;
+    qh_grid *g = jb->g;
+    size_t r0 = c->r0, mr = c->r1 - c->r0;
+    qh_matd Wr = { mr, L->n, L->Wp.ld, L->Wp.data + r0, 0 };
+    for (size_t gi = 0; g->n_groups > 1 && gi < g->n_groups; gi++) {
+        qh_grid_fit_rows(g, &Wr, r0, gi * g->group, g->group, gi);
+        qh_layer_clamp_target_rows(L, g, gi * g->group, g->group, gi, r0, c->r1);
+    }
+    for (size_t k = 0; k < L->n; k++)
+        memcpy(&QH_AT(jb->Q, r0, k), &QH_AT(&L->Wp, r0, k), mr * sizeof(double));
+    return QH_OK;
+}
+
 static int greedy_quantize(const void *params, const qh_problem *in, qh_result *out, void *work)
 {
     const qh_quant_params *p = params;
@@ -35,15 +60,11 @@ static int greedy_quantize(const void *params, const qh_problem *in, qh_result *
     qh_bump ws = { work, greedy_workspace_size(params, m, n) };
     qh_layer L;
     QH_TRY(qh_quant_prepare(p, in, out, QH_ORDER_DIAG_DESC, QH_FACTOR_CHOL, &ws, &L));
-    qh_grid *g = &out->grid;
-    for (size_t gi = 0; g->n_groups > 1 && gi < g->n_groups; gi++) {
-        qh_grid_fit(g, &L.Wp, gi * g->group, g->group, gi);
-        qh_layer_clamp_target(&L, g, gi * g->group, g->group, gi);
-    }
     qh_matd Q = qh_ws_mat(&ws, m, n);
-    for (size_t k = 0; k < n; k++)
-        memcpy(&QH_AT(&Q, 0, k), &QH_AT(&L.Wp, 0, k), m * sizeof(double));
-    out->n_greedy_passes = qh_greedy_passes(&L, g, &Q, p->npasses, (size_t)p->blocksize, &ws);
+    start_job sj = { &L, &out->grid, &Q };
+    QH_TRY(qh_rows_run(m, qh_rows_threads(m, n), start_rows, &sj));
+    QH_TRY(qh_greedy_passes(&L, &out->grid, &Q, p->npasses, (size_t)p->blocksize, &ws,
+                            &out->n_greedy_passes));
     qh_quant_store(&L, &Q, out);
     return QH_OK;
 }

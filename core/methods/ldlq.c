@@ -21,6 +21,7 @@
  */
 #include "ldlq.h"
 #include "qh_quant.h"
+#include "qh_rows.h"
 
 #include <string.h>
 
@@ -63,58 +64,82 @@ static int ldlq_prepare(const qh_quant_params *p, qh_order_kind order, const qh_
 }
 
 /* At a group start, fits the group to the updated weights W + A (A the
- * feedback so far, NULL = none) using T (m x group) as scratch. */
-static void fit_group(qh_layer *L, qh_grid *g, size_t k, const qh_matd *A, double *T)
+ * feedback so far, NULL = none) in rows r0..r0+mr−1, using T (mr x group) as
+ * scratch.  Grouped grids are per row (minmax), so each chunk of rows fits
+ * its own. */
+static void fit_group(qh_layer *L, qh_grid *g, size_t k, const qh_matd *A, double *T, size_t r0,
+                      size_t mr)
 {
     if (g->n_groups == 1 || k % g->group != 0) return;
-    qh_matd Tm = { L->m, g->group, L->m, T, 0 };
+    qh_matd Tm = { mr, g->group, mr ? mr : 1, T, 0 };
     for (size_t c = 0; c < g->group; c++)
-        for (size_t r = 0; r < L->m; r++)
-            QH_AT(&Tm, r, c) = QH_AT(&L->Wp, r, k + c) + (A ? QH_AT(A, r, k + c) : 0.0);
-    qh_grid_fit(g, &Tm, 0, g->group, qh_group_of(g, k));
-    qh_layer_clamp_target(L, g, k, g->group, qh_group_of(g, k));
+        for (size_t r = 0; r < mr; r++)
+            QH_AT(&Tm, r, c) = QH_AT(&L->Wp, r0 + r, k + c) + (A ? QH_AT(A, r0 + r, k + c) : 0.0);
+    qh_grid_fit_rows(g, &Tm, r0, 0, g->group, qh_group_of(g, k));
+    qh_layer_clamp_target_rows(L, g, k, g->group, qh_group_of(g, k), r0, r0 + mr);
 }
 
-/* Rounds column k given its feedback a (length m): the grid point into q and
- * the error W_k − Ŵ_k into e (both length m). */
+/* Rounds column k in rows r0..r0+mr−1 given their feedback a: the grid
+ * point into q and the error W_k − Ŵ_k into e (a, q, e: mr entries). */
 static void round_column(qh_layer *L, const qh_grid *g, size_t k, const double *a,
-                         double *q, double *e)
+                         double *q, double *e, size_t r0, size_t mr)
 {
     size_t gi = qh_group_of(g, k);
-    for (size_t r = 0; r < L->m; r++) {
-        double w = QH_AT(&L->Wp, r, k);
-        q[r] = qh_grid_round(g, r, gi, w + a[r], qh_layer_eta(L));
+    for (size_t r = 0; r < mr; r++) {
+        double w = QH_AT(&L->Wp, r0 + r, k);
+        q[r] = qh_grid_round(g, r0 + r, gi, w + a[r], qh_layer_eta(L));
         e[r] = w - q[r];
     }
 }
 
-/* Blocked LDLQ in processing order; the codes go to Q (m x n, processing order). */
-static void ldlq_blocked(qh_layer *L, qh_grid *g, size_t B, qh_matd *Q, qh_bump *ws)
+typedef struct {
+    qh_layer *L;
+    qh_grid *g;
+    size_t B;
+    qh_matd *Q, *A;                  /* (m, n) codes and feedback, processing order */
+    double *E, *T;                   /* (m, B) each: a chunk of mr rows has mr x B at row r0·B */
+} ldlq_job;
+
+/* Blocked LDLQ on one chunk of rows (all rows on one thread). */
+static int ldlq_rows(void *arg, const qh_rows_chunk *c)
 {
-    size_t m = L->m, n = L->n;
-    qh_matd A = qh_ws_mat(ws, m, n);          /* feedback Σ_j E_j U̇_jk, lazily complete */
-    double *E = qh_ws_take(ws, m * B), *T = qh_ws_take(ws, m * B);
+    ldlq_job *jb = arg;
+    qh_layer *L = jb->L;
+    size_t r0 = c->r0, mr = c->r1 - c->r0, n = L->n, B = jb->B;
+    qh_matd *A = jb->A, *Q = jb->Q;  /* A: Σ_j E_j U̇_jk, lazily complete */
+    double *E = jb->E + r0 * B, *T = jb->T + r0 * B;
     for (size_t b0 = 0; b0 < n; b0 += B) {
         size_t b1 = b0 + B < n ? b0 + B : n;
         for (size_t s0 = b0; s0 < b1; s0 += QH_QUANT_SUB) {   /* sub-blocks as in gptq.c */
             size_t s1 = s0 + QH_QUANT_SUB < b1 ? s0 + QH_QUANT_SUB : b1;
             for (size_t k = s0; k < s1; k++) {
-                double *e = E + (k - b0) * m;
-                fit_group(L, g, k, &A, T);
-                round_column(L, g, k, &QH_AT(&A, 0, k), &QH_AT(Q, 0, k), e);
+                double *e = E + (k - b0) * mr;
+                fit_group(L, jb->g, k, A, T, r0, mr);
+                round_column(L, jb->g, k, &QH_AT(A, r0, k), &QH_AT(Q, r0, k), e, r0, mr);
                 for (size_t j = k + 1; j < s1; j++) {
-                    double u = QH_AT(&L->F, k, j), *a = &QH_AT(&A, 0, j);
-                    for (size_t r = 0; r < m; r++) a[r] += e[r] * u;
+                    double u = QH_AT(&L->F, k, j), *a = &QH_AT(A, r0, j);
+                    for (size_t r = 0; r < mr; r++) a[r] += e[r] * u;
                 }
             }
             if (s1 < b1)
-                qh_lin_dgemm('N', 'N', m, b1 - s1, s1 - s0, 1.0, E + (s0 - b0) * m, m,
-                             &QH_AT(&L->F, s0, s1), L->F.ld, 1.0, &QH_AT(&A, 0, s1), A.ld);
+                qh_rows_dgemm(L->m, r0, mr, b1 - s1, s1 - s0, 1.0, E + (s0 - b0) * mr,
+                              &QH_AT(&L->F, s0, s1), L->F.ld, 1.0, &QH_AT(A, r0, s1), A->ld);
         }
         if (b1 < n)                          /* A[:, b1:] += E_blk · U̇[blk, b1:] */
-            qh_lin_dgemm('N', 'N', m, n - b1, b1 - b0, 1.0, E, m, &QH_AT(&L->F, b0, b1), L->F.ld,
-                         1.0, &QH_AT(&A, 0, b1), A.ld);
+            qh_rows_dgemm(L->m, r0, mr, n - b1, b1 - b0, 1.0, E, &QH_AT(&L->F, b0, b1), L->F.ld,
+                          1.0, &QH_AT(A, r0, b1), A->ld);
     }
+    return QH_OK;
+}
+
+/* Blocked LDLQ in processing order; the codes go to Q (m x n, processing
+ * order).  Rows in parallel (qh_rows.h); stochastic rounding on one thread. */
+static int ldlq_blocked(qh_layer *L, qh_grid *g, size_t B, qh_matd *Q, qh_bump *ws)
+{
+    size_t m = L->m, n = L->n;
+    qh_matd A = qh_ws_mat(ws, m, n);
+    ldlq_job jb = { L, g, B, Q, &A, qh_ws_take(ws, m * B), qh_ws_take(ws, m * B) };
+    return qh_rows_run(m, L->stochastic ? 1 : qh_rows_threads(m, n), ldlq_rows, &jb);
 }
 
 static qh_order_kind ldlq_order(const qh_quant_params *p)
@@ -131,7 +156,7 @@ static int ldlq_quantize(const void *params, const qh_problem *in, qh_result *ou
     QH_TRY(ldlq_prepare(p, ldlq_order(p), in, out, &ws, &L));
     /* Codes land in a processing-order copy; out->What_proc is free until the store. */
     qh_matd Q = qh_ws_mat(&ws, m, n);
-    ldlq_blocked(&L, &out->grid, qh_quant_block(p), &Q, &ws);
+    QH_TRY(ldlq_blocked(&L, &out->grid, qh_quant_block(p), &Q, &ws));
     qh_quant_store(&L, &Q, out);
     return QH_OK;
 }
@@ -164,7 +189,8 @@ static int ldlq_quantize_ref(const void *params, const qh_problem *in, qh_result
             qh_grid_fit(&out->grid, &Tm, 0, out->grid.group, qh_group_of(&out->grid, k));
             qh_layer_clamp_target(&L, &out->grid, k, out->grid.group, qh_group_of(&out->grid, k));
         }
-        round_column(&L, &out->grid, k, a, &QH_AT(out->What_proc, 0, L.perm[k]), &QH_AT(&E, 0, k));
+        round_column(&L, &out->grid, k, a, &QH_AT(out->What_proc, 0, L.perm[k]), &QH_AT(&E, 0, k), 0,
+                     m);
     }
     return QH_OK;
 }
@@ -177,8 +203,9 @@ static int ldlq_rg_quantize(const void *params, const qh_problem *in, qh_result 
     qh_layer L;
     QH_TRY(ldlq_prepare(p, QH_ORDER_DIAG_DESC, in, out, &ws, &L));
     qh_matd Q = qh_ws_mat(&ws, m, n);
-    ldlq_blocked(&L, &out->grid, qh_quant_block(p), &Q, &ws);
-    out->n_greedy_passes = qh_greedy_passes(&L, &out->grid, &Q, p->npasses, qh_quant_block(p), &ws);
+    QH_TRY(ldlq_blocked(&L, &out->grid, qh_quant_block(p), &Q, &ws));
+    QH_TRY(qh_greedy_passes(&L, &out->grid, &Q, p->npasses, qh_quant_block(p), &ws,
+                            &out->n_greedy_passes));
     qh_quant_store(&L, &Q, out);
     return QH_OK;
 }

@@ -153,6 +153,9 @@ int qh_quant_prepare(const qh_quant_params *p, const qh_problem *in, qh_result *
 /* With clamp_w, clamps columns c0..c0+nc−1 of L->Wp (the target) into
  * group gi of the grid; called when that group's grid is known. */
 void qh_layer_clamp_target(qh_layer *L, const qh_grid *g, size_t c0, size_t nc, size_t gi);
+/* The same on rows r0..r1−1 only (row-parallel loops). */
+void qh_layer_clamp_target_rows(qh_layer *L, const qh_grid *g, size_t c0, size_t nc, size_t gi,
+                                size_t r0, size_t r1);
 
 /* η for the next rounding: ½ or U[0, 1). */
 static inline double qh_layer_eta(qh_layer *L)
@@ -170,9 +173,12 @@ static inline size_t qh_group_of(const qh_grid *g, size_t k) { return k / g->gro
  * clamping and Ŵ is clamped once at the end of each pass (no such guarantee).
  *   Q: (m, n) current Ŵ in processing order (updated in place); L->Wp, L->Hp.
  *   Stops after npasses or after a pass that changed nothing.
- *   ws: takes 1 m x n + 2 m x blocksize matrices.  Returns passes run. */
-size_t qh_greedy_passes(qh_layer *L, const qh_grid *g, qh_matd *Q, int npasses,
-                        size_t blocksize, qh_bump *ws);
+ *   ws: takes 1 m x n + 2 m x blocksize matrices.  *runs: passes run.
+ * Rows run in parallel (qh_rows.h; each chunk stops at its first pass without
+ * a change, which leaves Q as the whole-matrix stop does; *runs is the most
+ * any chunk ran, i.e. the whole matrix's count).  Returns QH_OK or QH_ENOMEM. */
+int qh_greedy_passes(qh_layer *L, const qh_grid *g, qh_matd *Q, int npasses,
+                     size_t blocksize, qh_bump *ws, size_t *runs) QH_MUST_CHECK;
 
 /* Writes Q (processing order) into out->What_proc (original column order). */
 void qh_quant_store(const qh_layer *L, const qh_matd *Q, qh_result *out);
