@@ -210,6 +210,13 @@ typedef struct qh_block_ops {
      * tunable parameters aside inside the state, RESTORE puts the saved copy
      * back.  QH_OK or QH_ENOMEM. */
     int (*keep)(void *state, int action);
+    /* Optional (NULL: none): the whole-model stage (pipeline/model_stage.h), run after
+     * every block is quantized (and block-tuned), tuning the states of every linear of
+     * the model jointly against the KL of the model's logits to the float model's.
+     * model_plan gives its plan (steps 0: no stage; loss is ignored, keep_best needs
+     * keep), model_step one optimiser step as step does, with the stage's rate. */
+    void (*model_plan)(const void *params, qh_block_plan *out);
+    int (*model_step)(const void *params, void *state, const qh_matd *G, int step_no);
 } qh_block_ops;
 
 /* quantize contract: in->W, in->H are in the processed basis and valid

@@ -27,6 +27,7 @@ enum qh_rng_purpose {                /* stable values: never reuse or renumber *
     QH_RNG_AQLM = 12,
     QH_RNG_BLOCK_DRAW = 13,          /* the block stage's random windows per step */
     QH_RNG_ROTATION = 14,            /* the random signs of a model's residual rotation */
+    QH_RNG_MODEL_DRAW = 15,          /* the whole-model stage's random windows per step */
 };
 
 qh_rng   qh_rng_stream(uint64_t seed, uint32_t layer, uint32_t purpose);

@@ -87,9 +87,10 @@ out=$("$QH" quantize --model models/opt-7m --method mpo --bits 16 --param heal_s
 # ---- skip with a block-tuned row: the skipped linear stays float and untuned, the rest tuned
 echo '[ { "match": "*.layers.0.fc1", "skip": true }, { "match": "*.layers.1.*", "skip": true } ]' > "$tmp/skip.json"
 "$QH" quantize --model models/opt-7m --method mpo --bits 16 --param chi=8 --param heal_steps=2 --param heal_batch=1 \
-    "${small[@]}" --no-save --layers "$tmp/skip.json" --out "$tmp/t5" >/dev/null 2>&1
+    --param heal_kl_steps=1 --param heal_kl_batch=1 "${small[@]}" --no-save --layers "$tmp/skip.json" --out "$tmp/t5" >/dev/null 2>&1
 f="$tmp/t5/opt-7m.mpo.w16.s0.h5"
-[ "$(attr "$f" /run status)" = 0 ] && ok "a block-tuned cell with skip rules completes" || bad "mpo skip: $(attr "$f" /run message)"
+[ "$(attr "$f" /run status)" = 0 ] && [ -n "$(attr "$f" /run heal_kl_final)" ] \
+    && ok "a block- and model-tuned cell with skip rules completes" || bad "mpo skip: $(attr "$f" /run message)"
 paste <(column "$f" name) <(column "$f" skipped) <(column "$f" block_loss_init) <(column "$f" proxy) > "$tmp/bt"
 awk '$1 ~ /layers\.0\.fc1$/ && $2 == 1 && $3 == "nan" && $4 == 0 { n++ } END { exit n != 1 }' "$tmp/bt" \
     && ok "the skipped linear of a tuned block stays float and untuned" || bad "layer 0 fc1: $(grep 'layers.0.fc1' "$tmp/bt")"

@@ -22,6 +22,14 @@ static const qh_param_desc lowrank_params[] = {
       "healing rate, relative to each factor's entry RMS", NULL },
     { "heal_batch", QH_PARAM_INT, offsetof(qh_lowrank_params, heal.heal_batch), 4, 1, 4096, NULL,
       "healing: calibration windows per step, drawn at random", NULL },
+    { "heal_kl_steps", QH_PARAM_INT, offsetof(qh_lowrank_params, heal.heal_kl_steps), 0, 0,
+      1000000, NULL, "end-to-end healing: Adam steps on the factors of all decoder linears "
+      "against the KL of the whole model's next-token distributions to the float model's, "
+      "after the block loop (0: off)", NULL },
+    { "heal_kl_lr", QH_PARAM_DOUBLE, offsetof(qh_lowrank_params, heal.heal_kl_lr), 1e-3, 0, 10,
+      NULL, "end-to-end healing rate, relative to each factor's entry RMS", NULL },
+    { "heal_kl_batch", QH_PARAM_INT, offsetof(qh_lowrank_params, heal.heal_kl_batch), 4, 1, 4096,
+      NULL, "end-to-end healing: calibration windows per step, drawn at random", NULL },
     { 0 },
 };
 

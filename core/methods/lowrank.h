@@ -4,7 +4,8 @@
  * the outputs (mpo.h with in = (n, 1), out = (1, m)): core 1 = V_r (n x r),
  * core 2 = Σ_r U_rᵀ (r x m), so it shares the MPO engine, the bits accounting
  * and the healing block ops (heal_steps, heal_lr, heal_batch; Adam on both
- * factors from ∂ℓ/∂U = G V, ∂ℓ/∂V = Gᵀ U by the same chain rule).
+ * factors from ∂ℓ/∂U = G V, ∂ℓ/∂V = Gᵀ U by the same chain rule), and the
+ * end-to-end KL healing of mpo.h (heal_kl_steps, heal_kl_lr, heal_kl_batch).
  *
  * hessian = 1: the same truncation of A = W·S, S = (H + λ·mean(diag H)·I)^{1/2}
  * (symmetric square root by dsyevd; λ = damp), mapped back as Ŵ = Â·S^{-1}

@@ -34,6 +34,14 @@ static const qh_param_desc mpo_params[] = {
       "healing rate, relative to each core's entry RMS", NULL },
     { "heal_batch", QH_PARAM_INT, offsetof(qh_mpo_params, heal.heal_batch), 4, 1, 4096, NULL,
       "healing: calibration windows per step, drawn at random", NULL },
+    { "heal_kl_steps", QH_PARAM_INT, offsetof(qh_mpo_params, heal.heal_kl_steps), 0, 0, 1000000,
+      NULL, "end-to-end healing: Adam steps on all cores of all decoder linears against the "
+      "KL of the whole model's next-token distributions to the float model's, after the "
+      "block loop (0: off)", NULL },
+    { "heal_kl_lr", QH_PARAM_DOUBLE, offsetof(qh_mpo_params, heal.heal_kl_lr), 1e-3, 0, 10, NULL,
+      "end-to-end healing rate, relative to each core's entry RMS", NULL },
+    { "heal_kl_batch", QH_PARAM_INT, offsetof(qh_mpo_params, heal.heal_kl_batch), 4, 1, 4096,
+      NULL, "end-to-end healing: calibration windows per step, drawn at random", NULL },
     { 0 },
 };
 
@@ -441,6 +449,21 @@ static int block_step(const void *params, void *state, const qh_matd *G, int ste
     return QH_OK;
 }
 
+static void model_plan(const void *params, qh_block_plan *out)
+{
+    const qh_mpo_heal_params *h = params;
+    *out = (qh_block_plan){ .loss = QH_BLOCK_LOSS_MSE, .steps = h->heal_kl_steps,
+                            .batch = h->heal_kl_batch, .draw = QH_BLOCK_DRAW_RANDOM,
+                            .keep_best = 1 };
+}
+
+static int model_step(const void *params, void *state, const qh_matd *G, int step_no)
+{
+    qh_mpo_heal_params h = *(const qh_mpo_heal_params *)params;
+    h.heal_lr = h.heal_kl_lr;
+    return block_step(&h, state, G, step_no);
+}
+
 static int block_keep(void *state, int action)
 {
     qh_mpo_state *s = state;
@@ -451,12 +474,14 @@ static int block_keep(void *state, int action)
 }
 
 const qh_block_ops qh_mpo_block_ops = {
-    .setting = "heal_steps > 0",
+    .setting = "heal_steps > 0 or heal_kl_steps > 0",
     .wants = block_wants,
     .plan = block_plan,
     QH_BLOCK_STATE_FIELDS(block),
     .step = block_step,
     .keep = block_keep,
+    .model_plan = model_plan,
+    .model_step = model_step,
 };
 
 /* ---- the rows' common finish --------------------------------------------------- */
@@ -469,6 +494,10 @@ int qh_mpo_finish(const qh_mpo_heal_params *heal, const qh_problem *in, qh_mpo *
     if (in->bits < 16 && heal->heal_steps > 0)
         QH_ERROR(QH_EINVAL, "%s: heal_steps = %d needs float cores (bits 16); cores rounded to "
                  "%d bits are not healed", in->name ? in->name : "layer", heal->heal_steps,
+                 in->bits);
+    if (in->bits < 16 && heal->heal_kl_steps > 0)
+        QH_ERROR(QH_EINVAL, "%s: heal_kl_steps = %d needs float cores (bits 16); cores rounded "
+                 "to %d bits are not healed", in->name ? in->name : "layer", heal->heal_kl_steps,
                  in->bits);
     if (in->bits <= 8) qh_mpo_quantize_cores(mpo, in->bits);
     QH_TRY(qh_mpo_contract(mpo, out->What_proc));
@@ -555,7 +584,8 @@ const qh_method_type qh_method_mpo = {
     .needs = 0,
     .summary = "CompactifAI: TT-SVD of W into a matrix product operator of bond chi over "
                "`factors` cores (FP16 cores at bits 16, rounded cores at 2..8); optional proxy "
-               "refinement and block-stage healing (heal_steps)",
+               "refinement, block-stage healing (heal_steps) and end-to-end KL healing "
+               "(heal_kl_steps)",
     .params = mpo_params,
     .params_size = sizeof(qh_mpo_params),
     .workspace_size = mpo_workspace_size,

@@ -63,6 +63,21 @@
  * minibatch iterate kept.  The core gradients are the chain rule through the
  * contraction (qh_mpo_grad).  Healing needs float cores (bits 16).
  *
+ * End-to-end healing (heal_kl_steps > 0; the issue's "healing with the KL of
+ * the whole model's logits"): after every block has been compressed (and
+ * block-healed when heal_steps > 0), the whole-model stage
+ * (pipeline/model_stage.h) tunes every core of every decoder linear of the
+ * model jointly by Adam (rate heal_kl_lr relative to each core's entry RMS
+ * after the decomposition, as heal_lr) against the mean over heal_kl_batch calibration
+ * windows (drawn at random per step) of the token-mean KL(p_float || q_model)
+ * of the next-token distributions, the float distribution recomputed by the
+ * unmodified float model on every step (not cached: vocab x T per window);
+ * the backward pass runs from the logits through the head and every block
+ * (model/backward.h: qh_head_backward, qh_block_backward_input), and dŴ maps
+ * to the cores by the same chain rule.  The best minibatch iterate is kept.
+ * Needs float cores (bits 16) too.  heal_kl_steps = 0 (the default) leaves
+ * every result as without the option.
+ *
  * Result fields: What_proc = the contracted MPO; H_proc = H as given
  * (unused by the decomposition); col_order natural, order "natural"; grid
  * empty; n_iterations = proxy steps run.  Workspace: the row allocates its
@@ -83,6 +98,9 @@ typedef struct {
     int heal_steps;                  /* block-stage Adam steps (0: no healing) */
     double heal_lr;                  /* Adam rate relative to each linear's core entry RMS */
     int heal_batch;                  /* windows per step */
+    int heal_kl_steps;               /* whole-model Adam steps against the logits' KL (0: off) */
+    double heal_kl_lr;               /* their rate, relative to each core's entry RMS */
+    int heal_kl_batch;               /* windows per whole-model step */
 } qh_mpo_heal_params;
 
 typedef struct {

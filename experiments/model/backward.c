@@ -529,8 +529,9 @@ static void attention_backward(qh_block_tape *t, size_t T, int want_q, int want_
     }
 }
 
-int qh_block_backward(const qh_model *m, int layer, const float *dy, qh_block_tape *tape,
-                      float *const G[QH_LIN_MAX])
+/* The backward pass; with dx (x the block's input) also dL/dx into dx. */
+static int block_backward(const qh_model *m, int layer, const float *x, const float *dy,
+                          qh_block_tape *tape, float *const G[QH_LIN_MAX], float *dx)
 {
     QH_TRY(check_shapes(m, layer, tape, "block backward"));
     qh_block_tape *t = tape;
@@ -542,7 +543,10 @@ int qh_block_backward(const qh_model *m, int layer, const float *dy, qh_block_ta
     size_t T = t->T, d = t->hidden, nf = t->ffn_dim * T;
     int want[QH_LIN_MAX];
     for (int k = 0; k < QH_LIN_MAX; k++) want[k] = G[k] != NULL && blk->lin[k].W != NULL;
-    int want_qkv = want[QH_LIN_Q] || want[QH_LIN_K] || want[QH_LIN_V];
+    int want_x = dx != NULL;          /* the input gradient needs every inner gradient */
+    int need_q = want[QH_LIN_Q] || want_x, need_k = want[QH_LIN_K] || want_x;
+    int need_v = want[QH_LIN_V] || want_x;
+    int want_qkv = need_q || need_k || need_v;
     int want_dx1 = want_qkv || want[QH_LIN_O];
     int want_du = gated && want[QH_LIN_UP];
     int want_da = want_dx1 || want[act_in] || want_du;
@@ -563,7 +567,7 @@ int qh_block_backward(const qh_model *m, int layer, const float *dy, qh_block_ta
     if (!want_da) return QH_OK;
     /* the MLP's inner gradients: for its own weights, and on the way to the
      * attention's unless a parallel residual hands dy to it directly */
-    if (want[act_in] || want_du || !t->parallel) {
+    if (want[act_in] || want_du || !t->parallel || want_x) {
         linear_grad_x(L, dz2, T, t->dg, 0);              /* da into dg */
         t->bwd_flops += linear_flops(L, T);
         qh_act_kind act = m->cfg.features.act;
@@ -587,18 +591,23 @@ int qh_block_backward(const qh_model *m, int layer, const float *dy, qh_block_ta
         }
     }
     if (!want_dx1) return QH_OK;
-    if (t->parallel) {
-        /* y = x + attn(n1(x)) + mlp(n2(x)): the attention output's gradient is dy */
-        memcpy(t->dx1, dy, d * T * sizeof(float));
-    } else {
+    if (!t->parallel || want_x) {     /* dh2 = d(norm2's output) */
         linear_grad_x(&blk->lin[act_in], t->dg, T, t->dh2, 0);
         t->bwd_flops += linear_flops(&blk->lin[act_in], T);
         if (gated) {
             linear_grad_x(&blk->lin[QH_LIN_UP], t->du, T, t->dh2, 1);
             t->bwd_flops += linear_flops(&blk->lin[QH_LIN_UP], T);
         }
-        /* norm2 and the residual: dx1 = dy + norm2'^T dh2 */
+    }
+    if (t->parallel) {
+        /* y = x + attn(n1(x)) + mlp(n2(x)): the attention output's gradient is dy;
+         * dx = dy + n2'(x)^T dh2 (+ n1'(x)^T dh1 below) */
+        memcpy(t->dx1, dy, d * T * sizeof(float));
+        if (want_x) norm_backward(m, &blk->mlp_norm, x, t->dh2, dy, dx, d, T);
+    } else {
+        /* norm2 and the residual: dx1 = dy + norm2'^T dh2; dx = dx1 + n1'(x)^T dh1 below */
         norm_backward(m, &blk->mlp_norm, t->x1, t->dh2, dy, t->dx1, d, T);
+        if (want_x) memcpy(dx, t->dx1, d * T * sizeof(float));
     }
     if (t->sandwich) {                /* through the attention post-norm, in place */
         norm_backward(m, &blk->attn_post_norm, t->z1, t->dx1, NULL, t->dx1, d, T);
@@ -615,20 +624,20 @@ int qh_block_backward(const qh_model *m, int layer, const float *dy, qh_block_ta
     t->bwd_flops += linear_flops(L, T);
 
     /* heads, RoPE, q / k / v */
-    attention_backward(t, T, want[QH_LIN_Q], want[QH_LIN_K], want[QH_LIN_V]);
+    attention_backward(t, T, need_q, need_k, need_v);
     if (t->rotary) {                    /* R^T: the rotation by -angle */
-        if (want[QH_LIN_Q])
+        if (need_q)
             qh_rope_apply_partial(t->dq, t->n_heads, t->head_dim, t->rot, T, t->rope_cos,
                                   t->rope_nsin);
-        if (want[QH_LIN_K])
+        if (need_k)
             qh_rope_apply_partial(t->dk, t->n_kv_heads, t->head_dim, t->rot, T, t->rope_cos,
                                   t->rope_nsin);
     }
     if (t->qk_norm) {                   /* through the per-head norms, in place */
-        if (want[QH_LIN_Q])
+        if (need_q)
             norm_backward(m, &blk->q_norm, t->q_raw, t->dq, NULL, t->dq, t->head_dim,
                           t->n_heads * T);
-        if (want[QH_LIN_K])
+        if (need_k)
             norm_backward(m, &blk->k_norm, t->k_raw, t->dk, NULL, t->dk, t->head_dim,
                           t->n_kv_heads * T);
     }
@@ -638,5 +647,60 @@ int qh_block_backward(const qh_model *m, int layer, const float *dy, qh_block_ta
         linear_grad_w(&blk->lin[k], t->h1, dqkv[k], T, G[k]);
         t->bwd_flops += linear_flops(&blk->lin[k], T);
     }
+    if (!want_x) return QH_OK;
+    /* dh1 = W_q^T dq + W_k^T dk + W_v^T dv (into dh2, free now); dx += norm1'(x)^T dh1 */
+    for (int k = QH_LIN_Q; k <= QH_LIN_V; k++) {
+        linear_grad_x(&blk->lin[k], dqkv[k], T, t->dh2, k != QH_LIN_Q);
+        t->bwd_flops += linear_flops(&blk->lin[k], T);
+    }
+    norm_backward(m, &blk->attn_norm, x, t->dh2, dx, dx, d, T);
+    return QH_OK;
+}
+
+int qh_block_backward(const qh_model *m, int layer, const float *dy, qh_block_tape *tape,
+                      float *const G[QH_LIN_MAX])
+{
+    return block_backward(m, layer, NULL, dy, tape, G, NULL);
+}
+
+int qh_block_backward_input(const qh_model *m, int layer, const float *x, const float *dy,
+                            qh_block_tape *tape, float *const G[QH_LIN_MAX], float *dx)
+{
+    if (!x || !dx || dx == dy || dx == x)
+        QH_ERROR(QH_EINVAL, "block backward: the input gradient needs x and a dx apart from x and dy");
+    return block_backward(m, layer, x, dy, tape, G, dx);
+}
+
+/* ---- the head ------------------------------------------------------------ */
+
+int qh_head_backward(const qh_model *m, const float *x, const float *logits, const float *dlogits,
+                     size_t T, float *dx)
+{
+    const qh_model_config *c = &m->cfg;
+    size_t d = (size_t)c->hidden, V = (size_t)c->vocab_size;
+    size_t e = m->project_out.W ? (size_t)m->project_out.out : d;
+    int cap = c->final_softcap > 0;
+    if (T < 1 || !x || !dlogits || !dx || dx == x || (cap && !logits))
+        QH_ERROR(QH_EINVAL, "head backward: bad arguments (T = %zu)", T);
+    size_t n_floats = (e + d) * T + (cap ? V * T : 0);
+    float *buf = malloc(n_floats * sizeof(float));
+    if (!buf) QH_ERROR(QH_ENOMEM, "head backward: cannot allocate %zu floats", n_floats);
+    float *dh = buf, *dn = buf + e * T;   /* d(lm_head's input) (e x T), d(norm's output) */
+    const float *dl = dlogits;
+    if (cap) {            /* logits = cap tanh(raw / cap): d/draw = 1 - (logits / cap)^2 */
+        float *dr = buf + (e + d) * T, inv = (float)(1.0 / c->final_softcap);
+        for (size_t i = 0; i < V * T; i++) {
+            float th = logits[i] * inv;
+            dr[i] = dlogits[i] * (1.0f - th * th);
+        }
+        dl = dr;
+    }
+    /* logits (V x T) = lm_head (V x e, row-major) h: dh (e x T) = lm_head^T dl */
+    qh_sgemm('N', 'N', e, T, V, 1.0f, m->lm_head, e, dl, V, 0.0f, dh, e);
+    if (m->project_out.W) linear_grad_x(&m->project_out, dh, T, dn, 0);   /* h = W_po n */
+    else memcpy(dn, dh, d * T * sizeof(float));
+    if (m->final_norm.w) norm_backward(m, &m->final_norm, x, dn, NULL, dx, d, T);
+    else memcpy(dx, dn, d * T * sizeof(float));
+    free(buf);
     return QH_OK;
 }

@@ -24,9 +24,15 @@
  * products backward (dV, dP, dQ, dK); norms, RoPE, softmax and activations
  * are plain loops.
  *
- * Biases, norm weights and the block input are constants: no gradients are
- * formed for them, and the backward pass stops at the inputs of q/k/v (the
- * first norm is not differentiated).
+ * Biases and norm weights are constants: no gradients are formed for them.
+ * qh_block_backward stops at the inputs of q/k/v (the first norm is not
+ * differentiated); qh_block_backward_input goes on to dL/dx of the block
+ * input x: through the attention-input norm, the MLP-input norm (on x1, or on
+ * x with a parallel residual) and both residual paths, so that blocks chain
+ * (dx of block l is dy of block l - 1).  qh_head_backward turns dL/dlogits
+ * into dL/dh of the last block's output through the final soft-capping, the
+ * lm_head, project_out and the final norm, for end-to-end losses on the
+ * logits (pipeline/model_stage.h).
  *
  * Left out: post-LN blocks (OPT's do_layer_norm_before = false, as in
  * OPT-350m).  There each sublayer's LayerNorm sits on the residual stream
@@ -94,5 +100,24 @@ int qh_block_forward_tape(const qh_model *m, int layer, const float *x, size_t T
  * no forward pass of this layer, QH_EBADLEN for a model of other shapes. */
 int qh_block_backward(const qh_model *m, int layer, const float *dy, qh_block_tape *tape,
                       float *const G[QH_LIN_MAX]) QH_MUST_CHECK;
+
+/* As qh_block_backward, and dx (hidden x T, overwritten) = dL/dx for the block
+ * input x, the x (not modified since) given to the last qh_block_forward_tape
+ * of this tape: the tape does not keep it.  Every inner gradient is formed
+ * (the q/k/v paths too) whatever G asks for.  QH_EINVAL as qh_block_backward,
+ * and for x or dx NULL or dx aliasing x or dy. */
+int qh_block_backward_input(const qh_model *m, int layer, const float *x, const float *dy,
+                            qh_block_tape *tape, float *const G[QH_LIN_MAX],
+                            float *dx) QH_MUST_CHECK;
+
+/* dx (hidden x T, overwritten) = dL/dx for x, the last block's output given to
+ * qh_forward_head, from dlogits = dL/dlogits (vocab x T) of the logits it
+ * returned (read only with final soft-capping, where d tanh is formed from
+ * them).  The lm_head (tied or not), project_out and the final norm's weights
+ * are constants.  Allocates (hidden + embed + vocab with soft-capping) x T
+ * floats of scratch per call.  QH_OK, QH_EINVAL (T < 1, NULL pointers, dx ==
+ * x), QH_ENOMEM. */
+int qh_head_backward(const qh_model *m, const float *x, const float *logits, const float *dlogits,
+                     size_t T, float *dx) QH_MUST_CHECK;
 
 #endif

@@ -79,6 +79,13 @@ static int write_run(qh_results *w, const qh_cell_info *c, const qh_layer_record
     QH_TRY(qh_results_attr_string(w, "/run", "calib_path", c->calib_path ? c->calib_path : ""));
     QH_TRY(qh_results_attr_int(w, "/run", "calib_nsamples", (int64_t)c->calib_nsamples));
     QH_TRY(qh_results_attr_int(w, "/run", "calib_seqlen", (int64_t)c->calib_seqlen));
+    if (c->heal_kl) {                 /* the whole-model stage (pipeline/model_stage.h) */
+        QH_TRY(qh_results_attr_double(w, "/run", "heal_kl_init", c->heal_kl->kl_init));
+        QH_TRY(qh_results_attr_double(w, "/run", "heal_kl_final", c->heal_kl->kl_final));
+        QH_TRY(qh_results_attr_double(w, "/run", "heal_kl_best_step", c->heal_kl->best_step_kl));
+        QH_TRY(qh_results_attr_int(w, "/run", "heal_kl_steps_run", (int64_t)c->heal_kl->steps));
+        QH_TRY(qh_results_attr_double(w, "/run", "heal_kl_seconds", c->heal_kl->seconds));
+    }
     QH_TRY(write_protocol(w, c->protocol));
     return write_params(w, c->method, c->params);
 }

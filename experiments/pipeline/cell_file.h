@@ -10,6 +10,7 @@
 
 #include "pipeline/eval.h"
 #include "pipeline/layer_eval.h"
+#include "pipeline/model_stage.h"
 #include "pipeline/tasks.h"
 #include "qh_method.h"
 
@@ -33,6 +34,8 @@ typedef struct {
     const char *protocol;            /* the protocol record (pipeline/protocol.h); NULL: none */
     const struct qh_cell_task *tasks;   /* n_tasks task accuracies (may be NULL) */
     size_t n_tasks;
+    const qh_model_stage_stats *heal_kl;   /* the whole-model stage (end-to-end healing);
+                                              NULL: not run (no attributes written) */
 } qh_cell_info;
 
 typedef struct qh_cell_task {

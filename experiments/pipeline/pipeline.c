@@ -16,6 +16,7 @@
 #include "pipeline/eval.h"
 #include "pipeline/float_cache.h"
 #include "pipeline/layer_eval.h"
+#include "pipeline/model_stage.h"
 #include "pipeline/protocol.h"
 #include "pipeline/tasks.h"
 #include "pipeline/transform.h"
@@ -40,9 +41,25 @@ static qh_incoh_kind incoh_kind(const char *name)
 
 /* A row with block ops whose params ask for them: the pipeline then tunes
  * the row's parameters per block against the block output (block_stage.h). */
-static int wants_block_objective(const qh_method_type *t, const void *params)
+static int wants_block_stage(const qh_method_type *t, const void *params)
 {
     return t->block && t->block->wants(params);
+}
+
+/* A row whose params ask for the whole-model stage after the block loop
+ * (model_stage.h: end to end against the KL of the logits). */
+static int wants_model_stage(const qh_method_type *t, const void *params)
+{
+    qh_block_plan plan = { .steps = 0 };
+    if (!t->block || !t->block->model_plan) return 0;
+    t->block->model_plan(params, &plan);
+    return plan.steps > 0;
+}
+
+/* Either stage: the row's states are kept and tuned in the model's basis. */
+static int wants_block_objective(const qh_method_type *t, const void *params)
+{
+    return wants_block_stage(t, params) || wants_model_stage(t, params);
 }
 
 /* Every bit width of each method entry (its own, else the sweep's) and of
@@ -223,14 +240,29 @@ int qh_pipeline_baseline_path(const qh_pipeline *p, size_t model, char *buf, siz
 typedef struct {
     const qh_block_ops *ops;         /* NULL: no block stage */
     const void *params;
-    void *states[QH_LIN_MAX];        /* from ops->state_new */
+    int block_stage, model_stage;    /* which stages the params ask for */
+    void *states[QH_LIN_MAX];        /* from ops->state_new: the current block's */
     int quantized[QH_LIN_MAX];       /* this block's linear went through quantize (not skipped) */
+    void **all;                      /* model stage: n_layers x QH_LIN_MAX states (every
+                                        block's, kept to the end; NULL: a skipped linear);
+                                        states unused then */
+    size_t n_all;
     qh_matd *W[QH_LIN_MAX], *H[QH_LIN_MAX];
     size_t rec[QH_LIN_MAX];
 } block_objective;
 
+/* The states of block `layer`'s linears, by kind. */
+static void **layer_states(block_objective *b, int layer)
+{
+    return b->all ? b->all + (size_t)layer * QH_LIN_MAX : b->states;
+}
+
 static void block_objective_free(block_objective *b)
 {
+    for (size_t i = 0; i < b->n_all; i++) b->ops->state_free(b->all[i]);
+    free(b->all);
+    b->all = NULL;
+    b->n_all = 0;
     for (int k = 0; k < QH_LIN_MAX; k++) {
         if (b->ops) b->ops->state_free(b->states[k]);
         b->states[k] = NULL;
@@ -253,12 +285,23 @@ static int block_objective_keep(block_objective *b, int kind, const qh_matd *W, 
     return QH_OK;
 }
 
-static int block_objective_setup(block_objective *b, const qh_method_type *t, const void *params)
+static int block_objective_setup(block_objective *b, const qh_method_type *t, const void *params,
+                                 int n_layers)
 {
     memset(b, 0, sizeof *b);
     if (!wants_block_objective(t, params)) return QH_OK;
     b->ops = t->block;
     b->params = params;
+    b->block_stage = wants_block_stage(t, params);
+    b->model_stage = wants_model_stage(t, params);
+    if (b->model_stage) {
+        b->all = calloc((size_t)n_layers * QH_LIN_MAX, sizeof *b->all);
+        if (!b->all) QH_ERROR(QH_ENOMEM, "%s model stage: out of memory", t->name);
+        for (; b->n_all < (size_t)n_layers * QH_LIN_MAX; b->n_all++)
+            if (!(b->all[b->n_all] = b->ops->state_new()))
+                QH_ERROR(QH_ENOMEM, "%s model stage: out of memory", t->name);
+        return QH_OK;
+    }
     for (int k = 0; k < QH_LIN_MAX; k++)
         if (!(b->states[k] = b->ops->state_new()))
             QH_ERROR(QH_ENOMEM, "%s block stage: out of memory", t->name);
@@ -278,6 +321,8 @@ typedef struct {
     double t0;
     qh_spectrum_cache spectra;       /* q, k, v share H; Ĥ = H + damping·I without incoherence */
     block_objective block;           /* the row's block stage (ops NULL: none) */
+    qh_model_stage_stats heal_kl;    /* the whole-model stage, when block.model_stage */
+    int heal_kl_done;                /* 1: heal_kl holds a completed stage */
     int ruled;                       /* per-layer rules apply to the cell's method entry */
     qh_st_set *st;                   /* the checkpoint, for the stored width of kept linears */
 } quant_ctx;
@@ -344,6 +389,11 @@ static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, c
     qh_linear_setting ls = { .bits = q->cell->bits };
     if (q->ruled) qh_config_linear_setting(q->p->cfg, q->cell->method, name, q->cell->bits, &ls);
     q->block.quantized[kind] = !ls.skip;
+    if (ls.skip && q->block.all) {    /* the model stage keeps a skipped linear as it is */
+        void **slot = &layer_states(&q->block, layer)[kind];
+        q->block.ops->state_free(*slot);
+        *slot = NULL;
+    }
     if (ls.skip) {                    /* kept in float: recorded at its stored width */
         qh_layer_record *rec = &q->recs[q->n_recs++];
         return qh_layer_record_skipped(name, layer, qh_model_linear_number(m, kind), W, H,
@@ -358,7 +408,7 @@ static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, c
         params = own;
     }
     qh_problem prob = { W, H, ls.bits, q->cell->seed, key, name,
-                        q->block.ops ? q->block.states[kind] : NULL, x_absmax };
+                        q->block.ops ? layer_states(&q->block, layer)[kind] : NULL, x_absmax };
     int st = q->block.ops ? block_objective_keep(&q->block, kind, W, H, q->n_recs) : QH_OK;
     qh_matd *What = st == QH_OK ? qh_matd_alloc(W->rows, W->cols) : NULL;
     if (st == QH_OK && !What) QH_SET_ERROR(st, QH_ENOMEM, "%s: out of memory", name);
@@ -389,7 +439,7 @@ static int measure_tuned(quant_ctx *q, const qh_model *m, int layer, const qh_bl
         qh_layer_record *rec = &q->recs[b->rec[k]];
         qh_matd *What = qh_matd_alloc(b->W[k]->rows, b->W[k]->cols);
         if (!What) QH_ERROR(QH_ENOMEM, "%s: out of memory", rec->name);
-        b->ops->reconstruct(b->params, b->states[k], What);
+        b->ops->reconstruct(b->params, layer_states(b, layer)[k], What);
         qh_processed_inputs proc = { b->W[k], What, b->H[k] };
         int st = qh_layer_metrics_compute_cached(b->W[k], What, b->H[k], &proc, NULL, &q->spectra,
                                                  &rec->metrics);
@@ -436,10 +486,11 @@ static int tune_block(qh_model *m, int layer, const float *x, const float *x_fp,
     int tty = q->p->log && isatty(fileno(q->p->log));
     qh_block_stage_opts opts = { q->cell->seed, tty ? block_step_progress : NULL, &sp };
     void *states[QH_LIN_MAX] = { NULL };   /* NULL: a skipped linear, kept float and untuned */
+    void **mine = layer_states(&q->block, layer);
     int any = 0;
     for (int k = 0; k < QH_LIN_MAX; k++)
         if (m->blocks[layer].lin[k].W && q->block.quantized[k]) {
-            states[k] = q->block.states[k];
+            states[k] = mine[k];
             any = 1;
         }
     if (!any) return QH_OK;           /* every linear of the block skipped: nothing to tune */
@@ -451,6 +502,42 @@ static int tune_block(qh_model *m, int layer, const float *x, const float *x_fp,
                 "(%zu steps, %.1f s)\n", q->cell->id, layer, bs.loss_init, bs.loss_final,
                 bs.mse_fp_init, bs.mse_fp_final, bs.steps, bs.seconds);
     return measure_tuned(q, m, layer, &bs);
+}
+
+static void model_step_progress(long step, long steps, double kl, double best, double seconds,
+                                void *user)
+{
+    step_progress *sp = user;
+    if (step < steps && seconds - sp->last < 0.5) return;
+    sp->last = seconds;
+    double eta = step > 0 ? seconds * (double)(steps - step) / (double)step : 0.0;
+    fprintf(sp->out, "\r  end-to-end healing: step %ld/%ld, KL %.5g, best %.5g, ETA %.0f s   ",
+            step, steps, kl, best, eta);
+    fflush(sp->out);
+}
+
+/* The whole-model stage after the block loop: every state against the KL of
+ * the logits to the float model's (loaded again from the checkpoint: the
+ * model in hand holds the compressed weights). */
+static int heal_model(const qh_pipeline *p, const qh_cell *cell, qh_model *m, quant_ctx *q,
+                      const int32_t *win, size_t nsamples, size_t seqlen)
+{
+    qh_model *float_m = NULL;
+    QH_TRY(qh_model_load(p->cfg->models[cell->model].path, &float_m));
+    step_progress sp = { p->log, -1.0 };
+    int tty = p->log && isatty(fileno(p->log));
+    qh_model_stage_opts opts = { cell->seed, tty ? model_step_progress : NULL, &sp };
+    qh_model_stage_stats *s = &q->heal_kl;
+    int st = qh_model_stage_tune(m, float_m, win, nsamples, seqlen, q->type, q->params,
+                                 q->block.all, &opts, s);
+    qh_model_free(float_m);
+    if (tty && s->steps > 0) fputc('\n', p->log);
+    q->heal_kl_done = st == QH_OK;
+    if (st == QH_OK && p->log)
+        fprintf(p->log, "%s: end-to-end healing: calibration KL %.6g -> %.6g (best step %.6g, "
+                "%zu steps, %.1f s)\n", cell->id, s->kl_init, s->kl_final, s->best_step_kl,
+                s->steps, s->seconds);
+    return st;
 }
 
 static void block_progress(int done, int total, void *user)
@@ -660,9 +747,11 @@ static int quantize_model(const qh_pipeline *p, const qh_cell *cell, qh_model *m
                                 seqlen, cell->seed, cell->id);
     if (st == QH_OK) {
         qh_layer_visitor v = { .fn = quantize_linear, .progress = block_progress, .user = q,
-                               .block_fn = q->block.ops ? tune_block : NULL };
+                               .block_fn = q->block.block_stage ? tune_block : NULL };
         st = qh_sequential_visit(m, win, (size_t)cfg->calib_nsamples, seqlen, &v);
     }
+    if (st == QH_OK && q->block.model_stage)
+        st = heal_model(p, cell, m, q, win, (size_t)cfg->calib_nsamples, seqlen);
     free(win);
     return st;
 }
@@ -683,8 +772,8 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
 
     int st = qh_config_method_params(cfg, cell->method, &q.type, &params);
     q.params = params;
-    if (st == QH_OK) st = block_objective_setup(&q.block, q.type, params);
     if (st == QH_OK) st = load_model_and_tokenizer(me->path, &m, &tok);
+    if (st == QH_OK) st = block_objective_setup(&q.block, q.type, params, m->cfg.n_layers);
     q.ruled = qh_config_rule_count(cfg, cell->method) > 0;
     if (st == QH_OK && q.ruled) st = check_rules_match(cfg, cell->method, m);
     if (st == QH_OK && q.ruled) st = qh_st_set_open(me->path, &q.st);
@@ -720,6 +809,7 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
         .seconds = qh_seconds() - q.t0, .config_json = p->config_json, .calib_path = cfg->calib_path,
         .calib_nsamples = (size_t)cfg->calib_nsamples, .calib_seqlen = seqlen,
         .tasks = ev.tasks, .n_tasks = ev.n_tasks,
+        .heal_kl = q.heal_kl_done ? &q.heal_kl : NULL,
     };
     info.protocol = record;
     if (wst == QH_OK) wst = qh_pipeline_cell_path(p, cell, path, sizeof path);
