@@ -8,7 +8,7 @@
  *
  * vocab 50, hidden 16, 2 layers, 4 heads, max_pos 320; free with synth_free.
  * Also the per-token double-precision reference pieces that tests check the
- * float32 forward pass against.
+ * float32 forward pass against, and real token ids for the vendored models.
  */
 #ifndef QH_MODEL_FIXTURES_H
 #define QH_MODEL_FIXTURES_H
@@ -22,6 +22,7 @@
 #include "model/model.h"
 #include "qh_error.h"
 #include "qh_rng.h"
+#include "tokenizer/tokenizer.h"
 
 typedef struct {
     qh_model m;
@@ -167,6 +168,30 @@ static inline void ref_attention(const qh_model_config *c, const double *q, cons
                 att[(size_t)t * qd + hh * hd + i] = acc;
             }
         }
+}
+
+/* The first 8 KB of data/wikitext2_test.raw (whole lines: valid UTF-8)
+ * through the tokenizer of model folder dir: a new array of *n ids (free()),
+ * or NULL when the file or tokenizer is missing or it gives fewer than
+ * min_tokens tokens. */
+static inline int32_t *wikitext_ids(const char *dir, size_t min_tokens, size_t *n)
+{
+    char path[1200], buf[8192];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    qh_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    *n = 0;
+    FILE *f = fopen("data/wikitext2_test.raw", "rb");
+    size_t len = f ? fread(buf, 1, sizeof buf, f) : 0;
+    if (f) fclose(f);
+    while (len > 0 && buf[len - 1] != '\n') len--;
+    if (len == 0 || qh_tokenizer_load(path, &tok) != QH_OK ||
+        qh_tokenizer_encode(tok, buf, len, 1, &ids, n) != QH_OK || *n < min_tokens) {
+        free(ids);
+        ids = NULL;
+    }
+    qh_tokenizer_free(tok);
+    return ids;
 }
 
 #endif

@@ -449,34 +449,13 @@ static void test_synthetic(int variant)
     synth_free(&s);
 }
 
-/* The first T tokens of wikitext2 through the model's tokenizer. */
-static int32_t *window_ids(const char *dir, size_t T)
-{
-    char path[1200];
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    qh_tokenizer *tok = NULL;
-    int32_t *ids = NULL;
-    size_t n = 0;
-    char buf[8192];
-    FILE *f = fopen("data/wikitext2_test.raw", "rb");
-    size_t len = f ? fread(buf, 1, sizeof buf, f) : 0;
-    if (f) fclose(f);
-    while (len > 0 && buf[len - 1] != '\n') len--;      /* whole lines: valid UTF-8 */
-    if (len == 0 || qh_tokenizer_load(path, &tok) != QH_OK ||
-        qh_tokenizer_encode(tok, buf, len, 1, &ids, &n) != QH_OK || n < T) {
-        free(ids);
-        ids = NULL;
-    }
-    qh_tokenizer_free(tok);
-    return ids;
-}
-
 static void test_vendored(const char *dir, int grad_layer)
 {
     const char *name = strrchr(dir, '/') + 1;
     qh_model *m = NULL;
     size_t T = 160, Tg = 24;
-    int32_t *ids = window_ids(dir, T);
+    size_t n_ids;
+    int32_t *ids = wikitext_ids(dir, T, &n_ids);
     if (!ids) { QH_CHECK(0, "%s: no token window: %s", name, qh_last_error()); return; }
     if (qh_model_load(dir, &m) != QH_OK) {
         QH_CHECK(0, "%s: load: %s", dir, qh_last_error());

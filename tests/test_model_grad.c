@@ -239,33 +239,13 @@ static void test_synthetic(int variant, int parallel, double softcap)
     synth_free(&s);
 }
 
-static int32_t *window_ids(const char *dir, size_t T)
-{
-    char path[1200];
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    qh_tokenizer *tok = NULL;
-    int32_t *ids = NULL;
-    size_t n = 0;
-    char buf[8192];
-    FILE *f = fopen("data/wikitext2_test.raw", "rb");
-    size_t len = f ? fread(buf, 1, sizeof buf, f) : 0;
-    if (f) fclose(f);
-    while (len > 0 && buf[len - 1] != '\n') len--;
-    if (len == 0 || qh_tokenizer_load(path, &tok) != QH_OK ||
-        qh_tokenizer_encode(tok, buf, len, 1, &ids, &n) != QH_OK || n < T) {
-        free(ids);
-        ids = NULL;
-    }
-    qh_tokenizer_free(tok);
-    return ids;
-}
-
 static void test_vendored(const char *dir)
 {
     const char *name = strrchr(dir, '/') + 1;
     size_t T = 24;
     qh_model *m = NULL;
-    int32_t *ids = window_ids(dir, T);
+    size_t n_ids;
+    int32_t *ids = wikitext_ids(dir, T, &n_ids);
     if (!ids || qh_model_load(dir, &m) != QH_OK) {
         QH_CHECK(0, "%s: load: %s", dir, qh_last_error());
         free(ids);

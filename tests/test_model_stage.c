@@ -38,6 +38,7 @@
 #include "pipeline/sequential.h"
 #include "qh_method.h"
 #include "qh_rng.h"
+#include "model_fixtures.h"
 #include "qh_test.h"
 #include "tokenizer/tokenizer.h"
 
@@ -71,25 +72,15 @@ static void case_free(model_case *c)
     memset(c, 0, sizeof *c);
 }
 
+/* NW windows of TT tokens of wikitext2 (after its first 100 tokens). */
 static int load_ids(const char *dir, int32_t *out)
 {
-    char path[1200];
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    qh_tokenizer *tok = NULL;
-    int32_t *ids = NULL;
-    size_t n = 0;
-    char buf[8192];
-    FILE *f = fopen("data/wikitext2_test.raw", "rb");
-    size_t len = f ? fread(buf, 1, sizeof buf, f) : 0;
-    if (f) fclose(f);
-    while (len > 0 && buf[len - 1] != '\n') len--;
-    int st = len ? qh_tokenizer_load(path, &tok) : QH_EIO;
-    if (st == QH_OK) st = qh_tokenizer_encode(tok, buf, len, 1, &ids, &n);
-    if (st == QH_OK && n < 100 + NW * TT) QH_SET_ERROR(st, QH_EIO, "too few tokens");
-    if (st == QH_OK) memcpy(out, ids + 100, NW * TT * sizeof *out);
+    size_t n;
+    int32_t *ids = wikitext_ids(dir, 100 + NW * TT, &n);
+    if (!ids) QH_ERROR(QH_EIO, "%s: too few wikitext2 tokens, or no tokenizer", dir);
+    memcpy(out, ids + 100, NW * TT * sizeof *out);
     free(ids);
-    qh_tokenizer_free(tok);
-    return st;
+    return QH_OK;
 }
 
 /* Every decoder linear compressed by row `row` (key = val, FP16 factors),
