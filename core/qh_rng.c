@@ -58,3 +58,13 @@ uint64_t qh_rng_below(qh_rng *r, uint64_t n)
 }
 
 int qh_rng_sign(qh_rng *r) { return (qh_rng_next(r) >> 63) ? -1 : 1; }
+
+void qh_rng_pick(qh_rng *r, size_t n, size_t k, size_t *idx)
+{
+    for (size_t i = 0; i < n; i++) idx[i] = i;
+    for (size_t i = 0; i < k; i++) {
+        size_t j = i + (size_t)qh_rng_below(r, n - i), t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+    }
+}

@@ -8,6 +8,7 @@
 #ifndef QH_RNG_H
 #define QH_RNG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct { uint64_t s[4]; } qh_rng;
@@ -36,5 +37,8 @@ double   qh_rng_uniform(qh_rng *r);          /* [0, 1), 53 bits */
 double   qh_rng_normal(qh_rng *r);           /* N(0, 1), polar Box-Muller without caching */
 uint64_t qh_rng_below(qh_rng *r, uint64_t n); /* uniform in [0, n), unbiased; n > 0 */
 int      qh_rng_sign(qh_rng *r);             /* +1 or -1 */
+/* k distinct indices of [0, n) into idx[0 .. k), uniformly: a partial
+ * Fisher-Yates shuffle of the identity (idx holds n entries; k <= n). */
+void     qh_rng_pick(qh_rng *r, size_t n, size_t k, size_t *idx);
 
 #endif

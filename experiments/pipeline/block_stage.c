@@ -235,12 +235,7 @@ static void draw_windows(tuner *tu)
         for (size_t i = 0; i < b; i++) tu->order[i] = (tu->cursor++) % n;
         return;
     }
-    for (size_t i = 0; i < n; i++) tu->order[i] = i;
-    for (size_t i = 0; i < b; i++) {
-        size_t j = i + (size_t)qh_rng_below(&tu->rng, n - i), t = tu->order[i];
-        tu->order[i] = tu->order[j];
-        tu->order[j] = t;
-    }
+    qh_rng_pick(&tu->rng, n, b, tu->order);
 }
 
 /* Ŵ of every state into the block; zeroes the gradients when G is given. */

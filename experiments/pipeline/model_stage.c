@@ -243,13 +243,7 @@ static int full_kl(model_tuner *tu, double *kl)
 /* `batch` distinct windows drawn at random into order[0 .. batch). */
 static void draw_windows(model_tuner *tu)
 {
-    size_t n = tu->nsamples, b = (size_t)tu->plan.batch;
-    for (size_t i = 0; i < n; i++) tu->order[i] = i;
-    for (size_t i = 0; i < b; i++) {
-        size_t j = i + (size_t)qh_rng_below(&tu->rng, n - i), t = tu->order[i];
-        tu->order[i] = tu->order[j];
-        tu->order[j] = t;
-    }
+    qh_rng_pick(&tu->rng, tu->nsamples, (size_t)tu->plan.batch, tu->order);
 }
 
 static int minibatch_grad(model_tuner *tu, long step_no, double *kl)

@@ -464,16 +464,24 @@ static int measure_tuned(quant_ctx *q, const qh_model *m, int layer, const qh_bl
  * per-block summary alone. */
 typedef struct { FILE *out; double last; } step_progress;
 
-static void block_step_progress(int layer, long step, long steps, double loss, double best,
-                                double seconds, void *user)
+/* The line itself: "<stage>: step s/n, <metric> v, best b, ETA" (both stages). */
+static void draw_step_progress(step_progress *sp, const char *stage, const char *metric, long step,
+                               long steps, double value, double best, double seconds)
 {
-    step_progress *sp = user;
     if (step < steps && seconds - sp->last < 0.5) return;
     sp->last = seconds;
     double eta = step > 0 ? seconds * (double)(steps - step) / (double)step : 0.0;
-    fprintf(sp->out, "\r  block %d: step %ld/%ld, loss %.5g, best %.5g, ETA %.0f s   ", layer, step,
-            steps, loss, best, eta);
+    fprintf(sp->out, "\r  %s: step %ld/%ld, %s %.5g, best %.5g, ETA %.0f s   ", stage, step, steps,
+            metric, value, best, eta);
     fflush(sp->out);
+}
+
+static void block_step_progress(int layer, long step, long steps, double loss, double best,
+                                double seconds, void *user)
+{
+    char stage[32];
+    snprintf(stage, sizeof stage, "block %d", layer);
+    draw_step_progress(user, stage, "loss", step, steps, loss, best, seconds);
 }
 
 /* The sequential traversal's block stage: the row's block ops against the block output. */
@@ -507,13 +515,7 @@ static int tune_block(qh_model *m, int layer, const float *x, const float *x_fp,
 static void model_step_progress(long step, long steps, double kl, double best, double seconds,
                                 void *user)
 {
-    step_progress *sp = user;
-    if (step < steps && seconds - sp->last < 0.5) return;
-    sp->last = seconds;
-    double eta = step > 0 ? seconds * (double)(steps - step) / (double)step : 0.0;
-    fprintf(sp->out, "\r  end-to-end healing: step %ld/%ld, KL %.5g, best %.5g, ETA %.0f s   ",
-            step, steps, kl, best, eta);
-    fflush(sp->out);
+    draw_step_progress(user, "end-to-end healing", "KL", step, steps, kl, best, seconds);
 }
 
 /* The whole-model stage after the block loop: every state against the KL of

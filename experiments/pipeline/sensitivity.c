@@ -242,10 +242,14 @@ int qh_sensitivity_write_tsv(const qh_sens_result *r, const char *path)
     return write_atomic(path, "sensitivity table", emit_tsv, r);
 }
 
+/* A rules file: one rule per unit whose flag equals `when`, the unit's name
+ * (a linear's, or a block's glob) with the setting `set` ("\"bits\": 4",
+ * "\"skip\": true"). */
 typedef struct {
     const qh_sens_result *r;
-    const char *upgraded;            /* n flags */
-    int high;
+    const char *flags;               /* n flags */
+    char when;
+    const char *set;
 } rules_out;
 
 static int emit_rules(FILE *f, const void *arg)
@@ -253,10 +257,9 @@ static int emit_rules(FILE *f, const void *arg)
     const rules_out *o = arg;
     int first = 1;
     fprintf(f, "[");
-    for (size_t i = 0; i < o->r->n; i++)   /* a linear's name, or a block's glob */
-        if (o->upgraded[i]) {
-            fprintf(f, "%s\n  { \"match\": \"%s\", \"bits\": %d }", first ? "" : ",",
-                    o->r->units[i].name, o->high);
+    for (size_t i = 0; i < o->r->n; i++)
+        if (o->flags[i] == o->when) {
+            fprintf(f, "%s\n  { \"match\": \"%s\", %s }", first ? "" : ",", o->r->units[i].name, o->set);
             first = 0;
         }
     fprintf(f, "%s]\n", first ? "" : "\n");
@@ -295,7 +298,9 @@ int qh_sensitivity_allocate(const qh_sens_result *r, double budget, int high, co
         up[order[j]] = 1;
     }
     *avg = bits / (double)r->total_weights;
-    rules_out o = { r, up, high };
+    char set[32];
+    snprintf(set, sizeof set, "\"bits\": %d", high);
+    rules_out o = { r, up, 1, set };
     int st = write_atomic(path, "rules file", emit_rules, &o);
     free(order);
     free(up);
@@ -346,25 +351,6 @@ int qh_sensitivity_read_tsv(const char *path, qh_sens_result *out)
 
 /* ---- layer selection ---------------------------------------------------------- */
 
-typedef struct {
-    const qh_sens_result *r;
-    const char *selected;            /* n flags: compressed; the others get a skip rule */
-} skip_rules_out;
-
-static int emit_skip_rules(FILE *f, const void *arg)
-{
-    const skip_rules_out *o = arg;
-    int first = 1;
-    fprintf(f, "[");
-    for (size_t i = 0; i < o->r->n; i++)
-        if (!o->selected[i]) {
-            fprintf(f, "%s\n  { \"match\": \"%s\", \"skip\": true }", first ? "" : ",", o->r->units[i].name);
-            first = 0;
-        }
-    fprintf(f, "%s]\n", first ? "" : "\n");
-    return ferror(f) ? -1 : 0;
-}
-
 /* Entries a unit keeps when compressed (weights x bits_total / bits). */
 static double entries_kept(const qh_sens_result *r, const qh_sens_unit *u)
 {
@@ -411,8 +397,8 @@ int qh_sensitivity_select(const qh_sens_result *r, double keep_frac, qh_select_b
         (*n_selected)++;
     }
     *kept = total / (double)r->total_weights;
-    skip_rules_out o = { r, sel };
-    int st = write_atomic(path, "rules file", emit_skip_rules, &o);
+    rules_out o = { r, sel, 0, "\"skip\": true" };   /* the units left float */
+    int st = write_atomic(path, "rules file", emit_rules, &o);
     free(order);
     free(sel);
     return st;
