@@ -3,7 +3,8 @@
 # pipeline/model_stage.h) through `qh run` on the vendored opt-7m: with
 # heal_kl_steps 0 a cell's perplexity and layer table are those of the same
 # entry without the parameter and no heal_kl attributes are written; with 3
-# steps the calibration KL recorded in /run falls and the perplexity changes.
+# steps the calibration KL recorded in /run falls and the perplexity changes,
+# and a rerun of that cell is byte-identical outside /provenance.
 # Needs $QH, h5dump and h5diff (hdf5-tools); run from the repository root.
 . "$(dirname "$0")/lib.sh"
 summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ]; exit $?; }
@@ -44,4 +45,11 @@ n=$(attr "$kl3" /run heal_kl_steps_run)
 [ -n "$i" ] && [ -n "$j" ] && [ "$n" = 3 ] && awk -v i="$i" -v j="$j" 'BEGIN { exit !(j < i) }' \
     && ok "3 KL steps: calibration KL $i -> $j" || bad "heal_kl: $i -> $j, $n steps"
 [ -n "$p3" ] && [ "$p3" != "$p0" ] && ok "ppl $p0 -> $p3 after end-to-end healing" || bad "ppl $p3"
+[ -n "$(attr "$kl3" /provenance heal_kl_seconds)" ] && ok "the stage's wall time is under /provenance" \
+    || bad "no /provenance/heal_kl_seconds"
+"$QH" run "$tmp/s.json" --out "$tmp/b" --only '*.kl3.*' --quiet
+again=$(ls "$tmp/b/"*.kl3.*.h5 2>/dev/null | head -1)
+[ -n "$again" ] && h5diff -q --exclude-path /provenance "$kl3" "$again" >/dev/null \
+    && ok "a rerun of the healed cell is identical outside /provenance" \
+    || bad "rerun differs: $(h5diff --exclude-path /provenance "$kl3" "$again" 2>&1 | head -3)"
 summary

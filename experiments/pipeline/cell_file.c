@@ -84,7 +84,6 @@ static int write_run(qh_results *w, const qh_cell_info *c, const qh_layer_record
         QH_TRY(qh_results_attr_double(w, "/run", "heal_kl_final", c->heal_kl->kl_final));
         QH_TRY(qh_results_attr_double(w, "/run", "heal_kl_best_step", c->heal_kl->best_step_kl));
         QH_TRY(qh_results_attr_int(w, "/run", "heal_kl_steps_run", (int64_t)c->heal_kl->steps));
-        QH_TRY(qh_results_attr_double(w, "/run", "heal_kl_seconds", c->heal_kl->seconds));
     }
     QH_TRY(write_protocol(w, c->protocol));
     return write_params(w, c->method, c->params);
@@ -154,6 +153,8 @@ static int write_task(qh_results *w, const qh_cell_task *t)
 static int write_timings(qh_results *w, const qh_cell_info *c, const qh_layer_record *recs, size_t n)
 {
     QH_TRY(qh_results_attr_double(w, "/provenance", "seconds", c->seconds));
+    if (c->heal_kl)
+        QH_TRY(qh_results_attr_double(w, "/provenance", "heal_kl_seconds", c->heal_kl->seconds));
     if (!n) return QH_OK;
     double *secs = malloc(n * sizeof *secs);
     if (!secs) QH_ERROR(QH_ENOMEM, "out of memory");
