@@ -179,6 +179,24 @@ static void test_probe_and_format(void)
     QH_CHECK(!strcmp(qh_time_format(3 * 3600 + 720, 0, b, sizeof b), "3.2 h"), "'%s'", b);
 }
 
+/* The memory estimate's hidden-state term with 16-bit states (calibration
+ * act_dtype): half the float32 term, plus the one float32 window they are
+ * widened into. */
+static void test_memory_act_bytes(void)
+{
+    qh_model_config c = tiny_config();
+    qh_mem_protocol p = { .nsamples = 64, .calib_seqlen = 16, .eval_seqlen = 16,
+                          .method = qh_method_find("gptq") };
+    qh_mem_estimate f32, h16;
+    QH_CHECK(qh_mem_estimate_cell(&c, 1000, &p, &f32) == QH_OK, "memory f32");
+    p.act_bytes = 2;
+    QH_CHECK(qh_mem_estimate_cell(&c, 1000, &p, &h16) == QH_OK, "memory 16-bit");
+    QH_CHECK(f32.states == 64 * 16 * 8 * 4 && h16.states == f32.states / 2 + 16 * 8 * 4,
+             "states %zu -> %zu", f32.states, h16.states);
+    QH_CHECK(f32.calibration - h16.calibration == f32.states - h16.states,
+             "only the states term changes");
+}
+
 int main(void)
 {
     test_hand_count();
@@ -187,5 +205,6 @@ int main(void)
     test_lower_bounds();
     test_estimate();
     test_probe_and_format();
+    test_memory_act_bytes();
     return qh_test_summary();
 }
