@@ -152,7 +152,8 @@ static float *store_read(const window_store *ws, size_t s, float *buf)
 static void store_write(window_store *ws, size_t s, const float *x)
 {
     if (ws->f32) {
-        if (x != ws->f32 + s * ws->window) memcpy(ws->f32 + s * ws->window, x, ws->window * sizeof *x);
+        float *at = ws->f32 + s * ws->window;
+        if (x != at) memcpy(at, x, ws->window * sizeof *x);
         return;
     }
     uint16_t *h = ws->h16 + s * ws->window;
@@ -280,7 +281,8 @@ int qh_sequential_visit(qh_model *m, const int32_t *windows, size_t nsamples, si
 {
     if (v->act_dtype != QH_ACT_F32 && v->block_fn)
         QH_ERROR(QH_EUNIMPL, "calibration act_dtype \"%s\": the block stage reads every window's "
-                 "hidden states as float32; only \"f32\" runs with it", qh_act_dtype_name(v->act_dtype));
+                 "hidden states as float32; only \"f32\" runs with it",
+                 qh_act_dtype_name(v->act_dtype));
     size_t hidden = (size_t)m->cfg.hidden;
     size_t n_states = nsamples * hidden * seqlen;
     qh_forward_ws *ws = NULL;

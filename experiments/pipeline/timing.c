@@ -15,16 +15,18 @@
 #include "qh_clock.h"
 #include "qh_incoherence.h"
 
-/* Fractions of the probe's throughput the phases reached in measured cells
- * (docs/cluster.md): the forward's small gemms, the attention's softmax and
- * the norms run below the probe's square gemm; dsyrk runs near it; the
- * spectrum (dsyevd) and the proxy products are LAPACK-bound; the block
- * backward pass is element-wise work beside its gemms. */
+/* Fractions of the probe's throughput the phases reached in the measured
+ * cells (docs/cluster.md), fitted on CPU seconds: the calibration forward
+ * runs the probe's own shapes; the evaluation adds the softmax and the KL
+ * over the vocabulary beside its gemms; the Hessians convert every window to
+ * float64 before dsyrk; the metrics are dsyevd and the proxy products. */
 #define EFF_FORWARD 0.8
 #define EFF_EVAL 0.5
 #define EFF_HESSIAN 0.5
 #define EFF_METRICS 0.5
-#define EFF_BACKWARD 0.65             /* fitted to whole block-tuned cells: the tuning alone ran at 0.8 */
+/* Fitted to whole block-tuned cells: the tuning alone ran at 0.8, the rest
+ * of such a cell (states, float path, copies) is not counted elsewhere. */
+#define EFF_BACKWARD 0.65
 #define EFF_INCOHERENCE 0.15         /* many small gemms of sqrt(n)-sized factors */
 #define EFF_STEP 0.02                /* the optimiser steps: scalar loops over the weights, one
                                         thread whatever the BLAS count */
@@ -34,7 +36,10 @@
 #define EIG_FLOPS(n) (9.0 * (n) * (n) * (n))   /* dsyevd with vectors, conventional count */
 
 /* The probe's factor over one thread (qh_time_probe_measure). */
-static double thread_scale(int threads) { return threads > 1 ? threads * QH_TIME_THREAD_SCALING : 1; }
+static double thread_scale(int threads)
+{
+    return threads > 1 ? threads * QH_TIME_THREAD_SCALING : 1;
+}
 
 static double max2d(double a, double b) { return a > b ? a : b; }
 static double min2d(double a, double b) { return a < b ? a : b; }
@@ -216,7 +221,7 @@ static double cost_svd(const method_use *u, double m, double n, int *partial)
 /* The cost table: each row's work per linear and the fraction of the float64
  * probe it reached (measured rows: docs/cluster.md; the others take their
  * family's).  A row missing here is a lower bound (its own work uncounted). */
-#define EFF_ROUND 0.35               /* the proxy loss and the copies around an element-wise rounding */
+#define EFF_ROUND 0.35               /* the proxy loss and copies around an element-wise rounding */
 #define EFF_FEEDBACK 0.55
 static const struct {
     const char *name;
@@ -318,7 +323,8 @@ static double stage_step_ops(const qh_model_config *c, const qh_time_protocol *p
     qh_block_plan plan = { .steps = 0 }, model = { .steps = 0 };
     if (wants_block(p)) t->block->plan(p->mem.params, p->mem.nsamples, &plan);
     if (t->block->model_plan) t->block->model_plan(p->mem.params, &model);
-    return (double)(plan.steps + model.steps) * c->n_layers * block_weights(c) * STEP_OPS_PER_WEIGHT;
+    double steps = (double)(plan.steps + model.steps);
+    return steps * c->n_layers * block_weights(c) * STEP_OPS_PER_WEIGHT;
 }
 
 static double block_stage_flops(const qh_model_config *c, const qh_time_protocol *p, double T)
@@ -501,8 +507,9 @@ int qh_time_protocol_of_cell(const qh_config *cfg, const qh_cell *cell, qh_time_
 
 void qh_time_protocol_of_baseline(const qh_config *cfg, qh_time_protocol *p)
 {
+    size_t max_windows = cfg->eval_max_windows > 0 ? (size_t)cfg->eval_max_windows : 0;
     *p = (qh_time_protocol){ .mem = { .eval_seqlen = (size_t)cfg->eval_seqlen },
-                             .max_windows = cfg->eval_max_windows > 0 ? (size_t)cfg->eval_max_windows : 0,
+                             .max_windows = max_windows,
                              .n_datasets = cfg->n_datasets, .n_tasks = cfg->n_tasks,
                              .builds_reference = 1 };
     for (size_t d = 0; d < cfg->n_datasets && d < 16; d++)

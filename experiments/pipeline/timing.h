@@ -49,9 +49,10 @@
  * Not modelled: task files (multiple-choice items), model transforms
  * (rotate, smooth), writing the results file.  The float reference a cell
  * builds when it runs before its model's baseline (one more evaluation of
- * each dataset) is counted only when the protocol says so.  A cell that has any of these, or whose method's work the
- * table does not model fully (codebook searches and the like), is a lower
- * bound (lower_bound set, `unmodelled` says why) and prints as ">=".
+ * each dataset) is counted only when the protocol says so.  A cell with
+ * tasks or transforms, or whose method's work the table does not model
+ * fully (codebook searches and the like), is a lower bound (lower_bound
+ * set, `unmodelled` says why) and prints as ">=".
  */
 #ifndef QH_TIMING_H
 #define QH_TIMING_H
