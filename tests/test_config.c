@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "pipeline/config.h"
+#include "pipeline/pipeline.h"
 
 static const char *good =
     "{ \"name\": \"t\", \"models\": [\"models/opt-7m\", {\"label\": \"L\", \"path\": \"x/llama\"}],\n"
@@ -52,6 +53,7 @@ static void test_good(void)
     QH_CHECK(c->eval_kl_topk == QH_EVAL_KL_TOPK_DEFAULT && c->n_tasks == 0,
              "fidelity metrics on by default (k %d), no tasks", c->eval_kl_topk);
     QH_CHECK(!strcmp(c->calib_path, "data/gutenberg_calib_4M.txt"), "default calibration set");
+    QH_CHECK(c->calib_act_dtype == QH_ACT_F32, "hidden states float32 by default");
     QH_CHECK(c->methods[0].n_params == 2 && !strcmp(c->methods[0].params[0].value, "true")
              && !strcmp(c->methods[0].params[1].value, "64"), "parameters kept as text");
     QH_CHECK(!strcmp(c->methods[1].label, "ldlq+incoh") && c->methods[1].rescale == 1,
@@ -259,6 +261,27 @@ static void test_rules(void)
     qh_config_free(c);
 }
 
+/* calibration.act_dtype: 16-bit states parse, and a row whose block stage
+ * reads float32 states refuses them at validation, naming the key. */
+static void test_act_dtype(void)
+{
+    const char *json = "{\"name\":\"t\",\"models\":[\"m\"],\"bits\":[2],"
+                       "\"calibration\":{\"act_dtype\":\"bf16\"},\"methods\":[%s]}";
+    char buf[512];
+    qh_config *c = NULL;
+    snprintf(buf, sizeof buf, json, "{\"method\":\"gptq\"}");
+    QH_CHECK(qh_config_parse(buf, "t.json", &c) == QH_OK && c->calib_act_dtype == QH_ACT_BF16,
+             "act_dtype bf16 parses: %s", qh_last_error());
+    qh_config_free(c);
+    c = NULL;
+    snprintf(buf, sizeof buf, json, "{\"method\":\"signround\",\"params\":{\"iters\":4}}");
+    QH_CHECK(qh_config_parse(buf, "t.json", &c) == QH_OK, "signround config parses");
+    QH_CHECK(c && qh_pipeline_validate(c) == QH_EUNIMPL
+             && strstr(qh_last_error(), "needs calibration.act_dtype \"f32\" (got \"bf16\")"),
+             "a block-stage row refuses bf16 states: %s", qh_last_error());
+    qh_config_free(c);
+}
+
 int main(void)
 {
     test_method_bits();
@@ -304,6 +327,11 @@ int main(void)
     test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
              "\"calibration\":{\"nsamples\":0}}", "calibration.nsamples");
     test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
+             "\"calibration\":{\"act_dtype\":\"fp8\"}}",
+             "calibration.act_dtype: \"fp8\": expected one of f32, bf16, f16");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
+             "\"calibration\":{\"act_dtype\":16}}", "calibration.act_dtype: expected a string");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
              "\"eval\":{\"seqlen\":1.5}}", "eval.seqlen: expected an integer");
     /* integers beyond long's range are refused before converting (1e999 is inf) */
     test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[1e20]}",
@@ -324,5 +352,6 @@ int main(void)
     qh_config *c = NULL;
     QH_CHECK(qh_config_load("tests/no-such-config.json", &c) == QH_EIO
              && strstr(qh_last_error(), "tests/no-such-config.json"), "missing file names the path");
+    test_act_dtype();
     return qh_test_summary();
 }

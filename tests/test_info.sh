@@ -57,6 +57,15 @@ out2=$("$QH" info --model models/llama-9m --nsamples 256 --seqlen 512 2>&1)
 expect_line "memory: 256 windows, 128 MiB of states" "$out2" 'hidden states 128 MiB'
 [ "$(( $(peak "$out2") - $(peak "$out") ))" -eq 64 ] && ok "memory: 128 more windows add 64 MiB" \
     || bad "memory: peaks $(peak "$out") -> $(peak "$out2")"
+# the wall-time estimate (pipeline/timing.h): the calibration's phases scale with the windows
+out=$("$QH" info --model models/llama-9m --nsamples 128 --seqlen 512 2>&1)
+expect_line "time estimate" "$out" \
+    '^time +estimated wall time of its calibration and quantization: [0-9.]+ (s|min|h), \+ [0-9.]+ s per evaluation window$'
+expect_line "time: GFLOP per phase" "$out" 'GFLOP: forward [0-9.e+]+, Hessians [0-9.e+]+, method'
+fwd() { grep -Eo 'forward [0-9.e+]+' <<< "$1" | grep -Eo '[0-9.e+]+$'; }
+out2=$("$QH" info --model models/llama-9m --nsamples 256 --seqlen 512 2>&1)
+awk -v a="$(fwd "$out")" -v b="$(fwd "$out2")" 'BEGIN { exit !(b > 1.99 * a && b < 2.01 * a) }' \
+    && ok "time: twice the windows, twice the forward" || bad "time: forward $(fwd "$out") -> $(fwd "$out2")"
 out=$("$QH" info --model models/llama-9m --method nosuch 2>&1); rc=$?
 [ "$rc" -eq 2 ] && grep -q "unknown method 'nosuch'" <<< "$out" && ok "unknown --method refused" \
     || bad "--method nosuch: rc $rc: $out"

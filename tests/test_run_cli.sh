@@ -32,6 +32,17 @@ grep -q "opt-7m.ldlq+incoh.w4.s0 .*pending" <<< "$out" && grep -q "3 cells selec
 grep -Eq "opt-7m.gptq.w4.s0 +pending +peak ~[0-9]+ MiB" <<< "$out" \
     && grep -Eq "^largest estimated peak RSS of a cell: [0-9]+ MiB" <<< "$out" \
     && ok "dry run prints each cell's estimated peak memory" || bad "dry run peaks: $out"
+# the wall-time estimate (pipeline/timing.h): a column beside the peak, the largest and the total
+grep -Eq "opt-7m.gptq.w4.s0 +pending +peak ~[0-9]+ MiB +time ~[0-9.]+ (s|min|h)$" <<< "$out" \
+    && grep -Eq "^largest estimated time of a cell: [0-9.]+ (s|min|h); all to run: [0-9.]+ (s|min|h) over 1 job" <<< "$out" \
+    && grep -Eq "probe of [0-9.]+ GFLOP/s float32" <<< "$out" \
+    && ok "dry run prints each cell's estimated time, the largest and the total" \
+    || bad "dry run times: $out"
+sed 's/"method": "rtn" }/"method": "aqlm" }/' "$tmp/sweep.json" > "$tmp/lower.json"
+out=$("$QH" run "$tmp/lower.json" --dry-run --out "$tmp/a" 2>&1)
+grep -Eq "opt-7m.aqlm.w4.s0 +pending +peak ~[0-9]+ MiB +time ~>=[0-9.]+ (s|min|h)$" <<< "$out" \
+    && grep -q "lower bound: not counted are the method's searches" <<< "$out" \
+    && ok "dry run marks a method it cannot model as a lower bound" || bad "dry run lower bound: $out"
 [ ! -e "$tmp/a" ] && ok "dry run writes nothing" || bad "dry run created $tmp/a"
 
 "$QH" run "$tmp/sweep.json" --out "$tmp/a" --jobs 2 --quiet; rc=$?

@@ -11,6 +11,7 @@
 #include "model/safetensors.h"
 #include "pipeline/config.h"
 #include "pipeline/memory.h"
+#include "pipeline/timing.h"
 #include "qh_method.h"
 
 static void usage(FILE *f)
@@ -19,7 +20,9 @@ static void usage(FILE *f)
                "Loads the Hugging Face model folder DIR (config.json + model.safetensors or\n"
                "model.safetensors.index.json with shards) and prints its configuration,\n"
                "parameter counts, dtypes on disk, the linear layers of each block and the\n"
-               "estimated peak memory of one sweep cell on it (docs/cluster.md).\n\n"
+               "estimated peak memory and wall time of one sweep cell on it (docs/cluster.md;\n"
+               "the time from a throughput probe of about 0.2 s at the model's shapes, with\n"
+               "OPENBLAS_NUM_THREADS threads, or all cores when unset).\n\n"
                "options:\n"
                "  --model DIR     model folder (required)\n"
                "  --method NAME   the cell's method, default parameters (default gptq)\n"
@@ -183,6 +186,44 @@ static int print_memory(const qh_model *m, const char *method, long nsamples, lo
     return 0;
 }
 
+/* The estimated wall time of one cell (pipeline/timing.h) under the same
+ * protocol, with its phases; evaluation per window, since info knows no
+ * dataset, and no tokenizing, since it knows no text. */
+static int print_time(const qh_model *m, const char *method, long nsamples, long seqlen)
+{
+    const qh_method_type *t = qh_method_find(method);
+    void *params = t ? qh_method_params_new(t) : NULL;
+    if (!params) { fprintf(stderr, "qh info: out of memory\n"); return 1; }
+    long T = seqlen ? seqlen : m->cfg.max_pos;
+    qh_time_protocol p = { .mem = { .nsamples = (size_t)nsamples, .calib_seqlen = (size_t)T,
+                                    .eval_seqlen = (size_t)T, .method = t, .params = params },
+                           .incoherence = "none", .bits = 4 };
+    qh_time_probe probe;
+    qh_time_estimate e, one;
+    int st = qh_time_probe_measure((size_t)m->cfg.hidden, (size_t)T, &probe);
+    if (st == QH_OK) st = qh_time_estimate_cell(&m->cfg, qh_model_n_params(m), &p, &probe, &e);
+    /* one evaluation window: the same protocol with one dataset of one window */
+    qh_time_protocol w = { .mem = p.mem, .n_datasets = 1, .max_windows = 1,
+                           .eval_bytes = { (size_t)(T * QH_TIME_BYTES_PER_TOKEN) + 1 } };
+    w.mem.method = NULL;
+    if (st == QH_OK) st = qh_time_estimate_cell(&m->cfg, 0, &w, &probe, &one);
+    free(params);
+    if (st != QH_OK) {
+        fprintf(stderr, "qh info: %s (%s)\n", qh_last_error(), qh_status_name(st));
+        return 1;
+    }
+    const qh_time_flops *f = &e.flops;
+    char a[32];
+    printf("time         estimated wall time of its calibration and quantization: %s, + %.2f s per "
+           "evaluation window\n", qh_time_format(e.seconds, e.lower_bound, a, sizeof a), one.eval_s);
+    printf("               GFLOP: forward %.3g, Hessians %.3g, method %.3g, metrics %.3g, block stage "
+           "%.3g, model stage %.3g;\n               probe %.1f GFLOP/s float32, %.1f float64, %d "
+           "BLAS thread(s)%s%s\n", f->forward / 1e9, f->hessian / 1e9, f->method / 1e9,
+           f->metrics / 1e9, f->block / 1e9, f->model / 1e9, probe.sgemm_gflops, probe.dgemm_gflops,
+           probe.threads, e.lower_bound ? "; not counted: " : "", e.unmodelled);
+    return 0;
+}
+
 /* A positive integer option value, or -1. */
 static long positive(const char *s)
 {
@@ -226,6 +267,7 @@ int qh_cmd_info(int argc, char **argv)
     st = print_disk(dir);
     print_block(m);
     int rc = st == QH_OK ? print_memory(m, method, nsamples, seqlen) : 0;
+    if (st == QH_OK && rc == 0) rc = print_time(m, method, nsamples, seqlen);
     qh_model_free(m);
     if (st != QH_OK) {
         fprintf(stderr, "qh info: %s (%s)\n", qh_last_error(), qh_status_name(st));

@@ -23,6 +23,7 @@
 #include "pipeline/config.h"
 #include "pipeline/float_cache.h"
 #include "pipeline/memory.h"
+#include "pipeline/timing.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/protocol.h"
 #include "pipeline/sweep.h"
@@ -75,7 +76,11 @@ static void usage(FILE *f)
         "                 OPENBLAS_NUM_THREADS when that is set\n"
         "  --only GLOB    run only cells whose id matches GLOB (e.g. '*.w2.*'); repeat it\n"
         "                 to add patterns (a cell matching any of them runs)\n"
-        "  --dry-run      list the cells and their state; run nothing\n"
+        "  --dry-run      list the cells and their state with each cell's estimated peak\n"
+        "                 memory and wall time, the largest and the total (per job); run\n"
+        "                 nothing.  The time comes from the model's shapes and a gemm probe\n"
+        "                 of about 0.2 s per model here, at the workers' BLAS threads\n"
+        "                 (--cpus-per-task with slurm); >= marks a lower bound (docs/cluster.md)\n"
         "  --rerun-stale  also recompute stale cells (complete, but their protocol record\n"
         "                 differs from this configuration's, or they have none)\n"
         "  --update-snapshot  replace DIR/sweep.json by CONFIG when they differ (the\n"
@@ -533,30 +538,123 @@ cleanup:
     return rc;
 }
 
-/* A model's shapes and stored size for the dry run's memory estimates, read
- * once (state 0: not yet, 1: read, -1: unreadable). */
-typedef struct { int state; qh_model_config cfg; size_t n_params; } model_shapes;
+/* A model's shapes, stored size and measured throughput for the dry run's
+ * estimates, read once (state 0: not yet, 1: read, -1: unreadable). */
+typedef struct { int state; qh_model_config cfg; size_t n_params; qh_time_probe probe; } model_shapes;
 
-/* The estimated peak RSS of cell c (pipeline/memory.h); 0 when its model's
- * config or headers cannot be read (the cell will say why when it runs). */
-static size_t cell_peak(const qh_config *cfg, const qh_cell *c, model_shapes *ms)
+/* The estimates of one cell: peak RSS (pipeline/memory.h; 0: unknown) and
+ * wall time (pipeline/timing.h; seconds < 0: unknown). */
+typedef struct { size_t peak; qh_time_estimate time; } cell_estimate;
+
+/* Reads model m's shapes and probes the throughput at them, with the BLAS
+ * threads the workers will use (set before the dry run lists cells). */
+static model_shapes *shapes_of(const qh_config *cfg, size_t m, model_shapes *ms)
 {
-    model_shapes *s = &ms[c->model];
+    model_shapes *s = &ms[m];
     if (s->state == 0) {
-        const char *dir = cfg->models[c->model].path;
+        const char *dir = cfg->models[m].path;
+        size_t T = cfg->calib_seqlen > 0 ? (size_t)cfg->calib_seqlen : 0;
         s->state = qh_model_config_load(dir, &s->cfg) == QH_OK &&
-                   qh_mem_stored_params(dir, &s->n_params) == QH_OK ? 1 : -1;
+                   qh_mem_stored_params(dir, &s->n_params) == QH_OK &&
+                   qh_time_probe_measure((size_t)s->cfg.hidden, T ? T : (size_t)s->cfg.max_pos,
+                                         &s->probe) == QH_OK ? 1 : -1;
         qh_error_clear();
     }
-    if (s->state < 0) return 0;
-    qh_mem_protocol p;
-    qh_mem_estimate e;
+    return s;
+}
+
+/* The estimates of cell c; unknown when its model's config or headers cannot
+ * be read (the cell will say why when it runs). */
+static cell_estimate estimate_cell(const qh_config *cfg, const qh_cell *c, model_shapes *ms)
+{
+    cell_estimate e = { 0, { .seconds = -1 } };
+    model_shapes *s = shapes_of(cfg, c->model, ms);
+    if (s->state < 0) return e;
+    qh_time_protocol p;
+    qh_mem_estimate mem;
+    qh_time_estimate t;
     void *params = NULL;
-    int st = qh_mem_protocol_of_cell(cfg, c, &p, &params);
-    if (st == QH_OK) st = qh_mem_estimate_cell(&s->cfg, s->n_params, &p, &e);
+    int st = qh_time_protocol_of_cell(cfg, c, &p, &params);
+    if (st == QH_OK && qh_mem_estimate_cell(&s->cfg, s->n_params, &p.mem, &mem) == QH_OK)
+        e.peak = mem.peak;
+    if (st == QH_OK && qh_time_estimate_cell(&s->cfg, s->n_params, &p, &s->probe, &t) == QH_OK)
+        e.time = t;
     free(params);
     qh_error_clear();
-    return st == QH_OK ? e.peak : 0;
+    return e;
+}
+
+/* The estimate of model m's baseline (its time only: the cells' peaks are larger). */
+static cell_estimate estimate_baseline(const qh_config *cfg, size_t m, model_shapes *ms)
+{
+    cell_estimate e = { 0, { .seconds = -1 } };
+    model_shapes *s = shapes_of(cfg, m, ms);
+    qh_time_protocol p;
+    qh_time_protocol_of_baseline(cfg, &p);
+    if (s->state > 0 && qh_time_estimate_cell(&s->cfg, s->n_params, &p, &s->probe, &e.time) != QH_OK)
+        e.time.seconds = -1;
+    qh_error_clear();
+    return e;
+}
+
+/* The dry run's line for one cell: index, id, state, peak RSS and wall time. */
+static void print_cell_line(size_t i, const qh_cell *c, const char *state, const cell_estimate *e)
+{
+    char b[32], t[32];
+    printf("%5zu  %-48s %-8s peak ~%-10s time ~%s\n", i, c->id, state,
+           e->peak ? qh_mem_format(e->peak, b, sizeof b) : "?",
+           e->time.seconds >= 0 ? qh_time_format(e->time.seconds, e->time.lower_bound, t, sizeof t)
+                                : "?");
+}
+
+/* The dry run's estimates: the largest peak of the cells listed, the times
+ * of those that will run. */
+typedef struct {
+    size_t most_peak;
+    double most_s, total_s;
+    int lower_bound, unknown;
+    char unmodelled[96];             /* one lower bound's reason, for the summary */
+} sweep_estimate;
+
+static void add_estimate(sweep_estimate *sum, const cell_estimate *e, int runs)
+{
+    sum->most_peak = e->peak > sum->most_peak ? e->peak : sum->most_peak;
+    if (!runs) return;
+    if (e->time.seconds < 0) { sum->unknown = 1; return; }
+    sum->most_s = e->time.seconds > sum->most_s ? e->time.seconds : sum->most_s;
+    sum->total_s += e->time.seconds;
+    if (e->time.lower_bound && !sum->lower_bound)
+        snprintf(sum->unmodelled, sizeof sum->unmodelled, "%s", e->time.unmodelled);
+    sum->lower_bound |= e->time.lower_bound;
+}
+
+static void print_estimate_summary(const sweep_estimate *sum, int jobs, const model_shapes *ms,
+                                   size_t n_models)
+{
+    char b[32], t[32], u[32];
+    if (sum->most_peak)
+        printf("largest estimated peak RSS of a cell: %s (per worker; docs/cluster.md sizes a job "
+               "from it)\n", qh_mem_format(sum->most_peak, b, sizeof b));
+    if (sum->total_s <= 0 && !sum->unknown) return;
+    const qh_time_probe *pr = NULL;
+    for (size_t m = 0; m < n_models && !pr; m++) if (ms[m].state > 0) pr = &ms[m].probe;
+    /* local workers share the tasks; array tasks run side by side, so their
+     * sum is the allocation they use, not a wall time */
+    if (jobs > 0)
+        printf("largest estimated time of a cell: %s; all to run: %s over %d job(s)%s\n",
+               qh_time_format(sum->most_s, sum->lower_bound, t, sizeof t),
+               qh_time_format(sum->total_s / jobs, sum->lower_bound, u, sizeof u), jobs,
+               sum->unknown ? " (some cells unknown)" : "");
+    else
+        printf("largest estimated time of a cell: %s (a task's --time); all tasks together: %s%s\n",
+               qh_time_format(sum->most_s, sum->lower_bound, t, sizeof t),
+               qh_time_format(sum->total_s, sum->lower_bound, u, sizeof u),
+               sum->unknown ? " (some cells unknown)" : "");
+    if (pr)
+        printf("  (from a probe of %.1f GFLOP/s float32, %.1f float64 with %d BLAS thread(s) here; "
+               "docs/cluster.md)\n", pr->sgemm_gflops, pr->dgemm_gflops, pr->threads);
+    if (sum->lower_bound)
+        printf("  >= marks a lower bound: not counted are %s\n", sum->unmodelled);
 }
 
 static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
@@ -597,7 +695,8 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         free(cells);
         return 1;
     }
-    size_t n_tasks = 0, n_selected = 0, n_complete = 0, n_cell_stale = 0, most_peak = 0;
+    size_t n_tasks = 0, n_selected = 0, n_complete = 0, n_cell_stale = 0;
+    sweep_estimate sum = { 0 };
     model_shapes *shapes = calloc(cfg->n_models + 1, sizeof *shapes);
     if (!shapes) {
         fprintf(stderr, "qh run: out of memory\n");
@@ -616,7 +715,12 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         t->id = cfg->models[m].label;
         if (qh_pipeline_baseline_path(&p, m, t->path, sizeof t->path) != QH_OK) goto bad_path;
         enum task_state ts = task_state(&sc, t);
-        if (ts == TASK_PENDING || (ts == TASK_STALE && o->rerun_stale)) n_tasks++;
+        int runs = ts == TASK_PENDING || (ts == TASK_STALE && o->rerun_stale);
+        if (o->dry_run && runs) {
+            cell_estimate e = estimate_baseline(cfg, m, shapes);
+            add_estimate(&sum, &e, 1);
+        }
+        n_tasks += runs;
     }
     for (size_t i = 0; i < n_cells; i++) {
         if (o->baseline >= 0) break;
@@ -631,14 +735,13 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         static const char *const names[] = { "pending", "complete", "stale" };
         n_complete += ts == TASK_COMPLETE;
         n_cell_stale += sc.n_stale - stale_before;
+        int runs = ts == TASK_PENDING || (ts == TASK_STALE && o->rerun_stale);
         if (o->dry_run) {
-            char b[32];
-            size_t peak = cell_peak(cfg, &cells[i], shapes);
-            most_peak = peak > most_peak ? peak : most_peak;
-            printf("%5zu  %-48s %-8s peak ~%s\n", i, cells[i].id, names[ts],
-                   peak ? qh_mem_format(peak, b, sizeof b) : " ?");
+            cell_estimate e = estimate_cell(cfg, &cells[i], shapes);
+            print_cell_line(i, &cells[i], names[ts], &e);
+            add_estimate(&sum, &e, runs);
         }
-        if (ts == TASK_PENDING || (ts == TASK_STALE && o->rerun_stale)) n_tasks++;
+        if (runs) n_tasks++;
     }
     int failed = 0, sig = 0;
     stale_summary(&sc, o->rerun_stale);
@@ -646,10 +749,7 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         printf("%zu cells selected, %zu complete, %zu stale, %zu to run (plus baselines); results in %s\n",
                n_selected, n_complete, n_cell_stale,
                n_selected - n_complete - (o->rerun_stale ? 0 : n_cell_stale), out);
-        char b[32];
-        if (most_peak)
-            printf("largest estimated peak RSS of a cell: %s (per worker; docs/cluster.md sizes a job "
-                   "from it)\n", qh_mem_format(most_peak, b, sizeof b));
+        print_estimate_summary(&sum, o->slurm ? 0 : o->jobs, shapes, cfg->n_models);
     }
     if (o->slurm)
         failed = submit_slurm(o, cfg, json, out, tasks, n_tasks, cells);

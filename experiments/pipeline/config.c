@@ -362,7 +362,7 @@ static int parse_section(const cJSON *obj, const char *key, const char *const *k
 
 static int parse_calibration(const cJSON *cal, qh_config *c, const char *src)
 {
-    static const char *const keys[] = { "data", "nsamples", "seqlen", NULL };
+    static const char *const keys[] = { "data", "nsamples", "seqlen", "act_dtype", NULL };
     long v;
     QH_TRY(parse_section(cal, "calibration", keys, src));
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(cal, "data");
@@ -374,6 +374,13 @@ static int parse_calibration(const cJSON *cal, qh_config *c, const char *src)
     if ((it = cJSON_GetObjectItemCaseSensitive(cal, "seqlen"))) {
         QH_TRY(get_int(it, 2, 1 << 20, &v, src, "calibration.seqlen"));
         c->calib_seqlen = (int)v;
+    }
+    if ((it = cJSON_GetObjectItemCaseSensitive(cal, "act_dtype"))) {
+        char name[16];
+        QH_TRY(get_string(it, name, sizeof name, src, "calibration.act_dtype"));
+        if (qh_act_dtype_parse(name, &c->calib_act_dtype) != QH_OK)
+            CFG_ERR(QH_ECONFIG, src, "calibration.act_dtype", "\"%s\": expected one of %s", name,
+                    QH_ACT_DTYPE_NAMES);
     }
     return QH_OK;
 }

@@ -18,6 +18,7 @@
 #include "qh_method.h"
 #include "model/act_quant.h"
 #include "model/rotate.h"
+#include "pipeline/sequential.h"
 
 #define QH_CONFIG_MAX_PARAMS 16
 #define QH_CONFIG_MAX_RULE_PARAMS 8
@@ -88,6 +89,7 @@ typedef struct {
     char calib_path[1024];
     int calib_nsamples;              /* default 128 */
     int calib_seqlen;                /* 0: the model's context length */
+    qh_act_dtype calib_act_dtype;    /* how the windows' hidden states are held (default f32) */
     int eval_seqlen;                 /* 0: the model's context length */
     int eval_max_windows;            /* 0: all */
     int eval_kl_topk;                /* float log-probs kept per token for KL (default 128; 0: no

@@ -33,10 +33,27 @@ static size_t linear_set(const qh_mem_protocol *p, size_t m, size_t n, size_t hi
     return held + max2(ws, metrics) + cache;
 }
 
+static int estimate(const qh_model_config *c, size_t n_params, const qh_mem_protocol *p,
+                    qh_mem_estimate *out);
+
 int qh_mem_estimate_cell(const qh_model_config *c, size_t n_params, const qh_mem_protocol *p,
                          qh_mem_estimate *out)
 {
     if (!c || !p || !out) QH_ERROR(QH_EINVAL, "memory estimate: NULL argument");
+    if (!p->method || p->params) return estimate(c, n_params, p, out);
+    /* the rows' workspace sizes and block ops read their parameters */
+    qh_mem_protocol q = *p;
+    void *params = qh_method_params_new(p->method);
+    if (!params) QH_ERROR(QH_ENOMEM, "memory estimate: out of memory");
+    q.params = params;
+    int st = estimate(c, n_params, &q, out);
+    free(params);
+    return st;
+}
+
+static int estimate(const qh_model_config *c, size_t n_params, const qh_mem_protocol *p,
+                    qh_mem_estimate *out)
+{
     *out = (qh_mem_estimate){ 0 };
     size_t hidden = (size_t)c->hidden, qd = (size_t)c->n_heads * (size_t)c->head_dim;
     size_t kvd = (size_t)c->n_kv_heads * (size_t)c->head_dim, ffn = (size_t)c->ffn_dim;
@@ -47,7 +64,8 @@ int qh_mem_estimate_cell(const qh_model_config *c, size_t n_params, const qh_mem
 
     if (p->method) {
         int block = p->method->block && p->method->block->wants(p->params);
-        size_t S = p->nsamples * cT * hidden * F;
+        size_t act = p->act_bytes ? p->act_bytes : F;
+        size_t S = p->nsamples * cT * hidden * act + (act < F ? cT * hidden * F : 0);
         /* the linears of a block as (out, in): q, k, v, o, gate, down, up; without a
          * gated MLP (OPT) the first six, fc1 and fc2 standing where gate and down do */
         size_t shape[7][2] = { { qd, hidden }, { kvd, hidden }, { kvd, hidden }, { hidden, qd },
@@ -103,7 +121,8 @@ int qh_mem_protocol_of_cell(const qh_config *cfg, const qh_cell *cell, qh_mem_pr
     *p = (qh_mem_protocol){ .nsamples = (size_t)cfg->calib_nsamples,
                             .calib_seqlen = (size_t)cfg->calib_seqlen,
                             .eval_seqlen = (size_t)cfg->eval_seqlen,
-                            .kl_topk = cfg->eval_kl_topk > 0 ? (size_t)cfg->eval_kl_topk : 0 };
+                            .kl_topk = cfg->eval_kl_topk > 0 ? (size_t)cfg->eval_kl_topk : 0,
+                            .act_bytes = cfg->calib_act_dtype == QH_ACT_F32 ? F : 2 };
     for (size_t d = 0; d < cfg->n_datasets; d++)
         p->dataset_bytes = max2(p->dataset_bytes, file_bytes(cfg->datasets[d].path));
     const qh_method_type *t = NULL;

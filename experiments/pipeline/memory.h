@@ -11,8 +11,10 @@
  *             written pages become private);
  *   then the larger of the two phases:
  *   calibration  the hidden states of the calibration windows (nsamples x
- *             seqlen x hidden floats; twice, plus a float copy of one block's
- *             linears, when the method tunes against the block output), the
+ *             seqlen x hidden values of act_bytes each, and one float32
+ *             window to widen them into when they are 16-bit; twice, plus a
+ *             float copy of one block's linears, when the method tunes
+ *             against the block output), the
  *             windows' ids, the forward workspace at the calibration length,
  *             one block's four Hessian accumulators (in x in doubles per
  *             distinct linear input, plus a 256-column scratch each), and the
@@ -55,6 +57,8 @@ typedef struct {
     size_t eval_seqlen;              /* 0: the model's context */
     size_t kl_topk;                  /* float reference entries per position (0: none) */
     size_t dataset_bytes;            /* the largest evaluation file (0: none) */
+    size_t act_bytes;                /* bytes a held hidden-state value takes (calibration
+                                        act_dtype: 4 float32, 2 bf16/f16; 0: 4) */
     const qh_method_type *method;    /* NULL: no quantization (a baseline) */
     const void *params;              /* the method's parameters (NULL: its defaults) */
 } qh_mem_protocol;

@@ -207,6 +207,11 @@ int qh_pipeline_validate(const qh_config *cfg)
                          "(got \"%s\"): its block stage tunes in the model's basis",
                          i, t->name, t->block->setting, cfg->methods[i].incoherence);
         if (st == QH_OK) st = validate_rules(cfg, i, t, wants_block_objective(t, params));
+        if (st == QH_OK && wants_block_stage(t, params) && cfg->calib_act_dtype != QH_ACT_F32)
+            QH_SET_ERROR(st, QH_EUNIMPL, "methods[%zu]: %s with %s needs calibration.act_dtype "
+                         "\"f32\" (got \"%s\"): the block stage reads every window's hidden states "
+                         "as float32", i, t->name, t->block->setting,
+                         qh_act_dtype_name(cfg->calib_act_dtype));
         if (st == QH_OK && wants_block_objective(t, params) && cfg->methods[i].tf.rotate)
             QH_SET_ERROR(st, QH_EUNIMPL, "methods[%zu]: %s with %s takes \"rotate\": \"none\": "
                          "the block backward pass does not differentiate the online Hadamard "
@@ -749,6 +754,7 @@ static int quantize_model(const qh_pipeline *p, const qh_cell *cell, qh_model *m
                                 seqlen, cell->seed, cell->id);
     if (st == QH_OK) {
         qh_layer_visitor v = { .fn = quantize_linear, .progress = block_progress, .user = q,
+                               .act_dtype = cfg->calib_act_dtype,
                                .block_fn = q->block.block_stage ? tune_block : NULL };
         st = qh_sequential_visit(m, win, (size_t)cfg->calib_nsamples, seqlen, &v);
     }

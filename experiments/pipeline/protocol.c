@@ -175,6 +175,10 @@ static void put_calibration(record *r, const qh_config *cfg, const qh_cell *cell
     put(r, cJSON_CreateNumber(cfg->calib_nsamples), "calibration.nsamples");
     put(r, cJSON_CreateNumber(cfg->calib_seqlen ? cfg->calib_seqlen : max_pos), "calibration.seqlen");
     put(r, cJSON_CreateNumber((double)cell->seed), "calibration.seed");
+    /* recorded only when not float32, so that records written before the key
+     * existed (float32 states) still match */
+    if (cfg->calib_act_dtype != QH_ACT_F32)
+        put(r, cJSON_CreateString(qh_act_dtype_name(cfg->calib_act_dtype)), "calibration.act_dtype");
 }
 
 static void put_wa_entry(const char *key, const char *value, void *user)

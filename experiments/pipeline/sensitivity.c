@@ -183,7 +183,8 @@ int qh_sensitivity_run(const qh_config *cfg, const qh_cell *cell, int per_block,
         QH_SET_ERROR(st, QH_ENOMEM, "out of memory");
     if (st == QH_OK) {
         if (log) fprintf(log, "%s: float ppl %.4f on %s\n", cell->id, out->ppl_float, cfg->datasets[0].label);
-        qh_layer_visitor v = { .fn = keep_quantized, .progress = progress, .user = &s };
+        qh_layer_visitor v = { .fn = keep_quantized, .progress = progress, .user = &s,
+                               .act_dtype = cfg->calib_act_dtype };
         st = qh_sequential_visit(m, win, (size_t)cfg->calib_nsamples, seqlen, &v);
     }
     if (st == QH_OK) st = measure_units(cfg, m, &s, per_block, ids, n_ids, out);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "model/forward.h"
+#include "model/safetensors.h"
 #include "qh_hessian.h"
 
 /* Linears that share an input share a Hessian: q/k/v, and a gated MLP's gate/up. */
@@ -95,15 +96,93 @@ static int init_hessians(block_hessians *bh, const qh_model *m, int layer)
     return QH_OK;
 }
 
+static const char *const act_dtype_names[] = { "f32", "bf16", "f16" };
+
+int qh_act_dtype_parse(const char *name, qh_act_dtype *out)
+{
+    for (int d = 0; d < 3; d++)
+        if (name && !strcmp(name, act_dtype_names[d])) { *out = (qh_act_dtype)d; return QH_OK; }
+    QH_ERROR(QH_ECONFIG, "activation dtype \"%s\": expected one of " QH_ACT_DTYPE_NAMES,
+             name ? name : "(null)");
+}
+
+const char *qh_act_dtype_name(qh_act_dtype d)
+{
+    return d >= QH_ACT_F32 && d <= QH_ACT_F16 ? act_dtype_names[d] : "?";
+}
+
+/* The hidden states of every window, as float32 (read and written in place,
+ * as before 16-bit storage existed, so float32 results keep their bits) or
+ * as 16-bit values that a block reads widened into a float32 window. */
+typedef struct {
+    qh_act_dtype dtype;
+    size_t window;                   /* values per window: hidden x seqlen */
+    float *f32;                      /* nsamples windows (QH_ACT_F32) */
+    uint16_t *h16;                   /* nsamples windows (16-bit dtypes) */
+} window_store;
+
+static int store_alloc(window_store *ws, qh_act_dtype dtype, size_t nsamples, size_t window)
+{
+    *ws = (window_store){ dtype, window, NULL, NULL };
+    if (dtype == QH_ACT_F32) ws->f32 = malloc(nsamples * window * sizeof(float));
+    else ws->h16 = malloc(nsamples * window * sizeof(uint16_t));
+    return ws->f32 || ws->h16 ? QH_OK : QH_ENOMEM;
+}
+
+static void store_free(window_store *ws)
+{
+    free(ws->f32);
+    free(ws->h16);
+    ws->f32 = NULL;
+    ws->h16 = NULL;
+}
+
+/* Window s as float32: the stored floats themselves, or widened into buf. */
+static float *store_read(const window_store *ws, size_t s, float *buf)
+{
+    if (ws->f32) return ws->f32 + s * ws->window;
+    const uint16_t *h = ws->h16 + s * ws->window;
+    for (size_t i = 0; i < ws->window; i++)
+        buf[i] = ws->dtype == QH_ACT_BF16 ? qh_bf16_to_f32(h[i]) : qh_f16_to_f32(h[i]);
+    return buf;
+}
+
+/* Stores x as window s (a no-op when x is the stored floats themselves);
+ * 16 bits round to nearest even. */
+static void store_write(window_store *ws, size_t s, const float *x)
+{
+    if (ws->f32) {
+        float *at = ws->f32 + s * ws->window;
+        if (x != at) memcpy(at, x, ws->window * sizeof *x);
+        return;
+    }
+    uint16_t *h = ws->h16 + s * ws->window;
+    for (size_t i = 0; i < ws->window; i++)
+        h[i] = ws->dtype == QH_ACT_BF16 ? qh_f32_to_bf16(x[i]) : qh_f32_to_f16(x[i]);
+}
+
 /* Pass 1: Hessians of every input of block `layer` (hidden states untouched). */
-static int collect_block(const qh_model *m, int layer, const float *states, size_t nsamples,
+static int collect_block(const qh_model *m, int layer, const window_store *states, size_t nsamples,
                          size_t seqlen, qh_forward_ws *ws, block_hessians *bh)
 {
-    size_t hidden = (size_t)m->cfg.hidden;
     qh_forward_hook hook = { accumulate_hook, bh };
     for (size_t s = 0; s < nsamples; s++) {
-        memcpy(ws->x, states + s * hidden * seqlen, hidden * seqlen * sizeof(float));
+        const float *x = store_read(states, s, ws->x);
+        if (x != ws->x) memcpy(ws->x, x, states->window * sizeof(float));
         QH_TRY(qh_forward_block(m, layer, ws->x, seqlen, ws, &hook));
+    }
+    return QH_OK;
+}
+
+/* Pass 3: the block as it now is moves every window to the next block's
+ * inputs (in place for float32; through buf, one window, for 16 bits). */
+static int advance_block(const qh_model *m, int layer, window_store *states, size_t nsamples,
+                         size_t seqlen, qh_forward_ws *ws, float *buf)
+{
+    for (size_t s = 0; s < nsamples; s++) {
+        float *x = store_read(states, s, buf);
+        QH_TRY(qh_forward_block(m, layer, x, seqlen, ws, NULL));
+        store_write(states, s, x);
     }
     return QH_OK;
 }
@@ -200,42 +279,53 @@ static int block_stage(qh_model *m, int layer, float *states, float_path *fp, si
 int qh_sequential_visit(qh_model *m, const int32_t *windows, size_t nsamples, size_t seqlen,
                         const qh_layer_visitor *v)
 {
+    if (v->act_dtype != QH_ACT_F32 && v->block_fn)
+        QH_ERROR(QH_EUNIMPL, "calibration act_dtype \"%s\": the block stage reads every window's "
+                 "hidden states as float32; only \"f32\" runs with it",
+                 qh_act_dtype_name(v->act_dtype));
     size_t hidden = (size_t)m->cfg.hidden;
     size_t n_states = nsamples * hidden * seqlen;
     qh_forward_ws *ws = NULL;
-    float *states = NULL;
+    window_store states = { 0 };
+    float *buf = NULL;               /* one float32 window for 16-bit states */
     float_path fp = { { NULL }, NULL };
     int st = qh_forward_ws_alloc(m, seqlen, &ws);
     if (st != QH_OK) return st;
-    states = malloc(n_states * sizeof *states);
-    if (v->block_fn) fp.states = malloc(n_states * sizeof *states);
-    if (!states || (v->block_fn && !fp.states)) {
+    st = store_alloc(&states, v->act_dtype, nsamples, hidden * seqlen);
+    if (st == QH_OK && v->act_dtype != QH_ACT_F32 && !(buf = malloc(hidden * seqlen * sizeof *buf)))
+        st = QH_ENOMEM;
+    if (st == QH_OK && v->block_fn && !(fp.states = malloc(n_states * sizeof *fp.states)))
+        st = QH_ENOMEM;
+    if (st != QH_OK) {
         QH_SET_ERROR(st, QH_ENOMEM, "cannot hold %zu calibration windows of %zu x %zu hidden states",
                      nsamples, hidden, seqlen);
         goto cleanup;
     }
-    for (size_t s = 0; s < nsamples && st == QH_OK; s++)
-        st = qh_forward_embed(m, windows + s * seqlen, seqlen, ws, states + s * hidden * seqlen);
-    if (fp.states && st == QH_OK) memcpy(fp.states, states, n_states * sizeof *states);
+    for (size_t s = 0; s < nsamples && st == QH_OK; s++) {
+        float *x = states.f32 ? states.f32 + s * hidden * seqlen : buf;
+        st = qh_forward_embed(m, windows + s * seqlen, seqlen, ws, x);
+        if (st == QH_OK) store_write(&states, s, x);
+    }
+    if (fp.states && st == QH_OK) memcpy(fp.states, states.f32, n_states * sizeof *fp.states);
 
     for (int layer = 0; layer < m->cfg.n_layers && st == QH_OK; layer++) {
         block_hessians bh;
         st = init_hessians(&bh, m, layer);
         if (st != QH_OK) break;
-        st = collect_block(m, layer, states, nsamples, seqlen, ws, &bh);
+        st = collect_block(m, layer, &states, nsamples, seqlen, ws, &bh);
         if (st == QH_OK && v->block_fn) st = float_path_save_weights(&fp, m, layer);
         if (st == QH_OK) st = visit_block(m, layer, &bh, v);
         free_hessians(&bh);
-        if (st == QH_OK && v->block_fn) st = block_stage(m, layer, states, &fp, nsamples, seqlen, ws, v);
+        if (st == QH_OK && v->block_fn)
+            st = block_stage(m, layer, states.f32, &fp, nsamples, seqlen, ws, v);
         float_path_free_weights(&fp);
-        /* Pass 3: the block as it now is produces the next block's inputs. */
-        for (size_t s = 0; s < nsamples && st == QH_OK; s++)
-            st = qh_forward_block(m, layer, states + s * hidden * seqlen, seqlen, ws, NULL);
+        if (st == QH_OK) st = advance_block(m, layer, &states, nsamples, seqlen, ws, buf);
         if (v->progress) v->progress(layer + 1, m->cfg.n_layers, v->user);
     }
 cleanup:
     free(fp.states);
-    free(states);
+    free(buf);
+    store_free(&states);
     qh_forward_ws_free(ws);
     return st;
 }

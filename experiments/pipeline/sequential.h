@@ -26,6 +26,18 @@
 #include "model/model.h"
 #include "qh_mat.h"
 
+/* How the traversal holds the calibration windows' hidden states between
+ * blocks (config "calibration": {"act_dtype": ...}): float32, or 16 bits a
+ * value (bfloat16 or IEEE half), rounded to nearest even when stored and
+ * widened to float32 when a block reads them; every block computes in
+ * float32 either way.  16 bits halve the states' memory (memory.h). */
+typedef enum { QH_ACT_F32 = 0, QH_ACT_BF16 = 1, QH_ACT_F16 = 2 } qh_act_dtype;
+#define QH_ACT_DTYPE_NAMES "f32, bf16, f16"
+
+/* "f32", "bf16" or "f16" into *out; else QH_ECONFIG naming the valid values. */
+int qh_act_dtype_parse(const char *name, qh_act_dtype *out) QH_MUST_CHECK;
+const char *qh_act_dtype_name(qh_act_dtype d);     /* "f32", "bf16", "f16" */
+
 typedef struct {
     /* Called once per decoder linear, in stable-number order.  W: the layer's current
      * weights (m = out x n = in, column-major double; the callee may modify
@@ -51,13 +63,18 @@ typedef struct {
     /* Optional: called after each block with (layers done, total). */
     void (*progress)(int done, int total, void *user);
     void *user;
+    /* How the hidden states are held (zero: float32).  A 16-bit dtype with
+     * block_fn is refused (QH_EUNIMPL): the block stage reads every window's
+     * states as float32. */
+    qh_act_dtype act_dtype;
 } qh_layer_visitor;
 
 /* Runs the traversal over nsamples windows of seqlen tokens (windows:
- * nsamples x seqlen ids).  Memory: nsamples x hidden x seqlen floats of hidden
- * states plus one Hessian per distinct input of a block.  Returns QH_OK, the
- * visitor's status, QH_ENAN (non-finite activations, naming the layer),
- * QH_EINVAL, QH_ENOMEM. */
+ * nsamples x seqlen ids).  Memory: nsamples x hidden x seqlen values of hidden
+ * states (4 or 2 bytes each, v->act_dtype) plus one Hessian per distinct input
+ * of a block.  Returns QH_OK, the visitor's status, QH_ENAN (non-finite
+ * activations, naming the layer), QH_EINVAL, QH_EUNIMPL (16-bit states with
+ * a block stage), QH_ENOMEM. */
 int qh_sequential_visit(qh_model *m, const int32_t *windows, size_t nsamples, size_t seqlen,
                         const qh_layer_visitor *v) QH_MUST_CHECK;
 

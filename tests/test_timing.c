@@ -1,0 +1,210 @@
+/* test_timing.c -- the wall-time estimate of a cell (pipeline/timing.h): the
+ * flop counts of a tiny configuration against a hand count, how the estimate
+ * scales with the protocol, the lower bounds, the probe and the format. */
+#include <string.h>
+
+#include "pipeline/timing.h"
+#include "qh_test.h"
+
+/* An OPT-like model small enough to count by hand: 2 blocks, hidden 8 (2
+ * heads of 4), ffn 16, vocabulary 10. */
+static qh_model_config tiny_config(void)
+{
+    qh_model_config c = { .vocab_size = 10, .hidden = 8, .n_layers = 2, .n_heads = 2,
+                          .n_kv_heads = 2, .head_dim = 4, .ffn_dim = 16, .max_pos = 32,
+                          .embed_dim = 8 };
+    c.features.gated_mlp = 0;
+    return c;
+}
+
+/* nsamples 2 x 4 tokens of calibration, one dataset of 3 windows of 8 tokens. */
+static qh_time_protocol tiny_protocol(const qh_method_type *t, const void *params)
+{
+    qh_time_protocol p = { .mem = { .nsamples = 2, .calib_seqlen = 4, .eval_seqlen = 8,
+                                    .method = t, .params = params },
+                           .incoherence = "none", .bits = 3, .n_datasets = 1 };
+    p.eval_bytes[0] = (size_t)(3 * 8 * QH_TIME_BYTES_PER_TOKEN);
+    return p;
+}
+
+/* The hand count (timing.h's formulas), rtn, no incoherence:
+ *   linears (m, n): q, k, v, o 8 x 8, fc1 16 x 8, fc2 8 x 16: sum m n = 512;
+ *   F(4) = 2 x 512 + 2 x 4 x 8 = 1088 flops a token and block;
+ *   forward = 2 blocks x 2 passes x 8 tokens x 1088 = 34816;
+ *   hessian = 2 x 8 tokens x (2 x 8^2 + 8^2 + 16^2) = 7168;
+ *   method = 2 x 10 x 512 = 10240, + the driver's proxy loss 2 m n^2:
+ *     2 x 2 x (4 x 8 x 64 + 16 x 64 + 8 x 256) = 20480, so 30720;
+ *   metrics per block: proxy 4 m n^2 = 4 x 8 x 64 x 4 + 4 x 16 x 64 + 4 x 8 x 256 = 20480,
+ *     spectra 9 n^3 per distinct input = 3 x 4608 + 36864 = 50688: x 2 = 142336;
+ *   eval: 3 windows x 8 tokens x (2 x F(8) + 2 x 8 x 10) = 24 x (2 x 1152 + 160) = 59136. */
+static void test_hand_count(void)
+{
+    qh_model_config c = tiny_config();
+    qh_time_protocol p = tiny_protocol(qh_method_find("rtn"), NULL);
+    qh_time_flops f;
+    QH_CHECK(qh_time_count_flops(&c, &p, &f) == QH_OK, "count: %s", qh_last_error());
+    QH_CHECK(f.forward == 34816, "forward %g, hand 34816", f.forward);
+    QH_CHECK(f.hessian == 7168, "hessian %g, hand 7168", f.hessian);
+    QH_CHECK(f.method == 30720, "method %g, hand 30720", f.method);
+    QH_CHECK(f.incoherence == 0, "no incoherence: %g", f.incoherence);
+    QH_CHECK(f.metrics == 142336, "metrics %g, hand 142336", f.metrics);
+    QH_CHECK(f.eval == 59136, "eval %g, hand 59136", f.eval);
+    QH_CHECK(f.block == 0 && f.model == 0, "no stage: block %g, model %g", f.block, f.model);
+
+    /* GPTQ: m n^2 + 2 n^3 per linear: per block 4 x (512 + 1024) + (1024 + 1024) + (2048 + 8192),
+     * and the proxy loss */
+    p = tiny_protocol(qh_method_find("gptq"), NULL);
+    QH_CHECK(qh_time_count_flops(&c, &p, &f) == QH_OK, "count gptq");
+    QH_CHECK(f.method == 2 * (4 * 1536 + 2048 + 10240) + 20480, "gptq method %g, hand 57344",
+             f.method);
+    /* Kronecker incoherence: 4 m n (sqrt m + sqrt n) + 4 n^2 sqrt n per linear */
+    p.incoherence = "kron";
+    QH_CHECK(qh_time_count_flops(&c, &p, &f) == QH_OK, "count gptq+kron");
+    double r8 = sqrt(8), r16 = 4;
+    double kron = 4 * (4 * 64 * 2 * r8 + 4 * 64 * r8) + 4 * 128 * (r16 + r8) + 4 * 64 * r8
+                + 4 * 128 * (r8 + r16) + 4 * 256 * r16;
+    QH_CHECK_CLOSE(f.incoherence, 2 * kron, 0, 1e-12, "kron %g, hand %g", f.incoherence, 2 * kron);
+}
+
+static void test_scaling(void)
+{
+    qh_model_config c = tiny_config();
+    qh_time_protocol p = tiny_protocol(qh_method_find("gptq"), NULL);
+    qh_time_flops a, b;
+    QH_CHECK(qh_time_count_flops(&c, &p, &a) == QH_OK, "count");
+    p.mem.nsamples *= 2;
+    QH_CHECK(qh_time_count_flops(&c, &p, &b) == QH_OK, "count, twice the windows");
+    QH_CHECK(b.forward == 2 * a.forward && b.hessian == 2 * a.hessian,
+             "twice the windows: forward %g -> %g, hessian %g -> %g", a.forward, b.forward,
+             a.hessian, b.hessian);
+    QH_CHECK(b.method == a.method && b.metrics == a.metrics && b.eval == a.eval,
+             "the windows leave method, metrics and evaluation alone");
+    p = tiny_protocol(qh_method_find("gptq"), NULL);
+    p.eval_bytes[0] *= 2;
+    QH_CHECK(qh_time_count_flops(&c, &p, &b) == QH_OK, "count, twice the text");
+    QH_CHECK(b.eval == 2 * a.eval && b.forward == a.forward, "twice the text: eval %g -> %g",
+             a.eval, b.eval);
+    p.max_windows = 3;
+    QH_CHECK(qh_time_count_flops(&c, &p, &b) == QH_OK && b.eval == a.eval,
+             "max_windows 3 caps 6 windows at 3: eval %g", b.eval);
+    /* the linears' work grows with the width: doubling hidden and ffn scales
+     * GPTQ's m n^2 + 2 n^3 by 8 */
+    qh_model_config w = c;
+    w.hidden *= 2, w.head_dim *= 2, w.ffn_dim *= 2, w.embed_dim *= 2;
+    QH_CHECK(qh_time_count_flops(&w, &p, &b) == QH_OK && b.method == 8 * a.method,
+             "twice the width: method %g -> %g", a.method, b.method);
+}
+
+/* The block stage follows the row's plan: steps x batch windows of forward
+ * and backward (3 F a token), so 20 more SignRound iterations at batch 2 add
+ * 20 x 2 x 3 x 4 tokens x F(4) x 2 blocks; the stage adds a third traversal pass. */
+static void test_block_stage(void)
+{
+    qh_model_config c = tiny_config();
+    const qh_method_type *t = qh_method_find("signround");
+    void *params = qh_method_params_new(t);
+    QH_CHECK(params && qh_method_params_set(t, params, "iters", "20") == QH_OK
+             && qh_method_params_set(t, params, "batch", "2") == QH_OK, "signround params");
+    qh_time_protocol p = tiny_protocol(t, params);
+    qh_time_flops a, b;
+    QH_CHECK(qh_time_count_flops(&c, &p, &a) == QH_OK, "count signround");
+    QH_CHECK(a.forward == 34816.0 * 3 / 2, "block stage: three passes, forward %g", a.forward);
+    QH_CHECK(qh_method_params_set(t, params, "iters", "40") == QH_OK, "iters 40");
+    QH_CHECK(qh_time_count_flops(&c, &p, &b) == QH_OK, "count signround 40");
+    QH_CHECK(b.block - a.block == 20.0 * 2 * 3 * 4 * 1088 * 2, "20 more steps add %g",
+             b.block - a.block);
+    QH_CHECK(b.steps - a.steps == 20.0 * 2 * 512 * 60,
+             "20 more steps of 60 operations on each of 2 x 512 weights: %g", b.steps - a.steps);
+    QH_CHECK(qh_method_params_set(t, params, "iters", "0") == QH_OK, "iters 0");
+    QH_CHECK(qh_time_count_flops(&c, &p, &b) == QH_OK && b.block == 0 && b.steps == 0,
+             "iters 0 (RTN, no stage): block %g, steps %g", b.block, b.steps);
+    free(params);
+}
+
+static void test_lower_bounds(void)
+{
+    qh_model_config c = tiny_config();
+    qh_time_probe probe = { 10, 5, 1 };
+    qh_time_estimate e;
+    qh_time_protocol p = tiny_protocol(qh_method_find("gptq"), NULL);
+    QH_CHECK(qh_time_estimate_cell(&c, 1000, &p, &probe, &e) == QH_OK && !e.lower_bound,
+             "gptq is modelled whole");
+    p = tiny_protocol(qh_method_find("aqlm"), NULL);
+    QH_CHECK(qh_time_estimate_cell(&c, 1000, &p, &probe, &e) == QH_OK && e.lower_bound
+             && strstr(e.unmodelled, "search"), "aqlm is a lower bound: '%s'", e.unmodelled);
+    /* a row the cost table does not know */
+    static const qh_method_type unknown = { .name = "no_such_row" };
+    static const int no_params = 0;
+    p = tiny_protocol(&unknown, &no_params);
+    QH_CHECK(qh_time_estimate_cell(&c, 1000, &p, &probe, &e) == QH_OK && e.lower_bound
+             && e.flops.method == 20480, "an unknown row: the driver's proxy alone (%g), lower bound",
+             e.flops.method);
+    p = tiny_protocol(qh_method_find("gptq"), NULL);
+    p.n_tasks = 2;
+    QH_CHECK(qh_time_estimate_cell(&c, 1000, &p, &probe, &e) == QH_OK && e.lower_bound
+             && strstr(e.unmodelled, "task files"), "tasks: '%s'", e.unmodelled);
+}
+
+/* Seconds are the flops over the probe (twice the throughput: half the
+ * floating-point time) plus the fixed part. */
+static void test_estimate(void)
+{
+    qh_model_config c = tiny_config();
+    qh_time_protocol p = tiny_protocol(qh_method_find("gptq"), NULL);
+    p.calib_bytes = 8000000;
+    qh_time_probe slow = { 1e-3, 1e-3, 1 }, fast = { 2e-3, 2e-3, 1 };
+    qh_time_estimate a, b;
+    QH_CHECK(qh_time_estimate_cell(&c, 0, &p, &slow, &a) == QH_OK, "estimate slow");
+    QH_CHECK(qh_time_estimate_cell(&c, 0, &p, &fast, &b) == QH_OK, "estimate fast");
+    QH_CHECK_CLOSE(b.calibration_s, a.calibration_s / 2, 0, 1e-12, "calibration %g -> %g",
+                   a.calibration_s, b.calibration_s);
+    QH_CHECK_CLOSE(b.eval_s, a.eval_s / 2, 0, 1e-12, "eval %g -> %g", a.eval_s, b.eval_s);
+    QH_CHECK(a.fixed_s == b.fixed_s && a.fixed_s > 0, "tokenizing does not depend on BLAS");
+    QH_CHECK_CLOSE(a.seconds, a.fixed_s + a.calibration_s + a.eval_s, 0, 1e-12, "sum");
+    qh_time_probe none = { 0, 1, 1 };
+    QH_CHECK(qh_time_estimate_cell(&c, 0, &p, &none, &a) == QH_EINVAL, "a probe of 0 refused");
+    QH_CHECK(qh_time_count_flops(&c, NULL, &a.flops) == QH_EINVAL, "NULL protocol refused");
+}
+
+static void test_probe_and_format(void)
+{
+    qh_time_probe pr;
+    QH_CHECK(qh_time_probe_measure(64, 64, &pr) == QH_OK, "probe: %s", qh_last_error());
+    QH_CHECK(pr.sgemm_gflops > 0 && pr.dgemm_gflops > 0 && pr.threads >= 1,
+             "probe %g / %g GFLOP/s, %d threads", pr.sgemm_gflops, pr.dgemm_gflops, pr.threads);
+    QH_CHECK(qh_time_probe_measure(0, 64, &pr) == QH_EINVAL, "probe of width 0 refused");
+    char b[32];
+    QH_CHECK(!strcmp(qh_time_format(41.2, 0, b, sizeof b), "42 s"), "'%s'", b);
+    QH_CHECK(!strcmp(qh_time_format(750, 1, b, sizeof b), ">=12.5 min"), "'%s'", b);
+    QH_CHECK(!strcmp(qh_time_format(3 * 3600 + 720, 0, b, sizeof b), "3.2 h"), "'%s'", b);
+}
+
+/* The memory estimate's hidden-state term with 16-bit states (calibration
+ * act_dtype): half the float32 term, plus the one float32 window they are
+ * widened into. */
+static void test_memory_act_bytes(void)
+{
+    qh_model_config c = tiny_config();
+    qh_mem_protocol p = { .nsamples = 64, .calib_seqlen = 16, .eval_seqlen = 16,
+                          .method = qh_method_find("gptq") };
+    qh_mem_estimate f32, h16;
+    QH_CHECK(qh_mem_estimate_cell(&c, 1000, &p, &f32) == QH_OK, "memory f32");
+    p.act_bytes = 2;
+    QH_CHECK(qh_mem_estimate_cell(&c, 1000, &p, &h16) == QH_OK, "memory 16-bit");
+    QH_CHECK(f32.states == 64 * 16 * 8 * 4 && h16.states == f32.states / 2 + 16 * 8 * 4,
+             "states %zu -> %zu", f32.states, h16.states);
+    QH_CHECK(f32.calibration - h16.calibration == f32.states - h16.states,
+             "only the states term changes");
+}
+
+int main(void)
+{
+    test_hand_count();
+    test_scaling();
+    test_block_stage();
+    test_lower_bounds();
+    test_estimate();
+    test_probe_and_format();
+    test_memory_act_bytes();
+    return qh_test_summary();
+}
