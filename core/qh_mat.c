@@ -47,3 +47,9 @@
 
 DEFINE_MAT(matd, double)
 DEFINE_MAT(matf, float)
+
+void qh_matd_set_rowmajor_f(qh_matd *m, const float *src)
+{
+    for (size_t i = 0; i < m->rows; i++)
+        for (size_t j = 0; j < m->cols; j++) QH_AT(m, i, j) = (double)src[i * m->cols + j];
+}

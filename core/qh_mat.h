@@ -33,6 +33,10 @@ void     qh_matf_free(qh_matf *m);
 qh_matf  qh_matf_view(const qh_matf *m, size_t i, size_t j, size_t r, size_t c);
 qh_matf *qh_matf_copy(const qh_matf *m);
 
+/* m := src, a row-major float array of m's shape (e.g. a layer's gradient
+ * as the forward stores its weights), widened to double. */
+void qh_matd_set_rowmajor_f(qh_matd *m, const float *src);
+
 /* 1 if every entry is finite. */
 int qh_matd_all_finite(const qh_matd *m);
 int qh_matf_all_finite(const qh_matf *m);

@@ -146,9 +146,7 @@ static void write_weights(tune_linear *t)
 /* One optimiser step from the accumulated Gf (row-major out x in). */
 static int step(tune_linear *t, int step_no)
 {
-    size_t m = t->rows, n = t->cols;
-    for (size_t i = 0; i < m; i++)
-        for (size_t j = 0; j < n; j++) QH_AT(t->G, i, j) = (double)t->Gf[i * n + j];
+    qh_matd_set_rowmajor_f(t->G, t->Gf);
     int st = t->ops->step(t->params, t->state, t->G, step_no);
     if (st != QH_OK) qh_error_prefix("%s: block step %d", t->lin->name, step_no);
     return st;

@@ -267,9 +267,7 @@ static int step_all(model_tuner *tu, long step_no)
     for (size_t i = 0; i < tu->n_lin; i++) {
         model_linear *ml = &tu->lin[i];
         qh_matd G = view(tu->Gd, ml->rows, ml->cols);
-        for (size_t r = 0; r < ml->rows; r++)
-            for (size_t c = 0; c < ml->cols; c++)
-                QH_AT(&G, r, c) = (double)ml->Gf[r * ml->cols + c];
+        qh_matd_set_rowmajor_f(&G, ml->Gf);
         int st = tu->ops->model_step(tu->params, ml->state, &G, (int)step_no);
         if (st != QH_OK) {
             qh_error_prefix("%s: model stage step %ld", ml->lin->name, step_no);
