@@ -245,6 +245,17 @@ typedef struct qh_method_type {
     /* NULL, or the ops of a stage that tunes the row's parameters against the
      * decoder block's output when block->wants(params) (ptq161, objective = block). */
     const qh_block_ops *block;
+    /* Optional (NULL: the row's own work is not counted and a cell's time
+     * estimate is a lower bound): the floating-point work of quantizing one
+     * rows x cols linear with params (the row's struct, never NULL) at `bits`,
+     * for the wall-time estimate (experiments/pipeline/timing.h; building
+     * blocks in qh_flops.h).  Sets *partial = 1 when part of the work (a
+     * codebook or lattice search) is left out, so the estimate is a lower
+     * bound; leaves it alone otherwise. */
+    double (*flops)(const void *params, int bits, size_t rows, size_t cols, int *partial);
+    double flops_efficiency;         /* the fraction of the float64 gemm probe that work
+                                        reaches (QH_FLOPS_EFF_*, measured: docs/cluster.md);
+                                        0: QH_FLOPS_EFF_FEEDBACK */
 } qh_method_type;
 
 /* The bit widths m accepts (the driver refuses others with QH_EINVAL). */

@@ -141,6 +141,14 @@ static void test_registry(void)
             if (d->type == QH_PARAM_INT || d->type == QH_PARAM_DOUBLE)
                 QH_CHECK(d->def >= d->lo && d->def <= d->hi, "%s.%s default in range", (*m)->name, d->key);
         }
+        if ((*m)->flops) {           /* the time estimate's count (pipeline/timing.h) */
+            int lo, hi, partial = 0;
+            qh_method_bits_range(*m, &lo, &hi);
+            double f = (*m)->flops(p, lo, 64, 32, &partial);
+            QH_CHECK(f > 0 && (*m)->flops_efficiency > 0 && (*m)->flops_efficiency <= 1,
+                     "%s counts its work (%g flops at 64 x 32) at an efficiency in (0, 1] (%g)",
+                     (*m)->name, f, (*m)->flops_efficiency);
+        }
         free(p);
     }
     QH_CHECK(count >= 5, "at least the five scalar-grid methods registered (%zu)", count);

@@ -121,6 +121,87 @@ static void test_block_stage(void)
     free(params);
 }
 
+/* Every row's own work on the tiny model, against the counts the name-keyed
+ * cost table in timing.c gave before the rows carried them (method flops,
+ * and the calibration seconds at a fixed probe, which also checks each
+ * row's efficiency), with and without the parameters the counts read. */
+typedef struct {
+    const char *method, *key, *value;   /* one setting, or NULL */
+    int bits;
+    double method_flops, calibration_s;
+    int lower_bound;
+} row_count;
+
+static const row_count row_counts[] = {
+    { "rtn", NULL, NULL, 3, 30720, 8.1707885714285723e-05, 0 },
+    { "gptq", NULL, NULL, 3, 57344, 8.5005963636363633e-05, 0 },
+    { "ldlq", NULL, NULL, 3, 57344, 8.5005963636363633e-05, 0 },
+    { "ldlq_rg", NULL, NULL, 3, 77824, 9.2453236363636363e-05, 0 },
+    { "ldlq_rg", "npasses", "3", 3, 118784, 0.00010734778181818182, 0 },
+    { "greedy", NULL, NULL, 3, 129024, 0.00011107141818181819, 0 },
+    { "greedy", "npasses", "2", 3, 88064, 9.6176872727272728e-05, 0 },
+    { "quipsharp", NULL, NULL, 2, 57344, 8.5005963636363633e-05, 1 },
+    { "pvq", NULL, NULL, 3, 57344, 8.5005963636363633e-05, 1 },
+    { "billm", NULL, NULL, 1, 57344, 8.5005963636363633e-05, 1 },
+    { "pbllm", NULL, NULL, 1, 57344, 8.5005963636363633e-05, 1 },
+    { "ptq161", NULL, NULL, 1, 4153344, 0.026340422355244756, 0 },
+    { "ptq161", "steps", "10", 1, 262144, 0.024925440537062939, 0 },
+    { "aqlm", NULL, NULL, 3, 70799360, 0.025809375418181818, 1 },
+    { "aqlm", NULL, NULL, 2, 47206400, 0.017230117236363633, 1 },
+    { "aqlm", "codebooks", "1", 2, 6039818240, 2.1963616954181817, 1 },
+    { "aqlm", "group", "4", 2, 2969600, 0.0011440081454545453, 1 },
+    { "aqlm", "epochs", "3", 2, 29380608, 0.010748011054545455, 1 },
+    { "aqlm", "kmeans_iters", "0", 2, 20992000, 0.0076976081454545459, 1 },
+    { "signround", NULL, NULL, 3, 30720, 0.12459519465494506, 0 },
+    { "ternary", NULL, NULL, 2, 30720, 7.532450909090909e-05, 0 },
+    { "ternary", "feedback", "1", 2, 57344, 8.5005963636363633e-05, 0 },
+    { "bitnet1", NULL, NULL, 1, 30720, 7.532450909090909e-05, 0 },
+    { "bitnet1", "feedback", "1", 1, 57344, 8.5005963636363633e-05, 0 },
+    { "gptqt", NULL, NULL, 1, 466944, 0.00023395141818181818, 0 },
+    { "gptqt", "als_iters", "5", 1, 159744, 0.00012224232727272728, 0 },
+    { "onebit", NULL, NULL, 1, 153600, 0.0026521884131868131, 0 },
+    { "onebit", "als_iters", "7", 1, 59392, 0.0025983552703296702, 0 },
+    { "blockap", NULL, NULL, 2, 30720, 0.0025819712703296703, 0 },
+    { "mpo", NULL, NULL, 3, 86016, 9.5432145454545466e-05, 0 },
+    { "mpo", "proxy_steps", "5", 3, 188416, 0.00013266850909090909, 0 },
+    { "lowrank", NULL, NULL, 3, 86016, 9.5432145454545466e-05, 0 },
+    { "lowrank", "hessian", "1", 3, 226304, 0.00014644596363636364, 0 },
+};
+
+static void check_row_count(const row_count *rc)
+{
+    qh_model_config c = tiny_config();
+    qh_time_probe probe = { 10, 5, 1 };
+    const qh_method_type *t = qh_method_find(rc->method);
+    void *params = t ? qh_method_params_new(t) : NULL;
+    QH_CHECK(params, "%s: row and params", rc->method);
+    if (!params) return;
+    if (rc->key)
+        QH_CHECK(qh_method_params_set(t, params, rc->key, rc->value) == QH_OK, "%s %s=%s",
+                 rc->method, rc->key, rc->value);
+    qh_time_protocol p = tiny_protocol(t, params);
+    p.bits = rc->bits;
+    qh_time_estimate e;
+    QH_CHECK(qh_time_estimate_cell(&c, 1000, &p, &probe, &e) == QH_OK, "%s: %s", rc->method,
+             qh_last_error());
+    QH_CHECK(e.flops.method == rc->method_flops, "%s %s=%s w%d: method %.17g, before %.17g",
+             rc->method, rc->key ? rc->key : "", rc->value ? rc->value : "", rc->bits,
+             e.flops.method, rc->method_flops);
+    QH_CHECK_CLOSE(e.calibration_s, rc->calibration_s, 0, 1e-12,
+                   "%s %s=%s w%d: calibration %.17g s, before %.17g", rc->method,
+                   rc->key ? rc->key : "", rc->value ? rc->value : "", rc->bits, e.calibration_s,
+                   rc->calibration_s);
+    QH_CHECK(e.lower_bound == rc->lower_bound, "%s: lower bound %d, before %d", rc->method,
+             e.lower_bound, rc->lower_bound);
+    free(params);
+}
+
+static void test_row_counts(void)
+{
+    for (size_t i = 0; i < sizeof row_counts / sizeof row_counts[0]; i++)
+        check_row_count(&row_counts[i]);
+}
+
 static void test_lower_bounds(void)
 {
     qh_model_config c = tiny_config();
@@ -202,6 +283,7 @@ int main(void)
     test_hand_count();
     test_scaling();
     test_block_stage();
+    test_row_counts();
     test_lower_bounds();
     test_estimate();
     test_probe_and_format();

@@ -39,6 +39,7 @@
  */
 #include "billm.h"
 #include "qh_binarize.h"
+#include "qh_flops.h"
 #include "qh_linalg.h"
 #include "qh_quant.h"
 
@@ -291,4 +292,6 @@ const qh_method_type qh_method_billm = {
     .quantize = billm_quantize,
     .min_bits = 1,
     .max_bits = 1,
+    .flops = qh_flops_row_feedback_searched,   /* the salient and split searches are not counted */
+    .flops_efficiency = QH_FLOPS_EFF_FEEDBACK,
 };

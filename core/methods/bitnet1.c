@@ -13,6 +13,7 @@
  */
 #include "bitnet1.h"
 #include "gptq.h"
+#include "qh_flops.h"
 #include "qh_quant.h"
 #include "ternary.h"
 
@@ -77,6 +78,15 @@ static int bitnet1_quantize(const void *params, const qh_problem *in, qh_result 
     return QH_OK;
 }
 
+/* As ternary's: element-wise, or GPTQ's loop with feedback. */
+static double bitnet1_flops(const void *params, int bits, size_t rows, size_t cols, int *partial)
+{
+    (void)bits, (void)partial;
+    const qh_bitnet1_params *p = params;
+    return p->feedback ? qh_flops_feedback((double)rows, (double)cols)
+                       : qh_flops_round((double)rows, (double)cols);
+}
+
 const qh_method_type qh_method_bitnet1 = {
     .name = "bitnet1",
     .display = "BitNet (PTQ)",
@@ -92,4 +102,6 @@ const qh_method_type qh_method_bitnet1 = {
     .quantize = bitnet1_quantize,
     .min_bits = 1,
     .max_bits = 1,
+    .flops = bitnet1_flops,
+    .flops_efficiency = QH_FLOPS_EFF_FEEDBACK,
 };

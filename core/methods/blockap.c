@@ -28,6 +28,7 @@
 #include "blockap.h"
 #include "qh_adam.h"
 #include "qh_block_helpers.h"
+#include "qh_flops.h"
 #include "qh_grid.h"
 #include "qh_quant.h"
 #include "ternary.h"
@@ -245,4 +246,6 @@ const qh_method_type qh_method_blockap = {
     .workspace_size = blockap_workspace_size,
     .quantize = blockap_quantize,
     .block = &blockap_block_ops,
+    .flops = qh_flops_row_round,   /* the block stage is counted from the plan */
+    .flops_efficiency = QH_FLOPS_EFF_ROUND,
 };

@@ -21,6 +21,7 @@
  * per-column loss accumulator (the driver computes ℓ exactly).
  */
 #include "gptq.h"
+#include "qh_flops.h"
 #include "qh_quant.h"
 #include "qh_rows.h"
 
@@ -199,4 +200,6 @@ const qh_method_type qh_method_gptq = {
     .quantize = gptq_quantize,
     .quantize_ref = gptq_quantize_ref,
     .tol_ref = 1e-9,
+    .flops = qh_flops_row_feedback,
+    .flops_efficiency = QH_FLOPS_EFF_FEEDBACK,
 };

@@ -19,6 +19,7 @@
  */
 #include "gptqt.h"
 #include "gptq.h"
+#include "qh_flops.h"
 #include "qh_linalg.h"
 #include "qh_quant.h"
 
@@ -355,6 +356,15 @@ static int gptqt_quantize(const void *params, const qh_problem *in, qh_result *o
     return QH_OK;
 }
 
+/* GPTQ, then `als_iters` rounds of binary-coding least squares (20 m n each). */
+static double gptqt_flops(const void *params, int bits, size_t rows, size_t cols, int *partial)
+{
+    (void)bits, (void)partial;
+    const qh_gptqt_params *p = params;
+    double m = (double)rows, n = (double)cols;
+    return qh_flops_feedback(m, n) + p->als_iters * 20 * m * n;
+}
+
 const qh_method_type qh_method_gptqt = {
     .name = "gptqt",
     .display = "GPTQT",
@@ -370,4 +380,6 @@ const qh_method_type qh_method_gptqt = {
     .quantize = gptqt_quantize,
     .min_bits = 1,
     .max_bits = 4,
+    .flops = gptqt_flops,
+    .flops_efficiency = QH_FLOPS_EFF_FEEDBACK,
 };

@@ -9,6 +9,7 @@
  * Grid: fitted from W before the passes (per group when grouped).
  */
 #include "greedy.h"
+#include "qh_flops.h"
 #include "qh_quant.h"
 #include "qh_rows.h"
 
@@ -69,6 +70,16 @@ static int greedy_quantize(const void *params, const qh_problem *in, qh_result *
     return QH_OK;
 }
 
+/* The factorisation of H (2 n^3) and `npasses` coordinate passes of one
+ * product with H each; no feedback loop (the passes start from W). */
+static double greedy_flops(const void *params, int bits, size_t rows, size_t cols, int *partial)
+{
+    (void)bits, (void)partial;
+    const qh_quant_params *p = params;
+    double m = (double)rows, n = (double)cols;
+    return 2 * n * n * n + p->npasses * qh_flops_times_h(m, n);
+}
+
 const qh_method_type qh_method_greedy = {
     .name = "greedy",
     .display = "Greedy",
@@ -81,4 +92,6 @@ const qh_method_type qh_method_greedy = {
     .params_size = sizeof(qh_quant_params),
     .workspace_size = greedy_workspace_size,
     .quantize = greedy_quantize,
+    .flops = greedy_flops,
+    .flops_efficiency = QH_FLOPS_EFF_FEEDBACK,
 };

@@ -20,6 +20,7 @@
  * Left out: ldlbal_admm, the clamp-aware stochastic "Algorithm 5".
  */
 #include "ldlq.h"
+#include "qh_flops.h"
 #include "qh_quant.h"
 #include "qh_rows.h"
 
@@ -224,7 +225,17 @@ const qh_method_type qh_method_ldlq = {
     .quantize = ldlq_quantize,
     .quantize_ref = ldlq_quantize_ref,
     .tol_ref = 1e-9,
+    .flops = qh_flops_row_feedback,
+    .flops_efficiency = QH_FLOPS_EFF_FEEDBACK,
 };
+
+/* LDLQ's count, then `npasses` greedy coordinate passes of one product with H each. */
+static double ldlq_rg_flops(const void *params, int bits, size_t rows, size_t cols, int *partial)
+{
+    (void)bits, (void)partial;
+    return qh_flops_feedback_then((double)rows, (double)cols,
+                                  ((const qh_quant_params *)params)->npasses);
+}
 
 const qh_method_type qh_method_ldlq_rg = {
     .name = "ldlq_rg",
@@ -238,4 +249,6 @@ const qh_method_type qh_method_ldlq_rg = {
     .params_size = sizeof(qh_quant_params),
     .workspace_size = ldlq_rg_workspace_size,
     .quantize = ldlq_rg_quantize,
+    .flops = ldlq_rg_flops,
+    .flops_efficiency = QH_FLOPS_EFF_FEEDBACK,
 };

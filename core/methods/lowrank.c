@@ -1,5 +1,6 @@
 /* lowrank.c -- truncated SVD as a two-core MPO (see lowrank.h). */
 #include "lowrank.h"
+#include "qh_flops.h"
 #include "qh_linalg.h"
 
 #include <lapacke.h>
@@ -106,6 +107,16 @@ static int lowrank_quantize(const void *params, const qh_problem *in, qh_result 
     return st;
 }
 
+/* A truncated SVD; the Hessian variant adds H^1/2 (a spectrum) and W H^1/2. */
+static double lowrank_flops(const void *params, int bits, size_t rows, size_t cols, int *partial)
+{
+    (void)bits, (void)partial;
+    const qh_lowrank_params *p = params;
+    double m = (double)rows, n = (double)cols, f = qh_flops_svd(m, n);
+    if (p->hessian) f += qh_flops_eig(n) + qh_flops_times_h(m, n);
+    return f;
+}
+
 const qh_method_type qh_method_lowrank = {
     .name = "lowrank",
     .display = "Low-rank SVD",
@@ -122,4 +133,6 @@ const qh_method_type qh_method_lowrank = {
     .min_bits = 2,
     .max_bits = 16,
     .block = &qh_mpo_block_ops,
+    .flops = lowrank_flops,
+    .flops_efficiency = QH_FLOPS_EFF_FEEDBACK,
 };

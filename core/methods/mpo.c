@@ -4,6 +4,7 @@
 #include "mpo.h"
 #include "qh_adam.h"
 #include "qh_block_helpers.h"
+#include "qh_flops.h"
 #include "qh_linalg.h"
 
 #include <lapacke.h>
@@ -575,6 +576,16 @@ static int mpo_quantize(const void *params, const qh_problem *in, qh_result *out
     return st;
 }
 
+/* A truncated SVD of W and `proxy_steps` Adam steps on the proxy, one
+ * product with H each; the healing stages are counted from their plans. */
+static double mpo_flops(const void *params, int bits, size_t rows, size_t cols, int *partial)
+{
+    (void)bits, (void)partial;
+    const qh_mpo_params *p = params;
+    double m = (double)rows, n = (double)cols;
+    return qh_flops_svd(m, n) + p->proxy_steps * qh_flops_times_h(m, n);
+}
+
 const qh_method_type qh_method_mpo = {
     .name = "mpo",
     .display = "MPO (CompactifAI)",
@@ -593,4 +604,6 @@ const qh_method_type qh_method_mpo = {
     .min_bits = 2,
     .max_bits = 16,
     .block = &qh_mpo_block_ops,
+    .flops = mpo_flops,
+    .flops_efficiency = QH_FLOPS_EFF_FEEDBACK,
 };

@@ -24,6 +24,7 @@
 #include "onebit.h"
 #include "qh_adam.h"
 #include "qh_block_helpers.h"
+#include "qh_flops.h"
 #include "qh_quant.h"
 
 #include <lapacke.h>
@@ -228,6 +229,16 @@ static const qh_block_ops onebit_block_ops = {
     .step = block_step,
 };
 
+/* The rank-1 factors of |W| (`als_iters` ALS rounds of 4 m n) and the sign
+ * rounding; the block stage is counted by the estimate from the plan. */
+static double onebit_flops(const void *params, int bits, size_t rows, size_t cols, int *partial)
+{
+    (void)bits, (void)partial;
+    const qh_onebit_params *p = params;
+    double m = (double)rows, n = (double)cols;
+    return p->als_iters * 4 * m * n + qh_flops_round(m, n);
+}
+
 const qh_method_type qh_method_onebit = {
     .name = "onebit",
     .display = "OneBit (block)",
@@ -244,4 +255,6 @@ const qh_method_type qh_method_onebit = {
     .min_bits = 1,
     .max_bits = 1,
     .block = &onebit_block_ops,
+    .flops = onebit_flops,
+    .flops_efficiency = QH_FLOPS_EFF_ROUND,
 };

@@ -39,6 +39,7 @@
  */
 #include "pbllm.h"
 #include "qh_binarize.h"
+#include "qh_flops.h"
 #include "qh_quant.h"
 
 #include <math.h>
@@ -255,4 +256,6 @@ const qh_method_type qh_method_pbllm = {
     .quantize = pbllm_quantize,
     .min_bits = 1,
     .max_bits = 1,
+    .flops = qh_flops_row_feedback_searched,   /* the salient-weight selection is not counted */
+    .flops_efficiency = QH_FLOPS_EFF_FEEDBACK,
 };

@@ -49,6 +49,7 @@
 #include "pbllm.h"
 #include "qh_adam.h"
 #include "qh_block_helpers.h"
+#include "qh_flops.h"
 #include "qh_quant.h"
 
 #include <lapacke.h>
@@ -412,6 +413,15 @@ static const qh_block_ops ptq161_block_ops = {
     .step = block_step,
 };
 
+/* The feedback start, then `steps` Adam steps on the proxy, each one
+ * gradient (Ŵ − W) H; the block stage is counted by the estimate from the plan. */
+static double ptq161_flops(const void *params, int bits, size_t rows, size_t cols, int *partial)
+{
+    (void)bits, (void)partial;
+    return qh_flops_feedback_then((double)rows, (double)cols,
+                                  ((const qh_ptq161_params *)params)->steps);
+}
+
 const qh_method_type qh_method_ptq161 = {
     .name = "ptq161",
     .display = "PTQ1.61",
@@ -429,4 +439,6 @@ const qh_method_type qh_method_ptq161 = {
     .min_bits = 1,
     .max_bits = 1,
     .block = &ptq161_block_ops,
+    .flops = ptq161_flops,
+    .flops_efficiency = QH_FLOPS_EFF_FEEDBACK,
 };

@@ -37,6 +37,7 @@
  * (Lloyd-Max points), act-order, storing the indices (What only).
  */
 #include "pvq.h"
+#include "qh_flops.h"
 #include "qh_pvq.h"
 #include "qh_quant.h"
 
@@ -311,4 +312,6 @@ const qh_method_type qh_method_pvq = {
     .params_size = sizeof(qh_pvq_params),
     .workspace_size = pvq_workspace_size,
     .quantize = pvq_quantize,
+    .flops = qh_flops_row_feedback_searched,   /* the pyramid search is not counted */
+    .flops_efficiency = QH_FLOPS_EFF_FEEDBACK,
 };

@@ -33,6 +33,7 @@
 #include "quipsharp.h"
 #include "qh_blas.h"
 #include "qh_e8p.h"
+#include "qh_flops.h"
 #include "qh_quant.h"
 
 #include <math.h>
@@ -258,4 +259,6 @@ const qh_method_type qh_method_quipsharp = {
     .quantize = quipsharp_quantize,
     .min_bits = 2,
     .max_bits = 4,
+    .flops = qh_flops_row_feedback_searched,   /* the E8P lattice search is not counted */
+    .flops_efficiency = QH_FLOPS_EFF_FEEDBACK,
 };

@@ -9,6 +9,7 @@
  * the result so the proxy loss can be computed against it.
  */
 #include "rtn.h"
+#include "qh_flops.h"
 #include "qh_quant.h"
 
 static const qh_param_desc rtn_params[] = {
@@ -52,4 +53,6 @@ const qh_method_type qh_method_rtn = {
     .params_size = sizeof(qh_quant_params),
     .workspace_size = rtn_workspace_size,
     .quantize = rtn_quantize,
+    .flops = qh_flops_row_round,
+    .flops_efficiency = QH_FLOPS_EFF_ROUND,
 };

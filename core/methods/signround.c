@@ -14,6 +14,7 @@
  */
 #include "signround.h"
 #include "qh_block_helpers.h"
+#include "qh_flops.h"
 #include "qh_quant.h"
 
 #include <math.h>
@@ -390,4 +391,6 @@ const qh_method_type qh_method_signround = {
     .workspace_size = signround_workspace_size,
     .quantize = signround_quantize,
     .block = &signround_block_ops,
+    .flops = qh_flops_row_round,   /* the block stage is counted from the plan */
+    .flops_efficiency = QH_FLOPS_EFF_ROUND,
 };

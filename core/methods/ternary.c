@@ -25,6 +25,7 @@
  */
 #include "ternary.h"
 #include "gptq.h"
+#include "qh_flops.h"
 #include "qh_quant.h"
 
 #include <math.h>
@@ -182,6 +183,15 @@ static int ternary_quantize(const void *params, const qh_problem *in, qh_result 
     return QH_OK;
 }
 
+/* Element-wise rounding, or GPTQ's loop with feedback. */
+static double ternary_flops(const void *params, int bits, size_t rows, size_t cols, int *partial)
+{
+    (void)bits, (void)partial;
+    const qh_ternary_params *p = params;
+    return p->feedback ? qh_flops_feedback((double)rows, (double)cols)
+                       : qh_flops_round((double)rows, (double)cols);
+}
+
 const qh_method_type qh_method_ternary = {
     .name = "ternary",
     .display = "BitNet b1.58 (PTQ)",
@@ -198,4 +208,6 @@ const qh_method_type qh_method_ternary = {
     .quantize = ternary_quantize,
     .min_bits = 2,
     .max_bits = 2,
+    .flops = ternary_flops,
+    .flops_efficiency = QH_FLOPS_EFF_FEEDBACK,
 };

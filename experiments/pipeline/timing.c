@@ -13,6 +13,7 @@
 
 #include "qh_blas.h"
 #include "qh_clock.h"
+#include "qh_flops.h"
 #include "qh_incoherence.h"
 
 /* Fractions of the probe's throughput the phases reached in the measured
@@ -33,7 +34,6 @@
 #define STEP_OPS_PER_WEIGHT 60.0
 /* The model's loading (conversion to float32, checks): seconds per parameter. */
 #define LOAD_S_PER_PARAM 5e-9
-#define EIG_FLOPS(n) (9.0 * (n) * (n) * (n))   /* dsyevd with vectors, conventional count */
 
 /* The probe's factor over one thread (qh_time_probe_measure). */
 static double thread_scale(int threads)
@@ -41,7 +41,6 @@ static double thread_scale(int threads)
     return threads > 1 ? threads * QH_TIME_THREAD_SCALING : 1;
 }
 
-static double max2d(double a, double b) { return a > b ? a : b; }
 static double min2d(double a, double b) { return a < b ? a : b; }
 
 /* ---- the probe -------------------------------------------------------------- */
@@ -105,147 +104,13 @@ int qh_time_probe_measure(size_t hidden, size_t seqlen, qh_time_probe *out)
 
 /* ---- the methods' own work ---------------------------------------------------- */
 
-/* A parameter's value by key (its default without params; def when the row
- * has no such key), whatever its type. */
-static double param(const qh_method_type *t, const void *params, const char *key, double def)
+/* A row's own work is its flops member (qh_method.h); a row without one is
+ * estimated from the driver's work alone, a lower bound, at the feedback
+ * rows' efficiency. */
+static double method_efficiency(const qh_method_type *t)
 {
-    const qh_param_desc *d = qh_method_param_find(t, key);
-    if (!d) return def;
-    if (!params) return d->def;
-    const char *at = (const char *)params + d->offset;
-    if (d->type == QH_PARAM_DOUBLE) {
-        double v;
-        memcpy(&v, at, sizeof v);
-        return v;
-    }
-    int v;
-    memcpy(&v, at, sizeof v);
-    return v;
-}
-
-typedef struct {
-    const qh_method_type *t;
-    const void *params;
-    int bits;
-} method_use;
-
-/* Flops of one m x n linear; *partial = 1 where a part of the row's work
- * (a codebook or lattice search, a salient-channel search) is not counted. */
-typedef double (*cost_fn)(const method_use *u, double m, double n, int *partial);
-
-/* Rounding onto a grid: the grid fit and the rounding, a few operations a weight. */
-static double cost_round(const method_use *u, double m, double n, int *partial)
-{
-    (void)u, (void)partial;
-    return 10 * m * n;
-}
-
-/* GPTQ's and LDLQ's column loop (m n^2: every column's error fed to the later
- * ones) and the factorisations of H (Cholesky, inverse, LDL: about 2 n^3). */
-static double cost_feedback(const method_use *u, double m, double n, int *partial)
-{
-    (void)u, (void)partial;
-    return m * n * n + 2 * n * n * n;
-}
-
-/* A feedback loop with searches beside it that the table does not count. */
-static double cost_feedback_partial(const method_use *u, double m, double n, int *partial)
-{
-    *partial = 1;
-    return cost_feedback(u, m, n, partial);
-}
-
-/* LDLQ-RG: LDLQ, then `npasses` greedy coordinate passes of 2 m n^2 each. */
-static double cost_ldlq_rg(const method_use *u, double m, double n, int *partial)
-{
-    return cost_feedback(u, m, n, partial) + param(u->t, u->params, "npasses", 1) * 2 * m * n * n;
-}
-
-static double cost_greedy(const method_use *u, double m, double n, int *partial)
-{
-    (void)partial;
-    return 2 * n * n * n + param(u->t, u->params, "npasses", 4) * 2 * m * n * n;
-}
-
-/* PTQ1.61: the feedback start, then `steps` Adam steps on the proxy, whose
- * gradient (Ŵ - W) H is 2 m n^2. */
-static double cost_ptq161(const method_use *u, double m, double n, int *partial)
-{
-    return cost_feedback(u, m, n, partial) + param(u->t, u->params, "steps", 200) * 2 * m * n * n;
-}
-
-/* BitNet's and ternary rounding: element-wise, or GPTQ's loop with feedback. */
-static double cost_ternary(const method_use *u, double m, double n, int *partial)
-{
-    return param(u->t, u->params, "feedback", 0) ? cost_feedback(u, m, n, partial)
-                                                 : cost_round(u, m, n, partial);
-}
-
-/* GPTQT: GPTQ, then `als_iters` rounds of binary-coding least squares. */
-static double cost_gptqt(const method_use *u, double m, double n, int *partial)
-{
-    return cost_feedback(u, m, n, partial) + param(u->t, u->params, "als_iters", 20) * 20 * m * n;
-}
-
-/* OneBit: the rank-1 factors of |W| (a few power or ALS rounds of 4 m n). */
-static double cost_onebit(const method_use *u, double m, double n, int *partial)
-{
-    (void)partial;
-    return param(u->t, u->params, "als_iters", 30) * 4 * m * n + 10 * m * n;
-}
-
-/* AQLM: the residual k-means and, per epoch, the beam-1 code search over M
- * codebooks of 2^B codewords (2 m n M 2^B); the least-squares codebook
- * update and the scales are not counted. */
-static double cost_aqlm(const method_use *u, double m, double n, int *partial)
-{
-    double M = param(u->t, u->params, "codebooks", 0), g = param(u->t, u->params, "group", 8);
-    if (M <= 0) M = u->bits > 1 ? u->bits : 2;     /* the row's default: 2x8 at 2 bits, 3x8 at 3 */
-    double B = min2d(16, max2d(1, u->bits * g / M)), words = pow(2, B);
-    double search = 2 * m * n * M * words;
-    *partial = 1;
-    return (param(u->t, u->params, "kmeans_iters", 25) + param(u->t, u->params, "epochs", 20))
-           * search;
-}
-
-/* A truncated SVD (8 m n min(m, n)) and, for MPO, `proxy_steps` Adam steps
- * on the proxy; lowrank's Hessian variant adds H^1/2 (a spectrum). */
-static double cost_svd(const method_use *u, double m, double n, int *partial)
-{
-    (void)partial;
-    double f = 8 * m * n * min2d(m, n) + param(u->t, u->params, "proxy_steps", 0) * 2 * m * n * n;
-    if (param(u->t, u->params, "hessian", 0)) f += EIG_FLOPS(n) + 2 * m * n * n;
-    return f;
-}
-
-/* The cost table: each row's work per linear and the fraction of the float64
- * probe it reached (measured rows: docs/cluster.md; the others take their
- * family's).  A row missing here is a lower bound (its own work uncounted). */
-#define EFF_ROUND 0.35               /* the proxy loss and copies around an element-wise rounding */
-#define EFF_FEEDBACK 0.55
-static const struct {
-    const char *name;
-    cost_fn cost;
-    double eff;
-} cost_table[] = {
-    { "rtn", cost_round, EFF_ROUND },         { "gptq", cost_feedback, EFF_FEEDBACK },
-    { "ldlq", cost_feedback, EFF_FEEDBACK },  { "ldlq_rg", cost_ldlq_rg, EFF_FEEDBACK },
-    { "greedy", cost_greedy, EFF_FEEDBACK },  { "quipsharp", cost_feedback_partial, EFF_FEEDBACK },
-    { "pvq", cost_feedback_partial, EFF_FEEDBACK },
-    { "billm", cost_feedback_partial, EFF_FEEDBACK },
-    { "pbllm", cost_feedback_partial, EFF_FEEDBACK }, { "ptq161", cost_ptq161, EFF_FEEDBACK },
-    { "aqlm", cost_aqlm, EFF_FEEDBACK },      { "signround", cost_round, EFF_ROUND },
-    { "ternary", cost_ternary, EFF_FEEDBACK },{ "bitnet1", cost_ternary, EFF_FEEDBACK },
-    { "gptqt", cost_gptqt, EFF_FEEDBACK },    { "onebit", cost_onebit, EFF_ROUND },
-    { "blockap", cost_round, EFF_ROUND },     { "mpo", cost_svd, EFF_FEEDBACK },
-    { "lowrank", cost_svd, EFF_FEEDBACK },
-};
-
-static int cost_row(const qh_method_type *t)
-{
-    for (size_t i = 0; i < sizeof cost_table / sizeof cost_table[0]; i++)
-        if (!strcmp(cost_table[i].name, t->name)) return (int)i;
-    return -1;
+    return t && t->flops && t->flops_efficiency > 0 ? t->flops_efficiency
+                                                    : QH_FLOPS_EFF_FEEDBACK;
 }
 
 /* Incoherence processing of one m x n linear: W and Ŵ through the Kronecker
@@ -352,32 +217,32 @@ static double model_stage_flops(const qh_model_config *c, const qh_time_protocol
     return (double)plan.steps * batch * 4 * T * model_token_flops(c, T);
 }
 
-/* Each linear's method work and measurement; *partial as cost_fn's, and 1
- * for a method outside the cost table. */
+/* Each linear's method work and measurement; *partial as the row's flops
+ * sets it, and 1 for a row without flops. */
 static void linear_flops(const qh_model_config *c, const qh_time_protocol *p, qh_time_flops *f,
                          int *partial)
 {
     linear_shape s[7];
-    int n_lin = block_linears(c, s), row = cost_row(p->mem.method);
+    int n_lin = block_linears(c, s);
+    const qh_method_type *t = p->mem.method;
     const qh_incoh_row *ir = qh_incoh_find(p->incoherence ? p->incoherence : "none");
     qh_incoh_kind kind = ir ? ir->kind : QH_INCOH_NONE;
-    method_use u = { p->mem.method, p->mem.params, p->bits };
     double method = 0, incoherence = 0, metrics = 0, eig_done[4] = { 0 };
     double remeasure = wants_block(p) ? 2 : 1;      /* pipeline.c measure_tuned */
     for (int k = 0; k < n_lin; k++) {
         double m = s[k].m, n = s[k].n;
-        if (row >= 0) method += cost_table[row].cost(&u, m, n, partial);
-        method += 2 * m * n * n;                     /* qh_quantize's proxy loss */
+        if (t->flops) method += t->flops(p->mem.params, p->bits, (size_t)m, (size_t)n, partial);
+        method += qh_flops_times_h(m, n);            /* qh_quantize's proxy loss */
         incoherence += incoherence_flops(kind, m, n);
         metrics += remeasure * 4 * m * n * n;        /* proxy loss, both bases */
         /* the spectrum cache: H once per distinct input (the damped, processed
          * H is H plus a shift of its diagonal, whose spectrum the cache derives);
          * under incoherence the processed H again per linear (its rotation
          * differs per kind) */
-        if (!eig_done[s[k].input]) metrics += EIG_FLOPS(n), eig_done[s[k].input] = 1;
-        if (kind != QH_INCOH_NONE) metrics += EIG_FLOPS(n);
+        if (!eig_done[s[k].input]) metrics += qh_flops_eig(n), eig_done[s[k].input] = 1;
+        if (kind != QH_INCOH_NONE) metrics += qh_flops_eig(n);
     }
-    if (row < 0) *partial = 1;
+    if (!t->flops) *partial = 1;
     f->method = c->n_layers * method;
     f->incoherence = c->n_layers * incoherence;
     f->metrics = c->n_layers * metrics;
@@ -466,8 +331,7 @@ int qh_time_estimate_cell(const qh_model_config *c, size_t n_params, const qh_ti
     QH_TRY(count(c, p, &out->flops, &partial));
     const qh_time_flops *f = &out->flops;
     double s = probe->sgemm_gflops * 1e9, d = probe->dgemm_gflops * 1e9;
-    int row = p->mem.method ? cost_row(p->mem.method) : -1;
-    double eff_method = row >= 0 ? cost_table[row].eff : EFF_FEEDBACK;
+    double eff_method = method_efficiency(p->mem.method);
     out->calibration_s = f->forward / (s * EFF_FORWARD) + f->hessian / (d * EFF_HESSIAN)
                        + f->method / (d * eff_method) + f->incoherence / (d * EFF_INCOHERENCE)
                        + f->metrics / (d * EFF_METRICS) + (f->block + f->model) / (s * EFF_BACKWARD)

@@ -13,10 +13,11 @@
  *             times with a block stage (the float path too);
  *   hessian   one dsyrk per distinct linear input per token: L N T_c
  *             (2 hidden^2 + q_dim^2 + ffn^2);
- *   method    the row's own work per m x n linear (the cost table in
- *             timing.c: RTN 10 mn, GPTQ/LDLQ m n^2 + 2 n^3, greedy passes
- *             2 m n^2 each, SVDs 8 m n min(m, n), iterations and steps times
- *             their parameters) and the driver's proxy loss (2 m n^2);
+ *   method    the row's own work per m x n linear (its flops member,
+ *             qh_method.h, from core/qh_flops.h's counts: RTN 10 mn,
+ *             GPTQ/LDLQ m n^2 + 2 n^3, greedy passes 2 m n^2 each, SVDs
+ *             8 m n min(m, n), iterations and steps times their
+ *             parameters) and the driver's proxy loss (2 m n^2);
  *   incoherence  the transforms of W, Ŵ and H (Kronecker factors: about
  *             sqrt(m) + sqrt(n) operations a weight each way);
  *   metrics   layer_eval.c's measurement: the proxy loss in both bases
@@ -50,7 +51,7 @@
  * (rotate, smooth), writing the results file.  The float reference a cell
  * builds when it runs before its model's baseline (one more evaluation of
  * each dataset) is counted only when the protocol says so.  A cell with
- * tasks or transforms, or whose method's work the table does not model
+ * tasks or transforms, or whose method's row does not count its work
  * fully (codebook searches and the like), is a lower bound (lower_bound
  * set, `unmodelled` says why) and prints as ">=".
  */
