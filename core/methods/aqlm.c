@@ -753,13 +753,13 @@ static int aqlm_quantize(const void *params, const qh_problem *in, qh_result *ou
 
 /* The residual k-means and, per epoch, the beam-1 code search over M
  * codebooks of 2^B codewords (2 m n M 2^B); the least-squares codebook
- * update and the scales are not counted (*partial).  M without a setting is
- * the bit width (2x8 at 2 bits, 3x8 at 3), as the count has always taken it. */
+ * update and the scales are not counted (*partial).  M and B as the
+ * quantizer picks them (qh_aqlm_auto_codebooks without a setting). */
 static double aqlm_flops(const void *params, int bits, size_t rows, size_t cols, int *partial)
 {
     const qh_aqlm_params *p = params;
     double m = (double)rows, n = (double)cols, g = p->group;
-    double M = p->codebooks > 0 ? p->codebooks : bits > 1 ? bits : 2;
+    double M = p->codebooks > 0 ? p->codebooks : qh_aqlm_auto_codebooks(p->group, bits);
     double B = fmin(16, fmax(1, bits * g / M)), words = pow(2, B);
     double search = 2 * m * n * M * words;
     *partial = 1;
