@@ -41,3 +41,9 @@ int qh_path_mkdirs(const char *dir)
         QH_ERROR(QH_EIO, "%s is not a folder", dir);
     return QH_OK;
 }
+
+size_t qh_path_file_bytes(const char *path)
+{
+    struct stat sb;
+    return path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? (size_t)sb.st_size : 0;
+}

@@ -25,4 +25,9 @@ int qh_path_format(char *buf, size_t cap, const char *what, const char *fmt, ...
  * it is not a folder. */
 int qh_path_mkdirs(const char *dir) QH_MUST_CHECK;
 
+/* The size in bytes of the regular file at path; 0 when path is NULL, missing
+ * or not a regular file (for estimates, which must not fail on a bad path:
+ * loading the file reports it). */
+size_t qh_path_file_bytes(const char *path);
+
 #endif

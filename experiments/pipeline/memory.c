@@ -5,10 +5,10 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 
 #include "model/forward.h"
 #include "model/safetensors.h"
+#include "qh_path.h"
 
 #define D sizeof(double)
 #define F sizeof(float)
@@ -108,12 +108,6 @@ int qh_mem_stored_params(const char *dir, size_t *n_params)
     return QH_OK;
 }
 
-static size_t file_bytes(const char *path)
-{
-    struct stat sb;
-    return path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? (size_t)sb.st_size : 0;
-}
-
 int qh_mem_protocol_of_cell(const qh_config *cfg, const qh_cell *cell, qh_mem_protocol *p,
                             void **params)
 {
@@ -124,7 +118,7 @@ int qh_mem_protocol_of_cell(const qh_config *cfg, const qh_cell *cell, qh_mem_pr
                             .kl_topk = cfg->eval_kl_topk > 0 ? (size_t)cfg->eval_kl_topk : 0,
                             .act_bytes = cfg->calib_act_dtype == QH_ACT_F32 ? F : 2 };
     for (size_t d = 0; d < cfg->n_datasets; d++)
-        p->dataset_bytes = max2(p->dataset_bytes, file_bytes(cfg->datasets[d].path));
+        p->dataset_bytes = max2(p->dataset_bytes, qh_path_file_bytes(cfg->datasets[d].path));
     const qh_method_type *t = NULL;
     QH_TRY(qh_config_method_params(cfg, cell->method, &t, params));
     p->method = t;

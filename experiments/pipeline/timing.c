@@ -8,13 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "qh_blas.h"
 #include "qh_clock.h"
 #include "qh_flops.h"
 #include "qh_incoherence.h"
+#include "qh_path.h"
 
 /* Fractions of the probe's throughput the phases reached in the measured
  * cells (docs/cluster.md), fitted on CPU seconds: the calibration forward
@@ -345,12 +345,6 @@ int qh_time_estimate_cell(const qh_model_config *c, size_t n_params, const qh_ti
     return QH_OK;
 }
 
-static size_t file_bytes(const char *path)
-{
-    struct stat sb;
-    return path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? (size_t)sb.st_size : 0;
-}
-
 int qh_time_protocol_of_cell(const qh_config *cfg, const qh_cell *cell, qh_time_protocol *p,
                              void **params)
 {
@@ -362,8 +356,8 @@ int qh_time_protocol_of_cell(const qh_config *cfg, const qh_cell *cell, qh_time_
     p->max_windows = cfg->eval_max_windows > 0 ? (size_t)cfg->eval_max_windows : 0;
     p->n_datasets = cfg->n_datasets;
     for (size_t d = 0; d < cfg->n_datasets && d < 16; d++)
-        p->eval_bytes[d] = file_bytes(cfg->datasets[d].path);
-    p->calib_bytes = file_bytes(cfg->calib_path);
+        p->eval_bytes[d] = qh_path_file_bytes(cfg->datasets[d].path);
+    p->calib_bytes = qh_path_file_bytes(cfg->calib_path);
     p->n_tasks = cfg->n_tasks;
     p->transformed = cm->tf.rotate || cm->tf.smooth_alpha > 0;
     return QH_OK;
@@ -377,7 +371,7 @@ void qh_time_protocol_of_baseline(const qh_config *cfg, qh_time_protocol *p)
                              .n_datasets = cfg->n_datasets, .n_tasks = cfg->n_tasks,
                              .builds_reference = 1 };
     for (size_t d = 0; d < cfg->n_datasets && d < 16; d++)
-        p->eval_bytes[d] = file_bytes(cfg->datasets[d].path);
+        p->eval_bytes[d] = qh_path_file_bytes(cfg->datasets[d].path);
 }
 
 const char *qh_time_format(double seconds, int lower_bound, char *buf, size_t size)
