@@ -14,6 +14,7 @@
  */
 #define _XOPEN_SOURCE 700
 #include <cJSON.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <math.h>
 #include <stdint.h>
@@ -1278,6 +1279,83 @@ static void test_mapped_f32(void)
     free_list(&tl);
 }
 
+/* Spilled models (model.h): the same tensors and logits as a model held in
+ * memory, nothing mapped in place, no file left in the scratch folder, and
+ * writes kept across a release (the pages come back from the scratch file). */
+static int scratch_files_left(const char *dir)
+{
+    int n = 0;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) n += !strncmp(e->d_name, "qh-weights-", 11);
+    if (d) closedir(d);
+    return n;
+}
+
+static void spill_case(const tiny_spec *spec, const char *name)
+{
+    char dir[768];
+    tensor_list tl;
+    write_tiny(spec, name, dir, sizeof dir, &tl);
+    qh_model *m = NULL, *s = NULL;
+    qh_model_load_opts opts = { tmp_root };
+    int st = qh_model_load(dir, &m);
+    if (st == QH_OK) st = qh_model_load_with(dir, &opts, &s);
+    QH_CHECK(st == QH_OK, "%s: loads held and spilled: %s", name, qh_last_error());
+    if (st != QH_OK) { qh_model_free(m); free_list(&tl); return; }
+    QH_CHECK(qh_model_spilled(s) && !qh_model_spilled(m) && qh_model_n_mapped_params(s) == 0 &&
+             qh_model_n_params(s) == qh_model_n_params(m), "%s: spilled, nothing mapped in place", name);
+    QH_CHECK(scratch_files_left(tmp_root) == 0, "%s: the scratch file has no name", name);
+    int same = 1;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int k = 0; k < QH_LIN_MAX; k++) {
+            const qh_linear *a = &m->blocks[l].lin[k], *b = &s->blocks[l].lin[k];
+            if (!a->W) continue;
+            same &= !memcmp(a->W, b->W, (size_t)a->out * a->in * sizeof(float));
+            same &= !a->b || !memcmp(a->b, b->b, (size_t)a->out * sizeof(float));
+        }
+    QH_CHECK(same, "%s: every linear as held in memory", name);
+    QH_CHECK(same_logits(m, s), "%s: the same logits (blocks released on the way)", name);
+    int last = s->cfg.n_layers - 1;
+    qh_linear *L = &s->blocks[last].lin[QH_LIN_UP];
+    size_t n = (size_t)L->out * L->in;
+    for (size_t j = 0; j < n; j++) L->W[j] = 0.5f;       /* as a quantizer does */
+    qh_model_release_block(s, last);
+    size_t kept = 0;
+    for (size_t j = 0; j < n; j++) kept += L->W[j] == 0.5f;
+    QH_CHECK(kept == n, "%s: writes survive a release (%zu of %zu)", name, kept, n);
+    qh_model_release_block(s, -1);                       /* out of range: a no-op */
+    qh_model_release_block(s, s->cfg.n_layers);
+    qh_model_release_block(m, 0);                        /* not spilled: a no-op */
+    QH_CHECK(same_data(m->blocks[0].lin[QH_LIN_UP].W, &tl, spec->model_type[0] == 'o' ?
+                       "model.decoder.layers.0.fc1.weight" : "model.layers.0.mlp.up_proj.weight",
+                       (size_t)m->blocks[0].lin[QH_LIN_UP].out * m->blocks[0].lin[QH_LIN_UP].in),
+             "%s: a held model keeps its weights after a release call", name);
+    qh_model_free(s);
+    qh_model_free(m);
+    free_list(&tl);
+}
+
+static void test_spilled(void)
+{
+    spill_case(&tiny_opt, "spill_opt_f32");
+    spill_case(&tiny_llama, "spill_llama_bf16");
+    qh_model *m = NULL, *s = NULL;
+    qh_model_load_opts opts = { tmp_root };
+    int st = qh_model_load("models/llama-9m", &m);
+    if (st == QH_OK) st = qh_model_load_with("models/llama-9m", &opts, &s);
+    QH_CHECK(st == QH_OK && same_logits(m, s), "llama-9m spilled: the same logits: %s",
+             st ? qh_last_error() : "");
+    qh_model_free(s);
+    s = NULL;
+    char missing[600];
+    snprintf(missing, sizeof missing, "%s/no-such-folder", tmp_root);
+    opts.scratch_dir = missing;
+    st = qh_model_load_with("models/llama-9m", &opts, &s);
+    QH_CHECK(st == QH_EIO && !s && strstr(qh_last_error(), "no-such-folder"),
+             "a missing scratch folder: QH_EIO naming it (%d: %s)", st, qh_last_error());
+    qh_model_free(m);
+}
+
 int main(void)
 {
     const char *base = getenv("TMPDIR");
@@ -1288,6 +1366,7 @@ int main(void)
     test_tiny_opt_variants();
     test_tiny_llama_variants();
     test_mapped_f32();
+    test_spilled();
     test_family_table();
     test_llama_layout_row();
     test_bias_switches();

@@ -1,6 +1,7 @@
 /* test_timing.c -- the wall-time estimate of a cell (pipeline/timing.h): the
  * flop counts of a tiny configuration against a hand count, how the estimate
  * scales with the protocol, the lower bounds, the probe and the format. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "pipeline/timing.h"
@@ -278,6 +279,34 @@ static void test_memory_act_bytes(void)
              "only the states term changes");
 }
 
+/* Spilled weights (--scratch): one block's linears resident instead of all,
+ * every other term unchanged; a row with the whole-model stage (mpo with
+ * heal_kl_steps) still counts every block. */
+static void test_memory_spill(void)
+{
+    qh_model_config c = tiny_config();        /* 2 blocks of 512 linear weights */
+    qh_mem_protocol p = { .nsamples = 4, .calib_seqlen = 16, .eval_seqlen = 16,
+                          .method = qh_method_find("gptq") };
+    qh_mem_estimate held, spilled;
+    QH_CHECK(qh_mem_estimate_cell(&c, 1500, &p, &held) == QH_OK, "memory held");
+    p.spill = 1;
+    QH_CHECK(qh_mem_estimate_cell(&c, 1500, &p, &spilled) == QH_OK, "memory spilled");
+    QH_CHECK(held.weights == 1500 * 4 && spilled.weights == (1500 - 512) * 4 &&
+             held.peak - spilled.peak == 512 * 4 && held.calibration == spilled.calibration,
+             "weights %zu -> %zu, peak %zu -> %zu", held.weights, spilled.weights, held.peak,
+             spilled.peak);
+    const qh_method_type *mpo = qh_method_find("mpo");
+    void *params = mpo ? qh_method_params_new(mpo) : NULL;
+    QH_CHECK(params && qh_method_params_set(mpo, params, "heal_kl_steps", "5") == QH_OK,
+             "mpo with heal_kl_steps 5");
+    p.method = mpo;
+    p.params = params;
+    QH_CHECK(params && qh_mem_estimate_cell(&c, 1500, &p, &spilled) == QH_OK &&
+             spilled.weights == 1500 * 4, "the whole-model stage holds every block (%zu)",
+             spilled.weights);
+    free(params);
+}
+
 int main(void)
 {
     test_hand_count();
@@ -288,5 +317,6 @@ int main(void)
     test_estimate();
     test_probe_and_format();
     test_memory_act_bytes();
+    test_memory_spill();
     return qh_test_summary();
 }

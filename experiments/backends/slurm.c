@@ -185,6 +185,8 @@ int qh_slurm_array_script(const qh_slurm_job *j, size_t n_tasks, char **text)
         || (st = qh_shell_quote(map_path, &map)) != QH_OK) { free(b.s); return st; }
     append(&b, "MAP=%s\n", map);
     free(map);
+    char *scratch = NULL;            /* " --scratch 'DIR'" or "" */
+    if (j->scratch && (st = qh_shell_quote(j->scratch, &scratch)) != QH_OK) { free(b.s); return st; }
     append(&b,
         "read -r kind index id < <(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" \"$MAP\")\n"
         "if [ -z \"${id:-}\" ]; then echo \"qh: no line $((SLURM_ARRAY_TASK_ID + 1)) in $MAP\" >&2; exit 2; fi\n"
@@ -193,8 +195,10 @@ int qh_slurm_array_script(const qh_slurm_job *j, size_t n_tasks, char **text)
         "log=\"$OUT/logs/$id.log\"\n"
         "echo \"== job ${SLURM_ARRAY_JOB_ID:-}_${SLURM_ARRAY_TASK_ID} on $(hostname) at $(date -u +%%FT%%TZ):"
         " $kind $index, OPENBLAS_NUM_THREADS=$OPENBLAS_NUM_THREADS\" >> \"$log\"\n"
-        "exec \"$QH\" run \"$CONFIG\" --\"$kind\" \"$index\" --out \"$OUT\"%s >> \"$log\" 2>&1\n",
-        j->cpus_per_task, j->rerun_stale ? " --rerun-stale" : "");
+        "exec \"$QH\" run \"$CONFIG\" --\"$kind\" \"$index\" --out \"$OUT\"%s%s%s >> \"$log\" 2>&1\n",
+        j->cpus_per_task, j->rerun_stale ? " --rerun-stale" : "", scratch ? " --scratch " : "",
+        scratch ? scratch : "");
+    free(scratch);
     return finish(&b, text);
 }
 

@@ -36,6 +36,7 @@ typedef struct {
     const char *const *sbatch_args;  /* n_sbatch_args extra "#SBATCH ARG" lines, verbatim */
     size_t n_sbatch_args;
     int rerun_stale;                 /* 1: tasks run with --rerun-stale (the submission had it) */
+    const char *scratch;             /* tasks run with --scratch this folder (NULL: without) */
 } qh_slurm_job;
 
 typedef struct {
@@ -58,7 +59,7 @@ int qh_slurm_index_map(const qh_slurm_task *tasks, size_t n, char **text) QH_MUS
 
 /* The array script for n_tasks tasks (n_tasks >= 1): --array=0-(n_tasks-1)[%K],
  * the sbatch options of j, OPENBLAS_NUM_THREADS set to the task's CPUs, and
- * `qh run CONFIG --cell|--baseline INDEX --out OUT [--rerun-stale]` appending to
+ * `qh run CONFIG --cell|--baseline INDEX --out OUT [--rerun-stale] [--scratch DIR]` appending to
  * OUT/logs/<id>.log.  Slurm's own output goes to OUT/slurm/<n>/.
  * Output: *text (new).  Return: QH_OK; QH_EINVAL (n_tasks 0, cpus < 1, a path
  *   or option value holding whitespace where sbatch cannot take it, a newline

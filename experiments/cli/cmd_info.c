@@ -164,8 +164,10 @@ static int print_memory(const qh_model *m, const char *method, long nsamples, lo
     qh_mem_protocol p = { .nsamples = (size_t)nsamples, .calib_seqlen = (size_t)seqlen,
                           .eval_seqlen = (size_t)seqlen, .kl_topk = QH_EVAL_KL_TOPK_DEFAULT,
                           .method = t, .params = params };
-    qh_mem_estimate e;
+    qh_mem_estimate e, spilled;
     int st = qh_mem_estimate_cell(&m->cfg, qh_model_n_params(m), &p, &e);
+    p.spill = 1;
+    if (st == QH_OK) st = qh_mem_estimate_cell(&m->cfg, qh_model_n_params(m), &p, &spilled);
     free(params);
     if (st != QH_OK) {
         fprintf(stderr, "qh info: %s (%s)\n", qh_last_error(), qh_status_name(st));
@@ -183,6 +185,8 @@ static int print_memory(const qh_model *m, const char *method, long nsamples, lo
            qh_mem_format(e.evaluation, k, sizeof k), qh_mem_format(e.base, a, sizeof a));
     printf("               + %s while the float reference is built (a cell before its baseline)\n",
            qh_mem_format(e.float_ref, a, sizeof a));
+    printf("               spilled (qh run --scratch DIR): %s, weights %s resident\n",
+           qh_mem_format(spilled.peak, a, sizeof a), qh_mem_format(spilled.weights, b, sizeof b));
     return 0;
 }
 

@@ -282,7 +282,7 @@ int qh_cmd_quantize(int argc, char **argv)
         rc = write_config(o.out, json);
     }
     if (rc == 0) {
-        qh_pipeline p = { cfg, json, o.out, o.quiet ? NULL : stderr, o.no_save ? NULL : o.out };
+        qh_pipeline p = { cfg, json, o.out, o.quiet ? NULL : stderr, o.no_save ? NULL : o.out, NULL };
         char path[1400];
         st = qh_pipeline_run_cell(&p, &cells[0]);
         if (qh_pipeline_cell_path(&p, &cells[0], path, sizeof path) != QH_OK) path[0] = '\0';

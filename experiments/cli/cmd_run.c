@@ -40,6 +40,7 @@ typedef struct {
     const char *only[MAX_ONLY];      /* --only GLOB, repeatable: a cell matching any runs */
     size_t n_only;
     const char *save_model;          /* --save-model DIR, NULL: don't */
+    const char *scratch;             /* --scratch DIR: spill the weights there, NULL: don't */
     int jobs, dry_run, quiet;
     int rerun_stale;                 /* --rerun-stale: recompute cells whose protocol changed */
     int update_snapshot;             /* --update-snapshot: replace OUT/sweep.json */
@@ -57,7 +58,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
         "usage: qh run CONFIG [--jobs N] [--only GLOB]... [--dry-run] [--out DIR] [--cell INDEX]\n"
-        "              [--rerun-stale] [--update-snapshot]\n"
+        "              [--rerun-stale] [--update-snapshot] [--scratch DIR]\n"
         "              [--backend slurm [--partition P] [--time T] [--cpus-per-task C] [--mem M]\n"
         "               [--array-max K] [--sbatch-arg ARG]...]\n\n"
         "Runs the sweep described by CONFIG (see configs/README.md): every cell\n"
@@ -96,6 +97,10 @@ static void usage(FILE *f)
         "  --cpus-per-task C   CPUs and OpenBLAS threads of each array task (default 1)\n"
         "  --array-max K  at most K array tasks at once (default: no limit)\n"
         "  --sbatch-arg ARG    an extra #SBATCH line, e.g. --sbatch-arg=--account=proj (repeatable)\n"
+        "  --scratch DIR  models larger than memory: keep the float32 weights in an\n"
+        "                 unnamed scratch file in DIR (disk, not tmpfs; room for 4 bytes per\n"
+        "                 parameter), resident one block at a time; results are unchanged\n"
+        "                 and --dry-run's peak counts one block (docs/cluster.md)\n"
         "  --save-model DIR  also write each quantized model as a Hugging Face folder\n"
         "                 DIR/<cell id>/ (float32 safetensors + config and tokenizer)\n"
         "  --wait-lock    when another qh run holds DIR (its lock DIR/.qh-run.lock), wait\n"
@@ -117,6 +122,7 @@ static int parse_args(int argc, char **argv, run_opts *o)
         { "baseline", 1, 0, 'B' }, { "backend", 1, 0, 'b' }, { "partition", 1, 0, 'P' },
         { "time", 1, 0, 'T' }, { "mem", 1, 0, 'M' }, { "cpus-per-task", 1, 0, 'C' },
         { "array-max", 1, 0, 'A' }, { "sbatch-arg", 1, 0, 'S' }, { "save-model", 1, 0, 'D' },
+        { "scratch", 1, 0, 'W' },
         { "wait-lock", 0, 0, 'L' },
         { "rerun-stale", 0, 0, 'R' }, { "update-snapshot", 0, 0, 'U' },
         { 0, 0, 0, 0 },
@@ -148,6 +154,7 @@ static int parse_args(int argc, char **argv, run_opts *o)
         case 'n': o->dry_run = 1; break;
         case 'O': o->out = optarg; break;
         case 'D': o->save_model = optarg; break;
+        case 'W': o->scratch = optarg; break;
         case 'c':
             o->cell = strtol(optarg, &end, 10);
             if (*end || o->cell < 0) {
@@ -480,7 +487,7 @@ static int submit_slurm(const run_opts *o, const qh_config *cfg, const char *jso
         .partition = o->partition, .time = o->time, .mem = o->mem,
         .cpus_per_task = o->cpus_per_task, .array_max = o->array_max,
         .sbatch_args = o->sbatch_args, .n_sbatch_args = o->n_sbatch_args,
-        .rerun_stale = o->rerun_stale,
+        .rerun_stale = o->rerun_stale, .scratch = o->scratch,
     };
     qh_slurm_task *st = calloc(n_tasks, sizeof *st);
     char *map = NULL, *array = NULL, *merge = NULL;
@@ -565,7 +572,7 @@ static model_shapes *shapes_of(const qh_config *cfg, size_t m, model_shapes *ms)
 
 /* The estimates of cell c; unknown when its model's config or headers cannot
  * be read (the cell will say why when it runs). */
-static cell_estimate estimate_cell(const qh_config *cfg, const qh_cell *c, model_shapes *ms)
+static cell_estimate estimate_cell(const qh_config *cfg, const qh_cell *c, model_shapes *ms, int spill)
 {
     cell_estimate e = { 0, { .seconds = -1 } };
     model_shapes *s = shapes_of(cfg, c->model, ms);
@@ -575,6 +582,7 @@ static cell_estimate estimate_cell(const qh_config *cfg, const qh_cell *c, model
     qh_time_estimate t;
     void *params = NULL;
     int st = qh_time_protocol_of_cell(cfg, c, &p, &params);
+    p.mem.spill = spill;
     if (st == QH_OK && qh_mem_estimate_cell(&s->cfg, s->n_params, &p.mem, &mem) == QH_OK)
         e.peak = mem.peak;
     if (st == QH_OK && qh_time_estimate_cell(&s->cfg, s->n_params, &p, &s->probe, &t) == QH_OK)
@@ -688,7 +696,7 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         free(cells);
         return 1;
     }
-    qh_pipeline p = { cfg, json, out, o->quiet ? NULL : stderr, o->save_model };
+    qh_pipeline p = { cfg, json, out, o->quiet ? NULL : stderr, o->save_model, o->scratch };
     task *tasks = calloc(cfg->n_models + n_cells, sizeof *tasks);
     if (!tasks) {
         fprintf(stderr, "qh run: out of memory\n");
@@ -737,7 +745,7 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         n_cell_stale += sc.n_stale - stale_before;
         int runs = ts == TASK_PENDING || (ts == TASK_STALE && o->rerun_stale);
         if (o->dry_run) {
-            cell_estimate e = estimate_cell(cfg, &cells[i], shapes);
+            cell_estimate e = estimate_cell(cfg, &cells[i], shapes, o->scratch != NULL);
             print_cell_line(i, &cells[i], names[ts], &e);
             add_estimate(&sum, &e, runs);
         }

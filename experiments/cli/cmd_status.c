@@ -118,7 +118,7 @@ static int status_from_config(const char *dir, const char *config_path, tally *t
         qh_config_free(cfg);
         return 1;
     }
-    qh_pipeline p = { cfg, json, dir, NULL, NULL };
+    qh_pipeline p = { cfg, json, dir, NULL, NULL, NULL };
     for (size_t m = 0; cfg->n_datasets && m < cfg->n_models; m++) {
         if (qh_pipeline_baseline_path(&p, m, path, sizeof path) != QH_OK) {
             fprintf(stderr, "qh status: %s\n", qh_last_error());

@@ -730,7 +730,9 @@ int qh_forward_window(const qh_model *m, const int32_t *ids, size_t T, qh_forwar
                       float *logits)
 {
     QH_TRY(qh_forward_embed(m, ids, T, ws, ws->x));
-    for (int l = 0; l < m->cfg.n_layers; l++)
+    for (int l = 0; l < m->cfg.n_layers; l++) {
         QH_TRY(qh_forward_block(m, l, ws->x, T, ws, NULL));
+        qh_model_release_block(m, l);            /* spilled models: one block resident */
+    }
     return qh_forward_head(m, ws->x, T, ws, logits);
 }

@@ -26,10 +26,14 @@
 #include "model/model.h"
 
 #include <cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "model/safetensors.h"
 #include "qh_path.h"
@@ -40,6 +44,9 @@ typedef struct {
                                         NULL when every tensor was converted */
     size_t n_params;                 /* elements of every loaded tensor (tied head once) */
     size_t n_mapped;                 /* of those, elements mapped in place (F32) */
+    size_t buf_bytes;                /* buf's size when it is a scratch-file mapping, else 0 */
+    size_t *block_begin, *block_end; /* spilled: block l's tensors are buf[begin[l], end[l]),
+                                        whole pages; NULL otherwise */
 } model_storage;
 
 /* ---- config.json ------------------------------------------------------------ */
@@ -473,6 +480,7 @@ typedef struct {
     float **dst;                     /* where the converted pointer goes */
     size_t offset;                   /* in floats, into the storage buffer */
     float *view;                     /* the tensor in the mapping, or NULL: converted into buf */
+    int block;                       /* the decoder block it belongs to, -1 for the ends */
 } plan_slot;
 
 typedef struct {
@@ -484,6 +492,9 @@ typedef struct {
     plan_slot *slots;
     size_t n, cap;
     size_t total_floats, n_params;
+    int block;                       /* the block being planned, -1 outside the blocks */
+    size_t align;                    /* floats each slot is aligned to */
+    int spill;                       /* nothing mapped in place: every tensor into buf */
 } loader;
 
 #define ALIGN_FLOATS 16              /* 64-byte alignment for every tensor */
@@ -531,7 +542,7 @@ static int want(loader *L, const char *base, int d0, int d1, float **dst, char *
         L->slots = grown;
         L->cap = cap;
     }
-    L->slots[L->n++] = (plan_slot){ f, t, dst, 0, NULL };
+    L->slots[L->n++] = (plan_slot){ f, t, dst, 0, NULL, L->block };
     L->n_params += t->numel;
     if (found_name) {
         size_t len = strlen(t->name) - (strlen(t->name) > 7 ? 7 : 0);   /* drop ".weight" */
@@ -698,6 +709,7 @@ static int arrange_linears(qh_model *m)
                 if (prev->b) b->lin[kinds[i]].b = prev->b + prev->out;
             }
         }
+        qh_model_release_block(m, l);
     }
     free(tmp);
     return QH_OK;
@@ -746,6 +758,7 @@ static int plan_blocks(loader *L, qh_model *m)
     char base[160];
     for (int i = 0; i < k->n_layers; i++) {
         qh_block *b = &m->blocks[i];
+        L->block = i;
         QH_TRY(qh_path_format(base, sizeof base, "tensor name", "%s.%d.%s", ly->layers, i,
                               ly->attn_norm));
         QH_TRY(want_norm(L, m, base, &b->attn_norm));
@@ -783,6 +796,7 @@ static int plan_blocks(loader *L, qh_model *m)
                                &b->lin[kind]));
         }
     }
+    L->block = -1;
     return QH_OK;
 }
 
@@ -798,29 +812,89 @@ static int plan_head(loader *L, qh_model *m)
     return st;
 }
 
-/* Each slot mapped in place when the file allows it (qh_st_f32_view), else
- * given its 64-byte aligned offset in the storage buffer; the buffer's size in
- * L->total_floats, the mapped elements in *mapped. */
+/* Each slot mapped in place when the file allows it (qh_st_f32_view) and the
+ * model is not spilled, else given its offset, aligned to L->align floats, in
+ * the storage buffer; the buffer's size in L->total_floats, the mapped
+ * elements in *mapped. */
 static void place_all(loader *L, size_t *mapped)
 {
     *mapped = 0;
     L->total_floats = 0;
     for (size_t i = 0; i < L->n; i++) {
         plan_slot *s = &L->slots[i];
-        s->view = qh_st_f32_view(s->file, s->t);
+        s->view = L->spill ? NULL : qh_st_f32_view(s->file, s->t);
         if (s->view) { *mapped += s->t->numel; continue; }
         s->offset = L->total_floats;
-        L->total_floats += (s->t->numel + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+        L->total_floats += (s->t->numel + L->align - 1) / L->align * L->align;
     }
 }
 
-static int convert_all(loader *L, float *buf)
+/* Each spilled block's range of the buffer (its slots are planned one after
+ * another, each starting on a page). */
+static int spill_ranges(const loader *L, model_storage *ms, int n_layers)
+{
+    ms->block_begin = calloc((size_t)n_layers, sizeof *ms->block_begin);
+    ms->block_end = calloc((size_t)n_layers, sizeof *ms->block_end);
+    if (!ms->block_begin || !ms->block_end) QH_ERROR(QH_ENOMEM, "block ranges of %d blocks", n_layers);
+    for (int l = 0; l < n_layers; l++) ms->block_begin[l] = SIZE_MAX;
+    for (size_t i = 0; i < L->n; i++) {
+        const plan_slot *s = &L->slots[i];
+        if (s->block < 0) continue;
+        size_t end = s->offset + (s->t->numel + L->align - 1) / L->align * L->align;
+        if (s->offset < ms->block_begin[s->block]) ms->block_begin[s->block] = s->offset;
+        if (end > ms->block_end[s->block]) ms->block_end[s->block] = end;
+    }
+    for (int l = 0; l < n_layers; l++)
+        if (ms->block_begin[l] == SIZE_MAX) ms->block_begin[l] = ms->block_end[l] = 0;
+    return QH_OK;
+}
+
+/* Drops floats [begin, end) of a spilled buffer from the process's memory:
+ * the pages stay in the scratch file (written back by the system when it
+ * needs the memory) and come back on the next access. */
+static void spill_release(const model_storage *ms, size_t begin, size_t end)
+{
+    if (ms->buf_bytes && end > begin)
+        (void)madvise(ms->buf + begin, (end - begin) * sizeof(float), MADV_DONTNEED);
+}
+
+/* The storage buffer: heap memory, or with scratch_dir a shared mapping of an
+ * unnamed file there, its blocks reserved up front so that a full disk is an
+ * error here and not a SIGBUS later. */
+static int storage_alloc(model_storage *ms, size_t floats, const char *scratch_dir, const char *dir)
+{
+    size_t bytes = (floats ? floats : ALIGN_FLOATS) * sizeof(float);
+    if (!scratch_dir) {
+        ms->buf = aligned_alloc(64, bytes);
+        if (!ms->buf) QH_ERROR(QH_ENOMEM, "%s: %zu floats of weights", dir, floats);
+        return QH_OK;
+    }
+    char path[1100];                     /* a named file, unlinked at once */
+    QH_TRY(qh_path_format(path, sizeof path, "scratch file", "%s/qh-weights-XXXXXX", scratch_dir));
+    int fd = mkstemp(path);
+    if (fd >= 0) unlink(path);
+    if (fd < 0)
+        QH_ERROR(QH_EIO, "%s: cannot create the weights' scratch file there: %s", scratch_dir,
+                 strerror(errno));
+    int err = posix_fallocate(fd, 0, (off_t)bytes);
+    void *p = err ? MAP_FAILED : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (!err && p == MAP_FAILED) err = errno;
+    close(fd);                           /* the mapping keeps the file */
+    if (err)
+        QH_ERROR(QH_EIO, "%s: cannot reserve %.2f GiB of scratch for the weights of %s: %s",
+                 scratch_dir, (double)bytes / (1 << 30), dir, strerror(err));
+    ms->buf = p;
+    ms->buf_bytes = bytes;
+    return QH_OK;
+}
+
+static int convert_all(loader *L, const model_storage *ms)
 {
     for (size_t i = 0; i < L->n; i++) {
         const plan_slot *s = &L->slots[i];
         float *dst = s->view;
         if (!dst) {
-            dst = buf + s->offset;
+            dst = ms->buf + s->offset;
             QH_TRY(qh_st_read_f32(s->file, s->t, dst));
             qh_st_release(s->file, s->t);        /* the source pages are not needed again */
         }
@@ -829,18 +903,24 @@ static int convert_all(loader *L, float *buf)
                 QH_ERROR(QH_ENAN, "%s: tensor %s: element %zu is %s (weights must be finite)",
                          s->file->path, s->t->name, j, isnan(dst[j]) ? "NaN" : "Inf");
         *s->dst = dst;
+        if (s->block >= 0)                       /* one tensor resident at a time */
+            spill_release(ms, s->offset, s->offset + (s->t->numel + L->align - 1) / L->align * L->align);
     }
     return QH_OK;
 }
 
 /* Plans, maps or converts every tensor of set into m; on success the set
  * passes to m's storage when a tensor points into it (*set is then NULL). */
-static int load_weights(qh_model *m, qh_st_set **set_p, int final_norm)
+static int load_weights(qh_model *m, qh_st_set **set_p, int final_norm, const char *scratch_dir)
 {
     const qh_st_set *set = *set_p;
     const qh_layout *ly = m->cfg.family->layout;
+    long page = sysconf(_SC_PAGESIZE);
     loader L = { .set = set, .try_model_prefix = 1, .prefix = ly->prefix ? ly->prefix : "model.",
-                 .transposed = ly->transposed };
+                 .transposed = ly->transposed, .block = -1, .align = ALIGN_FLOATS,
+                 .spill = scratch_dir != NULL };
+    if (L.spill && page > 0 && (size_t)page / sizeof(float) > L.align)
+        L.align = (size_t)page / sizeof(float);  /* whole pages: a block is released alone */
     L.where = set->index_path[0] ? set->index_path : set->files[0]->path;
     int st = plan_ends(&L, m, final_norm);
     if (st == QH_OK) st = plan_blocks(&L, m);
@@ -852,12 +932,9 @@ static int load_weights(qh_model *m, qh_st_set **set_p, int final_norm)
         ms->set = *set_p;
         *set_p = NULL;
     }
-    ms->buf = aligned_alloc(64, (L.total_floats ? L.total_floats : ALIGN_FLOATS) * sizeof(float));
-    if (!ms->buf) {
-        QH_SET_ERROR(st, QH_ENOMEM, "%s: %zu floats of weights", m->dir, L.total_floats);
-        goto cleanup;
-    }
-    if ((st = convert_all(&L, ms->buf)) != QH_OK) goto cleanup;
+    if ((st = storage_alloc(ms, L.total_floats, scratch_dir, m->dir)) != QH_OK) goto cleanup;
+    if (L.spill && (st = spill_ranges(&L, ms, m->cfg.n_layers)) != QH_OK) goto cleanup;
+    if ((st = convert_all(&L, ms)) != QH_OK) goto cleanup;
     ms->n_params = L.n_params;
     if ((st = arrange_linears(m)) != QH_OK) goto cleanup;
     if (m->cfg.features.tied_head) m->lm_head = m->embed_tokens;
@@ -882,6 +959,11 @@ static int load_config(qh_model *m, int *final_norm)
 
 int qh_model_load(const char *dir, qh_model **out)
 {
+    return qh_model_load_with(dir, NULL, out);
+}
+
+int qh_model_load_with(const char *dir, const qh_model_load_opts *opts, qh_model **out)
+{
     *out = NULL;
     qh_st_set *set = NULL;
     qh_model *m = calloc(1, sizeof *m);
@@ -895,7 +977,7 @@ int qh_model_load(const char *dir, qh_model **out)
     if ((st = load_config(m, &final_norm)) != QH_OK) goto cleanup;
     m->blocks = calloc((size_t)m->cfg.n_layers, sizeof *m->blocks);
     if (!m->blocks) { QH_SET_ERROR(st, QH_ENOMEM, "%s: %d blocks", dir, m->cfg.n_layers); goto cleanup; }
-    st = load_weights(m, &set, final_norm);
+    st = load_weights(m, &set, final_norm, opts ? opts->scratch_dir : NULL);
 cleanup:
     qh_st_set_close(set);
     if (st != QH_OK) { qh_model_free(m); return st; }
@@ -920,7 +1002,10 @@ void qh_model_free(qh_model *m)
     if (!m) return;
     model_storage *ms = m->storage;
     if (ms) {
-        free(ms->buf);
+        if (ms->buf_bytes) munmap(ms->buf, ms->buf_bytes);   /* the unnamed file goes with it */
+        else free(ms->buf);
+        free(ms->block_begin);
+        free(ms->block_end);
         qh_st_set_close(ms->set);     /* unmaps: after this no weight pointer is valid */
     }
     free(ms);
@@ -973,6 +1058,18 @@ uint32_t qh_model_linear_key(const qh_model *m, int layer, int kind)
     int number = qh_model_linear_number(m, kind);
     QH_ASSERT(layer >= 0 && number >= 0);
     return (uint32_t)layer * 8u + (uint32_t)number;
+}
+
+void qh_model_release_block(const qh_model *m, int layer)
+{
+    const model_storage *ms = m->storage;
+    if (!ms || !ms->block_begin || layer < 0 || layer >= m->cfg.n_layers) return;
+    spill_release(ms, ms->block_begin[layer], ms->block_end[layer]);
+}
+
+int qh_model_spilled(const qh_model *m)
+{
+    return m->storage && ((const model_storage *)m->storage)->buf_bytes > 0;
 }
 
 size_t qh_model_n_params(const qh_model *m)

@@ -22,6 +22,18 @@
  * owns.  Weights are therefore 4-byte aligned, not more, when mapped; the
  * files must not be truncated or rewritten in place while the model is loaded.
  *
+ * Spilled models (qh_model_load_opts.scratch_dir, for models larger than
+ * memory): every tensor is converted or copied into a shared mapping of an
+ * unnamed scratch file in that folder, one block after another, each
+ * block's pages starting on a page of their own; qh_model_release_block
+ * drops a block's pages from the process (they stay in the file, written
+ * back when the system needs the memory, and are read again on the next
+ * access), so that only the blocks in use are resident.  The numbers are
+ * those of an unspilled model, bit for bit.  The forward (qh_forward_window)
+ * and the block-sequential pipeline release each block when they leave it;
+ * code that touches every block at once (model transforms, the end-to-end
+ * model stage, saving) makes the whole model resident again.
+ *
  * Layouts: a linear layer y = W x + b stores W as Hugging Face does, row-major
  * [out][in], which is the same memory as a column-major (in x out) matrix.
  * Embeddings are row-major [vocab][dim]: row t is token t's vector.
@@ -125,6 +137,23 @@ typedef struct {
  * QH_ENAN non-finite weights). */
 int qh_model_load(const char *dir, qh_model **out) QH_MUST_CHECK;
 void qh_model_free(qh_model *m);                        /* NULL: no-op */
+
+typedef struct {
+    const char *scratch_dir;         /* non-NULL: spill the weights to a scratch file in this
+                                        folder (a disk-backed one: on tmpfs the pages cannot
+                                        leave memory); it must have room for every tensor as
+                                        float32, reserved at load (QH_EIO otherwise) */
+} qh_model_load_opts;
+
+/* qh_model_load with options (NULL: qh_model_load's defaults). */
+int qh_model_load_with(const char *dir, const qh_model_load_opts *opts, qh_model **out) QH_MUST_CHECK;
+
+/* Drops decoder block `layer`'s weights from the resident memory of a spilled
+ * model (they come back on the next access, unchanged); a no-op for a model
+ * not spilled and for a layer out of range.  Safe while other threads read
+ * the block. */
+void qh_model_release_block(const qh_model *m, int layer);
+int qh_model_spilled(const qh_model *m);                /* 1: loaded with a scratch_dir */
 
 /* config.json of dir alone, parsed as qh_model_load parses it (no weights
  * read): for checks before a sweep starts.  Returns QH_OK or qh_model_load's

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "pipeline/protocol.h"
 #include "qh_path.h"
@@ -148,11 +149,21 @@ static int write_task(qh_results *w, const qh_cell_task *t)
     return qh_results_write_vec(w, d, t->r->scores, t->r->n_scores);
 }
 
-/* Timings vary between reruns, so they live under /provenance, which
- * comparisons exclude: the cell's wall time and one entry per layer. */
+/* The process's peak resident memory so far in bytes (getrusage; 0 when the
+ * system does not say): one cell's when the process ran only that cell. */
+static double peak_rss_bytes(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss * 1024.0 : 0.0;
+}
+
+/* Timings and memory vary between reruns, so they live under /provenance,
+ * which comparisons exclude: the cell's wall time, the process's peak RSS and
+ * one time per layer. */
 static int write_timings(qh_results *w, const qh_cell_info *c, const qh_layer_record *recs, size_t n)
 {
     QH_TRY(qh_results_attr_double(w, "/provenance", "seconds", c->seconds));
+    QH_TRY(qh_results_attr_double(w, "/provenance", "peak_rss_bytes", peak_rss_bytes()));
     if (c->heal_kl)
         QH_TRY(qh_results_attr_double(w, "/provenance", "heal_kl_seconds", c->heal_kl->seconds));
     if (!n) return QH_OK;

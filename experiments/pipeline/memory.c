@@ -36,6 +36,15 @@ static size_t linear_set(const qh_mem_protocol *p, size_t m, size_t n, size_t hi
 static int estimate(const qh_model_config *c, size_t n_params, const qh_mem_protocol *p,
                     qh_mem_estimate *out);
 
+/* Whether the method runs the whole-model stage, which holds every block at once. */
+static int whole_model_stage(const qh_mem_protocol *p)
+{
+    qh_block_plan plan = { .steps = 0 };
+    if (!p->method || !p->method->block || !p->method->block->model_plan) return 0;
+    p->method->block->model_plan(p->params, &plan);
+    return plan.steps > 0;
+}
+
 int qh_mem_estimate_cell(const qh_model_config *c, size_t n_params, const qh_mem_protocol *p,
                          qh_mem_estimate *out)
 {
@@ -61,20 +70,24 @@ static int estimate(const qh_model_config *c, size_t n_params, const qh_mem_prot
     size_t cT = p->calib_seqlen ? p->calib_seqlen : ctx, eT = p->eval_seqlen ? p->eval_seqlen : ctx;
     out->base = QH_MEM_BASE_BYTES;
     out->weights = n_params * F;
+    /* the linears of a block as (out, in): q, k, v, o, gate, down, up; without a
+     * gated MLP (OPT) the first six, fc1 and fc2 standing where gate and down do */
+    size_t shape[7][2] = { { qd, hidden }, { kvd, hidden }, { kvd, hidden }, { hidden, qd },
+                           { ffn, hidden }, { hidden, ffn }, { ffn, hidden } };
+    size_t n_lin = c->features.gated_mlp ? 7 : 6, block_w = 0;
+    for (size_t k = 0; k < n_lin; k++) block_w += shape[k][0] * shape[k][1] * F;
+    /* spilled (model.h): one block's linears resident, the other blocks' in the
+     * scratch file; norms and biases of every block still counted */
+    size_t others = (size_t)(c->n_layers > 1 ? c->n_layers - 1 : 0) * block_w;
+    if (p->spill && !whole_model_stage(p) && others < out->weights) out->weights -= others;
 
     if (p->method) {
         int block = p->method->block && p->method->block->wants(p->params);
         size_t act = p->act_bytes ? p->act_bytes : F;
         size_t S = p->nsamples * cT * hidden * act + (act < F ? cT * hidden * F : 0);
-        /* the linears of a block as (out, in): q, k, v, o, gate, down, up; without a
-         * gated MLP (OPT) the first six, fc1 and fc2 standing where gate and down do */
-        size_t shape[7][2] = { { qd, hidden }, { kvd, hidden }, { kvd, hidden }, { hidden, qd },
-                               { ffn, hidden }, { hidden, ffn }, { ffn, hidden } };
-        size_t n_lin = c->features.gated_mlp ? 7 : 6, block_w = 0, keep = 0;
-        size_t worst = 0;
+        size_t keep = 0, worst = 0;
         for (size_t k = 0; k < n_lin; k++) {
             size_t m = shape[k][0], n = shape[k][1], s = linear_set(p, m, n, hidden);
-            block_w += m * n * F;
             keep += m * n * D + n * n * D;       /* block_objective_keep: W, H per kind */
             if (s > worst) { worst = s; out->linear_out = (int)m; out->linear_in = (int)n; }
         }

@@ -8,7 +8,9 @@
  *   weights   every stored tensor as float32 (4 x parameters), whatever the
  *             stored dtype: converted F16/BF16 are private memory, mapped F32
  *             pages are resident too once the loader has checked them (and
- *             written pages become private);
+ *             written pages become private); spilled (spill, model.h), the
+ *             linears of one block instead of all (a row with the whole-model
+ *             stage still holds every block);
  *   then the larger of the two phases:
  *   calibration  the hidden states of the calibration windows (nsamples x
  *             seqlen x hidden values of act_bytes each, and one float32
@@ -59,6 +61,7 @@ typedef struct {
     size_t dataset_bytes;            /* the largest evaluation file (0: none) */
     size_t act_bytes;                /* bytes a held hidden-state value takes (calibration
                                         act_dtype: 4 float32, 2 bf16/f16; 0: 4) */
+    int spill;                       /* 1: the weights are spilled to a scratch file (--scratch) */
     const qh_method_type *method;    /* NULL: no quantization (a baseline) */
     const void *params;              /* the method's parameters (NULL: its defaults) */
 } qh_mem_protocol;

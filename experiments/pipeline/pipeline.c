@@ -237,6 +237,13 @@ int qh_pipeline_baseline_path(const qh_pipeline *p, size_t model, char *buf, siz
                           p->cfg->models[model].label);
 }
 
+/* The model of dir, spilled to the pipeline's scratch folder when it has one. */
+static int load_model(const qh_pipeline *p, const char *dir, qh_model **m)
+{
+    qh_model_load_opts opts = { p->scratch_dir };
+    return qh_model_load_with(dir, &opts, m);
+}
+
 /* ---- the quantizing visitor ------------------------------------------------ */
 
 /* What the block objective keeps of each linear of the current block: the
@@ -530,7 +537,7 @@ static int heal_model(const qh_pipeline *p, const qh_cell *cell, qh_model *m, qu
                       const int32_t *win, size_t nsamples, size_t seqlen)
 {
     qh_model *float_m = NULL;
-    QH_TRY(qh_model_load(p->cfg->models[cell->model].path, &float_m));
+    QH_TRY(load_model(p, p->cfg->models[cell->model].path, &float_m));
     step_progress sp = { p->log, -1.0 };
     int tty = p->log && isatty(fileno(p->log));
     qh_model_stage_opts opts = { cell->seed, tty ? model_step_progress : NULL, &sp };
@@ -627,7 +634,7 @@ static int float_reference(const qh_pipeline *p, size_t model, size_t d, const q
     qh_model *own = NULL;
     double t0 = qh_seconds();
     if (!float_m) {
-        QH_TRY(qh_model_load(me->path, &own));
+        QH_TRY(load_model(p, me->path, &own));
         float_m = own;
     }
     int st = qh_float_cache_build(float_m, ids, seqlen, n_win, k, key, path);
@@ -677,10 +684,11 @@ static int evaluate(const qh_pipeline *p, const qh_model *m, const qh_tokenizer 
     return QH_OK;
 }
 
-static int load_model_and_tokenizer(const char *dir, qh_model **m, qh_tokenizer **tok)
+static int load_model_and_tokenizer(const qh_pipeline *p, const char *dir, qh_model **m,
+                                    qh_tokenizer **tok)
 {
     char path[1200];
-    QH_TRY(qh_model_load(dir, m));
+    QH_TRY(load_model(p, dir, m));
     QH_TRY(qh_path_format(path, sizeof path, "tokenizer", "%s/tokenizer.json", dir));
     return qh_tokenizer_load(path, tok);
 }
@@ -780,7 +788,7 @@ int qh_pipeline_run_cell(const qh_pipeline *p, const qh_cell *cell)
 
     int st = qh_config_method_params(cfg, cell->method, &q.type, &params);
     q.params = params;
-    if (st == QH_OK) st = load_model_and_tokenizer(me->path, &m, &tok);
+    if (st == QH_OK) st = load_model_and_tokenizer(p, me->path, &m, &tok);
     if (st == QH_OK) st = block_objective_setup(&q.block, q.type, params, m->cfg.n_layers);
     q.ruled = qh_config_rule_count(cfg, cell->method) > 0;
     if (st == QH_OK && q.ruled) st = check_rules_match(cfg, cell->method, m);
@@ -844,7 +852,7 @@ int qh_pipeline_run_baseline(const qh_pipeline *p, size_t model)
     char id[128], path[1400];
     double t0 = qh_seconds();
     snprintf(id, sizeof id, "%s.baseline", me->label);
-    int st = load_model_and_tokenizer(me->path, &m, &tok);
+    int st = load_model_and_tokenizer(p, me->path, &m, &tok);
     if (st == QH_OK) st = evaluate(p, m, tok, id, model, m, &ev);
     if (st == QH_OK) st = run_tasks(p, m, tok, id, &ev);
     char message[1024];

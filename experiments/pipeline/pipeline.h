@@ -19,6 +19,7 @@ typedef struct {
     const char *out_dir;             /* results folder (exists) */
     FILE *log;                       /* progress lines (NULL: quiet) */
     const char *save_model_dir;      /* write the dequantized model here (NULL: don't) */
+    const char *scratch_dir;         /* spill the models' weights here (model.h; NULL: don't) */
 } qh_pipeline;
 
 /* Checks what can be checked before any work: method names and parameters,

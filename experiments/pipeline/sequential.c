@@ -320,6 +320,7 @@ int qh_sequential_visit(qh_model *m, const int32_t *windows, size_t nsamples, si
             st = block_stage(m, layer, states.f32, &fp, nsamples, seqlen, ws, v);
         float_path_free_weights(&fp);
         if (st == QH_OK) st = advance_block(m, layer, &states, nsamples, seqlen, ws, buf);
+        qh_model_release_block(m, layer);        /* spilled models: done with this block */
         if (v->progress) v->progress(layer + 1, m->cfg.n_layers, v->user);
     }
 cleanup:
