@@ -81,7 +81,7 @@ CODE_ID_H := $(BUILD)/gen/qh_code_id.h
 LIBS     := $(BUILD)/libqhcli.a $(BUILD)/libqhreport.a $(BUILD)/libqhexp.a $(BUILD)/libqhcore.a
 QH       := $(BINDIR)/qh
 
-.PHONY: FORCE all deps deps-clang test test-asan test-programs bench check-ppl help clean repro-quip-table \
+.PHONY: FORCE all deps deps-clang test test-asan test-programs bench check-ppl check-large help clean repro-quip-table \
         bounds-check fuzz fuzz-programs
 .DEFAULT_GOAL := all
 
@@ -97,6 +97,7 @@ help:
 	@echo "make fuzz              every fuzz target for FUZZ_SECONDS (60) each with libFuzzer"
 	@echo "                       (build-fuzz/); crashes go to tests/fuzz/crashes/<target>/"
 	@echo "make check-ppl         full perplexity of every model against reference.json (slow)"
+	@echo "make check-large       real-size random models (1.1B, 7B shapes) spilled: memory bounds (slow)"
 	@echo "make bench             forward-pass and sgemm benchmarks (GFLOP/s vs measured peak)"
 	@echo "make repro-quip-table  QuIP main table on the embedded default model (MODEL=path for yours)"
 	@echo "make bounds-check      measured proxy loss against QuIP's bounds on every layer (MODEL=path)"
@@ -214,6 +215,12 @@ bench: deps
 check-ppl: deps
 	@$(MAKE) --no-print-directory $(QH)
 	@tests/check_ppl.sh $(QH)
+
+# Real-size random models run spilled (tests/check_large.sh): LARGE=1.1b|7b
+# picks one part, LARGE_DIR= where the models and scratch go.
+check-large: deps
+	@$(MAKE) --no-print-directory $(QH)
+	@tests/check_large.sh $(QH)
 
 # The QuIP paper's main table; MODEL=path (and CALIB=, SEQLEN=, NSAMPLES=,
 # WIKI=, GUTENBERG=, SEEDS=, JOBS=) run it on another checkpoint.
