@@ -246,6 +246,12 @@ static int task_done(const task *t)
 /* ---- stale cells: the stored protocol record against the configuration's ---- */
 
 enum task_state { TASK_PENDING, TASK_COMPLETE, TASK_STALE };
+
+/* A task runs when pending, or stale under --rerun-stale. */
+static int task_runs(enum task_state ts, const run_opts *o)
+{
+    return ts == TASK_PENDING || (ts == TASK_STALE && o->rerun_stale);
+}
 #define STALE_SHOWN 5                /* stale cells listed with their keys; the rest counted */
 #define QH_STR_(x) #x
 #define QH_STR(x) QH_STR_(x)
@@ -723,7 +729,7 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         t->id = cfg->models[m].label;
         if (qh_pipeline_baseline_path(&p, m, t->path, sizeof t->path) != QH_OK) goto bad_path;
         enum task_state ts = task_state(&sc, t);
-        int runs = ts == TASK_PENDING || (ts == TASK_STALE && o->rerun_stale);
+        int runs = task_runs(ts, o);
         if (o->dry_run && runs) {
             cell_estimate e = estimate_baseline(cfg, m, shapes);
             add_estimate(&sum, &e, 1);
@@ -743,7 +749,7 @@ static int run_sweep(const run_opts *o, const qh_config *cfg, const char *json)
         static const char *const names[] = { "pending", "complete", "stale" };
         n_complete += ts == TASK_COMPLETE;
         n_cell_stale += sc.n_stale - stale_before;
-        int runs = ts == TASK_PENDING || (ts == TASK_STALE && o->rerun_stale);
+        int runs = task_runs(ts, o);
         if (o->dry_run) {
             cell_estimate e = estimate_cell(cfg, &cells[i], shapes, o->scratch != NULL);
             print_cell_line(i, &cells[i], names[ts], &e);
