@@ -282,6 +282,27 @@ static void test_act_dtype(void)
     qh_config_free(c);
 }
 
+/* calibration.max_blocks: parses, refused at 0, and refused at validation for
+ * a row whose whole-model stage tunes every block. */
+static void test_max_blocks(void)
+{
+    const char *json = "{\"name\":\"t\",\"models\":[\"m\"],\"bits\":[2],"
+                       "\"calibration\":{\"max_blocks\":3},\"methods\":[%s]}";
+    char buf[512];
+    qh_config *c = NULL;
+    snprintf(buf, sizeof buf, json, "{\"method\":\"gptq\"}");
+    QH_CHECK(qh_config_parse(buf, "t.json", &c) == QH_OK && c->calib_max_blocks == 3,
+             "max_blocks 3 parses: %s", qh_last_error());
+    qh_config_free(c);
+    c = NULL;
+    snprintf(buf, sizeof buf, json, "{\"method\":\"mpo\",\"params\":{\"heal_kl_steps\":2}}");
+    QH_CHECK(qh_config_parse(buf, "t.json", &c) == QH_OK, "mpo heal_kl config parses");
+    QH_CHECK(c && qh_pipeline_validate(c) == QH_EUNIMPL
+             && strstr(qh_last_error(), "calibration.max_blocks (3) leaves blocks unvisited"),
+             "the whole-model stage refuses max_blocks: %s", qh_last_error());
+    qh_config_free(c);
+}
+
 int main(void)
 {
     test_method_bits();
@@ -331,6 +352,9 @@ int main(void)
              "calibration.act_dtype: \"fp8\": expected one of f32, bf16, f16");
     test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
              "\"calibration\":{\"act_dtype\":16}}", "calibration.act_dtype: expected a string");
+    test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
+             "\"calibration\":{\"max_blocks\":0}}", "calibration.max_blocks: expected an integer in [1, 4096]");
+    test_max_blocks();
     test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
              "\"eval\":{\"seqlen\":1.5}}", "eval.seqlen: expected an integer");
     /* integers beyond long's range are refused before converting (1e999 is inf) */

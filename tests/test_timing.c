@@ -307,6 +307,25 @@ static void test_memory_spill(void)
     free(params);
 }
 
+/* calibration.max_blocks: every per-block phase scales with the blocks
+ * visited (1 of 2 here), evaluation does not. */
+static void test_max_blocks(void)
+{
+    qh_model_config c = tiny_config();
+    qh_time_protocol p = tiny_protocol(qh_method_find("gptq"), NULL);
+    qh_time_flops all, one;
+    QH_CHECK(qh_time_count_flops(&c, &p, &all) == QH_OK, "count, every block");
+    p.max_blocks = 1;
+    QH_CHECK(qh_time_count_flops(&c, &p, &one) == QH_OK, "count, max_blocks 1");
+    QH_CHECK(one.forward * 2 == all.forward && one.hessian * 2 == all.hessian &&
+             one.method * 2 == all.method && one.metrics * 2 == all.metrics && one.eval == all.eval,
+             "halved: forward %g/%g, method %g/%g; eval %g/%g", one.forward, all.forward,
+             one.method, all.method, one.eval, all.eval);
+    p.max_blocks = 5;                         /* beyond the model: every block */
+    QH_CHECK(qh_time_count_flops(&c, &p, &one) == QH_OK && one.forward == all.forward,
+             "max_blocks beyond the depth counts every block");
+}
+
 int main(void)
 {
     test_hand_count();
@@ -318,5 +337,6 @@ int main(void)
     test_probe_and_format();
     test_memory_act_bytes();
     test_memory_spill();
+    test_max_blocks();
     return qh_test_summary();
 }

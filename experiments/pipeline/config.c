@@ -362,7 +362,8 @@ static int parse_section(const cJSON *obj, const char *key, const char *const *k
 
 static int parse_calibration(const cJSON *cal, qh_config *c, const char *src)
 {
-    static const char *const keys[] = { "data", "nsamples", "seqlen", "act_dtype", NULL };
+    static const char *const keys[] = { "data", "nsamples", "seqlen", "act_dtype", "max_blocks",
+                                        NULL };
     long v;
     QH_TRY(parse_section(cal, "calibration", keys, src));
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(cal, "data");
@@ -381,6 +382,10 @@ static int parse_calibration(const cJSON *cal, qh_config *c, const char *src)
         if (qh_act_dtype_parse(name, &c->calib_act_dtype) != QH_OK)
             CFG_ERR(QH_ECONFIG, src, "calibration.act_dtype", "\"%s\": expected one of %s", name,
                     QH_ACT_DTYPE_NAMES);
+    }
+    if ((it = cJSON_GetObjectItemCaseSensitive(cal, "max_blocks"))) {
+        QH_TRY(get_int(it, 1, QH_MAX_LAYERS, &v, src, "calibration.max_blocks"));
+        c->calib_max_blocks = (int)v;
     }
     return QH_OK;
 }

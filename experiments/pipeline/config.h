@@ -90,6 +90,7 @@ typedef struct {
     int calib_nsamples;              /* default 128 */
     int calib_seqlen;                /* 0: the model's context length */
     qh_act_dtype calib_act_dtype;    /* how the windows' hidden states are held (default f32) */
+    int calib_max_blocks;            /* quantize blocks [0, K) only, the rest stay float (0: all) */
     int eval_seqlen;                 /* 0: the model's context length */
     int eval_max_windows;            /* 0: all */
     int eval_kl_topk;                /* float log-probs kept per token for KL (default 128; 0: no

@@ -216,6 +216,10 @@ int qh_pipeline_validate(const qh_config *cfg)
             QH_SET_ERROR(st, QH_EUNIMPL, "methods[%zu]: %s with %s takes \"rotate\": \"none\": "
                          "the block backward pass does not differentiate the online Hadamard "
                          "before down_proj/fc2", i, t->name, t->block->setting);
+        if (st == QH_OK && wants_model_stage(t, params) && cfg->calib_max_blocks > 0)
+            QH_SET_ERROR(st, QH_EUNIMPL, "methods[%zu]: %s with %s tunes every block of the model "
+                         "jointly; calibration.max_blocks (%d) leaves blocks unvisited: drop one of "
+                         "them", i, t->name, t->block->setting, cfg->calib_max_blocks);
         free(params);
         if (st != QH_OK) return st;
     }
@@ -762,7 +766,7 @@ static int quantize_model(const qh_pipeline *p, const qh_cell *cell, qh_model *m
                                 seqlen, cell->seed, cell->id);
     if (st == QH_OK) {
         qh_layer_visitor v = { .fn = quantize_linear, .progress = block_progress, .user = q,
-                               .act_dtype = cfg->calib_act_dtype,
+                               .act_dtype = cfg->calib_act_dtype, .max_blocks = cfg->calib_max_blocks,
                                .block_fn = q->block.block_stage ? tune_block : NULL };
         st = qh_sequential_visit(m, win, (size_t)cfg->calib_nsamples, seqlen, &v);
     }

@@ -179,6 +179,8 @@ static void put_calibration(record *r, const qh_config *cfg, const qh_cell *cell
      * existed (float32 states) still match */
     if (cfg->calib_act_dtype != QH_ACT_F32)
         put(r, cJSON_CreateString(qh_act_dtype_name(cfg->calib_act_dtype)), "calibration.act_dtype");
+    if (cfg->calib_max_blocks > 0)
+        put(r, cJSON_CreateNumber(cfg->calib_max_blocks), "calibration.max_blocks");
 }
 
 static void put_wa_entry(const char *key, const char *value, void *user)

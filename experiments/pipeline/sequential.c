@@ -308,7 +308,8 @@ int qh_sequential_visit(qh_model *m, const int32_t *windows, size_t nsamples, si
     }
     if (fp.states && st == QH_OK) memcpy(fp.states, states.f32, n_states * sizeof *fp.states);
 
-    for (int layer = 0; layer < m->cfg.n_layers && st == QH_OK; layer++) {
+    int n_blocks = v->max_blocks > 0 && v->max_blocks < m->cfg.n_layers ? v->max_blocks : m->cfg.n_layers;
+    for (int layer = 0; layer < n_blocks && st == QH_OK; layer++) {
         block_hessians bh;
         st = init_hessians(&bh, m, layer);
         if (st != QH_OK) break;
@@ -321,7 +322,7 @@ int qh_sequential_visit(qh_model *m, const int32_t *windows, size_t nsamples, si
         float_path_free_weights(&fp);
         if (st == QH_OK) st = advance_block(m, layer, &states, nsamples, seqlen, ws, buf);
         qh_model_release_block(m, layer);        /* spilled models: done with this block */
-        if (v->progress) v->progress(layer + 1, m->cfg.n_layers, v->user);
+        if (v->progress) v->progress(layer + 1, n_blocks, v->user);
     }
 cleanup:
     free(fp.states);

@@ -67,6 +67,9 @@ typedef struct {
      * block_fn is refused (QH_EUNIMPL): the block stage reads every window's
      * states as float32. */
     qh_act_dtype act_dtype;
+    /* Visit blocks [0, max_blocks) only and stop there (0: every block); the
+     * later blocks keep their weights and are not visited. */
+    int max_blocks;
 } qh_layer_visitor;
 
 /* Runs the traversal over nsamples windows of seqlen tokens (windows:

@@ -160,6 +160,13 @@ static double model_token_flops(const qh_model_config *c, double T)
     return c->n_layers * block_token_flops(c, T) + 2 * e * c->vocab_size + proj;
 }
 
+/* The blocks the traversal visits (calibration.max_blocks; every block's
+ * calibration, quantization and stages scale with them, evaluation does not). */
+static double visited_blocks(const qh_model_config *c, const qh_time_protocol *p)
+{
+    return p->max_blocks > 0 && p->max_blocks < c->n_layers ? p->max_blocks : c->n_layers;
+}
+
 static int wants_block(const qh_time_protocol *p)
 {
     const qh_method_type *t = p->mem.method;
@@ -189,7 +196,7 @@ static double stage_step_ops(const qh_model_config *c, const qh_time_protocol *p
     if (wants_block(p)) t->block->plan(p->mem.params, p->mem.nsamples, &plan);
     if (t->block->model_plan) t->block->model_plan(p->mem.params, &model);
     double steps = (double)(plan.steps + model.steps);
-    return steps * c->n_layers * block_weights(c) * STEP_OPS_PER_WEIGHT;
+    return steps * visited_blocks(c, p) * block_weights(c) * STEP_OPS_PER_WEIGHT;
 }
 
 static double block_stage_flops(const qh_model_config *c, const qh_time_protocol *p, double T)
@@ -243,9 +250,10 @@ static void linear_flops(const qh_model_config *c, const qh_time_protocol *p, qh
         if (kind != QH_INCOH_NONE) metrics += qh_flops_eig(n);
     }
     if (!t->flops) *partial = 1;
-    f->method = c->n_layers * method;
-    f->incoherence = c->n_layers * incoherence;
-    f->metrics = c->n_layers * metrics;
+    double L = visited_blocks(c, p);
+    f->method = L * method;
+    f->incoherence = L * incoherence;
+    f->metrics = L * metrics;
 }
 
 /* Evaluation windows of all datasets together. */
@@ -268,7 +276,7 @@ static int count_with_params(const qh_model_config *c, const qh_time_protocol *p
     double Tc = p->mem.calib_seqlen ? (double)p->mem.calib_seqlen : ctx;
     double Te = p->mem.eval_seqlen ? (double)p->mem.eval_seqlen : ctx;
     if (Tc <= 0 || Te <= 0) QH_ERROR(QH_EINVAL, "time estimate: zero sequence length");
-    double L = c->n_layers, tokens = (double)p->mem.nsamples * Tc;
+    double L = visited_blocks(c, p), tokens = (double)p->mem.nsamples * Tc;
     if (p->mem.method) {
         double passes = wants_block(p) ? 3 : 2;
         f->forward = L * passes * tokens * block_token_flops(c, Tc);
@@ -360,6 +368,7 @@ int qh_time_protocol_of_cell(const qh_config *cfg, const qh_cell *cell, qh_time_
     p->calib_bytes = qh_path_file_bytes(cfg->calib_path);
     p->n_tasks = cfg->n_tasks;
     p->transformed = cm->tf.rotate || cm->tf.smooth_alpha > 0;
+    p->max_blocks = cfg->calib_max_blocks;
     return QH_OK;
 }
 

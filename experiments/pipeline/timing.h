@@ -47,6 +47,8 @@
  * efficiency: the fraction of that probe the phase reached in real cells
  * (docs/cluster.md gives the measurements behind the constants).
  *
+ * With calibration.max_blocks K every phase but eval counts K blocks instead
+ * of L.
  * Not modelled: task files (multiple-choice items), model transforms
  * (rotate, smooth), writing the results file.  The float reference a cell
  * builds when it runs before its model's baseline (one more evaluation of
@@ -102,6 +104,7 @@ typedef struct {
     size_t calib_bytes;              /* the calibration text's size */
     size_t n_tasks;                  /* task files (not modelled) */
     int transformed;                 /* a model transform (rotate, smooth; not modelled) */
+    int max_blocks;                  /* calibration.max_blocks: blocks visited (0: all) */
     int builds_reference;            /* 1: the float reference of every dataset is built too,
                                         one more evaluation (a baseline; a cell that runs
                                         before its model's baseline) */
