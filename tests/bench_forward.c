@@ -10,6 +10,7 @@
  *   attention 4 * head_dim * sum over heads and query blocks of keys*queries
  *             (causal blocks of 128 queries: about T^2/2 + 64 T per head, x2 for QK^T and PV)
  *   lm_head   2 * T * vocab * embed_dim (+ project_out)
+ * QH_BENCH_MODEL=DIR adds that model at T = 512 and 1024 (4 windows each).
  * Prints timings, so it is a benchmark, never a pass/fail test.
  */
 #include <stdio.h>
@@ -87,6 +88,11 @@ int main(void)
     int st = bench_model("models/opt-7m", ids, n, 1024, 8, peak);
     if (st == QH_OK) st = bench_model("models/llama-9m", ids, n, 1024, 8, peak);
     if (st == QH_OK) st = bench_model("../shared/models/opt-30m", ids, n, 1024, 4, peak);
+    /* a larger model of real shapes, e.g. experiments/scripts/make_random_model.py
+     * --preset llama-170m DIR: its token ids are wikitext2's (below its vocabulary) */
+    const char *big = getenv("QH_BENCH_MODEL");
+    for (size_t T = 512; st == QH_OK && big && *big && T <= 1024; T *= 2)
+        st = bench_model(big, ids, n, T, 4, peak);
     free(ids);
     return st == QH_OK ? 0 : 1;
 }
