@@ -141,5 +141,12 @@ out=$("$QH" info --model "$tmp/cap" 2>&1); rc=$?
 [ "$rc" -ne 0 ] && grep -q 'key "final_logit_softcapping" is not supported' <<< "$out" \
     && ok "soft-capping refused by name" || bad "soft-capping: exit $rc: $out"
 
+mkdir -p "$tmp/scratch"
+out=$("$QH" info --model models/llama-9m --scratch "$tmp/scratch" 2>&1); rc=$?
+[ "$rc" -eq 0 ] && grep -q 'converted to float32 in a scratch file (spilled)' <<< "$out" \
+    && grep -q 'spilled (qh run --scratch DIR): ' <<< "$out" && [ -z "$(ls -A "$tmp/scratch")" ] \
+    && ok "info --scratch: loaded spilled, the spilled estimate printed, nothing left" \
+    || bad "info --scratch: exit $rc: $out"
+
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

@@ -16,7 +16,7 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: qh info --model DIR [--method NAME] [--nsamples N] [--seqlen N]\n\n"
+    fprintf(f, "usage: qh info --model DIR [--method NAME] [--nsamples N] [--seqlen N] [--scratch DIR]\n\n"
                "Loads the Hugging Face model folder DIR (config.json + model.safetensors or\n"
                "model.safetensors.index.json with shards) and prints its configuration,\n"
                "parameter counts, dtypes on disk, the linear layers of each block and the\n"
@@ -28,6 +28,8 @@ static void usage(FILE *f)
                "  --method NAME   the cell's method, default parameters (default gptq)\n"
                "  --nsamples N    calibration windows (default 128, as a configuration's)\n"
                "  --seqlen N      calibration and evaluation length (default: the context)\n"
+               "  --scratch DIR   load the model spilled to a scratch file in DIR (as qh run\n"
+               "                  --scratch: for models larger than memory)\n"
                "  --help          this text\n");
 }
 
@@ -108,7 +110,7 @@ static void print_counts(const qh_model *m)
            (double)nl / 1e6, n ? 100.0 * (double)nl / (double)n : 0.0);
     size_t mapped = qh_model_n_mapped_params(m);
     printf("in memory    %zu mapped in place from F32 files (copy-on-write), %zu converted to "
-           "float32\n", mapped, n - mapped);
+           "float32%s\n", mapped, n - mapped, qh_model_spilled(m) ? " in a scratch file (spilled)" : "");
 }
 
 /* Dtypes as stored, summed over every tensor of every file. */
@@ -238,12 +240,13 @@ static long positive(const char *s)
 
 int qh_cmd_info(int argc, char **argv)
 {
-    const char *dir = NULL, *method = "gptq";
+    const char *dir = NULL, *method = "gptq", *scratch = NULL;
     long nsamples = 128, seqlen = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage(stdout); return 0; }
         if (!strcmp(argv[i], "--model") && i + 1 < argc) { dir = argv[++i]; continue; }
         if (!strcmp(argv[i], "--method") && i + 1 < argc) { method = argv[++i]; continue; }
+        if (!strcmp(argv[i], "--scratch") && i + 1 < argc) { scratch = argv[++i]; continue; }
         if ((!strcmp(argv[i], "--nsamples") || !strcmp(argv[i], "--seqlen")) && i + 1 < argc) {
             long v = positive(argv[i + 1]);
             if (v < 0) {
@@ -261,7 +264,8 @@ int qh_cmd_info(int argc, char **argv)
     }
     if (!dir) { fprintf(stderr, "qh info: --model DIR is required\n"); usage(stderr); return 2; }
     qh_model *m = NULL;
-    int st = qh_model_load(dir, &m);
+    qh_model_load_opts opts = { scratch };
+    int st = qh_model_load_with(dir, &opts, &m);
     if (st != QH_OK) {
         fprintf(stderr, "qh info: %s (%s)\n", qh_last_error(), qh_status_name(st));
         return 1;
