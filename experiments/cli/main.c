@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
 
@@ -35,8 +36,33 @@ static void usage(FILE *f)
     fprintf(f, "  %-10s %s\n", "help", "this list");
 }
 
+/* OpenBLAS's idle worker threads spin for 2^28 cycles (about 0.1 s) after each
+ * call before they sleep, taking the cores that the harness's own threads
+ * need right after a BLAS call (the attention heads of every layer, the row
+ * loops of the quantizers): the forward of a 170M Llama ran 25 % slower for
+ * it on 2 cores (docs/architecture.md).  The library reads the spin from
+ * OPENBLAS_THREAD_TIMEOUT (2^N cycles) once, when it loads, before main; so a
+ * process started without it runs itself again once with N = QH_BLAS_SPIN,
+ * about 25 microseconds.  A value the user set is kept.  Only the time
+ * changes: the thread count, and with it every result, does not. */
+#define QH_BLAS_SPIN "16"
+
+static void reexec_with_short_blas_spin(char **argv)
+{
+    char self[4096];
+    if (getenv("OPENBLAS_THREAD_TIMEOUT")) return;
+    /* the binary's own path, so that the process keeps its name ("qh") */
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0 || (size_t)n >= sizeof self - 1) return;      /* no /proc: go on as loaded */
+    self[n] = '\0';
+    if (setenv("OPENBLAS_THREAD_TIMEOUT", QH_BLAS_SPIN, 1) != 0) return;
+    execv(self, argv);
+    unsetenv("OPENBLAS_THREAD_TIMEOUT");      /* the exec failed: go on as loaded */
+}
+
 int main(int argc, char **argv)
 {
+    reexec_with_short_blas_spin(argv);
     if (argc < 2) { usage(stderr); return 2; }
     if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(stdout);
