@@ -17,15 +17,11 @@
 # LARGE=7b runs one part.  Baselines run before the cells (each task in its own process, so
 # /provenance/peak_rss_bytes is that task's); the float reference then comes from the cache.
 # Wall time on a 2-core machine with one BLAS thread: about 35 min (1.1b) and 20 min (7b).
-set -u
 QH=${1:-bin/qh}
+. "$(dirname "$0")/lib.sh"
+set -u
 DIR=${LARGE_DIR:-build/large}
 ONLY=${LARGE:-}
-pass=0 fail=0 skip=0
-ok()   { echo "PASS: $1"; pass=$((pass + 1)); }
-bad()  { echo "FAIL: $1"; fail=$((fail + 1)); }
-skp()  { echo "SKIP: $1"; skip=$((skip + 1)); }
-attr() { h5dump -a "$2/$3" "$1" 2>/dev/null | sed -n 's/^ *(0): //p' | tr -d '"'; }
 gib()  { awk -v b="$1" 'BEGIN { printf "%.2f GiB", b / 2^30 }'; }
 mkdir -p "$DIR/scratch" || { echo "check-large: cannot create $DIR"; exit 1; }
 command -v h5dump >/dev/null || { echo "check-large: h5dump (hdf5-tools) is needed"; exit 1; }
@@ -41,7 +37,7 @@ run_part() {
     local need=$((params * 4 + (params * 4) / 10))
     [ -d "$model" ] || need=$((need + stored))
     if [ "$(free_bytes)" -lt "$need" ]; then
-        skp "$name: $(gib "$need") of disk needed under $DIR, $(gib "$(free_bytes)") free"; return 1
+        skip "$name: $(gib "$need") of disk needed under $DIR, $(gib "$(free_bytes)") free"; return 1
     fi
     if [ ! -f "$model/config.json" ]; then
         echo "check-large: generating $model ($preset)"
@@ -56,7 +52,7 @@ run_part() {
           | awk '{ printf "%.0f\n", $1 * ($2 == "G" ? 2^30 : 2^20) }')
     if [ -z "$est" ] || [ "$est" -le 0 ]; then bad "$name: no estimate in the dry run"; return 1; fi
     if [ "$(mem_bytes)" -lt $((est + est / 5)) ]; then
-        skp "$name: the estimate $(gib "$est") (+20 %) exceeds this machine's memory"; return 1
+        skip "$name: the estimate $(gib "$est") (+20 %) exceeds this machine's memory"; return 1
     fi
     rm -rf "$out"
     local t0=$SECONDS
@@ -98,5 +94,4 @@ if [ -z "$ONLY" ] || [ "$ONLY" = 7b ]; then
             || bad "7b: measured peak $(gib "$peak") against the estimate $(gib "$est"): off by more than 20 %"
     fi
 fi
-echo "$pass passed, $fail failed, $skip skipped"
-[ "$fail" -eq 0 ]
+summary

@@ -6,3 +6,9 @@ pass=0 fail=0 skip=0
 ok()   { echo "PASS: $1"; pass=$((pass + 1)); }
 bad()  { echo "FAIL: $1"; fail=$((fail + 1)); }
 skip() { echo "SKIP: $1"; skip=$((skip + 1)); }
+# The closing line tests/run.sh reads, and the exit status.
+summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ]; exit $?; }
+# new_tmp: a fresh folder in $tmp (the test's trap removes it); no folder ends the test.
+new_tmp() { tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }; }
+# attr FILE OBJECT NAME: an HDF5 attribute's value as h5dump prints it, quotes dropped.
+attr() { h5dump -a "$2/$3" "$1" 2>/dev/null | sed -n 's/^ *(0): //p' | tr -d '"'; }

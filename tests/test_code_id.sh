@@ -8,8 +8,7 @@
 # Works on temporary copies of the sources (make builds only the header there,
 # compiling nothing).  Run from the repository root.
 . "$(dirname "$0")/lib.sh"
-summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ]; exit $?; }
-tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+new_tmp
 trap 'rm -rf "$tmp"' EXIT
 gen=experiments/scripts/code_id.sh
 [ -x "$gen" ] || { bad "$gen missing or not executable"; summary; }

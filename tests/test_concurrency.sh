@@ -10,8 +10,7 @@
 #    --wait-lock then takes the folder over and resumes the sweep.
 # Needs $QH; run from the repository root.
 . "$(dirname "$0")/lib.sh"
-summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ]; exit $?; }
-tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+new_tmp
 started=()
 trap 'for p in "${started[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$tmp"' EXIT
 export OPENBLAS_NUM_THREADS=1

@@ -6,13 +6,11 @@
 # weight accounting for them, bad rules refused naming the JSON path, and
 # `qh run --only` repeated.  Needs $QH, h5dump and h5diff (hdf5-tools).
 . "$(dirname "$0")/lib.sh"
-summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ]; exit $?; }
-tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+new_tmp
 trap 'rm -rf "$tmp"' EXIT
 if ! command -v h5dump >/dev/null || ! command -v h5diff >/dev/null; then
     echo "SKIP: h5dump/h5diff not installed (hdf5-tools)"; skip=1; summary
 fi
-attr() { h5dump -a "$2/$3" "$1" 2>/dev/null | sed -n 's/^ *(0): //p' | tr -d '"'; }
 # column FILE NAME: the values of /run/layer_table/NAME, one per line
 column() { h5dump -d "/run/layer_table/$2" -y -w 100000 "$1" 2>/dev/null | sed -n '/DATA {/,/}/p' |
            sed '1d;$d' | sed 's/""/"-"/g' | tr ',' '\n' | tr -d ' "' | sed '/^$/d'; }

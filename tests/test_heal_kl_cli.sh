@@ -7,13 +7,11 @@
 # and a rerun of that cell is byte-identical outside /provenance.
 # Needs $QH, h5dump and h5diff (hdf5-tools); run from the repository root.
 . "$(dirname "$0")/lib.sh"
-summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ]; exit $?; }
-tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+new_tmp
 trap 'rm -rf "$tmp"' EXIT
 if ! command -v h5dump >/dev/null || ! command -v h5diff >/dev/null; then
     echo "SKIP: h5dump/h5diff not installed (hdf5-tools)"; skip=1; summary
 fi
-attr() { h5dump -a "$2/$3" "$1" 2>/dev/null | sed -n 's/^ *(0): //p' | tr -d '"'; }
 
 cat > "$tmp/s.json" <<JSON
 { "name": "hk", "models": ["models/opt-7m"],

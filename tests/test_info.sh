@@ -3,7 +3,7 @@
 # Needs $QH (the qh binary); run from the repository root.  Prints PASS:/FAIL:
 # lines and ends with "N passed, N failed, N skipped".
 . "$(dirname "$0")/lib.sh"
-tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+new_tmp
 trap 'rm -rf "$tmp"' EXIT
 
 # expect_line NAME OUTPUT REGEX: the output has a line matching REGEX

@@ -47,7 +47,6 @@ f="$tmp/gaussian.quipsharp+rht-ref.w2.s0.h5"
     || bad "layer --variant reference: rc $rc, files: $(ls "$tmp")"
 "$QH" layer --synthetic gaussian --rows 16 --cols 64 --method quipsharp --bits 2 \
     --incoherence hadamard --variant reference --param tune_iters=2 --out "$tmp/p" --quiet 2>&1
-attr() { h5dump -a "$2/$3" "$1" 2>/dev/null | sed -n 's/^ *(0): //p' | tr -d '"'; }
 if command -v h5dump >/dev/null; then
     [ "$(attr "$f" /run/params tune_iters)" = 10 ] && ok "reference variant recorded tune_iters 10" \
         || bad "tune_iters under --variant reference: $(attr "$f" /run/params tune_iters)"

@@ -3,7 +3,7 @@
 # of opt-7m against reference.json.  Needs $QH (the qh binary); run from the
 # repository root.  Ends with "N passed, N failed, N skipped".
 . "$(dirname "$0")/lib.sh"
-tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+new_tmp
 trap 'rm -rf "$tmp"' EXIT
 
 # expect NAME WANT_RC GOT_RC OUTPUT REGEX: exit status and a line matching REGEX

@@ -4,7 +4,7 @@
 # give the same perplexity, F16/BF16 load, and the big presets' shapes (dry run: nothing written).
 # Needs $QH and a python3 with numpy (skipped otherwise); run from the repository root.
 . "$(dirname "$0")/lib.sh"
-tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+new_tmp
 trap 'rm -rf "$tmp"' EXIT
 gen=experiments/scripts/make_random_model.py
 

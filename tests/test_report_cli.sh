@@ -8,7 +8,7 @@
 # SKIP: lines and ends with "N passed, N failed, N skipped".
 . "$(dirname "$0")/lib.sh"
 finish() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ]; exit; }
-tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+new_tmp
 trap 'rm -rf "$tmp"' EXIT
 
 # expect_line NAME TEXT REGEX: TEXT has a line matching REGEX

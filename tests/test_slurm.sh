@@ -15,7 +15,6 @@
 # working daemons it reports SKIP.  Needs $QH and hdf5-tools; run from the
 # repository root.
 . "$(dirname "$0")/lib.sh"
-summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ]; exit $?; }
 
 if [ "${QH_TEST_FAST:-0}" != 0 ]; then
     skip "Slurm backend under QH_TEST_FAST (the normal suite runs it)"; summary
@@ -23,7 +22,7 @@ fi
 if ! command -v h5dump >/dev/null || ! command -v h5diff >/dev/null; then
     skip "h5dump/h5diff not installed (hdf5-tools)"; summary
 fi
-tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+new_tmp
 export SLURM_DIR=$tmp/slurm SLURM_CONF=$tmp/slurm/slurm.conf
 started=0 jobs_submitted=""
 cleanup() {
@@ -34,7 +33,6 @@ cleanup() {
 trap cleanup EXIT
 
 # attr FILE PATH NAME: prints a scalar attribute's value
-attr() { h5dump -a "$2/$3" "$1" 2>/dev/null | sed -n 's/^ *(0): //p' | tr -d '"'; }
 
 cat > "$tmp/sweep.json" <<JSON
 { "name": "slurmtest", "models": ["models/opt-7m"],

@@ -11,8 +11,7 @@
 # or a dirty tree, leaves every cell complete, with the commit in /provenance.
 # Needs $QH and h5dump (hdf5-tools); run from the repository root.
 . "$(dirname "$0")/lib.sh"
-summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ]; exit $?; }
-tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+new_tmp
 trap 'rm -rf "$tmp"' EXIT
 if ! command -v h5dump >/dev/null; then
     echo "SKIP: h5dump not installed (hdf5-tools)"; skip=1; summary
