@@ -12,3 +12,9 @@ summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ];
 new_tmp() { tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }; }
 # attr FILE OBJECT NAME: an HDF5 attribute's value as h5dump prints it, quotes dropped.
 attr() { h5dump -a "$2/$3" "$1" 2>/dev/null | sed -n 's/^ *(0): //p' | tr -d '"'; }
+# need_hdf5_tools TOOL...: the test is skipped (and ends) unless every tool (h5dump, h5diff) is installed.
+need_hdf5_tools() {
+    for t in "$@"; do
+        command -v "$t" >/dev/null || { skip "$t not installed (hdf5-tools)"; summary; }
+    done
+}

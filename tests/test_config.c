@@ -261,46 +261,43 @@ static void test_rules(void)
     qh_config_free(c);
 }
 
-/* calibration.act_dtype: 16-bit states parse, and a row whose block stage
- * reads float32 states refuses them at validation, naming the key. */
-static void test_act_dtype(void)
+/* A calibration setting (json_fmt holds the methods at %s) that parses with
+ * gptq (check: the parsed value) and that `refusing` (a method entry) refuses
+ * at validation with QH_EUNIMPL and a message holding `message`. */
+static void calibration_case(const char *what, const char *json_fmt, int (*check)(const qh_config *),
+                             const char *refusing, const char *message)
 {
-    const char *json = "{\"name\":\"t\",\"models\":[\"m\"],\"bits\":[2],"
-                       "\"calibration\":{\"act_dtype\":\"bf16\"},\"methods\":[%s]}";
     char buf[512];
     qh_config *c = NULL;
-    snprintf(buf, sizeof buf, json, "{\"method\":\"gptq\"}");
-    QH_CHECK(qh_config_parse(buf, "t.json", &c) == QH_OK && c->calib_act_dtype == QH_ACT_BF16,
-             "act_dtype bf16 parses: %s", qh_last_error());
+    snprintf(buf, sizeof buf, json_fmt, "{\"method\":\"gptq\"}");
+    QH_CHECK(qh_config_parse(buf, "t.json", &c) == QH_OK && check(c), "%s parses: %s", what,
+             qh_last_error());
     qh_config_free(c);
     c = NULL;
-    snprintf(buf, sizeof buf, json, "{\"method\":\"signround\",\"params\":{\"iters\":4}}");
-    QH_CHECK(qh_config_parse(buf, "t.json", &c) == QH_OK, "signround config parses");
-    QH_CHECK(c && qh_pipeline_validate(c) == QH_EUNIMPL
-             && strstr(qh_last_error(), "needs calibration.act_dtype \"f32\" (got \"bf16\")"),
-             "a block-stage row refuses bf16 states: %s", qh_last_error());
+    snprintf(buf, sizeof buf, json_fmt, refusing);
+    QH_CHECK(qh_config_parse(buf, "t.json", &c) == QH_OK, "%s with %s parses", what, refusing);
+    QH_CHECK(c && qh_pipeline_validate(c) == QH_EUNIMPL && strstr(qh_last_error(), message),
+             "%s refused with %s: %s", what, refusing, qh_last_error());
     qh_config_free(c);
 }
 
-/* calibration.max_blocks: parses, refused at 0, and refused at validation for
- * a row whose whole-model stage tunes every block. */
-static void test_max_blocks(void)
+static int is_bf16(const qh_config *c) { return c->calib_act_dtype == QH_ACT_BF16; }
+static int is_three_blocks(const qh_config *c) { return c->calib_max_blocks == 3; }
+
+/* calibration.act_dtype: 16-bit states parse, and a row whose block stage
+ * reads float32 states refuses them at validation, naming the key;
+ * calibration.max_blocks: parses, and a row whose whole-model stage tunes
+ * every block refuses it. */
+static void test_calibration_keys(void)
 {
-    const char *json = "{\"name\":\"t\",\"models\":[\"m\"],\"bits\":[2],"
-                       "\"calibration\":{\"max_blocks\":3},\"methods\":[%s]}";
-    char buf[512];
-    qh_config *c = NULL;
-    snprintf(buf, sizeof buf, json, "{\"method\":\"gptq\"}");
-    QH_CHECK(qh_config_parse(buf, "t.json", &c) == QH_OK && c->calib_max_blocks == 3,
-             "max_blocks 3 parses: %s", qh_last_error());
-    qh_config_free(c);
-    c = NULL;
-    snprintf(buf, sizeof buf, json, "{\"method\":\"mpo\",\"params\":{\"heal_kl_steps\":2}}");
-    QH_CHECK(qh_config_parse(buf, "t.json", &c) == QH_OK, "mpo heal_kl config parses");
-    QH_CHECK(c && qh_pipeline_validate(c) == QH_EUNIMPL
-             && strstr(qh_last_error(), "calibration.max_blocks (3) leaves blocks unvisited"),
-             "the whole-model stage refuses max_blocks: %s", qh_last_error());
-    qh_config_free(c);
+    calibration_case("act_dtype bf16", "{\"name\":\"t\",\"models\":[\"m\"],\"bits\":[2],"
+                     "\"calibration\":{\"act_dtype\":\"bf16\"},\"methods\":[%s]}", is_bf16,
+                     "{\"method\":\"signround\",\"params\":{\"iters\":4}}",
+                     "needs calibration.act_dtype \"f32\" (got \"bf16\")");
+    calibration_case("max_blocks 3", "{\"name\":\"t\",\"models\":[\"m\"],\"bits\":[2],"
+                     "\"calibration\":{\"max_blocks\":3},\"methods\":[%s]}", is_three_blocks,
+                     "{\"method\":\"mpo\",\"params\":{\"heal_kl_steps\":2}}",
+                     "calibration.max_blocks (3) leaves blocks unvisited");
 }
 
 int main(void)
@@ -354,7 +351,6 @@ int main(void)
              "\"calibration\":{\"act_dtype\":16}}", "calibration.act_dtype: expected a string");
     test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
              "\"calibration\":{\"max_blocks\":0}}", "calibration.max_blocks: expected an integer in [1, 4096]");
-    test_max_blocks();
     test_bad("{\"name\":\"t\",\"models\":[\"m\"],\"methods\":[{\"method\":\"rtn\"}],\"bits\":[2],"
              "\"eval\":{\"seqlen\":1.5}}", "eval.seqlen: expected an integer");
     /* integers beyond long's range are refused before converting (1e999 is inf) */
@@ -376,6 +372,6 @@ int main(void)
     qh_config *c = NULL;
     QH_CHECK(qh_config_load("tests/no-such-config.json", &c) == QH_EIO
              && strstr(qh_last_error(), "tests/no-such-config.json"), "missing file names the path");
-    test_act_dtype();
+    test_calibration_keys();
     return qh_test_summary();
 }

@@ -8,9 +8,7 @@
 . "$(dirname "$0")/lib.sh"
 new_tmp
 trap 'rm -rf "$tmp"' EXIT
-if ! command -v h5dump >/dev/null || ! command -v h5diff >/dev/null; then
-    echo "SKIP: h5dump/h5diff not installed (hdf5-tools)"; skip=1; summary
-fi
+need_hdf5_tools h5dump h5diff
 # column FILE NAME: the values of /run/layer_table/NAME, one per line
 column() { h5dump -d "/run/layer_table/$2" -y -w 100000 "$1" 2>/dev/null | sed -n '/DATA {/,/}/p' |
            sed '1d;$d' | sed 's/""/"-"/g' | tr ',' '\n' | tr -d ' "' | sed '/^$/d'; }

@@ -9,9 +9,7 @@
 . "$(dirname "$0")/lib.sh"
 new_tmp
 trap 'rm -rf "$tmp"' EXIT
-if ! command -v h5dump >/dev/null; then
-    echo "SKIP: h5dump not installed (hdf5-tools)"; skip=1; summary
-fi
+need_hdf5_tools h5dump
 write() {   # write FILE MAX_BLOCKS_JSON METHOD_JSON
     cat > "$1" <<JSON
 { "name": "mb", "models": ["models/opt-7m"],

@@ -19,9 +19,7 @@
 if [ "${QH_TEST_FAST:-0}" != 0 ]; then
     skip "Slurm backend under QH_TEST_FAST (the normal suite runs it)"; summary
 fi
-if ! command -v h5dump >/dev/null || ! command -v h5diff >/dev/null; then
-    skip "h5dump/h5diff not installed (hdf5-tools)"; summary
-fi
+need_hdf5_tools h5dump h5diff
 new_tmp
 export SLURM_DIR=$tmp/slurm SLURM_CONF=$tmp/slurm/slurm.conf
 started=0 jobs_submitted=""

@@ -10,9 +10,7 @@
 . "$(dirname "$0")/lib.sh"
 new_tmp
 trap 'rm -rf "$tmp"' EXIT
-if ! command -v h5dump >/dev/null || ! command -v h5diff >/dev/null; then
-    echo "SKIP: h5dump/h5diff not installed (hdf5-tools)"; skip=1; summary
-fi
+need_hdf5_tools h5dump h5diff
 
 cat > "$tmp/s.json" <<JSON
 { "name": "spill", "models": ["models/opt-7m", "models/llama-9m"],

@@ -13,9 +13,7 @@
 . "$(dirname "$0")/lib.sh"
 new_tmp
 trap 'rm -rf "$tmp"' EXIT
-if ! command -v h5dump >/dev/null; then
-    echo "SKIP: h5dump not installed (hdf5-tools)"; skip=1; summary
-fi
+need_hdf5_tools h5dump
 attr() { h5dump -a "$2/$3" "$1" 2>/dev/null | sed -n 's/^ *(0): //p' | sed 's/^"//; s/"$//'; }
 
 cat > "$tmp/s.json" <<JSON
