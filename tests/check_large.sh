@@ -45,7 +45,7 @@ run_part() {
             || { bad "$name: make_random_model.py failed"; return 1; }
     fi
     local cfg=$DIR/$name.json out=$DIR/res-$name
-    printf '{ "name": "large-%s", "models": ["%s"],\n%s }\n' "$name" "$model" "$body" > "$cfg"
+    printf '{ "name": "large-%s", "models": ["%s"],\n%s }\n' "${name//./-}" "$model" "$body" > "$cfg"
     local dry
     dry=$(OPENBLAS_NUM_THREADS=1 "$QH" run "$cfg" --out "$out" --dry-run --scratch "$DIR/scratch" 2>&1)
     est=$(sed -n 's/.*peak ~\([0-9.]*\) \([GM]\)iB.*/\1 \2/p' <<<"$dry" | head -1 \
