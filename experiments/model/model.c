@@ -17,7 +17,11 @@
  * the others (F16, BF16, or F32 at an address not 4-byte aligned, or in a
  * file the system would only map read-only) into one 64-byte aligned float32
  * buffer, and rejects non-finite values.  The mapped files stay open until
- * qh_model_free when any tensor points into them.  Fused tensors (a layout's qkv_fused,
+ * qh_model_free when any tensor points into them.  Spilled (a scratch folder in
+ * the load options), nothing is mapped in place: every tensor is converted or
+ * copied into a shared mapping of an unnamed file in that folder, each tensor
+ * on pages of its own, and each decoder-block tensor's pages are dropped from
+ * the process once written (model.h).  Fused tensors (a layout's qkv_fused,
  * gate_up_fused) are loaded whole and the kinds' W point at their rows.
  * Refused by name: RoPE scaling other than default/linear/llama3, LayerNorm
  * without affine parameters, activations other than the row's, soft-capping
