@@ -301,6 +301,19 @@ void qh_method_bits_range(const qh_method_type *m, int *lo, int *hi)
     *hi = has ? m->max_bits : 8;
 }
 
+int qh_method_wants_block_stage(const qh_method_type *m, const void *params)
+{
+    return m->block && m->block->wants(params);
+}
+
+int qh_method_wants_model_stage(const qh_method_type *m, const void *params)
+{
+    qh_block_plan plan = { .steps = 0 };
+    if (!m->block || !m->block->model_plan) return 0;
+    m->block->model_plan(params, &plan);
+    return plan.steps > 0;
+}
+
 static int validate(const qh_method_type *m, const qh_problem *p)
 {
     if (!m) QH_ERROR(QH_EINVAL, "no method given");

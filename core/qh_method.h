@@ -261,6 +261,14 @@ typedef struct qh_method_type {
 /* The bit widths m accepts (the driver refuses others with QH_EINVAL). */
 void qh_method_bits_range(const qh_method_type *m, int *lo, int *hi);
 
+/* Whether m's parameters ask for its block stage (block ops whose `wants` says
+ * so: tuned per decoder block against the block output), and for its
+ * whole-model stage (a model_plan of one step or more, after the block loop).
+ * 0 for rows without block ops.  The pipeline, its estimates and its checks
+ * all ask here. */
+int qh_method_wants_block_stage(const qh_method_type *m, const void *params);
+int qh_method_wants_model_stage(const qh_method_type *m, const void *params);
+
 /* NULL-terminated list of every registered method. */
 const qh_method_type *const *qh_method_registry(void);
 /* The row named `name`, or NULL (unknown names: see qh_method_names). */

@@ -252,6 +252,7 @@ static int task_runs(enum task_state ts, const run_opts *o)
 {
     return ts == TASK_PENDING || (ts == TASK_STALE && o->rerun_stale);
 }
+
 #define STALE_SHOWN 5                /* stale cells listed with their keys; the rest counted */
 #define QH_STR_(x) #x
 #define QH_STR(x) QH_STR_(x)

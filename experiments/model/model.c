@@ -816,6 +816,13 @@ static int plan_head(loader *L, qh_model *m)
     return st;
 }
 
+/* The floats slot s takes in the storage buffer: its elements rounded up to
+ * the loader's alignment. */
+static size_t slot_floats(const loader *L, const plan_slot *s)
+{
+    return (s->t->numel + L->align - 1) / L->align * L->align;
+}
+
 /* Each slot mapped in place when the file allows it (qh_st_f32_view) and the
  * model is not spilled, else given its offset, aligned to L->align floats, in
  * the storage buffer; the buffer's size in L->total_floats, the mapped
@@ -829,7 +836,7 @@ static void place_all(loader *L, size_t *mapped)
         s->view = L->spill ? NULL : qh_st_f32_view(s->file, s->t);
         if (s->view) { *mapped += s->t->numel; continue; }
         s->offset = L->total_floats;
-        L->total_floats += (s->t->numel + L->align - 1) / L->align * L->align;
+        L->total_floats += slot_floats(L, s);
     }
 }
 
@@ -844,7 +851,7 @@ static int spill_ranges(const loader *L, model_storage *ms, int n_layers)
     for (size_t i = 0; i < L->n; i++) {
         const plan_slot *s = &L->slots[i];
         if (s->block < 0) continue;
-        size_t end = s->offset + (s->t->numel + L->align - 1) / L->align * L->align;
+        size_t end = s->offset + slot_floats(L, s);
         if (s->offset < ms->block_begin[s->block]) ms->block_begin[s->block] = s->offset;
         if (end > ms->block_end[s->block]) ms->block_end[s->block] = end;
     }
@@ -908,7 +915,7 @@ static int convert_all(loader *L, const model_storage *ms)
                          s->file->path, s->t->name, j, isnan(dst[j]) ? "NaN" : "Inf");
         *s->dst = dst;
         if (s->block >= 0)                       /* one tensor resident at a time */
-            spill_release(ms, s->offset, s->offset + (s->t->numel + L->align - 1) / L->align * L->align);
+            spill_release(ms, s->offset, s->offset + slot_floats(L, s));
     }
     return QH_OK;
 }

@@ -36,15 +36,6 @@ static size_t linear_set(const qh_mem_protocol *p, size_t m, size_t n, size_t hi
 static int estimate(const qh_model_config *c, size_t n_params, const qh_mem_protocol *p,
                     qh_mem_estimate *out);
 
-/* Whether the method runs the whole-model stage, which holds every block at once. */
-static int whole_model_stage(const qh_mem_protocol *p)
-{
-    qh_block_plan plan = { .steps = 0 };
-    if (!p->method || !p->method->block || !p->method->block->model_plan) return 0;
-    p->method->block->model_plan(p->params, &plan);
-    return plan.steps > 0;
-}
-
 int qh_mem_estimate_cell(const qh_model_config *c, size_t n_params, const qh_mem_protocol *p,
                          qh_mem_estimate *out)
 {
@@ -79,10 +70,11 @@ static int estimate(const qh_model_config *c, size_t n_params, const qh_mem_prot
     /* spilled (model.h): one block's linears resident, the other blocks' in the
      * scratch file; norms and biases of every block still counted */
     size_t others = (size_t)(c->n_layers > 1 ? c->n_layers - 1 : 0) * block_w;
-    if (p->spill && !whole_model_stage(p) && others < out->weights) out->weights -= others;
+    int whole_model = p->method && qh_method_wants_model_stage(p->method, p->params);
+    if (p->spill && !whole_model && others < out->weights) out->weights -= others;
 
     if (p->method) {
-        int block = p->method->block && p->method->block->wants(p->params);
+        int block = qh_method_wants_block_stage(p->method, p->params);
         size_t act = p->act_bytes ? p->act_bytes : F;
         size_t S = p->nsamples * cT * hidden * act + (act < F ? cT * hidden * F : 0);
         size_t keep = 0, worst = 0;

@@ -39,27 +39,12 @@ static qh_incoh_kind incoh_kind(const char *name)
     return row ? row->kind : QH_INCOH_NONE;
 }
 
-/* A row with block ops whose params ask for them: the pipeline then tunes
- * the row's parameters per block against the block output (block_stage.h). */
-static int wants_block_stage(const qh_method_type *t, const void *params)
-{
-    return t->block && t->block->wants(params);
-}
-
-/* A row whose params ask for the whole-model stage after the block loop
- * (model_stage.h: end to end against the KL of the logits). */
-static int wants_model_stage(const qh_method_type *t, const void *params)
-{
-    qh_block_plan plan = { .steps = 0 };
-    if (!t->block || !t->block->model_plan) return 0;
-    t->block->model_plan(params, &plan);
-    return plan.steps > 0;
-}
-
-/* Either stage: the row's states are kept and tuned in the model's basis. */
+/* The block stage (block_stage.h) and the whole-model stage after the block
+ * loop (model_stage.h): qh_method_wants_block_stage / _model_stage.  Either
+ * stage: the row's states are kept and tuned in the model's basis. */
 static int wants_block_objective(const qh_method_type *t, const void *params)
 {
-    return wants_block_stage(t, params) || wants_model_stage(t, params);
+    return qh_method_wants_block_stage(t, params) || qh_method_wants_model_stage(t, params);
 }
 
 /* Every bit width of each method entry (its own, else the sweep's) and of
@@ -207,7 +192,8 @@ int qh_pipeline_validate(const qh_config *cfg)
                          "(got \"%s\"): its block stage tunes in the model's basis",
                          i, t->name, t->block->setting, cfg->methods[i].incoherence);
         if (st == QH_OK) st = validate_rules(cfg, i, t, wants_block_objective(t, params));
-        if (st == QH_OK && wants_block_stage(t, params) && cfg->calib_act_dtype != QH_ACT_F32)
+        if (st == QH_OK && qh_method_wants_block_stage(t, params) &&
+            cfg->calib_act_dtype != QH_ACT_F32)
             QH_SET_ERROR(st, QH_EUNIMPL, "methods[%zu]: %s with %s needs calibration.act_dtype "
                          "\"f32\" (got \"%s\"): the block stage reads every window's hidden states "
                          "as float32", i, t->name, t->block->setting,
@@ -216,7 +202,7 @@ int qh_pipeline_validate(const qh_config *cfg)
             QH_SET_ERROR(st, QH_EUNIMPL, "methods[%zu]: %s with %s takes \"rotate\": \"none\": "
                          "the block backward pass does not differentiate the online Hadamard "
                          "before down_proj/fc2", i, t->name, t->block->setting);
-        if (st == QH_OK && wants_model_stage(t, params) && cfg->calib_max_blocks > 0)
+        if (st == QH_OK && qh_method_wants_model_stage(t, params) && cfg->calib_max_blocks > 0)
             QH_SET_ERROR(st, QH_EUNIMPL, "methods[%zu]: %s with %s tunes every block of the model "
                          "jointly; calibration.max_blocks (%d) leaves blocks unvisited: drop one of "
                          "them", i, t->name, t->block->setting, cfg->calib_max_blocks);
@@ -308,8 +294,8 @@ static int block_objective_setup(block_objective *b, const qh_method_type *t, co
     if (!wants_block_objective(t, params)) return QH_OK;
     b->ops = t->block;
     b->params = params;
-    b->block_stage = wants_block_stage(t, params);
-    b->model_stage = wants_model_stage(t, params);
+    b->block_stage = qh_method_wants_block_stage(t, params);
+    b->model_stage = qh_method_wants_model_stage(t, params);
     if (b->model_stage) {
         b->all = calloc((size_t)n_layers * QH_LIN_MAX, sizeof *b->all);
         if (!b->all) QH_ERROR(QH_ENOMEM, "%s model stage: out of memory", t->name);

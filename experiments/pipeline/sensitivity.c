@@ -164,7 +164,7 @@ int qh_sensitivity_run(const qh_config *cfg, const qh_cell *cell, int per_block,
     if (!cfg->n_datasets) QH_ERROR(QH_ECONFIG, "sensitivity needs a dataset (\"datasets\") to evaluate on");
     int st = qh_config_method_params(cfg, cell->method, &s.type, &params);
     s.params = params;
-    if (st == QH_OK && s.type->block && s.type->block->wants(params))
+    if (st == QH_OK && qh_method_wants_block_stage(s.type, params))
         QH_SET_ERROR(st, QH_ECONFIG, "methods[%zu]: sensitivity measures layer-wise quantization; "
                      "%s with %s tunes blocks", cell->method, s.type->name, s.type->block->setting);
     if (st == QH_OK) st = qh_model_load(cfg->models[cell->model].path, &m);

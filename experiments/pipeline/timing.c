@@ -170,7 +170,7 @@ static double visited_blocks(const qh_model_config *c, const qh_time_protocol *p
 static int wants_block(const qh_time_protocol *p)
 {
     const qh_method_type *t = p->mem.method;
-    return t && t->block && t->block->wants(p->mem.params);
+    return t && qh_method_wants_block_stage(t, p->mem.params);
 }
 
 /* The block stage's work on one block (block_stage.c: targets, the loss
