@@ -231,25 +231,30 @@ static int relation(const qh_spectrum_slot *c, const qh_matd *H, double *shift)
     return 2;
 }
 
-/* Decomposes H into slot c (replacing what it held). */
+/* Decomposes H into slot c (replacing what it held).  The slot is emptied
+ * first and its copy of H allocated after the decomposition, so that the
+ * peak is the decomposition's own three n x n (pipeline/memory.c counts
+ * them) beside the other slot only. */
 static int fill_slot(qh_spectrum_slot *c, const qh_matd *H)
 {
     size_t n = H->rows;
-    double *Hc = malloc(n * n * sizeof *Hc), *w = malloc(n * sizeof *w), qmax = 0.0;
+    free(c->H);
+    free(c->lambda);
+    *c = (qh_spectrum_slot){ 0 };
+    double *w = malloc(n * sizeof *w), *Hc = NULL, qmax = 0.0;
     int st = QH_OK;
-    if (!Hc || !w)
+    if (!w)
         QH_SET_ERROR(st, QH_ENOMEM, "metrics: spectrum cache for %zux%zu: out of memory", n, n);
     else
         st = eigen(H, w, &qmax);
+    if (st == QH_OK && !(Hc = malloc(n * n * sizeof *Hc)))
+        QH_SET_ERROR(st, QH_ENOMEM, "metrics: spectrum cache for %zux%zu: out of memory", n, n);
     if (st != QH_OK) {
-        free(Hc);
         free(w);
         return st;
     }
     for (size_t j = 0; j < n; j++)
         memcpy(Hc + j * n, H->data + j * H->ld, n * sizeof *Hc);
-    free(c->H);
-    free(c->lambda);
     *c = (qh_spectrum_slot){ n, Hc, w, qmax };
     return QH_OK;
 }

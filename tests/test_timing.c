@@ -307,6 +307,35 @@ static void test_memory_spill(void)
     free(params);
 }
 
+/* The terms that follow what a 7B-shaped block touches (memory.c): Hessian
+ * sums above glibc's mmap threshold count their upper triangle's pages only,
+ * and with incoherence the spectrum cache's other slot holds an in x in H
+ * (11008², against hidden² without). */
+static void test_memory_7b_block(void)
+{
+    qh_model_config c = { .vocab_size = 32000, .hidden = 4096, .n_layers = 32, .n_heads = 32,
+                          .n_kv_heads = 32, .head_dim = 128, .ffn_dim = 11008, .max_pos = 4096,
+                          .embed_dim = 4096 };
+    c.features.gated_mlp = 1;
+    qh_mem_protocol p = { .nsamples = 4, .calib_seqlen = 128, .eval_seqlen = 128,
+                          .method = qh_method_find("gptq") };
+    qh_mem_estimate plain, incoh;
+    QH_CHECK(qh_mem_estimate_cell(&c, 6738415616u, &p, &plain) == QH_OK, "memory 7b");
+    p.incoherence = 1;
+    QH_CHECK(qh_mem_estimate_cell(&c, 6738415616u, &p, &incoh) == QH_OK, "memory 7b incoh");
+    size_t hess = 0, widths[4] = { 4096, 4096, 4096, 11008 };
+    for (int k = 0; k < 4; k++) {
+        size_t n = widths[k];
+        hess += n * (n + 1) / 2 * 8 + n * 2048 + n * 256 * 8 + n * 8;
+    }
+    QH_CHECK(plain.hessians == hess, "hessians %zu, expected %zu", plain.hessians, hess);
+    QH_CHECK(plain.linear_out == 4096 && plain.linear_in == 11008, "widest linear %dx%d",
+             plain.linear_out, plain.linear_in);
+    size_t slot = (size_t)11008 * 11008 * 8 - (size_t)4096 * 4096 * 8;
+    QH_CHECK(incoh.linear - plain.linear == slot, "incoherence adds %zu, expected %zu",
+             incoh.linear - plain.linear, slot);
+}
+
 /* calibration.max_blocks: every per-block phase scales with the blocks
  * visited (1 of 2 here), evaluation does not. */
 static void test_max_blocks(void)
@@ -337,6 +366,7 @@ int main(void)
     test_probe_and_format();
     test_memory_act_bytes();
     test_memory_spill();
+    test_memory_7b_block();
     test_max_blocks();
     return qh_test_summary();
 }

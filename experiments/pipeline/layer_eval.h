@@ -47,7 +47,8 @@ typedef struct {
  * incoherence processing incoh (NULL: none), then measures it; cache (may
  * be NULL) carries the last spectrum of H between calls on the same H.
  * Outputs: rec (always filled; rec->status says whether it worked), and when
- * What is non-NULL (m x n, caller-allocated) the quantized weights.
+ * What is non-NULL (m x n, caller-allocated) the quantized weights, written
+ * after the last read of p->W, so What may be p->W itself.
  * Returns rec->status.  A failure is data: the caller records it and goes on. */
 int qh_layer_run(const qh_method_type *m, const void *params, const qh_incoh_params *incoh,
                  const qh_problem *p, int layer, int kind, qh_spectrum_cache *cache,

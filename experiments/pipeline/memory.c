@@ -13,24 +13,44 @@
 #define D sizeof(double)
 #define F sizeof(float)
 #define HESSIAN_CHUNK 256            /* qh_hessian_acc's scratch columns (core/qh_hessian.c) */
+#define PAGE 4096
+/* glibc serves a calloc above this from fresh zero pages of its own mapping
+ * (the largest value its dynamic mmap threshold takes on 64-bit systems):
+ * such pages are resident only once written.  Below it a buffer may reuse
+ * freed heap, which calloc clears, so the estimate counts all of it. */
+#define MMAP_THRESHOLD_MAX ((size_t)32 << 20)
 
 static size_t max2(size_t a, size_t b) { return a > b ? a : b; }
 
 /* One Hessian accumulator of an n-wide input (core/qh_hessian.c: the n x n
- * sum, an n x 256 scratch) and its per-channel maxima (sequential.c). */
-static size_t accumulator(size_t n) { return n * n * D + n * HESSIAN_CHUNK * D + n * D; }
+ * sum, an n x 256 scratch) and its per-channel maxima (sequential.c).  dsyrk
+ * writes the sum's upper triangle only, so a freshly mapped sum has about
+ * half its pages resident: column j's first j + 1 entries, half a page more
+ * per column on average. */
+static size_t accumulator(size_t n)
+{
+    size_t sum = n * n * D;
+    if (sum > MMAP_THRESHOLD_MAX) sum = n * (n + 1) / 2 * D + n * (PAGE / 2);
+    return sum + n * HESSIAN_CHUNK * D + n * D;
+}
 
-/* The working set of quantizing one m x n linear (memory.h). */
-static size_t linear_set(const qh_mem_protocol *p, size_t m, size_t n, size_t hidden)
+/* The working set of quantizing one m x n linear (memory.h).  processed: the
+ * metrics decompose the processed basis's H on its own (it differs from H by
+ * more than a diagonal shift), so the spectrum cache's other slot can hold an
+ * n x n H while the next is decomposed. */
+static size_t linear_set(const qh_mem_protocol *p, size_t m, size_t n, size_t hidden, int processed)
 {
     size_t M = m * n * D, N = n * n * D;
-    size_t held = 2 * M + N              /* sequential.c: W, H; pipeline.c: Ŵ */
+    size_t held = M + N                  /* sequential.c: W (Ŵ is written into it), H */
                 + 3 * M + N + n * sizeof(size_t);   /* qh_result: Ŵ, W_proc, Ŵ_proc, H_proc */
     size_t ws = p->method ? qh_method_workspace_size(p->method, p->params, m, n) : 0;
-    size_t eig = 2 * N + (1 + 6 * n + 2 * n * n) * D + (3 + 5 * n) * 4;   /* copy, Q, dsyevd */
+    /* core/qh_metrics.c fill_slot: the copy dsyevd overwrites, its workspace
+     * (1 + 6n + 2n² doubles, 3 + 5n ints) and the eigenvalues; the slot's own
+     * copy of H is made after them */
+    size_t eig = N + (1 + 6 * n + 2 * n * n) * D + (3 + 5 * n) * 4 + n * D;
     size_t metrics = max2(2 * M, eig);   /* qh_metrics.c: proxy loss E, EH; or the spectrum */
-    size_t cache = 2 * hidden * hidden * D;   /* qh_spectrum_cache: two slots */
-    return held + max2(ws, metrics) + cache;
+    size_t other_slot = processed ? N : hidden * hidden * D;
+    return held + max2(ws, metrics + other_slot);
 }
 
 static int estimate(const qh_model_config *c, size_t n_params, const qh_mem_protocol *p,
@@ -78,8 +98,12 @@ static int estimate(const qh_model_config *c, size_t n_params, const qh_mem_prot
         size_t act = p->act_bytes ? p->act_bytes : F;
         size_t S = p->nsamples * cT * hidden * act + (act < F ? cT * hidden * F : 0);
         size_t keep = 0, worst = 0;
+        /* the processed basis has an H of its own with incoherence, for a
+         * block-tuned row, and on a ReLU MLP (OPT), whose inputs dead on the
+         * calibration windows change single diagonal entries of H_proc */
+        int processed = p->incoherence || block || !c->features.gated_mlp;
         for (size_t k = 0; k < n_lin; k++) {
-            size_t m = shape[k][0], n = shape[k][1], s = linear_set(p, m, n, hidden);
+            size_t m = shape[k][0], n = shape[k][1], s = linear_set(p, m, n, hidden, processed);
             keep += m * n * D + n * n * D;       /* block_objective_keep: W, H per kind */
             if (s > worst) { worst = s; out->linear_out = (int)m; out->linear_in = (int)n; }
         }
@@ -122,6 +146,8 @@ int qh_mem_protocol_of_cell(const qh_config *cfg, const qh_cell *cell, qh_mem_pr
                             .eval_seqlen = (size_t)cfg->eval_seqlen,
                             .kl_topk = cfg->eval_kl_topk > 0 ? (size_t)cfg->eval_kl_topk : 0,
                             .act_bytes = cfg->calib_act_dtype == QH_ACT_F32 ? F : 2 };
+    const qh_incoh_row *incoh = qh_incoh_find(cfg->methods[cell->method].incoherence);
+    p->incoherence = incoh && incoh->kind != QH_INCOH_NONE;
     for (size_t d = 0; d < cfg->n_datasets; d++)
         p->dataset_bytes = max2(p->dataset_bytes, qh_path_file_bytes(cfg->datasets[d].path));
     const qh_method_type *t = NULL;

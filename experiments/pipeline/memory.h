@@ -19,8 +19,9 @@
  *             against the block output), the
  *             windows' ids, the forward workspace at the calibration length,
  *             one block's four Hessian accumulators (in x in doubles per
- *             distinct linear input, plus a 256-column scratch each), and the
- *             largest linear's working set (below);
+ *             distinct linear input, of which dsyrk writes the upper triangle:
+ *             half the pages of a freshly mapped one; plus a 256-column
+ *             scratch each), and the largest linear's working set (below);
  *   evaluation the forward workspace at the evaluation length, one window's
  *             logits (vocab x seqlen floats), the float reference's top-k of a
  *             window, and the token ids of the largest dataset (at most one
@@ -28,13 +29,16 @@
  *   plus a base (program, libraries, tokenizer, BLAS buffers: measured, not
  *   derived; QH_MEM_BASE_BYTES).
  * A linear's working set (out x in = m x n, doubles): W and H as the traversal
- * hands them over, Ŵ kept by the pipeline, the method's result (Ŵ, W and Ŵ in
- * the processed basis, H_proc), then the larger of the method's own workspace
- * (its row's workspace_size) and the metrics' temporaries (the proxy loss's
- * two m x n products; the eigendecomposition's copy, eigenvectors and dsyevd
- * workspace, four n x n), and the spectrum cache's two slots (counted at
- * hidden x hidden).  A block-tuned row also keeps W and H of every linear of
- * the block.
+ * hands them over (Ŵ is written back into W), the method's result (Ŵ, W and Ŵ
+ * in the processed basis, H_proc), then the larger of the method's own
+ * workspace (its row's workspace_size) and the metrics' peak: the proxy
+ * loss's two m x n products, or the eigendecomposition (the copy dsyevd
+ * overwrites and its workspace, three n x n) beside the spectrum cache's
+ * other slot (n x n when the processed basis is decomposed on its own: with
+ * incoherence, a block-tuned row, a ReLU MLP whose dead inputs change H_proc;
+ * else hidden x hidden).  A block-tuned row also keeps W and H of every
+ * linear of the block.  Measured against it (docs/cluster.md): a 7B-shaped
+ * block within 10 %.
  * Not counted: the incoherence transforms' factors, model transforms
  * (rotate, smooth), task files, the results file's buffers, allocator slack.
  * While the float reference of a dataset is built (the first cell of a model
@@ -62,6 +66,7 @@ typedef struct {
     size_t act_bytes;                /* bytes a held hidden-state value takes (calibration
                                         act_dtype: 4 float32, 2 bf16/f16; 0: 4) */
     int spill;                       /* 1: the weights are spilled to a scratch file (--scratch) */
+    int incoherence;                 /* 1: the method entry has incoherence processing */
     const qh_method_type *method;    /* NULL: no quantization (a baseline) */
     const void *params;              /* the method's parameters (NULL: its defaults) */
 } qh_mem_protocol;

@@ -412,22 +412,19 @@ static int quantize_linear(const qh_model *m, int layer, int kind, qh_matd *W, c
     qh_problem prob = { W, H, ls.bits, q->cell->seed, key, name,
                         q->block.ops ? layer_states(&q->block, layer)[kind] : NULL, x_absmax };
     int st = q->block.ops ? block_objective_keep(&q->block, kind, W, H, q->n_recs) : QH_OK;
-    qh_matd *What = st == QH_OK ? qh_matd_alloc(W->rows, W->cols) : NULL;
-    if (st == QH_OK && !What) QH_SET_ERROR(st, QH_ENOMEM, "%s: out of memory", name);
     if (st != QH_OK) { free(own); return st; }
     qh_layer_record *rec = &q->recs[q->n_recs++];
+    /* Ŵ lands in W itself: qh_layer_run writes its output only after the
+     * last read of the problem's W, and an m x n buffer less is a linear's
+     * working set less (pipeline/memory.c). */
     st = qh_layer_run(q->type, params, &ip, &prob, layer, qh_model_linear_number(m, kind),
-                      &q->spectra, rec, What);
+                      &q->spectra, rec, W);
     if (q->ruled) {
         rec->ruled = 1;
         rec->bits_set = ls.bits;
         format_overrides(&ls, rec->overrides, sizeof rec->overrides);
     }
-    if (st == QH_OK) {
-        memcpy(W->data, What->data, W->rows * W->cols * sizeof(double));   /* both ld == rows */
-        *replace = 1;
-    }
-    qh_matd_free(What);
+    if (st == QH_OK) *replace = 1;
     free(own);
     return st;                        /* a failed layer fails the cell: its model is unusable */
 }
