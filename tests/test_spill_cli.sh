@@ -3,7 +3,7 @@
 # on the vendored models: opt-7m (F32, mapped in place otherwise) and llama-9m
 # (BF16, converted otherwise) give results byte-identical outside /provenance
 # to a run without it, including a block-tuned row; nothing is left in DIR;
-# the dry run's peak estimate is smaller with it; a Slurm array script passes
+# the dry run's peak estimate is smaller with it; --save-model writes the same file; a Slurm array script passes
 # it on; a missing folder fails the cell with a message naming it.  Every cell
 # file records the process's peak RSS under /provenance.
 # Needs $QH, h5dump and h5diff (hdf5-tools); run from the repository root.
@@ -40,6 +40,18 @@ done
 rss=$(attr "$tmp/spilled/llama-9m.gptq.w3.s0.h5" /provenance peak_rss_bytes)
 awk -v r="$rss" 'BEGIN { exit !(r > 1e6 && r < 1e10) }' \
     && ok "peak RSS recorded under /provenance ($rss bytes)" || bad "peak_rss_bytes '$rss'"
+
+# --save-model streams the file a tensor at a time and drops each spilled block once written:
+# the same bytes as a held model's save
+for how in held spilled; do
+    extra=(); [ "$how" = spilled ] && extra=(--scratch "$tmp/scratch")
+    "$QH" run "$tmp/s.json" --out "$tmp/save-$how" --only 'llama-9m.gptq.*' --quiet \
+        --save-model "$tmp/model-$how" "${extra[@]}" >/dev/null 2>&1
+done
+a="$tmp/model-held/llama-9m.gptq.w3.s0/model.safetensors"
+b="$tmp/model-spilled/llama-9m.gptq.w3.s0/model.safetensors"
+[ -s "$a" ] && cmp -s "$a" "$b" && ok "--save-model of a spilled model: the same file as held" \
+    || bad "--save-model files differ or are missing: $(ls -l "$a" "$b" 2>&1 | tr '\n' ' ')"
 
 peak() { "$QH" run "$tmp/s.json" --out "$tmp/dry" --dry-run --only 'llama-9m.gptq.*' "$@" 2>&1 \
          | sed -n 's/.*peak ~\([0-9.]*\) MiB.*/\1/p' | head -1; }

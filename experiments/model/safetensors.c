@@ -599,7 +599,8 @@ const qh_st_tensor *qh_st_set_find(const qh_st_set *s, const char *name, const q
 
 /* ---- writer ------------------------------------------------------------------------ */
 
-static int check_write_tensor(const char *path, const qh_st_write_tensor *t, size_t *numel)
+static int check_write_tensor(const char *path, const qh_st_write_tensor *t, int streamed,
+                              size_t *numel)
 {
     if (!t->name || !t->name[0] || !strcmp(t->name, "__metadata__"))
         QH_ERROR(QH_EINVAL, "%s: invalid tensor name", path);
@@ -613,12 +614,12 @@ static int check_write_tensor(const char *path, const qh_st_write_tensor *t, siz
             QH_ERROR(QH_EINVAL, "%s: tensor %s: negative shape[%d]", path, t->name, d);
         *numel *= (size_t)t->shape[d];
     }
-    if (*numel && !t->data) QH_ERROR(QH_EINVAL, "%s: tensor %s: no data", path, t->name);
+    if (*numel && !t->data && !streamed) QH_ERROR(QH_EINVAL, "%s: tensor %s: no data", path, t->name);
     return QH_OK;
 }
 
 /* Builds the padded JSON header; *text is new (free it). */
-static int build_header(const char *path, const qh_st_write_tensor *t, size_t n,
+static int build_header(const char *path, const qh_st_write_tensor *t, size_t n, int streamed,
                         char **text, size_t *len)
 {
     int st = QH_OK;
@@ -627,7 +628,7 @@ static int build_header(const char *path, const qh_st_write_tensor *t, size_t n,
     size_t offset = 0;
     for (size_t i = 0; i < n; i++) {
         size_t numel = 0;
-        if ((st = check_write_tensor(path, &t[i], &numel)) != QH_OK) goto cleanup;
+        if ((st = check_write_tensor(path, &t[i], streamed, &numel)) != QH_OK) goto cleanup;
         if (cJSON_GetObjectItemCaseSensitive(root, t[i].name)) {
             QH_SET_ERROR(st, QH_EINVAL, "%s: tensor %s given twice", path, t[i].name);
             goto cleanup;
@@ -662,25 +663,47 @@ cleanup:
     return st;
 }
 
-static int write_data(FILE *fp, const qh_st_write_tensor *t)
+static int write_data(FILE *fp, const qh_st_write_tensor *t, const float *data)
 {
     size_t numel = 1;
     for (int d = 0; d < t->ndim; d++) numel *= (size_t)t->shape[d];
     if (numel == 0) return QH_OK;                    /* data may be NULL */
     if (t->dtype == QH_ST_F32)
-        return fwrite(t->data, 4, numel, fp) == numel ? QH_OK : QH_EIO;
+        return fwrite(data, 4, numel, fp) == numel ? QH_OK : QH_EIO;
     uint16_t buf[4096];
     for (size_t i = 0; i < numel; i += 4096) {
         size_t m = numel - i < 4096 ? numel - i : 4096;
         for (size_t j = 0; j < m; j++)
-            buf[j] = t->dtype == QH_ST_F16 ? qh_f32_to_f16(t->data[i + j])
-                                           : qh_f32_to_bf16(t->data[i + j]);
+            buf[j] = t->dtype == QH_ST_F16 ? qh_f32_to_f16(data[i + j])
+                                           : qh_f32_to_bf16(data[i + j]);
         if (fwrite(buf, 2, m, fp) != m) return QH_EIO;
     }
     return QH_OK;
 }
 
+/* Tensor i's data, from t or the source, written; then the source is told.
+ * *load_failed: the status is the source's, with its own message. */
+static int write_one(FILE *fp, const qh_st_write_tensor *t, size_t i, const qh_st_write_source *src,
+                     int *load_failed)
+{
+    const float *data = t[i].data;
+    int st = QH_OK;
+    if (!data && src && src->load && (st = src->load(src->user, i, &data)) != QH_OK) {
+        *load_failed = 1;
+        return st;
+    }
+    st = write_data(fp, &t[i], data);
+    if (src && src->done) src->done(src->user, i);
+    return st;
+}
+
 int qh_st_write(const char *path, const qh_st_write_tensor *t, size_t n)
+{
+    return qh_st_write_stream(path, t, n, NULL);
+}
+
+int qh_st_write_stream(const char *path, const qh_st_write_tensor *t, size_t n,
+                       const qh_st_write_source *src)
 {
     char tmp[1100], *header = NULL;
     size_t hlen = 0;
@@ -688,20 +711,21 @@ int qh_st_write(const char *path, const qh_st_write_tensor *t, size_t n)
     /* a name of this process's own: two writers of one path never share it */
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid()) >= sizeof tmp)
         QH_ERROR(QH_EINVAL, "path too long: %s", path);
-    int st = build_header(path, t, n, &header, &hlen);
+    int st = build_header(path, t, n, src && src->load, &header, &hlen);
     if (st != QH_OK) goto cleanup;
     fp = fopen(tmp, "wb");
     if (!fp) { QH_SET_ERROR(st, QH_EIO, "cannot create %s: %s", tmp, strerror(errno)); goto cleanup; }
     unsigned char lenbytes[8];
     for (int i = 0; i < 8; i++) lenbytes[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
     if (fwrite(lenbytes, 1, 8, fp) != 8 || fwrite(header, 1, hlen, fp) != hlen) st = QH_EIO;
-    for (size_t i = 0; i < n && st == QH_OK; i++) st = write_data(fp, &t[i]);
-    if (fclose(fp) != 0) st = QH_EIO;
+    int load_failed = 0;
+    for (size_t i = 0; i < n && st == QH_OK; i++) st = write_one(fp, t, i, src, &load_failed);
+    if (fclose(fp) != 0 && st == QH_OK) st = QH_EIO;
     fp = NULL;
     if (st == QH_OK && rename(tmp, path) != 0) st = QH_EIO;
     if (st != QH_OK) {
         remove(tmp);
-        QH_SET_ERROR(st, QH_EIO, "cannot write %s: %s", path, strerror(errno));
+        if (!load_failed) QH_SET_ERROR(st, QH_EIO, "cannot write %s: %s", path, strerror(errno));
     }
 cleanup:
     if (fp) fclose(fp);

@@ -140,4 +140,19 @@ typedef struct {
  * QH_EINVAL bad dtype, shape or duplicate name; QH_EIO write failure. */
 int qh_st_write(const char *path, const qh_st_write_tensor *t, size_t n) QH_MUST_CHECK;
 
+/* Where the data of a streamed write come from: for each tensor i in order,
+ * load (when t[i].data is NULL) gives its values, and done (may be NULL) is
+ * told once they are written, so that a caller holds one tensor's copy at a
+ * time.  load returns QH_OK or a status whose message it has set. */
+typedef struct {
+    int (*load)(void *user, size_t i, const float **data);
+    void (*done)(void *user, size_t i);
+    void *user;
+} qh_st_write_source;
+
+/* qh_st_write with the data drawn from src tensor by tensor; t[i].data may be
+ * NULL for any tensor that src->load provides. */
+int qh_st_write_stream(const char *path, const qh_st_write_tensor *t, size_t n,
+                       const qh_st_write_source *src) QH_MUST_CHECK;
+
 #endif

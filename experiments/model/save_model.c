@@ -26,7 +26,8 @@ static int group_of(const qh_layout *ly, int kind, const int **kinds)
  * (Conv1D weights transposed back to (in, out), GPT-NeoX's q/k/v rows
  * interleaved per head again).  NULL with *owned NULL: not a linear's; NULL
  * with st set: out of memory. */
-static const float *linear_tensor(const qh_model *m, const char *name, float **owned, int *st)
+static const float *linear_tensor(const qh_model *m, const char *name, float **owned, int *layer,
+                                  int *st)
 {
     const qh_layout *ly = m->cfg.family->layout;
     size_t len = strlen(name);
@@ -48,6 +49,7 @@ static const float *linear_tensor(const qh_model *m, const char *name, float **o
             for (int i = 0; i < (n ? n : 1); i++) rows += (size_t)m->blocks[l].lin[n ? kinds[i] : k].out;
             const float *src = is_w ? lin->W : lin->b;     /* a group's rows are contiguous */
             if (!src) return NULL;
+            *layer = l;
             int heads = ly->fuse == QH_FUSE_HEADS && n == 3;
             int transpose = ly->transposed && is_w;
             if (!heads && !transpose) return src;
@@ -93,34 +95,68 @@ static int copy_file(const char *from, const char *to)
     return st;
 }
 
+/* The tensors of the written file, one at a time (qh_st_write_stream): a
+ * linear's from the model (a copy only where its form differs), the rest
+ * read from the stored files; each copy is freed once written, and a
+ * spilled block's pages are dropped after each of its linears, so that the
+ * write holds one tensor and one block, not the model. */
+typedef struct {
+    const qh_model *m;
+    const qh_st_file **file;         /* per tensor, its file and entry */
+    const qh_st_tensor **src;
+    float *owned;                    /* the current tensor's copy, or NULL */
+    int layer;                       /* the current tensor's block, or -1 */
+} save_source;
+
+static int save_load(void *user, size_t i, const float **data)
+{
+    save_source *s = user;
+    const qh_st_tensor *src = s->src[i];
+    int st = QH_OK;
+    s->owned = NULL;
+    s->layer = -1;
+    *data = linear_tensor(s->m, src->name, &s->owned, &s->layer, &st);
+    if (*data || st != QH_OK) return st;
+    if (!(s->owned = malloc((src->numel ? src->numel : 1) * sizeof(float))))
+        QH_ERROR(QH_ENOMEM, "out of memory copying %s", src->name);
+    QH_TRY(qh_st_read_f32(s->file[i], src, s->owned));
+    *data = s->owned;
+    return QH_OK;
+}
+
+static void save_done(void *user, size_t i)
+{
+    (void)i;
+    save_source *s = user;
+    free(s->owned);
+    s->owned = NULL;
+    if (s->layer >= 0) qh_model_release_block(s->m, s->layer);
+}
+
 static int write_weights(const qh_model *m, const qh_st_set *set, const char *path)
 {
     size_t n = 0;
     for (size_t f = 0; f < set->n_files; f++) n += set->files[f]->n_tensors;
     qh_st_write_tensor *t = calloc(n ? n : 1, sizeof *t);
-    float **owned = calloc(n ? n : 1, sizeof *owned);
-    int st = (t && owned) ? QH_OK : qh_error(QH_ENOMEM, __FILE__, __LINE__, __func__, "out of memory");
+    save_source s = { m, calloc(n ? n : 1, sizeof *s.file), calloc(n ? n : 1, sizeof *s.src), NULL, -1 };
+    int st = (t && s.file && s.src) ? QH_OK : qh_error(QH_ENOMEM, __FILE__, __LINE__, __func__, "out of memory");
     size_t k = 0;
-    for (size_t f = 0; f < set->n_files && st == QH_OK; f++) {
-        const qh_st_file *file = set->files[f];
-        for (size_t i = 0; i < file->n_tensors && st == QH_OK; i++, k++) {
-            const qh_st_tensor *src = &file->tensors[i];
+    for (size_t f = 0; f < set->n_files && st == QH_OK; f++)
+        for (size_t i = 0; i < set->files[f]->n_tensors; i++, k++) {
+            const qh_st_tensor *src = &set->files[f]->tensors[i];
+            s.file[k] = set->files[f];
+            s.src[k] = src;
             t[k].name = src->name;
             /* the stored dtype is kept: F16 and BF16 round to nearest even */
             t[k].dtype = src->dtype == QH_ST_F16 || src->dtype == QH_ST_BF16 ? src->dtype : QH_ST_F32;
             t[k].ndim = src->ndim;
             memcpy(t[k].shape, src->shape, sizeof t[k].shape);
-            t[k].data = linear_tensor(m, src->name, &owned[k], &st);
-            if (t[k].data || st != QH_OK) continue;
-            if (!(owned[k] = malloc((src->numel ? src->numel : 1) * sizeof(float))))
-                QH_SET_ERROR(st, QH_ENOMEM, "out of memory copying %s", src->name);
-            else if ((st = qh_st_read_f32(file, src, owned[k])) == QH_OK)
-                t[k].data = owned[k];
         }
-    }
-    if (st == QH_OK) st = qh_st_write(path, t, n);
-    for (size_t i = 0; owned && i < n; i++) free(owned[i]);
-    free(owned);
+    qh_st_write_source source = { save_load, save_done, &s };
+    if (st == QH_OK) st = qh_st_write_stream(path, t, n, &source);
+    free(s.owned);                    /* left by a failed write */
+    free(s.file);
+    free(s.src);
     free(t);
     return st;
 }
