@@ -38,7 +38,7 @@
  * incoherence, a block-tuned row, a ReLU MLP whose dead inputs change H_proc;
  * else hidden x hidden).  A block-tuned row also keeps W and H of every
  * linear of the block.  Measured against it (docs/cluster.md): a 7B-shaped
- * block within 10 %.
+ * block within 8 %.
  * Not counted: the incoherence transforms' factors, model transforms
  * (rotate, smooth), task files, the results file's buffers, allocator slack.
  * While the float reference of a dataset is built (the first cell of a model
