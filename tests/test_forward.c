@@ -20,6 +20,7 @@
 #include "pipeline/config.h"
 #include "pipeline/eval.h"
 #include "model/forward.h"
+#include "qh_blas.h"
 #include "model/model.h"
 #include "model_fixtures.h"
 #include "qh_rng.h"
@@ -557,6 +558,48 @@ static void test_features(void)
     free(got);
 }
 
+/* The block's norms, RoPE and MLP activation split over threads (work of
+ * 2^16 values or more) compute every value as one thread does: with BLAS on
+ * one thread, a 512-token window of a real model gives the same bits with 1
+ * and 2 workspace threads. */
+static void check_threads_bitwise(const char *dir)
+{
+    qh_model *m = NULL;
+    qh_forward_ws *ws = NULL;
+    int blas = qh_blas_info().threads;
+    const size_t T = 512;
+    size_t V = 0;
+    int32_t *ids = NULL;
+    float *a = NULL, *b = NULL;
+    if (qh_model_load(dir, &m) != QH_OK) { QH_CHECK(0, "%s: load: %s", dir, qh_last_error()); return; }
+    qh_blas_set_threads(2);               /* buffers for two attention threads */
+    int st = qh_forward_ws_alloc(m, T, &ws);
+    qh_blas_set_threads(1);
+    V = (size_t)m->cfg.vocab_size;
+    ids = malloc(T * sizeof *ids);
+    a = malloc(T * V * sizeof *a);
+    b = malloc(T * V * sizeof *b);
+    if (st != QH_OK || !ids || !a || !b || ws->max_threads < 2) {
+        QH_CHECK(0, "%s: setup (%s)", dir, st != QH_OK ? qh_last_error() : "two threads");
+        goto cleanup;
+    }
+    qh_rng r = qh_rng_stream(11, 0, QH_RNG_TEST);
+    for (size_t t = 0; t < T; t++) ids[t] = (int32_t)qh_rng_below(&r, V);
+    ws->threads = 1;
+    int s1 = qh_forward_window(m, ids, T, ws, a);
+    ws->threads = 2;
+    int s2 = qh_forward_window(m, ids, T, ws, b);
+    QH_CHECK(s1 == QH_OK && s2 == QH_OK && !memcmp(a, b, T * V * sizeof *a),
+             "%s: logits with 2 workspace threads equal those with 1, bit for bit", dir);
+cleanup:
+    qh_blas_set_threads(blas);
+    free(ids);
+    free(a);
+    free(b);
+    qh_forward_ws_free(ws);
+    qh_model_free(m);
+}
+
 int main(void)
 {
     test_norms();
@@ -570,6 +613,8 @@ int main(void)
     test_eval_synthetic();
     check_model("models/opt-7m", 1);
     check_model("models/llama-9m", 0);
+    check_threads_bitwise("models/opt-7m");
+    check_threads_bitwise("models/llama-9m");
     FILE *f = fopen("../shared/models/opt-30m/config.json", "r");
     if (f) {
         fclose(f);

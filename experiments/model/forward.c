@@ -439,6 +439,43 @@ static void attention_all_heads(const qh_model_config *c, qh_forward_ws *ws, siz
     for (int i = 0; i < nt; i++) ws->stats.attn_flops += tasks[i].st.attn_flops;
 }
 
+/* ---- element-wise work over threads ------------------------------------- */
+
+/* fn(arg, lo, hi) over [0, n) in nt contiguous spans, one per thread (the
+ * caller runs the first).  Each element is computed as it would be on one
+ * thread, so the results do not depend on nt.  Below SPLIT_MIN elements of
+ * work, or when a thread cannot be created, the caller does it all. */
+#define SPLIT_MIN ((size_t)1 << 16)
+
+typedef void (*span_fn)(void *arg, size_t lo, size_t hi);
+typedef struct { span_fn fn; void *arg; size_t lo, hi; } span_task;
+
+static void *span_worker(void *p)
+{
+    span_task *t = p;
+    t->fn(t->arg, t->lo, t->hi);
+    return NULL;
+}
+
+static void run_spans(const qh_forward_ws *ws, size_t n, size_t work, span_fn fn, void *arg)
+{
+    int nt = ws->threads < 1 ? 1 : ws->threads > ws->max_threads ? ws->max_threads : ws->threads;
+    if (nt > 1 && work < SPLIT_MIN) nt = 1;
+    if ((size_t)nt > n) nt = (int)(n ? n : 1);
+    span_task tasks[QH_FORWARD_MAX_THREADS];
+    pthread_t tids[QH_FORWARD_MAX_THREADS];
+    int started[QH_FORWARD_MAX_THREADS] = { 0 };
+    for (int i = 0; i < nt; i++)
+        tasks[i] = (span_task){ fn, arg, n * (size_t)i / (size_t)nt, n * (size_t)(i + 1) / (size_t)nt };
+    for (int i = 1; i < nt; i++)
+        started[i] = pthread_create(&tids[i], NULL, span_worker, &tasks[i]) == 0;
+    span_worker(&tasks[0]);
+    for (int i = 1; i < nt; i++) {
+        if (started[i]) pthread_join(tids[i], NULL);
+        else span_worker(&tasks[i]);
+    }
+}
+
 /* ---- blocks ------------------------------------------------------------ */
 
 float qh_gelu_tanh(float x)
@@ -528,12 +565,52 @@ void qh_norm_apply(const qh_model *m, const qh_norm *n, const float *x, float *y
         qh_layer_norm(x, y, dim, T, n->w, n->b, m->cfg.norm_eps);
 }
 
+typedef struct {
+    const qh_model *m;
+    const qh_norm *n;
+    const float *x;
+    float *y;
+    size_t dim;
+} norm_span;
+
+static void norm_tokens(void *arg, size_t lo, size_t hi)
+{
+    const norm_span *a = arg;
+    qh_norm_apply(a->m, a->n, a->x + lo * a->dim, a->y + lo * a->dim, a->dim, hi - lo);
+}
+
+/* qh_norm_apply with the tokens spread over the workspace's threads. */
+static void norm_threaded(const qh_model *m, const qh_norm *n, const float *x, float *y, size_t dim,
+                          size_t T, const qh_forward_ws *ws)
+{
+    norm_span a = { m, n, x, y, dim };
+    run_spans(ws, T, dim * T, norm_tokens, &a);
+}
+
 /* x += norm(z) (z overwritten): a sandwich norm's output into the residual. */
 static void add_post_norm(const qh_model *m, const qh_norm *n, float *z, float *x, size_t d,
                           size_t T)
 {
     qh_norm_apply(m, n, z, z, d, T);
     for (size_t i = 0; i < d * T; i++) x[i] += z[i];
+}
+
+typedef struct {
+    const qh_model_config *c;
+    qh_forward_ws *ws;
+    size_t hd;
+} rope_span;
+
+/* RoPE on tokens lo..hi of q and k (their tables' columns lo..hi). */
+static void rope_tokens(void *arg, size_t lo, size_t hi)
+{
+    const rope_span *a = arg;
+    const qh_model_config *c = a->c;
+    qh_forward_ws *ws = a->ws;
+    size_t rot = (size_t)c->features.rotary_dims, half = rot / 2;
+    const float *cs = ws->rope_cos + lo * half, *sn = ws->rope_sin + lo * half;
+    qh_rope_apply_partial(ws->q + lo * ws->q_dim, (size_t)c->n_heads, a->hd, rot, hi - lo, cs, sn);
+    qh_rope_apply_partial(ws->k + lo * ws->kv_dim, (size_t)c->n_kv_heads, a->hd, rot, hi - lo, cs, sn);
 }
 
 /* Self-attention of block `layer` on input h (hidden x T): x += o_proj(attn(h)),
@@ -553,10 +630,8 @@ static int attention_sublayer(const qh_model *m, int layer, const float *h, floa
         qh_norm_apply(m, &blk->k_norm, ws->k, ws->k, hd, (size_t)c->n_kv_heads * T);
     }
     if (c->features.pos == QH_POS_ROTARY) {
-        size_t rot = (size_t)c->features.rotary_dims;
-        qh_rope_apply_partial(ws->q, (size_t)c->n_heads, hd, rot, T, ws->rope_cos, ws->rope_sin);
-        qh_rope_apply_partial(ws->k, (size_t)c->n_kv_heads, hd, rot, T, ws->rope_cos,
-                              ws->rope_sin);
+        rope_span a = { c, ws, hd };
+        run_spans(ws, T, ws->q_dim * T, rope_tokens, &a);
     }
     if (m->act_quant && qh_quant_spec_on(&m->act_quant->kv)) {
         qh_fake_quant_heads(&m->act_quant->kv, ws->k, (size_t)c->n_kv_heads, hd, T);
@@ -599,6 +674,18 @@ static void mlp_activation(qh_act_kind act, float *a, const float *u, size_t n)
     }
 }
 
+typedef struct {
+    qh_act_kind act;
+    float *a;
+    const float *u;
+} act_span;
+
+static void act_elements(void *arg, size_t lo, size_t hi)
+{
+    const act_span *s = arg;
+    mlp_activation(s->act, s->a + lo, s->u ? s->u + lo : NULL, hi - lo);
+}
+
 /* MLP of block `layer` on input h (hidden x T): x += down(act(gate h) * up h)
  * when gated, else x += down(act(up h)). */
 static int mlp_sublayer(const qh_model *m, int layer, const float *h, float *x, size_t T,
@@ -611,7 +698,8 @@ static int mlp_sublayer(const qh_model *m, int layer, const float *h, float *x, 
     const float *ha = linear_input(m, first, h, (size_t)blk->lin[first].in, T, ws, 0);
     QH_TRY(run_linear(blk, layer, first, h, ha, T, f1, 0, ws, hook, t0));
     if (gated) QH_TRY(run_linear(blk, layer, QH_LIN_UP, h, ha, T, ws->f2, 0, ws, hook, t0));
-    mlp_activation(m->cfg.features.act, f1, gated ? ws->f2 : NULL, ws->ffn_dim * T);
+    act_span as = { m->cfg.features.act, f1, gated ? ws->f2 : NULL };
+    run_spans(ws, ws->ffn_dim * T, ws->ffn_dim * T, act_elements, &as);
     if (m->online_had_down)                    /* rotated model: down's W holds (H D)^T */
         qh_online_hadamard(f1, ws->ffn_dim, T, ws->had_base, ws->had_K,
                            m->had_down_signs);
@@ -636,24 +724,24 @@ int qh_forward_block(const qh_model *m, int layer, float *x, size_t T, qh_forwar
     double t0 = ws->profile ? qh_seconds() : 0.0;
     if (m->cfg.features.parallel_residual) {
         /* GPT-NeoX: x + attn(n1(x)) + mlp(n2(x)), both norms of the block input */
-        qh_norm_apply(m, &blk->attn_norm, x, ws->xn, d, T);
-        qh_norm_apply(m, &blk->mlp_norm, x, ws->tmp, d, T);
+        norm_threaded(m, &blk->attn_norm, x, ws->xn, d, T, ws);
+        norm_threaded(m, &blk->mlp_norm, x, ws->tmp, d, T, ws);
         QH_TRY(attention_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
         QH_TRY(mlp_sublayer(m, layer, ws->tmp, x, T, ws, hook, &t0));
     } else if (m->cfg.features.pre_ln) {
-        qh_norm_apply(m, &blk->attn_norm, x, ws->xn, d, T);
+        norm_threaded(m, &blk->attn_norm, x, ws->xn, d, T, ws);
         QH_TRY(attention_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
-        qh_norm_apply(m, &blk->mlp_norm, x, ws->xn, d, T);
+        norm_threaded(m, &blk->mlp_norm, x, ws->xn, d, T, ws);
         QH_TRY(mlp_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
     } else {
         /* post-LN (OPT-350m): x = LN(x + attn(x)); x = LN(x + mlp(x)).  The
          * sublayer input must survive the residual add, so copy it first. */
         memcpy(ws->xn, x, d * T * sizeof(float));
         QH_TRY(attention_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
-        qh_norm_apply(m, &blk->attn_norm, x, x, d, T);
+        norm_threaded(m, &blk->attn_norm, x, x, d, T, ws);
         memcpy(ws->xn, x, d * T * sizeof(float));
         QH_TRY(mlp_sublayer(m, layer, ws->xn, x, T, ws, hook, &t0));
-        qh_norm_apply(m, &blk->mlp_norm, x, x, d, T);
+        norm_threaded(m, &blk->mlp_norm, x, x, d, T, ws);
     }
     lap(ws->profile, &t0, &ws->stats.other_s);
     return QH_OK;
