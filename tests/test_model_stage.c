@@ -10,10 +10,15 @@
  *    for three linears (q of block 0, the first MLP linear of a middle block,
  *    the down projection of the last block): along each core's gradient
  *    (step 3e-3 of the core's norm) and, for the two MLP linears, in the core
- *    entry of largest |gradient| (step 1e-2 of the core's entry RMS).
- *    Relative errors measured (chi 8, KL ~5 to 11): opt-7m 1.3e-2
- *    (directions) and 6.3e-3 (entries), llama-9m 8.5e-5 and 3.9e-4; hence
- *    tolerances 3e-2 for opt-7m and 2e-3 for llama-9m.  The model runs in
+ *    entry of largest |gradient| (step 3e-2 of the core's entry RMS).
+ *    Relative errors measured (chi 8, KL ~5 to 11), OpenBLAS's SkylakeX
+ *    kernel, entry step 1e-2: opt-7m 1.3e-2 (directions) and 6.3e-3
+ *    (entries), llama-9m 8.5e-5 and 3.9e-4.  With the Haswell kernel at 2
+ *    threads the float32 rounding of the KL is larger: llama-9m's entry error
+ *    was 5.8e-3 at step 1e-2 (4.2e-3 at 2e-2), 2.9e-4 at 3e-2, its worst
+ *    direction 1.1e-3; opt-7m's 1.9e-2 and 5.7e-3 at 3e-2.  Hence the entry
+ *    step 3e-2 and tolerances 3e-2 for opt-7m and 5e-3 for llama-9m (a wrong
+ *    gradient term is off by far more than that).  The model runs in
  *    float32 and with ReLU (opt-7m) a step moves some units across their
  *    kinks: the error grows with the step (directions: 2.1e-2 at 1e-2) and
  *    float rounding of the KL dominates below (entries of q_proj of block 0,
@@ -44,9 +49,9 @@
 
 enum { NW = 2, TT = 32 };
 #define FD_H 3e-3     /* directions: of the core's norm */
-#define FD_ENTRY_H 1e-2        /* entries: of the core's entry RMS */
+#define FD_ENTRY_H 3e-2        /* entries: of the core's entry RMS */
 #define FD_TOL 3e-2             /* opt-7m (ReLU) */
-#define FD_TOL_SMOOTH 2e-3      /* llama-9m (SiLU) */
+#define FD_TOL_SMOOTH 5e-3      /* llama-9m (SiLU) */
 
 static double fd_tol = FD_TOL;
 
