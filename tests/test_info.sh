@@ -55,7 +55,8 @@ expect_line "memory: float reference" "$out" 'while the float reference is built
 peak() { grep -Eo 'tokens: [0-9.]+ MiB' <<< "$1" | grep -Eo '[0-9.]+'; }
 out2=$("$QH" info --model models/llama-9m --nsamples 256 --seqlen 512 2>&1)
 expect_line "memory: 256 windows, 128 MiB of states" "$out2" 'hidden states 128 MiB'
-[ "$(( $(peak "$out2") - $(peak "$out") ))" -eq 64 ] && ok "memory: 128 more windows add 64 MiB" \
+d=$(( $(peak "$out2") - $(peak "$out") ))     # whole MiB as printed: each rounded
+[ "$d" -ge 63 ] && [ "$d" -le 65 ] && ok "memory: 128 more windows add 64 MiB (printed +$d)" \
     || bad "memory: peaks $(peak "$out") -> $(peak "$out2")"
 # the wall-time estimate (pipeline/timing.h): the calibration's phases scale with the windows
 out=$("$QH" info --model models/llama-9m --nsamples 128 --seqlen 512 2>&1)

@@ -150,8 +150,10 @@ else echo "SKIP: block-objective rerun under QH_TEST_FAST"; skip=$((skip + 1)); 
 # `qh layer` and `qh run` draw the same random streams for a linear (key of
 # layer and kind): with the same calibration, block 0 (whose Hessians come
 # from the float model in both) gets the same Ŵ, so the same proxies, under
-# kron rotations that differ per linear.
-"$QH" layer --model models/opt-7m --tensor 'model.decoder.layers.0.*' --method ldlq --bits 4 \
+# kron rotations that differ per linear.  At the BLAS thread count the run's
+# workers had: the Hessians' dsyrk may round differently at another.
+threads=$(attr "$tmp/a/opt-7m.ldlq+incoh.w4.s0.h5" /provenance openblas_threads)
+OPENBLAS_NUM_THREADS=${threads:-1} "$QH" layer --model models/opt-7m --tensor 'model.decoder.layers.0.*' --method ldlq --bits 4 \
     --incoherence kron,hadamard --nsamples 2 --seqlen 128 --out "$tmp/l" --quiet; rc=$?
 [ "$rc" = 0 ] && [ -e "$tmp/l/opt-7m.ldlq+incoh.w4.s0.h5" ] && [ -e "$tmp/l/opt-7m.ldlq+rht.w4.s0.h5" ] \
     && ok "qh layer names kron and hadamard files +incoh and +rht" || bad "qh layer: rc $rc, $(ls "$tmp/l" 2>&1)"
