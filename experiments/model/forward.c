@@ -377,6 +377,23 @@ void qh_attention_head(const float *Q, size_t ldq, const float *K, size_t ldk, c
                        ws->inv_sum, ws->profile, &ws->stats);
 }
 
+/* worker(tasks + i size) for each i < nt: task 0 on the caller, the others on
+ * threads of their own; a thread that cannot be created leaves its task to
+ * the caller.  The attention heads and the element-wise spans run so. */
+static void run_on_threads(int nt, void *(*worker)(void *), void *tasks, size_t size)
+{
+    pthread_t tids[QH_FORWARD_MAX_THREADS];
+    int started[QH_FORWARD_MAX_THREADS] = { 0 };
+    char *t = tasks;
+    for (int i = 1; i < nt; i++)
+        started[i] = pthread_create(&tids[i], NULL, worker, t + (size_t)i * size) == 0;
+    worker(t);
+    for (int i = 1; i < nt; i++) {
+        if (started[i]) pthread_join(tids[i], NULL);
+        else worker(t + (size_t)i * size);
+    }
+}
+
 /* All heads of one layer, heads tid, tid+nt, ... on thread tid. */
 typedef struct {
     const qh_model_config *c;
@@ -412,8 +429,6 @@ static void attention_all_heads(const qh_model_config *c, qh_forward_ws *ws, siz
                                 size_t window)
 {
     heads_task tasks[QH_FORWARD_MAX_THREADS];
-    pthread_t tids[QH_FORWARD_MAX_THREADS];
-    int started[QH_FORWARD_MAX_THREADS] = { 0 };
     int nt = ws->threads < c->n_heads ? ws->threads : c->n_heads;
     nt = nt < 1 ? 1 : nt > ws->max_threads ? ws->max_threads : nt;
     int blas_threads = nt > 1 ? qh_blas_info().threads : 0;
@@ -421,13 +436,7 @@ static void attention_all_heads(const qh_model_config *c, qh_forward_ws *ws, siz
     if (nt > 1) qh_blas_set_threads(1);
     for (int i = 0; i < nt; i++)
         tasks[i] = (heads_task){ .c = c, .ws = ws, .T = T, .window = window, .tid = i, .nt = nt };
-    for (int i = 1; i < nt; i++)
-        started[i] = pthread_create(&tids[i], NULL, heads_worker, &tasks[i]) == 0;
-    heads_worker(&tasks[0]);
-    for (int i = 1; i < nt; i++) {
-        if (started[i]) pthread_join(tids[i], NULL);
-        else heads_worker(&tasks[i]);
-    }
+    run_on_threads(nt, heads_worker, tasks, sizeof tasks[0]);
     if (nt > 1) qh_blas_set_threads(blas_threads);
     /* wall time of the region, split as thread 0 spent it */
     double wall = ws->profile ? qh_seconds() - t0 : 0.0;
@@ -444,7 +453,7 @@ static void attention_all_heads(const qh_model_config *c, qh_forward_ws *ws, siz
 /* fn(arg, lo, hi) over [0, n) in nt contiguous spans, one per thread (the
  * caller runs the first).  Each element is computed as it would be on one
  * thread, so the results do not depend on nt.  Below SPLIT_MIN elements of
- * work, or when a thread cannot be created, the caller does it all. */
+ * work the caller does it all. */
 #define SPLIT_MIN ((size_t)1 << 16)
 
 typedef void (*span_fn)(void *arg, size_t lo, size_t hi);
@@ -463,17 +472,9 @@ static void run_spans(const qh_forward_ws *ws, size_t n, size_t work, span_fn fn
     if (nt > 1 && work < SPLIT_MIN) nt = 1;
     if ((size_t)nt > n) nt = (int)(n ? n : 1);
     span_task tasks[QH_FORWARD_MAX_THREADS];
-    pthread_t tids[QH_FORWARD_MAX_THREADS];
-    int started[QH_FORWARD_MAX_THREADS] = { 0 };
     for (int i = 0; i < nt; i++)
         tasks[i] = (span_task){ fn, arg, n * (size_t)i / (size_t)nt, n * (size_t)(i + 1) / (size_t)nt };
-    for (int i = 1; i < nt; i++)
-        started[i] = pthread_create(&tids[i], NULL, span_worker, &tasks[i]) == 0;
-    span_worker(&tasks[0]);
-    for (int i = 1; i < nt; i++) {
-        if (started[i]) pthread_join(tids[i], NULL);
-        else span_worker(&tasks[i]);
-    }
+    run_on_threads(nt, span_worker, tasks, sizeof tasks[0]);
 }
 
 /* ---- blocks ------------------------------------------------------------ */

@@ -99,8 +99,9 @@ static int estimate(const qh_model_config *c, size_t n_params, const qh_mem_prot
         size_t S = p->nsamples * cT * hidden * act + (act < F ? cT * hidden * F : 0);
         size_t keep = 0, worst = 0;
         /* the processed basis has an H of its own with incoherence, for a
-         * block-tuned row, and on a ReLU MLP (OPT), whose inputs dead on the
-         * calibration windows change single diagonal entries of H_proc */
+         * block-tuned row, and on a non-gated MLP (counted for OPT's ReLU,
+         * whose inputs dead on the calibration windows change single
+         * diagonal entries of H_proc) */
         int processed = p->incoherence || block || !c->features.gated_mlp;
         for (size_t k = 0; k < n_lin; k++) {
             size_t m = shape[k][0], n = shape[k][1], s = linear_set(p, m, n, hidden, processed);

@@ -35,8 +35,8 @@
  * loss's two m x n products, or the eigendecomposition (the copy dsyevd
  * overwrites and its workspace, three n x n) beside the spectrum cache's
  * other slot (n x n when the processed basis is decomposed on its own: with
- * incoherence, a block-tuned row, a ReLU MLP whose dead inputs change H_proc;
- * else hidden x hidden).  A block-tuned row also keeps W and H of every
+ * incoherence, a block-tuned row, a non-gated MLP, counted for OPT's ReLU
+ * whose dead inputs change H_proc; else hidden x hidden).  A block-tuned row also keeps W and H of every
  * linear of the block.  Measured against it (docs/cluster.md): a 7B-shaped
  * block within 8 %.
  * Not counted: the incoherence transforms' factors, model transforms
