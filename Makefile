@@ -211,6 +211,7 @@ fuzz-programs: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
 bench: deps
 	@$(MAKE) --no-print-directory $(QH) $(BENCHES)
 	@for b in $(BENCHES); do OPENBLAS_THREAD_TIMEOUT=$${OPENBLAS_THREAD_TIMEOUT:-16} $$b || exit 1; done
+	@tests/bench_llamacpp.sh $(QH)
 
 check-ppl: deps
 	@$(MAKE) --no-print-directory $(QH)

@@ -84,7 +84,7 @@ static void check_random(size_t k, double noise, uint64_t seed)
     qh_fidelity_acc acc;
     memset(&acc, 0, sizeof acc);
     double nll, kl, agree, dp, nf, want_kl = 0, want_agree = 0, want_dp = 0, all[T], mx = 0;
-    QH_CHECK(qh_window_fidelity(ql, V, ids, T, &ref, &acc, &nll, &kl, &agree, &dp, &nf) == QH_OK,
+    QH_CHECK(qh_window_fidelity(ql, V, ids, T, NULL, &ref, &acc, &nll, &kl, &agree, &dp, &nf) == QH_OK,
              "fidelity runs (k %zu)", k);
     for (size_t t = 0; t + 1 < T; t++) {
         int am_p, am_q = 0;
@@ -131,7 +131,7 @@ static void check_identical(void)
     qh_fidelity_acc acc;
     memset(&acc, 0, sizeof acc);
     double nll, kl, agree, dp, nf;
-    QH_CHECK(qh_window_fidelity(pl, V, ids, T, &ref, &acc, &nll, &kl, &agree, &dp, &nf) == QH_OK,
+    QH_CHECK(qh_window_fidelity(pl, V, ids, T, NULL, &ref, &acc, &nll, &kl, &agree, &dp, &nf) == QH_OK,
              "identical: runs");
     QH_CHECK(kl == 0.0 && acc.kl_max == 0.0, "identical logits: KL exactly 0 (got %g, max %g)", kl,
              acc.kl_max);

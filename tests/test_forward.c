@@ -591,6 +591,18 @@ static void check_threads_bitwise(const char *dir)
     int s2 = qh_forward_window(m, ids, T, ws, b);
     QH_CHECK(s1 == QH_OK && s2 == QH_OK && !memcmp(a, b, T * V * sizeof *a),
              "%s: logits with 2 workspace threads equal those with 1, bit for bit", dir);
+    /* the evaluation's per-position log-sum-exp, split over the two threads */
+    double *l1 = malloc(T * sizeof *l1), *l2 = malloc(T * sizeof *l2), n1 = 0, n2 = 0;
+    if (l1 && l2) {
+        qh_window_lse(NULL, b, V, T, l1);
+        qh_window_lse(ws, b, V, T, l2);
+        int ok = qh_window_nll(b, V, ids, T, NULL, &n1) == QH_OK
+                 && qh_window_nll(b, V, ids, T, l2, &n2) == QH_OK;
+        QH_CHECK(ok && !memcmp(l1, l2, (T - 1) * sizeof *l1) && n1 == n2,
+                 "%s: log-sum-exp and NLL on 2 threads equal 1 thread's, bit for bit", dir);
+    }
+    free(l1);
+    free(l2);
 cleanup:
     qh_blas_set_threads(blas);
     free(ids);

@@ -456,8 +456,7 @@ static void attention_all_heads(const qh_model_config *c, qh_forward_ws *ws, siz
  * work the caller does it all. */
 #define SPLIT_MIN ((size_t)1 << 16)
 
-typedef void (*span_fn)(void *arg, size_t lo, size_t hi);
-typedef struct { span_fn fn; void *arg; size_t lo, hi; } span_task;
+typedef struct { qh_span_fn fn; void *arg; size_t lo, hi; } span_task;
 
 static void *span_worker(void *p)
 {
@@ -466,7 +465,7 @@ static void *span_worker(void *p)
     return NULL;
 }
 
-static void run_spans(const qh_forward_ws *ws, size_t n, size_t work, span_fn fn, void *arg)
+void qh_forward_spans(const qh_forward_ws *ws, size_t n, size_t work, qh_span_fn fn, void *arg)
 {
     int nt = ws->threads < 1 ? 1 : ws->threads > ws->max_threads ? ws->max_threads : ws->threads;
     if (nt > 1 && work < SPLIT_MIN) nt = 1;
@@ -585,7 +584,7 @@ static void norm_threaded(const qh_model *m, const qh_norm *n, const float *x, f
                           size_t T, const qh_forward_ws *ws)
 {
     norm_span a = { m, n, x, y, dim };
-    run_spans(ws, T, dim * T, norm_tokens, &a);
+    qh_forward_spans(ws, T, dim * T, norm_tokens, &a);
 }
 
 /* x += norm(z) (z overwritten): a sandwich norm's output into the residual. */
@@ -632,7 +631,7 @@ static int attention_sublayer(const qh_model *m, int layer, const float *h, floa
     }
     if (c->features.pos == QH_POS_ROTARY) {
         rope_span a = { c, ws, hd };
-        run_spans(ws, T, ws->q_dim * T, rope_tokens, &a);
+        qh_forward_spans(ws, T, ws->q_dim * T, rope_tokens, &a);
     }
     if (m->act_quant && qh_quant_spec_on(&m->act_quant->kv)) {
         qh_fake_quant_heads(&m->act_quant->kv, ws->k, (size_t)c->n_kv_heads, hd, T);
@@ -700,7 +699,7 @@ static int mlp_sublayer(const qh_model *m, int layer, const float *h, float *x, 
     QH_TRY(run_linear(blk, layer, first, h, ha, T, f1, 0, ws, hook, t0));
     if (gated) QH_TRY(run_linear(blk, layer, QH_LIN_UP, h, ha, T, ws->f2, 0, ws, hook, t0));
     act_span as = { m->cfg.features.act, f1, gated ? ws->f2 : NULL };
-    run_spans(ws, ws->ffn_dim * T, ws->ffn_dim * T, act_elements, &as);
+    qh_forward_spans(ws, ws->ffn_dim * T, ws->ffn_dim * T, act_elements, &as);
     if (m->online_had_down)                    /* rotated model: down's W holds (H D)^T */
         qh_online_hadamard(f1, ws->ffn_dim, T, ws->had_base, ws->had_K,
                            m->had_down_signs);

@@ -113,6 +113,15 @@ int qh_forward_ws_alloc(const qh_model *m, size_t capacity, qh_forward_ws **out)
 size_t qh_forward_ws_bytes(const qh_model_config *c, size_t capacity);
 void qh_forward_ws_free(qh_forward_ws *ws);              /* NULL: no-op */
 
+/* fn(arg, lo, hi) over [0, n) in contiguous spans, one per workspace thread
+ * (ws->threads; the caller runs the first span), or all on the caller when
+ * `work` (the elements the spans touch in all) is below 2^16.  fn must
+ * compute each element as it would alone, so results do not depend on the
+ * split.  The forward's element-wise work runs so, and the evaluation's
+ * per-token log-sum-exp. */
+typedef void (*qh_span_fn)(void *arg, size_t lo, size_t hi);
+void qh_forward_spans(const qh_forward_ws *ws, size_t n, size_t work, qh_span_fn fn, void *arg);
+
 /* Called before a linear layer is applied, with its input X (in x T,
  * column-major; borrows, valid only during the call) where in is
  * m->blocks[layer].lin[kind].in, in model order (enum qh_linear_kind).  Q, K

@@ -19,13 +19,36 @@ double qh_logsumexp(const float *x, size_t n)
     return (double)mx + log(s);
 }
 
-int qh_window_nll(const float *logits, size_t vocab, const int32_t *ids, size_t T, double *nll)
+/* lse[t] = qh_logsumexp of column t of logits (vocab x n), t < n. */
+typedef struct { const float *logits; size_t vocab; double *lse; } lse_task;
+
+static void lse_columns(void *arg, size_t lo, size_t hi)
+{
+    lse_task *a = arg;
+    for (size_t t = lo; t < hi; t++) a->lse[t] = qh_logsumexp(a->logits + t * a->vocab, a->vocab);
+}
+
+void qh_window_lse(const qh_forward_ws *ws, const float *logits, size_t vocab, size_t T,
+                   double *lse)
+{
+    lse_task a = { logits, vocab, lse };
+    if (ws) qh_forward_spans(ws, T - 1, (T - 1) * vocab, lse_columns, &a);
+    else lse_columns(&a, 0, T - 1);
+}
+
+static double column_lse(const float *col, size_t vocab, const double *lse, size_t t)
+{
+    return lse ? lse[t] : qh_logsumexp(col, vocab);
+}
+
+int qh_window_nll(const float *logits, size_t vocab, const int32_t *ids, size_t T,
+                  const double *lse, double *nll)
 {
     QH_ASSERT(T >= 2);
     double sum = 0.0;
     for (size_t t = 0; t + 1 < T; t++) {
         const float *col = logits + t * vocab;
-        double v = qh_logsumexp(col, vocab) - (double)col[ids[t + 1]];
+        double v = column_lse(col, vocab, lse, t) - (double)col[ids[t + 1]];
         if (!isfinite(v))
             QH_ERROR(QH_ENAN, "eval: non-finite log-probability at position %zu", t);
         sum += v;
@@ -129,8 +152,8 @@ void qh_mean_ci95(const double *x, size_t n, double *mean, double *ci)
 }
 
 int qh_window_fidelity(const float *logits, size_t vocab, const int32_t *ids, size_t T,
-                       const qh_float_window *ref, qh_fidelity_acc *acc, double *nll,
-                       double *kl, double *agree, double *dp, double *nll_float)
+                       const double *lse_t, const qh_float_window *ref, qh_fidelity_acc *acc,
+                       double *nll, double *kl, double *agree, double *dp, double *nll_float)
 {
     QH_ASSERT(T >= 2 && ref->k >= 1 && ref->k <= vocab);
     size_t k = ref->k;
@@ -138,7 +161,7 @@ int qh_window_fidelity(const float *logits, size_t vocab, const int32_t *ids, si
     size_t n_agree = 0;
     for (size_t t = 0; t + 1 < T; t++) {
         const float *col = logits + t * vocab;
-        double lse = qh_logsumexp(col, vocab);
+        double lse = column_lse(col, vocab, lse_t, t);
         double v = lse - (double)col[ids[t + 1]];
         if (!isfinite(v))
             QH_ERROR(QH_ENAN, "eval: non-finite log-probability at position %zu", t);
@@ -235,7 +258,7 @@ int qh_eval_ppl_ref(const qh_model *m, const int32_t *ids, size_t n_ids, size_t 
     int st = QH_OK;
     qh_forward_ws *ws = NULL;
     float *logits = NULL;
-    double *nll = NULL, t0 = 0.0, sum = 0.0;
+    double *nll = NULL, *lse = NULL, t0 = 0.0, sum = 0.0;
     qh_eval_fidelity *f = &res->fid;
     qh_fidelity_acc *acc = NULL;
     size_t k = 0;
@@ -247,6 +270,7 @@ int qh_eval_ppl_ref(const qh_model *m, const int32_t *ids, size_t n_ids, size_t 
     if (st != QH_OK) goto cleanup;
     logits = malloc(vocab * seqlen * sizeof(float));
     nll = malloc(n_win * sizeof(double));
+    lse = malloc(seqlen * sizeof(double));
     if (ref) {
         acc = calloc(1, sizeof *acc);
         f->window_kl = malloc(n_win * sizeof(double));
@@ -254,7 +278,7 @@ int qh_eval_ppl_ref(const qh_model *m, const int32_t *ids, size_t n_ids, size_t 
         f->window_dp = malloc(n_win * sizeof(double));
         f->window_nll_float = malloc(n_win * sizeof(double));
     }
-    if (!logits || !nll || (ref && (!acc || !f->window_kl || !f->window_agree || !f->window_dp
+    if (!logits || !nll || !lse || (ref && (!acc || !f->window_kl || !f->window_agree || !f->window_dp
                                     || !f->window_nll_float))) {
         QH_SET_ERROR(st, QH_ENOMEM, "eval: cannot allocate logits for %zu x %zu", vocab, seqlen);
         goto cleanup;
@@ -263,16 +287,17 @@ int qh_eval_ppl_ref(const qh_model *m, const int32_t *ids, size_t n_ids, size_t 
     for (size_t w = 0; w < n_win; w++) {
         const int32_t *win = ids + w * seqlen;
         st = qh_forward_window(m, win, seqlen, ws, logits);
+        if (st == QH_OK) qh_window_lse(ws, logits, vocab, seqlen, lse);
         if (st == QH_OK && ref) {
             qh_float_window fw;
             st = ref(w, &fw, ref_user);
             k = fw.k;
             if (st == QH_OK)
-                st = qh_window_fidelity(logits, vocab, win, seqlen, &fw, acc, &nll[w],
+                st = qh_window_fidelity(logits, vocab, win, seqlen, lse, &fw, acc, &nll[w],
                                         &f->window_kl[w], &f->window_agree[w], &f->window_dp[w],
                                         &f->window_nll_float[w]);
         } else if (st == QH_OK) {
-            st = qh_window_nll(logits, vocab, win, seqlen, &nll[w]);
+            st = qh_window_nll(logits, vocab, win, seqlen, lse, &nll[w]);
         }
         if (st != QH_OK) {
             qh_error_prefix("window %zu", w);
@@ -298,6 +323,7 @@ cleanup:
     }
     free(acc);
     free(nll);
+    free(lse);
     free(logits);
     qh_forward_ws_free(ws);
     return st;

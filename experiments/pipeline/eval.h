@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/forward.h"
 #include "model/model.h"
 #include "qh_error.h"
 
@@ -94,11 +95,19 @@ void qh_eval_result_free(qh_eval_result *res);          /* frees window_nll; NUL
 /* log(sum_i exp(x[i])) of n >= 1 floats, in double with max subtraction. */
 double qh_logsumexp(const float *x, size_t n);
 
+/* lse[t] = qh_logsumexp(column t of logits (vocab x T)) for t < T - 1, the
+ * positions a window scores, T >= 2: over the workspace's threads in spans
+ * of positions (ws NULL: on the caller), each value as one thread computes
+ * it, so the NLL does not depend on the split. */
+void qh_window_lse(const qh_forward_ws *ws, const float *logits, size_t vocab, size_t T,
+                   double *lse);
+
 /* Mean next-token NLL of one window: logits (vocab x T) from the forward pass
- * of ids[0..T), T >= 2.  Returns QH_OK and *nll, or QH_ENAN at the first
+ * of ids[0..T), T >= 2; lse: qh_window_lse's values for these logits, or NULL
+ * to compute them here.  Returns QH_OK and *nll, or QH_ENAN at the first
  * non-finite log-probability (position in the message). */
 int qh_window_nll(const float *logits, size_t vocab, const int32_t *ids, size_t T,
-                  double *nll) QH_MUST_CHECK;
+                  const double *lse, double *nll) QH_MUST_CHECK;
 
 /* The float reference of one window from its logits (vocab x T): top k per
  * position (k <= vocab), as a cache stores it.  idx, logp: (T-1) x k;
@@ -108,12 +117,13 @@ int qh_window_nll(const float *logits, size_t vocab, const int32_t *ids, size_t 
 void qh_float_window_from_logits(const float *logits, size_t vocab, const int32_t *ids, size_t T,
                                  size_t k, int32_t *idx, float *logp, float *logp_true);
 
-/* One window's NLL (as qh_window_nll) and fidelity against ref, added to acc;
+/* One window's NLL (as qh_window_nll, lse as there) and fidelity against ref, added to acc;
  * window means into *kl, *agree, *dp, and the float NLL into *nll_float.
  * Return: QH_OK; QH_ENAN (non-finite log-probability; position named). */
 int qh_window_fidelity(const float *logits, size_t vocab, const int32_t *ids, size_t T,
-                       const qh_float_window *ref, qh_fidelity_acc *acc, double *nll,
-                       double *kl, double *agree, double *dp, double *nll_float) QH_MUST_CHECK;
+                       const double *lse, const qh_float_window *ref, qh_fidelity_acc *acc,
+                       double *nll, double *kl, double *agree, double *dp,
+                       double *nll_float) QH_MUST_CHECK;
 
 /* The p-quantile (0 < p < 1) of the accumulated KL values: the upper edge of
  * the histogram bin holding the ceil(p n)-th smallest (0 when it lies below
