@@ -20,6 +20,7 @@
 #include "pipeline/config.h"
 #include "pipeline/eval.h"
 #include "model/forward.h"
+#include "model/vexp.h"
 #include "qh_blas.h"
 #include "model/model.h"
 #include "model_fixtures.h"
@@ -612,8 +613,48 @@ cleanup:
     qh_model_free(m);
 }
 
+/* vexp.h's exp against exp() in double: at most 2 ulp of float over the
+ * range where the result is a normal float, the array forms bit-equal to the
+ * scalar one, and the edges (overflow, flush to 0, NaN) as documented. */
+static void test_vexp(void)
+{
+    double worst = 0.0;
+    size_t n = 0;
+    float xs[4096], ys[4096];
+    for (float x = -87.3f; x < 88.7f; x += 0.00731f) {
+        float y = qh_vexpf(x);
+        double e = exp((double)x);
+        double ulp = ldexp(1.0, ilogb(e) - 23);           /* float ulp at e */
+        double err = fabs((double)y - e) / ulp;
+        worst = err > worst ? err : worst;
+        if (n < 4096) xs[n] = x;
+        n++;
+    }
+    QH_CHECK(worst <= 2.0, "vexp: worst error %.3f ulp over [-87.3, 88.7] (<= 2)", worst);
+    memcpy(ys, xs, sizeof ys);
+    double sum = qh_vexp_shifted_sum(ys, 4095, 1.5f), ref = 0.0;
+    int same = 1;
+    for (size_t i = 0; i < 4095; i++) {
+        same &= ys[i] == qh_vexpf(xs[i] - 1.5f);
+        ref += (double)ys[i];
+    }
+    QH_CHECK(same && fabs(sum - ref) <= 1e-12 * ref,
+             "vexp: qh_vexp_shifted_sum's values equal qh_vexpf's, its sum the plain sum's");
+    for (size_t i = 0; i < 4095; i++) ys[i] = xs[i] * 0.1f;
+    float g[4095], u[4095];
+    for (size_t i = 0; i < 4095; i++) { g[i] = ys[i]; u[i] = 0.5f + (float)i / 4095.0f; }
+    qh_vsilu(ys, u, 4095);
+    same = 1;
+    for (size_t i = 0; i < 4095; i++) same &= ys[i] == g[i] / (1.0f + qh_vexpf(-g[i])) * u[i];
+    QH_CHECK(same, "vexp: qh_vsilu equals the scalar formula bit for bit");
+    QH_CHECK(isinf(qh_vexpf(89.0f)) && qh_vexpf(-88.0f) == 0.0f && isnan(qh_vexpf(NAN))
+                 && qh_vexpf(0.0f) == 1.0f && qh_vexpf(-INFINITY) == 0.0f,
+             "vexp: overflow to +Inf, flush below -87.34, NaN kept, exp(0) = 1");
+}
+
 int main(void)
 {
+    test_vexp();
     test_norms();
     test_rope();
     test_attention();

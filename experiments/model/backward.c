@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "model/forward.h"
+#include "model/vexp.h"
 #include "qh_blas.h"
 
 /* Query columns per attention block (as forward.c uses). */
@@ -145,7 +146,7 @@ static double act_deriv(qh_act_kind act, double g)
 static float act_float(qh_act_kind act, float g)
 {
     switch (act) {
-    case QH_ACT_SILU: return g / (1.0f + expf(-g));
+    case QH_ACT_SILU: return g / (1.0f + qh_vexpf(-g));
     case QH_ACT_GELU: return qh_gelu(g);
     case QH_ACT_GELU_TANH: return qh_gelu_tanh(g);
     default: return g > 0.0f ? g : 0.0f;
@@ -340,18 +341,13 @@ static void norm_backward(const qh_model *m, const qh_norm *n, const float *x, c
 
 /* Softmax of one score column over its first `valid` entries, normalised, in
  * place; masked entries (valid..n_keys) exactly zero.  As forward.c: max
- * subtraction, expf, the sum in double. */
+ * subtraction, vexp.h's exp and sum. */
 static void softmax_column(float *col, size_t lo, size_t valid, size_t n_keys)
 {
     float mx = col[lo];
     for (size_t j = 0; j < lo; j++) col[j] = 0.0f;       /* outside a sliding window */
     for (size_t j = lo + 1; j < valid; j++) mx = col[j] > mx ? col[j] : mx;
-    double sum = 0.0;
-    for (size_t j = lo; j < valid; j++) {
-        float e = expf(col[j] - mx);
-        col[j] = e;
-        sum += e;
-    }
+    double sum = qh_vexp_shifted_sum(col + lo, valid - lo, mx);
     float inv = (float)(1.0 / sum);
     for (size_t j = lo; j < valid; j++) col[j] *= inv;
     for (size_t j = valid; j < n_keys; j++) col[j] = 0.0f;

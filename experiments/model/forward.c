@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "model/rotate.h"
+#include "model/vexp.h"
 #include "qh_blas.h"
 #include "qh_hadamard.h"
 #include "qh_clock.h"
@@ -294,7 +295,8 @@ void qh_rope_apply_partial(float *x, size_t n_heads, size_t head_dim, size_t rot
 /* Unnormalised softmax of one score column over its first `valid` entries,
  * in place: col[j] = exp(col[j] - max), masked entries (valid..n_keys) set to
  * zero.  Returns 1/sum, applied later to the (much shorter) output column.
- * Max subtraction keeps expf in range; the sum is accumulated in double. */
+ * Max subtraction keeps exp in range (vexp.h's, vectorised); the sum is
+ * accumulated in double. */
 static float softmax_masked(float *col, size_t valid, size_t n_keys)
 {
     /* four running maxima break the compare dependency chain */
@@ -305,12 +307,7 @@ static float softmax_masked(float *col, size_t valid, size_t n_keys)
     for (; j < valid; j++) m4[0] = col[j] > m4[0] ? col[j] : m4[0];
     float mx = m4[0];
     for (int u = 1; u < 4; u++) mx = m4[u] > mx ? m4[u] : mx;
-    double sum = 0.0;
-    for (j = 0; j < valid; j++) {
-        float e = expf(col[j] - mx);
-        col[j] = e;
-        sum += e;
-    }
+    double sum = qh_vexp_shifted_sum(col, valid, mx);
     for (j = valid; j < n_keys; j++) col[j] = 0.0f;
     return (float)(1.0 / sum);
 }
@@ -662,10 +659,7 @@ static void mlp_activation(qh_act_kind act, float *a, const float *u, size_t n)
             a[i] = u ? g * u[i] : g;
         }
     } else if (act == QH_ACT_SILU) {
-        for (size_t i = 0; i < n; i++) {
-            float g = a[i];
-            a[i] = u ? g / (1.0f + expf(-g)) * u[i] : g / (1.0f + expf(-g));
-        }
+        qh_vsilu(a, u, n);
     } else {
         for (size_t i = 0; i < n; i++) {
             float r = a[i] > 0.0f ? a[i] : 0.0f;
