@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "pipeline/config.h"
@@ -275,10 +277,93 @@ static void test_validate(void)
     qh_config_free(m);
 }
 
+/* Replaces the hash on every line of the cache file with 64 zeros. */
+static void zero_cache_hashes(const char *cache)
+{
+    char lines[8][256];
+    size_t n = 0;
+    FILE *f = fopen(cache, "r");
+    while (f && n < 8 && fgets(lines[n], sizeof lines[n], f)) n++;
+    if (f) fclose(f);
+    f = fopen(cache, "w");
+    for (size_t i = 0; f && i < n; i++) {
+        char *h = strrchr(lines[i], ' ');
+        if (h && strlen(h) >= 65) memset(h + 1, '0', 64);
+        fputs(lines[i], f);
+    }
+    if (f) fclose(f);
+}
+
+static int count_lines(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    int n = 0, c;
+    while (f && (c = fgetc(f)) != EOF) n += c == '\n';
+    if (f) fclose(f);
+    return f ? n : -1;
+}
+
+/* The cross-process cache (hash_cache.h): a hash stored by one call is what a
+ * later lookup of the same inode under another path (the in-process cache is
+ * by path) returns; a write to the file, even one that restores size and
+ * mtime, makes it hashed again; malformed lines are ignored; "off" writes
+ * nothing. */
+static void test_disk_hash_cache(void)
+{
+    char dir[] = "/tmp/qh_hcache_XXXXXX", a[128], b[128], d[128], cache[160], hex[65];
+    static const char zeros[] = "0000000000000000000000000000000000000000000000000000000000000000";
+    QH_CHECK(mkdtemp(dir) != NULL, "temporary folder");
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    snprintf(d, sizeof d, "%s/d", dir);
+    snprintf(cache, sizeof cache, "%s/sub/file-sha256", dir);   /* its folder made on store */
+    FILE *f = fopen(a, "w");
+    fputs("abc", f);
+    fclose(f);
+    QH_CHECK(link(a, b) == 0 && link(a, d) == 0, "hard links");   /* links change ctime: first */
+    setenv("QH_HASH_CACHE", cache, 1);
+    setenv("QH_HASH_CACHE_MIN", "1", 1);
+    QH_CHECK(qh_file_sha256(a, hex) == QH_OK && hex[0] == 'b' && count_lines(cache) == 1,
+             "hash stored in the cache file (%d lines)", count_lines(cache));
+    zero_cache_hashes(cache);
+    QH_CHECK(qh_file_sha256(b, hex) == QH_OK && !strcmp(hex, zeros),
+             "the same inode's stored hash is served from the cache file: %.8s", hex);
+    struct stat sb;
+    stat(a, &sb);
+    f = fopen(a, "r+");
+    fputs("abx", f);                                   /* same size */
+    fclose(f);
+    struct timespec times[2] = { sb.st_atim, sb.st_mtim };
+    utimensat(AT_FDCWD, a, times, 0);                  /* mtime set back: ctime is not */
+    QH_CHECK(qh_file_sha256(d, hex) == QH_OK
+                 && !strcmp(hex, "b2bdab4230154046ad0b7dfa830a9260caa5bd6ae230e582a2244ab4bf0b4ca5"),
+             "a written file is hashed again despite its old size and mtime: %.8s", hex);
+    f = fopen(cache, "a");
+    fputs("garbage line\n1 2 3\n", f);
+    fclose(f);
+    char hex2[65];
+    /* b's in-process entry has the old size and mtime: the ctime tells it apart */
+    QH_CHECK(qh_file_sha256(b, hex2) == QH_OK && !strcmp(hex, hex2),
+             "malformed lines are ignored; the in-process cache sees the write too");
+    char off_cache[160];
+    snprintf(off_cache, sizeof off_cache, "%s/off", dir);
+    setenv("QH_HASH_CACHE", "off", 1);
+    unlink(d);
+    QH_CHECK(link(a, d) == 0 && qh_file_sha256(d, hex2) == QH_OK && count_lines(off_cache) == -1,
+             "QH_HASH_CACHE=off writes nothing");
+    unsetenv("QH_HASH_CACHE");
+    unsetenv("QH_HASH_CACHE_MIN");
+    unlink(a); unlink(b); unlink(d); unlink(cache);
+    snprintf(cache, sizeof cache, "%s/sub", dir);
+    rmdir(cache);
+    rmdir(dir);
+}
+
 int main(void)
 {
     test_record_diff();
     test_file_hash();
+    test_disk_hash_cache();
     test_record();
     test_code_sources_stale();
     test_validate();

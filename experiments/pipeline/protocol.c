@@ -11,6 +11,7 @@
 #include "model/model.h"
 #include "model/safetensors.h"
 #include "pipeline/config.h"
+#include "pipeline/hash_cache.h"
 #include "pipeline/wa_config.h"
 #include "qh_blas.h"
 #include "qh_method.h"
@@ -31,7 +32,7 @@ const char *const qh_protocol_host_keys[] = { "blas.", NULL };
 
 typedef struct {
     char path[1024];
-    long long size, mtime_s, mtime_ns;
+    long long size, mtime_s, mtime_ns, ctime_s, ctime_ns;   /* ctime: a write, whatever mtime says */
     char hex[65];
 } hash_entry;
 
@@ -60,20 +61,28 @@ int qh_file_sha256(const char *path, char hex[65])
     for (size_t i = 0; i < n_cache; i++)
         if (!strcmp(cache[i].path, path) && cache[i].size == (long long)sb.st_size
             && cache[i].mtime_s == (long long)sb.st_mtim.tv_sec
-            && cache[i].mtime_ns == (long long)sb.st_mtim.tv_nsec) {
+            && cache[i].mtime_ns == (long long)sb.st_mtim.tv_nsec
+            && cache[i].ctime_s == (long long)sb.st_ctim.tv_sec
+            && cache[i].ctime_ns == (long long)sb.st_ctim.tv_nsec) {
             memcpy(hex, cache[i].hex, 65);
             return QH_OK;
         }
-    FILE *f = fopen(path, "rb");
-    if (!f) QH_ERROR(QH_EIO, "%s: cannot open for hashing", path);
-    int st = hash_stream(f, path, hex);
-    fclose(f);
-    if (st != QH_OK || strlen(path) >= sizeof cache[0].path) return st;
+    if (!qh_hash_cache_lookup(&sb, hex)) {        /* large files: another process's hash */
+        FILE *f = fopen(path, "rb");
+        if (!f) QH_ERROR(QH_EIO, "%s: cannot open for hashing", path);
+        int st = hash_stream(f, path, hex);
+        fclose(f);
+        if (st != QH_OK) return st;
+        qh_hash_cache_store(&sb, hex);
+    }
+    if (strlen(path) >= sizeof cache[0].path) return QH_OK;
     hash_entry *e = &cache[n_cache < HASH_CACHE ? n_cache++ : HASH_CACHE - 1];
     snprintf(e->path, sizeof e->path, "%s", path);
     e->size = (long long)sb.st_size;
     e->mtime_s = (long long)sb.st_mtim.tv_sec;
     e->mtime_ns = (long long)sb.st_mtim.tv_nsec;
+    e->ctime_s = (long long)sb.st_ctim.tv_sec;
+    e->ctime_ns = (long long)sb.st_ctim.tv_nsec;
     memcpy(e->hex, hex, 65);
     return QH_OK;
 }

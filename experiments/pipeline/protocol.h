@@ -45,8 +45,9 @@ const char *qh_protocol_code_sources(void);
 extern const char *const qh_protocol_host_keys[];
 
 /* SHA-256 of a file's bytes as 64 hex digits.  Cached per process by path,
- * size and modification time, so a model shard is read once however many
- * cells name it.  Return: QH_OK; QH_EIO (message names the file). */
+ * size, modification and status-change time, so a model shard is read once however many
+ * cells name it, and for large files across processes (hash_cache.h).
+ * Return: QH_OK; QH_EIO (message names the file). */
 int qh_file_sha256(const char *path, char hex[65]) QH_MUST_CHECK;
 
 /* The record of cell (or, cell NULL, of the float32 baseline of model index
