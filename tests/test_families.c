@@ -410,6 +410,57 @@ static void check_fused_save(const char *name)
     QH_CHECK(system(cmd) == 0, "remove %s", out);
 }
 
+/* Every linear (weights, biases) of a equal to b's, bit for bit. */
+static int same_linears(const qh_model *a, const qh_model *b)
+{
+    int same = 1;
+    for (int l = 0; same && l < a->cfg.n_layers; l++)
+        for (int k = 0; k < QH_LIN_MAX; k++) {
+            const qh_linear *x = &a->blocks[l].lin[k], *y = &b->blocks[l].lin[k];
+            if (!x->W) continue;
+            same &= !memcmp(x->W, y->W, (size_t)x->out * x->in * sizeof(float));
+            same &= !x->b == !y->b && (!x->b || !memcmp(x->b, y->b, (size_t)x->out * sizeof(float)));
+        }
+    return same;
+}
+
+/* Spilled (model.h: blocks converted when first acquired, with the layout's
+ * transposes and head permutations then): the same perplexity as held, the
+ * same linears once acquired, and a save straight after loading (which
+ * acquires block by block) writes the held model's tensors. */
+static void check_spilled(const char *name, const int32_t *ids, size_t n)
+{
+    char dir[256], scratch[] = "/tmp/qh_families_spillXXXXXX", out[300];
+    snprintf(dir, sizeof dir, DATA "/%s", name);
+    qh_model *m = NULL, *s = NULL, *s2 = NULL, *r = NULL;
+    qh_model_load_opts opts = { scratch };
+    int st = mkdtemp(scratch) ? qh_model_load(dir, &m) : QH_EIO;
+    if (st == QH_OK) st = qh_model_load_with(dir, &opts, &s);
+    if (st == QH_OK) st = qh_model_load_with(dir, &opts, &s2);
+    QH_CHECK(st == QH_OK, "%s: loads held and spilled: %s", name, st ? qh_last_error() : "");
+    if (st == QH_OK) {
+        int s1 = 0, s0 = 0;
+        double ps = ppl_of(s, ids, n, name, &s1), pm = ppl_of(m, ids, n, name, &s0);
+        QH_CHECK(s1 == QH_OK && s0 == QH_OK && ps == pm,
+                 "%s: spilled, the same perplexity as held (%.9g, %.9g)", name, ps, pm);
+        QH_CHECK(qh_model_acquire_all(s) == QH_OK && same_linears(m, s),
+                 "%s: spilled, every linear as held once acquired", name);
+        snprintf(out, sizeof out, "%s/saved", scratch);
+        st = qh_model_save(s2, out);
+        if (st == QH_OK) st = qh_model_load(out, &r);
+        QH_CHECK(st == QH_OK && same_linears(m, r),
+                 "%s: saved straight after a spilled load: the held model's tensors (%s)", name,
+                 st ? qh_last_error() : "ok");
+    }
+    qh_model_free(r);
+    qh_model_free(s2);
+    qh_model_free(s);
+    qh_model_free(m);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", scratch);
+    QH_CHECK(system(cmd) == 0, "remove %s", scratch);
+}
+
 int main(void)
 {
     size_t n = 0;
@@ -417,6 +468,7 @@ int main(void)
     QH_CHECK(n == 256, "tokens.json holds %zu ids", n);
     for (const char *const *f = implemented; *f; f++) check_reference(*f, ids, n);
     for (const char *const *f = implemented; *f; f++) check_backward(*f, ids);
+    for (const char *const *f = implemented; *f; f++) check_spilled(*f, ids, n);
     check_fused_save("phi3");          /* fused rows */
     check_fused_save("gpt2");          /* Conv1D (in, out), fused columns, biases */
     check_fused_save("gpt_neox");      /* q/k/v interleaved per head, biases */

@@ -779,6 +779,18 @@ static void test_non_finite(void)
     write_json(path, c);
     expect_failure("NaN weight", dir, QH_ENAN, "model.decoder.layers.1.fc2.weight", "NaN");
     expect_failure("NaN weight", dir, QH_ENAN, "model.safetensors", "element 37");
+    /* spilled, block 1 is converted when acquired: the error comes then, named alike */
+    qh_model *m = NULL;
+    qh_model_load_opts opts = { tmp_root };
+    int st = qh_model_load_with(dir, &opts, &m);
+    int a0 = st == QH_OK ? qh_model_acquire_block(m, 0) : -1;
+    int a1 = st == QH_OK ? qh_model_acquire_block(m, 1) : -1;
+    QH_CHECK(st == QH_OK && a0 == QH_OK && a1 == QH_ENAN
+                 && strstr(qh_last_error(), "model.decoder.layers.1.fc2.weight")
+                 && strstr(qh_last_error(), "element 37"),
+             "spilled NaN weight: load and block 0 fine, block 1's acquire QH_ENAN naming it (%d %d %d: %s)",
+             st, a0, a1, qh_last_error());
+    qh_model_free(m);
 
     /* an F16 Inf (0x7C00) in a bias */
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -1305,6 +1317,13 @@ static void spill_case(const tiny_spec *spec, const char *name)
     QH_CHECK(qh_model_spilled(s) && !qh_model_spilled(m) && qh_model_n_mapped_params(s) == 0 &&
              qh_model_n_params(s) == qh_model_n_params(m), "%s: spilled, nothing mapped in place", name);
     QH_CHECK(scratch_files_left(tmp_root) == 0, "%s: the scratch file has no name", name);
+    /* the blocks are converted when first acquired: before, their pages are unwritten */
+    const qh_linear *q0 = &s->blocks[0].lin[QH_LIN_Q];
+    int untouched = q0->W != NULL;
+    for (size_t j = 0; untouched && j < (size_t)q0->out * q0->in; j++) untouched = q0->W[j] == 0.0f;
+    QH_CHECK(untouched, "%s: block 0 not converted before it is acquired", name);
+    QH_CHECK(qh_model_acquire_all(s) == QH_OK && qh_model_acquire_all(m) == QH_OK,
+             "%s: every block acquired (held: a no-op)", name);
     int same = 1;
     for (int l = 0; l < m->cfg.n_layers; l++)
         for (int k = 0; k < QH_LIN_MAX; k++) {
@@ -1313,7 +1332,7 @@ static void spill_case(const tiny_spec *spec, const char *name)
             same &= !memcmp(a->W, b->W, (size_t)a->out * a->in * sizeof(float));
             same &= !a->b || !memcmp(a->b, b->b, (size_t)a->out * sizeof(float));
         }
-    QH_CHECK(same, "%s: every linear as held in memory", name);
+    QH_CHECK(same, "%s: every linear as held in memory, once acquired", name);
     QH_CHECK(same_logits(m, s), "%s: the same logits (blocks released on the way)", name);
     int last = s->cfg.n_layers - 1;
     qh_linear *L = &s->blocks[last].lin[QH_LIN_UP];

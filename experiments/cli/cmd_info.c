@@ -110,7 +110,7 @@ static void print_counts(const qh_model *m)
            (double)nl / 1e6, n ? 100.0 * (double)nl / (double)n : 0.0);
     size_t mapped = qh_model_n_mapped_params(m);
     printf("in memory    %zu mapped in place from F32 files (copy-on-write), %zu converted to "
-           "float32%s\n", mapped, n - mapped, qh_model_spilled(m) ? " in a scratch file (spilled)" : "");
+           "float32%s\n", mapped, n - mapped, qh_model_spilled(m) ? " in a scratch file (spilled; each decoder block when first used)" : "");
 }
 
 /* Dtypes as stored, summed over every tensor of every file. */

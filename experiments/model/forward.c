@@ -713,6 +713,7 @@ int qh_forward_block(const qh_model *m, int layer, float *x, size_t T, qh_forwar
     if (T < 1 || T > ws->capacity)
         QH_ERROR(QH_EINVAL, "forward: %zu tokens outside [1, %zu] (workspace capacity)", T,
                  ws->capacity);
+    QH_TRY(qh_model_acquire_block(m, layer));   /* spilled models: converted on first use */
     const qh_block *blk = &m->blocks[layer];
     size_t d = ws->hidden;
     double t0 = ws->profile ? qh_seconds() : 0.0;

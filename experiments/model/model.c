@@ -20,8 +20,9 @@
  * qh_model_free when any tensor points into them.  Spilled (a scratch folder in
  * the load options), nothing is mapped in place: every tensor is converted or
  * copied into a shared mapping of an unnamed file in that folder, each tensor
- * on pages of its own, and each decoder-block tensor's pages are dropped from
- * the process once written (model.h).  Fused tensors (a layout's qkv_fused,
+ * on pages of its own; the ends at load, a decoder block's tensors (and the
+ * layout's transposes and permutations of them) when the block is first
+ * acquired, its files kept mapped until then (model.h).  Fused tensors (a layout's qkv_fused,
  * gate_up_fused) are loaded whole and the kinds' W point at their rows.
  * Refused by name: RoPE scaling other than default/linear/llama3, LayerNorm
  * without affine parameters, activations other than the row's, soft-capping
@@ -51,6 +52,12 @@ typedef struct {
     size_t buf_bytes;                /* buf's size when it is a scratch-file mapping, else 0 */
     size_t *block_begin, *block_end; /* spilled: block l's tensors are buf[begin[l], end[l]),
                                         whole pages; NULL otherwise */
+    struct plan_slot *pending;       /* spilled: the decoder blocks' tensors, converted into
+                                        their pages when the block is first acquired */
+    size_t n_pending;
+    unsigned char *ready;            /* spilled: block l converted (qh_model_acquire_block) */
+    float *arrange_tmp;              /* spilled layouts with transposed or fused tensors:
+                                        scratch of one block's linears for arrange_data */
 } model_storage;
 
 /* ---- config.json ------------------------------------------------------------ */
@@ -478,7 +485,7 @@ static int parse_config(const char *path, const cJSON *root, qh_model_config *k,
 
 /* ---- tensor plan ----------------------------------------------------------------- */
 
-typedef struct {
+typedef struct plan_slot {
     const qh_st_file *file;
     const qh_st_tensor *t;
     float **dst;                     /* where the converted pointer goes */
@@ -670,51 +677,79 @@ void qh_fused_heads_permute(float *x, size_t n_heads, size_t hd, size_t cols, in
         }
 }
 
-/* After conversion: Conv1D weights transposed to (out, in); GPT-NeoX's
- * interleaved q/k/v rows grouped by kind; the fused kinds' W (and b) pointed
- * at their rows of the first kind's. */
-static int arrange_linears(qh_model *m)
+/* Floats of one block's linears: the scratch arrange_data needs (0 for a
+ * layout with nothing to arrange). */
+static size_t arrange_floats(const qh_model *m)
 {
     const qh_layout *ly = m->cfg.family->layout;
-    if (!ly->transposed && ly->fuse == QH_FUSE_NONE) return QH_OK;
     size_t most = 0;
+    if (!ly->transposed && ly->fuse == QH_FUSE_NONE) return 0;
     for (int kind = 0; kind < QH_LIN_MAX; kind++)
         if (m->blocks[0].lin[kind].W)
             most += (size_t)m->blocks[0].lin[kind].out * (size_t)m->blocks[0].lin[kind].in;
-    float *tmp = malloc((most ? most : 1) * sizeof(float));
-    if (!tmp) QH_ERROR(QH_ENOMEM, "%s: scratch of %zu floats", m->dir, most);
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-        qh_block *b = &m->blocks[l];
-        /* one stored tensor: a kind alone, or a fused group at its first kind */
-        for (int kind = 0; kind < QH_LIN_MAX && ly->transposed; kind++) {
-            if (!b->lin[kind].W || (kind_is_fused(ly, kind) && kind != QH_LIN_Q &&
-                                    kind != QH_LIN_GATE))
-                continue;
-            size_t rows = (size_t)b->lin[kind].out;
-            if (kind_is_fused(ly, kind)) {
-                const int *kinds;
-                int n = fused_group(ly, kind == QH_LIN_Q ? 0 : 1, &kinds);
-                rows = 0;
-                for (int i = 0; i < n; i++) rows += (size_t)b->lin[kinds[i]].out;
-            }
-            transpose_in_place(b->lin[kind].W, (size_t)b->lin[kind].in, rows, tmp);
+    return most ? most : 1;
+}
+
+/* After block l's conversion: Conv1D weights transposed to (out, in) and
+ * GPT-NeoX's interleaved q/k/v rows grouped by kind, through tmp
+ * (arrange_floats). */
+static void arrange_data(qh_model *m, int l, float *tmp)
+{
+    const qh_layout *ly = m->cfg.family->layout;
+    qh_block *b = &m->blocks[l];
+    /* one stored tensor: a kind alone, or a fused group at its first kind */
+    for (int kind = 0; kind < QH_LIN_MAX && ly->transposed; kind++) {
+        if (!b->lin[kind].W || (kind_is_fused(ly, kind) && kind != QH_LIN_Q &&
+                                kind != QH_LIN_GATE))
+            continue;
+        size_t rows = (size_t)b->lin[kind].out;
+        if (kind_is_fused(ly, kind)) {
+            const int *kinds;
+            int n = fused_group(ly, kind == QH_LIN_Q ? 0 : 1, &kinds);
+            rows = 0;
+            for (int i = 0; i < n; i++) rows += (size_t)b->lin[kinds[i]].out;
         }
-        if (ly->fuse == QH_FUSE_HEADS) {
-            size_t nh = (size_t)m->cfg.n_heads, hd = (size_t)m->cfg.head_dim;
-            qh_fused_heads_permute(b->lin[QH_LIN_Q].W, nh, hd, (size_t)b->lin[QH_LIN_Q].in, 0, tmp);
-            if (b->lin[QH_LIN_Q].b) qh_fused_heads_permute(b->lin[QH_LIN_Q].b, nh, hd, 1, 0, tmp);
-        }
+        transpose_in_place(b->lin[kind].W, (size_t)b->lin[kind].in, rows, tmp);
+    }
+    if (ly->fuse == QH_FUSE_HEADS) {
+        size_t nh = (size_t)m->cfg.n_heads, hd = (size_t)m->cfg.head_dim;
+        qh_fused_heads_permute(b->lin[QH_LIN_Q].W, nh, hd, (size_t)b->lin[QH_LIN_Q].in, 0, tmp);
+        if (b->lin[QH_LIN_Q].b) qh_fused_heads_permute(b->lin[QH_LIN_Q].b, nh, hd, 1, 0, tmp);
+    }
+}
+
+/* The fused kinds' W (and b) pointed at their rows of the first kind's, in
+ * every block (pointers only: valid before a spilled block is converted). */
+static void arrange_pointers(qh_model *m)
+{
+    const qh_layout *ly = m->cfg.family->layout;
+    for (int l = 0; l < m->cfg.n_layers; l++)
         for (int g = 0; g < 2; g++) {
             const int *kinds;
             int n = fused_group(ly, g, &kinds);
+            qh_block *b = &m->blocks[l];
             for (int i = 1; i < n; i++) {
                 const qh_linear *prev = &b->lin[kinds[i - 1]];
                 b->lin[kinds[i]].W = prev->W + (size_t)prev->out * prev->in;
                 if (prev->b) b->lin[kinds[i]].b = prev->b + prev->out;
             }
         }
-        qh_model_release_block(m, l);
+}
+
+/* arrange_data on every block converted at load (all, unless spilled). */
+static int arrange_linears(qh_model *m)
+{
+    model_storage *ms = m->storage;
+    size_t n = arrange_floats(m);
+    arrange_pointers(m);
+    if (!n) return QH_OK;
+    float *tmp = malloc(n * sizeof(float));
+    if (!tmp) QH_ERROR(QH_ENOMEM, "%s: scratch of %zu floats", m->dir, n);
+    if (ms->ready) {                     /* spilled: blocks arrange as they are converted */
+        ms->arrange_tmp = tmp;
+        return QH_OK;
     }
+    for (int l = 0; l < m->cfg.n_layers; l++) arrange_data(m, l, tmp);
     free(tmp);
     return QH_OK;
 }
@@ -899,23 +934,38 @@ static int storage_alloc(model_storage *ms, size_t floats, const char *scratch_d
     return QH_OK;
 }
 
-static int convert_all(loader *L, const model_storage *ms)
+/* Slot s converted (or checked, when mapped in place) into its place. */
+static int convert_slot(const plan_slot *s, const model_storage *ms)
 {
+    float *dst = s->view;
+    if (!dst) {
+        dst = ms->buf + s->offset;
+        QH_TRY(qh_st_read_f32(s->file, s->t, dst));
+        qh_st_release(s->file, s->t);            /* the source pages are not needed again */
+    }
+    for (size_t j = 0; j < s->t->numel; j++)
+        if (!isfinite(dst[j]))
+            QH_ERROR(QH_ENAN, "%s: tensor %s: element %zu is %s (weights must be finite)",
+                     s->file->path, s->t->name, j, isnan(dst[j]) ? "NaN" : "Inf");
+    return QH_OK;
+}
+
+/* Every slot converted, or for a spilled model only the ends: a decoder
+ * block's slots go to ms->pending, their pointers already set into the
+ * block's (not yet written) pages, and are converted by
+ * qh_model_acquire_block when the pipeline reaches the block. */
+static int convert_all(loader *L, model_storage *ms, int n_layers)
+{
+    if (L->spill) {
+        ms->pending = malloc((L->n ? L->n : 1) * sizeof *ms->pending);
+        ms->ready = calloc((size_t)(n_layers > 0 ? n_layers : 1), 1);
+        if (!ms->pending || !ms->ready) QH_ERROR(QH_ENOMEM, "spilled blocks' plan");
+    }
     for (size_t i = 0; i < L->n; i++) {
         const plan_slot *s = &L->slots[i];
-        float *dst = s->view;
-        if (!dst) {
-            dst = ms->buf + s->offset;
-            QH_TRY(qh_st_read_f32(s->file, s->t, dst));
-            qh_st_release(s->file, s->t);        /* the source pages are not needed again */
-        }
-        for (size_t j = 0; j < s->t->numel; j++)
-            if (!isfinite(dst[j]))
-                QH_ERROR(QH_ENAN, "%s: tensor %s: element %zu is %s (weights must be finite)",
-                         s->file->path, s->t->name, j, isnan(dst[j]) ? "NaN" : "Inf");
-        *s->dst = dst;
-        if (s->block >= 0)                       /* one tensor resident at a time */
-            spill_release(ms, s->offset, s->offset + slot_floats(L, s));
+        *s->dst = s->view ? s->view : ms->buf + s->offset;
+        if (L->spill && s->block >= 0) ms->pending[ms->n_pending++] = *s;
+        else QH_TRY(convert_slot(s, ms));
     }
     return QH_OK;
 }
@@ -945,7 +995,11 @@ static int load_weights(qh_model *m, qh_st_set **set_p, int final_norm, const ch
     }
     if ((st = storage_alloc(ms, L.total_floats, scratch_dir, m->dir)) != QH_OK) goto cleanup;
     if (L.spill && (st = spill_ranges(&L, ms, m->cfg.n_layers)) != QH_OK) goto cleanup;
-    if ((st = convert_all(&L, ms)) != QH_OK) goto cleanup;
+    if ((st = convert_all(&L, ms, m->cfg.n_layers)) != QH_OK) goto cleanup;
+    if (L.spill) {                    /* the blocks are converted later: keep the files */
+        ms->set = *set_p;
+        *set_p = NULL;
+    }
     ms->n_params = L.n_params;
     if ((st = arrange_linears(m)) != QH_OK) goto cleanup;
     if (m->cfg.features.tied_head) m->lm_head = m->embed_tokens;
@@ -1017,6 +1071,9 @@ void qh_model_free(qh_model *m)
         else free(ms->buf);
         free(ms->block_begin);
         free(ms->block_end);
+        free(ms->pending);
+        free(ms->ready);
+        free(ms->arrange_tmp);
         qh_st_set_close(ms->set);     /* unmaps: after this no weight pointer is valid */
     }
     free(ms);
@@ -1076,6 +1133,27 @@ void qh_model_release_block(const qh_model *m, int layer)
     const model_storage *ms = m->storage;
     if (!ms || !ms->block_begin || layer < 0 || layer >= m->cfg.n_layers) return;
     spill_release(ms, ms->block_begin[layer], ms->block_end[layer]);
+}
+
+int qh_model_acquire_block(const qh_model *m, int layer)
+{
+    model_storage *ms = m->storage;
+    if (!ms || !ms->ready || layer < 0 || layer >= m->cfg.n_layers || ms->ready[layer])
+        return QH_OK;
+    for (size_t i = 0; i < ms->n_pending; i++)
+        if (ms->pending[i].block == layer) QH_TRY(convert_slot(&ms->pending[i], ms));
+    if (ms->arrange_tmp) arrange_data((qh_model *)m, layer, ms->arrange_tmp);
+    ms->ready[layer] = 1;
+    return QH_OK;
+}
+
+int qh_model_acquire_all(const qh_model *m)
+{
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        QH_TRY(qh_model_acquire_block(m, l));
+        qh_model_release_block(m, l);
+    }
+    return QH_OK;
 }
 
 int qh_model_spilled(const qh_model *m)

@@ -25,7 +25,8 @@
  * Spilled models (qh_model_load_opts.scratch_dir, for models larger than
  * memory): every tensor is converted or copied into a shared mapping of an
  * unnamed scratch file in that folder, one block after another, each
- * block's pages starting on a page of their own; qh_model_release_block
+ * block's pages starting on a page of their own, a decoder block's when it
+ * is first acquired (qh_model_acquire_block); qh_model_release_block
  * drops a block's pages from the process (they stay in the file, written
  * back when the system needs the memory, and are read again on the next
  * access), so that only the blocks in use are resident.  The numbers are
@@ -153,6 +154,20 @@ int qh_model_load_with(const char *dir, const qh_model_load_opts *opts, qh_model
  * not spilled and for a layer out of range.  Safe while other threads read
  * the block. */
 void qh_model_release_block(const qh_model *m, int layer);
+
+/* Spilled models convert a decoder block's tensors from their files (mapped in
+ * the stored dtype) into the scratch file when the block is first acquired,
+ * not at load: a run that visits a few blocks converts only those, and the
+ * first block's work starts at once.  Until then the block's weight pointers
+ * are set but its values are not: every reader of block weights acquires the
+ * block first (the forward, the sequential pipeline, saving do; code that
+ * touches every block calls qh_model_acquire_all).  Returns QH_OK (also for a
+ * model not spilled, a block already converted and a layer out of range), or
+ * the load statuses of the block's tensors (QH_EIO, QH_ENAN with the file and
+ * tensor named).  Not thread-safe: acquire from one thread. */
+int qh_model_acquire_block(const qh_model *m, int layer) QH_MUST_CHECK;
+/* Every block acquired (each released after, for a spilled model). */
+int qh_model_acquire_all(const qh_model *m) QH_MUST_CHECK;
 int qh_model_spilled(const qh_model *m);                /* 1: loaded with a scratch_dir */
 
 /* config.json of dir alone, parsed as qh_model_load parses it (no weights

@@ -50,6 +50,8 @@ static const float *linear_tensor(const qh_model *m, const char *name, float **o
             const float *src = is_w ? lin->W : lin->b;     /* a group's rows are contiguous */
             if (!src) return NULL;
             *layer = l;
+            int acq = qh_model_acquire_block(m, l);   /* a spilled block not yet converted */
+            if (acq != QH_OK) { *st = acq; return NULL; }
             int heads = ly->fuse == QH_FUSE_HEADS && n == 3;
             int transpose = ly->transposed && is_w;
             if (!heads && !transpose) return src;

@@ -311,6 +311,8 @@ int qh_sequential_visit(qh_model *m, const int32_t *windows, size_t nsamples, si
     int n_blocks = v->max_blocks > 0 && v->max_blocks < m->cfg.n_layers ? v->max_blocks : m->cfg.n_layers;
     for (int layer = 0; layer < n_blocks && st == QH_OK; layer++) {
         block_hessians bh;
+        st = qh_model_acquire_block(m, layer);    /* spilled models: converted now */
+        if (st != QH_OK) break;
         st = init_hessians(&bh, m, layer);
         if (st != QH_OK) break;
         st = collect_block(m, layer, &states, nsamples, seqlen, ws, &bh);

@@ -72,6 +72,8 @@ int qh_absmax_collect(qh_model *m, const int32_t *windows, size_t nsamples, size
 int qh_transform_apply(qh_model *m, const qh_model_transform *tf, const int32_t *windows,
                        size_t nsamples, size_t seqlen, uint64_t seed, const char *who)
 {
+    if (tf->smooth_alpha > 0 || tf->rotate)      /* they rewrite every block */
+        QH_TRY(qh_model_acquire_all(m));
     if (tf->smooth_alpha > 0) {
         double **a = NULL;
         size_t dims[QH_ABSMAX_GROUPS];
