@@ -10,7 +10,9 @@
  *   attention 4 * head_dim * sum over heads and query blocks of keys*queries
  *             (causal blocks of 128 queries: about T^2/2 + 64 T per head, x2 for QK^T and PV)
  *   lm_head   2 * T * vocab * embed_dim (+ project_out)
- * QH_BENCH_MODEL=DIR adds that model at T = 512 and 1024 (4 windows each).
+ * QH_BENCH_MODEL=DIR adds that model at T = 512 and 1024 (4 windows each, the
+ * best of 3 passes: the machine's speed drifts by several per cent between
+ * the peak probe and a pass, and the peak too is a best of several).
  * Prints timings, so it is a benchmark, never a pass/fail test.
  */
 #include <stdio.h>
@@ -27,7 +29,7 @@
 #include "bench_util.h"
 
 static int bench_model(const char *dir, const int32_t *ids, size_t n_ids, size_t T, int windows,
-                       double peak)
+                       int reps, double peak)
 {
     qh_model *m = NULL;
     qh_forward_ws *ws = NULL;
@@ -46,17 +48,24 @@ static int bench_model(const char *dir, const int32_t *ids, size_t n_ids, size_t
     st = qh_forward_window(m, ids, T, ws, logits);            /* warm-up */
     memset(&ws->stats, 0, sizeof ws->stats);
     ws->profile = 1;
-    double t0 = qh_seconds();
-    for (int w = 0; st == QH_OK && w < windows; w++)
-        st = qh_forward_window(m, ids + (size_t)(w + 1) * T, T, ws, logits);
-    double sec = qh_seconds() - t0;
+    /* best of `reps` passes over the windows, as the peak is a best of several */
+    qh_forward_stats best;
+    double sec = 0.0;
+    for (int r = 0; st == QH_OK && r < reps; r++) {
+        memset(&ws->stats, 0, sizeof ws->stats);
+        double t0 = qh_seconds();
+        for (int w = 0; st == QH_OK && w < windows; w++)
+            st = qh_forward_window(m, ids + (size_t)(w + 1) * T, T, ws, logits);
+        double t = qh_seconds() - t0;
+        if (r == 0 || t < sec) { sec = t; best = ws->stats; }
+    }
     if (st != QH_OK) { printf("%s: forward failed: %s\n", dir, qh_last_error()); goto cleanup; }
-    const qh_forward_stats *s = &ws->stats;
+    const qh_forward_stats *s = &best;
     double flops = s->linear_flops + s->attn_flops + s->head_flops;
     double gemm_s = s->linear_s + s->attn_gemm_s + s->head_s;
     double gf = flops / sec * 1e-9;
-    printf("%-28s T=%zu x %d windows: %8.0f tokens/s  %6.1f GFLOP/s = %4.1f %% of peak\n", dir, T,
-           windows, (double)T * windows / sec, gf, 100.0 * gf / peak);
+    printf("%-28s T=%zu x %d windows, best of %d: %8.0f tokens/s  %6.1f GFLOP/s = %4.1f %% of peak\n",
+           dir, T, windows, reps, (double)T * windows / sec, gf, 100.0 * gf / peak);
     printf("    GFLOP per window: linears %.2f, attention %.2f, lm_head %.2f (total %.2f)\n",
            s->linear_flops / windows * 1e-9, s->attn_flops / windows * 1e-9,
            s->head_flops / windows * 1e-9, flops / windows * 1e-9);
@@ -85,14 +94,14 @@ int main(void)
     int32_t *ids = NULL;
     size_t n = 0;
     if (bench_wikitext_ids(&ids, &n) != QH_OK) return 1;
-    int st = bench_model("models/opt-7m", ids, n, 1024, 8, peak);
-    if (st == QH_OK) st = bench_model("models/llama-9m", ids, n, 1024, 8, peak);
-    if (st == QH_OK) st = bench_model("../shared/models/opt-30m", ids, n, 1024, 4, peak);
+    int st = bench_model("models/opt-7m", ids, n, 1024, 8, 1, peak);
+    if (st == QH_OK) st = bench_model("models/llama-9m", ids, n, 1024, 8, 1, peak);
+    if (st == QH_OK) st = bench_model("../shared/models/opt-30m", ids, n, 1024, 4, 1, peak);
     /* a larger model of real shapes, e.g. experiments/scripts/make_random_model.py
      * --preset llama-170m DIR: its token ids are wikitext2's (below its vocabulary) */
     const char *big = getenv("QH_BENCH_MODEL");
     for (size_t T = 512; st == QH_OK && big && *big && T <= 1024; T *= 2)
-        st = bench_model(big, ids, n, T, 4, peak);
+        st = bench_model(big, ids, n, T, 4, 3, peak);
     free(ids);
     return st == QH_OK ? 0 : 1;
 }

@@ -24,6 +24,14 @@
 #include "qh_hadamard.h"
 #include "qh_clock.h"
 
+/* The element-wise loops (norm outputs, RoPE, residuals) are vectorised with
+ * GCC's full vectoriser, which -O2 leaves out.  The bits do not change: it
+ * does not reorder floating-point sums without -fassociative-math, so the
+ * reductions (the norms' sums in double) stay serial. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic")
+#endif
+
 /* Query columns per attention block: large enough for efficient sgemm,
  * small enough that the computed-but-masked part of QK^T stays ~12 %. */
 #define QH_ATTN_QBLOCK 128
