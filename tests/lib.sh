@@ -12,6 +12,16 @@ summary() { echo "$pass passed, $fail failed, $skip skipped"; [ "$fail" -eq 0 ];
 new_tmp() { tmp=$(mktemp -d) || { echo "FAIL: mktemp"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }; }
 # attr FILE OBJECT NAME: an HDF5 attribute's value as h5dump prints it, quotes dropped.
 attr() { h5dump -a "$2/$3" "$1" 2>/dev/null | sed -n 's/^ *(0): //p' | tr -d '"'; }
+# need_numpy_python WHAT: $py is the first python3 with numpy ($PYTHON, then every python3 on
+# PATH); without one the test is skipped (and ends), saying WHAT goes untested.
+need_numpy_python() {
+    py=
+    for c in "${PYTHON:-}" $(type -ap python3); do
+        [ -n "$c" ] && "$c" -c 'import numpy' 2>/dev/null && { py=$c; return; }
+    done
+    skip "no python3 with numpy: $1 not tested"
+    summary
+}
 # need_hdf5_tools TOOL...: the test is skipped (and ends) unless every tool (h5dump, h5diff) is installed.
 need_hdf5_tools() {
     for t in "$@"; do

@@ -371,6 +371,20 @@ static void check_refused_key(const char *name, void (*edit)(cJSON *), const cha
     remove_dir(out);
 }
 
+/* Every linear (weights, biases) of a equal to b's, bit for bit. */
+static int same_linears(const qh_model *a, const qh_model *b)
+{
+    int same = 1;
+    for (int l = 0; same && l < a->cfg.n_layers; l++)
+        for (int k = 0; k < QH_LIN_MAX; k++) {
+            const qh_linear *x = &a->blocks[l].lin[k], *y = &b->blocks[l].lin[k];
+            if (!x->W) continue;
+            same &= !memcmp(x->W, y->W, (size_t)x->out * x->in * sizeof(float));
+            same &= !x->b == !y->b && (!x->b || !memcmp(x->b, y->b, (size_t)x->out * sizeof(float)));
+        }
+    return same;
+}
+
 /* ---- 3. fused and transposed tensors saved back ------------------------------ */
 
 static void check_fused_save(const char *name)
@@ -393,35 +407,13 @@ static void check_fused_save(const char *name)
     int st = qh_model_save(m, out);
     if (st == QH_OK) st = qh_model_load(out, &r);
     QH_CHECK(st == QH_OK, "%s: save and reload: %s", name, st ? qh_last_error() : "");
-    int same = r != NULL;
-    for (int l = 0; same && l < m->cfg.n_layers; l++)
-        for (int k = 0; k < QH_LIN_MAX; k++) {
-            const qh_linear *a = &m->blocks[l].lin[k], *b = &r->blocks[l].lin[k];
-            if (!a->W) continue;
-            same &= !memcmp(a->W, b->W, (size_t)a->out * a->in * sizeof(float));
-            same &= !a->b == !b->b && (!a->b || !memcmp(a->b, b->b, (size_t)a->out * sizeof(float)));
-        }
-    QH_CHECK(same, "%s: every kind's weights and biases round-trip through the stored tensors",
-             name);
+    QH_CHECK(r && same_linears(m, r),
+             "%s: every kind's weights and biases round-trip through the stored tensors", name);
     qh_model_free(r);
     qh_model_free(m);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", out);
     QH_CHECK(system(cmd) == 0, "remove %s", out);
-}
-
-/* Every linear (weights, biases) of a equal to b's, bit for bit. */
-static int same_linears(const qh_model *a, const qh_model *b)
-{
-    int same = 1;
-    for (int l = 0; same && l < a->cfg.n_layers; l++)
-        for (int k = 0; k < QH_LIN_MAX; k++) {
-            const qh_linear *x = &a->blocks[l].lin[k], *y = &b->blocks[l].lin[k];
-            if (!x->W) continue;
-            same &= !memcmp(x->W, y->W, (size_t)x->out * x->in * sizeof(float));
-            same &= !x->b == !y->b && (!x->b || !memcmp(x->b, y->b, (size_t)x->out * sizeof(float)));
-        }
-    return same;
 }
 
 /* Spilled (model.h: blocks converted when first acquired, with the layout's

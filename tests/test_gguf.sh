@@ -10,14 +10,7 @@
 new_tmp
 trap 'rm -rf "$tmp"' EXIT
 
-py=
-for c in "${PYTHON:-}" $(type -ap python3); do   # every python3 on PATH, first with numpy
-    [ -n "$c" ] && "$c" -c 'import numpy' 2>/dev/null && { py=$c; break; }
-done
-if [ -z "$py" ]; then
-    skip "no python3 with numpy: hf_to_gguf.py not tested"
-    echo "$pass passed, $fail failed, $skip skipped"; exit 0
-fi
+need_numpy_python hf_to_gguf.py
 
 "$py" -B experiments/scripts/make_random_model.py --preset tiny --dtype bf16 --seed 5 "$tmp/m" \
     > /dev/null 2>&1 || bad "tiny bf16 model not written"

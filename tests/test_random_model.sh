@@ -8,14 +8,7 @@ new_tmp
 trap 'rm -rf "$tmp"' EXIT
 gen=experiments/scripts/make_random_model.py
 
-py=
-for c in "${PYTHON:-}" $(type -ap python3); do   # every python3 on PATH, first with numpy
-    [ -n "$c" ] && "$c" -c 'import numpy' 2>/dev/null && { py=$c; break; }
-done
-if [ -z "$py" ]; then
-    skip "no python3 with numpy: make_random_model.py not tested"
-    echo "$pass passed, $fail failed, $skip skipped"; exit 0
-fi
+need_numpy_python make_random_model.py
 
 expect_line() {
     if grep -Eq -- "$3" <<< "$2"; then ok "$1"; else bad "$1 (no line matching '$3')"; fi
