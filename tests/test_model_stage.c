@@ -165,7 +165,7 @@ static void check_linear(const char *name, model_case *c, qh_kl_ws *ws, int laye
     qh_mpo_state *s = c->states[(size_t)layer * QH_LIN_MAX + (size_t)kind];
     size_t cnt = s->mpo.count;
     double *g = malloc(cnt * sizeof *g), *x0 = malloc(cnt * sizeof *x0);
-    double kl0, lp, lm;
+    double kl0, lp = NAN, lm = NAN;   /* NAN until measured */
     int st = kl_of(c, ws, layer, kind, g, &kl0);
     QH_CHECK(st == QH_OK, "%s: KL gradient: %s", name, st ? qh_last_error() : "");
     if (st != QH_OK) goto done;
