@@ -989,17 +989,14 @@ static int load_weights(qh_model *m, qh_st_set **set_p, int final_norm, const ch
     if (st != QH_OK) goto cleanup;
     model_storage *ms = m->storage;
     place_all(&L, &ms->n_mapped);
-    if (ms->n_mapped) {               /* from here the model owns the mappings */
+    if (ms->n_mapped || L.spill) {    /* from here the model owns the mappings (spilled:
+                                         its blocks are converted from them later) */
         ms->set = *set_p;
         *set_p = NULL;
     }
     if ((st = storage_alloc(ms, L.total_floats, scratch_dir, m->dir)) != QH_OK) goto cleanup;
     if (L.spill && (st = spill_ranges(&L, ms, m->cfg.n_layers)) != QH_OK) goto cleanup;
     if ((st = convert_all(&L, ms, m->cfg.n_layers)) != QH_OK) goto cleanup;
-    if (L.spill) {                    /* the blocks are converted later: keep the files */
-        ms->set = *set_p;
-        *set_p = NULL;
-    }
     ms->n_params = L.n_params;
     if ((st = arrange_linears(m)) != QH_OK) goto cleanup;
     if (m->cfg.features.tied_head) m->lm_head = m->embed_tokens;

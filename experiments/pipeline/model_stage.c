@@ -319,11 +319,11 @@ int qh_model_stage_tune(qh_model *m, const qh_model *float_m, const int32_t *win
                  t ? t->name : "(none)");
     if (nsamples < 1 || T < 1)
         QH_ERROR(QH_EINVAL, "model stage: %zu windows of %zu tokens", nsamples, T);
-    QH_TRY(qh_model_acquire_all(m));               /* it tunes every block at once */
-    QH_TRY(qh_model_acquire_all(float_m));
     if (float_m->cfg.n_layers != m->cfg.n_layers || float_m->cfg.hidden != m->cfg.hidden ||
         float_m->cfg.vocab_size != m->cfg.vocab_size)
         QH_ERROR(QH_EINVAL, "model stage: the float model's shapes differ from the model's");
+    QH_TRY(qh_model_acquire_all(m));               /* it tunes every block at once */
+    QH_TRY(qh_model_acquire_all(float_m));
     model_tuner tu = { .m = m, .float_m = float_m, .windows = windows, .nsamples = nsamples,
                        .T = T, .ops = t->block, .params = params,
                        .rng = qh_rng_stream(opts ? opts->seed : 0, 0, QH_RNG_MODEL_DRAW) };
