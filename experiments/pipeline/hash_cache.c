@@ -10,20 +10,15 @@
 #define MIN_BYTES_DEFAULT (64LL << 20)
 #define MAX_LINES 4096               /* oldest lines dropped beyond this */
 
-typedef struct {
-    unsigned long long dev, ino;
-    long long size, mtime_s, mtime_ns, ctime_s, ctime_ns;
-} file_key;
-
-static file_key key_of(const struct stat *sb)
+qh_file_key qh_file_key_of(const struct stat *sb)
 {
-    return (file_key){ (unsigned long long)sb->st_dev, (unsigned long long)sb->st_ino,
+    return (qh_file_key){ (unsigned long long)sb->st_dev, (unsigned long long)sb->st_ino,
                        (long long)sb->st_size, (long long)sb->st_mtim.tv_sec,
                        (long long)sb->st_mtim.tv_nsec, (long long)sb->st_ctim.tv_sec,
                        (long long)sb->st_ctim.tv_nsec };
 }
 
-static int same_key(const file_key *a, const file_key *b)
+int qh_file_key_same(const qh_file_key *a, const qh_file_key *b)
 {
     return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime_s == b->mtime_s
            && a->mtime_ns == b->mtime_ns && a->ctime_s == b->ctime_s && a->ctime_ns == b->ctime_ns;
@@ -48,15 +43,15 @@ static int cache_path(char *buf, size_t n)
     return len > 0 && (size_t)len < n;
 }
 
-static int wanted(const struct stat *sb)
+static int wanted(const qh_file_key *key)
 {
     const char *env = getenv("QH_HASH_CACHE_MIN");
     long long min = env && *env ? atoll(env) : MIN_BYTES_DEFAULT;
-    return (long long)sb->st_size >= min;
+    return key->size >= min;
 }
 
 /* One line into key and hex; 0 for a malformed line. */
-static int parse_line(const char *line, file_key *k, char hex[65])
+static int parse_line(const char *line, qh_file_key *k, char hex[65])
 {
     char h[80];
     if (sscanf(line, "%llu %llu %lld %lld %lld %lld %lld %79s", &k->dev, &k->ino, &k->size,
@@ -67,16 +62,16 @@ static int parse_line(const char *line, file_key *k, char hex[65])
     return 1;
 }
 
-int qh_hash_cache_lookup(const struct stat *sb, char hex[65])
+int qh_hash_cache_lookup(const qh_file_key *key, char hex[65])
 {
     char path[1100], line[256], h[65];
-    if (!wanted(sb) || !cache_path(path, sizeof path)) return 0;
+    if (!wanted(key) || !cache_path(path, sizeof path)) return 0;
     FILE *f = fopen(path, "r");
     if (!f) return 0;
-    file_key want = key_of(sb), k;
+    qh_file_key k;
     int found = 0;
     while (fgets(line, sizeof line, f))
-        if (parse_line(line, &k, h) && same_key(&k, &want)) {
+        if (parse_line(line, &k, h) && qh_file_key_same(&k, key)) {
             memcpy(hex, h, 65);
             found = 1;                   /* the last matching line wins */
         }
@@ -97,18 +92,18 @@ static void make_parent(const char *path)
         }
 }
 
-void qh_hash_cache_store(const struct stat *sb, const char hex[65])
+void qh_hash_cache_store(const qh_file_key *key, const char hex[65])
 {
     char path[1100], tmp[1200], line[256], h[65];
-    if (!wanted(sb) || !cache_path(path, sizeof path)) return;
+    if (!wanted(key) || !cache_path(path, sizeof path)) return;
     make_parent(path);
     char (*keep)[256] = malloc(MAX_LINES * sizeof *keep);
     if (!keep) return;
     size_t n = 0;
-    file_key want = key_of(sb), k;
+    qh_file_key k;
     FILE *in = fopen(path, "r");
     while (in && fgets(line, sizeof line, in))
-        if (parse_line(line, &k, h) && !same_key(&k, &want)) {
+        if (parse_line(line, &k, h) && !qh_file_key_same(&k, key)) {
             if (n == MAX_LINES) { memmove(keep, keep + 1, (MAX_LINES - 1) * sizeof *keep); n--; }
             snprintf(keep[n++], sizeof *keep, "%s", line);
         }
@@ -117,8 +112,8 @@ void qh_hash_cache_store(const struct stat *sb, const char hex[65])
     FILE *out = fopen(tmp, "w");
     if (out) {
         for (size_t i = 0; i < n; i++) fputs(keep[i], out);
-        fprintf(out, "%llu %llu %lld %lld %lld %lld %lld %s\n", want.dev, want.ino, want.size,
-                want.mtime_s, want.mtime_ns, want.ctime_s, want.ctime_ns, hex);
+        fprintf(out, "%llu %llu %lld %lld %lld %lld %lld %s\n", key->dev, key->ino, key->size,
+                key->mtime_s, key->mtime_ns, key->ctime_s, key->ctime_ns, hex);
         int bad = ferror(out);
         bad |= fclose(out) != 0;
         if (bad || rename(tmp, path) != 0) remove(tmp);

@@ -18,11 +18,21 @@
 
 #include <sys/stat.h>
 
-/* 1 and the hash in hex when the cache holds one for a file with stat sb. */
-int qh_hash_cache_lookup(const struct stat *sb, char hex[65]);
+/* What identifies a file's contents without reading them: a write changes
+ * size, mtime or, whatever mtime is set back to, ctime. */
+typedef struct {
+    unsigned long long dev, ino;
+    long long size, mtime_s, mtime_ns, ctime_s, ctime_ns;
+} qh_file_key;
 
-/* Remembers hex for a file with stat sb (files below the size threshold and
- * a disabled cache: nothing). */
-void qh_hash_cache_store(const struct stat *sb, const char hex[65]);
+qh_file_key qh_file_key_of(const struct stat *sb);
+int qh_file_key_same(const qh_file_key *a, const qh_file_key *b);   /* 1: every field equal */
+
+/* 1 and the hash in hex when the cache holds one for the file of key. */
+int qh_hash_cache_lookup(const qh_file_key *key, char hex[65]);
+
+/* Remembers hex for the file of key (files below the size threshold and a
+ * disabled cache: nothing). */
+void qh_hash_cache_store(const qh_file_key *key, const char hex[65]);
 
 #endif

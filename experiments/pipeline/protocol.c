@@ -32,7 +32,7 @@ const char *const qh_protocol_host_keys[] = { "blas.", NULL };
 
 typedef struct {
     char path[1024];
-    long long size, mtime_s, mtime_ns, ctime_s, ctime_ns;   /* ctime: a write, whatever mtime says */
+    qh_file_key key;                 /* the file when it was hashed (hash_cache.h) */
     char hex[65];
 } hash_entry;
 
@@ -58,31 +58,24 @@ int qh_file_sha256(const char *path, char hex[65])
     struct stat sb;
     if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
         QH_ERROR(QH_EIO, "%s: not a readable regular file", path);
+    qh_file_key key = qh_file_key_of(&sb);
     for (size_t i = 0; i < n_cache; i++)
-        if (!strcmp(cache[i].path, path) && cache[i].size == (long long)sb.st_size
-            && cache[i].mtime_s == (long long)sb.st_mtim.tv_sec
-            && cache[i].mtime_ns == (long long)sb.st_mtim.tv_nsec
-            && cache[i].ctime_s == (long long)sb.st_ctim.tv_sec
-            && cache[i].ctime_ns == (long long)sb.st_ctim.tv_nsec) {
+        if (!strcmp(cache[i].path, path) && qh_file_key_same(&cache[i].key, &key)) {
             memcpy(hex, cache[i].hex, 65);
             return QH_OK;
         }
-    if (!qh_hash_cache_lookup(&sb, hex)) {        /* large files: another process's hash */
+    if (!qh_hash_cache_lookup(&key, hex)) {        /* large files: another process's hash */
         FILE *f = fopen(path, "rb");
         if (!f) QH_ERROR(QH_EIO, "%s: cannot open for hashing", path);
         int st = hash_stream(f, path, hex);
         fclose(f);
         if (st != QH_OK) return st;
-        qh_hash_cache_store(&sb, hex);
+        qh_hash_cache_store(&key, hex);
     }
     if (strlen(path) >= sizeof cache[0].path) return QH_OK;
     hash_entry *e = &cache[n_cache < HASH_CACHE ? n_cache++ : HASH_CACHE - 1];
     snprintf(e->path, sizeof e->path, "%s", path);
-    e->size = (long long)sb.st_size;
-    e->mtime_s = (long long)sb.st_mtim.tv_sec;
-    e->mtime_ns = (long long)sb.st_mtim.tv_nsec;
-    e->ctime_s = (long long)sb.st_ctim.tv_sec;
-    e->ctime_ns = (long long)sb.st_ctim.tv_nsec;
+    e->key = key;
     memcpy(e->hex, hex, 65);
     return QH_OK;
 }

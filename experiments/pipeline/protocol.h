@@ -45,7 +45,8 @@ const char *qh_protocol_code_sources(void);
 extern const char *const qh_protocol_host_keys[];
 
 /* SHA-256 of a file's bytes as 64 hex digits.  Cached per process by path,
- * size, modification and status-change time, so a model shard is read once however many
+ * device, inode, size, modification and status-change time (hash_cache.h's
+ * qh_file_key), so a model shard is read once however many
  * cells name it, and for large files across processes (hash_cache.h).
  * Return: QH_OK; QH_EIO (message names the file). */
 int qh_file_sha256(const char *path, char hex[65]) QH_MUST_CHECK;
