@@ -46,7 +46,6 @@ static int bench_model(const char *dir, const int32_t *ids, size_t n_ids, size_t
         goto cleanup;
     }
     st = qh_forward_window(m, ids, T, ws, logits);            /* warm-up */
-    memset(&ws->stats, 0, sizeof ws->stats);
     ws->profile = 1;
     /* best of `reps` passes over the windows, as the peak is a best of several */
     qh_forward_stats best;
