@@ -25,6 +25,7 @@ REPEATS=${QH_BENCH_REPEATS:-3}
 PY=${PYTHON:-/usr/bin/python3}
 LP=${LLAMA_PERPLEXITY:-$(command -v llama-perplexity || true)}
 say() { echo "bench_llamacpp: $*"; }
+larger() { awk -v a="$1" -v b="$2" 'BEGIN { print (b > a ? b : a) }'; }
 
 [ -n "$LP" ] && [ -x "$LP" ] || { say "skipped: no llama-perplexity (set LLAMA_PERPLEXITY=path)"; exit 0; }
 [ -n "${QH_BENCH_MODEL:-}" ] || { say "skipped: set QH_BENCH_MODEL=DIR (a Llama folder)"; exit 0; }
@@ -63,9 +64,9 @@ for T in 512 1024; do
     best_q=0 best_l=0 ppl_q=nan ppl_l=nan
     for _ in $(seq "$REPEATS"); do
         read -r r p < <(qh_rate "$T") || { say "qh ppl failed at T=$T"; exit 1; }
-        best_q=$(awk -v a="$best_q" -v b="$r" 'BEGIN { print (b > a ? b : a) }'); ppl_q=$p
+        best_q=$(larger "$best_q" "$r"); ppl_q=$p
         if ! read -r r p < <(llama_rate "$T"); then say "llama-perplexity failed at T=$T"; exit 1; fi
-        best_l=$(awk -v a="$best_l" -v b="$r" 'BEGIN { print (b > a ? b : a) }'); ppl_l=$p
+        best_l=$(larger "$best_l" "$r"); ppl_l=$p
     done
     awk -v T="$T" -v q="$best_q" -v l="$best_l" -v pq="$ppl_q" -v pl="$ppl_l" \
         'BEGIN { printf "%-6s %16.1f %20.1f %7.2fx   %.1f / %s\n", T, q, l, q / l, pq, pl }'
