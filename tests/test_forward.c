@@ -652,9 +652,43 @@ static void test_vexp(void)
              "vexp: overflow to +Inf, flush below -87.34, NaN kept, exp(0) = 1");
 }
 
+/* The double exp of the evaluation's log-sum-exp against glibc's exp, and
+ * qh_logsumexp against the serial sum of glibc's exps it replaced. */
+static void test_vexp_double(void)
+{
+    double worst = 0.0;
+    for (double x = -707.9; x < 709.0; x += 0.0137) {
+        double e = exp(x), ulp = ldexp(1.0, ilogb(e) - 52);    /* double ulp at e */
+        double err = fabs(qh_vexp_d(x) - e) / ulp;
+        worst = err > worst ? err : worst;
+    }
+    QH_CHECK(worst <= 2.0, "vexp_d: worst error %.3f ulp over [-707.9, 709] (<= 2)", worst);
+    QH_CHECK(qh_vexp_d(-709.0) == 0.0 && qh_vexp_d(-INFINITY) == 0.0 && isnan(qh_vexp_d(NAN))
+                 && qh_vexp_d(0.0) == 1.0,
+             "vexp_d: 0 below -708 and at -Inf, NaN kept, exp(0) = 1");
+    qh_rng r = qh_rng_stream(7, 0, QH_RNG_SYNTHETIC);
+    double worst_rel = 0.0;
+    float x[5003];
+    for (int trial = 0; trial < 20; trial++) {
+        size_t n = 1 + (size_t)trial * 250;             /* 1 .. 4751: partial sums and tails */
+        for (size_t i = 0; i < n; i++) x[i] = (float)(8.0 * qh_rng_normal(&r));
+        float mx = x[0];
+        for (size_t i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+        double s = 0.0;
+        for (size_t i = 0; i < n; i++) s += exp((double)x[i] - (double)mx);
+        double ref = (double)mx + log(s), got = qh_logsumexp(x, n);
+        double rel = fabs(got - ref) / fabs(ref);
+        worst_rel = rel > worst_rel ? rel : worst_rel;
+    }
+    QH_CHECK(worst_rel <= 1e-14, "logsumexp: within %.2g of glibc exp's serial sum (<= 1e-14)", worst_rel);
+    x[0] = 1.0f; x[1] = NAN; x[2] = 2.0f;
+    QH_CHECK(isnan(qh_logsumexp(x, 3)), "logsumexp: a NaN logit gives NaN");
+}
+
 int main(void)
 {
     test_vexp();
+    test_vexp_double();
     test_norms();
     test_rope();
     test_attention();

@@ -29,4 +29,15 @@ double qh_vexp_shifted_sum(float *x, size_t n, float shift);
  * NULL (a gated MLP's up projection). */
 void qh_vsilu(float *a, const float *u, size_t n);
 
+/* exp(x) in double for x <= 709 (the evaluation's log-sum-exp, whose
+ * arguments are logits minus their maximum, so at most 0), as qh_vexpf in
+ * double: Taylor to degree 13, at most 2 ulp of double against glibc's exp
+ * (measured in tests/test_forward.c); x below -708 gives 0 instead of a
+ * subnormal, NaN gives NaN. */
+double qh_vexp_d(double x);
+
+/* sum over i < n of qh_vexp_d((double)x[i] - shift), shift >= every x[i],
+ * in eight partial sums combined in a fixed order, as qh_vexp_shifted_sum. */
+double qh_vexp_sum_d(const float *x, size_t n, double shift);
+
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "model/forward.h"
+#include "model/vexp.h"
 #include "qh_clock.h"
 
 double qh_logsumexp(const float *x, size_t n)
@@ -14,9 +15,7 @@ double qh_logsumexp(const float *x, size_t n)
     float mx = x[0];
     for (size_t i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
     if (!isfinite(mx)) return (double)mx;       /* +Inf or NaN propagates */
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++) s += exp((double)x[i] - (double)mx);
-    return (double)mx + log(s);
+    return (double)mx + log(qh_vexp_sum_d(x, n, (double)mx));   /* vectorised, threaded by the caller */
 }
 
 /* lse[t] = qh_logsumexp of column t of logits (vocab x n), t < n. */

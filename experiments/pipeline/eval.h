@@ -92,7 +92,8 @@ int qh_eval_ppl(const qh_model *m, const int32_t *ids, size_t n_ids, size_t seql
                 qh_eval_result *res) QH_MUST_CHECK;
 void qh_eval_result_free(qh_eval_result *res);          /* frees window_nll; NULL: no-op */
 
-/* log(sum_i exp(x[i])) of n >= 1 floats, in double with max subtraction. */
+/* log(sum_i exp(x[i])) of n >= 1 floats, in double with max subtraction;
+ * the exps are vexp.h's qh_vexp_d, summed in eight partial sums. */
 double qh_logsumexp(const float *x, size_t n);
 
 /* lse[t] = qh_logsumexp(column t of logits (vocab x T)) for t < T - 1, the
