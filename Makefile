@@ -186,10 +186,12 @@ test: deps
 # cores (measured on 2 cores: 8.1 min, against 12.0 min with two BLAS threads
 # each and about 15.7 min one program at a time).  test_forward and
 # test_methods still set two threads where they check the threaded paths.
+# At most 8 at once: sanitized programs take several times their usual memory.
+ASAN_TEST_JOBS := $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$((n < 8 ? n : 8)))
 test-asan: deps $(if $(IS_CLANG),deps-clang)
 	@$(MAKE) --no-print-directory SANITIZE=1 test-programs
 	@QH_TEST_FAST=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	    QH_TEST_JOBS=$${QH_TEST_JOBS:-$$(nproc)} OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} \
+	    QH_TEST_JOBS=$${QH_TEST_JOBS:-$(ASAN_TEST_JOBS)} OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} \
 	    QH=$(ASAN_BUILD)/bin/qh QH_FUZZ_REPLAY=$(ASAN_BUILD)/tests/fuzz \
 	    tests/run.sh $(patsubst build/%,$(ASAN_BUILD)/%,$(TESTS)) $(SHELL_TESTS)
 
