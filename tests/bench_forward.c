@@ -30,13 +30,6 @@
 #include "tokenizer/tokenizer.h"
 #include "bench_util.h"
 
-/* The sgemm peak probed now: the better of 1024^3 (best of 3) and 2048^3 (best of 2). */
-static double peak_now(void)
-{
-    double p1 = bench_gemm_gflops(0, 1024, 3), p2 = bench_gemm_gflops(0, 2048, 2);
-    return p1 > p2 ? p1 : p2;
-}
-
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -73,14 +66,14 @@ static int bench_model(const char *dir, const int32_t *ids, size_t n_ids, size_t
     qh_forward_stats best = { 0 };
     double sec = 0.0;
     for (int r = 0; st == QH_OK && r < reps; r++) {
-        double before = bracket ? peak_now() : 0.0;
+        double before = bracket ? bench_sgemm_peak(3, 2, NULL, NULL) : 0.0;
         memset(&ws->stats, 0, sizeof ws->stats);
         double t0 = qh_seconds();
         for (int w = 0; st == QH_OK && w < windows; w++)
             st = qh_forward_window(m, ids + (size_t)(w + 1) * T, T, ws, logits);
         double t = qh_seconds() - t0;
         if (bracket) {
-            double after = peak_now(), local = before > after ? before : after;
+            double after = bench_sgemm_peak(3, 2, NULL, NULL), local = before > after ? before : after;
             const qh_forward_stats *s = &ws->stats;
             ratio[r] = (s->linear_flops + s->attn_flops + s->head_flops) / t * 1e-9 / local;
         }

@@ -48,6 +48,13 @@ static inline float exp_core(float x)
     return x != x ? x : y;
 }
 
+/* The eight partial sums of the array loops, combined in one fixed order
+ * (pairwise), so that a sum does not depend on the vector width. */
+static inline double sum8(const double part[8])
+{
+    return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
 float qh_vexpf(float x)
 {
     return exp_core(x);
@@ -69,7 +76,7 @@ double qh_vexp_shifted_sum(float *x, size_t n, float shift)
         x[i] = e;
         part[k] += (double)e;
     }
-    return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+    return sum8(part);
 }
 
 VEXP_CLONES
@@ -138,5 +145,5 @@ double qh_vexp_sum_d(const float *x, size_t n, double shift)
     for (; i + 8 <= n; i += 8)
         for (int k = 0; k < 8; k++) part[k] += exp_core_d((double)x[i + k] - shift);
     for (int k = 0; i < n; i++, k++) part[k] += exp_core_d((double)x[i] - shift);
-    return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+    return sum8(part);
 }
