@@ -8,6 +8,7 @@
  * being stored, so no m x n scratch is needed.
  */
 #include "qh_binarize.h"
+#include "qh_mat.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -243,12 +244,6 @@ int qh_binarize_search_salient(const qh_matd *T, size_t max_k, int order, size_t
     return qh_binarize_search_salient_ranked(T, rank, max_k, order, best_k, best_err);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Quantiles of |T| over the masked entries, plus, when zero_rest, a zero for
  * every entry outside the mask (the magnitudes of T with those entries zeroed). */
 static int abs_quantiles(const qh_matd *T, const uint8_t *mask, int zero_rest, const double *q,
@@ -268,7 +263,7 @@ static int abs_quantiles(const qh_matd *T, const uint8_t *mask, int zero_rest, c
         for (size_t i = 0; i < m; i++)
             if (in_mask(mask, m, i, j)) v[k++] = fabs(QH_AT(T, i, j));
             else if (zero_rest) v[k++] = 0.0;
-    qsort(v, cnt, sizeof *v, cmp_double);
+    qh_sort_doubles(v, cnt);
     for (size_t t = 0; t < nq; t++) {
         if (!(q[t] >= 0.0 && q[t] <= 1.0)) {
             free(v);

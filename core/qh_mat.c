@@ -53,3 +53,14 @@ void qh_matd_set_rowmajor_f(qh_matd *m, const float *src)
     for (size_t i = 0; i < m->rows; i++)
         for (size_t j = 0; j < m->cols; j++) QH_AT(m, i, j) = (double)src[i * m->cols + j];
 }
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void qh_sort_doubles(double *v, size_t n)
+{
+    if (n > 1) qsort(v, n, sizeof *v, cmp_double);
+}

@@ -41,4 +41,7 @@ void qh_matd_set_rowmajor_f(qh_matd *m, const float *src);
 int qh_matd_all_finite(const qh_matd *m);
 int qh_matf_all_finite(const qh_matf *m);
 
+/* v[0..n) in ascending order (qsort); NaNs are not ordered, keep them out. */
+void qh_sort_doubles(double *v, size_t n);
+
 #endif

@@ -19,6 +19,7 @@
 #include "model/model.h"
 #include "pipeline/eval.h"
 #include "pipeline/float_cache.h"
+#include "qh_mat.h"
 #include "qh_test.h"
 #include "results/writer.h"
 
@@ -37,12 +38,6 @@ static void logsoftmax(const float *x, size_t n, double *out)
     for (size_t i = 0; i < n; i++) mx = fmax(mx, x[i]);
     for (size_t i = 0; i < n; i++) s += exp(x[i] - mx);
     for (size_t i = 0; i < n; i++) out[i] = x[i] - mx - log(s);
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 /* Brute-force KL of the coarsening: the k ids of largest p (ties by lower id)
@@ -105,7 +100,7 @@ static void check_random(size_t k, double noise, uint64_t seed)
                    want_agree / (T - 1));
     QH_CHECK_CLOSE(dp, want_dp / (T - 1), 1e-7, 0, "delta p k=%zu: %g vs %g", k, dp, want_dp / (T - 1));
     QH_CHECK_CLOSE(acc.kl_max, mx, 1e-9, 1e-5, "max KL exact: %g vs %g", acc.kl_max, mx);
-    qsort(all, T - 1, sizeof *all, cmp_d);
+    qh_sort_doubles(all, T - 1);
     double want99 = all[(size_t)ceil(0.99 * (T - 1)) - 1], got99 = qh_fidelity_quantile(&acc, 0.99);
     double want50 = all[(size_t)ceil(0.5 * (T - 1)) - 1], got50 = qh_fidelity_quantile(&acc, 0.5);
     double bin = pow(10.0, 1.0 / QH_KL_HIST_PER_DECADE) * (1 + 1e-6);

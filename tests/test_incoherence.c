@@ -9,6 +9,7 @@
 #include "qh_blas.h"
 #include "qh_hadamard.h"
 #include "qh_incoherence.h"
+#include "qh_mat.h"
 #include "qh_metrics.h"
 #include "qh_rng.h"
 #include "qh_test.h"
@@ -347,12 +348,6 @@ static void test_lowers_mu(qh_incoh_kind kind)
     qh_matd_free(H);
 }
 
-static int cmp_dbl(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* QuIP's Kronecker factors with its random permutations (config "permute"):
  * V = P_out (A ⊗ B) P_in only reorders the rows and columns of A ⊗ B (the
  * same Haar factors are drawn either way), so both V hold the same entries,
@@ -376,8 +371,8 @@ static void test_kron_permute(void)
         memcpy(a, V[0]->data, sizeof a);
         memcpy(b, V[1]->data, sizeof b);
         QH_CHECK(max_abs_diff(V[0], V[1]) > 1e-3, "permuted V differs from A (x) B");
-        qsort(a, 144, sizeof *a, cmp_dbl);
-        qsort(b, 144, sizeof *b, cmp_dbl);
+        qh_sort_doubles(a, 144);
+        qh_sort_doubles(b, 144);
         QH_CHECK(memcmp(a, b, sizeof a) == 0, "permuted V holds the entries of A (x) B");
         QH_CHECK(orth_err(V[1]) < 1e-12, "permuted V orthogonal (%g)", orth_err(V[1]));
     }

@@ -13,6 +13,7 @@
 #include "pipeline/config.h"
 #include "ptq161.h"
 #include "qh_binarize.h"
+#include "qh_mat.h"
 #include "qh_method.h"
 #include "qh_rng.h"
 #include "qh_test.h"
@@ -411,12 +412,6 @@ static void vec_billm_candidates(void)
              "deciles with the salient column zeroed 0.3 1.5 2.7 (%g %g %g)", c[0], c[1], c[2]);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* The zeroed split search against a brute force: candidates from a sorted
  * copy of the zeroed block (numpy's linear interpolation), the error of each
  * from masks built here. */
@@ -429,7 +424,7 @@ static void vec_billm_search(void)
         for (size_t i = 0; i < m; i++) base[i + j * m] = !(j == 3 || j == 7 || j == 12);
     double v[6 * 16], best_err = INFINITY, best_thr = 0.0;
     for (size_t k = 0; k < m * n; k++) v[k] = base[k] ? fabs(T->data[k]) : 0.0;
-    qsort(v, m * n, sizeof *v, cmp_double);
+    qh_sort_doubles(v, m * n);
     for (size_t t = 0; t < nt; t++) {
         double pos = (0.1 + 0.8 * (double)t / (double)(nt - 1)) * (double)(m * n - 1);
         size_t lo = (size_t)pos;

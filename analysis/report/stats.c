@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "qh_mat.h"
 #include "qh_method.h"
 #include "report/report_internal.h"
 
@@ -151,12 +152,6 @@ const char *qh_report_bound_kind(const char *bound)
     return "average: prediction";
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median_sorted(const double *x, size_t n)
 {
     if (n == 0)
@@ -220,7 +215,7 @@ qh_report_bound_stat qh_report_bound(const qh_report_set *set, const char *model
         }
     }
     if (s.n_layers) {
-        qsort(ratios, s.n_layers, sizeof *ratios, cmp_double);
+        qh_sort_doubles(ratios, s.n_layers);
         s.frac_hold = (double)s.n_hold / (double)s.n_layers;
         s.median_ratio = median_sorted(ratios, s.n_layers);
     }
